@@ -1,0 +1,190 @@
+//! The researcher's pages: log in with the admin token, create studies, import data, open and close
+//! them, watch progress and results, download exports.
+
+use leptos::prelude::*;
+use leptos_router::hooks::{use_params_map, use_query_map};
+
+use crate::api::*;
+use crate::error_text;
+use crate::wire::*;
+
+#[component]
+pub fn AdminHome() -> impl IntoView {
+    let login = ServerAction::<AdminLogin>::new();
+    let create = ServerAction::<CreateStudy>::new();
+    let studies = Resource::new(move || (login.version().get(), create.version().get()), |_| admin_studies());
+    view! {
+        <h1>"Moat admin"</h1>
+        <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match studies.await {
+                    Err(error) => view! { <p class="error">{error_text(&error)}</p> }.into_any(),
+                    Ok(None) => view! {
+                        <ActionForm action=login attr:class="login">
+                            <label>"Admin token " <input type="password" name="token" required=true/></label>
+                            <button type="submit" id="login">"Log in"</button>
+                        </ActionForm>
+                    }.into_any(),
+                    Ok(Some(studies)) => view! { <StudyList studies=studies/> <CreateStudyForm create=create/> }.into_any(),
+                }
+            })}
+        </Suspense>
+        {move || login.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error">{error_text(&e)}</p> })}
+        {move || create.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error">{error_text(&e)}</p> })}
+    }
+}
+
+#[component]
+fn StudyList(studies: Vec<StudySummary>) -> impl IntoView {
+    let rows = studies
+        .into_iter()
+        .map(|study| {
+            view! {
+                <tr>
+                    <td><a href=format!("/admin/studies/{}", study.slug)>{study.title}</a></td>
+                    <td><code>{study.slug}</code></td>
+                    <td>{study.status}</td>
+                    <td class="num">{study.prompts}</td>
+                    <td class="num">{study.raters}</td>
+                    <td class="num">{study.votes}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <h2>"Studies"</h2>
+        <table class="studies">
+            <thead><tr><th>"Title"</th><th>"Slug"</th><th>"Status"</th><th>"Prompts"</th><th>"Raters"</th><th>"Votes"</th></tr></thead>
+            <tbody>{rows}</tbody>
+        </table>
+    }
+}
+
+#[component]
+fn CreateStudyForm(create: ServerAction<CreateStudy>) -> impl IntoView {
+    view! {
+        <h2>"New study"</h2>
+        <ActionForm action=create attr:class="create-study">
+            <label>"Slug " <input name="slug" required=true pattern="[a-z0-9][a-z0-9-]{0,62}" placeholder="open-vs-closed"/></label>
+            <label>"Title " <input name="title" required=true/></label>
+            <label>"Instructions (markdown) " <textarea name="instructions" rows="4"></textarea></label>
+            <label>"Comparisons per rater " <input name="items_per_rater" type="number" min="1" value="10"/></label>
+            <label><input type="checkbox" name="ask_source"/>" Ask which response comes from a closed model"</label>
+            <label><input type="checkbox" name="ask_rationale"/>" Ask for a reason"</label>
+            <label><input type="checkbox" name="reveal_after_vote"/>" Reveal the models after each vote"</label>
+            <label>"Completion code " <input name="completion_code"/></label>
+            <label>"Completion redirect URL " <input name="redirect_url" type="url"/></label>
+            <label>"Participant id parameter " <input name="participant_param" value="PROLIFIC_PID"/></label>
+            <button type="submit" id="create-study">"Create study"</button>
+        </ActionForm>
+    }
+}
+
+#[component]
+pub fn AdminStudy() -> impl IntoView {
+    let params = use_params_map();
+    let query = use_query_map();
+    let slug = move || params.read().get("slug").unwrap_or_default();
+    let status_action = ServerAction::<SetStudyStatus>::new();
+    let report = Resource::new(move || (slug(), status_action.version().get()), |(slug, _)| get_study_report(slug));
+    let notice = move || query.read().get("notice");
+    let import_error = move || query.read().get("error");
+    view! {
+        <p><a href="/admin">"← all studies"</a></p>
+        {move || notice().map(|n| view! { <p class="notice" id="notice">{n}</p> })}
+        {move || import_error().map(|n| view! { <p class="error" id="import-error">{n}</p> })}
+        <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match report.await {
+                    Err(error) => view! {
+                        <p class="error">{error_text(&error)}</p>
+                        <p><a href="/admin">"Log in"</a></p>
+                    }.into_any(),
+                    Ok(report) => view! { <StudyReportView report=report status_action=status_action/> }.into_any(),
+                }
+            })}
+        </Suspense>
+        {move || status_action.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error">{error_text(&e)}</p> })}
+    }
+}
+
+#[component]
+fn StudyReportView(report: StudyReport, status_action: ServerAction<SetStudyStatus>) -> impl IntoView {
+    let slug = report.summary.slug.clone();
+    let status_buttons = ["open", "closed", "draft"]
+        .into_iter()
+        .filter(|status| *status != report.summary.status)
+        .map(|status| {
+            let label = match status {
+                "open" => "Open the study",
+                "closed" => "Close the study",
+                _ => "Back to draft",
+            };
+            let slug = slug.clone();
+            view! {
+                <ActionForm action=status_action attr:class="inline">
+                    <input type="hidden" name="slug" value=slug/>
+                    <input type="hidden" name="status" value=status/>
+                    <button type="submit" id=format!("status-{status}")>{label}</button>
+                </ActionForm>
+            }
+        })
+        .collect_view();
+    let pairs = report
+        .pairs
+        .iter()
+        .map(|pair| {
+            view! {
+                <tr><td>{pair.model_a.clone()}</td><td>{pair.model_b.clone()}</td>
+                <td class="num">{pair.shown}</td><td class="num">{pair.votes}</td></tr>
+            }
+        })
+        .collect_view();
+    let results = report
+        .results
+        .iter()
+        .map(|row| {
+            view! {
+                <tr>
+                    <td>{row.model.clone()}</td><td>{row.provider.clone()}</td><td>{row.openness.clone()}</td>
+                    <td class="num">{row.wins}</td><td class="num">{row.ties}</td>
+                    <td class="num">{row.both_bad}</td><td class="num">{row.losses}</td>
+                    <td class="num">{row.votes}</td>
+                    <td class="num">{format!("{:.1}%", row.win_rate * 100.0)}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    let link = format!("/s/{}?{}=", report.summary.slug, report.settings.participant_param);
+    let seconds = report
+        .median_seconds_per_vote
+        .map(|s| format!("{s:.1} s median per vote"))
+        .unwrap_or_else(|| "no votes yet".to_string());
+    view! {
+        <h1>{report.summary.title.clone()}</h1>
+        <p>"Status: " <strong id="study-status">{report.summary.status.clone()}</strong> " " {status_buttons}</p>
+        <p>"Rater link: " <code>{link}</code></p>
+        <p id="progress-summary">{format!(
+            "{} prompts, {} models, {} raters, {} votes; {}",
+            report.summary.prompts, report.summary.models, report.summary.raters, report.summary.votes, seconds
+        )}</p>
+        <h2>"Import prompts and responses"</h2>
+        <form method="post" enctype="multipart/form-data" action=format!("/admin/studies/{}/import", report.summary.slug)>
+            <input type="file" name="file" accept=".jsonl,.json,.gz" required=true/>
+            <button type="submit" id="import">"Import"</button>
+        </form>
+        <h2>"Results"</h2>
+        <table class="results" id="results">
+            <thead><tr><th>"Model"</th><th>"Provider"</th><th>"Openness"</th><th>"Wins"</th><th>"Ties"</th>
+                <th>"Both bad"</th><th>"Losses"</th><th>"Votes"</th><th>"Win rate"</th></tr></thead>
+            <tbody>{results}</tbody>
+        </table>
+        <p><a class="button" id="download-trl" href=format!("/api/v1/studies/{}/export?format=trl", report.summary.slug)>
+            "Download TRL preference JSONL"</a></p>
+        <h2>"Progress by model pair"</h2>
+        <table class="pairs">
+            <thead><tr><th>"Model A"</th><th>"Model B"</th><th>"Shown"</th><th>"Votes"</th></tr></thead>
+            <tbody>{pairs}</tbody>
+        </table>
+    }
+}

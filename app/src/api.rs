@@ -1,0 +1,196 @@
+//! Server functions: the only calls the browser makes. Each has a fixed endpoint under `/rpc/` so
+//! plain HTML forms (JavaScript off) can post to it and its URL never depends on a build hash.
+
+use leptos::prelude::*;
+use leptos::server_fn::ServerFnError;
+
+use crate::wire::*;
+
+/// The cookie that carries a rater's secret token for one study.
+pub fn rater_cookie(slug: &str) -> String {
+    format!("moat_rater_{slug}")
+}
+
+pub const ADMIN_COOKIE: &str = "moat_admin";
+
+#[cfg(feature = "ssr")]
+pub mod ssr {
+    use leptos::prelude::*;
+    use leptos::server_fn::ServerFnError;
+
+    use crate::backend::{BackendError, SharedBackend};
+
+    pub fn backend() -> Result<SharedBackend, ServerFnError> {
+        use_context::<SharedBackend>().ok_or_else(|| ServerFnError::new("server misconfigured: no backend"))
+    }
+
+    /// The value of a request cookie.
+    pub async fn cookie(name: &str) -> Option<String> {
+        let headers: http::HeaderMap = leptos_axum::extract().await.ok()?;
+        headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|line| line.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.to_string())
+    }
+
+    pub fn set_cookie(name: &str, value: &str, max_age_seconds: u64) {
+        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+            let text = format!(
+                "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_seconds}"
+            );
+            if let Ok(header) = http::HeaderValue::from_str(&text) {
+                response.append_header(http::header::SET_COOKIE, header);
+            }
+        }
+    }
+
+    /// Turns a backend error into a server-function error with the matching HTTP status.
+    pub fn fail(error: BackendError) -> ServerFnError {
+        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+            if let Ok(status) = http::StatusCode::from_u16(error.status()) {
+                response.set_status(status);
+            }
+        }
+        ServerFnError::new(error.to_string())
+    }
+
+    pub async fn require_admin() -> Result<SharedBackend, ServerFnError> {
+        let backend = backend()?;
+        let token = cookie(super::ADMIN_COOKIE).await.unwrap_or_default();
+        if token.is_empty() || !backend.admin_authorized(&token).await {
+            return Err(fail(BackendError::Unauthorized("admin login required".into())));
+        }
+        Ok(backend)
+    }
+
+    pub async fn rater_token(slug: &str) -> Option<String> {
+        cookie(&super::rater_cookie(slug)).await.filter(|token| !token.is_empty())
+    }
+}
+
+#[server(prefix = "/rpc", endpoint = "study_entry")]
+pub async fn get_study_entry(slug: String) -> Result<StudyEntry, ServerFnError> {
+    let backend = ssr::backend()?;
+    let token = ssr::rater_token(&slug).await;
+    backend.study_entry(&slug, token.as_deref()).await.map_err(ssr::fail)
+}
+
+#[server(prefix = "/rpc", endpoint = "consent")]
+pub async fn consent(slug: String, participant: Option<String>) -> Result<(), ServerFnError> {
+    let backend = ssr::backend()?;
+    let participant = participant.filter(|p| !p.trim().is_empty());
+    let token = backend.consent(&slug, participant.as_deref()).await.map_err(ssr::fail)?;
+    ssr::set_cookie(&rater_cookie(&slug), &token, 60 * 60 * 24 * 30);
+    leptos_axum::redirect(&format!("/s/{slug}/compare"));
+    Ok(())
+}
+
+#[server(prefix = "/rpc", endpoint = "rater_view")]
+pub async fn get_rater_view(slug: String) -> Result<RaterView, ServerFnError> {
+    let backend = ssr::backend()?;
+    let Some(token) = ssr::rater_token(&slug).await else {
+        return Ok(RaterView::NeedConsent);
+    };
+    backend.rater_view(&slug, &token).await.map_err(ssr::fail)
+}
+
+#[server(prefix = "/rpc", endpoint = "vote")]
+pub async fn vote(
+    slug: String,
+    assignment: String,
+    choice: String,
+    source_guess: Option<String>,
+    source_confidence: Option<String>,
+    rationale: Option<String>,
+) -> Result<(), ServerFnError> {
+    let backend = ssr::backend()?;
+    let token = ssr::rater_token(&slug).await.ok_or_else(|| {
+        ssr::fail(crate::backend::BackendError::Unauthorized(
+            "no rater session for this study; open the study link first".into(),
+        ))
+    })?;
+    let input = VoteInput { assignment, choice, source_guess, source_confidence, rationale };
+    backend.vote(&slug, &token, input).await.map_err(ssr::fail)
+}
+
+#[server(prefix = "/rpc", endpoint = "next")]
+pub async fn continue_after_reveal(slug: String) -> Result<(), ServerFnError> {
+    let backend = ssr::backend()?;
+    let token = ssr::rater_token(&slug).await.unwrap_or_default();
+    backend.continue_after_reveal(&slug, &token).await.map_err(ssr::fail)
+}
+
+#[server(prefix = "/rpc", endpoint = "admin_login")]
+pub async fn admin_login(token: String) -> Result<(), ServerFnError> {
+    let backend = ssr::backend()?;
+    if !backend.admin_authorized(token.trim()).await {
+        return Err(ssr::fail(crate::backend::BackendError::Unauthorized("wrong admin token".into())));
+    }
+    ssr::set_cookie(ADMIN_COOKIE, token.trim(), 60 * 60 * 12);
+    leptos_axum::redirect("/admin");
+    Ok(())
+}
+
+/// `None` when the browser is not logged in as admin.
+#[server(prefix = "/rpc", endpoint = "admin_studies")]
+pub async fn admin_studies() -> Result<Option<Vec<StudySummary>>, ServerFnError> {
+    let backend = ssr::backend()?;
+    let token = ssr::cookie(ADMIN_COOKIE).await.unwrap_or_default();
+    if token.is_empty() || !backend.admin_authorized(&token).await {
+        return Ok(None);
+    }
+    backend.list_studies().await.map(Some).map_err(ssr::fail)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[server(prefix = "/rpc", endpoint = "create_study")]
+pub async fn create_study(
+    slug: String,
+    title: String,
+    instructions: String,
+    items_per_rater: Option<String>,
+    ask_source: Option<String>,
+    ask_rationale: Option<String>,
+    reveal_after_vote: Option<String>,
+    completion_code: Option<String>,
+    redirect_url: Option<String>,
+    participant_param: Option<String>,
+) -> Result<(), ServerFnError> {
+    let backend = ssr::require_admin().await?;
+    let mut settings = StudySettings::default();
+    if let Some(n) = items_per_rater.filter(|s| !s.trim().is_empty()) {
+        settings.items_per_rater = n.trim().parse().map_err(|_| {
+            ssr::fail(crate::backend::BackendError::BadRequest(format!(
+                "items per rater must be a whole number, got {n:?}"
+            )))
+        })?;
+    }
+    settings.ask_source = ask_source.is_some();
+    settings.ask_rationale = ask_rationale.is_some();
+    settings.reveal_after_vote = reveal_after_vote.is_some();
+    settings.completion_code = completion_code.filter(|s| !s.trim().is_empty());
+    settings.redirect_url = redirect_url.filter(|s| !s.trim().is_empty());
+    if let Some(param) = participant_param.filter(|s| !s.trim().is_empty()) {
+        settings.participant_param = param.trim().to_string();
+    }
+    let study = NewStudy { slug: slug.clone(), title, instructions, settings };
+    backend.create_study(study).await.map_err(ssr::fail)?;
+    leptos_axum::redirect(&format!("/admin/studies/{slug}"));
+    Ok(())
+}
+
+#[server(prefix = "/rpc", endpoint = "set_study_status")]
+pub async fn set_study_status(slug: String, status: String) -> Result<(), ServerFnError> {
+    let backend = ssr::require_admin().await?;
+    backend.set_study_status(&slug, &status).await.map_err(ssr::fail)
+}
+
+#[server(prefix = "/rpc", endpoint = "study_report")]
+pub async fn get_study_report(slug: String) -> Result<StudyReport, ServerFnError> {
+    let backend = ssr::require_admin().await?;
+    backend.study_report(&slug).await.map_err(ssr::fail)
+}

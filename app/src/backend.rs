@@ -1,0 +1,63 @@
+//! The server-side operations the pages need, as a trait the `server` crate implements.
+//!
+//! The app crate must not depend on the store (that would pull sqlx towards the wasm build and point
+//! dependencies the wrong way), so the server provides an `Arc<dyn Backend>` as Leptos context.
+
+use std::sync::Arc;
+
+use crate::wire::*;
+
+/// An error a page or API call can show its user. `Internal` never carries the cause: the
+/// implementation logs it and gives a generic message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackendError {
+    BadRequest(String),
+    Unauthorized(String),
+    NotFound(String),
+    Conflict(String),
+    Internal,
+}
+
+impl BackendError {
+    pub fn status(&self) -> u16 {
+        match self {
+            BackendError::BadRequest(_) => 400,
+            BackendError::Unauthorized(_) => 401,
+            BackendError::NotFound(_) => 404,
+            BackendError::Conflict(_) => 409,
+            BackendError::Internal => 500,
+        }
+    }
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendError::BadRequest(m)
+            | BackendError::Unauthorized(m)
+            | BackendError::NotFound(m)
+            | BackendError::Conflict(m) => f.write_str(m),
+            BackendError::Internal => f.write_str("internal error; the server log has the details"),
+        }
+    }
+}
+
+impl std::error::Error for BackendError {}
+
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    async fn study_entry(&self, slug: &str, rater_token: Option<&str>) -> Result<StudyEntry, BackendError>;
+    /// Records consent and returns the rater's secret token (for the cookie).
+    async fn consent(&self, slug: &str, participant: Option<&str>) -> Result<String, BackendError>;
+    async fn rater_view(&self, slug: &str, rater_token: &str) -> Result<RaterView, BackendError>;
+    async fn vote(&self, slug: &str, rater_token: &str, vote: VoteInput) -> Result<(), BackendError>;
+    async fn continue_after_reveal(&self, slug: &str, rater_token: &str) -> Result<(), BackendError>;
+
+    async fn admin_authorized(&self, token: &str) -> bool;
+    async fn list_studies(&self) -> Result<Vec<StudySummary>, BackendError>;
+    async fn create_study(&self, study: NewStudy) -> Result<StudySummary, BackendError>;
+    async fn set_study_status(&self, slug: &str, status: &str) -> Result<(), BackendError>;
+    async fn study_report(&self, slug: &str) -> Result<StudyReport, BackendError>;
+}
+
+pub type SharedBackend = Arc<dyn Backend>;

@@ -1,0 +1,71 @@
+//! Moat's web app: the rater's study pages and the admin pages, rendered on the server (feature
+//! `ssr`) and hydrated in the browser (feature `hydrate`). Every page works as plain HTML forms with
+//! JavaScript off; hydration adds in-place updates and keyboard shortcuts.
+
+pub mod admin;
+pub mod api;
+#[cfg(feature = "ssr")]
+pub mod backend;
+pub mod rater;
+pub mod wire;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Title};
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::{path, SsrMode};
+
+const STYLE: &str = include_str!("../style/moat.css");
+
+/// The HTML document around the app, rendered on the server only.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <style>{STYLE}</style>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Title text="Moat"/>
+        <Router>
+            <main>
+                <Routes fallback=|| view! { <p class="error">"Page not found."</p> }>
+                    <Route path=path!("") view=Home/>
+                    <Route path=path!("/s/:slug") view=rater::StudyEntryPage ssr=SsrMode::Async/>
+                    <Route path=path!("/s/:slug/compare") view=rater::ComparePage ssr=SsrMode::Async/>
+                    <Route path=path!("/admin") view=admin::AdminHome ssr=SsrMode::Async/>
+                    <Route path=path!("/admin/studies/:slug") view=admin::AdminStudy ssr=SsrMode::Async/>
+                </Routes>
+            </main>
+        </Router>
+    }
+}
+
+#[component]
+fn Home() -> impl IntoView {
+    view! {
+        <h1>"Moat"</h1>
+        <p>"Blind human-preference studies of language models."</p>
+        <p>"Raters join a study through the link its researcher sends them. Researchers: "
+            <a href="/admin">"admin"</a>"."</p>
+    }
+}
+
+/// Renders a server-function error for a person: its message without the transport prefix.
+pub fn error_text(error: &leptos::server_fn::ServerFnError) -> String {
+    let text = error.to_string();
+    text.strip_prefix("error running server function: ").unwrap_or(&text).to_string()
+}

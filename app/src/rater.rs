@@ -1,0 +1,282 @@
+//! The rater's pages: the study link (instructions and consent) and the comparison page.
+
+use leptos::prelude::*;
+use leptos_router::hooks::{use_params_map, use_query_map};
+
+use crate::api::*;
+use crate::error_text;
+use crate::wire::*;
+
+#[component]
+pub fn StudyEntryPage() -> impl IntoView {
+    let params = use_params_map();
+    let query = use_query_map();
+    let slug = move || params.read().get("slug").unwrap_or_default();
+    let entry = Resource::new(slug, get_study_entry);
+    let consent_action = ServerAction::<Consent>::new();
+    view! {
+        <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match entry.await {
+                    Err(error) => view! { <p class="error">{error_text(&error)}</p> }.into_any(),
+                    Ok(entry) => {
+                        let participant = query.read().get(&entry.participant_param).unwrap_or_default();
+                        let open = entry.status == "open";
+                        let compare_href = format!("/s/{}/compare", entry.slug);
+                        view! {
+                            <h1>{entry.title.clone()}</h1>
+                            <section class="instructions" inner_html=entry.instructions_html.clone()></section>
+                            {if !open {
+                                view! { <p class="notice">"This study is not open for responses right now."</p> }.into_any()
+                            } else if entry.joined {
+                                view! { <p><a class="button" href=compare_href>"Continue the study"</a></p> }.into_any()
+                            } else {
+                                view! {
+                                    <ActionForm action=consent_action attr:class="consent">
+                                        <input type="hidden" name="slug" value=entry.slug.clone()/>
+                                        <input type="hidden" name="participant" value=participant/>
+                                        <label>
+                                            <input type="checkbox" name="agree" required=true/>
+                                            " I have read the instructions and agree to take part."
+                                        </label>
+                                        <button type="submit" id="consent">"Start"</button>
+                                    </ActionForm>
+                                }.into_any()
+                            }}
+                            {move || consent_action.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error">{error_text(&e)}</p> })}
+                        }.into_any()
+                    }
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+pub fn ComparePage() -> impl IntoView {
+    let params = use_params_map();
+    let slug = move || params.read().get("slug").unwrap_or_default();
+    let vote_action = ServerAction::<Vote>::new();
+    let next_action = ServerAction::<ContinueAfterReveal>::new();
+    let current = Resource::new(
+        move || (slug(), vote_action.version().get(), next_action.version().get()),
+        |(slug, _, _)| get_rater_view(slug),
+    );
+    view! {
+        <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                let slug = slug();
+                match current.await {
+                    Err(error) => view! { <p class="error">{error_text(&error)}</p> }.into_any(),
+                    Ok(RaterView::NeedConsent) => view! {
+                        <p>"Please start from the study link first: "
+                            <a href=format!("/s/{slug}")>"instructions and consent"</a>"."</p>
+                    }.into_any(),
+                    Ok(RaterView::NotOpen { status }) => view! {
+                        <p class="notice">{format!("This study is {status}; it is not taking responses.")}</p>
+                    }.into_any(),
+                    Ok(RaterView::Compare(comparison)) => view! {
+                        <CompareForm slug=slug comparison=comparison vote_action=vote_action/>
+                    }.into_any(),
+                    Ok(RaterView::Reveal(reveal)) => view! {
+                        <RevealPanel slug=slug reveal=reveal next_action=next_action/>
+                    }.into_any(),
+                    Ok(RaterView::Done(done)) => view! { <CompletionPanel done=done/> }.into_any(),
+                }
+            })}
+        </Suspense>
+        {move || vote_action.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error" id="vote-error">{error_text(&e)}</p> })}
+    }
+}
+
+const CHOICES: [(&str, &str, &str); 4] = [
+    ("left", "A is better", "A"),
+    ("right", "B is better", "B"),
+    ("tie", "Tie", "T"),
+    ("both_bad", "Both are bad", "X"),
+];
+
+#[component]
+fn CompareForm(slug: String, comparison: Comparison, vote_action: ServerAction<Vote>) -> impl IntoView {
+    let form_ref = NodeRef::<leptos::html::Form>::new();
+    let assignment = comparison.assignment.clone();
+    let submit_slug = slug.clone();
+    // With JavaScript on, a click or a key press submits through the action (no reload); with it off,
+    // the buttons submit the form as a plain POST to the same server function.
+    let submit = move |choice: &'static str| {
+        if vote_action.pending().get_untracked() {
+            return;
+        }
+        let field = |_name: &str| -> Option<String> {
+            #[cfg(feature = "hydrate")]
+            {
+                let form = form_ref.get_untracked()?;
+                let data = web_sys::FormData::new_with_form(&form).ok()?;
+                data.get(_name).as_string().filter(|value| !value.is_empty())
+            }
+            #[cfg(not(feature = "hydrate"))]
+            {
+                let _ = form_ref;
+                None
+            }
+        };
+        vote_action.dispatch(Vote {
+            slug: submit_slug.clone(),
+            assignment: assignment.clone(),
+            choice: choice.to_string(),
+            source_guess: field("source_guess"),
+            source_confidence: field("source_confidence"),
+            rationale: field("rationale"),
+        });
+    };
+
+    #[cfg(feature = "hydrate")]
+    {
+        let submit = submit.clone();
+        let handle = window_event_listener(leptos::ev::keydown, move |event| {
+            use wasm_bindgen::JsCast;
+            if event.ctrl_key() || event.meta_key() || event.alt_key() {
+                return;
+            }
+            let typing = event
+                .target()
+                .and_then(|target| target.dyn_into::<web_sys::Element>().ok())
+                .map(|element| matches!(element.tag_name().as_str(), "INPUT" | "TEXTAREA" | "SELECT"))
+                .unwrap_or(false);
+            if typing {
+                return;
+            }
+            let choice = match event.key().to_ascii_lowercase().as_str() {
+                "a" | "1" => "left",
+                "b" | "2" => "right",
+                "t" | "3" => "tie",
+                "x" | "4" => "both_bad",
+                _ => return,
+            };
+            event.prevent_default();
+            submit(choice);
+        });
+        on_cleanup(move || handle.remove());
+    }
+
+    let turns = comparison
+        .turns
+        .iter()
+        .map(|turn| {
+            let label = if turn.role == "user" { "User".to_string() } else { turn.role.clone() };
+            view! {
+                <div class=format!("turn turn-{}", turn.role)>
+                    <div class="role">{label}</div>
+                    <div class="md" inner_html=turn.html.clone()></div>
+                </div>
+            }
+        })
+        .collect_view();
+    let buttons = CHOICES
+        .iter()
+        .map(|&(value, label, key)| {
+            let submit = submit.clone();
+            view! {
+                <button
+                    type="submit"
+                    name="choice"
+                    value=value
+                    id=format!("vote-{value}")
+                    disabled=move || vote_action.pending().get()
+                    on:click=move |event| {
+                        event.prevent_default();
+                        submit(value);
+                    }
+                >
+                    {label}
+                    " "
+                    <kbd>{key}</kbd>
+                </button>
+            }
+        })
+        .collect_view();
+    view! {
+        <p class="progress" id="progress">
+            {format!("Comparison {} of {}", comparison.position, comparison.total)}
+            <progress max=comparison.total value=comparison.position.saturating_sub(1)></progress>
+        </p>
+        <form method="post" action="/rpc/vote" node_ref=form_ref class="compare"
+            on:submit=|event| event.prevent_default()>
+            <input type="hidden" name="slug" value=slug/>
+            <input type="hidden" name="assignment" value=comparison.assignment.clone()/>
+            <section class="prompt"><h2>"Prompt"</h2>{turns}</section>
+            <div class="pair">
+                <article class="response" id="response-a">
+                    <h2>"Response A"</h2>
+                    <div class="md" inner_html=comparison.left_html.clone()></div>
+                </article>
+                <article class="response" id="response-b">
+                    <h2>"Response B"</h2>
+                    <div class="md" inner_html=comparison.right_html.clone()></div>
+                </article>
+            </div>
+            {comparison.ask_source.then(|| view! {
+                <fieldset class="source">
+                    <legend>"Which response do you think comes from a closed (API) model?"</legend>
+                    <label><input type="radio" name="source_guess" value="left"/>" A"</label>
+                    <label><input type="radio" name="source_guess" value="right"/>" B"</label>
+                    <label>
+                        " Confidence "
+                        <select name="source_confidence">
+                            <option value="">"—"</option>
+                            <option value="1">"1 guessing"</option>
+                            <option value="2">"2"</option>
+                            <option value="3">"3"</option>
+                            <option value="4">"4"</option>
+                            <option value="5">"5 certain"</option>
+                        </select>
+                    </label>
+                </fieldset>
+            })}
+            {comparison.ask_rationale.then(|| view! {
+                <label class="rationale">"Why? (optional)"
+                    <textarea name="rationale" rows="2"></textarea>
+                </label>
+            })}
+            <div class="choices">{buttons}</div>
+            <p class="hint">"Keyboard: A, B, T (tie), X (both bad)."</p>
+        </form>
+    }
+}
+
+#[component]
+fn RevealPanel(slug: String, reveal: Reveal, next_action: ServerAction<ContinueAfterReveal>) -> impl IntoView {
+    let verdict = match reveal.choice.as_str() {
+        "left" => "You preferred Response A.",
+        "right" => "You preferred Response B.",
+        "tie" => "You called it a tie.",
+        _ => "You found both bad.",
+    };
+    view! {
+        <section class="reveal">
+            <p>{verdict}</p>
+            <p>"Response A was written by " <strong>{reveal.left_model}</strong>
+               "; Response B by " <strong>{reveal.right_model}</strong> "."</p>
+            <ActionForm action=next_action>
+                <input type="hidden" name="slug" value=slug/>
+                <button type="submit" id="next">"Next comparison"</button>
+            </ActionForm>
+        </section>
+    }
+}
+
+#[component]
+fn CompletionPanel(done: Completion) -> impl IntoView {
+    view! {
+        <section class="done" id="done">
+            <h1>"Thank you!"</h1>
+            <p>{format!("You completed {} comparisons.", done.votes)}</p>
+            {done.code.map(|code| view! {
+                <p>"Your completion code: " <code id="completion-code">{code}</code></p>
+            })}
+            {done.redirect_url.map(|url| view! {
+                <p><a class="button" href=url>"Finish and return"</a></p>
+            })}
+        </section>
+    }
+}

@@ -1,0 +1,171 @@
+//! Types that cross the wire between the server and the browser.
+//!
+//! Blindness lives here: the types a rater's browser receives before a vote (`StudyEntry`,
+//! `Comparison`) have no field that could hold a model name, provider, openness or a stable response
+//! id. Leptos serializes every resource into the page for hydration, so a field a component does not
+//! render would still reach the browser: the only safe identity field is one that does not exist.
+
+use serde::{Deserialize, Serialize};
+
+/// The settings a researcher chooses for a study. Every field has a default so that older rows and
+/// partial API requests stay readable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StudySettings {
+    /// How many comparisons one rater is asked for.
+    pub items_per_rater: u32,
+    /// How many votes each prompt should receive before the assigner prefers other prompts.
+    pub ratings_per_item: u32,
+    /// Ask "which response do you think comes from a closed (API) model?" with a confidence.
+    pub ask_source: bool,
+    /// Ask for a free-text reason.
+    pub ask_rationale: bool,
+    /// After each vote, show the rater which model wrote which response.
+    pub reveal_after_vote: bool,
+    /// Shown on the completion page (e.g. a Prolific completion code).
+    pub completion_code: Option<String>,
+    /// Where the completion page sends the rater (e.g. Prolific's completion URL).
+    pub redirect_url: Option<String>,
+    /// The query parameter of the study link that carries the participant id.
+    pub participant_param: String,
+}
+
+impl Default for StudySettings {
+    fn default() -> Self {
+        StudySettings {
+            items_per_rater: 10,
+            ratings_per_item: 3,
+            ask_source: false,
+            ask_rationale: false,
+            reveal_after_vote: false,
+            completion_code: None,
+            redirect_url: None,
+            participant_param: "PROLIFIC_PID".to_string(),
+        }
+    }
+}
+
+/// What the study link shows before consent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StudyEntry {
+    pub slug: String,
+    pub title: String,
+    /// Sanitized HTML rendered from the study's markdown instructions.
+    pub instructions_html: String,
+    pub participant_param: String,
+    pub status: String,
+    /// The browser already holds a rater cookie for this study.
+    pub joined: bool,
+}
+
+/// One turn of the prompt conversation, rendered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Turn {
+    pub role: String,
+    pub html: String,
+}
+
+/// One blind comparison. `assignment` is a random id minted for this rater and this showing; it
+/// names neither response nor model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub assignment: String,
+    pub turns: Vec<Turn>,
+    pub left_html: String,
+    pub right_html: String,
+    /// 1-based position of this comparison in the rater's session.
+    pub position: u32,
+    pub total: u32,
+    pub ask_source: bool,
+    pub ask_rationale: bool,
+}
+
+/// Shown after a vote when the study reveals models.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reveal {
+    pub left_model: String,
+    pub right_model: String,
+    pub choice: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    pub code: Option<String>,
+    pub redirect_url: Option<String>,
+    pub votes: u32,
+}
+
+/// What the rater's comparison page shows next.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RaterView {
+    NeedConsent,
+    NotOpen { status: String },
+    Compare(Comparison),
+    Reveal(Reveal),
+    Done(Completion),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StudySummary {
+    pub slug: String,
+    pub title: String,
+    pub status: String,
+    pub prompts: i64,
+    pub models: i64,
+    pub raters: i64,
+    pub votes: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairProgress {
+    pub model_a: String,
+    pub model_b: String,
+    pub shown: i64,
+    pub votes: i64,
+}
+
+/// Wins, ties and losses of one model; a tie or a both-bad vote counts for both models in it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelResult {
+    pub model: String,
+    pub provider: String,
+    pub openness: String,
+    pub wins: i64,
+    pub ties: i64,
+    pub both_bad: i64,
+    pub losses: i64,
+    pub votes: i64,
+    /// (wins + ties/2 + both_bad/2) / votes, the convention of Chatbot Arena.
+    pub win_rate: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StudyReport {
+    pub summary: StudySummary,
+    pub instructions: String,
+    pub settings: StudySettings,
+    pub pairs: Vec<PairProgress>,
+    pub median_seconds_per_vote: Option<f64>,
+    pub results: Vec<ModelResult>,
+}
+
+/// A new study, as the admin form and `POST /api/v1/studies` give it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewStudy {
+    pub slug: String,
+    pub title: String,
+    #[serde(default)]
+    pub instructions: String,
+    #[serde(default)]
+    pub settings: StudySettings,
+}
+
+/// A vote as a rater submits it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VoteInput {
+    pub assignment: String,
+    pub choice: String,
+    pub source_guess: Option<String>,
+    pub source_confidence: Option<String>,
+    pub rationale: Option<String>,
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Builds Moat: the hydration wasm (release, size-optimised) into target/site/pkg, then the server.
+# Usage: scripts/build.sh [--release]
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$MOAT_ROOT"
+profile=dev; [ "${1:-}" = "--release" ] && profile=release
+
+cargo build -p moat-frontend --lib --target wasm32-unknown-unknown --profile wasm-release
+mkdir -p "$MOAT_SITE_ROOT/pkg"
+wasm-bindgen --target web --no-typescript --out-dir "$MOAT_SITE_ROOT/pkg" --out-name moat \
+  "$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/moat_frontend.wasm"
+
+cargo build -p moat-server --profile "$profile"

@@ -1,0 +1,172 @@
+//! Domain values parsed at the edge (slugs, statuses, choices) and small pure helpers.
+
+use moat_app::wire::ModelResult;
+use moat_exports::Choice;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::store::{ModelRow, VoteTally};
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `bytes` random bytes from the OS-seeded generator, as lowercase hex.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buffer);
+    hex::encode(buffer)
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// A study's URL name: 1–63 characters of lowercase ASCII letters, digits and dashes, starting with
+/// a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StudySlug(String);
+
+impl StudySlug {
+    pub fn parse(text: &str) -> Result<StudySlug, String> {
+        let ok = !text.is_empty()
+            && text.len() <= 63
+            && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !text.starts_with('-');
+        if ok {
+            Ok(StudySlug(text.to_string()))
+        } else {
+            Err(format!(
+                "invalid study slug {text:?}: use 1-63 lowercase letters, digits and dashes, not starting with a dash"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StudyStatus {
+    Draft,
+    Open,
+    Closed,
+}
+
+impl StudyStatus {
+    pub fn parse(text: &str) -> Option<StudyStatus> {
+        match text {
+            "draft" => Some(StudyStatus::Draft),
+            "open" => Some(StudyStatus::Open),
+            "closed" => Some(StudyStatus::Closed),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StudyStatus::Draft => "draft",
+            StudyStatus::Open => "open",
+            StudyStatus::Closed => "closed",
+        }
+    }
+}
+
+/// Wins, ties, both-bad and losses per model from vote tallies, sorted by win rate (best first).
+pub fn model_results(models: &[ModelRow], tallies: &[VoteTally]) -> Vec<ModelResult> {
+    let mut results: Vec<ModelResult> = models
+        .iter()
+        .map(|m| ModelResult {
+            model: m.name.clone(),
+            provider: m.provider.clone(),
+            openness: m.openness.as_str().to_string(),
+            wins: 0,
+            ties: 0,
+            both_bad: 0,
+            losses: 0,
+            votes: 0,
+            win_rate: 0.0,
+        })
+        .collect();
+    let index = |id: i64| models.iter().position(|m| m.id == id);
+    for tally in tallies {
+        let (Some(left), Some(right)) = (index(tally.left_model), index(tally.right_model)) else {
+            continue;
+        };
+        for (me, won, lost) in [(left, Choice::Left, Choice::Right), (right, Choice::Right, Choice::Left)] {
+            let row = &mut results[me];
+            row.votes += tally.count;
+            match tally.choice {
+                c if c == won => row.wins += tally.count,
+                c if c == lost => row.losses += tally.count,
+                Choice::Tie => row.ties += tally.count,
+                _ => row.both_bad += tally.count,
+            }
+        }
+    }
+    for row in &mut results {
+        if row.votes > 0 {
+            row.win_rate = (row.wins as f64 + 0.5 * (row.ties + row.both_bad) as f64) / row.votes as f64;
+        }
+    }
+    results.sort_by(|a, b| b.win_rate.total_cmp(&a.win_rate).then_with(|| a.model.cmp(&b.model)));
+    results
+}
+
+pub fn median(values: &mut [i64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_unstable();
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 0 {
+        (values[mid - 1] + values[mid]) as f64 / 2.0
+    } else {
+        values[mid] as f64
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moat_exports::Openness;
+
+    #[test]
+    fn slugs_are_checked() {
+        assert!(StudySlug::parse("open-vs-closed-2").is_ok());
+        for bad in ["", "-x", "Upper", "has space", "a/b", &"x".repeat(64)] {
+            assert!(StudySlug::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn results_count_each_vote_for_both_models() {
+        let models = vec![
+            ModelRow { id: 1, name: "a".into(), provider: "p".into(), openness: Openness::Open },
+            ModelRow { id: 2, name: "b".into(), provider: "q".into(), openness: Openness::Closed },
+        ];
+        let tallies = vec![
+            VoteTally { left_model: 1, right_model: 2, choice: Choice::Left, count: 3 },
+            VoteTally { left_model: 2, right_model: 1, choice: Choice::Left, count: 1 },
+            VoteTally { left_model: 2, right_model: 1, choice: Choice::Tie, count: 2 },
+        ];
+        let results = model_results(&models, &tallies);
+        let a = results.iter().find(|r| r.model == "a").unwrap();
+        assert_eq!((a.wins, a.losses, a.ties, a.votes), (3, 1, 2, 6));
+        assert!((a.win_rate - 4.0 / 6.0).abs() < 1e-12);
+        let b = results.iter().find(|r| r.model == "b").unwrap();
+        assert_eq!((b.wins, b.losses, b.ties, b.votes), (1, 3, 2, 6));
+        assert_eq!(results[0].model, "a");
+    }
+
+    #[test]
+    fn median_of_even_and_odd() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [5, 1, 3]), Some(3.0));
+        assert_eq!(median(&mut [4, 1, 3, 2]), Some(2.5));
+    }
+}

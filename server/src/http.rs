@@ -1,0 +1,254 @@
+//! The HTTP surface: the Leptos pages and server functions, the JSON API under `/api/v1/`, and the
+//! admin upload form. Errors are JSON `{ "error": "…" }`; a 5xx never carries its cause.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Multipart, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::{StreamExt, TryStreamExt};
+use leptos::prelude::*;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use moat_app::backend::{Backend, BackendError, SharedBackend};
+use moat_app::wire::NewStudy;
+use moat_app::{shell, App};
+use serde::Deserialize;
+use tokio::io::BufReader;
+use tokio_util::io::StreamReader;
+
+use crate::domain::StudySlug;
+use crate::export::{check_format, export_study};
+use crate::import::{import_jsonl, ImportError};
+use crate::web::AppBackend;
+
+/// An API error: status and a message meant for the client.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<BackendError> for ApiError {
+    fn from(error: BackendError) -> Self {
+        ApiError(StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), error.to_string())
+    }
+}
+
+impl From<ImportError> for ApiError {
+    fn from(error: ImportError) -> Self {
+        match error {
+            ImportError::Input(_) | ImportError::Study(_) | ImportError::Io(_) => {
+                ApiError(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
+            }
+            ImportError::Store(store) => BackendError::from(store).into(),
+        }
+    }
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|line| line.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_string())
+}
+
+/// Proof that the request carries the admin token, as `Authorization: Bearer …` or the admin cookie.
+pub struct Admin;
+
+impl FromRequestParts<Arc<AppBackend>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, backend: &Arc<AppBackend>) -> Result<Self, Self::Rejection> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string);
+        let token = bearer.or_else(|| cookie_value(&parts.headers, moat_app::api::ADMIN_COOKIE)).unwrap_or_default();
+        if backend.admin_authorized(token.trim()).await {
+            Ok(Admin)
+        } else {
+            Err(ApiError(StatusCode::UNAUTHORIZED, "admin token required (Authorization: Bearer TOKEN)".into()))
+        }
+    }
+}
+
+pub fn router(backend: Arc<AppBackend>, leptos_options: LeptosOptions) -> Router {
+    let routes = generate_route_list(App);
+    let shared: SharedBackend = backend.clone();
+    let pages = Router::new()
+        .leptos_routes_with_context(&leptos_options, routes, move || provide_context(shared.clone()), {
+            let options = leptos_options.clone();
+            move || shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler(shell))
+        .with_state(leptos_options);
+    let api = Router::new()
+        .route("/api/v1/studies", get(list_studies).post(create_study))
+        .route("/api/v1/studies/{slug}", get(study_report))
+        .route("/api/v1/studies/{slug}/status", post(set_status))
+        .route("/api/v1/studies/{slug}/import", post(import_body))
+        .route("/api/v1/studies/{slug}/export", get(export))
+        .route("/admin/studies/{slug}/import", post(import_form))
+        .with_state(backend);
+    api.merge(pages)
+}
+
+async fn list_studies(_: Admin, State(backend): State<Arc<AppBackend>>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(backend.list_studies().await?))
+}
+
+async fn create_study(
+    _: Admin,
+    State(backend): State<Arc<AppBackend>>,
+    body: Result<Json<NewStudy>, axum::extract::rejection::JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(study) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid study: {}", e.body_text())))?;
+    Ok((StatusCode::CREATED, Json(backend.create_study(study).await?)))
+}
+
+async fn study_report(
+    _: Admin,
+    State(backend): State<Arc<AppBackend>>,
+    Path(slug): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(backend.study_report(&slug).await?))
+}
+
+#[derive(Deserialize)]
+struct StatusBody {
+    status: String,
+}
+
+async fn set_status(
+    _: Admin,
+    State(backend): State<Arc<AppBackend>>,
+    Path(slug): Path<String>,
+    body: Result<Json<StatusBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    backend.set_study_status(&slug, &body.status).await?;
+    Ok(Json(serde_json::json!({ "slug": slug, "status": body.status })))
+}
+
+/// `POST /api/v1/studies/{slug}/import` with the JSONL file as the request body.
+async fn import_body(
+    _: Admin,
+    State(backend): State<Arc<AppBackend>>,
+    Path(slug): Path<String>,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    let slug = StudySlug::parse(&slug).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let reader = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
+    let report = import_jsonl(&backend.store, &slug, BufReader::new(reader), &[]).await?;
+    Ok(Json(report))
+}
+
+/// The admin page's upload form (multipart, field `file`); answers with a redirect back to the page.
+async fn import_form(
+    State(backend): State<Arc<AppBackend>>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    mut multipart: Multipart,
+) -> Response {
+    let token = cookie_value(&headers, moat_app::api::ADMIN_COOKIE).unwrap_or_default();
+    if !backend.admin_authorized(&token).await {
+        return Redirect::to("/admin").into_response();
+    }
+    let page = format!("/admin/studies/{slug}");
+    let outcome: Result<String, String> = async {
+        let slug = StudySlug::parse(&slug)?;
+        while let Some(field) = multipart.next_field().await.map_err(|e| format!("upload failed: {e}"))? {
+            if field.name() != Some("file") {
+                continue;
+            }
+            let reader = StreamReader::new(field.map_err(std::io::Error::other));
+            return import_jsonl(&backend.store, &slug, BufReader::new(reader), &[])
+                .await
+                .map(|report| report.to_string())
+                .map_err(|e| match e {
+                    ImportError::Store(_) => ApiError::from(e).1,
+                    other => other.to_string(),
+                });
+        }
+        Err("the form has no file".to_string())
+    }
+    .await;
+    let (key, text) = match outcome {
+        Ok(report) => ("notice", format!("Imported: {report}")),
+        Err(error) => ("error", format!("Nothing was imported: {error}")),
+    };
+    Redirect::to(&format!("{page}?{key}={}", percent_encode(&text))).into_response()
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    #[serde(default = "default_format")]
+    format: String,
+}
+
+fn default_format() -> String {
+    "trl".into()
+}
+
+/// Streams the export as it is produced; a failure midway aborts the transfer rather than ending it
+/// cleanly, so a client never mistakes a truncated file for a complete one.
+async fn export(
+    _: Admin,
+    State(backend): State<Arc<AppBackend>>,
+    Path(slug): Path<String>,
+    Query(query): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    check_format(&query.format).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let study = backend.store.study(&slug).await.map_err(BackendError::from)?;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let (done_sender, done_receiver) = tokio::sync::oneshot::channel();
+    let format = query.format.clone();
+    let task_backend = backend.clone();
+    tokio::spawn(async move {
+        let result = export_study(&task_backend.store, &study, &format, sender).await;
+        if let Err(error) = &result {
+            tracing::error!(%error, "export failed");
+        }
+        let _ = done_sender.send(result.is_ok());
+    });
+    let chunks = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), receiver))
+    });
+    let ending = futures::stream::once(async move {
+        match done_receiver.await {
+            Ok(true) => None,
+            _ => Some(Err(std::io::Error::other("export failed"))),
+        }
+    })
+    .filter_map(|item| async move { item });
+    let filename = format!("{slug}-{}.jsonl", query.format);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/jsonl; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
+        ],
+        Body::from_stream(chunks.chain(ending)),
+    )
+        .into_response())
+}

@@ -1,0 +1,344 @@
+//! `moat import` and the admin upload: Moat's JSONL format into a study, in one transaction.
+//!
+//! Format, one JSON object per line (blank lines ignored):
+//! - optional header, the first line: `{"models": [{"name", "provider", "openness": "open"|"closed", "version"?}]}`
+//! - each other line is one prompt: `{"id"?, "prompt": "text" | [{"role", "content"}…], "category"?,
+//!   "language"?, "responses": {"<model name>": "text", …}}`
+//!
+//! Any malformed line, missing field, unknown model, duplicate id or prompt with fewer than two
+//! responses refuses the whole file with an error naming the line and the field; nothing is written.
+//! The file is read line by line, so its size is bounded by the database, not by memory.
+
+use std::collections::{HashMap, HashSet};
+
+use moat_exports::{Message, Openness};
+use serde_json::{Map, Value};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+use crate::domain::{sha256_hex, StudySlug};
+use crate::store::{Store, StoreError};
+
+/// A model declared in the file header or on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub name: String,
+    pub provider: String,
+    pub openness: Openness,
+    pub version: String,
+}
+
+impl ModelSpec {
+    /// Parses the command-line form `NAME=open|closed[,PROVIDER]`.
+    pub fn parse_flag(text: &str) -> Result<ModelSpec, String> {
+        let (name, rest) = text
+            .split_once('=')
+            .ok_or_else(|| format!("--model {text:?}: expected NAME=open|closed[,PROVIDER]"))?;
+        let (openness, provider) = rest.split_once(',').unwrap_or((rest, ""));
+        let openness = Openness::parse(openness)
+            .ok_or_else(|| format!("--model {text:?}: openness must be open or closed, got {openness:?}"))?;
+        if name.trim().is_empty() {
+            return Err(format!("--model {text:?}: the model name is empty"));
+        }
+        Ok(ModelSpec { name: name.trim().into(), provider: provider.trim().into(), openness, version: String::new() })
+    }
+}
+
+/// What is wrong with an input file, and where.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("line {line}, field `{field}`: {message}")]
+pub struct InputError {
+    pub line: usize,
+    pub field: String,
+    pub message: String,
+}
+
+fn input_error(line: usize, field: impl Into<String>, message: impl Into<String>) -> InputError {
+    InputError { line, field: field.into(), message: message.into() }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{0}")]
+    Input(#[from] InputError),
+    #[error("{0}")]
+    Study(String),
+    #[error("reading the input failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One parsed line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Line {
+    Header(Vec<ModelSpec>),
+    Item(PromptItem),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptItem {
+    pub id: String,
+    pub conversation: Vec<Message>,
+    pub category: Option<String>,
+    pub language: Option<String>,
+    /// (model name, text), in the order of the file.
+    pub responses: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ImportReport {
+    pub study: String,
+    pub created_study: bool,
+    pub lines_read: u64,
+    pub prompts_imported: u64,
+    pub responses_imported: u64,
+    pub models_added: u64,
+}
+
+impl std::fmt::Display for ImportReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "study {}{}: {} lines read, {} prompts and {} responses imported, {} new models",
+            self.study,
+            if self.created_study { " (created as draft)" } else { "" },
+            self.lines_read,
+            self.prompts_imported,
+            self.responses_imported,
+            self.models_added
+        )
+    }
+}
+
+fn optional_string(object: &Map<String, Value>, key: &str, line: usize) -> Result<Option<String>, InputError> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(_) => Err(input_error(line, key, "must be a string")),
+    }
+}
+
+fn parse_models(value: &Value, line: usize) -> Result<Vec<ModelSpec>, InputError> {
+    let list = value.as_array().ok_or_else(|| input_error(line, "models", "must be a list of models"))?;
+    list.iter()
+        .enumerate()
+        .map(|(i, model)| {
+            let field = |name: &str| format!("models[{i}].{name}");
+            let object = model.as_object().ok_or_else(|| input_error(line, format!("models[{i}]"), "must be an object"))?;
+            let name = object
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.trim().is_empty())
+                .ok_or_else(|| input_error(line, field("name"), "missing or not a non-empty string"))?;
+            let openness_text = object
+                .get("openness")
+                .and_then(Value::as_str)
+                .ok_or_else(|| input_error(line, field("openness"), "missing; use \"open\" or \"closed\""))?;
+            let openness = Openness::parse(openness_text).ok_or_else(|| {
+                input_error(line, field("openness"), format!("must be \"open\" or \"closed\", got {openness_text:?}"))
+            })?;
+            let text = |key: &str| object.get(key).and_then(Value::as_str).unwrap_or("").to_string();
+            Ok(ModelSpec { name: name.trim().to_string(), provider: text("provider"), openness, version: text("version") })
+        })
+        .collect()
+}
+
+fn parse_conversation(value: &Value, line: usize) -> Result<Vec<Message>, InputError> {
+    match value {
+        Value::String(text) if !text.trim().is_empty() => Ok(vec![Message::new("user", text.clone())]),
+        Value::String(_) => Err(input_error(line, "prompt", "is empty")),
+        Value::Array(turns) if !turns.is_empty() => turns
+            .iter()
+            .enumerate()
+            .map(|(i, turn)| {
+                let role = turn
+                    .get("role")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| input_error(line, format!("prompt[{i}].role"), "missing or not a string"))?;
+                if !matches!(role, "user" | "assistant" | "system") {
+                    return Err(input_error(
+                        line,
+                        format!("prompt[{i}].role"),
+                        format!("must be user, assistant or system, got {role:?}"),
+                    ));
+                }
+                let content = turn
+                    .get("content")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| input_error(line, format!("prompt[{i}].content"), "missing or not a string"))?;
+                Ok(Message::new(role, content))
+            })
+            .collect(),
+        Value::Array(_) => Err(input_error(line, "prompt", "the conversation has no turns")),
+        _ => Err(input_error(line, "prompt", "must be a string or a list of {role, content} messages")),
+    }
+}
+
+/// Parses one non-blank line (1-based `line`).
+pub fn parse_line(text: &str, line: usize) -> Result<Line, InputError> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| input_error(line, "(line)", format!("not valid JSON: {e}")))?;
+    let object = value.as_object().ok_or_else(|| input_error(line, "(line)", "must be a JSON object"))?;
+    if object.contains_key("models") && !object.contains_key("responses") {
+        return Ok(Line::Header(parse_models(&object["models"], line)?));
+    }
+    let prompt = object.get("prompt").ok_or_else(|| input_error(line, "prompt", "missing"))?;
+    let conversation = parse_conversation(prompt, line)?;
+    let responses = object
+        .get("responses")
+        .ok_or_else(|| input_error(line, "responses", "missing"))?
+        .as_object()
+        .ok_or_else(|| input_error(line, "responses", "must be an object mapping model name to response text"))?;
+    let responses = responses
+        .iter()
+        .map(|(model, text)| match text {
+            Value::String(text) => Ok((model.clone(), text.clone())),
+            _ => Err(input_error(line, format!("responses.{model}"), "must be a string")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if responses.len() < 2 {
+        return Err(input_error(
+            line,
+            "responses",
+            format!("a prompt needs at least two responses to compare, found {}", responses.len()),
+        ));
+    }
+    let id = match object.get("id") {
+        None | Some(Value::Null) => format!("p-{}", &sha256_hex(&serde_json::to_string(prompt).unwrap_or_default())[..16]),
+        Some(Value::String(id)) if !id.trim().is_empty() => id.trim().to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => return Err(input_error(line, "id", "must be a non-empty string or a number")),
+    };
+    Ok(Line::Item(PromptItem {
+        id,
+        conversation,
+        category: optional_string(object, "category", line)?,
+        language: optional_string(object, "language", line)?,
+        responses,
+    }))
+}
+
+/// Imports a JSONL stream into the study `slug` (created as a draft if it does not exist).
+pub async fn import_jsonl<R: AsyncBufRead + Unpin>(
+    store: &Store,
+    slug: &StudySlug,
+    reader: R,
+    flag_models: &[ModelSpec],
+) -> Result<ImportReport, ImportError> {
+    let mut tx = store.begin_write().await?;
+    let mut report = ImportReport { study: slug.as_str().to_string(), ..Default::default() };
+    let study = match tx.study(slug.as_str()).await? {
+        Some(study) => study,
+        None => {
+            report.created_study = true;
+            tx.create_study(slug, slug.as_str(), "", &Default::default()).await?
+        }
+    };
+    if study.status == crate::domain::StudyStatus::Closed {
+        return Err(ImportError::Study(format!("study {:?} is closed; reopen it before importing", slug.as_str())));
+    }
+    let mut models: HashMap<String, i64> = tx.models(study.id).await?;
+    let mut pending = flag_models.to_vec();
+    let mut seen_ids: HashSet<String> = HashSet::new();
+    let mut lines = reader.lines();
+    let mut line_no = 0usize;
+    let mut first_content_line = true;
+    loop {
+        for spec in pending.drain(..) {
+            if !models.contains_key(&spec.name) {
+                let id = tx.insert_model(study.id, &spec.name, &spec.provider, spec.openness, &spec.version).await?;
+                models.insert(spec.name.clone(), id);
+                report.models_added += 1;
+            }
+        }
+        let Some(text) = lines.next_line().await? else { break };
+        line_no += 1;
+        if text.trim().is_empty() {
+            continue;
+        }
+        report.lines_read += 1;
+        let is_first = std::mem::replace(&mut first_content_line, false);
+        match parse_line(&text, line_no)? {
+            Line::Header(specs) if is_first => pending = specs,
+            Line::Header(_) => {
+                return Err(input_error(line_no, "models", "the models header must be the first line").into());
+            }
+            Line::Item(item) => {
+                for (model, _) in &item.responses {
+                    if !models.contains_key(model) {
+                        return Err(input_error(
+                            line_no,
+                            format!("responses.{model}"),
+                            format!(
+                                "unknown model {model:?}: declare it in the header line or with --model {model}=open|closed"
+                            ),
+                        )
+                        .into());
+                    }
+                }
+                if !seen_ids.insert(item.id.clone()) || tx.prompt_exists(study.id, &item.id).await? {
+                    return Err(input_error(line_no, "id", format!("duplicate prompt id {:?}", item.id)).into());
+                }
+                let prompt_id = tx
+                    .insert_prompt(study.id, &item.id, &item.conversation, item.category.as_deref(), item.language.as_deref())
+                    .await?;
+                for (model, text) in &item.responses {
+                    tx.insert_response(prompt_id, models[model], text).await?;
+                    report.responses_imported += 1;
+                }
+                report.prompts_imported += 1;
+            }
+        }
+    }
+    if report.prompts_imported == 0 {
+        return Err(ImportError::Study("the file holds no prompts".into()));
+    }
+    tx.commit().await?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_and_items_parse() {
+        let header = parse_line(r#"{"models":[{"name":"m1","provider":"P","openness":"closed"}]}"#, 1).unwrap();
+        assert!(matches!(header, Line::Header(ref m) if m[0].openness == Openness::Closed));
+        let item = parse_line(
+            r#"{"id":7,"prompt":[{"role":"user","content":"hi"}],"responses":{"a":"x","b":"y"},"category":"c"}"#,
+            2,
+        )
+        .unwrap();
+        let Line::Item(item) = item else { panic!() };
+        assert_eq!(item.id, "7");
+        assert_eq!(item.responses.len(), 2);
+        assert_eq!(item.category.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let cases = [
+            ("not json", "(line)"),
+            (r#"{"responses":{"a":"x","b":"y"}}"#, "prompt"),
+            (r#"{"prompt":"q"}"#, "responses"),
+            (r#"{"prompt":"q","responses":{"a":"x"}}"#, "responses"),
+            (r#"{"prompt":"q","responses":{"a":"x","b":3}}"#, "responses.b"),
+            (r#"{"prompt":[{"role":"robot","content":"x"}],"responses":{"a":"x","b":"y"}}"#, "prompt[0].role"),
+            (r#"{"models":[{"name":"m","openness":"maybe"}]}"#, "models[0].openness"),
+            (r#"{"id":[],"prompt":"q","responses":{"a":"x","b":"y"}}"#, "id"),
+        ];
+        for (text, field) in cases {
+            let error = parse_line(text, 9).unwrap_err();
+            assert_eq!((error.line, error.field.as_str()), (9, field), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn model_flags_parse() {
+        let spec = ModelSpec::parse_flag("gpt-4o=closed,OpenAI").unwrap();
+        assert_eq!((spec.name.as_str(), spec.provider.as_str(), spec.openness), ("gpt-4o", "OpenAI", Openness::Closed));
+        assert!(ModelSpec::parse_flag("x=sometimes").is_err());
+        assert!(ModelSpec::parse_flag("nothing").is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! Moat's server: the store, imports and exports, and the HTTP application. `main.rs` only parses the
+//! command line and calls into here, so tests can start the same application on port 0.
+
+pub mod assign;
+pub mod cli;
+pub mod client;
+pub mod domain;
+pub mod export;
+pub mod http;
+pub mod import;
+pub mod markdown;
+pub mod store;
+pub mod web;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use leptos::prelude::LeptosOptions;
+
+use crate::domain::{random_hex, sha256_hex, StudySlug, StudyStatus};
+use crate::store::Store;
+use crate::web::AppBackend;
+
+const ADMIN_TOKEN_KEY: &str = "admin_token_sha256";
+
+/// A secret that never prints.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub database_url: String,
+    pub addr: SocketAddr,
+    pub site_root: PathBuf,
+    pub admin_token: Option<Secret>,
+    pub demo: bool,
+}
+
+/// The admin token's hash: the configured token, else the stored one, else a new token that is
+/// printed once and stored hashed.
+pub async fn admin_token_hash(store: &Store, configured: Option<&Secret>) -> anyhow::Result<String> {
+    if let Some(token) = configured {
+        let hash = sha256_hex(&token.0);
+        store.put_setting(ADMIN_TOKEN_KEY, &hash).await?;
+        return Ok(hash);
+    }
+    if let Some(hash) = store.get_setting(ADMIN_TOKEN_KEY).await? {
+        return Ok(hash);
+    }
+    let token = random_hex(24);
+    let hash = sha256_hex(&token);
+    store.put_setting(ADMIN_TOKEN_KEY, &hash).await?;
+    println!("Admin token (shown once; only its hash is stored): {token}");
+    Ok(hash)
+}
+
+pub const DEMO_SLUG: &str = "demo";
+const DEMO_DATA: &str = include_str!("../../demo/oasst-demo.jsonl");
+const DEMO_INSTRUCTIONS: &str = "You will see a question and two anonymous answers, **A** and **B**.\n\n\
+Pick the better answer, or say it is a tie, or that both are bad. Judge helpfulness, correctness and \
+clarity; ignore length for its own sake. Keyboard: `A`, `B`, `T`, `X`.\n\n\
+*Demo data: prompts and replies from OpenAssistant oasst1 (Apache-2.0); the \"models\" are the replies \
+ranked 1st, 2nd and 3rd by OpenAssistant's volunteers.*";
+
+/// Creates and opens the demo study once (later starts leave it as it is).
+pub async fn ensure_demo(store: &Store) -> anyhow::Result<()> {
+    if store.study(DEMO_SLUG).await.is_ok() {
+        return Ok(());
+    }
+    let slug = StudySlug::parse(DEMO_SLUG).expect("demo slug is valid");
+    let settings = moat_app::wire::StudySettings {
+        items_per_rater: 5,
+        ask_source: true,
+        ask_rationale: true,
+        completion_code: Some("MOAT-DEMO".into()),
+        ..Default::default()
+    };
+    store.create_study(&slug, "Demo: which answer is better?", DEMO_INSTRUCTIONS, &settings).await?;
+    import::import_jsonl(store, &slug, DEMO_DATA.as_bytes(), &[]).await?;
+    store.set_study_status(DEMO_SLUG, StudyStatus::Open).await?;
+    Ok(())
+}
+
+pub fn leptos_options(addr: SocketAddr, site_root: &std::path::Path) -> LeptosOptions {
+    LeptosOptions::builder()
+        .output_name("moat")
+        .site_root(site_root.to_string_lossy().to_string())
+        .site_pkg_dir("pkg")
+        .site_addr(addr)
+        .build()
+}
+
+/// A running server: its address and the task serving it.
+pub struct Application {
+    pub addr: SocketAddr,
+    pub backend: Arc<AppBackend>,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+}
+
+impl Application {
+    /// Connects the store, prepares the admin token and the demo, and binds the listener
+    /// (port 0 picks a free port).
+    pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
+        let store = Store::connect(&config.database_url).await?;
+        let hash = admin_token_hash(&store, config.admin_token.as_ref()).await?;
+        if config.demo {
+            ensure_demo(&store).await?;
+        }
+        let listener = tokio::net::TcpListener::bind(config.addr).await?;
+        let addr = listener.local_addr()?;
+        let backend = AppBackend::new(store, hash);
+        let router = http::router(backend.clone(), leptos_options(addr, &config.site_root));
+        Ok(Application { addr, backend, listener, router })
+    }
+
+    pub async fn run(self) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router).await
+    }
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    moat_server::cli::main()
+}

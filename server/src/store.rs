@@ -1,0 +1,879 @@
+//! The store: every SQL statement Moat runs lives in this module.
+//!
+//! One set of runtime-checked queries serves SQLite and PostgreSQL through sqlx's `Any` driver: the
+//! schemas (one migrations folder per dialect) use only BIGINT, TEXT and `$n` placeholders, which both
+//! databases read the same way. Times are milliseconds since the Unix epoch.
+//!
+//! SQLite allows one writer at a time; a write transaction that starts as a reader and upgrades can
+//! fail with SQLITE_BUSY instead of waiting. All write transactions therefore take `write_lock` first
+//! on SQLite, which turns contention into a queue. PostgreSQL needs no such lock.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt, TryStreamExt};
+use moat_app::wire::{ModelResult, PairProgress, StudySettings, StudySummary};
+use moat_exports::{Choice, Message, Openness, VoteRecord};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::domain::{now_ms, random_hex, sha256_hex, StudySlug, StudyStatus};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+    write_lock: Arc<Mutex<()>>,
+}
+
+/// A study as stored.
+#[derive(Debug, Clone)]
+pub struct StudyRow {
+    pub id: i64,
+    pub slug: String,
+    pub title: String,
+    pub instructions: String,
+    pub status: StudyStatus,
+    pub settings: StudySettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelRow {
+    pub id: i64,
+    pub name: String,
+    pub provider: String,
+    pub openness: Openness,
+}
+
+#[derive(Debug, Clone)]
+pub struct RaterRow {
+    pub id: i64,
+    pub study_id: i64,
+}
+
+/// An assignment with the two texts the rater sees (but not who wrote them).
+#[derive(Debug, Clone)]
+pub struct ShownAssignment {
+    pub public_id: String,
+    pub conversation: Vec<Message>,
+    pub left_text: String,
+    pub right_text: String,
+}
+
+/// A prompt the rater has not seen yet, with its responses as (response id, model id).
+#[derive(Debug, Clone)]
+pub struct CandidatePrompt {
+    pub prompt_id: i64,
+    pub times_assigned: i64,
+    pub responses: Vec<(i64, i64)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAssignment {
+    pub rater_id: i64,
+    pub study_id: i64,
+    pub prompt_id: i64,
+    pub left_response: (i64, i64),
+    pub right_response: (i64, i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct VoteToRecord {
+    pub assignment_public_id: String,
+    pub rater_id: i64,
+    pub choice: Choice,
+    pub source_guess: Option<String>,
+    pub source_confidence: Option<i64>,
+    pub rationale: Option<String>,
+    /// Set the assignment to `voted` (the rater will see a reveal) instead of `done`.
+    pub reveal: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VoteOutcome {
+    Recorded { vote_id: i64 },
+    /// The same vote was already recorded; nothing changed.
+    AlreadyRecorded { vote_id: i64 },
+}
+
+/// One aggregated line of a study's votes: left model, right model, choice, count.
+#[derive(Debug, Clone)]
+pub struct VoteTally {
+    pub left_model: i64,
+    pub right_model: i64,
+    pub choice: Choice,
+    pub count: i64,
+}
+
+fn db_choice(text: &str) -> Result<Choice, sqlx::Error> {
+    Choice::parse(text).ok_or_else(|| sqlx::Error::Decode(format!("unknown choice {text:?} in the database").into()))
+}
+
+fn db_openness(text: &str) -> Result<Openness, sqlx::Error> {
+    Openness::parse(text).ok_or_else(|| sqlx::Error::Decode(format!("unknown openness {text:?} in the database").into()))
+}
+
+fn study_from_row(row: &AnyRow) -> Result<StudyRow, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    let settings: String = row.try_get("settings")?;
+    Ok(StudyRow {
+        id: row.try_get("id")?,
+        slug: row.try_get("slug")?,
+        title: row.try_get("title")?,
+        instructions: row.try_get("instructions")?,
+        status: StudyStatus::parse(&status)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown study status {status:?}").into()))?,
+        settings: serde_json::from_str(&settings).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+    })
+}
+
+/// FULL synchronous mode: an acknowledged vote survives a crash of the process and of the OS.
+fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        for pragma in [
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=FULL",
+            "PRAGMA busy_timeout=30000",
+            "PRAGMA foreign_keys=ON",
+        ] {
+            sqlx::Executor::execute(&mut *conn, pragma).await?;
+        }
+        Ok(())
+    })
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`), creating a SQLite file if it is missing,
+    /// and applies the migrations of that dialect.
+    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Dialect::Postgres
+        } else if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else {
+            anyhow::bail!("unsupported database URL {url:?}: use sqlite://PATH or postgres://…");
+        };
+        let url = match dialect {
+            Dialect::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_string(),
+        };
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match dialect {
+                Dialect::Sqlite => 8,
+                Dialect::Postgres => 16,
+            })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _meta| match dialect {
+                Dialect::Sqlite => sqlite_pragmas(conn),
+                Dialect::Postgres => Box::pin(async { Ok(()) }),
+            })
+            .connect_with(options)
+            .await?;
+        let store = Store { pool, dialect, write_lock: Arc::new(Mutex::new(())) };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let _guard = self.write_lock.lock().await;
+        match self.dialect {
+            Dialect::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&self.pool).await?,
+            Dialect::Postgres => sqlx::migrate!("../migrations/postgres").run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Begins a write transaction (serialized with other writers on SQLite).
+    pub async fn begin_write(&self) -> StoreResult<WriteTx<'_>> {
+        let guard = match self.dialect {
+            Dialect::Sqlite => Some(self.write_lock.lock().await),
+            Dialect::Postgres => None,
+        };
+        let tx = self.pool.begin().await?;
+        Ok(WriteTx { tx, _guard: guard })
+    }
+
+    // ----- settings -----
+
+    pub async fn get_setting(&self, key: &str) -> StoreResult<Option<String>> {
+        Ok(sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| row.try_get("value"))
+            .transpose()?)
+    }
+
+    pub async fn put_setting(&self, key: &str, value: &str) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(&mut *tx.tx).await?;
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2)")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx.tx)
+            .await?;
+        tx.commit().await
+    }
+
+    // ----- studies -----
+
+    pub async fn create_study(
+        &self,
+        slug: &StudySlug,
+        title: &str,
+        instructions: &str,
+        settings: &StudySettings,
+    ) -> StoreResult<StudyRow> {
+        let mut tx = self.begin_write().await?;
+        let study = tx.create_study(slug, title, instructions, settings).await?;
+        tx.commit().await?;
+        Ok(study)
+    }
+
+    pub async fn study(&self, slug: &str) -> StoreResult<StudyRow> {
+        let row = sqlx::query("SELECT id, slug, title, instructions, status, settings FROM studies WHERE slug = $1")
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no study with slug {slug:?}")))?;
+        Ok(study_from_row(&row)?)
+    }
+
+    pub async fn set_study_status(&self, slug: &str, status: StudyStatus) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("UPDATE studies SET status = $1 WHERE slug = $2")
+            .bind(status.as_str())
+            .bind(slug)
+            .execute(&mut *tx.tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("no study with slug {slug:?}")));
+        }
+        tx.commit().await
+    }
+
+    pub async fn list_studies(&self) -> StoreResult<Vec<StudySummary>> {
+        let rows = sqlx::query(
+            "SELECT s.slug, s.title, s.status, \
+               (SELECT COUNT(*) FROM prompts p WHERE p.study_id = s.id) AS prompts, \
+               (SELECT COUNT(*) FROM models m WHERE m.study_id = s.id) AS models, \
+               (SELECT COUNT(*) FROM raters r WHERE r.study_id = s.id) AS raters, \
+               (SELECT COUNT(*) FROM votes v JOIN assignments a ON a.id = v.assignment_id \
+                  JOIN raters r ON r.id = a.rater_id WHERE r.study_id = s.id) AS votes \
+             FROM studies s ORDER BY s.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StudySummary {
+                    slug: row.try_get("slug")?,
+                    title: row.try_get("title")?,
+                    status: row.try_get("status")?,
+                    prompts: row.try_get("prompts")?,
+                    models: row.try_get("models")?,
+                    raters: row.try_get("raters")?,
+                    votes: row.try_get("votes")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn study_summary(&self, slug: &str) -> StoreResult<StudySummary> {
+        self.list_studies()
+            .await?
+            .into_iter()
+            .find(|s| s.slug == slug)
+            .ok_or_else(|| StoreError::NotFound(format!("no study with slug {slug:?}")))
+    }
+
+    pub async fn models(&self, study_id: i64) -> StoreResult<Vec<ModelRow>> {
+        let rows = sqlx::query("SELECT id, name, provider, openness FROM models WHERE study_id = $1 ORDER BY id")
+            .bind(study_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let openness: String = row.try_get("openness")?;
+                Ok(ModelRow {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    provider: row.try_get("provider")?,
+                    openness: db_openness(&openness)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Number of prompts in the study that have at least two responses (so can be compared).
+    pub async fn comparable_prompts(&self, study_id: i64) -> StoreResult<i64> {
+        Ok(sqlx::query(
+            "SELECT COUNT(*) AS n FROM prompts p WHERE p.study_id = $1 \
+             AND (SELECT COUNT(*) FROM responses r WHERE r.prompt_id = p.id) >= 2",
+        )
+        .bind(study_id)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?)
+    }
+
+    // ----- raters -----
+
+    /// Creates a rater (or, for a returning participant id, gives the existing rater a new token)
+    /// and returns the secret token.
+    pub async fn join_rater(&self, study_id: i64, external_id: Option<&str>) -> StoreResult<String> {
+        let token = random_hex(32);
+        let hash = sha256_hex(&token);
+        let mut tx = self.begin_write().await?;
+        let existing = match external_id {
+            Some(external) => sqlx::query("SELECT id FROM raters WHERE study_id = $1 AND external_id = $2")
+                .bind(study_id)
+                .bind(external)
+                .fetch_optional(&mut *tx.tx)
+                .await?
+                .map(|row| row.try_get::<i64, _>("id"))
+                .transpose()?,
+            None => None,
+        };
+        match existing {
+            Some(id) => {
+                sqlx::query("UPDATE raters SET token_hash = $1 WHERE id = $2")
+                    .bind(&hash)
+                    .bind(id)
+                    .execute(&mut *tx.tx)
+                    .await?;
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO raters (study_id, external_id, token_hash, pseudonym, created_ms) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(study_id)
+                .bind(external_id.map(str::to_string))
+                .bind(&hash)
+                .bind(format!("rater-{}", random_hex(6)))
+                .bind(now_ms())
+                .execute(&mut *tx.tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(token)
+    }
+
+    pub async fn rater_by_token(&self, study_id: i64, token: &str) -> StoreResult<Option<RaterRow>> {
+        let row = sqlx::query("SELECT id, study_id FROM raters WHERE token_hash = $1 AND study_id = $2")
+            .bind(sha256_hex(token))
+            .bind(study_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => Some(RaterRow { id: row.try_get("id")?, study_id: row.try_get("study_id")? }),
+            None => None,
+        })
+    }
+
+    // ----- assignments -----
+
+    pub async fn rater_vote_count(&self, rater_id: i64) -> StoreResult<i64> {
+        Ok(sqlx::query(
+            "SELECT COUNT(*) AS n FROM votes v JOIN assignments a ON a.id = v.assignment_id WHERE a.rater_id = $1",
+        )
+        .bind(rater_id)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?)
+    }
+
+    /// The rater's assignment in state `state` (the oldest one), with its texts.
+    pub async fn assignment_in_state(&self, rater_id: i64, state: &str) -> StoreResult<Option<ShownAssignment>> {
+        let row = sqlx::query(
+            "SELECT a.public_id, p.conversation, lr.content AS left_text, rr.content AS right_text \
+             FROM assignments a JOIN prompts p ON p.id = a.prompt_id \
+             JOIN responses lr ON lr.id = a.left_response_id JOIN responses rr ON rr.id = a.right_response_id \
+             WHERE a.rater_id = $1 AND a.state = $2 ORDER BY a.id LIMIT 1",
+        )
+        .bind(rater_id)
+        .bind(state)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let conversation: String = row.try_get("conversation")?;
+        Ok(Some(ShownAssignment {
+            public_id: row.try_get("public_id")?,
+            conversation: serde_json::from_str(&conversation).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            left_text: row.try_get("left_text")?,
+            right_text: row.try_get("right_text")?,
+        }))
+    }
+
+    /// The models and choice of the rater's assignment awaiting its reveal, if any.
+    pub async fn pending_reveal(&self, rater_id: i64) -> StoreResult<Option<(String, String, Choice)>> {
+        let row = sqlx::query(
+            "SELECT lm.name AS left_model, rm.name AS right_model, v.choice \
+             FROM assignments a JOIN votes v ON v.assignment_id = a.id \
+             JOIN responses lr ON lr.id = a.left_response_id JOIN models lm ON lm.id = lr.model_id \
+             JOIN responses rr ON rr.id = a.right_response_id JOIN models rm ON rm.id = rr.model_id \
+             WHERE a.rater_id = $1 AND a.state = 'voted' ORDER BY a.id LIMIT 1",
+        )
+        .bind(rater_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let choice: String = row.try_get("choice")?;
+        Ok(Some((row.try_get("left_model")?, row.try_get("right_model")?, db_choice(&choice)?)))
+    }
+
+    pub async fn finish_reveals(&self, rater_id: i64) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE assignments SET state = 'done' WHERE rater_id = $1 AND state = 'voted'")
+            .bind(rater_id)
+            .execute(&mut *tx.tx)
+            .await?;
+        tx.commit().await
+    }
+
+    /// Up to `limit` prompts of the study this rater has not been assigned, least-assigned first.
+    pub async fn candidate_prompts(&self, study_id: i64, rater_id: i64, limit: i64) -> StoreResult<Vec<CandidatePrompt>> {
+        let prompts = sqlx::query(
+            "SELECT p.id, p.times_assigned FROM prompts p WHERE p.study_id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.rater_id = $2 AND a.prompt_id = p.id) \
+             AND (SELECT COUNT(*) FROM responses r WHERE r.prompt_id = p.id) >= 2 \
+             ORDER BY p.times_assigned, p.id LIMIT $3",
+        )
+        .bind(study_id)
+        .bind(rater_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut candidates = Vec::with_capacity(prompts.len());
+        for row in &prompts {
+            let prompt_id: i64 = row.try_get("id")?;
+            let responses = sqlx::query("SELECT id, model_id FROM responses WHERE prompt_id = $1 ORDER BY id")
+                .bind(prompt_id)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("id")?, r.try_get("model_id")?)))
+                .collect::<Result<Vec<(i64, i64)>, sqlx::Error>>()?;
+            candidates.push(CandidatePrompt { prompt_id, times_assigned: row.try_get("times_assigned")?, responses });
+        }
+        Ok(candidates)
+    }
+
+    /// How often each (lower model id, higher model id) pair was shown in the study.
+    pub async fn pair_counts(&self, study_id: i64) -> StoreResult<HashMap<(i64, i64), i64>> {
+        let rows = sqlx::query("SELECT model_low, model_high, shown FROM pair_counts WHERE study_id = $1")
+            .bind(study_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok(((row.try_get("model_low")?, row.try_get("model_high")?), row.try_get("shown")?)))
+            .collect()
+    }
+
+    /// Records an assignment before it is shown. Returns `None` if the rater was given this prompt
+    /// concurrently (the caller shows that one instead).
+    pub async fn insert_assignment(&self, new: &NewAssignment) -> StoreResult<Option<String>> {
+        let public_id = random_hex(16);
+        let (low, high) = {
+            let (a, b) = (new.left_response.1, new.right_response.1);
+            (a.min(b), a.max(b))
+        };
+        let mut tx = self.begin_write().await?;
+        let taken = sqlx::query("SELECT 1 AS x FROM assignments WHERE rater_id = $1 AND prompt_id = $2")
+            .bind(new.rater_id)
+            .bind(new.prompt_id)
+            .fetch_optional(&mut *tx.tx)
+            .await?;
+        if taken.is_some() {
+            return Ok(None);
+        }
+        sqlx::query(
+            "INSERT INTO assignments (public_id, rater_id, prompt_id, left_response_id, right_response_id, \
+             model_low, model_high, kind, issued_ms, state) VALUES ($1, $2, $3, $4, $5, $6, $7, 'regular', $8, 'issued')",
+        )
+        .bind(&public_id)
+        .bind(new.rater_id)
+        .bind(new.prompt_id)
+        .bind(new.left_response.0)
+        .bind(new.right_response.0)
+        .bind(low)
+        .bind(high)
+        .bind(now_ms())
+        .execute(&mut *tx.tx)
+        .await?;
+        sqlx::query("UPDATE prompts SET times_assigned = times_assigned + 1 WHERE id = $1")
+            .bind(new.prompt_id)
+            .execute(&mut *tx.tx)
+            .await?;
+        let updated = sqlx::query(
+            "UPDATE pair_counts SET shown = shown + 1 WHERE study_id = $1 AND model_low = $2 AND model_high = $3",
+        )
+        .bind(new.study_id)
+        .bind(low)
+        .bind(high)
+        .execute(&mut *tx.tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            sqlx::query("INSERT INTO pair_counts (study_id, model_low, model_high, shown) VALUES ($1, $2, $3, 1)")
+                .bind(new.study_id)
+                .bind(low)
+                .bind(high)
+                .execute(&mut *tx.tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(public_id))
+    }
+
+    // ----- votes -----
+
+    /// Records a vote for an assignment issued to this rater. A repeat of the same choice is
+    /// harmless; a different choice for an assignment already voted on is a conflict.
+    pub async fn record_vote(&self, vote: &VoteToRecord) -> StoreResult<VoteOutcome> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT id, issued_ms FROM assignments WHERE public_id = $1 AND rater_id = $2")
+            .bind(&vote.assignment_public_id)
+            .bind(vote.rater_id)
+            .fetch_optional(&mut *tx.tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound("no such assignment for this rater".into()))?;
+        let assignment_id: i64 = row.try_get("id")?;
+        let issued_ms: i64 = row.try_get("issued_ms")?;
+        if let Some(existing) = sqlx::query("SELECT id, choice FROM votes WHERE assignment_id = $1")
+            .bind(assignment_id)
+            .fetch_optional(&mut *tx.tx)
+            .await?
+        {
+            let choice: String = existing.try_get("choice")?;
+            let vote_id: i64 = existing.try_get("id")?;
+            return if db_choice(&choice)? == vote.choice {
+                Ok(VoteOutcome::AlreadyRecorded { vote_id })
+            } else {
+                Err(StoreError::Conflict(format!(
+                    "this comparison was already answered with {choice:?}; a vote cannot be changed"
+                )))
+            };
+        }
+        let now = now_ms();
+        let vote_id: i64 = sqlx::query(
+            "INSERT INTO votes (assignment_id, choice, source_guess, source_confidence, rationale, time_on_page_ms, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(assignment_id)
+        .bind(vote.choice.as_str())
+        .bind(vote.source_guess.clone())
+        .bind(vote.source_confidence)
+        .bind(vote.rationale.clone())
+        .bind(now - issued_ms)
+        .bind(now)
+        .fetch_one(&mut *tx.tx)
+        .await?
+        .try_get("id")?;
+        sqlx::query("UPDATE assignments SET state = $1 WHERE id = $2")
+            .bind(if vote.reveal { "voted" } else { "done" })
+            .bind(assignment_id)
+            .execute(&mut *tx.tx)
+            .await?;
+        tx.commit().await?;
+        Ok(VoteOutcome::Recorded { vote_id })
+    }
+
+    /// The public ids of the study's assignments that have a vote.
+    pub async fn voted_assignment_ids(&self, study_id: i64) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT a.public_id FROM votes v JOIN assignments a ON a.id = v.assignment_id \
+             JOIN prompts p ON p.id = a.prompt_id WHERE p.study_id = $1 ORDER BY v.id",
+        )
+        .bind(study_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.try_get("public_id")).collect::<Result<_, _>>()?)
+    }
+
+    /// Votes of the study aggregated by (left model, right model, choice).
+    pub async fn vote_tallies(&self, study_id: i64) -> StoreResult<Vec<VoteTally>> {
+        let rows = sqlx::query(
+            "SELECT lr.model_id AS left_model, rr.model_id AS right_model, v.choice, COUNT(*) AS n \
+             FROM votes v JOIN assignments a ON a.id = v.assignment_id JOIN prompts p ON p.id = a.prompt_id \
+             JOIN responses lr ON lr.id = a.left_response_id JOIN responses rr ON rr.id = a.right_response_id \
+             WHERE p.study_id = $1 GROUP BY lr.model_id, rr.model_id, v.choice",
+        )
+        .bind(study_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let choice: String = row.try_get("choice")?;
+                Ok(VoteTally {
+                    left_model: row.try_get("left_model")?,
+                    right_model: row.try_get("right_model")?,
+                    choice: db_choice(&choice)?,
+                    count: row.try_get("n")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Shown and voted counts per model pair.
+    pub async fn pair_progress(&self, study_id: i64, models: &[ModelRow]) -> StoreResult<Vec<PairProgress>> {
+        let shown = self.pair_counts(study_id).await?;
+        let voted: HashMap<(i64, i64), i64> = sqlx::query(
+            "SELECT a.model_low, a.model_high, COUNT(*) AS n FROM votes v JOIN assignments a ON a.id = v.assignment_id \
+             JOIN prompts p ON p.id = a.prompt_id WHERE p.study_id = $1 GROUP BY a.model_low, a.model_high",
+        )
+        .bind(study_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| Ok(((row.try_get("model_low")?, row.try_get("model_high")?), row.try_get("n")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+        let name = |id: i64| models.iter().find(|m| m.id == id).map(|m| m.name.clone()).unwrap_or_default();
+        let mut pairs: Vec<PairProgress> = shown
+            .iter()
+            .map(|(&(low, high), &n)| PairProgress {
+                model_a: name(low),
+                model_b: name(high),
+                shown: n,
+                votes: voted.get(&(low, high)).copied().unwrap_or(0),
+            })
+            .collect();
+        pairs.sort_by(|a, b| (&a.model_a, &a.model_b).cmp(&(&b.model_a, &b.model_b)));
+        Ok(pairs)
+    }
+
+    pub async fn vote_durations_ms(&self, study_id: i64) -> StoreResult<Vec<i64>> {
+        let rows = sqlx::query(
+            "SELECT v.time_on_page_ms FROM votes v JOIN assignments a ON a.id = v.assignment_id \
+             JOIN prompts p ON p.id = a.prompt_id WHERE p.study_id = $1 AND v.time_on_page_ms IS NOT NULL",
+        )
+        .bind(study_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.try_get("time_on_page_ms")).collect::<Result<_, _>>()?)
+    }
+
+    /// Every vote of the study as an export record, in vote-id order, streamed from the database.
+    pub fn vote_records<'a>(&'a self, study: &'a StudyRow) -> impl Stream<Item = StoreResult<VoteRecord>> + 'a {
+        sqlx::query(
+            "SELECT v.id, v.choice, v.source_guess, v.source_confidence, v.rationale, v.time_on_page_ms, v.created_ms, \
+               a.kind, p.external_id, p.conversation, p.category, p.language, r.pseudonym, \
+               lm.name AS left_model, lm.openness AS left_openness, lr.content AS left_text, \
+               rm.name AS right_model, rm.openness AS right_openness, rr.content AS right_text \
+             FROM votes v JOIN assignments a ON a.id = v.assignment_id JOIN prompts p ON p.id = a.prompt_id \
+             JOIN raters r ON r.id = a.rater_id \
+             JOIN responses lr ON lr.id = a.left_response_id JOIN models lm ON lm.id = lr.model_id \
+             JOIN responses rr ON rr.id = a.right_response_id JOIN models rm ON rm.id = rr.model_id \
+             WHERE p.study_id = $1 ORDER BY v.id",
+        )
+        .bind(study.id)
+        .fetch(&self.pool)
+        .map_err(StoreError::from)
+        .map(move |row| {
+            let row = row?;
+            let record = || -> Result<VoteRecord, sqlx::Error> {
+                let conversation: String = row.try_get("conversation")?;
+                let choice: String = row.try_get("choice")?;
+                let left_openness: String = row.try_get("left_openness")?;
+                let right_openness: String = row.try_get("right_openness")?;
+                Ok(VoteRecord {
+                    vote_id: row.try_get("id")?,
+                    study: study.slug.clone(),
+                    prompt_id: row.try_get("external_id")?,
+                    conversation: serde_json::from_str(&conversation).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                    category: row.try_get("category")?,
+                    language: row.try_get("language")?,
+                    left_model: row.try_get("left_model")?,
+                    left_openness: db_openness(&left_openness)?,
+                    left_response: row.try_get("left_text")?,
+                    right_model: row.try_get("right_model")?,
+                    right_openness: db_openness(&right_openness)?,
+                    right_response: row.try_get("right_text")?,
+                    choice: db_choice(&choice)?,
+                    rater: row.try_get("pseudonym")?,
+                    created_ms: row.try_get("created_ms")?,
+                    source_guess: row.try_get("source_guess")?,
+                    source_confidence: row.try_get("source_confidence")?,
+                    rationale: row.try_get("rationale")?,
+                    time_on_page_ms: row.try_get("time_on_page_ms")?,
+                    assignment_kind: row.try_get("kind")?,
+                })
+            };
+            Ok(record()?)
+        })
+    }
+
+    /// Results per model from the study's vote tallies.
+    pub async fn model_results(&self, study_id: i64) -> StoreResult<Vec<ModelResult>> {
+        let models = self.models(study_id).await?;
+        let tallies = self.vote_tallies(study_id).await?;
+        Ok(crate::domain::model_results(&models, &tallies))
+    }
+}
+
+/// A write transaction; on SQLite it holds the store's writer lock until it ends.
+pub struct WriteTx<'a> {
+    pub(crate) tx: Transaction<'static, Any>,
+    _guard: Option<MutexGuard<'a, ()>>,
+}
+
+impl WriteTx<'_> {
+    pub async fn commit(self) -> StoreResult<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn create_study(
+        &mut self,
+        slug: &StudySlug,
+        title: &str,
+        instructions: &str,
+        settings: &StudySettings,
+    ) -> StoreResult<StudyRow> {
+        let exists = sqlx::query("SELECT id FROM studies WHERE slug = $1")
+            .bind(slug.as_str())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        if exists.is_some() {
+            return Err(StoreError::Conflict(format!("a study with slug {:?} already exists", slug.as_str())));
+        }
+        let settings_json = serde_json::to_string(settings).expect("settings serialize");
+        let id: i64 = sqlx::query(
+            "INSERT INTO studies (slug, title, instructions, status, settings, created_ms) \
+             VALUES ($1, $2, $3, 'draft', $4, $5) RETURNING id",
+        )
+        .bind(slug.as_str())
+        .bind(title)
+        .bind(instructions)
+        .bind(settings_json)
+        .bind(now_ms())
+        .fetch_one(&mut *self.tx)
+        .await?
+        .try_get("id")?;
+        Ok(StudyRow {
+            id,
+            slug: slug.as_str().to_string(),
+            title: title.to_string(),
+            instructions: instructions.to_string(),
+            status: StudyStatus::Draft,
+            settings: settings.clone(),
+        })
+    }
+
+    pub async fn study(&mut self, slug: &str) -> StoreResult<Option<StudyRow>> {
+        let row = sqlx::query("SELECT id, slug, title, instructions, status, settings FROM studies WHERE slug = $1")
+            .bind(slug)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(row.as_ref().map(study_from_row).transpose()?)
+    }
+
+    pub async fn models(&mut self, study_id: i64) -> StoreResult<HashMap<String, i64>> {
+        let rows = sqlx::query("SELECT id, name FROM models WHERE study_id = $1")
+            .bind(study_id)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("name")?, r.try_get("id")?))).collect()
+    }
+
+    pub async fn insert_model(&mut self, study_id: i64, name: &str, provider: &str, openness: Openness, version: &str) -> StoreResult<i64> {
+        Ok(sqlx::query(
+            "INSERT INTO models (study_id, name, provider, openness, version) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(study_id)
+        .bind(name)
+        .bind(provider)
+        .bind(openness.as_str())
+        .bind(version)
+        .fetch_one(&mut *self.tx)
+        .await?
+        .try_get("id")?)
+    }
+
+    pub async fn prompt_exists(&mut self, study_id: i64, external_id: &str) -> StoreResult<bool> {
+        Ok(sqlx::query("SELECT 1 AS x FROM prompts WHERE study_id = $1 AND external_id = $2")
+            .bind(study_id)
+            .bind(external_id)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .is_some())
+    }
+
+    pub async fn prompt_count(&mut self, study_id: i64) -> StoreResult<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM prompts WHERE study_id = $1")
+            .bind(study_id)
+            .fetch_one(&mut *self.tx)
+            .await?
+            .try_get("n")?)
+    }
+
+    pub async fn insert_prompt(
+        &mut self,
+        study_id: i64,
+        external_id: &str,
+        conversation: &[Message],
+        category: Option<&str>,
+        language: Option<&str>,
+    ) -> StoreResult<i64> {
+        Ok(sqlx::query(
+            "INSERT INTO prompts (study_id, external_id, conversation, category, language) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(study_id)
+        .bind(external_id)
+        .bind(serde_json::to_string(conversation).expect("messages serialize"))
+        .bind(category.map(str::to_string))
+        .bind(language.map(str::to_string))
+        .fetch_one(&mut *self.tx)
+        .await?
+        .try_get("id")?)
+    }
+
+    pub async fn insert_response(&mut self, prompt_id: i64, model_id: i64, content: &str) -> StoreResult<()> {
+        sqlx::query("INSERT INTO responses (prompt_id, model_id, content) VALUES ($1, $2, $3)")
+            .bind(prompt_id)
+            .bind(model_id)
+            .bind(content)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}

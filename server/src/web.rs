@@ -1,0 +1,237 @@
+//! The server side of the web app: `Backend` over the store, for the pages and the JSON API.
+
+use std::sync::Arc;
+
+use moat_app::backend::{Backend, BackendError};
+use moat_app::wire::*;
+use moat_exports::Choice;
+
+use crate::domain::{median, sha256_hex, StudySlug, StudyStatus};
+use crate::markdown;
+use crate::store::{NewAssignment, ShownAssignment, Store, StoreError, StudyRow, VoteOutcome, VoteToRecord};
+
+pub struct AppBackend {
+    pub store: Store,
+    admin_token_hash: String,
+}
+
+impl From<StoreError> for BackendError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(m) => BackendError::NotFound(m),
+            StoreError::Conflict(m) => BackendError::Conflict(m),
+            StoreError::Invalid(m) => BackendError::BadRequest(m),
+            other => {
+                tracing::error!(error = ?other, "store failure");
+                BackendError::Internal
+            }
+        }
+    }
+}
+
+fn render_comparison(shown: ShownAssignment, position: u32, total: u32, study: &StudyRow) -> Comparison {
+    Comparison {
+        assignment: shown.public_id,
+        turns: shown
+            .conversation
+            .iter()
+            .map(|m| Turn { role: m.role.clone(), html: markdown::render(&m.content) })
+            .collect(),
+        left_html: markdown::render(&shown.left_text),
+        right_html: markdown::render(&shown.right_text),
+        position,
+        total: total.max(position),
+        ask_source: study.settings.ask_source,
+        ask_rationale: study.settings.ask_rationale,
+    }
+}
+
+impl AppBackend {
+    pub fn new(store: Store, admin_token_hash: String) -> Arc<AppBackend> {
+        Arc::new(AppBackend { store, admin_token_hash })
+    }
+
+    async fn open_study(&self, slug: &str) -> Result<StudyRow, BackendError> {
+        Ok(self.store.study(slug).await?)
+    }
+
+    async fn session_totals(&self, study: &StudyRow, rater_id: i64) -> Result<(u32, u32), BackendError> {
+        let votes = self.store.rater_vote_count(rater_id).await? as u32;
+        let comparable = self.store.comparable_prompts(study.id).await? as u32;
+        Ok((votes, comparable.min(study.settings.items_per_rater)))
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for AppBackend {
+    async fn study_entry(&self, slug: &str, rater_token: Option<&str>) -> Result<StudyEntry, BackendError> {
+        let study = self.open_study(slug).await?;
+        let joined = match rater_token {
+            Some(token) => self.store.rater_by_token(study.id, token).await?.is_some(),
+            None => false,
+        };
+        Ok(StudyEntry {
+            slug: study.slug.clone(),
+            title: study.title.clone(),
+            instructions_html: markdown::render(&study.instructions),
+            participant_param: study.settings.participant_param.clone(),
+            status: study.status.as_str().to_string(),
+            joined,
+        })
+    }
+
+    async fn consent(&self, slug: &str, participant: Option<&str>) -> Result<String, BackendError> {
+        let study = self.open_study(slug).await?;
+        if study.status != StudyStatus::Open {
+            return Err(BackendError::Conflict(format!("study {slug:?} is not open")));
+        }
+        if participant.is_some_and(|p| p.len() > 200) {
+            return Err(BackendError::BadRequest("participant id is longer than 200 characters".into()));
+        }
+        Ok(self.store.join_rater(study.id, participant).await?)
+    }
+
+    async fn rater_view(&self, slug: &str, rater_token: &str) -> Result<RaterView, BackendError> {
+        let study = self.open_study(slug).await?;
+        let Some(rater) = self.store.rater_by_token(study.id, rater_token).await? else {
+            return Ok(RaterView::NeedConsent);
+        };
+        if study.status != StudyStatus::Open {
+            return Ok(RaterView::NotOpen { status: study.status.as_str().to_string() });
+        }
+        if study.settings.reveal_after_vote {
+            if let Some((left_model, right_model, choice)) = self.store.pending_reveal(rater.id).await? {
+                return Ok(RaterView::Reveal(Reveal { left_model, right_model, choice: choice.as_str().into() }));
+            }
+        }
+        let (votes, total) = self.session_totals(&study, rater.id).await?;
+        if let Some(shown) = self.store.assignment_in_state(rater.id, "issued").await? {
+            return Ok(RaterView::Compare(render_comparison(shown, votes + 1, total, &study)));
+        }
+        let done = RaterView::Done(Completion {
+            code: study.settings.completion_code.clone(),
+            redirect_url: study.settings.redirect_url.clone(),
+            votes,
+        });
+        if votes >= total {
+            return Ok(done);
+        }
+        // A concurrent request of the same rater may take the chosen prompt first; try again then.
+        for _ in 0..3 {
+            let candidates = self.store.candidate_prompts(study.id, rater.id, 64).await?;
+            let pair_counts = self.store.pair_counts(study.id).await?;
+            let Some((prompt_id, left, right)) =
+                crate::assign::choose(&candidates, &pair_counts, &mut rand::thread_rng())
+            else {
+                return Ok(done);
+            };
+            let new = NewAssignment { rater_id: rater.id, study_id: study.id, prompt_id, left_response: left, right_response: right };
+            if self.store.insert_assignment(&new).await?.is_some() {
+                break;
+            }
+        }
+        match self.store.assignment_in_state(rater.id, "issued").await? {
+            Some(shown) => Ok(RaterView::Compare(render_comparison(shown, votes + 1, total, &study))),
+            None => Ok(done),
+        }
+    }
+
+    async fn vote(&self, slug: &str, rater_token: &str, vote: VoteInput) -> Result<(), BackendError> {
+        let study = self.open_study(slug).await?;
+        let rater = self
+            .store
+            .rater_by_token(study.id, rater_token)
+            .await?
+            .ok_or_else(|| BackendError::Unauthorized("no rater session for this study; open the study link first".into()))?;
+        if study.status != StudyStatus::Open {
+            return Err(BackendError::Conflict(format!("study {slug:?} is {}; votes are closed", study.status.as_str())));
+        }
+        let choice = Choice::parse(&vote.choice).ok_or_else(|| {
+            BackendError::BadRequest(format!("choice must be left, right, tie or both_bad, got {:?}", vote.choice))
+        })?;
+        let source_guess = match vote.source_guess.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(side @ ("left" | "right")) => Some(side.to_string()),
+            Some(other) => return Err(BackendError::BadRequest(format!("source_guess must be left or right, got {other:?}"))),
+        };
+        let source_confidence = match vote.source_confidence.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => match text.parse::<i64>() {
+                Ok(n @ 1..=5) => Some(n),
+                _ => return Err(BackendError::BadRequest(format!("source_confidence must be 1 to 5, got {text:?}"))),
+            },
+        };
+        let rationale = vote.rationale.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
+        if rationale.as_ref().is_some_and(|r| r.chars().count() > 5000) {
+            return Err(BackendError::BadRequest("rationale is longer than 5000 characters".into()));
+        }
+        let outcome = self
+            .store
+            .record_vote(&VoteToRecord {
+                assignment_public_id: vote.assignment.trim().to_string(),
+                rater_id: rater.id,
+                choice,
+                source_guess,
+                source_confidence,
+                rationale,
+                reveal: study.settings.reveal_after_vote,
+            })
+            .await?;
+        match outcome {
+            VoteOutcome::Recorded { .. } | VoteOutcome::AlreadyRecorded { .. } => Ok(()),
+        }
+    }
+
+    async fn continue_after_reveal(&self, slug: &str, rater_token: &str) -> Result<(), BackendError> {
+        let study = self.open_study(slug).await?;
+        let rater = self
+            .store
+            .rater_by_token(study.id, rater_token)
+            .await?
+            .ok_or_else(|| BackendError::Unauthorized("no rater session for this study".into()))?;
+        Ok(self.store.finish_reveals(rater.id).await?)
+    }
+
+    async fn admin_authorized(&self, token: &str) -> bool {
+        !token.is_empty() && sha256_hex(token) == self.admin_token_hash
+    }
+
+    async fn list_studies(&self) -> Result<Vec<StudySummary>, BackendError> {
+        Ok(self.store.list_studies().await?)
+    }
+
+    async fn create_study(&self, study: NewStudy) -> Result<StudySummary, BackendError> {
+        let slug = StudySlug::parse(study.slug.trim()).map_err(BackendError::BadRequest)?;
+        if study.title.trim().is_empty() {
+            return Err(BackendError::BadRequest("title must not be empty".into()));
+        }
+        if study.settings.items_per_rater == 0 {
+            return Err(BackendError::BadRequest("items_per_rater must be at least 1".into()));
+        }
+        self.store.create_study(&slug, study.title.trim(), &study.instructions, &study.settings).await?;
+        Ok(self.store.study_summary(slug.as_str()).await?)
+    }
+
+    async fn set_study_status(&self, slug: &str, status: &str) -> Result<(), BackendError> {
+        let status = StudyStatus::parse(status)
+            .ok_or_else(|| BackendError::BadRequest(format!("status must be draft, open or closed, got {status:?}")))?;
+        Ok(self.store.set_study_status(slug, status).await?)
+    }
+
+    async fn study_report(&self, slug: &str) -> Result<StudyReport, BackendError> {
+        let study = self.open_study(slug).await?;
+        let summary = self.store.study_summary(slug).await?;
+        let models = self.store.models(study.id).await?;
+        let pairs = self.store.pair_progress(study.id, &models).await?;
+        let mut durations = self.store.vote_durations_ms(study.id).await?;
+        let results = self.store.model_results(study.id).await?;
+        Ok(StudyReport {
+            summary,
+            instructions: study.instructions.clone(),
+            settings: study.settings.clone(),
+            pairs,
+            median_seconds_per_vote: median(&mut durations).map(|ms| ms / 1000.0),
+            results,
+        })
+    }
+}

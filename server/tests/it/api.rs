@@ -1,0 +1,202 @@
+//! The HTTP surface against a real server on a free port: admin API, rater protocol, blindness and
+//! sanitizing of untrusted model output.
+
+use moat_app::wire::RaterView;
+use moat_server::client::{ClientError, RaterClient};
+
+use crate::support::{spawn_server, TestDb, MODELS};
+
+fn no_site() -> std::path::PathBuf {
+    std::path::PathBuf::from("/nonexistent-site")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_requires_token_and_answers_json() {
+    let db = TestDb::sqlite();
+    let server = spawn_server(db.url(), &no_site()).await;
+    let anonymous = server.http.get(format!("{}/api/v1/studies", server.base)).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let body: serde_json::Value = anonymous.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("admin token"));
+
+    let opened = server.open_study("api", 3, serde_json::json!({})).await;
+    assert_eq!(opened.status(), 200);
+    let bad_status = server
+        .admin(server.http.post(format!("{}/api/v1/studies/api/status", server.base)))
+        .json(&serde_json::json!({ "status": "paused" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_status.status(), 400);
+    let missing = server.admin(server.http.get(format!("{}/api/v1/studies/nope", server.base))).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert!(missing.json::<serde_json::Value>().await.unwrap()["error"].is_string());
+    let bad_import = server
+        .admin(server.http.post(format!("{}/api/v1/studies/api/import", server.base)))
+        .body("{\"prompt\": \"q\", \"responses\": {\"unknown-model\": \"a\", \"llama-secret-7b\": \"b\"}}\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_import.status(), 422);
+    let error = bad_import.json::<serde_json::Value>().await.unwrap()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("line 1") && error.contains("responses.unknown-model"), "{error}");
+    let duplicate = server
+        .admin(server.http.post(format!("{}/api/v1/studies", server.base)))
+        .json(&serde_json::json!({ "slug": "api", "title": "again" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(duplicate.status(), 409);
+    let report: serde_json::Value =
+        server.admin(server.http.get(format!("{}/api/v1/studies/api", server.base))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(report["summary"]["prompts"], 3);
+    assert_eq!(report["summary"]["status"], "open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rater_protocol_over_http() {
+    let db = TestDb::sqlite();
+    let server = spawn_server(db.url(), &no_site()).await;
+    server.open_study("http", 3, serde_json::json!({ "items_per_rater": 3, "completion_code": "CODE-42" })).await;
+    let rater = RaterClient::join(&server.base, "http", Some("P1")).await.unwrap();
+    let first = rater.next_comparison().await.unwrap().expect("a comparison");
+    rater.vote(&first.assignment, "left").await.unwrap();
+    rater.vote(&first.assignment, "left").await.expect("a resubmission is harmless");
+    match rater.vote(&first.assignment, "tie").await {
+        Err(ClientError::Status { status: 409, .. }) => {}
+        other => panic!("expected 409, got {other:?}"),
+    }
+    match rater.vote("0123456789abcdef", "left").await {
+        Err(ClientError::Status { status: 404, .. }) => {}
+        other => panic!("expected 404, got {other:?}"),
+    }
+    let second = rater.next_comparison().await.unwrap().unwrap();
+    match rater.vote(&second.assignment, "sideways").await {
+        Err(ClientError::Status { status: 400, .. }) => {}
+        other => panic!("expected 400, got {other:?}"),
+    }
+    // A stranger without the rater cookie cannot vote.
+    let stranger = reqwest::Client::new()
+        .post(format!("{}/rpc/vote", server.base))
+        .header("Accept", "application/json")
+        .form(&[("slug", "http"), ("assignment", second.assignment.as_str()), ("choice", "left")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), 401);
+    rater.vote(&second.assignment, "right").await.unwrap();
+    let third = rater.next_comparison().await.unwrap().unwrap();
+    assert_eq!(third.position, 3);
+    rater.vote(&third.assignment, "both_bad").await.unwrap();
+    match rater.next().await.unwrap() {
+        RaterView::Done(done) => assert_eq!((done.code.as_deref(), done.votes), (Some("CODE-42"), 3)),
+        other => panic!("expected the completion page, got {other:?}"),
+    }
+    let (_, html) = rater.page("/s/http/compare").await.unwrap();
+    assert!(html.contains("CODE-42"), "the completion page shows the code");
+}
+
+/// Nothing the browser receives before a vote names a model, its provider, or a database id of a
+/// response: not the HTML, not the hydration data in it, not the server functions, not the headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blindness_before_the_vote() {
+    let db = TestDb::sqlite();
+    let server = spawn_server(db.url(), &no_site()).await;
+    server.open_study("blind", 4, serde_json::json!({ "ask_source": true, "ask_rationale": true })).await;
+    let rater = RaterClient::join(&server.base, "blind", None).await.unwrap();
+    let study = server.backend.store.study("blind").await.unwrap();
+    let response_ids: Vec<i64> = {
+        // Every response id of the study, read from the database.
+        let mut ids = Vec::new();
+        for candidate in server.backend.store.candidate_prompts(study.id, -1, 100).await.unwrap() {
+            ids.extend(candidate.responses.iter().map(|(id, _)| *id));
+        }
+        ids
+    };
+    assert_eq!(response_ids.len(), 12);
+    let forbidden: Vec<String> = MODELS.iter().flat_map(|(name, provider, _)| [name.to_string(), provider.to_string()]).collect();
+    for round in 0..3 {
+        let (entry_headers, entry_html) = rater.page("/s/blind").await.unwrap();
+        let raw = rater.next_raw().await.unwrap();
+        let (headers, html) = rater.page("/s/blind/compare").await.unwrap();
+        assert!(html.contains("Response A") && html.contains("Response B"), "round {round}: not a comparison page");
+        for text in [&entry_html, &raw, &html] {
+            for word in &forbidden {
+                assert!(!text.contains(word.as_str()), "round {round}: {word} leaked");
+            }
+        }
+        for (name, value) in headers.iter().chain(entry_headers.iter()) {
+            let value = value.to_str().unwrap_or("");
+            for word in &forbidden {
+                assert!(!value.contains(word.as_str()), "header {name} leaks {word}");
+            }
+        }
+        // The wire type has no id field but the random assignment id: check every number in it.
+        let json: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        let mut numbers = Vec::new();
+        collect_numbers(&json, &mut numbers);
+        let comparison = json.get("Compare").expect("a comparison");
+        let mut keys: Vec<&str> = comparison.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut expected =
+            vec!["assignment", "turns", "left_html", "right_html", "position", "total", "ask_source", "ask_rationale"];
+        expected.sort_unstable();
+        assert_eq!(keys, expected, "the comparison's wire type changed: check it for identities");
+        // The only numbers are the progress counters (position and total).
+        assert_eq!(numbers.len(), 2, "{numbers:?}");
+        let assignment = comparison["assignment"].as_str().unwrap().to_string();
+        assert!(assignment.len() >= 32 && !response_ids.iter().any(|id| assignment == id.to_string()));
+        assert!(html.contains(&assignment), "the page carries the same assignment");
+        rater.vote(&assignment, "tie").await.unwrap();
+    }
+}
+
+fn collect_numbers(value: &serde_json::Value, out: &mut Vec<f64>) {
+    match value {
+        serde_json::Value::Number(n) => out.push(n.as_f64().unwrap()),
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_numbers(v, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| collect_numbers(v, out)),
+        _ => {}
+    }
+}
+
+/// Untrusted model output renders inert: no script, no event handler, no javascript: link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_responses_render_inert() {
+    let db = TestDb::sqlite();
+    let server = spawn_server(db.url(), &no_site()).await;
+    let created = server
+        .admin(server.http.post(format!("{}/api/v1/studies", server.base)))
+        .json(&serde_json::json!({ "slug": "xss", "title": "XSS" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let hostile = "<script>alert('pwned')</script> <img src=x onerror=\"alert('pwned')\"> \
+                   [click me](javascript:alert('pwned')) <a href=\"javascript:alert('pwned')\">x</a>";
+    let file = format!(
+        "{}\n{}\n",
+        serde_json::json!({ "models": [{ "name": "m1", "openness": "open" }, { "name": "m2", "openness": "closed" }] }),
+        serde_json::json!({ "id": "x", "prompt": hostile, "responses": { "m1": hostile, "m2": hostile } })
+    );
+    let imported = server
+        .admin(server.http.post(format!("{}/api/v1/studies/xss/import", server.base)))
+        .body(file)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(imported.status(), 200);
+    server
+        .admin(server.http.post(format!("{}/api/v1/studies/xss/status", server.base)))
+        .json(&serde_json::json!({ "status": "open" }))
+        .send()
+        .await
+        .unwrap();
+    let rater = RaterClient::join(&server.base, "xss", None).await.unwrap();
+    let (_, html) = rater.page("/s/xss/compare").await.unwrap();
+    assert!(html.contains("click me"), "the link text is still shown");
+    let lowered = html.to_lowercase();
+    assert!(!lowered.contains("alert('pwned')</script>"), "a script survived");
+    assert!(!lowered.contains("onerror"), "an event handler survived");
+    assert!(!lowered.contains("javascript:alert"), "a javascript: URL survived");
+}

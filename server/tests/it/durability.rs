@@ -1,0 +1,104 @@
+//! Every acknowledged vote survives `kill -9` of the server.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use moat_server::client::RaterClient;
+use tokio::process::{Child, Command};
+
+use crate::support::{sample_jsonl, ADMIN_TOKEN};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start(data_dir: &std::path::Path, port: u16) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_moat"))
+        .args(["--data-dir", data_dir.to_str().unwrap(), "serve", "--addr", &format!("127.0.0.1:{port}")])
+        .args(["--site-root", "/nonexistent-site"])
+        .env("MOAT_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start moat");
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        if http.get(format!("http://127.0.0.1:{port}/")).send().await.is_ok() {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("moat did not start on port {port}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_votes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = start(dir.path(), port).await;
+    let http = reqwest::Client::new();
+    let admin = |r: reqwest::RequestBuilder| r.bearer_auth(ADMIN_TOKEN);
+    let created = admin(http.post(format!("{base}/api/v1/studies")))
+        .json(&serde_json::json!({ "slug": "kill", "title": "Kill", "settings": { "items_per_rater": 1000 } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    admin(http.post(format!("{base}/api/v1/studies/kill/import"))).body(sample_jsonl(400)).send().await.unwrap();
+    admin(http.post(format!("{base}/api/v1/studies/kill/status")))
+        .json(&serde_json::json!({ "status": "open" }))
+        .send()
+        .await
+        .unwrap();
+
+    // Eight raters vote as fast as they can; each remembers the votes the server acknowledged.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let base = base.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let Ok(rater) = RaterClient::join(&base, "kill", None).await else { return acknowledged };
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(Some(comparison)) = rater.next_comparison().await else { break };
+                match rater.vote(&comparison.assignment, "left").await {
+                    Ok(()) => acknowledged.push(comparison.assignment),
+                    Err(_) => break,
+                }
+            }
+            acknowledged
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // SIGKILL while votes are in flight.
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await.unwrap());
+    }
+    assert!(acknowledged.len() >= 20, "too few votes before the kill to mean anything: {}", acknowledged.len());
+
+    let mut server = start(dir.path(), port).await;
+    let report: serde_json::Value =
+        admin(http.get(format!("{base}/api/v1/studies/kill"))).send().await.unwrap().json().await.unwrap();
+    let stored = report["summary"]["votes"].as_i64().unwrap() as usize;
+    // Votes in flight at the kill may or may not have landed; every acknowledged one must have.
+    assert!(stored >= acknowledged.len(), "{stored} votes stored, {} acknowledged", acknowledged.len());
+    let store = moat_server::store::Store::connect(&format!("sqlite://{}", dir.path().join("moat.db").display()))
+        .await
+        .unwrap();
+    let study = store.study("kill").await.unwrap();
+    let stored_ids: std::collections::HashSet<String> =
+        store.voted_assignment_ids(study.id).await.unwrap().into_iter().collect();
+    let missing: Vec<&String> = acknowledged.iter().filter(|a| !stored_ids.contains(*a)).collect();
+    assert!(missing.is_empty(), "{} acknowledged votes lost: {missing:?}", missing.len());
+    server.start_kill().unwrap();
+}

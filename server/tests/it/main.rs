@@ -1,0 +1,6 @@
+//! The server's integration tests: one binary, one module per area.
+
+mod api;
+mod durability;
+mod store_suite;
+mod support;

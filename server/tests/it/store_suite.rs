@@ -1,0 +1,178 @@
+//! The store suite: the same tests on SQLite and on PostgreSQL.
+
+use std::collections::HashSet;
+
+use moat_app::backend::{Backend, BackendError};
+use moat_app::wire::{NewStudy, RaterView, StudySettings, VoteInput};
+use moat_server::domain::StudySlug;
+use moat_server::import::{import_jsonl, ImportError};
+use moat_server::store::Store;
+use moat_server::web::AppBackend;
+
+use crate::on_both_backends;
+use crate::support::sample_jsonl;
+
+fn vote(assignment: &str, choice: &str) -> VoteInput {
+    VoteInput {
+        assignment: assignment.to_string(),
+        choice: choice.to_string(),
+        source_guess: None,
+        source_confidence: None,
+        rationale: None,
+    }
+}
+
+async fn backend_with_study(url: &str, slug: &str, prompts: usize, items_per_rater: u32) -> std::sync::Arc<AppBackend> {
+    let store = Store::connect(url).await.expect("connect and migrate");
+    let backend = AppBackend::new(store, String::new());
+    let settings = StudySettings { items_per_rater, ..Default::default() };
+    backend
+        .create_study(NewStudy { slug: slug.into(), title: "T".into(), instructions: String::new(), settings })
+        .await
+        .unwrap();
+    let slug_value = StudySlug::parse(slug).unwrap();
+    import_jsonl(&backend.store, &slug_value, sample_jsonl(prompts).as_bytes(), &[]).await.unwrap();
+    backend.set_study_status(slug, "open").await.unwrap();
+    backend
+}
+
+async fn full_rater_session(url: &str) {
+    let backend = backend_with_study(url, "session", 4, 10).await;
+    let token = backend.consent("session", Some("PID-1")).await.unwrap();
+    let mut seen_assignments = HashSet::new();
+    let mut shown_texts = HashSet::new();
+    for round in 0..4 {
+        let RaterView::Compare(first) = backend.rater_view("session", &token).await.unwrap() else {
+            panic!("round {round}: expected a comparison");
+        };
+        // Asking again before voting shows the same assignment, not a new one.
+        let RaterView::Compare(again) = backend.rater_view("session", &token).await.unwrap() else { panic!() };
+        assert_eq!(first.assignment, again.assignment);
+        assert_eq!(first.position, round + 1);
+        assert!(seen_assignments.insert(first.assignment.clone()));
+        // Never the same prompt twice for one rater.
+        assert!(shown_texts.insert(first.turns[0].html.clone()), "prompt repeated: {}", first.turns[0].html);
+        backend.vote("session", &token, vote(&first.assignment, "left")).await.unwrap();
+        // A resubmission of the same vote is harmless; a different one is refused.
+        backend.vote("session", &token, vote(&first.assignment, "left")).await.unwrap();
+        let changed = backend.vote("session", &token, vote(&first.assignment, "right")).await.unwrap_err();
+        assert!(matches!(changed, BackendError::Conflict(_)), "{changed:?}");
+    }
+    // Four prompts, four votes: the session is complete.
+    assert!(matches!(backend.rater_view("session", &token).await.unwrap(), RaterView::Done(_)));
+    // Another rater cannot vote on this rater's assignments, and invented ids are refused.
+    let other = backend.consent("session", None).await.unwrap();
+    let RaterView::Compare(theirs) = backend.rater_view("session", &other).await.unwrap() else { panic!() };
+    let stolen = seen_assignments.iter().next().unwrap();
+    assert!(matches!(backend.vote("session", &other, vote(stolen, "left")).await, Err(BackendError::NotFound(_))));
+    assert!(matches!(backend.vote("session", &other, vote("deadbeef", "left")).await, Err(BackendError::NotFound(_))));
+    assert!(matches!(
+        backend.vote("session", &other, vote(&theirs.assignment, "sideways")).await,
+        Err(BackendError::BadRequest(_))
+    ));
+    assert!(matches!(backend.vote("session", "not-a-token", vote(&theirs.assignment, "left")).await, Err(BackendError::Unauthorized(_))));
+    let report = backend.study_report("session").await.unwrap();
+    assert_eq!(report.summary.votes, 4);
+    assert_eq!(report.summary.raters, 2);
+    assert_eq!(report.results.iter().map(|r| r.votes).sum::<i64>(), 8, "each vote counts for two models");
+    // A returning participant id gets the same rater back (no fresh set of prompts).
+    let returning = backend.consent("session", Some("PID-1")).await.unwrap();
+    assert!(matches!(backend.rater_view("session", &returning).await.unwrap(), RaterView::Done(_)));
+    // A closed study takes no votes.
+    backend.set_study_status("session", "closed").await.unwrap();
+    assert!(matches!(backend.vote("session", &other, vote(&theirs.assignment, "left")).await, Err(BackendError::Conflict(_))));
+    backend.store.close().await;
+}
+on_both_backends!(full_rater_session);
+
+async fn pairs_are_balanced_across_raters(url: &str) {
+    let backend = backend_with_study(url, "balance", 30, 6).await;
+    for _ in 0..10 {
+        let token = backend.consent("balance", None).await.unwrap();
+        while let RaterView::Compare(c) = backend.rater_view("balance", &token).await.unwrap() {
+            backend.vote("balance", &token, vote(&c.assignment, "tie")).await.unwrap();
+        }
+    }
+    let report = backend.study_report("balance").await.unwrap();
+    assert_eq!(report.summary.votes, 60);
+    let shown: Vec<i64> = report.pairs.iter().map(|p| p.shown).collect();
+    assert_eq!(shown.len(), 3, "{:?}", report.pairs);
+    assert_eq!(shown.iter().sum::<i64>(), 60);
+    assert!(shown.iter().max().unwrap() - shown.iter().min().unwrap() <= 1, "unbalanced: {shown:?}");
+    backend.store.close().await;
+}
+on_both_backends!(pairs_are_balanced_across_raters);
+
+async fn bad_imports_write_nothing(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let slug = StudySlug::parse("bad").unwrap();
+    let header = r#"{"models":[{"name":"a","provider":"P","openness":"open"},{"name":"b","provider":"Q","openness":"closed"}]}"#;
+    let good = r#"{"id":"1","prompt":"q","responses":{"a":"x","b":"y"}}"#;
+    let cases: Vec<(String, usize, &str)> = vec![
+        (format!("{header}\n{good}\n{{not json"), 3, "(line)"),
+        (format!("{header}\n{good}\n{{\"id\":\"2\",\"responses\":{{\"a\":\"x\",\"b\":\"y\"}}}}"), 3, "prompt"),
+        (format!("{header}\n{good}\n{{\"id\":\"2\",\"prompt\":\"q\",\"responses\":{{\"a\":\"x\",\"zz\":\"y\"}}}}"), 3, "responses.zz"),
+        (format!("{header}\n{good}\n{good}"), 3, "id"),
+        (format!("{header}\n{good}\n{{\"id\":\"3\",\"prompt\":\"q\",\"responses\":{{\"a\":\"x\"}}}}"), 3, "responses"),
+        (format!("{good}"), 1, "responses.a"),
+    ];
+    for (text, line, field) in cases {
+        let error = import_jsonl(&store, &slug, text.as_bytes(), &[]).await.unwrap_err();
+        match error {
+            ImportError::Input(e) => assert_eq!((e.line, e.field.as_str()), (line, field), "{text}: {e}"),
+            other => panic!("{text}: expected an input error, got {other}"),
+        }
+        // Nothing was written: not even the study the import would have created.
+        assert!(store.study("bad").await.is_err(), "{text}: the study was created");
+    }
+    // The same file without its bad line imports, and a second import of a duplicate id is refused
+    // while the first import stays whole.
+    import_jsonl(&store, &slug, format!("{header}\n{good}\n").as_bytes(), &[]).await.unwrap();
+    let again = import_jsonl(&store, &slug, format!("{good}\n").as_bytes(), &[]).await.unwrap_err();
+    assert!(matches!(again, ImportError::Input(ref e) if e.field == "id"), "{again}");
+    let study = store.study("bad").await.unwrap();
+    assert_eq!(store.comparable_prompts(study.id).await.unwrap(), 1);
+    assert_eq!(store.models(study.id).await.unwrap().len(), 2);
+    store.close().await;
+}
+on_both_backends!(bad_imports_write_nothing);
+
+async fn export_streams_decided_votes(url: &str) {
+    let backend = backend_with_study(url, "exp", 6, 6).await;
+    let token = backend.consent("exp", None).await.unwrap();
+    let choices = ["left", "right", "tie", "both_bad", "left", "right"];
+    for choice in choices {
+        let RaterView::Compare(c) = backend.rater_view("exp", &token).await.unwrap() else { panic!() };
+        backend.vote("exp", &token, vote(&c.assignment, choice)).await.unwrap();
+    }
+    let study = backend.store.study("exp").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let summary = moat_server::export::export_to_file(&backend.store, &study, "trl", &path).await.unwrap();
+    assert_eq!((summary.rows_written, summary.skipped_ties, summary.skipped_both_bad), (4, 1, 1));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let rows: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 4);
+    for row in &rows {
+        let chosen_model = row["model_chosen"].as_str().unwrap();
+        let index = chosen_model_index(chosen_model);
+        // The sample answers name their model's index, so the chosen text must match the chosen model.
+        assert!(row["chosen"].as_str().unwrap().starts_with(&format!("Answer {index} ")), "{row}");
+        assert_ne!(row["model_chosen"], row["model_rejected"]);
+        assert!(row["prompt"].as_str().unwrap().starts_with("Question number"));
+        assert_eq!(row["study"], "exp");
+        assert!(row["created"].as_str().unwrap().ends_with('Z'));
+    }
+    // Byte-identical on a second run.
+    let again = dir.path().join("again.jsonl");
+    moat_server::export::export_to_file(&backend.store, &study, "trl", &again).await.unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&again).unwrap());
+    assert!(moat_server::export::export_to_file(&backend.store, &study, "nope", &dir.path().join("x")).await.is_err());
+    assert!(!dir.path().join("x").exists(), "a failed export leaves no file");
+    backend.store.close().await;
+}
+on_both_backends!(export_streams_decided_votes);
+
+fn chosen_model_index(name: &str) -> usize {
+    crate::support::MODELS.iter().position(|(model, ..)| *model == name).expect("known model")
+}

@@ -1,0 +1,153 @@
+//! Test databases (a SQLite file in a temp dir, or a fresh PostgreSQL database per test), fixtures
+//! and a server started on port 0.
+
+use std::path::Path;
+
+use moat_server::domain::random_hex;
+use moat_server::{Application, Secret, ServeConfig};
+use sqlx::Connection;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// Model names and providers distinctive enough that finding them in a page means a leak.
+pub const MODELS: [(&str, &str, &str); 3] = [
+    ("llama-secret-7b", "MetaSecretProvider", "open"),
+    ("gpt-hidden-4", "OpenHiddenAI", "closed"),
+    ("mistral-covert-8x", "MistralCovertLabs", "open"),
+];
+
+pub fn sample_jsonl(prompts: usize) -> String {
+    let header = serde_json::json!({
+        "models": MODELS.iter().map(|(name, provider, openness)| serde_json::json!({
+            "name": name, "provider": provider, "openness": openness
+        })).collect::<Vec<_>>()
+    });
+    let mut lines = vec![header.to_string()];
+    for i in 0..prompts {
+        let responses: serde_json::Map<String, serde_json::Value> = MODELS
+            .iter()
+            .enumerate()
+            .map(|(m, (name, ..))| (name.to_string(), serde_json::json!(format!("Answer {m} to question {i}, in *markdown*."))))
+            .collect();
+        lines.push(
+            serde_json::json!({ "id": format!("q{i}"), "prompt": format!("Question number {i}?"), "category": "test", "responses": responses })
+                .to_string(),
+        );
+    }
+    lines.join("\n") + "\n"
+}
+
+pub enum TestDb {
+    Sqlite { url: String, _dir: tempfile::TempDir },
+    Postgres { url: String, admin_url: String, name: String },
+}
+
+impl TestDb {
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("moat.db").display());
+        TestDb::Sqlite { url, _dir: dir }
+    }
+
+    /// A new, empty database on the local PostgreSQL server (MOAT_TEST_POSTGRES_URL, default the
+    /// trust-auth server at 127.0.0.1:5432).
+    pub async fn postgres() -> TestDb {
+        sqlx::any::install_default_drivers();
+        let admin_url = std::env::var("MOAT_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+        let name = format!("moat_test_{}", random_hex(8));
+        let mut conn = sqlx::AnyConnection::connect(&admin_url).await.expect("connect to PostgreSQL");
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+        conn.close().await.ok();
+        let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin_url);
+        TestDb::Postgres { url: format!("{base}/{name}"), admin_url, name }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            TestDb::Sqlite { url, .. } | TestDb::Postgres { url, .. } => url,
+        }
+    }
+
+    pub async fn cleanup(self) {
+        if let TestDb::Postgres { admin_url, name, .. } = self {
+            if let Ok(mut conn) = sqlx::AnyConnection::connect(&admin_url).await {
+                let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+            }
+        }
+    }
+}
+
+/// Runs a test body against both backends, each with its own database.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let db = $crate::support::TestDb::sqlite();
+                super::$name(db.url()).await;
+                db.cleanup().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let db = $crate::support::TestDb::postgres().await;
+                super::$name(db.url()).await;
+                db.cleanup().await;
+            }
+        }
+    };
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub backend: std::sync::Arc<moat_server::web::AppBackend>,
+    pub http: reqwest::Client,
+}
+
+/// Starts the real application on a free port in this process.
+pub async fn spawn_server(database_url: &str, site_root: &Path) -> TestServer {
+    let app = Application::build(ServeConfig {
+        database_url: database_url.to_string(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        site_root: site_root.to_path_buf(),
+        admin_token: Some(Secret(ADMIN_TOKEN.into())),
+        demo: false,
+    })
+    .await
+    .expect("application starts");
+    let base = format!("http://{}", app.addr);
+    let backend = app.backend.clone();
+    tokio::spawn(app.run());
+    TestServer { base, backend, http: reqwest::Client::new() }
+}
+
+impl TestServer {
+    pub fn admin(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request.bearer_auth(ADMIN_TOKEN)
+    }
+
+    /// Creates a study, imports `prompts` sample prompts and opens it.
+    pub async fn open_study(&self, slug: &str, prompts: usize, settings: serde_json::Value) -> reqwest::Response {
+        let created = self
+            .admin(self.http.post(format!("{}/api/v1/studies", self.base)))
+            .json(&serde_json::json!({ "slug": slug, "title": format!("Study {slug}"), "instructions": "Pick the **better** one.", "settings": settings }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+        let imported = self
+            .admin(self.http.post(format!("{}/api/v1/studies/{slug}/import", self.base)))
+            .body(sample_jsonl(prompts))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(imported.status(), 200, "{}", imported.text().await.unwrap());
+        self.admin(self.http.post(format!("{}/api/v1/studies/{slug}/status", self.base)))
+            .json(&serde_json::json!({ "status": "open" }))
+            .send()
+            .await
+            .unwrap()
+    }
+}

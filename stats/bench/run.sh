@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Benchmark moat-stats against FastChat's Bradley–Terry code on the same synthetic battles.
+#
+#   stats/bench/run.sh [BATTLES] [MODELS] [ROUNDS]      (defaults 1000000 120 100)
+#
+# Needs python3 with numpy, scipy, pandas and tqdm (VENV, default /work/.venv-stats) and FastChat's
+# fastchat/serve/monitor/rating_systems.py (FASTCHAT_RATING_SYSTEMS, default
+# /work/fastchat/rating_systems.py). fschat on PyPI (0.2.36) predates that file, so take it from the
+# lm-sys/FastChat repository; it is not committed here.
+set -euo pipefail
+BATTLES=${1:-1000000}
+MODELS=${2:-120}
+ROUNDS=${3:-100}
+VENV=${VENV:-/work/.venv-stats}
+RATING_SYSTEMS=${FASTCHAT_RATING_SYSTEMS:-/work/fastchat/rating_systems.py}
+WORK=${BENCH_DIR:-$(mktemp -d)}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+
+cd "$ROOT"
+cargo build -p moat-stats --release --example bench_bt
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/bench_bt
+"$BIN" --battles "$BATTLES" --models "$MODELS" --write "$WORK/battles.jsonl"
+PYTHONPATH="$(dirname "$RATING_SYSTEMS")" "$VENV/bin/python" "$HERE/fastchat_bt.py" \
+    "$WORK/battles.jsonl" "$ROUNDS" "$WORK/fastchat.json"
+"$BIN" --rounds "$ROUNDS" --read "$WORK/battles.jsonl" --fastchat "$WORK/fastchat.json"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

@@ -1,0 +1,372 @@
+//! Style control (as in Chatbot Arena): Bradley–Terry with covariates for the difference in length
+//! and markdown decoration of the two responses, so the ratings answer "which model is better with
+//! style held equal?".
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bt::{log_sigmoid, sigmoid};
+use crate::intervals::z_for_level;
+use crate::leaderboard::{LeaderboardOptions, Scaling, ELO_POINTS_PER_UNIT};
+use crate::linalg::{Cholesky, Matrix};
+use crate::model::{Battle, Interval, StyleFeatures, STYLE_FEATURE_NAMES};
+
+const FEATURES: usize = STYLE_FEATURE_NAMES.len();
+
+/// Measures the style of one response: characters, markdown headers, list items and bold spans,
+/// ignoring anything inside fenced code blocks (the patterns follow Arena's style-control features).
+pub fn style_features(text: &str) -> StyleFeatures {
+    let mut features = StyleFeatures {
+        length: u32::try_from(text.chars().count()).unwrap_or(u32::MAX),
+        ..StyleFeatures::default()
+    };
+    let mut in_code_block = false;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            in_code_block = !in_code_block;
+            continue;
+        }
+        if in_code_block {
+            continue;
+        }
+        if is_header(line) {
+            features.headers += 1;
+        }
+        if is_list_item(trimmed) {
+            features.lists += 1;
+        }
+        features.bold += count_delimited(line, "**", '*') + count_delimited(line, "__", '_');
+    }
+    features
+}
+
+fn is_header(line: &str) -> bool {
+    let hashes = line.chars().take_while(|&c| c == '#').count();
+    (1..=6).contains(&hashes) && line[hashes..].starts_with(char::is_whitespace)
+}
+
+fn is_list_item(trimmed: &str) -> bool {
+    if let Some(rest) = trimmed.strip_prefix(['-', '*', '+']) {
+        return rest.starts_with(char::is_whitespace);
+    }
+    let digits = trimmed.chars().take_while(char::is_ascii_digit).count();
+    digits > 0 && trimmed[digits..].starts_with(". ")
+}
+
+/// Non-overlapping spans `delimiter content delimiter` on one line, where the content is non-empty
+/// and free of `marker` (the regex `\*\*[^*\n]+\*\*`).
+fn count_delimited(line: &str, delimiter: &str, marker: char) -> u32 {
+    let mut count = 0;
+    let mut rest = line;
+    while let Some(start) = rest.find(delimiter) {
+        let after = &rest[start + delimiter.len()..];
+        match after.find(marker) {
+            Some(end) if end > 0 && after[end..].starts_with(delimiter) => {
+                count += 1;
+                rest = &after[end + delimiter.len()..];
+            }
+            _ => rest = &rest[start + marker.len_utf8()..],
+        }
+    }
+    count
+}
+
+/// One model's style-controlled rating.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StyleRating {
+    pub model: String,
+    pub rating: f64,
+    /// Normal interval from the sandwich covariance.
+    pub ci: Option<Interval>,
+    pub standard_error: Option<f64>,
+}
+
+/// The effect of one style covariate: the change in log-odds of winning per standard deviation of
+/// the normalised difference `(a − b) / (a + b + 1)` between the two responses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StyleCoefficient {
+    pub feature: String,
+    pub coefficient: f64,
+    pub standard_error: Option<f64>,
+    pub ci: Option<Interval>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StyleControlled {
+    pub method: String,
+    /// Battles with style features that entered the fit.
+    pub n_battles: u64,
+    /// Sorted by rating, best first.
+    pub models: Vec<StyleRating>,
+    pub coefficients: Vec<StyleCoefficient>,
+    pub converged: bool,
+}
+
+struct Row {
+    a: usize,
+    b: usize,
+    score: f64,
+    covariates: [f64; FEATURES],
+}
+
+/// Fits the style-controlled ratings from the battles that carry style features; `None` when there
+/// are none.
+pub(crate) fn fit_style_controlled(
+    battles: &[Battle],
+    options: &LeaderboardOptions,
+) -> Option<StyleControlled> {
+    let styled: Vec<&Battle> = battles
+        .iter()
+        .filter(|b| b.style.is_some() && b.model_a != b.model_b)
+        .collect();
+    if styled.is_empty() {
+        return None;
+    }
+    let mut models: Vec<String> = styled
+        .iter()
+        .flat_map(|b| [b.model_a.clone(), b.model_b.clone()])
+        .collect();
+    models.sort();
+    models.dedup();
+    let index: HashMap<&str, usize> = models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.as_str(), i))
+        .collect();
+    let mut rows: Vec<Row> = styled
+        .iter()
+        .map(|battle| {
+            let style = battle.style.expect("filtered on style");
+            let (a, b) = (style.a.as_array(), style.b.as_array());
+            let mut covariates = [0.0; FEATURES];
+            for k in 0..FEATURES {
+                // Arena's ratio (a − b) / (a + b + 1): the +1 keeps 0-vs-0 at zero and damps small counts.
+                covariates[k] = (a[k] - b[k]) / (a[k] + b[k] + 1.0);
+            }
+            Row {
+                a: index[battle.model_a.as_str()],
+                b: index[battle.model_b.as_str()],
+                score: battle.outcome.score_a(),
+                covariates,
+            }
+        })
+        .collect();
+    // Standardise each covariate (Arena does too) so coefficients are comparable; a covariate
+    // that never varies stays zero and its coefficient is held at zero by the ridge below.
+    for k in 0..FEATURES {
+        let count = rows.len() as f64;
+        let mean = rows.iter().map(|r| r.covariates[k]).sum::<f64>() / count;
+        let variance = rows
+            .iter()
+            .map(|r| (r.covariates[k] - mean).powi(2))
+            .sum::<f64>()
+            / count;
+        let deviation = variance.sqrt();
+        for row in &mut rows {
+            row.covariates[k] = if deviation > 1e-12 {
+                (row.covariates[k] - mean) / deviation
+            } else {
+                0.0
+            };
+        }
+    }
+
+    let n = models.len();
+    let parameters = n + FEATURES;
+    let prior = options.prior_strength;
+    let mut beta = vec![0.0; parameters];
+    let objective_of = |beta: &[f64]| -> f64 {
+        let mut total = 0.0;
+        for row in &rows {
+            let eta = linear_predictor(row, beta, n);
+            total += row.score * log_sigmoid(eta) + (1.0 - row.score) * log_sigmoid(-eta);
+        }
+        total - 0.5 * prior * beta[..n].iter().map(|t| t * t).sum::<f64>()
+    };
+    let mut objective = objective_of(&beta);
+    let mut converged = false;
+    for _ in 0..100 {
+        let (gradient, information) = derivatives(&rows, &beta, n, prior);
+        let Some(factor) = Cholesky::new(&information) else {
+            break;
+        };
+        let step = factor.solve(&gradient);
+        let largest = step.iter().fold(0.0_f64, |m, s| m.max(s.abs()));
+        let mut scale = 1.0;
+        let mut accepted = false;
+        for _ in 0..40 {
+            let candidate: Vec<f64> = beta.iter().zip(&step).map(|(b, s)| b + scale * s).collect();
+            let value = objective_of(&candidate);
+            if value >= objective - 1e-12 * (1.0 + objective.abs()) {
+                beta = candidate;
+                objective = value;
+                accepted = true;
+                break;
+            }
+            scale *= 0.5;
+        }
+        if !accepted || largest < 1e-9 {
+            converged = accepted;
+            break;
+        }
+    }
+    let (_, information) = derivatives(&rows, &beta, n, prior);
+
+    // Sandwich covariance: A⁻¹ M A⁻¹ with M the sum of squared per-battle scores.
+    let mut score_covariance = Matrix::zeros(parameters);
+    for row in &rows {
+        let residual = row.score - sigmoid(linear_predictor(row, &beta, n));
+        add_outer(&mut score_covariance, row, n, residual * residual);
+    }
+    let covariance = Cholesky::new(&information).map(|factor| {
+        let inverse = factor.inverse();
+        inverse.multiply(&score_covariance).multiply(&inverse)
+    });
+
+    let scaling = Scaling::new(&models, options);
+    let ratings = scaling.apply(&beta[..n]);
+    let z = z_for_level(options.confidence);
+    let mut model_rows: Vec<StyleRating> = (0..n)
+        .map(|i| {
+            let standard_error = covariance.as_ref().and_then(|c| {
+                let mut contrast = vec![0.0; parameters];
+                contrast[..n].copy_from_slice(&scaling.contrast(i, n));
+                let variance = c.quadratic_form(&contrast);
+                (variance >= 0.0).then(|| variance.sqrt() * ELO_POINTS_PER_UNIT)
+            });
+            StyleRating {
+                model: models[i].clone(),
+                rating: ratings[i],
+                ci: standard_error.map(|se| {
+                    Interval::new(ratings[i] - z * se, ratings[i] + z * se, options.confidence)
+                }),
+                standard_error,
+            }
+        })
+        .collect();
+    model_rows.sort_by(|x, y| {
+        y.rating
+            .total_cmp(&x.rating)
+            .then_with(|| x.model.cmp(&y.model))
+    });
+    let coefficients = (0..FEATURES)
+        .map(|k| {
+            let standard_error = covariance.as_ref().and_then(|c| {
+                let variance = c.get(n + k, n + k);
+                (variance >= 0.0).then(|| variance.sqrt())
+            });
+            StyleCoefficient {
+                feature: STYLE_FEATURE_NAMES[k].to_string(),
+                coefficient: beta[n + k],
+                standard_error,
+                ci: standard_error.map(|se| {
+                    Interval::new(
+                        beta[n + k] - z * se,
+                        beta[n + k] + z * se,
+                        options.confidence,
+                    )
+                }),
+            }
+        })
+        .collect();
+    Some(StyleControlled {
+        method: format!(
+            "Bradley-Terry logistic regression with standardised covariates (a-b)/(a+b+1) for {}, ties as half; \
+             ratings with style held equal on the leaderboard's scale; {:.0}% intervals from the sandwich covariance",
+            STYLE_FEATURE_NAMES.join(", "),
+            options.confidence * 100.0
+        ),
+        n_battles: rows.len() as u64,
+        models: model_rows,
+        coefficients,
+        converged,
+    })
+}
+
+#[inline]
+fn linear_predictor(row: &Row, beta: &[f64], n: usize) -> f64 {
+    let mut eta = beta[row.a] - beta[row.b];
+    for k in 0..FEATURES {
+        eta += beta[n + k] * row.covariates[k];
+    }
+    eta
+}
+
+/// Adds `weight · x xᵀ` for the row's design vector `x = eₐ − e_b ⊕ covariates`.
+fn add_outer(matrix: &mut Matrix, row: &Row, n: usize, weight: f64) {
+    matrix.add(row.a, row.a, weight);
+    matrix.add(row.b, row.b, weight);
+    matrix.add(row.a, row.b, -weight);
+    matrix.add(row.b, row.a, -weight);
+    for k in 0..FEATURES {
+        let cross = weight * row.covariates[k];
+        matrix.add(row.a, n + k, cross);
+        matrix.add(n + k, row.a, cross);
+        matrix.add(row.b, n + k, -cross);
+        matrix.add(n + k, row.b, -cross);
+        for l in 0..FEATURES {
+            matrix.add(n + k, n + l, cross * row.covariates[l]);
+        }
+    }
+}
+
+/// Gradient and regularised negative Hessian of the penalised log-likelihood.
+fn derivatives(rows: &[Row], beta: &[f64], n: usize, prior: f64) -> (Vec<f64>, Matrix) {
+    let parameters = n + FEATURES;
+    let mut gradient = vec![0.0; parameters];
+    let mut information = Matrix::zeros(parameters);
+    for row in rows {
+        let q = sigmoid(linear_predictor(row, beta, n));
+        let residual = row.score - q;
+        gradient[row.a] += residual;
+        gradient[row.b] -= residual;
+        for k in 0..FEATURES {
+            gradient[n + k] += residual * row.covariates[k];
+        }
+        add_outer(&mut information, row, n, q * (1.0 - q));
+    }
+    for i in 0..n {
+        gradient[i] -= prior * beta[i];
+    }
+    // The ratings' mean is not identified: pin it with 1 1ᵀ/n, which leaves the optimum alone.
+    let largest_diagonal = (0..parameters)
+        .map(|i| information.get(i, i))
+        .fold(0.0, f64::max);
+    for i in 0..parameters {
+        information.add(i, i, 1e-10 * (1.0 + largest_diagonal));
+    }
+    for i in 0..n {
+        information.add(i, i, prior);
+        for j in 0..n {
+            information.add(i, j, 1.0 / n as f64);
+        }
+    }
+    (gradient, information)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_markdown_like_arena() {
+        let text =
+            "# Title\n\nSome **bold** and __also__ and ** not**x\n\n- one\n* two\n1. three\n\
+                    ```\n# not a header\n- not a list\n```\n####### seven is not a header\n";
+        let features = style_features(text);
+        assert_eq!(features.headers, 1);
+        assert_eq!(features.lists, 3);
+        assert_eq!(
+            features.bold, 3,
+            "the regex \\*\\*[^*\\n]+\\*\\* also matches `** not**`"
+        );
+        assert_eq!(features.length, text.chars().count() as u32);
+    }
+
+    #[test]
+    fn empty_text_has_no_features() {
+        assert_eq!(style_features(""), StyleFeatures::default());
+    }
+}

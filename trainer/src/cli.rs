@@ -1,0 +1,257 @@
+//! Command-line surfaces for `moat train` and `moat score` (the `moat` binary flattens these).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::bert::{BertSpec, FineTune};
+use crate::data::{load_pairs, RowRange};
+use crate::hashed::HashedConfig;
+use crate::train::{
+    load_trained, train, BackboneConfig, DeviceChoice, MarginMode, RunOptions, TrainConfig,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackboneKind {
+    /// Hashed n-gram features and a linear head: no weights needed, trains in seconds.
+    Hashed,
+    /// A BERT-family encoder from --model-dir with a scalar head.
+    Bert,
+}
+
+/// Train a reward model on preference pairs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Pairs to train on: TRL JSONL (plain or conversational) or HH-RLHF JSONL, optionally gzipped.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Only these rows of --data, 1-based and inclusive, e.g. 1-2000.
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub rows: Option<RowRange>,
+    /// Held-out pairs; without it a seeded split by prompt of --data is held out.
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
+    /// Only these rows of --eval, e.g. 2001-2312.
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub eval_rows: Option<RowRange>,
+    /// Fraction of --data held out (by prompt) when --eval is not given.
+    #[arg(long, default_value_t = 0.1)]
+    pub eval_fraction: f64,
+    #[arg(long, value_enum, default_value_t = BackboneKind::Hashed)]
+    pub backbone: BackboneKind,
+    /// Folder with config.json, tokenizer.json and model.safetensors (bert backbone).
+    #[arg(long, env = "MOAT_MINILM_DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// Where to write the model, its config, checkpoints and the report.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// cpu, cuda or cuda:N (cuda needs the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceChoice,
+    /// Defaults: 10 (hashed), 1 (bert).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Pairs per forward/backward pass. Defaults: 32 (hashed), 8 (bert).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Micro-batches per optimizer step. Defaults: 1 (hashed), 2 (bert).
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Stop after this many optimizer steps.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Learning rate of the encoder parameters (LoRA adapters, top layers).
+    #[arg(long, default_value_t = 5e-4)]
+    pub lr: f64,
+    /// Learning rate of the head and of the hashed model. Defaults: 2e-2 (hashed), 2e-3 (bert).
+    #[arg(long)]
+    pub head_lr: Option<f64>,
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup_ratio: f64,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Tokens per input (bert), context cut from the left.
+    #[arg(long, default_value_t = 256)]
+    pub max_length: usize,
+    /// head, top-N or lora (bert).
+    #[arg(long, default_value = "lora")]
+    pub mode: FineTune,
+    #[arg(long, default_value_t = 8)]
+    pub lora_rank: usize,
+    /// LoRA scaling numerator; default 2 × rank.
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// Hidden width of an MLP head for the hashed backbone (0: linear).
+    #[arg(long, default_value_t = 0)]
+    pub hidden: usize,
+    /// log2 of the number of hashed feature slots.
+    #[arg(long, default_value_t = 18)]
+    pub hash_bits: u32,
+    /// Evaluate every N optimizer steps (0: at the end of each epoch).
+    #[arg(long, default_value_t = 0)]
+    pub eval_every: usize,
+    /// Stop after N evaluations without a better eval loss, keeping the best weights.
+    #[arg(long, value_name = "PATIENCE")]
+    pub early_stopping: Option<usize>,
+    /// Continue the run saved in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Bradley–Terry margin: `data` (the pairs' own margins, else 0), `none`, or a number for all pairs.
+    #[arg(long, default_value = "data")]
+    pub margin: MarginMode,
+    /// Reward-centering coefficient (TRL's center_rewards_coefficient).
+    #[arg(long, default_value_t = 0.0)]
+    pub center_coef: f64,
+    /// CPU threads for candle (sets RAYON_NUM_THREADS).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl TrainArgs {
+    pub fn config(&self) -> anyhow::Result<TrainConfig> {
+        let backbone = match self.backbone {
+            BackboneKind::Hashed => BackboneConfig::Hashed(HashedConfig {
+                hidden: self.hidden,
+                dim_bits: self.hash_bits,
+                ..Default::default()
+            }),
+            BackboneKind::Bert => {
+                let model_dir = self
+                    .model_dir
+                    .clone()
+                    .context("--backbone bert needs --model-dir (or MOAT_MINILM_DIR)")?;
+                let mode = match self.mode {
+                    FineTune::Lora { .. } => FineTune::Lora {
+                        rank: self.lora_rank,
+                        alpha: self.lora_alpha.unwrap_or(2.0 * self.lora_rank as f64),
+                    },
+                    other => other,
+                };
+                BackboneConfig::Bert(BertSpec {
+                    model_dir,
+                    mode,
+                    max_length: self.max_length,
+                })
+            }
+        };
+        let mut config = TrainConfig::new(backbone);
+        config.seed = self.seed;
+        config.epochs = self.epochs.unwrap_or(config.epochs);
+        config.batch_size = self.batch_size.unwrap_or(config.batch_size);
+        config.grad_accum = self.grad_accum.unwrap_or(config.grad_accum);
+        config.max_steps = self.max_steps;
+        config.lr = self.lr;
+        config.head_lr = self.head_lr.unwrap_or(config.head_lr);
+        config.warmup_ratio = self.warmup_ratio;
+        config.optimizer.weight_decay = self.weight_decay;
+        config.margin = self.margin;
+        config.center_coef = self.center_coef;
+        config.eval_every = self.eval_every;
+        config.early_stopping = self.early_stopping;
+        config.eval_fraction = self.eval_fraction;
+        config.run = RunOptions {
+            out: Some(self.out.clone()),
+            device: self.device,
+            resume: self.resume,
+            progress: !self.quiet,
+        };
+        Ok(config)
+    }
+}
+
+/// Sets candle's CPU thread count; must run before the first tensor operation.
+fn set_threads(threads: Option<usize>) {
+    if let Some(threads) = threads {
+        // Edition 2021: `set_var` is safe; we call it before candle (or rayon) starts any thread.
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+}
+
+pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    set_threads(args.threads);
+    let config = args.config()?;
+    let (train_pairs, summary) = load_pairs(&args.data, args.rows)?;
+    eprintln!("train data {}: {summary}", args.data.display());
+    let eval_pairs = match &args.eval {
+        Some(path) => {
+            let (pairs, summary) = load_pairs(path, args.eval_rows)?;
+            eprintln!("eval data {}: {summary}", path.display());
+            Some(pairs)
+        }
+        None => None,
+    };
+    let report = train(train_pairs, eval_pairs, &config)?;
+    println!("{report}");
+    eprintln!("model written to {}", args.out.display());
+    Ok(())
+}
+
+/// Score preference pairs with a trained reward model.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScoreArgs {
+    /// A folder written by `moat train --out`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Pairs to score (same formats as `moat train --data`).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub rows: Option<RowRange>,
+    /// JSONL output; stdout when absent.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The base encoder's folder, when it moved since training (bert).
+    #[arg(long)]
+    pub model_dir: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceChoice,
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// One scored row of `moat score`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ScoredPair {
+    pub prompt: Vec<moat_exports::Message>,
+    pub chosen: String,
+    pub rejected: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    pub reward_chosen: f32,
+    pub reward_rejected: f32,
+}
+
+pub fn run_score(args: ScoreArgs) -> anyhow::Result<()> {
+    set_threads(args.threads);
+    let device = args.device.device()?;
+    let trained = load_trained(&args.model, args.model_dir.as_deref(), &device)?;
+    let (pairs, summary) = load_pairs(&args.data, args.rows)?;
+    eprintln!("{}: {summary}", args.data.display());
+    let scores = trained.model.score_pairs(&pairs)?;
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    for (pair, score) in pairs.into_iter().zip(&scores) {
+        let row = ScoredPair {
+            prompt: pair.prompt,
+            chosen: pair.chosen,
+            rejected: pair.rejected,
+            category: pair.category,
+            reward_chosen: score.chosen,
+            reward_rejected: score.rejected,
+        };
+        serde_json::to_writer(&mut out, &row)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}

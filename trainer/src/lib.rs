@@ -1,0 +1,42 @@
+//! Reward-model trainer (issue 5): Bradley–Terry training of a scalar reward model on preference pairs,
+//! with candle.
+//!
+//! - [`hashed`]: hashed n-gram features and a linear or MLP head, the fast baseline.
+//! - [`bert`]: a BERT-family encoder from a local folder, trained head-only, top-N layers or with LoRA.
+//! - [`train()`]: the loop (AdamW with warmup and decay, gradient accumulation, length-bucketed batches,
+//!   evaluation, early stopping, checkpoints and `--resume`); [`eval::EvalReport`] the held-out report.
+//! - [`cli`]: `moat train` / `moat score` arguments and entry points.
+//!
+//! **Determinism:** everything random (splits, batch order, initialisation) comes from `--seed`.
+//! **Scoring is batch-invariant:** rows are scored one at a time (see [`model::RewardModel`]).
+
+pub mod bert;
+pub mod cli;
+pub mod data;
+pub mod eval;
+pub mod hashed;
+pub mod loss;
+pub mod model;
+pub mod ops;
+pub mod optim;
+pub mod params;
+pub mod train;
+
+#[cfg(test)]
+mod tests;
+
+pub use cli::{run_score, run_train, ScoreArgs, TrainArgs};
+pub use data::PreferencePair;
+pub use eval::EvalReport;
+pub use train::{load_trained, train, BackboneConfig, TrainConfig, TrainReport};
+
+#[cfg(test)]
+pub(crate) mod test_data {
+    use std::path::PathBuf;
+
+    /// The shared HH-RLHF test file (read-only, outside the repository).
+    pub fn hh_rlhf() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/hh-rlhf/harmless-base-test.jsonl.gz")
+    }
+}

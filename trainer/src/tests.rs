@@ -1,0 +1,644 @@
+//! End-to-end tests of the public API: training on real pairs, checkpoints, batch invariance, and the
+//! bert path on a tiny random encoder (and on real MiniLM weights when `MOAT_MINILM_DIR` is set).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use moat_exports::Message;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::bert::{BertConfig, BertRewardModel, BertSpec, FineTune};
+use crate::data::{load_pairs, PreferencePair};
+use crate::hashed::HashedConfig;
+use crate::model::RewardModel;
+use crate::params::ParamGroup;
+use crate::train::{
+    load_trained, train, AnyModel, BackboneConfig, DeviceChoice, RunOptions, TrainConfig,
+};
+
+fn hh_pairs(rows: &str) -> Vec<PreferencePair> {
+    load_pairs(&crate::test_data::hh_rlhf(), Some(rows.parse().unwrap()))
+        .unwrap()
+        .0
+}
+
+fn hashed_config(out: Option<PathBuf>) -> TrainConfig {
+    let mut config = TrainConfig::new(BackboneConfig::Hashed(HashedConfig::default()));
+    config.seed = 3;
+    config.run = RunOptions {
+        out,
+        progress: false,
+        ..Default::default()
+    };
+    config
+}
+
+/// Trains the hashed model on 800 real HH-RLHF pairs and evaluates on 312 others (rows 2001–2312). The
+/// release benchmark gets 0.6+ on the full 2,000; here the assertion is 0.56, which at n = 312 is about
+/// two standard errors above chance, and the run is seeded so it cannot flake.
+#[test]
+fn hashed_model_learns_real_preferences() {
+    let train_pairs = hh_pairs("1-800");
+    let eval_pairs = hh_pairs("2001-2312");
+    let report = train(train_pairs, Some(eval_pairs), &hashed_config(None)).unwrap();
+    let eval = report.eval.clone().unwrap();
+    println!("{report}");
+    assert_eq!(
+        eval.pairs, 311,
+        "rows 2001-2312 give 311 pairs (one row's sides differ in context)"
+    );
+    assert!(
+        eval.accuracy > 0.56,
+        "held-out accuracy {:.3}",
+        eval.accuracy
+    );
+    assert!(eval.accuracy > eval.length_baseline_accuracy, "{eval}");
+}
+
+#[test]
+fn save_load_score_gives_identical_rewards_and_scores_are_batch_invariant() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = hh_pairs("1-120");
+    let mut config = hashed_config(Some(dir.path().to_path_buf()));
+    config.epochs = 2;
+    let (train_pairs, eval_pairs) = pairs.split_at(100);
+    train(train_pairs.to_vec(), Some(eval_pairs.to_vec()), &config).unwrap();
+    let first = load_trained(dir.path(), None, &Device::Cpu).unwrap();
+    let second = load_trained(dir.path(), None, &Device::Cpu).unwrap();
+    let together = first.model.score_pairs(eval_pairs).unwrap();
+    let alone: Vec<_> = eval_pairs
+        .iter()
+        .flat_map(|pair| {
+            second
+                .model
+                .score_pairs(std::slice::from_ref(pair))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(together, alone);
+    assert!(
+        together.iter().any(|score| score.chosen != 0.0),
+        "the model was trained"
+    );
+    // The training path batches with padding; it agrees with row-at-a-time scoring to rounding.
+    let AnyModel::Hashed(model) = &first.model else {
+        unreachable!()
+    };
+    let inputs: Vec<_> = eval_pairs
+        .iter()
+        .map(|pair| model.encode(&pair.prompt, &pair.chosen).unwrap())
+        .collect();
+    let batched = model
+        .rewards(&inputs.iter().collect::<Vec<_>>(), false)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    for (batched, alone) in batched.iter().zip(&together) {
+        assert!((batched - alone.chosen).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn resume_continues_from_the_saved_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = hh_pairs("1-200");
+    let (train_pairs, eval_pairs) = pairs.split_at(160);
+    let mut config = hashed_config(Some(dir.path().to_path_buf()));
+    config.epochs = 2;
+    config.max_steps = Some(5);
+    let first = train(train_pairs.to_vec(), Some(eval_pairs.to_vec()), &config).unwrap();
+    assert_eq!(first.steps, 5);
+    config.max_steps = None;
+    config.run.resume = true;
+    let resumed = train(train_pairs.to_vec(), Some(eval_pairs.to_vec()), &config).unwrap();
+    // 160 pairs in batches of 32: 5 steps an epoch, 10 in all.
+    assert_eq!(resumed.steps, 10);
+    assert_eq!(resumed.epochs_run, 2);
+}
+
+#[test]
+fn cuda_without_the_feature_is_a_clear_error() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let error = "cuda"
+        .parse::<DeviceChoice>()
+        .unwrap()
+        .device()
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("--features moat-trainer/cuda"), "{error}");
+}
+
+// ---- the bert path on a tiny random encoder ----
+
+const WORDS: &[&str] = &[
+    "good", "bad", "the", "answer", "is", "a", "question", "what", "yes", "no", "maybe", "fine",
+];
+
+fn tiny_tokenizer_json() -> String {
+    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    vocab.extend(WORDS.iter().map(|s| s.to_string()));
+    let vocab: serde_json::Map<String, serde_json::Value> = vocab
+        .iter()
+        .enumerate()
+        .map(|(id, token)| (token.clone(), serde_json::Value::from(id)))
+        .collect();
+    serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+        "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    })
+    .to_string()
+}
+
+fn tiny_config() -> BertConfig {
+    BertConfig {
+        vocab_size: 4 + WORDS.len(),
+        hidden_size: 16,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        intermediate_size: 32,
+        max_position_embeddings: 40,
+        ..Default::default()
+    }
+}
+
+/// Random weights under the names (and without the `bert.` prefix) of MiniLM's file.
+fn tiny_weights(config: &BertConfig, seed: u64) -> HashMap<String, Tensor> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut tensor = |shape: &[usize], scale: f32, offset: f32| {
+        let count: usize = shape.iter().product();
+        let values: Vec<f32> = (0..count)
+            .map(|_| offset + scale * rng.gen_range(-1.0f32..1.0))
+            .collect();
+        Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+    };
+    let (h, i) = (config.hidden_size, config.intermediate_size);
+    let mut weights = HashMap::new();
+    weights.insert(
+        "embeddings.word_embeddings.weight".into(),
+        tensor(&[config.vocab_size, h], 1.0, 0.0),
+    );
+    weights.insert(
+        "embeddings.position_embeddings.weight".into(),
+        tensor(&[config.max_position_embeddings, h], 0.2, 0.0),
+    );
+    weights.insert(
+        "embeddings.token_type_embeddings.weight".into(),
+        tensor(&[2, h], 0.2, 0.0),
+    );
+    let norm = |weights: &mut HashMap<String, Tensor>,
+                prefix: String,
+                tensor: &mut dyn FnMut(&[usize], f32, f32) -> Tensor| {
+        weights.insert(format!("{prefix}.weight"), tensor(&[h], 0.1, 1.0));
+        weights.insert(format!("{prefix}.bias"), tensor(&[h], 0.1, 0.0));
+    };
+    norm(&mut weights, "embeddings.LayerNorm".into(), &mut tensor);
+    for layer in 0..config.num_hidden_layers {
+        let p = format!("encoder.layer.{layer}");
+        for (name, out, inp) in [
+            ("attention.self.query", h, h),
+            ("attention.self.key", h, h),
+            ("attention.self.value", h, h),
+            ("attention.output.dense", h, h),
+            ("intermediate.dense", i, h),
+            ("output.dense", h, i),
+        ] {
+            weights.insert(format!("{p}.{name}.weight"), tensor(&[out, inp], 0.4, 0.0));
+            weights.insert(format!("{p}.{name}.bias"), tensor(&[out], 0.1, 0.0));
+        }
+        norm(
+            &mut weights,
+            format!("{p}.attention.output.LayerNorm"),
+            &mut tensor,
+        );
+        norm(&mut weights, format!("{p}.output.LayerNorm"), &mut tensor);
+    }
+    weights
+}
+
+/// Writes a tiny model folder like MiniLM's (config.json, tokenizer.json, model.safetensors).
+fn tiny_model_dir(dir: &Path) {
+    let config = tiny_config();
+    let config_json = serde_json::json!({
+        "vocab_size": config.vocab_size, "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_hidden_layers, "num_attention_heads": config.num_attention_heads,
+        "intermediate_size": config.intermediate_size, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+        "max_position_embeddings": config.max_position_embeddings, "type_vocab_size": 2,
+        "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0, "model_type": "bert"
+    });
+    std::fs::write(dir.join("config.json"), config_json.to_string()).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), tiny_tokenizer_json()).unwrap();
+    candle_core::safetensors::save(&tiny_weights(&config, 11), dir.join("model.safetensors"))
+        .unwrap();
+}
+
+fn tiny_model(mode: FineTune) -> BertRewardModel {
+    let spec = BertSpec {
+        model_dir: PathBuf::from("unused"),
+        mode,
+        max_length: 24,
+    };
+    let tokenizer = tokenizers::Tokenizer::from_bytes(tiny_tokenizer_json()).unwrap();
+    let config = tiny_config();
+    let weights = tiny_weights(&config, 11);
+    BertRewardModel::from_parts(spec, config, tokenizer, weights, 5, &Device::Cpu).unwrap()
+}
+
+/// This encoder computes what candle-transformers' `BertModel` computes, padding included.
+#[test]
+fn bert_encoder_matches_candle_transformers() {
+    let config = tiny_config();
+    let model = tiny_model(FineTune::Lora {
+        rank: 4,
+        alpha: 8.0,
+    });
+    let weights = tiny_weights(&config, 11);
+    let vb = candle_nn::VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
+    let reference = candle_transformers::models::bert::BertModel::load(vb, &config).unwrap();
+    let ids = Tensor::new(
+        &[[2u32, 5, 6, 7, 3, 8, 3], [2, 9, 10, 3, 0, 0, 0]],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let mask = Tensor::new(
+        &[[1f32, 1., 1., 1., 1., 1., 1.], [1., 1., 1., 1., 0., 0., 0.]],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let ours = model.hidden_states(&ids, &mask, false).unwrap();
+    let theirs = reference
+        .forward(
+            &ids,
+            &ids.zeros_like().unwrap(),
+            Some(&mask.to_dtype(DType::U32).unwrap()),
+        )
+        .unwrap();
+    // Compare real tokens only (row 2 has 4).
+    let difference = (ours.narrow(1, 0, 4).unwrap() - theirs.narrow(1, 0, 4).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap();
+    let difference = difference.to_scalar::<f32>().unwrap();
+    assert!(difference < 1e-5, "max difference {difference}");
+}
+
+/// LoRA of rank r on query and value adds exactly r·(in + out) parameters per adapted projection.
+#[test]
+fn lora_adds_the_expected_parameter_count() {
+    let config = tiny_config();
+    for rank in [1, 4] {
+        let model = tiny_model(FineTune::Lora {
+            rank,
+            alpha: 2.0 * rank as f64,
+        });
+        let h = config.hidden_size;
+        let expected = config.num_hidden_layers * 2 * rank * (h + h);
+        assert_eq!(model.params().count(Some(ParamGroup::Encoder)), expected);
+        assert_eq!(model.params().count(Some(ParamGroup::Head)), h + 1);
+    }
+    let model = tiny_model(FineTune::Top { layers: 1 });
+    let (h, i) = (config.hidden_size, config.intermediate_size);
+    let layer = 4 * (h * h + h) + (i * h + i) + (h * i + h) + 2 * 2 * h;
+    assert_eq!(model.params().count(Some(ParamGroup::Encoder)), layer);
+}
+
+/// The analytic gradient through the whole encoder (LoRA, frozen projections, our softmax and layer
+/// norm) agrees with finite differences; so does a top-layer weight trained through the slow norm.
+#[test]
+fn bert_gradients_match_finite_differences() {
+    for mode in [
+        FineTune::Lora {
+            rank: 2,
+            alpha: 4.0,
+        },
+        FineTune::Top { layers: 1 },
+    ] {
+        let model = tiny_model(mode);
+        let prompt = [Message::new("user", "what is the answer")];
+        let inputs = [
+            model.encode(&prompt, "yes good").unwrap(),
+            model.encode(&prompt, "no").unwrap(),
+        ];
+        let refs: Vec<_> = inputs.iter().collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        // Make every LoRA B non-zero so A gets a gradient too.
+        for param in model.params().iter() {
+            if param.name.ends_with("lora_b") {
+                let shape = param.var.dims().to_vec();
+                let values: Vec<f32> = (0..param.var.elem_count())
+                    .map(|_| rng.gen_range(-0.5f32..0.5))
+                    .collect();
+                param
+                    .var
+                    .set(&Tensor::from_vec(values, shape, &Device::Cpu).unwrap())
+                    .unwrap();
+            }
+        }
+        let loss = |model: &BertRewardModel| -> f64 {
+            let rewards = model
+                .rewards(&refs, false)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            (rewards[0] as f64 - 2.0 * rewards[1] as f64).powi(2)
+        };
+        let rewards = model.rewards(&refs, true).unwrap();
+        let objective = (rewards.get(0).unwrap() - (rewards.get(1).unwrap() * 2.0).unwrap())
+            .unwrap()
+            .sqr()
+            .unwrap();
+        let grads = objective.backward().unwrap();
+        let mut checked = 0;
+        for param in model
+            .params()
+            .iter()
+            .filter(|param| param.group == ParamGroup::Encoder)
+        {
+            let grad = grads
+                .get(param.var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {}", param.name));
+            let grad = grad.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let values = param.var.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            // The largest-gradient element of each parameter: finite differences in f32 are only
+            // meaningful where the gradient is well above rounding noise.
+            let (index, analytic) = grad
+                .iter()
+                .copied()
+                .enumerate()
+                .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+                .unwrap();
+            if analytic.abs() < 1e-3 {
+                continue;
+            }
+            let step = 1e-2f32;
+            let shifted = |delta: f32| {
+                let mut changed = values.clone();
+                changed[index] += delta;
+                param
+                    .var
+                    .set(&Tensor::from_vec(changed, param.var.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+                let value = loss(&model);
+                param
+                    .var
+                    .set(
+                        &Tensor::from_vec(values.clone(), param.var.shape(), &Device::Cpu).unwrap(),
+                    )
+                    .unwrap();
+                value
+            };
+            let numeric = (shifted(step) - shifted(-step)) / (2.0 * step as f64);
+            let relative =
+                (numeric - analytic as f64).abs() / numeric.abs().max(analytic.abs() as f64);
+            assert!(
+                relative < 0.05,
+                "{mode}: {} analytic {analytic} numeric {numeric}",
+                param.name
+            );
+            checked += 1;
+        }
+        assert!(checked >= 4, "{mode}: only {checked} parameters checked");
+    }
+}
+
+/// Synthetic pairs: "good" answers beat "bad" ones.
+fn synthetic_pairs(count: usize, seed: u64) -> Vec<PreferencePair> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let filler = [
+        "the answer is",
+        "a question",
+        "what",
+        "maybe fine",
+        "yes",
+        "no",
+    ];
+    (0..count)
+        .map(|index| {
+            let pick = |rng: &mut ChaCha8Rng| filler[rng.gen_range(0..filler.len())];
+            PreferencePair {
+                prompt: vec![Message::new(
+                    "user",
+                    format!("what {} question {index}", pick(&mut rng)),
+                )],
+                chosen: format!("{} good {}", pick(&mut rng), pick(&mut rng)),
+                rejected: format!("{} bad {}", pick(&mut rng), pick(&mut rng)),
+                category: Some(if index % 2 == 0 { "even" } else { "odd" }.into()),
+                margin: None,
+            }
+        })
+        .collect()
+}
+
+/// LoRA training on the tiny model: learns the synthetic task, changes only head and adapters, and
+/// the saved model scores exactly as the trained one.
+#[test]
+fn bert_lora_trains_saves_and_reloads_with_base_weights_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("base");
+    std::fs::create_dir(&model_dir).unwrap();
+    tiny_model_dir(&model_dir);
+    let out = dir.path().join("out");
+    let spec = BertSpec {
+        model_dir: model_dir.clone(),
+        mode: FineTune::Lora {
+            rank: 2,
+            alpha: 4.0,
+        },
+        max_length: 24,
+    };
+    let mut config = TrainConfig::new(BackboneConfig::Bert(spec));
+    config.epochs = 3;
+    config.lr = 1e-2;
+    config.head_lr = 3e-2;
+    config.run = RunOptions {
+        out: Some(out.clone()),
+        progress: false,
+        ..Default::default()
+    };
+    let eval_pairs = synthetic_pairs(40, 2);
+    let report = train(synthetic_pairs(120, 1), Some(eval_pairs.clone()), &config).unwrap();
+    println!("{report}");
+    let eval = report.eval.unwrap();
+    assert!(eval.accuracy >= 0.9, "{eval}");
+    assert_eq!(eval.per_category.len(), 2);
+    for file in [
+        "adapters.safetensors",
+        "head.safetensors",
+        "config.json",
+        "base-tokenizer.json",
+    ] {
+        assert!(out.join(file).exists(), "{file}");
+    }
+    let adapters =
+        candle_core::safetensors::load(out.join("adapters.safetensors"), &Device::Cpu).unwrap();
+    assert!(
+        adapters.keys().all(|name| name.contains("lora_")),
+        "only adapters are saved"
+    );
+    let trained = load_trained(&out, None, &Device::Cpu).unwrap();
+    let AnyModel::Bert(model) = &trained.model else {
+        panic!("a bert model")
+    };
+    let base = tiny_weights(&tiny_config(), 11);
+    for (layer, name) in [
+        (0, "attention.self.query"),
+        (1, "attention.self.value"),
+        (1, "output.dense"),
+    ] {
+        let original = &base[&format!("encoder.layer.{layer}.{name}.weight")];
+        let now = model.base_weight(layer, name).unwrap();
+        assert_eq!(
+            original.to_vec2::<f32>().unwrap(),
+            now.to_vec2::<f32>().unwrap(),
+            "{name} untouched"
+        );
+    }
+    let scores = trained.model.score_pairs(&eval_pairs).unwrap();
+    let again = crate::eval::EvalReport::compute(&eval_pairs, &scores);
+    assert_eq!(again.accuracy, eval.accuracy);
+    assert!(
+        (again.mean_loss - eval.mean_loss).abs() < 1e-12,
+        "save → load → score is identical"
+    );
+    let alone: Vec<_> = eval_pairs
+        .iter()
+        .flat_map(|pair| {
+            trained
+                .model
+                .score_pairs(std::slice::from_ref(pair))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(scores, alone);
+}
+
+#[test]
+fn bert_head_and_top_modes_train() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model_dir(dir.path());
+    for mode in [FineTune::Head, FineTune::Top { layers: 1 }] {
+        let spec = BertSpec {
+            model_dir: dir.path().to_path_buf(),
+            mode,
+            max_length: 24,
+        };
+        let mut config = TrainConfig::new(BackboneConfig::Bert(spec));
+        config.epochs = 3;
+        config.lr = 3e-3;
+        config.head_lr = 3e-2;
+        config.run.progress = false;
+        let report = train(
+            synthetic_pairs(120, 1),
+            Some(synthetic_pairs(40, 2)),
+            &config,
+        )
+        .unwrap();
+        let eval = report.eval.unwrap();
+        assert!(eval.accuracy >= 0.8, "{mode}: {eval}");
+    }
+}
+
+/// Left truncation keeps the response whole and the end of the context.
+#[test]
+fn truncation_keeps_the_response_and_cuts_the_context_from_the_left() {
+    let model = tiny_model(FineTune::Head);
+    let prompt = [Message::new("user", "the question is what what is the question what is the answer yes no maybe fine good bad the answer")];
+    let ids = model.tokenize(&prompt, "good answer").unwrap();
+    assert_eq!(ids.len(), 24);
+    let token = |word: &str| 4 + WORDS.iter().position(|w| *w == word).unwrap() as u32;
+    assert_eq!(
+        &ids[ids.len() - 4..],
+        &[3, token("good"), token("answer"), 3]
+    );
+    // Context ends "... the answer" right before the first [SEP].
+    assert_eq!(
+        &ids[ids.len() - 6..ids.len() - 4],
+        &[token("the"), token("answer")]
+    );
+    assert_eq!(ids[0], 2);
+}
+
+/// Real MiniLM weights, when the test script fetched them (scripts/fetch-minilm.sh).
+#[test]
+fn minilm_matches_candle_transformers_and_trains_a_step() {
+    let Some(model_dir) = std::env::var_os("MOAT_MINILM_DIR").map(PathBuf::from) else {
+        println!("skipped: set MOAT_MINILM_DIR to the all-MiniLM-L6-v2 folder (scripts/fetch-minilm.sh prints it)");
+        return;
+    };
+    let spec = BertSpec {
+        model_dir: model_dir.clone(),
+        mode: FineTune::Lora {
+            rank: 8,
+            alpha: 16.0,
+        },
+        max_length: 64,
+    };
+    let model = BertRewardModel::load(spec.clone(), 0, &Device::Cpu).unwrap();
+    let config = crate::bert::read_config(&model_dir).unwrap();
+    let weights = crate::bert::read_weights(&model_dir, &Device::Cpu).unwrap();
+    let vb = candle_nn::VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
+    let reference = candle_transformers::models::bert::BertModel::load(vb, &config).unwrap();
+    let ids = model
+        .tokenize(
+            &[Message::new("user", "How do I bake bread?")],
+            "Mix flour, water and yeast.",
+        )
+        .unwrap();
+    let n = ids.len();
+    let ids = Tensor::new(ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let mask = Tensor::ones((1, n), DType::F32, &Device::Cpu).unwrap();
+    let ours = model.hidden_states(&ids, &mask, false).unwrap();
+    let theirs = reference
+        .forward(&ids, &ids.zeros_like().unwrap(), None)
+        .unwrap();
+    let difference = (ours - theirs)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(difference < 1e-4, "max difference {difference}");
+    // Six LoRA-adapted layers × (query, value) × 8 · (384 + 384).
+    assert_eq!(
+        model.params().count(Some(ParamGroup::Encoder)),
+        6 * 2 * 8 * 768
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut train_config = TrainConfig::new(BackboneConfig::Bert(spec));
+    train_config.max_steps = Some(2);
+    train_config.batch_size = 2;
+    train_config.grad_accum = 1;
+    train_config.run = RunOptions {
+        out: Some(dir.path().to_path_buf()),
+        progress: false,
+        ..Default::default()
+    };
+    let pairs = hh_pairs("1-6");
+    let report = train(
+        pairs[..4].to_vec(),
+        Some(pairs[4..].to_vec()),
+        &train_config,
+    )
+    .unwrap();
+    assert_eq!(report.steps, 2);
+    let trained = load_trained(dir.path(), None, &Device::Cpu).unwrap();
+    let scores = trained.model.score_pairs(&pairs[4..]).unwrap();
+    assert_eq!(
+        crate::eval::EvalReport::compute(&pairs[4..], &scores),
+        report.eval.unwrap()
+    );
+}
