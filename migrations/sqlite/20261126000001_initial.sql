@@ -35,6 +35,7 @@ CREATE TABLE prompts (
     times_assigned BIGINT NOT NULL DEFAULT 0,
     UNIQUE (study_id, external_id)
 );
+CREATE INDEX prompts_assignable ON prompts (study_id, times_assigned, id);
 
 CREATE TABLE responses (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -49,6 +49,9 @@ pub enum Command {
         #[arg(long = "model")]
         models: Vec<String>,
     },
+    /// Benchmarks (see BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Export a study's votes.
     Export {
         #[arg(long)]
@@ -60,9 +63,15 @@ pub enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Concurrent simulated raters against a SQLite-backed server over loopback HTTP.
+    Votes(crate::bench::VoteBenchArgs),
+}
+
 impl Cli {
     pub fn database_url(&self) -> anyhow::Result<String> {
-        if let Some(url) = &self.database_url {
+        if let Some(url) = self.database_url.as_ref().filter(|url| !url.trim().is_empty()) {
             return Ok(url.clone());
         }
         std::fs::create_dir_all(&self.data_dir)?;
@@ -129,6 +138,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was imported", file.display()))?;
             println!("{report}");
             store.close().await;
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Votes(args)) => {
+            let json = args.json;
+            let report = crate::bench::run(args).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
             Ok(())
         }
         Command::Export { study, format, out } => {

@@ -2,6 +2,7 @@
 //! command line and calls into here, so tests can start the same application on port 0.
 
 pub mod assign;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod domain;

@@ -343,11 +343,10 @@ impl Store {
             .collect()
     }
 
-    /// Number of prompts in the study that have at least two responses (so can be compared).
+    /// Number of prompts in the study (each has two or more responses, so can be compared).
     pub async fn comparable_prompts(&self, study_id: i64) -> StoreResult<i64> {
         Ok(sqlx::query(
-            "SELECT COUNT(*) AS n FROM prompts p WHERE p.study_id = $1 \
-             AND (SELECT COUNT(*) FROM responses r WHERE r.prompt_id = p.id) >= 2",
+            "SELECT COUNT(*) AS n FROM prompts p WHERE p.study_id = $1",
         )
         .bind(study_id)
         .fetch_one(&self.pool)
@@ -471,30 +470,33 @@ impl Store {
         tx.commit().await
     }
 
-    /// Up to `limit` prompts of the study this rater has not been assigned, least-assigned first.
+    /// Up to `limit` prompts of the study this rater has not been assigned, least-assigned first,
+    /// with their responses, in one query. (Every prompt has two or more responses: import checks.)
     pub async fn candidate_prompts(&self, study_id: i64, rater_id: i64, limit: i64) -> StoreResult<Vec<CandidatePrompt>> {
-        let prompts = sqlx::query(
-            "SELECT p.id, p.times_assigned FROM prompts p WHERE p.study_id = $1 \
-             AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.rater_id = $2 AND a.prompt_id = p.id) \
-             AND (SELECT COUNT(*) FROM responses r WHERE r.prompt_id = p.id) >= 2 \
-             ORDER BY p.times_assigned, p.id LIMIT $3",
+        let rows = sqlx::query(
+            "SELECT r.prompt_id, r.id, r.model_id, c.times_assigned FROM responses r JOIN ( \
+               SELECT p.id, p.times_assigned FROM prompts p WHERE p.study_id = $1 \
+               AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.rater_id = $2 AND a.prompt_id = p.id) \
+               ORDER BY p.times_assigned, p.id LIMIT $3) c ON c.id = r.prompt_id \
+             ORDER BY c.times_assigned, r.prompt_id, r.id",
         )
         .bind(study_id)
         .bind(rater_id)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let mut candidates = Vec::with_capacity(prompts.len());
-        for row in &prompts {
-            let prompt_id: i64 = row.try_get("id")?;
-            let responses = sqlx::query("SELECT id, model_id FROM responses WHERE prompt_id = $1 ORDER BY id")
-                .bind(prompt_id)
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|r| Ok((r.try_get("id")?, r.try_get("model_id")?)))
-                .collect::<Result<Vec<(i64, i64)>, sqlx::Error>>()?;
-            candidates.push(CandidatePrompt { prompt_id, times_assigned: row.try_get("times_assigned")?, responses });
+        let mut candidates: Vec<CandidatePrompt> = Vec::new();
+        for row in &rows {
+            let prompt_id: i64 = row.try_get("prompt_id")?;
+            let response = (row.try_get("id")?, row.try_get("model_id")?);
+            match candidates.last_mut() {
+                Some(last) if last.prompt_id == prompt_id => last.responses.push(response),
+                _ => candidates.push(CandidatePrompt {
+                    prompt_id,
+                    times_assigned: row.try_get("times_assigned")?,
+                    responses: vec![response],
+                }),
+            }
         }
         Ok(candidates)
     }

@@ -1,0 +1,95 @@
+// A rater completes a study in a real browser, with JavaScript on (keyboard, no reloads) and off
+// (plain form posts); the admin sees the votes and the export holds the decided ones.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { api, launchBrowser, MODELS, openStudy, startMoat, ADMIN_TOKEN } from './harness.mjs';
+
+let moat;
+let browser;
+
+before(async () => {
+  moat = await startMoat();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  moat?.child.kill('SIGKILL');
+});
+
+async function exportRows(slug) {
+  const text = await api(moat.base, 'GET', `/api/v1/studies/${slug}/export?format=trl`);
+  return text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
+}
+
+async function adminSeesVotes(page, slug, votes) {
+  await page.goto(`${moat.base}/admin`);
+  await page.fill('input[name=token]', ADMIN_TOKEN);
+  await page.click('#login');
+  await page.waitForSelector(`a[href="/admin/studies/${slug}"]`);
+  await page.goto(`${moat.base}/admin/studies/${slug}`);
+  const summary = await page.textContent('#progress-summary');
+  assert.match(summary, new RegExp(`, ${votes} votes`), summary);
+  const results = await page.textContent('#results');
+  for (const model of MODELS) assert.ok(results.includes(model.name), `results table lists ${model.name}`);
+}
+
+test('with JavaScript: three comparisons by keyboard, completion code, admin results, export', async () => {
+  await openStudy(moat.base, 'js', 5, 3);
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(`${moat.base}/s/js?PROLIFIC_PID=alice`);
+  await page.waitForSelector('body[data-hydrated]');
+  await page.check('input[name=agree]');
+  await page.click('#consent');
+  await page.waitForSelector('#progress');
+  await page.waitForSelector('body[data-hydrated]');
+  assert.match(await page.textContent('#progress'), /Comparison 1 of 3/);
+  const html = await page.content();
+  for (const model of MODELS) {
+    assert.ok(!html.includes(model.name) && !html.includes(model.provider), `${model.name} is hidden`);
+  }
+  assert.ok(html.includes('<pre><code'), 'code blocks render');
+  // A marker on window survives only if the page never reloads.
+  await page.evaluate(() => (window.__noReload = true));
+  for (const [key, next] of [['a', /Comparison 2 of 3/], ['b', /Comparison 3 of 3/]]) {
+    await page.keyboard.press(key);
+    await page.waitForFunction((re) => new RegExp(re).test(document.querySelector('#progress')?.textContent ?? ''), next.source);
+  }
+  await page.keyboard.press('t');
+  await page.waitForSelector('#completion-code');
+  assert.equal(await page.textContent('#completion-code'), 'DONE-js');
+  assert.equal(await page.evaluate(() => window.__noReload), true, 'the page did not reload');
+  assert.deepEqual(errors, []);
+
+  await adminSeesVotes(page, 'js', 3);
+  const rows = await exportRows('js');
+  assert.equal(rows.length, 2, 'the tie is left out of the TRL export');
+  for (const row of rows) {
+    assert.ok(['llama-e2e-secret', 'gpt-e2e-hidden'].includes(row.model_chosen));
+    assert.notEqual(row.model_chosen, row.model_rejected);
+    assert.match(row.prompt, /^Prompt \d: explain recursion\.$/);
+  }
+  await context.close();
+});
+
+test('without JavaScript: the same study by plain form posts', async () => {
+  await openStudy(moat.base, 'nojs', 5, 3);
+  const context = await browser.newContext({ javaScriptEnabled: false });
+  const page = await context.newPage();
+  await page.goto(`${moat.base}/s/nojs?PROLIFIC_PID=bob`);
+  await page.check('input[name=agree]');
+  await Promise.all([page.waitForURL(/\/s\/nojs\/compare/), page.click('#consent')]);
+  for (const [button, position] of [['#vote-left', 1], ['#vote-right', 2], ['#vote-both_bad', 3]]) {
+    assert.match(await page.textContent('#progress'), new RegExp(`Comparison ${position} of 3`));
+    await Promise.all([page.waitForLoadState('load'), page.click(button)]);
+  }
+  await page.waitForSelector('#completion-code');
+  assert.equal(await page.textContent('#completion-code'), 'DONE-nojs');
+  await adminSeesVotes(page, 'nojs', 3);
+  const rows = await exportRows('nojs');
+  assert.equal(rows.length, 2, 'both-bad is left out of the TRL export');
+  await context.close();
+});

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test of Moat: formatting and lints, the Rust test suites (SQLite and the local
+# PostgreSQL), the real-client checks of the exports, and the browser tests in headless Chromium.
+# Installs what it needs first (idempotent). The README's test command.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$MOAT_ROOT"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "setup"
+scripts/setup.sh --browser
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+fi
+
+step "build (wasm + server)"
+scripts/build.sh
+
+step "format and lints"
+cargo fmt --all --check
+cargo clippy -q -p moat-server -p moat-exports -p moat-stats -p moat-trainer --all-targets -- -D warnings
+cargo clippy -q -p moat-frontend --target wasm32-unknown-unknown --profile wasm-release -- -D warnings
+
+step "library tests"
+cargo test -q -p moat-exports -p moat-stats -p moat-trainer
+
+step "server tests (SQLite and PostgreSQL)"
+cargo test -q -p moat-server
+
+step "browser tests (headless Chromium)"
+(cd end2end && MOAT_BIN="$CARGO_TARGET_DIR/debug/moat" npm test)

@@ -1,0 +1,192 @@
+//! `moat bench votes`: a load benchmark of the durable vote path over HTTP on loopback.
+//!
+//! It starts this same binary as a separate server process (fresh SQLite file, `synchronous=FULL`),
+//! creates and opens a study, then drives N concurrent simulated raters through the browser's protocol:
+//! ask for the next comparison, vote, repeat. Only acknowledged votes count. The server's peak memory is
+//! read from `/proc/PID/status` (VmHWM) at the end.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::client::RaterClient;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct VoteBenchArgs {
+    /// Concurrent simulated raters.
+    #[arg(long, default_value_t = 64)]
+    pub raters: usize,
+    /// How long to drive load, in seconds.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Prompts in the study (each rater sees each prompt at most once).
+    #[arg(long, default_value_t = 3000)]
+    pub prompts: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct VoteBenchReport {
+    pub raters: usize,
+    pub seconds: f64,
+    pub votes: usize,
+    pub votes_per_second: f64,
+    pub vote_p50_ms: f64,
+    pub vote_p99_ms: f64,
+    pub cycle_p50_ms: f64,
+    pub cycle_p99_ms: f64,
+    pub errors: usize,
+    pub server_peak_rss_mb: f64,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn study_file(prompts: usize) -> String {
+    let models = ["bench-open-a", "bench-open-b", "bench-closed-c"];
+    let mut lines = vec![serde_json::json!({ "models": [
+        { "name": models[0], "provider": "Bench", "openness": "open" },
+        { "name": models[1], "provider": "Bench", "openness": "open" },
+        { "name": models[2], "provider": "Bench", "openness": "closed" },
+    ]})
+    .to_string()];
+    let filler = "The quick brown fox jumps over the lazy dog. ".repeat(12);
+    for i in 0..prompts {
+        let responses: serde_json::Map<String, serde_json::Value> =
+            models.iter().map(|m| (m.to_string(), serde_json::json!(format!("{m} answers {i}. {filler}")))).collect();
+        lines.push(serde_json::json!({ "id": format!("b{i}"), "prompt": format!("Benchmark prompt {i}: {filler}"), "responses": responses }).to_string());
+    }
+    lines.join("\n") + "\n"
+}
+
+pub async fn run(args: VoteBenchArgs) -> anyhow::Result<VoteBenchReport> {
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let base = format!("http://127.0.0.1:{port}");
+    let token = crate::domain::random_hex(16);
+    let mut server = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["--data-dir", &dir.path().to_string_lossy(), "serve", "--addr", &format!("127.0.0.1:{port}")])
+        .args(["--site-root", "/nonexistent-site"])
+        .env("MOAT_ADMIN_TOKEN", &token)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = server.id().unwrap_or(0);
+    let http = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..400 {
+        if http.get(format!("{base}/")).send().await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::ensure!(ready, "the benchmark server did not start");
+    let admin = |r: reqwest::RequestBuilder| r.bearer_auth(&token);
+    let settings = serde_json::json!({ "items_per_rater": args.prompts });
+    admin(http.post(format!("{base}/api/v1/studies")))
+        .json(&serde_json::json!({ "slug": "bench", "title": "Bench", "settings": settings }))
+        .send()
+        .await?
+        .error_for_status()?;
+    admin(http.post(format!("{base}/api/v1/studies/bench/import"))).body(study_file(args.prompts)).send().await?.error_for_status()?;
+    admin(http.post(format!("{base}/api/v1/studies/bench/status")))
+        .json(&serde_json::json!({ "status": "open" }))
+        .send()
+        .await?
+        .error_for_status()?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.raters {
+        let base = base.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut vote_ms = Vec::new();
+            let mut cycle_ms = Vec::new();
+            let mut errors = 0usize;
+            let Ok(rater) = RaterClient::join(&base, "bench", None).await else { return (vote_ms, cycle_ms, 1) };
+            while !stop.load(Ordering::Relaxed) {
+                let cycle = Instant::now();
+                let comparison = match rater.next_comparison().await {
+                    Ok(Some(c)) => c,
+                    Ok(None) => break,
+                    Err(_) => {
+                        errors += 1;
+                        continue;
+                    }
+                };
+                let vote = Instant::now();
+                match rater.vote(&comparison.assignment, "left").await {
+                    Ok(()) => {
+                        vote_ms.push(vote.elapsed().as_secs_f64() * 1000.0);
+                        cycle_ms.push(cycle.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            (vote_ms, cycle_ms, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut vote_ms, mut cycle_ms, mut errors) = (Vec::new(), Vec::new(), 0);
+    for task in tasks {
+        let (v, c, e) = task.await?;
+        vote_ms.extend(v);
+        cycle_ms.extend(c);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let rss = peak_rss_mb(pid);
+    server.start_kill()?;
+    let _ = server.wait().await;
+    vote_ms.sort_by(f64::total_cmp);
+    cycle_ms.sort_by(f64::total_cmp);
+    Ok(VoteBenchReport {
+        raters: args.raters,
+        seconds: elapsed,
+        votes: vote_ms.len(),
+        votes_per_second: vote_ms.len() as f64 / elapsed,
+        vote_p50_ms: percentile(&vote_ms, 0.50),
+        vote_p99_ms: percentile(&vote_ms, 0.99),
+        cycle_p50_ms: percentile(&cycle_ms, 0.50),
+        cycle_p99_ms: percentile(&cycle_ms, 0.99),
+        errors,
+        server_peak_rss_mb: rss,
+    })
+}
+
+impl std::fmt::Display for VoteBenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "raters {}  duration {:.1} s  acknowledged votes {}  errors {}", self.raters, self.seconds, self.votes, self.errors)?;
+        writeln!(f, "votes/s {:.0}", self.votes_per_second)?;
+        writeln!(f, "vote latency p50 {:.2} ms  p99 {:.2} ms", self.vote_p50_ms, self.vote_p99_ms)?;
+        writeln!(f, "cycle (next comparison + vote) p50 {:.2} ms  p99 {:.2} ms", self.cycle_p50_ms, self.cycle_p99_ms)?;
+        write!(f, "server peak RSS {:.0} MB", self.server_peak_rss_mb)
+    }
+}
