@@ -116,6 +116,7 @@ fn located(error: &serde_json::Error, line: usize, column: usize) -> BattlesErro
         .map(str::to_string);
     let message = match message.find("field `").zip(message.find("`: ")) {
         Some((0, end)) => message[end + 3..].to_string(),
+        _ if message.starts_with("missing field `") => "the field is missing".to_string(),
         _ => message,
     };
     BattlesError {
@@ -250,6 +251,10 @@ mod tests {
         let error = parse_battles("[\n{\"model_a\": \"x\", \"winner\": \"tie\"}\n]").unwrap_err();
         assert_eq!(error.line, 2);
         assert_eq!(error.field.as_deref(), Some("model_b"), "{error}");
+        assert_eq!(
+            error.to_string(),
+            "line 2, field `model_b`: the field is missing"
+        );
         let error =
             parse_battles("{\"model_a\": 3, \"model_b\": \"y\", \"winner\": \"tie\"}").unwrap_err();
         assert_eq!(error.line, 1);

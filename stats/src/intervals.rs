@@ -4,8 +4,18 @@ use statrs::distribution::{Beta, Binomial, ContinuousCDF, DiscreteCDF, Normal};
 
 use crate::model::{Interval, Proportion};
 
-/// The standard normal quantile function.
+/// The standard normal quantile function (−∞ at 0, +∞ at 1, NaN outside; never panics, since
+/// levels can come from user options).
 pub fn normal_quantile(probability: f64) -> f64 {
+    if !(0.0..=1.0).contains(&probability) {
+        return f64::NAN;
+    }
+    if probability == 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if probability == 1.0 {
+        return f64::INFINITY;
+    }
     // Normal::new(0, 1) cannot fail.
     Normal::new(0.0, 1.0)
         .expect("standard normal")
@@ -44,7 +54,7 @@ pub fn wilson(successes: f64, n: u64, level: f64) -> Option<Interval> {
 
 /// Clopper–Pearson ("exact") interval for `successes` out of `n`. Returns `None` when `n` is zero.
 pub fn clopper_pearson(successes: u64, n: u64, level: f64) -> Option<Interval> {
-    if n == 0 {
+    if n == 0 || !(level > 0.0 && level < 1.0) {
         return None;
     }
     let alpha = 1.0 - level;
@@ -150,6 +160,14 @@ mod tests {
         assert!((binomial_test_half(7, 20) - 0.263_175_964).abs() < 1e-8);
         assert!((binomial_test_half(13, 20) - 0.263_175_964).abs() < 1e-8);
         assert_eq!(binomial_test_half(10, 20), 1.0);
+    }
+
+    #[test]
+    fn nonsense_levels_do_not_panic() {
+        assert!(z_for_level(1.5).is_nan());
+        assert!(z_for_level(f64::NAN).is_nan());
+        assert_eq!(normal_quantile(1.0), f64::INFINITY);
+        assert!(clopper_pearson(3, 10, 1.5).is_none());
     }
 
     #[test]

@@ -3,7 +3,6 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Binomial, Distribution};
 #[cfg(feature = "parallel")]
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -16,6 +15,7 @@ use crate::bt::{
 use crate::intervals::{quantile_sorted, wilson, z_for_level};
 use crate::linalg::Matrix;
 use crate::model::{Battle, Interval};
+use crate::sampling::binomial;
 use crate::style::{fit_style_controlled, StyleControlled};
 
 /// Elo points per natural-log unit of odds: 400 points mean 10:1 odds.
@@ -82,6 +82,46 @@ impl Default for LeaderboardOptions {
             elo_k: 4.0,
             style_control: true,
         }
+    }
+}
+
+/// Most bootstrap rounds [`LeaderboardOptions::validate`] accepts.
+pub const MAX_BOOTSTRAP_ROUNDS: usize = 100_000;
+
+impl LeaderboardOptions {
+    /// Checks options that come from users (CLI flags, API parameters) before they reach the
+    /// computation, which would otherwise return NaN intervals or run for a very long time.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.confidence > 0.0 && self.confidence < 1.0) {
+            return Err(format!(
+                "confidence must be between 0 and 1 (exclusive), got {}",
+                self.confidence
+            ));
+        }
+        if self.bootstrap_rounds > MAX_BOOTSTRAP_ROUNDS {
+            return Err(format!(
+                "at most {MAX_BOOTSTRAP_ROUNDS} bootstrap rounds, got {}",
+                self.bootstrap_rounds
+            ));
+        }
+        if !(self.prior_strength >= 0.0 && self.prior_strength.is_finite()) {
+            return Err(format!(
+                "prior strength must be a finite number >= 0, got {}",
+                self.prior_strength
+            ));
+        }
+        if !(self.elo_k >= 0.0 && self.elo_k.is_finite()) {
+            return Err(format!(
+                "Elo K must be a finite number >= 0, got {}",
+                self.elo_k
+            ));
+        }
+        if !self.mean_rating.is_finite()
+            || self.anchor.as_ref().is_some_and(|a| !a.rating.is_finite())
+        {
+            return Err("ratings must be finite numbers".to_string());
+        }
+        Ok(())
     }
 }
 
@@ -409,10 +449,7 @@ fn resample_pairs(pairs: &[PairData], total: u64, rng: &mut ChaCha8Rng) -> Vec<P
         let drawn = if count >= remaining_mass {
             remaining_draws
         } else {
-            let probability = count as f64 / remaining_mass as f64;
-            Binomial::new(remaining_draws, probability)
-                .expect("probability in [0, 1]")
-                .sample(rng)
+            binomial(remaining_draws, count as f64 / remaining_mass as f64, rng)
         };
         remaining_draws -= drawn;
         remaining_mass -= count;

@@ -1,8 +1,45 @@
-//! Statistics of a blind preference study: pure functions over vote counts.
+//! Statistics of a blind preference study: pure functions over votes, tested without a server.
+//!
+//! - [`leaderboard()`]: Bradley–Terry ratings on the Elo scale (ties as half a win, or Davidson's tie
+//!   model) with seeded multinomial-bootstrap and sandwich intervals, Arena's rank upper bound,
+//!   provisional flags, online Elo, the pairwise win matrix and style-controlled ratings
+//!   ([`style_features()`] measures a response). [`leaderboard_from_counts()`] starts from counts a
+//!   database already aggregated.
+//! - [`parity()`]: the win rate of one model or group over another with a TOST equivalence test and
+//!   a verdict; [`distinguishability()`], [`bias()`], [`agreement()`] and the [`planning`] functions
+//!   answer the other questions a study asks.
+//! - [`svg`] draws a forest plot and a win-matrix heatmap; [`render_table()`] and [`to_csv()`] are
+//!   for the CLI; [`battles`] reads and writes Chatbot Arena battle files.
 //!
 //! Every result states its method, its sample size and its interval, and derives serde so the API
-//! can return it as JSON. Anything random (the bootstrap) is seeded: the same data and seed give
-//! identical output on any number of cores.
+//! can return it as JSON. Anything random (bootstraps) is seeded and split into one random stream
+//! per round, so **the same data and seed give identical output on any number of cores**. Fits run
+//! on aggregated pair counts, so their cost grows with the number of model pairs, not of votes.
+//!
+//! ```
+//! use moat_stats::{leaderboard, parity_between_models, Battle, LeaderboardOptions, Outcome, ParityOptions};
+//!
+//! let battles: Vec<Battle> = (0..300)
+//!     .map(|i| match i % 3 {
+//!         0 => Battle::new("open-13b", "closed-api", Outcome::AWins),
+//!         1 => Battle::new("closed-api", "open-13b", Outcome::AWins),
+//!         _ => Battle::new("open-13b", "closed-api", Outcome::Tie),
+//!     })
+//!     .collect();
+//! let options = LeaderboardOptions { bootstrap_rounds: 200, seed: 7, ..LeaderboardOptions::default() };
+//! let board = leaderboard(&battles, &options);
+//! assert_eq!(board.models.len(), 2);
+//! println!("{}", moat_stats::render_table(&board));
+//! let json = serde_json::to_string(&board).unwrap();
+//! assert!(json.contains("\"rank_upper_bound\""));
+//!
+//! let parity = parity_between_models(&battles, "open-13b", "closed-api", &ParityOptions::default());
+//! assert_eq!(parity.win_rate, Some(0.5));
+//! println!("{}", parity.summary);
+//! ```
+//!
+//! The `parallel` feature (default) spreads bootstrap rounds over cores with rayon; without it the
+//! results are the same, computed on one thread.
 
 pub mod aggregate;
 pub mod agreement;
@@ -18,6 +55,7 @@ pub mod model;
 pub mod parity;
 pub mod planning;
 pub mod render;
+mod sampling;
 pub mod simulate;
 pub mod style;
 pub mod svg;
@@ -32,7 +70,7 @@ pub use distinguish::{
 pub use elo::online_elo;
 pub use leaderboard::{
     leaderboard, leaderboard_from_counts, Anchor, Leaderboard, LeaderboardOptions, ModelRating,
-    TieModel, WinCell, WinMatrix, ELO_POINTS_PER_UNIT,
+    TieModel, WinCell, WinMatrix, ELO_POINTS_PER_UNIT, MAX_BOOTSTRAP_ROUNDS,
 };
 pub use model::{Battle, BattleStyle, Interval, Outcome, Proportion, StyleFeatures};
 pub use parity::{

@@ -53,6 +53,34 @@ impl Default for ParityOptions {
 }
 
 /// The result of a TOST equivalence test.
+impl ParityOptions {
+    /// Checks options that come from users before they reach the computation.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.margin > 0.0 && self.margin < 0.5) {
+            return Err(format!(
+                "margin must be between 0 and 0.5, got {}",
+                self.margin
+            ));
+        }
+        if !(self.alpha > 0.0 && self.alpha < 0.5) {
+            return Err(format!(
+                "alpha must be between 0 and 0.5, got {}",
+                self.alpha
+            ));
+        }
+        if !(self.power > 0.0 && self.power < 1.0) {
+            return Err(format!("power must be between 0 and 1, got {}", self.power));
+        }
+        if !(self.confidence > 0.0 && self.confidence < 1.0) {
+            return Err(format!(
+                "confidence must be between 0 and 1, got {}",
+                self.confidence
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Tost {
     pub margin: f64,
@@ -256,6 +284,16 @@ pub fn parity_from_counts(a_wins: u64, b_wins: u64, ties: u64, options: &ParityO
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_from_users_are_checked() {
+        assert!(ParityOptions::default().validate().is_ok());
+        let wide = ParityOptions {
+            margin: 0.7,
+            ..ParityOptions::default()
+        };
+        assert!(wide.validate().unwrap_err().contains("margin"));
+    }
 
     #[test]
     fn no_votes_is_inconclusive_with_a_plan() {

@@ -150,3 +150,22 @@ fn default_prior_barely_moves_real_data() {
     // One natural unit is 400 / ln 10 Elo points.
     assert!((ELO_POINTS_PER_UNIT - 173.717_792_761).abs() < 1e-6);
 }
+
+#[test]
+fn nonsense_options_are_rejected_not_panicked_on() {
+    assert!(LeaderboardOptions::default().validate().is_ok());
+    let bad = LeaderboardOptions {
+        confidence: 1.5,
+        bootstrap_rounds: 10,
+        ..LeaderboardOptions::default()
+    };
+    assert!(bad.validate().unwrap_err().contains("confidence"));
+    // Even unvalidated, the computation returns rather than panicking.
+    let board = leaderboard(&fixture_battles(), &bad);
+    assert_eq!(board.models.len(), 5);
+    let too_many = LeaderboardOptions {
+        bootstrap_rounds: moat_stats::MAX_BOOTSTRAP_ROUNDS + 1,
+        ..LeaderboardOptions::default()
+    };
+    assert!(too_many.validate().is_err());
+}
