@@ -34,8 +34,10 @@ fn main() -> ExitCode {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let mut directory: Option<PathBuf> = None;
-    let mut hh_path =
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/hh-rlhf/harmless-base-test.jsonl.gz"));
+    let mut hh_path = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/data/hh-rlhf/harmless-base-test.jsonl.gz"
+    ));
     let mut pair_count = 40usize;
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -55,17 +57,29 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut files = Vec::new();
     let mut configs = Vec::new();
     for format in Format::ALL {
-        let variants: &[bool] = if format.has_conversational_variant() { &[false, true] } else { &[false] };
+        let variants: &[bool] = if format.has_conversational_variant() {
+            &[false, true]
+        } else {
+            &[false]
+        };
         for &conversational in variants {
             let containers: &[Container] = if format == Format::Votes {
                 &[Container::Jsonl, Container::Csv, Container::Parquet]
             } else {
                 &[Container::Jsonl, Container::Parquet]
             };
-            let stem = if conversational { format!("{format}-conversational") } else { format.to_string() };
+            let stem = if conversational {
+                format!("{format}-conversational")
+            } else {
+                format.to_string()
+            };
             for &container in containers {
                 let name = format!("{stem}.{}", container.extension());
-                let options = ExportOptions { container, conversational };
+                let options = ExportOptions {
+                    container,
+                    conversational,
+                    ..Default::default()
+                };
                 let rows = write_file(&directory.join(&name), format, &options, &records)?;
                 files.push(manifest_entry(&directory, &name, format, &options, rows)?);
             }
@@ -80,43 +94,90 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let splits = Splits::parse("test=0.25")?;
     let split_directory = directory.join("splits");
     std::fs::create_dir_all(&split_directory)?;
-    let options = ExportOptions { container: Container::Parquet, conversational: true };
+    let options = ExportOptions {
+        container: Container::Parquet,
+        conversational: true,
+        ..Default::default()
+    };
     let opened_in = split_directory.clone();
     let mut writer = SplitWriter::new(splits.clone(), SPLIT_SEED, move |split: &str| {
         let file = File::create(opened_in.join(Format::Trl.file_name(split, Container::Parquet)))?;
-        writer_for(Format::Trl, &ExportOptions { container: Container::Parquet, conversational: true }, Box::new(file))
+        writer_for(
+            Format::Trl,
+            &ExportOptions {
+                container: Container::Parquet,
+                conversational: true,
+                ..Default::default()
+            },
+            Box::new(file),
+        )
     });
     for record in &records {
         writer.write_record(record)?;
     }
     let mut split_files = Vec::new();
     for (split, summary) in writer.finish()? {
-        let name = format!("splits/{}", Format::Trl.file_name(&split, Container::Parquet));
-        let mut entry = manifest_entry(&directory, &name, Format::Trl, &options, summary.rows_written)?;
+        let name = format!(
+            "splits/{}",
+            Format::Trl.file_name(&split, Container::Parquet)
+        );
+        let mut entry = manifest_entry(
+            &directory,
+            &name,
+            Format::Trl,
+            &options,
+            summary.rows_written,
+        )?;
         // The first decided record of this split, for the decoded-row check.
         let first = records
             .iter()
-            .find(|record| record.chosen_rejected().is_some() && split_for(&record.prompt_id, SPLIT_SEED, &splits) == split)
+            .find(|record| {
+                record.chosen_rejected().is_some()
+                    && split_for(&record.prompt_id, SPLIT_SEED, &splits) == split
+            })
             .ok_or("a split without decided records")?;
         entry["first_row"] = first_row_of(Format::Trl, &options, first)?;
         files.push(entry);
         split_files.push((split, name));
     }
-    configs.push(CardConfig { name: "trl-conversational-split".to_string(), data_files: split_files });
+    configs.push(CardConfig {
+        name: "trl-conversational-split".to_string(),
+        data_files: split_files,
+    });
 
-    let rows = files.iter().filter_map(|file| file["rows"].as_u64()).max().unwrap_or(0);
-    std::fs::write(directory.join("README.md"), dataset_card(&card_info(&records, rows, configs)))?;
+    let rows = files
+        .iter()
+        .filter_map(|file| file["rows"].as_u64())
+        .max()
+        .unwrap_or(0);
+    std::fs::write(
+        directory.join("README.md"),
+        dataset_card(&card_info(&records, rows, configs)),
+    )?;
     let manifest = json!({
         "generator": "cargo run -p moat-exports --example write_samples",
         "records": records.len(),
         "files": files,
     });
-    std::fs::write(directory.join("manifest.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
-    println!("wrote {} files for {} records to {}", files.len(), records.len(), directory.display());
+    std::fs::write(
+        directory.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest)? + "\n",
+    )?;
+    println!(
+        "wrote {} files for {} records to {}",
+        files.len(),
+        records.len(),
+        directory.display()
+    );
     Ok(())
 }
 
-fn write_file(path: &Path, format: Format, options: &ExportOptions, records: &[VoteRecord]) -> std::io::Result<u64> {
+fn write_file(
+    path: &Path,
+    format: Format,
+    options: &ExportOptions,
+    records: &[VoteRecord],
+) -> std::io::Result<u64> {
     let mut writer = writer_for(format, options, Box::new(File::create(path)?))?;
     for record in records {
         writer.write_record(record)?;
@@ -141,7 +202,10 @@ fn columns_json(columns: &[Column]) -> Value {
         columns
             .iter()
             .map(|column| {
-                let nullable = matches!(column.kind, ColumnKind::OptionalText | ColumnKind::OptionalInt);
+                let nullable = matches!(
+                    column.kind,
+                    ColumnKind::OptionalText | ColumnKind::OptionalInt
+                );
                 json!({ "name": column.name, "type": type_name(column.kind), "nullable": nullable })
             })
             .collect(),
@@ -149,11 +213,19 @@ fn columns_json(columns: &[Column]) -> Value {
 }
 
 /// The first row the format writes for `record`, as JSON (what a reader must decode).
-fn first_row_of(format: Format, options: &ExportOptions, record: &VoteRecord) -> Result<Value, Box<dyn std::error::Error>> {
+fn first_row_of(
+    format: Format,
+    options: &ExportOptions,
+    record: &VoteRecord,
+) -> Result<Value, Box<dyn std::error::Error>> {
     let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut writer = writer_for(
         format,
-        &ExportOptions { container: Container::Jsonl, conversational: options.conversational },
+        &ExportOptions {
+            container: Container::Jsonl,
+            conversational: options.conversational,
+            ..Default::default()
+        },
         Box::new(SharedVec(buffer.clone())),
     )?;
     writer.write_record(record)?;
@@ -167,7 +239,10 @@ struct SharedVec(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl std::io::Write for SharedVec {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(bytes);
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(bytes);
         Ok(bytes.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -205,7 +280,11 @@ fn manifest_entry(
 
 fn card_info(records: &[VoteRecord], rows: u64, configs: Vec<CardConfig>) -> CardInfo {
     let majority = aggregate_majority(records);
-    let multiply_rated: Vec<f64> = majority.iter().filter(|item| item.votes >= 2).map(|item| item.agreement).collect();
+    let multiply_rated: Vec<f64> = majority
+        .iter()
+        .filter(|item| item.votes >= 2)
+        .map(|item| item.agreement)
+        .collect();
     let mean = multiply_rated.iter().sum::<f64>() / multiply_rated.len().max(1) as f64;
     let mut raters: Vec<&str> = records.iter().map(|record| record.rater.as_str()).collect();
     raters.sort_unstable();

@@ -7,7 +7,9 @@ use std::io::{self, Write};
 
 use crate::hh::render_transcript;
 use crate::record::rfc3339_utc;
-use crate::table::{table_sink, Cell, Column, ColumnKind, Container, TableSink, Turns};
+use crate::table::{
+    table_sink_with, Cell, Column, ColumnKind, Container, ParquetCompression, TableSink, Turns,
+};
 use crate::{Choice, ExportSummary, RecordWriter, VoteRecord};
 
 /// An export format, as named on the command line and in the admin download.
@@ -158,7 +160,13 @@ impl Format {
         };
         columns
             .iter()
-            .map(|&(name, kind)| Column::new(name, kind))
+            .map(|&(name, kind)| {
+                if LONG_TEXT_COLUMNS.contains(&name) {
+                    Column::long_text(name, kind)
+                } else {
+                    Column::new(name, kind)
+                }
+            })
             .collect()
     }
 
@@ -167,6 +175,24 @@ impl Format {
         format!("{}-{split}.{}", self.as_str(), container.extension())
     }
 }
+
+/// Columns that hold prompts, responses or free text: long and mostly distinct values.
+const LONG_TEXT_COLUMNS: [&str; 14] = [
+    "prompt",
+    "chosen",
+    "rejected",
+    "completion",
+    "conversation",
+    "conversation_a",
+    "conversation_b",
+    "left_response",
+    "right_response",
+    "rationale",
+    "input",
+    "preferred_output",
+    "non_preferred_output",
+    "source_guess",
+];
 
 impl fmt::Display for Format {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -180,6 +206,8 @@ pub struct ExportOptions {
     pub container: Container,
     /// Prompt and responses as `{role, content}` message lists (TRL conversational) rather than text.
     pub conversational: bool,
+    /// Only for Parquet.
+    pub compression: ParquetCompression,
 }
 
 impl Default for ExportOptions {
@@ -187,6 +215,7 @@ impl Default for ExportOptions {
         ExportOptions {
             container: Container::Jsonl,
             conversational: false,
+            compression: ParquetCompression::Snappy,
         }
     }
 }
@@ -199,7 +228,7 @@ pub fn writer_for(
 ) -> io::Result<Box<dyn RecordWriter + Send>> {
     let conversational = options.conversational && format.has_conversational_variant();
     let columns = format.columns(conversational);
-    let sink = table_sink(options.container, &columns, out)?;
+    let sink = table_sink_with(options.container, &columns, out, options.compression)?;
     Ok(Box::new(FormatWriter {
         format,
         conversational,

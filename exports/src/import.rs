@@ -9,7 +9,9 @@
 //! | arena    | one Chatbot Arena battle          | the shared context → prompt, the two last turns → 2 responses, 1 vote by `winner` |
 //! | votes    | one row of Moat's `votes` export  | the vote with every recorded field               |
 //!
-//! Arena files may be one JSON array or JSON Lines; the others are JSON Lines. All may be gzipped.
+//! Opened by path ([`import_file`]), a file may be JSON Lines or one JSON array of objects, either
+//! gzip-compressed, or Parquet (as Hugging Face hosts many of these datasets); all are recognised by
+//! their content. Over a reader ([`ImportReader::new`]), input is JSON Lines (or a JSON array for Arena).
 //! A malformed row is an error naming its line and field (nothing should then be imported); a
 //! well-formed row that gives nothing (e.g. an HH pair whose sides do not share a context) is
 //! skipped with a reason in the [`ReadReport`].
@@ -24,8 +26,8 @@ use sha2::{Digest, Sha256};
 
 use crate::pairs::pair_from_object;
 use crate::read::{
-    json_objects, messages_from_value, normalize_role, open_maybe_gzip, Fields, ReadError,
-    ReadReport, Skipped,
+    json_objects, messages_from_value, normalize_role, open_rows, Fields, ReadError, ReadReport,
+    Skipped,
 };
 use crate::{Choice, Message, Openness, VoteRecord};
 
@@ -245,9 +247,9 @@ pub struct ImportReader {
     report: ReadReport,
 }
 
-/// Opens a file (gzip or not) for import.
+/// Opens a file for import: JSON Lines or a JSON array (gzip-compressed or not), or Parquet.
 pub fn import_file(format: ImportFormat, path: &Path) -> Result<ImportReader, ReadError> {
-    ImportReader::new(format, open_maybe_gzip(path)?)
+    Ok(ImportReader::from_rows(format, open_rows(path)?))
 }
 
 /// Reads a whole file: all items and the report, or the first error.
@@ -273,6 +275,16 @@ impl ImportReader {
             pending: VecDeque::new(),
             report: ReadReport::default(),
         })
+    }
+
+    /// Reads rows from any source of JSON objects (see [`crate::read::open_rows`]).
+    pub fn from_rows(format: ImportFormat, rows: crate::read::ObjectRows) -> Self {
+        ImportReader {
+            format,
+            rows,
+            pending: VecDeque::new(),
+            report: ReadReport::default(),
+        }
     }
 
     pub fn report(&self) -> &ReadReport {

@@ -3,6 +3,20 @@
 //! Everything here is pure: writers take typed records and a `std::io::Write`, readers take a
 //! `std::io::BufRead`. The server streams records out of its database into these writers one at a time,
 //! so no format may need the whole dataset in memory.
+//!
+//! - [`record`]: [`VoteRecord`], one decided comparison with everything an export needs.
+//! - [`format`]: the export formats ([`Format`]) and [`writer_for`], built on [`table`], which writes
+//!   any format's rows as JSON Lines, CSV or Parquet with one stable schema.
+//! - [`options`]: filters, splits by prompt ([`options::split_for`]), majority per item.
+//! - [`card`]: the dataset card (`README.md` with the Hugging Face header and a datasheet).
+//! - [`pairs`]: [`pairs::read_pairs`], preference pairs for training from TRL or HH-RLHF files.
+//! - [`import`]: streaming importers of HH-RLHF, TRL, OpenAssistant trees, Arena battles and Moat votes.
+//! - [`read`]: what the readers share: gzip detection, JSON Lines, errors naming line and field.
+//! - [`trl`]: the original TRL JSON Lines writer (same bytes as `writer_for(Format::Trl, …)`).
+//! - [`sample`]: fixed records made from real HH-RLHF pairs, for tests, examples and benchmarks.
+//!
+//! **Output is deterministic**: the same records and options give byte-identical files (stable column
+//! and key order, no clock, Parquet metadata without timestamps).
 
 pub mod card;
 pub mod format;
@@ -10,6 +24,7 @@ pub mod hh;
 pub mod import;
 pub mod options;
 pub mod pairs;
+mod parquet_rows;
 pub mod read;
 pub mod record;
 pub mod sample;

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::hh::parse_transcript;
 use crate::read::{
-    messages_from_value, open_maybe_gzip, Fields, JsonLines, ReadError, ReadReport, Skipped,
+    messages_from_value, open_rows, Fields, JsonLines, ObjectRows, ReadError, ReadReport, Skipped,
 };
 use crate::Message;
 
@@ -34,7 +34,7 @@ pub struct PreferencePair {
     pub margin: Option<f32>,
 }
 
-/// Reads every pair of a TRL or HH-RLHF JSON Lines file (optionally gzip-compressed). Rows that are
+/// Reads every pair of a TRL or HH-RLHF JSON Lines file (optionally gzip-compressed) or Parquet file. Rows that are
 /// well formed but give no pair are left out; use [`read_pairs_with_report`] to see them.
 pub fn read_pairs(path: &Path) -> Result<Vec<PreferencePair>, ReadError> {
     read_pairs_with_report(path).map(|(pairs, _)| pairs)
@@ -42,22 +42,38 @@ pub fn read_pairs(path: &Path) -> Result<Vec<PreferencePair>, ReadError> {
 
 /// Like [`read_pairs`], and also returns what was read and skipped.
 pub fn read_pairs_with_report(path: &Path) -> Result<(Vec<PreferencePair>, ReadReport), ReadError> {
-    let mut reader = PairReader::new(open_maybe_gzip(path)?);
+    let mut reader = PairReader::open(path)?;
     let pairs = reader.by_ref().collect::<Result<Vec<_>, _>>()?;
     Ok((pairs, reader.into_report()))
 }
 
 /// A streaming reader of preference pairs over JSON Lines; yields pairs one at a time and keeps a
 /// report of skipped rows. After an error the iterator should not be used further.
-pub struct PairReader<R> {
-    lines: JsonLines<R>,
+pub struct PairReader<R = Box<dyn BufRead>> {
+    rows: RowSource<R>,
     report: ReadReport,
 }
 
+enum RowSource<R> {
+    Lines(JsonLines<R>),
+    Rows(ObjectRows),
+}
+
+impl PairReader<Box<dyn BufRead>> {
+    /// Opens a file: JSON Lines (gzip-compressed or not) or Parquet, recognised by its content.
+    pub fn open(path: &Path) -> Result<Self, ReadError> {
+        Ok(PairReader {
+            rows: RowSource::Rows(open_rows(path)?),
+            report: ReadReport::default(),
+        })
+    }
+}
+
 impl<R: BufRead> PairReader<R> {
+    /// Reads JSON Lines (already decompressed; see [`crate::read::open_maybe_gzip`]).
     pub fn new(input: R) -> Self {
         PairReader {
-            lines: JsonLines::new(input),
+            rows: RowSource::Lines(JsonLines::new(input)),
             report: ReadReport::default(),
         }
     }
@@ -76,7 +92,11 @@ impl<R: BufRead> Iterator for PairReader<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let (line, object) = match self.lines.next()? {
+            let next = match &mut self.rows {
+                RowSource::Lines(lines) => lines.next(),
+                RowSource::Rows(rows) => rows.next(),
+            };
+            let (line, object) = match next? {
                 Ok(row) => row,
                 Err(error) => return Some(Err(error)),
             };

@@ -141,6 +141,25 @@ pub fn open_maybe_gzip(path: &Path) -> Result<Box<dyn BufRead>, ReadError> {
     }
 }
 
+/// Opens a file of rows for any reader: Parquet (by its `PAR1` magic bytes), or else JSON Lines or one
+/// JSON array of objects, gzip-compressed or not.
+pub fn open_rows(path: &Path) -> Result<ObjectRows, ReadError> {
+    let open_error = |source| ReadError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut magic = [0u8; 4];
+    let mut file = File::open(path).map_err(open_error)?;
+    let is_parquet = matches!(file.read_exact(&mut magic), Ok(()) if &magic == b"PAR1");
+    if is_parquet {
+        return crate::parquet_rows::parquet_rows(
+            File::open(path).map_err(open_error)?,
+            &path.display().to_string(),
+        );
+    }
+    json_objects(open_maybe_gzip(path)?)
+}
+
 /// Wraps any reader, decompressing gzip by its magic bytes.
 pub fn maybe_gunzip<R: BufRead + 'static>(mut input: R) -> std::io::Result<Box<dyn BufRead>> {
     if input.fill_buf()?.starts_with(&[0x1f, 0x8b]) {

@@ -13,6 +13,7 @@ fn options(container: Container, conversational: bool) -> ExportOptions {
     ExportOptions {
         container,
         conversational,
+        ..Default::default()
     }
 }
 
@@ -281,4 +282,62 @@ fn openai_input_is_a_struct_of_messages_in_parquet() {
         panic!("input is not a struct")
     };
     assert_eq!(fields[0].name(), "messages");
+}
+
+#[test]
+fn format_and_container_names_parse_back() {
+    for format in Format::ALL {
+        assert_eq!(Format::parse(format.as_str()), Some(format));
+    }
+    assert_eq!(Format::parse("HH"), Some(Format::HhRlhf));
+    assert_eq!(Format::parse("sharegpt"), None);
+    for container in [Container::Jsonl, Container::Csv, Container::Parquet] {
+        assert_eq!(Container::parse(container.as_str()), Some(container));
+    }
+    assert_eq!(
+        Format::Trl.file_name("test", Container::Parquet),
+        "trl-test.parquet"
+    );
+}
+
+#[test]
+fn parquet_bytes_do_not_depend_on_the_number_of_encoding_threads() {
+    use moat_exports::table::{Cell, ParquetCompression, ParquetSink, TableSink, Turns};
+    let records = hh_records(5000);
+    let columns = Format::Arena.columns(false);
+    let write = |threads: usize| {
+        let buffer = SharedBuffer::default();
+        let sink = ParquetSink::new(
+            &columns,
+            Box::new(buffer.clone()),
+            ParquetCompression::Snappy,
+        )
+        .unwrap();
+        let mut sink: Box<dyn TableSink> = Box::new(sink.with_threads(threads));
+        for record in &records {
+            sink.write_row(&[
+                Cell::text(&record.prompt_id),
+                Cell::text(&record.left_model),
+                Cell::text(&record.right_model),
+                Cell::text("tie"),
+                Cell::text(&record.rater),
+                Cell::Messages(Turns::with_reply(
+                    &record.conversation,
+                    "assistant",
+                    &record.left_response,
+                )),
+                Cell::Messages(Turns::of(&record.conversation)),
+                Cell::Int(1),
+                Cell::Bool(false),
+                Cell::OptionalText(None),
+                Cell::Float(0.5),
+            ])
+            .unwrap();
+        }
+        sink.finish().unwrap();
+        buffer.bytes()
+    };
+    let one = write(1);
+    assert_eq!(one, write(3));
+    assert_eq!(&one[..4], b"PAR1");
 }
