@@ -170,7 +170,16 @@ fn StudyReportView(report: StudyReport, status_action: ServerAction<SetStudyStat
         )}</p>
         <h2>"Import prompts and responses"</h2>
         <form method="post" enctype="multipart/form-data" action=format!("/admin/studies/{}/import", report.summary.slug)>
-            <input type="file" name="file" accept=".jsonl,.json,.gz" required=true/>
+            <select name="format">
+                <option value="moat">"Moat prompts and responses (JSONL)"</option>
+                <option value="hh-rlhf">"Anthropic HH-RLHF (JSONL, .gz)"</option>
+                <option value="oasst">"OpenAssistant message trees"</option>
+                <option value="arena">"Chatbot Arena battles"</option>
+                <option value="trl">"TRL preference JSONL"</option>
+                <option value="votes">"Moat votes export"</option>
+            </select>
+            " "
+            <input type="file" name="file" accept=".jsonl,.json,.gz,.parquet" required=true/>
             <button type="submit" id="import">"Import"</button>
         </form>
         <h2>"Results"</h2>
@@ -179,8 +188,16 @@ fn StudyReportView(report: StudyReport, status_action: ServerAction<SetStudyStat
                 <th>"Both bad"</th><th>"Losses"</th><th>"Votes"</th><th>"Win rate"</th></tr></thead>
             <tbody>{results}</tbody>
         </table>
-        <p><a class="button" id="download-trl" href=format!("/api/v1/studies/{}/export?format=trl", report.summary.slug)>
-            "Download TRL preference JSONL"</a></p>
+        <p>"Download: "
+            <a class="button" id="download-trl" href=format!("/api/v1/studies/{}/export?format=trl", report.summary.slug)>"TRL JSONL"</a>
+            {["dpo", "kto", "hh-rlhf", "openai", "arena", "votes"].into_iter().map(|format| view! {
+                " " <a href=format!("/api/v1/studies/{}/export?format={format}", report.summary.slug)>{format}</a>
+            }).collect_view()}
+            " " <a href=format!("/api/v1/studies/{}/export?format=trl&container=parquet", report.summary.slug)>"TRL Parquet"</a>
+            " " <a href=format!("/api/v1/studies/{}/export?format=votes&container=csv", report.summary.slug)>"votes CSV"</a>
+        </p>
+        <p><a class="button" id="leaderboard-link" href=format!("/admin/studies/{}/leaderboard", report.summary.slug)>
+            "Leaderboard and statistics"</a></p>
         <h2>"Progress by model pair"</h2>
         <table class="pairs">
             <thead><tr><th>"Model A"</th><th>"Model B"</th><th>"Shown"</th><th>"Votes"</th></tr></thead>

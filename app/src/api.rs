@@ -194,3 +194,9 @@ pub async fn get_study_report(slug: String) -> Result<StudyReport, ServerFnError
     let backend = ssr::require_admin().await?;
     backend.study_report(&slug).await.map_err(ssr::fail)
 }
+
+#[server(prefix = "/rpc", endpoint = "leaderboard")]
+pub async fn get_leaderboard(slug: String) -> Result<LeaderboardView, ServerFnError> {
+    let backend = ssr::require_admin().await?;
+    backend.leaderboard(&slug).await.map_err(ssr::fail)
+}

@@ -58,6 +58,7 @@ pub trait Backend: Send + Sync + 'static {
     async fn create_study(&self, study: NewStudy) -> Result<StudySummary, BackendError>;
     async fn set_study_status(&self, slug: &str, status: &str) -> Result<(), BackendError>;
     async fn study_report(&self, slug: &str) -> Result<StudyReport, BackendError>;
+    async fn leaderboard(&self, slug: &str) -> Result<LeaderboardView, BackendError>;
 }
 
 pub type SharedBackend = Arc<dyn Backend>;

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod api;
 #[cfg(feature = "ssr")]
 pub mod backend;
+pub mod leaderboard;
 pub mod rater;
 pub mod wire;
 
@@ -55,6 +56,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/s/:slug/compare") view=rater::ComparePage ssr=SsrMode::Async/>
                     <Route path=path!("/admin") view=admin::AdminHome ssr=SsrMode::Async/>
                     <Route path=path!("/admin/studies/:slug") view=admin::AdminStudy ssr=SsrMode::Async/>
+                    <Route path=path!("/admin/studies/:slug/leaderboard") view=leaderboard::LeaderboardPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>

@@ -169,3 +169,38 @@ pub struct VoteInput {
     pub source_confidence: Option<String>,
     pub rationale: Option<String>,
 }
+
+/// One row of a study's leaderboard, formatted for display.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaderboardRow {
+    pub rank_upper_bound: u32,
+    pub model: String,
+    pub openness: String,
+    pub rating: f64,
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+    pub votes: u64,
+    pub win_rate: f64,
+    pub provisional: bool,
+}
+
+/// A titled paragraph of plain-words results (parity, distinguishability, bias, agreement).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResultSection {
+    pub title: String,
+    pub text: String,
+}
+
+/// The leaderboard page: rendered on the server (the SVG is generated there from numbers and
+/// escaped names, never from user markup).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaderboardView {
+    pub slug: String,
+    pub title: String,
+    pub method: String,
+    pub votes: u64,
+    pub rows: Vec<LeaderboardRow>,
+    pub forest_svg: String,
+    pub heatmap_svg: String,
+    pub sections: Vec<ResultSection>,
+}

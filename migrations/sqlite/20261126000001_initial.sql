@@ -42,9 +42,11 @@ CREATE TABLE responses (
     prompt_id BIGINT NOT NULL REFERENCES prompts(id),
     model_id BIGINT NOT NULL REFERENCES models(id),
     content TEXT NOT NULL,
-    metadata TEXT NOT NULL DEFAULT '{}',
-    UNIQUE (prompt_id, model_id)
+    metadata TEXT NOT NULL DEFAULT '{}'
 );
+-- No UNIQUE (prompt_id, model_id): imported datasets (OpenAssistant) hold several replies of one
+-- author class ("human") to one prompt. Moat's own import format keys responses by model name.
+CREATE INDEX responses_prompt ON responses (prompt_id);
 
 CREATE TABLE raters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -69,9 +71,11 @@ CREATE TABLE assignments (
     kind TEXT NOT NULL DEFAULT 'regular',
     issued_ms BIGINT NOT NULL,
     expires_ms BIGINT,
-    state TEXT NOT NULL DEFAULT 'issued' CHECK (state IN ('issued', 'voted', 'done')),
-    UNIQUE (rater_id, prompt_id)
+    state TEXT NOT NULL DEFAULT 'issued' CHECK (state IN ('issued', 'voted', 'done'))
 );
+-- A rater sees a prompt at most once; imported votes (kind 'imported') may hold several pairs of one
+-- prompt by one annotator, as OpenAssistant's rankings do.
+CREATE UNIQUE INDEX assignments_once ON assignments (rater_id, prompt_id) WHERE kind <> 'imported';
 CREATE INDEX assignments_pair ON assignments (model_low, model_high);
 
 CREATE TABLE votes (

@@ -40,27 +40,100 @@ pub enum Command {
         #[arg(long, env = "MOAT_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
     },
-    /// Import prompts and model responses (Moat JSONL) into a study, creating it as a draft if needed.
+    /// Import into a study (created as a draft if needed): prompts and model responses (Moat JSONL),
+    /// or a public preference dataset with its votes.
     Import {
         file: PathBuf,
         #[arg(long)]
         study: String,
+        /// moat (prompts and responses), hh-rlhf, oasst, arena, trl or votes (Moat's votes export).
+        #[arg(long, default_value = "moat")]
+        format: String,
         /// Declare a model: NAME=open|closed[,PROVIDER] (repeatable); or use the file's header line.
         #[arg(long = "model")]
         models: Vec<String>,
     },
+    /// Ratings with confidence intervals, and the study's questions (parity, distinguishability,
+    /// bias, agreement), for a study or for a Chatbot Arena battles file.
+    Leaderboard {
+        #[arg(long, conflicts_with = "battles", required_unless_present = "battles")]
+        study: Option<String>,
+        /// A Chatbot Arena battles file (JSON array or JSONL: model_a, model_b, winner).
+        #[arg(long)]
+        battles: Option<PathBuf>,
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        #[arg(long)]
+        csv: bool,
+        /// Seed of the bootstrap (same data and seed give the same numbers).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Bootstrap rounds.
+        #[arg(long, default_value_t = 1000)]
+        rounds: usize,
+        /// Davidson's tie model instead of ties as half a win.
+        #[arg(long)]
+        davidson: bool,
+    },
+    /// Train a reward model (Bradley–Terry) on preference pairs: a file (--data) or a study's decided
+    /// votes (--study).
+    Train {
+        /// Read the decided votes of this study instead of --data.
+        #[arg(long, conflicts_with = "data")]
+        study: Option<String>,
+        #[command(flatten)]
+        args: moat_trainer::cli::TrainArgs,
+    },
+    /// Score preference pairs (or responses) with a trained reward model.
+    Score(moat_trainer::cli::ScoreArgs),
     /// Benchmarks (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Export a study's votes.
-    Export {
-        #[arg(long)]
-        study: String,
-        #[arg(long, default_value = "trl")]
-        format: String,
-        #[arg(long)]
-        out: PathBuf,
-    },
+    /// Export a study's votes in an RLHF format (trl, dpo, kto, hh-rlhf, openai, arena, votes).
+    Export(ExportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    #[arg(long)]
+    pub study: String,
+    /// trl, dpo, kto, hh-rlhf, openai, arena or votes.
+    #[arg(long, default_value = "trl")]
+    pub format: String,
+    /// The output file; with --split, a directory that gets one FORMAT-SPLIT.EXT file per split.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write Parquet instead of JSONL.
+    #[arg(long, conflicts_with = "csv")]
+    pub parquet: bool,
+    /// Write CSV instead of JSONL (the votes format).
+    #[arg(long)]
+    pub csv: bool,
+    /// Prompt and responses as {role, content} message lists (TRL's conversational variant).
+    #[arg(long)]
+    pub conversational: bool,
+    /// Keep only comparisons between these models (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Keep votes recorded on or after this date (YYYY-MM-DD or RFC 3339).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Keep votes recorded before this date.
+    #[arg(long)]
+    pub until: Option<String>,
+    #[arg(long)]
+    pub exclude_ties: bool,
+    #[arg(long)]
+    pub exclude_both_bad: bool,
+    /// Split by prompt, e.g. `test=0.1` or `test=0.1,validation=0.05` (the rest is `train`).
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Seed of the split's prompt hash.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also write a Hugging Face dataset card (README.md) beside the data.
+    #[arg(long)]
+    pub card: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -122,7 +195,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run().await?;
             Ok(())
         }
-        Command::Import { file, study, models } => {
+        Command::Import { file, study, format, models } => {
             let slug = StudySlug::parse(&study).map_err(anyhow::Error::msg)?;
             let models = models
                 .iter()
@@ -130,6 +203,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(anyhow::Error::msg)?;
             let store = Store::connect(&database_url).await?;
+            if format != "moat" {
+                let format = moat_exports::import::ImportFormat::parse(&format).ok_or_else(|| {
+                    anyhow::anyhow!("unknown import format {format:?}; use moat, hh-rlhf, oasst, arena, trl or votes")
+                })?;
+                let report = crate::import::import_dataset(&store, &slug, format, &file, &models)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was imported", file.display()))?;
+                println!("{report}");
+                store.close().await;
+                return Ok(());
+            }
             let input = tokio::fs::File::open(&file)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
@@ -138,6 +222,66 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was imported", file.display()))?;
             println!("{report}");
             store.close().await;
+            Ok(())
+        }
+        Command::Leaderboard { study, battles, json, csv, seed, rounds, davidson } => {
+            let mut options = moat_stats::LeaderboardOptions { seed, bootstrap_rounds: rounds, ..Default::default() };
+            if davidson {
+                options.tie_model = moat_stats::TieModel::Davidson;
+            }
+            options.validate().map_err(anyhow::Error::msg)?;
+            if let Some(path) = battles {
+                let battles = moat_stats::battles::read_battles_file(&path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                let board = moat_stats::leaderboard(&battles, &options);
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&board)?);
+                } else if csv {
+                    print!("{}", moat_stats::to_csv(&board));
+                } else {
+                    print!("{}", moat_stats::render_table(&board));
+                }
+                return Ok(());
+            }
+            let slug = study.expect("clap requires --study or --battles");
+            let store = Store::connect(&database_url).await?;
+            let backend = crate::web::AppBackend::new(store, String::new());
+            let (_, analysis) = backend.analysis(&slug, options).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&analysis)?);
+            } else if csv {
+                print!("{}", moat_stats::to_csv(&analysis.leaderboard));
+            } else {
+                print!("{}", moat_stats::render_table(&analysis.leaderboard));
+                if let Some(parity) = &analysis.parity_open_vs_closed {
+                    println!("\nParity (open vs closed): {}", parity.summary);
+                }
+                if let Some(d) = &analysis.distinguishability {
+                    println!("\nDistinguishability: {}", d.overall.summary);
+                }
+                println!("\nBias: {}", analysis.bias.summary);
+                println!("\nAgreement: {}", analysis.agreement.summary);
+            }
+            backend.store.close().await;
+            Ok(())
+        }
+        Command::Train { study: None, args } => {
+            tokio::task::spawn_blocking(move || moat_trainer::cli::run_train(args)).await??;
+            Ok(())
+        }
+        Command::Train { study: Some(slug), args } => {
+            let store = Store::connect(&database_url).await?;
+            let backend = crate::web::AppBackend::new(store, String::new());
+            let study = backend.store.study(&slug).await?;
+            let records = backend.study_records(&study).await?;
+            let (pairs, undecided) = crate::analysis::preference_pairs(&records);
+            println!("study {slug}: {} decided pairs; {undecided} ties and both-bad votes skipped", pairs.len());
+            backend.store.close().await;
+            tokio::task::spawn_blocking(move || moat_trainer::cli::run_train_on(args, pairs)).await??;
+            Ok(())
+        }
+        Command::Score(args) => {
+            tokio::task::spawn_blocking(move || moat_trainer::cli::run_score(args)).await??;
             Ok(())
         }
         Command::Bench(BenchCommand::Votes(args)) => {
@@ -150,11 +294,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Export { study, format, out } => {
+        Command::Export(args) => {
             let store = Store::connect(&database_url).await?;
-            let study = store.study(&study).await?;
-            let summary = crate::export::export_to_file(&store, &study, &format, &out).await?;
-            println!("{}: {summary}", out.display());
+            crate::export_cli::run(&store, args).await?;
             store.close().await;
             Ok(())
         }

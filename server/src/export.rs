@@ -1,11 +1,14 @@
-//! Streams a study's votes out of the store into an export format, a chunk at a time.
+//! Streams a study's votes out of the store into the export formats of `moat-exports`.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use moat_exports::trl::TrlJsonlWriter;
-use moat_exports::{ExportSummary, RecordWriter};
+use moat_exports::format::{writer_for, ExportOptions, Format};
+use moat_exports::options::{FilteredWriter, RecordFilter, SplitWriter, Splits};
+use moat_exports::table::Container;
+use moat_exports::{ExportSummary, RecordWriter, VoteRecord};
 use tokio::sync::mpsc;
 
 use crate::store::{Store, StoreError, StudyRow};
@@ -15,14 +18,55 @@ const CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("unknown export format {0:?}; available: trl")]
+    #[error("unknown export format {0:?}; available: trl, dpo, kto, hh-rlhf, openai, arena, votes")]
     UnknownFormat(String),
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("writing the export failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("the reader of the export went away")]
     Disconnected,
+}
+
+/// What to export and how: the format, its container, and which records.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    pub format: Format,
+    pub options: ExportOptions,
+    pub filter: RecordFilter,
+}
+
+impl ExportRequest {
+    pub fn new(format: &str) -> Result<ExportRequest, ExportError> {
+        let format = Format::parse(format).ok_or_else(|| ExportError::UnknownFormat(format.to_string()))?;
+        Ok(ExportRequest { format, options: ExportOptions::default(), filter: RecordFilter::default() })
+    }
+
+    pub fn file_extension(&self) -> &'static str {
+        self.options.container.extension()
+    }
+
+    pub fn content_type(&self) -> &'static str {
+        match self.options.container {
+            Container::Jsonl => "application/jsonl; charset=utf-8",
+            Container::Csv => "text/csv; charset=utf-8",
+            Container::Parquet => "application/vnd.apache.parquet",
+        }
+    }
+
+    fn writer(&self, out: Box<dyn Write + Send>) -> Result<Box<dyn RecordWriter + Send>, ExportError> {
+        let inner = writer_for(self.format, &self.options, out)?;
+        Ok(Box::new(FilteredWriter::new(self.filter.clone(), inner)))
+    }
+}
+
+/// Parses a date or an RFC 3339 instant (`2026-11-01` or `2026-11-01T12:00:00Z`) into milliseconds.
+pub fn parse_instant(text: &str) -> Result<i64, ExportError> {
+    let full = if text.len() == 10 { format!("{text}T00:00:00Z") } else { text.to_string() };
+    moat_exports::import::parse_rfc3339_utc(&full)
+        .ok_or_else(|| ExportError::Invalid(format!("{text:?} is not a date (YYYY-MM-DD) or an RFC 3339 instant")))
 }
 
 /// An in-memory buffer shared between a format writer and the loop that drains it.
@@ -47,30 +91,16 @@ impl Write for SharedBuffer {
     }
 }
 
-pub fn check_format(format: &str) -> Result<(), ExportError> {
-    match format {
-        "trl" => Ok(()),
-        other => Err(ExportError::UnknownFormat(other.to_string())),
-    }
-}
-
-fn writer_for(format: &str, out: SharedBuffer) -> Result<Box<dyn RecordWriter + Send>, ExportError> {
-    match format {
-        "trl" => Ok(Box::new(TrlJsonlWriter::new(out))),
-        other => Err(ExportError::UnknownFormat(other.to_string())),
-    }
-}
-
-/// Writes the study's votes in `format`, sending chunks of the file through `chunks` as they are
-/// produced. Memory use is bounded by one record plus one chunk, whatever the study's size.
+/// Writes the study's votes, sending chunks of the file through `chunks` as they are produced.
+/// Memory is bounded by one record plus one chunk (plus a row group for Parquet).
 pub async fn export_study(
     store: &Store,
     study: &StudyRow,
-    format: &str,
+    request: &ExportRequest,
     chunks: mpsc::Sender<Vec<u8>>,
 ) -> Result<ExportSummary, ExportError> {
     let buffer = SharedBuffer::default();
-    let mut writer = writer_for(format, buffer.clone())?;
+    let mut writer = request.writer(Box::new(buffer.clone()))?;
     let mut records = std::pin::pin!(store.vote_records(study));
     while let Some(record) = records.next().await {
         writer.write_record(&record?)?;
@@ -85,30 +115,75 @@ pub async fn export_study(
     Ok(summary)
 }
 
-/// Exports into a file, written beside its final path and renamed into place only when complete,
-/// so a failed export never leaves a half-written file under the requested name.
+/// Calls `each` on every vote record of the study, in vote order.
+async fn for_each_record(
+    store: &Store,
+    study: &StudyRow,
+    mut each: impl FnMut(&VoteRecord) -> std::io::Result<()>,
+) -> Result<(), ExportError> {
+    let mut records = std::pin::pin!(store.vote_records(study));
+    while let Some(record) = records.next().await {
+        each(&record?)?;
+    }
+    Ok(())
+}
+
+/// A file written beside its final path and renamed into place only when complete, so a failed
+/// export never leaves a half-written file under the requested name.
+fn staged_file(path: &Path) -> std::io::Result<(tempfile::NamedTempFile, Box<dyn Write + Send>)> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let staged = tempfile::NamedTempFile::new_in(dir)?;
+    let file = staged.reopen()?;
+    Ok((staged, Box::new(std::io::BufWriter::with_capacity(1 << 20, file))))
+}
+
+/// Exports into one file.
 pub async fn export_to_file(
     store: &Store,
     study: &StudyRow,
-    format: &str,
-    path: &std::path::Path,
+    request: &ExportRequest,
+    path: &Path,
 ) -> Result<ExportSummary, ExportError> {
-    check_format(format)?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let temporary = tempfile::NamedTempFile::new_in(dir)?;
-    let (sender, mut receiver) = mpsc::channel::<Vec<u8>>(4);
-    let file = temporary.reopen()?;
-    let writer_task = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let mut out = std::io::BufWriter::new(file);
-        while let Some(chunk) = receiver.blocking_recv() {
-            out.write_all(&chunk)?;
-        }
-        out.flush()?;
-        out.get_ref().sync_all()
-    });
-    let summary = export_study(store, study, format, sender).await;
-    writer_task.await.map_err(|e| std::io::Error::other(e.to_string()))??;
-    let summary = summary?;
-    temporary.persist(path).map_err(|e| e.error)?;
+    let (staged, out) = staged_file(path)?;
+    let mut writer = request.writer(out)?;
+    for_each_record(store, study, |record| writer.write_record(record)).await?;
+    let summary = writer.finish()?;
+    staged.as_file().sync_all()?;
+    staged.persist(path).map_err(|e| e.error)?;
     Ok(summary)
+}
+
+/// Exports into one file per split in `dir` (`FORMAT-SPLIT.EXT`), assigning whole prompts to splits
+/// by a stable hash of the prompt id and `seed`, so no prompt is in two splits.
+pub async fn export_splits(
+    store: &Store,
+    study: &StudyRow,
+    request: &ExportRequest,
+    splits: Splits,
+    seed: u64,
+    dir: &Path,
+) -> Result<Vec<(String, PathBuf, ExportSummary)>, ExportError> {
+    std::fs::create_dir_all(dir)?;
+    let staged: Arc<Mutex<Vec<(String, tempfile::NamedTempFile)>>> = Arc::default();
+    let opened = staged.clone();
+    let mut writer = SplitWriter::new(splits, seed, |split: &str| {
+        let path = dir.join(request.format.file_name(split, request.options.container));
+        let (file, out) = staged_file(&path)?;
+        opened.lock().expect("split files").push((split.to_string(), file));
+        request.writer(out).map_err(|e| std::io::Error::other(e.to_string()))
+    });
+    for_each_record(store, study, |record| writer.write_record(record)).await?;
+    let summaries = writer.finish()?;
+    let mut files = std::mem::take(&mut *staged.lock().expect("split files"));
+    let mut written = Vec::new();
+    for (split, summary) in summaries {
+        let index = files.iter().position(|(name, _)| *name == split).expect("each split has its file");
+        let (_, file) = files.swap_remove(index);
+        let path = dir.join(request.format.file_name(&split, request.options.container));
+        file.as_file().sync_all()?;
+        file.persist(&path).map_err(|e| e.error)?;
+        written.push((split, path, summary));
+    }
+    Ok(written)
 }

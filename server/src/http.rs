@@ -21,7 +21,7 @@ use tokio::io::BufReader;
 use tokio_util::io::StreamReader;
 
 use crate::domain::StudySlug;
-use crate::export::{check_format, export_study};
+use crate::export::{export_study, parse_instant, ExportRequest};
 use crate::import::{import_jsonl, ImportError};
 use crate::web::AppBackend;
 
@@ -100,6 +100,8 @@ pub fn router(backend: Arc<AppBackend>, leptos_options: LeptosOptions) -> Router
         .route("/api/v1/studies/{slug}/status", post(set_status))
         .route("/api/v1/studies/{slug}/import", post(import_body))
         .route("/api/v1/studies/{slug}/export", get(export))
+        .route("/api/v1/studies/{slug}/leaderboard", get(study_leaderboard))
+        .route("/api/v1/leaderboard", post(battles_leaderboard))
         .route("/admin/studies/{slug}/import", post(import_form))
         .with_state(backend);
     api.merge(pages)
@@ -142,17 +144,53 @@ async fn set_status(
     Ok(Json(serde_json::json!({ "slug": slug, "status": body.status })))
 }
 
-/// `POST /api/v1/studies/{slug}/import` with the JSONL file as the request body.
+#[derive(Deserialize)]
+struct ImportQuery {
+    #[serde(default = "default_import_format")]
+    format: String,
+}
+
+fn default_import_format() -> String {
+    "moat".into()
+}
+
+/// Imports a public dataset from a stream: spooled to a temporary file first (the dataset readers
+/// detect gzip and Parquet, which need to look at the file).
+async fn import_dataset_stream<S>(
+    backend: &AppBackend,
+    slug: &StudySlug,
+    format: &str,
+    stream: S,
+) -> Result<crate::import::DatasetImportReport, ApiError>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let format = moat_exports::import::ImportFormat::parse(format).ok_or_else(|| {
+        ApiError(StatusCode::BAD_REQUEST, format!("unknown import format {format:?}; use moat, hh-rlhf, oasst, arena, trl or votes"))
+    })?;
+    let spool = tempfile::NamedTempFile::new().map_err(|e| ApiError::from(ImportError::Io(e)))?;
+    let mut file = tokio::fs::File::from_std(spool.reopen().map_err(|e| ApiError::from(ImportError::Io(e)))?);
+    let mut stream = stream;
+    tokio::io::copy(&mut stream, &mut file).await.map_err(|e| ApiError::from(ImportError::Io(e)))?;
+    Ok(crate::import::import_dataset(&backend.store, slug, format, spool.path(), &[]).await?)
+}
+
+/// `POST /api/v1/studies/{slug}/import[?format=hh-rlhf|oasst|arena|trl|votes]` with the file as the body.
 async fn import_body(
     _: Admin,
     State(backend): State<Arc<AppBackend>>,
     Path(slug): Path<String>,
+    Query(query): Query<ImportQuery>,
     body: Body,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let slug = StudySlug::parse(&slug).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     let reader = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
+    if query.format != "moat" {
+        let report = import_dataset_stream(&backend, &slug, &query.format, reader).await?;
+        return Ok(Json(report).into_response());
+    }
     let report = import_jsonl(&backend.store, &slug, BufReader::new(reader), &[]).await?;
-    Ok(Json(report))
+    Ok(Json(report).into_response())
 }
 
 /// The admin page's upload form (multipart, field `file`); answers with a redirect back to the page.
@@ -169,11 +207,22 @@ async fn import_form(
     let page = format!("/admin/studies/{slug}");
     let outcome: Result<String, String> = async {
         let slug = StudySlug::parse(&slug)?;
+        let mut format = "moat".to_string();
         while let Some(field) = multipart.next_field().await.map_err(|e| format!("upload failed: {e}"))? {
+            if field.name() == Some("format") {
+                format = field.text().await.map_err(|e| format!("upload failed: {e}"))?;
+                continue;
+            }
             if field.name() != Some("file") {
                 continue;
             }
             let reader = StreamReader::new(field.map_err(std::io::Error::other));
+            if format != "moat" {
+                return import_dataset_stream(&backend, &slug, &format, reader)
+                    .await
+                    .map(|report| report.to_string())
+                    .map_err(|e| e.1);
+            }
             return import_jsonl(&backend.store, &slug, BufReader::new(reader), &[])
                 .await
                 .map(|report| report.to_string())
@@ -205,10 +254,49 @@ fn percent_encode(text: &str) -> String {
 struct ExportQuery {
     #[serde(default = "default_format")]
     format: String,
+    /// jsonl (default), csv or parquet.
+    #[serde(default)]
+    container: Option<String>,
+    #[serde(default)]
+    conversational: bool,
+    /// Comma-separated model names; both models of a comparison must be listed.
+    #[serde(default)]
+    models: Option<String>,
+    from: Option<String>,
+    until: Option<String>,
+    #[serde(default)]
+    exclude_ties: bool,
+    #[serde(default)]
+    exclude_both_bad: bool,
 }
 
 fn default_format() -> String {
     "trl".into()
+}
+
+impl ExportQuery {
+    fn request(&self) -> Result<ExportRequest, crate::export::ExportError> {
+        let mut request = ExportRequest::new(&self.format)?;
+        request.options.container = match self.container.as_deref().unwrap_or("jsonl") {
+            "jsonl" => moat_exports::table::Container::Jsonl,
+            "csv" => moat_exports::table::Container::Csv,
+            "parquet" => moat_exports::table::Container::Parquet,
+            other => {
+                return Err(crate::export::ExportError::Invalid(format!(
+                    "container must be jsonl, csv or parquet, got {other:?}"
+                )))
+            }
+        };
+        request.options.conversational = self.conversational;
+        if let Some(models) = &self.models {
+            request.filter.models = models.split(',').map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
+        }
+        request.filter.from_ms = self.from.as_deref().map(parse_instant).transpose()?;
+        request.filter.until_ms = self.until.as_deref().map(parse_instant).transpose()?;
+        request.filter.exclude_ties = self.exclude_ties;
+        request.filter.exclude_both_bad = self.exclude_both_bad;
+        Ok(request)
+    }
 }
 
 /// Streams the export as it is produced; a failure midway aborts the transfer rather than ending it
@@ -219,14 +307,15 @@ async fn export(
     Path(slug): Path<String>,
     Query(query): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    check_format(&query.format).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let request = query.request().map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let study = backend.store.study(&slug).await.map_err(BackendError::from)?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let (done_sender, done_receiver) = tokio::sync::oneshot::channel();
-    let format = query.format.clone();
     let task_backend = backend.clone();
+    let content_type = request.content_type();
+    let filename = format!("{slug}-{}.{}", request.format.as_str(), request.file_extension());
     tokio::spawn(async move {
-        let result = export_study(&task_backend.store, &study, &format, sender).await;
+        let result = export_study(&task_backend.store, &study, &request, sender).await;
         if let Err(error) = &result {
             tracing::error!(%error, "export failed");
         }
@@ -242,13 +331,62 @@ async fn export(
         }
     })
     .filter_map(|item| async move { item });
-    let filename = format!("{slug}-{}.jsonl", query.format);
     Ok((
         [
-            (header::CONTENT_TYPE, "application/jsonl; charset=utf-8".to_string()),
+            (header::CONTENT_TYPE, content_type.to_string()),
             (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
         ],
         Body::from_stream(chunks.chain(ending)),
     )
         .into_response())
+}
+
+#[derive(Deserialize)]
+struct LeaderboardQuery {
+    seed: Option<u64>,
+    rounds: Option<usize>,
+    davidson: Option<bool>,
+}
+
+impl LeaderboardQuery {
+    fn options(&self) -> moat_stats::LeaderboardOptions {
+        let mut options = moat_stats::LeaderboardOptions::default();
+        if let Some(seed) = self.seed {
+            options.seed = seed;
+        }
+        if let Some(rounds) = self.rounds {
+            options.bootstrap_rounds = rounds;
+        }
+        if self.davidson == Some(true) {
+            options.tie_model = moat_stats::TieModel::Davidson;
+        }
+        options
+    }
+}
+
+/// `GET /api/v1/studies/{slug}/leaderboard?seed=&rounds=&davidson=`: ratings and every study question.
+async fn study_leaderboard(
+    _: Admin,
+    State(backend): State<Arc<AppBackend>>,
+    Path(slug): Path<String>,
+    Query(query): Query<LeaderboardQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (_, analysis) = backend.analysis(&slug, query.options()).await?;
+    Ok(Json(analysis))
+}
+
+/// `POST /api/v1/leaderboard` with a Chatbot Arena battles file (JSON array or JSONL) as the body.
+async fn battles_leaderboard(
+    _: Admin,
+    Query(query): Query<LeaderboardQuery>,
+    body: String,
+) -> Result<impl IntoResponse, ApiError> {
+    let options = query.options();
+    options.validate().map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let battles = moat_stats::battles::parse_battles(&body)
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let board = tokio::task::spawn_blocking(move || moat_stats::leaderboard(&battles, &options))
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))?;
+    Ok(Json(board))
 }

@@ -342,3 +342,152 @@ mod tests {
         assert!(ModelSpec::parse_flag("nothing").is_err());
     }
 }
+
+/// What an import of a public dataset did.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct DatasetImportReport {
+    pub study: String,
+    pub format: String,
+    pub created_study: bool,
+    pub rows_read: u64,
+    pub prompts_imported: u64,
+    pub votes_imported: u64,
+    pub models_added: Vec<String>,
+    /// (line, reason) of each row left out.
+    pub skipped: Vec<(u64, String)>,
+}
+
+impl std::fmt::Display for DatasetImportReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "study {}{} ({}): {} rows read, {} prompts and {} votes imported, {} skipped",
+            self.study,
+            if self.created_study { " (created as draft)" } else { "" },
+            self.format,
+            self.rows_read,
+            self.prompts_imported,
+            self.votes_imported,
+            self.skipped.len()
+        )?;
+        for (line, reason) in self.skipped.iter().take(10) {
+            write!(f, "\n  skipped line {line}: {reason}")?;
+        }
+        if self.skipped.len() > 10 {
+            write!(f, "\n  … and {} more", self.skipped.len() - 10)?;
+        }
+        Ok(())
+    }
+}
+
+/// Imports a public preference dataset (HH-RLHF, OpenAssistant trees, Chatbot Arena battles, TRL, or
+/// Moat's own votes export) into a study, votes included, in one transaction. Models the file does not
+/// declare take their openness from `flag_models`, else are recorded as open.
+pub async fn import_dataset(
+    store: &Store,
+    slug: &StudySlug,
+    format: moat_exports::import::ImportFormat,
+    path: &std::path::Path,
+    flag_models: &[ModelSpec],
+) -> Result<DatasetImportReport, ImportError> {
+    let reader_error = |e: moat_exports::read::ReadError| {
+        ImportError::Input(InputError {
+            line: e.line().unwrap_or(0) as usize,
+            field: e.field().unwrap_or("(file)").to_string(),
+            message: e.to_string(),
+        })
+    };
+    // The dataset readers are blocking iterators (files, gzip, Parquet): they run on a blocking thread
+    // and hand items over a small channel, so the file streams and the async side stays Send.
+    let (item_sender, mut items) = tokio::sync::mpsc::channel(64);
+    let owned_path = path.to_path_buf();
+    let reading = tokio::task::spawn_blocking(move || {
+        let mut reader = moat_exports::import::import_file(format, &owned_path)?;
+        for item in reader.by_ref() {
+            if item_sender.blocking_send(item).is_err() {
+                break;
+            }
+        }
+        Ok::<_, moat_exports::read::ReadError>(reader.into_report())
+    });
+    let mut tx = store.begin_write().await?;
+    let mut report = DatasetImportReport {
+        study: slug.as_str().to_string(),
+        format: format!("{format:?}"),
+        ..Default::default()
+    };
+    let study = match tx.study(slug.as_str()).await? {
+        Some(study) => study,
+        None => {
+            report.created_study = true;
+            tx.create_study(slug, slug.as_str(), "", &Default::default()).await?
+        }
+    };
+    let mut models: HashMap<String, i64> = tx.models(study.id).await?;
+    let mut raters: HashMap<String, i64> = HashMap::new();
+    let mut seen_ids: HashSet<String> = HashSet::new();
+    while let Some(item) = items.recv().await {
+        let item = item.map_err(reader_error)?;
+        let line = item.line as usize;
+        if !seen_ids.insert(item.prompt_id.clone()) || tx.prompt_exists(study.id, &item.prompt_id).await? {
+            return Err(input_error(line, "id", format!("duplicate prompt id {:?}", item.prompt_id)).into());
+        }
+        let prompt_id = tx
+            .insert_prompt(study.id, &item.prompt_id, &item.conversation, item.category.as_deref(), item.language.as_deref())
+            .await?;
+        let mut response_ids = Vec::with_capacity(item.responses.len());
+        for response in &item.responses {
+            let model_id = match models.get(&response.model) {
+                Some(&id) => id,
+                None => {
+                    let declared = flag_models.iter().find(|m| m.name == response.model);
+                    let openness = response.openness.or(declared.map(|m| m.openness)).unwrap_or(Openness::Open);
+                    let provider = declared.map(|m| m.provider.as_str()).unwrap_or("");
+                    let id = tx.insert_model(study.id, &response.model, provider, openness, "").await?;
+                    models.insert(response.model.clone(), id);
+                    report.models_added.push(response.model.clone());
+                    id
+                }
+            };
+            response_ids.push((tx.insert_response(prompt_id, model_id, &response.text).await?, model_id));
+        }
+        for vote in &item.votes {
+            let annotator = vote.rater.clone().unwrap_or_else(|| format!("{}-annotator", report.format.to_lowercase()));
+            let rater_id = match raters.get(&annotator) {
+                Some(&id) => id,
+                None => {
+                    let id = tx.imported_rater(study.id, &annotator).await?;
+                    raters.insert(annotator, id);
+                    id
+                }
+            };
+            tx.insert_imported_vote(
+                rater_id,
+                prompt_id,
+                response_ids[vote.a_index],
+                response_ids[vote.b_index],
+                vote.assignment_kind.as_deref().unwrap_or("imported"),
+                vote.choice,
+                vote.created_ms.unwrap_or(0),
+                vote.source_guess.clone(),
+                vote.source_confidence,
+                vote.rationale.clone(),
+                vote.time_on_page_ms,
+            )
+            .await?;
+            report.votes_imported += 1;
+        }
+        report.prompts_imported += 1;
+    }
+    let read = reading
+        .await
+        .map_err(|e| ImportError::Io(std::io::Error::other(e.to_string())))?
+        .map_err(reader_error)?;
+    report.rows_read = read.rows_read;
+    report.skipped = read.skipped.into_iter().map(|s| (s.line, s.reason)).collect();
+    if report.prompts_imported == 0 {
+        return Err(ImportError::Study("the file holds no importable rows".into()));
+    }
+    tx.commit().await?;
+    Ok(report)
+}

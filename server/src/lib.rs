@@ -1,12 +1,14 @@
 //! Moat's server: the store, imports and exports, and the HTTP application. `main.rs` only parses the
 //! command line and calls into here, so tests can start the same application on port 0.
 
+pub mod analysis;
 pub mod assign;
 pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod domain;
 pub mod export;
+pub mod export_cli;
 pub mod http;
 pub mod import;
 pub mod markdown;

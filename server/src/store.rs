@@ -869,13 +869,86 @@ impl WriteTx<'_> {
         .try_get("id")?)
     }
 
-    pub async fn insert_response(&mut self, prompt_id: i64, model_id: i64, content: &str) -> StoreResult<()> {
-        sqlx::query("INSERT INTO responses (prompt_id, model_id, content) VALUES ($1, $2, $3)")
+    pub async fn insert_response(&mut self, prompt_id: i64, model_id: i64, content: &str) -> StoreResult<i64> {
+        Ok(sqlx::query("INSERT INTO responses (prompt_id, model_id, content) VALUES ($1, $2, $3) RETURNING id")
             .bind(prompt_id)
             .bind(model_id)
             .bind(content)
-            .execute(&mut *self.tx)
-            .await?;
+            .fetch_one(&mut *self.tx)
+            .await?
+            .try_get("id")?)
+    }
+
+    /// The rater of an imported dataset's annotator (created on first use; it can never log in: its
+    /// token is random and thrown away).
+    pub async fn imported_rater(&mut self, study_id: i64, annotator: &str) -> StoreResult<i64> {
+        if let Some(row) = sqlx::query("SELECT id FROM raters WHERE study_id = $1 AND external_id = $2")
+            .bind(study_id)
+            .bind(annotator)
+            .fetch_optional(&mut *self.tx)
+            .await?
+        {
+            return Ok(row.try_get("id")?);
+        }
+        Ok(sqlx::query(
+            "INSERT INTO raters (study_id, external_id, token_hash, pseudonym, status, created_ms) \
+             VALUES ($1, $2, $3, $4, 'imported', $5) RETURNING id",
+        )
+        .bind(study_id)
+        .bind(annotator)
+        .bind(sha256_hex(&random_hex(32)))
+        .bind(annotator)
+        .bind(now_ms())
+        .fetch_one(&mut *self.tx)
+        .await?
+        .try_get("id")?)
+    }
+
+    /// A vote from an imported dataset, with its (already decided) assignment.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_imported_vote(
+        &mut self,
+        rater_id: i64,
+        prompt_id: i64,
+        left: (i64, i64),
+        right: (i64, i64),
+        kind: &str,
+        choice: Choice,
+        created_ms: i64,
+        source_guess: Option<String>,
+        source_confidence: Option<i64>,
+        rationale: Option<String>,
+        time_on_page_ms: Option<i64>,
+    ) -> StoreResult<()> {
+        let assignment_id: i64 = sqlx::query(
+            "INSERT INTO assignments (public_id, rater_id, prompt_id, left_response_id, right_response_id, \
+             model_low, model_high, kind, issued_ms, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'done') RETURNING id",
+        )
+        .bind(random_hex(16))
+        .bind(rater_id)
+        .bind(prompt_id)
+        .bind(left.0)
+        .bind(right.0)
+        .bind(left.1.min(right.1))
+        .bind(left.1.max(right.1))
+        .bind(kind)
+        .bind(created_ms)
+        .fetch_one(&mut *self.tx)
+        .await?
+        .try_get("id")?;
+        sqlx::query(
+            "INSERT INTO votes (assignment_id, choice, source_guess, source_confidence, rationale, time_on_page_ms, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(assignment_id)
+        .bind(choice.as_str())
+        .bind(source_guess)
+        .bind(source_confidence)
+        .bind(rationale)
+        .bind(time_on_page_ms)
+        .bind(created_ms)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 }

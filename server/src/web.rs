@@ -47,6 +47,31 @@ fn render_comparison(shown: ShownAssignment, position: u32, total: u32, study: &
 }
 
 impl AppBackend {
+    /// Every vote of the study as export records (in vote order).
+    pub async fn study_records(&self, study: &StudyRow) -> Result<Vec<moat_exports::VoteRecord>, StoreError> {
+        use futures::TryStreamExt;
+        self.store.vote_records(study).try_collect().await
+    }
+
+    /// The study's statistics, computed off the async threads (the bootstrap is CPU work).
+    pub async fn analysis(
+        &self,
+        slug: &str,
+        options: moat_stats::LeaderboardOptions,
+    ) -> Result<(StudyRow, crate::analysis::StudyAnalysis), BackendError> {
+        options.validate().map_err(BackendError::BadRequest)?;
+        let study = self.open_study(slug).await?;
+        let records = self.study_records(&study).await?;
+        let name = study.slug.clone();
+        let analysis = tokio::task::spawn_blocking(move || crate::analysis::analyse(&name, &records, &options))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "analysis task failed");
+                BackendError::Internal
+            })?;
+        Ok((study, analysis))
+    }
+
     pub fn new(store: Store, admin_token_hash: String) -> Arc<AppBackend> {
         Arc::new(AppBackend { store, admin_token_hash })
     }
@@ -216,6 +241,12 @@ impl Backend for AppBackend {
         let status = StudyStatus::parse(status)
             .ok_or_else(|| BackendError::BadRequest(format!("status must be draft, open or closed, got {status:?}")))?;
         Ok(self.store.set_study_status(slug, status).await?)
+    }
+
+    async fn leaderboard(&self, slug: &str) -> Result<LeaderboardView, BackendError> {
+        let (study, analysis) = self.analysis(slug, moat_stats::LeaderboardOptions::default()).await?;
+        let openness = self.store.models(study.id).await?.into_iter().map(|m| (m.name, m.openness)).collect();
+        Ok(crate::analysis::page_view(&study.slug, &study.title, &analysis, &openness))
     }
 
     async fn study_report(&self, slug: &str) -> Result<StudyReport, BackendError> {

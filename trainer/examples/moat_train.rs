@@ -13,14 +13,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a reward model.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Score pairs with a trained model.
     Score(ScoreArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Train(args) => moat_trainer::run_train(args),
+        Command::Train(args) => moat_trainer::run_train(*args),
         Command::Score(args) => moat_trainer::run_score(args),
     }
 }

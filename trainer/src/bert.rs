@@ -93,6 +93,35 @@ pub struct BertSpec {
     /// Tokens per input including `[CLS]` and the two `[SEP]`s; the context is cut from the left so the
     /// response is kept (and the response is cut from the right only when it alone is too long).
     pub max_length: usize,
+    /// The projections LoRA adapts, by their short names: `query`, `key`, `value`, `attention_output`,
+    /// `intermediate`, `output`. The default is query and value, as in the LoRA paper.
+    #[serde(default = "default_lora_targets")]
+    pub lora_targets: Vec<String>,
+}
+
+/// The short names of the six projections of a BERT layer, in their order in a layer.
+pub const PROJECTIONS: [(&str, &str); 6] = [
+    ("query", "attention.self.query"),
+    ("key", "attention.self.key"),
+    ("value", "attention.self.value"),
+    ("attention_output", "attention.output.dense"),
+    ("intermediate", "intermediate.dense"),
+    ("output", "output.dense"),
+];
+
+pub fn default_lora_targets() -> Vec<String> {
+    vec!["query".into(), "value".into()]
+}
+
+impl BertSpec {
+    pub fn new(model_dir: PathBuf, mode: FineTune, max_length: usize) -> Self {
+        BertSpec {
+            model_dir,
+            mode,
+            max_length,
+            lora_targets: default_lora_targets(),
+        }
+    }
 }
 
 /// One tokenised (prompt, response), plus its pooled embedding when the encoder is frozen.
@@ -340,12 +369,15 @@ impl BertRewardModel {
                 };
                 Ok(Dense { weight, bias, lora })
             };
-            let query = dense("attention.self.query", true, &mut rng, &mut params)?;
-            let key = dense("attention.self.key", false, &mut rng, &mut params)?;
-            let value = dense("attention.self.value", true, &mut rng, &mut params)?;
-            let attention_output = dense("attention.output.dense", false, &mut rng, &mut params)?;
-            let intermediate = dense("intermediate.dense", false, &mut rng, &mut params)?;
-            let output = dense("output.dense", false, &mut rng, &mut params)?;
+            let mut projections = Vec::with_capacity(PROJECTIONS.len());
+            for (short, name) in PROJECTIONS {
+                let adapted = spec.lora_targets.iter().any(|target| target == short);
+                projections.push(dense(name, adapted, &mut rng, &mut params)?);
+            }
+            let [query, key, value, attention_output, intermediate, output]: [Dense; 6] =
+                projections
+                    .try_into()
+                    .map_err(|_| anyhow::anyhow!("six projections"))?;
             let mut attention_norm = norm(&format!("{prefix}.attention.output.LayerNorm"))?;
             let mut output_norm = norm(&format!("{prefix}.output.LayerNorm"))?;
             if trained {
@@ -453,11 +485,12 @@ impl BertRewardModel {
                     .transpose(1, 2)?
                     .contiguous()
             };
-            let query = split(layer.query.forward(&x, train)?)?;
+            // Scaling the queries rather than the scores touches a tensor `tokens / head_size` times smaller.
+            let query = split((layer.query.forward(&x, train)? * scale)?)?;
             let key = split(layer.key.forward(&x, train)?)?;
             let value = split(layer.value.forward(&x, train)?)?;
-            let scores = (query.matmul(&key.t()?)? * scale)?.broadcast_add(&mask_add)?;
-            let probabilities = ops::softmax_last_dim(&scores)?;
+            let scores = query.matmul(&key.t()?)?;
+            let probabilities = ops::softmax_last_dim_masked(&scores, Some(&mask_add))?;
             let context = probabilities
                 .matmul(&value)?
                 .transpose(1, 2)?
@@ -465,7 +498,7 @@ impl BertRewardModel {
                 .reshape((batch, tokens, hidden))?;
             let attended = (layer.attention_output.forward(&context, train)? + &x)?;
             let attended = layer.attention_norm.forward(&attended, train)?;
-            let inner = layer.intermediate.forward(&attended, train)?.gelu_erf()?;
+            let inner = ops::gelu_erf(&layer.intermediate.forward(&attended, train)?)?;
             let out = (layer.output.forward(&inner, train)? + &attended)?;
             x = layer.output_norm.forward(&out, train)?;
         }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::bert::{BertSpec, FineTune};
-use crate::data::{load_pairs, RowRange};
+use crate::data::{load_pairs, PreferencePair, RowRange};
 use crate::hashed::HashedConfig;
 use crate::train::{
     load_trained, train, BackboneConfig, DeviceChoice, MarginMode, RunOptions, TrainConfig,
@@ -24,8 +24,10 @@ pub enum BackboneKind {
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
     /// Pairs to train on: TRL JSONL (plain or conversational) or HH-RLHF JSONL, optionally gzipped.
+    /// (Optional here so that a front end can offer another source, such as `--study`, and call
+    /// [`run_train_on`] with the pairs itself.)
     #[arg(long)]
-    pub data: PathBuf,
+    pub data: Option<PathBuf>,
     /// Only these rows of --data, 1-based and inclusive, e.g. 1-2000.
     #[arg(long, value_name = "FIRST-LAST")]
     pub rows: Option<RowRange>,
@@ -63,9 +65,9 @@ pub struct TrainArgs {
     /// Stop after this many optimizer steps.
     #[arg(long)]
     pub max_steps: Option<usize>,
-    /// Learning rate of the encoder parameters (LoRA adapters, top layers).
-    #[arg(long, default_value_t = 5e-4)]
-    pub lr: f64,
+    /// Learning rate of the encoder parameters. Defaults: 1e-3 (LoRA adapters), 5e-5 (top-N layers).
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Learning rate of the head and of the hashed model. Defaults: 2e-2 (hashed), 2e-3 (bert).
     #[arg(long)]
     pub head_lr: Option<f64>,
@@ -81,6 +83,9 @@ pub struct TrainArgs {
     pub mode: FineTune,
     #[arg(long, default_value_t = 8)]
     pub lora_rank: usize,
+    /// Projections LoRA adapts: query, key, value, attention_output, intermediate, output.
+    #[arg(long, value_delimiter = ',', default_value = "query,value")]
+    pub lora_targets: Vec<String>,
     /// LoRA scaling numerator; default 2 × rank.
     #[arg(long)]
     pub lora_alpha: Option<f64>,
@@ -137,6 +142,7 @@ impl TrainArgs {
                     model_dir,
                     mode,
                     max_length: self.max_length,
+                    lora_targets: self.lora_targets.clone(),
                 })
             }
         };
@@ -146,7 +152,7 @@ impl TrainArgs {
         config.batch_size = self.batch_size.unwrap_or(config.batch_size);
         config.grad_accum = self.grad_accum.unwrap_or(config.grad_accum);
         config.max_steps = self.max_steps;
-        config.lr = self.lr;
+        config.lr = self.lr.unwrap_or(config.lr);
         config.head_lr = self.head_lr.unwrap_or(config.head_lr);
         config.warmup_ratio = self.warmup_ratio;
         config.optimizer.weight_decay = self.weight_decay;
@@ -173,11 +179,19 @@ fn set_threads(threads: Option<usize>) {
     }
 }
 
+/// `moat train --data FILE`: reads the pairs of `--data` (and `--eval`), trains, prints the report.
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    let data = args.data.clone().context("--data FILE is required")?;
+    let (train_pairs, summary) = load_pairs(&data, args.rows)?;
+    eprintln!("train data {}: {summary}", data.display());
+    run_train_on(args, train_pairs)
+}
+
+/// Like [`run_train`] with training pairs from elsewhere (e.g. a study's decided votes, ties and
+/// both-bad already left out); `args.data` is ignored, `--eval` still applies.
+pub fn run_train_on(args: TrainArgs, train_pairs: Vec<PreferencePair>) -> anyhow::Result<()> {
     set_threads(args.threads);
     let config = args.config()?;
-    let (train_pairs, summary) = load_pairs(&args.data, args.rows)?;
-    eprintln!("train data {}: {summary}", args.data.display());
     let eval_pairs = match &args.eval {
         Some(path) => {
             let (pairs, summary) = load_pairs(path, args.eval_rows)?;

@@ -85,8 +85,8 @@ pub fn load_pairs(
     let input = open_maybe_gzip(path).with_context(|| format!("opening {}", path.display()))?;
     let mut reader = PairReader::new(input);
     let mut pairs = Vec::new();
-    loop {
-        let Some(pair) = reader.next() else { break };
+    // Not a `for` loop: the body reads the reader's running report.
+    while let Some(pair) = reader.next() {
         let pair = pair.with_context(|| format!("reading {}", path.display()))?;
         // The reader counts rows as it goes, so after yielding a pair this is that pair's row number.
         let row = reader.report().rows_read;

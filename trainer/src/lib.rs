@@ -25,7 +25,7 @@ pub mod train;
 #[cfg(test)]
 mod tests;
 
-pub use cli::{run_score, run_train, ScoreArgs, TrainArgs};
+pub use cli::{run_score, run_train, run_train_on, ScoreArgs, TrainArgs};
 pub use data::PreferencePair;
 pub use eval::EvalReport;
 pub use train::{load_trained, train, BackboneConfig, TrainConfig, TrainReport};

@@ -10,28 +10,49 @@
 //! with whatever fast kernel there is on a *detached* input (so candle records no graph for it), then
 //! pass it through a custom op whose forward is a copy and whose backward is written here by hand.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CudaStorage, CustomOp2, Layout, Result, Shape, Tensor, D};
+use std::sync::Mutex;
 
-/// A custom op over `(input, value)`: forward returns `value`, backward returns
-/// `backward(input, value, grad)` as the gradient of `input` (and nothing for `value`, which is
-/// detached).
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Storage,
+    Tensor, D,
+};
+use rayon::prelude::*;
+
+/// A custom op on `input` whose forward returns `value` (handed over once, then dropped: the graph keeps
+/// only the output, not a second copy of it) and whose backward returns `backward(input, output, grad)`.
 struct AttachGradient<F> {
     name: &'static str,
+    value: Mutex<Option<Tensor>>,
     backward: F,
+}
+
+impl<F> AttachGradient<F> {
+    fn take_value(&self) -> Result<Tensor> {
+        let mut slot = self
+            .value
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("poisoned value slot".into()))?;
+        slot.take()
+            .ok_or_else(|| candle_core::Error::Msg(format!("{}: forward ran twice", self.name)))
+    }
 }
 
 fn copy_exact(storage: &CpuStorage, layout: &Layout) -> Result<CpuStorage> {
     let start = layout.start_offset();
     let count = layout.shape().elem_count();
     match storage {
-        CpuStorage::F32(data) => Ok(CpuStorage::F32(data[start..start + count].to_vec())),
-        CpuStorage::F64(data) => Ok(CpuStorage::F64(data[start..start + count].to_vec())),
-        _ => candle_core::bail!("attach_gradient supports f32 and f64 only"),
+        CpuStorage::F32(data) if layout.is_contiguous() => {
+            Ok(CpuStorage::F32(data[start..start + count].to_vec()))
+        }
+        CpuStorage::F64(data) if layout.is_contiguous() => {
+            Ok(CpuStorage::F64(data[start..start + count].to_vec()))
+        }
+        _ => candle_core::bail!("attach_gradient supports contiguous f32 and f64 only"),
     }
 }
 
-impl<F> CustomOp2 for AttachGradient<F>
+impl<F> CustomOp1 for AttachGradient<F>
 where
     F: Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Send + Sync,
 {
@@ -39,39 +60,32 @@ where
         self.name
     }
 
-    fn cpu_fwd(
-        &self,
-        _input: &CpuStorage,
-        _input_layout: &Layout,
-        value: &CpuStorage,
-        value_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        Ok((
-            copy_exact(value, value_layout)?,
-            value_layout.shape().clone(),
-        ))
+    fn cpu_fwd(&self, _input: &CpuStorage, _input_layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let value = self.take_value()?;
+        let (storage, layout) = value.storage_and_layout();
+        match &*storage {
+            Storage::Cpu(storage) => Ok((copy_exact(storage, layout)?, layout.shape().clone())),
+            _ => candle_core::bail!("{}: value and input on different devices", self.name),
+        }
     }
 
     fn cuda_fwd(
         &self,
         _input: &CudaStorage,
         _input_layout: &Layout,
-        value: &CudaStorage,
-        value_layout: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        // `attach_gradient` hands over a contiguous value that starts at offset 0, so a clone of the
-        // storage read through the output's contiguous layout is exactly the value.
-        Ok((value.try_clone(value_layout)?, value_layout.shape().clone()))
+        let value = self.take_value()?;
+        let (storage, layout) = value.storage_and_layout();
+        match &*storage {
+            // `attach_gradient` hands over a contiguous value that starts at offset 0, so a clone of
+            // the storage read through the output's contiguous layout is exactly the value.
+            Storage::Cuda(storage) => Ok((storage.try_clone(layout)?, layout.shape().clone())),
+            _ => candle_core::bail!("{}: value and input on different devices", self.name),
+        }
     }
 
-    fn bwd(
-        &self,
-        input: &Tensor,
-        _value: &Tensor,
-        result: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some((self.backward)(input, result, grad)?), None))
+    fn bwd(&self, input: &Tensor, result: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some((self.backward)(input, result, grad)?))
     }
 }
 
@@ -96,14 +110,31 @@ where
     } else {
         value.copy()?
     };
-    input.apply_op2(&value, AttachGradient { name, backward })
+    input.apply_op1(AttachGradient {
+        name,
+        value: Mutex::new(Some(value)),
+        backward,
+    })
 }
 
 /// Softmax over the last dimension: candle's fast kernel forward, hand-written backward
 /// `dx = y ⊙ (g − Σ g ⊙ y)`.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    let value = candle_nn::ops::softmax_last_dim(&x.detach())?;
+    softmax_last_dim_masked(x, None)
+}
+
+/// `softmax(x + mask)` over the last dimension, with `mask` (broadcast to `x`) a constant: adding it
+/// inside the op keeps one more attention-sized tensor out of the graph.
+pub fn softmax_last_dim_masked(x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let masked = match mask {
+        Some(mask) => x.detach().broadcast_add(mask)?,
+        None => x.detach(),
+    };
+    let value = candle_nn::ops::softmax_last_dim(&masked)?;
     attach_gradient(x, value, "softmax-last-dim", |_x, y, g| {
+        if let Some(fused) = fused_cpu(y, g, &BackwardKernel::Softmax)? {
+            return Ok(fused);
+        }
         let dot = (g * y)?.sum_keepdim(D::Minus1)?;
         y * g.broadcast_sub(&dot)?
     })
@@ -126,7 +157,21 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result
         candle_nn::ops::layer_norm_slow(&x.detach(), gamma, beta, eps as f32)?
     };
     let gamma = gamma.clone();
+    let gamma_values = if gamma.device().is_cpu() && gamma.dtype() == DType::F32 {
+        Some(gamma.to_vec1::<f32>()?)
+    } else {
+        None
+    };
     attach_gradient(x, value, "layer-norm", move |x, _y, g| {
+        if let Some(gamma) = &gamma_values {
+            let kernel = BackwardKernel::LayerNorm {
+                gamma: gamma.clone(),
+                eps: eps as f32,
+            };
+            if let Some(fused) = fused_cpu(x, g, &kernel)? {
+                return Ok(fused);
+            }
+        }
         let mean = x.mean_keepdim(D::Minus1)?;
         let centered = x.broadcast_sub(&mean)?;
         let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
@@ -140,6 +185,162 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result
             .sub(&normalized.broadcast_mul(&mean_grad_normalized)?)?
             .broadcast_mul(&inv_std)
     })
+}
+
+/// GELU with the exact (erf) form, as BERT uses. On the CPU both directions are one fused, parallel pass
+/// (candle's element-wise ops run on one thread, and its GELU backward takes a dozen passes).
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    let value = match fused_cpu_unary(&x.detach(), &GeluForward)? {
+        Some(value) => value,
+        None => x.detach().gelu_erf()?,
+    };
+    attach_gradient(x, value, "gelu-erf", |x, _y, g| {
+        if let Some(fused) = fused_cpu(x, g, &BackwardKernel::Gelu)? {
+            return Ok(fused);
+        }
+        let cdf = (((x / std::f64::consts::SQRT_2)?.erf()? + 1.0)? * 0.5)?;
+        let density = ((x.sqr()? * -0.5)?.exp()? * (1.0 / (2.0 * std::f64::consts::PI).sqrt()))?;
+        g * (cdf + (x * density)?)?
+    })
+}
+
+/// Fused CPU kernels over `(a, g)` of the same shape, row by row along the last dimension.
+enum BackwardKernel {
+    /// `a` = softmax output y: `y ⊙ (g − Σ g ⊙ y)`.
+    Softmax,
+    /// `a` = layer-norm input x: `(ĝ − mean ĝ − x̂ mean(ĝ ⊙ x̂)) / σ`, `ĝ = g ⊙ γ`.
+    LayerNorm { gamma: Vec<f32>, eps: f32 },
+    /// `a` = GELU input x: `g ⊙ (Φ(x) + x φ(x))`.
+    Gelu,
+}
+
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+fn gelu_derivative(x: f32) -> f32 {
+    0.5 * (1.0 + candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
+        + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
+}
+
+impl BackwardKernel {
+    fn run(&self, a: &[f32], g: &[f32], out: &mut [f32]) {
+        match self {
+            BackwardKernel::Softmax => {
+                let dot: f32 = a.iter().zip(g).map(|(y, g)| y * g).sum();
+                for ((out, y), g) in out.iter_mut().zip(a).zip(g) {
+                    *out = y * (g - dot);
+                }
+            }
+            BackwardKernel::LayerNorm { gamma, eps } => {
+                let n = a.len() as f32;
+                let mean = a.iter().sum::<f32>() / n;
+                let variance = a.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n;
+                let inv_std = 1.0 / (variance + eps).sqrt();
+                let (mut mean_grad, mut mean_grad_normalized) = (0.0f32, 0.0f32);
+                for ((x, g), gamma) in a.iter().zip(g).zip(gamma) {
+                    let scaled = g * gamma;
+                    mean_grad += scaled;
+                    mean_grad_normalized += scaled * (x - mean) * inv_std;
+                }
+                mean_grad /= n;
+                mean_grad_normalized /= n;
+                for (((out, x), g), gamma) in out.iter_mut().zip(a).zip(g).zip(gamma) {
+                    let normalized = (x - mean) * inv_std;
+                    *out = (g * gamma - mean_grad - normalized * mean_grad_normalized) * inv_std;
+                }
+            }
+            BackwardKernel::Gelu => {
+                for ((out, x), g) in out.iter_mut().zip(a).zip(g) {
+                    *out = g * gelu_derivative(*x);
+                }
+            }
+        }
+    }
+}
+
+/// The contiguous f32 data of a CPU storage, if it is that.
+fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Option<&'a [f32]> {
+    match storage {
+        CpuStorage::F32(data) if layout.is_contiguous() => {
+            Some(&data[layout.start_offset()..layout.start_offset() + layout.shape().elem_count()])
+        }
+        _ => None,
+    }
+}
+
+impl CustomOp2 for BackwardKernel {
+    fn name(&self) -> &'static str {
+        "fused-row-kernel"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (Some(a), Some(g)) = (contiguous_f32(s1, l1), contiguous_f32(s2, l2)) else {
+            candle_core::bail!("fused kernels take contiguous f32 tensors")
+        };
+        let row = *l1.dims().last().unwrap_or(&1);
+        let mut out = vec![0f32; a.len()];
+        // Rows in parallel, in chunks big enough to amortise the scheduling.
+        let rows_per_chunk = (16_384 / row.max(1)).max(1);
+        out.par_chunks_mut(row * rows_per_chunk)
+            .zip(
+                a.par_chunks(row * rows_per_chunk)
+                    .zip(g.par_chunks(row * rows_per_chunk)),
+            )
+            .for_each(|(out, (a, g))| {
+                for ((out, a), g) in out.chunks_mut(row).zip(a.chunks(row)).zip(g.chunks(row)) {
+                    self.run(a, g, out);
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Runs `kernel` on the CPU when both tensors are f32 there (made contiguous); `None` elsewhere, for the
+/// caller's portable fallback.
+fn fused_cpu(a: &Tensor, g: &Tensor, kernel: &BackwardKernel) -> Result<Option<Tensor>> {
+    if !matches!(a.device(), Device::Cpu) || a.dtype() != DType::F32 || g.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let (a, g) = (a.contiguous()?, g.contiguous()?);
+    a.apply_op2_no_bwd(&g, kernel).map(Some)
+}
+
+struct GeluForward;
+
+impl CustomOp1 for GeluForward {
+    fn name(&self) -> &'static str {
+        "fused-gelu"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let Some(x) = contiguous_f32(storage, layout) else {
+            candle_core::bail!("fused GELU takes a contiguous f32 tensor")
+        };
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(16_384)
+            .zip(x.par_chunks(16_384))
+            .for_each(|(out, x)| {
+                for (out, &x) in out.iter_mut().zip(x) {
+                    *out = 0.5
+                        * x
+                        * (1.0
+                            + candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
+                }
+            });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+fn fused_cpu_unary(x: &Tensor, kernel: &impl CustomOp1) -> Result<Option<Tensor>> {
+    if !matches!(x.device(), Device::Cpu) || x.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    x.contiguous()?.apply_op1_no_bwd(kernel).map(Some)
 }
 
 /// `x · wᵀ + b` over the last dimension of `x` for any rank ≥ 2.
@@ -246,6 +447,65 @@ mod tests {
         let gamma = Tensor::new(&[0.5f64, -1.0, 2.0, 1.5], &Device::Cpu)?;
         let beta = Tensor::new(&[0.1f64, 0.0, -0.3, 0.2], &Device::Cpu)?;
         check_gradient(&|x| layer_norm(x, &gamma, &beta, 1e-5), &[3, 4])
+    }
+
+    #[test]
+    fn gelu_gradient_matches_finite_differences() -> Result<()> {
+        check_gradient(&|x| gelu_erf(x), &[3, 5])
+    }
+
+    /// The fused f32 CPU kernels compute what the portable tensor formulas compute.
+    #[test]
+    fn fused_kernels_agree_with_portable_formulas() -> Result<()> {
+        let device = Device::Cpu;
+        let x64 = Tensor::from_vec(
+            (0..60)
+                .map(|i| ((i * 37 % 23) as f64 - 11.0) / 4.0)
+                .collect::<Vec<_>>(),
+            (3, 4, 5),
+            &device,
+        )?;
+        let w64 = Tensor::from_vec(
+            (0..60)
+                .map(|i| ((i * 13 % 7) as f64 - 3.0) / 2.0)
+                .collect::<Vec<_>>(),
+            (3, 4, 5),
+            &device,
+        )?;
+        let gamma64 = Tensor::new(&[0.5f64, -1.0, 2.0, 1.5, 0.7], &device)?;
+        let beta64 = Tensor::new(&[0.1f64, 0.0, -0.3, 0.2, 0.0], &device)?;
+        type Op = dyn Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>;
+        let ops: [(&str, &Op); 3] = [
+            ("softmax", &|x, _, _| softmax_last_dim(x)),
+            ("layer norm", &|x, gamma, beta| {
+                layer_norm(x, gamma, beta, 1e-5)
+            }),
+            ("gelu", &|x, _, _| gelu_erf(x)),
+        ];
+        for (name, op) in ops {
+            let mut grads = Vec::new();
+            for dtype in [DType::F64, DType::F32] {
+                let var = Var::from_tensor(&x64.to_dtype(dtype)?)?;
+                let (gamma, beta) = (gamma64.to_dtype(dtype)?, beta64.to_dtype(dtype)?);
+                let loss =
+                    (op(var.as_tensor(), &gamma, &beta)? * w64.to_dtype(dtype)?)?.sum_all()?;
+                let grad = loss
+                    .backward()?
+                    .get(var.as_tensor())
+                    .expect("a gradient")
+                    .to_dtype(DType::F64)?;
+                grads.push(grad);
+            }
+            let difference = (&grads[0] - &grads[1])?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f64>()?;
+            assert!(
+                difference < 1e-4,
+                "{name}: fused f32 and portable f64 differ by {difference}"
+            );
+        }
+        Ok(())
     }
 
     #[test]

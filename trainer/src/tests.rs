@@ -240,10 +240,15 @@ fn tiny_model_dir(dir: &Path) {
 }
 
 fn tiny_model(mode: FineTune) -> BertRewardModel {
+    tiny_model_with_targets(mode, crate::bert::default_lora_targets())
+}
+
+fn tiny_model_with_targets(mode: FineTune, lora_targets: Vec<String>) -> BertRewardModel {
     let spec = BertSpec {
         model_dir: PathBuf::from("unused"),
         mode,
         max_length: 24,
+        lora_targets,
     };
     let tokenizer = tokenizers::Tokenizer::from_bytes(tiny_tokenizer_json()).unwrap();
     let config = tiny_config();
@@ -305,8 +310,25 @@ fn lora_adds_the_expected_parameter_count() {
         assert_eq!(model.params().count(Some(ParamGroup::Encoder)), expected);
         assert_eq!(model.params().count(Some(ParamGroup::Head)), h + 1);
     }
-    let model = tiny_model(FineTune::Top { layers: 1 });
     let (h, i) = (config.hidden_size, config.intermediate_size);
+    // All six projections: four h→h, one h→i, one i→h.
+    let all: Vec<String> = crate::bert::PROJECTIONS
+        .iter()
+        .map(|(short, _)| short.to_string())
+        .collect();
+    let model = tiny_model_with_targets(
+        FineTune::Lora {
+            rank: 2,
+            alpha: 4.0,
+        },
+        all,
+    );
+    let per_layer = 2 * (4 * (h + h) + (h + i) + (i + h));
+    assert_eq!(
+        model.params().count(Some(ParamGroup::Encoder)),
+        config.num_hidden_layers * per_layer
+    );
+    let model = tiny_model(FineTune::Top { layers: 1 });
     let layer = 4 * (h * h + h) + (i * h + i) + (h * i + h) + 2 * 2 * h;
     assert_eq!(model.params().count(Some(ParamGroup::Encoder)), layer);
 }
@@ -454,6 +476,7 @@ fn bert_lora_trains_saves_and_reloads_with_base_weights_untouched() {
             alpha: 4.0,
         },
         max_length: 24,
+        lora_targets: crate::bert::default_lora_targets(),
     };
     let mut config = TrainConfig::new(BackboneConfig::Bert(spec));
     config.epochs = 3;
@@ -530,6 +553,7 @@ fn bert_head_and_top_modes_train() {
             model_dir: dir.path().to_path_buf(),
             mode,
             max_length: 24,
+            lora_targets: crate::bert::default_lora_targets(),
         };
         let mut config = TrainConfig::new(BackboneConfig::Bert(spec));
         config.epochs = 3;
@@ -581,6 +605,7 @@ fn minilm_matches_candle_transformers_and_trains_a_step() {
             alpha: 16.0,
         },
         max_length: 64,
+        lora_targets: crate::bert::default_lora_targets(),
     };
     let model = BertRewardModel::load(spec.clone(), 0, &Device::Cpu).unwrap();
     let config = crate::bert::read_config(&model_dir).unwrap();
@@ -641,4 +666,79 @@ fn minilm_matches_candle_transformers_and_trains_a_step() {
         crate::eval::EvalReport::compute(&pairs[4..], &scores),
         report.eval.unwrap()
     );
+}
+
+#[derive(clap::Parser)]
+struct TrainCli {
+    #[command(flatten)]
+    args: crate::TrainArgs,
+}
+
+#[derive(clap::Parser)]
+struct ScoreCli {
+    #[command(flatten)]
+    args: crate::ScoreArgs,
+}
+
+/// `moat train` then `moat score` through the clap surfaces: the scored file has one row per pair with
+/// the rewards the trained model reports.
+#[test]
+fn cli_train_then_score_writes_one_scored_row_per_pair() {
+    use clap::Parser;
+    let dir = tempfile::tempdir().unwrap();
+    let data = crate::test_data::hh_rlhf();
+    let out = dir.path().join("model");
+    let data_arg = data.to_str().unwrap();
+    let out_arg = out.to_str().unwrap();
+    let argv = [
+        "train", "--data", data_arg, "--rows", "1-150", "--out", out_arg, "--epochs", "2",
+        "--quiet", "--seed", "4",
+    ];
+    crate::run_train(TrainCli::parse_from(argv).args).unwrap();
+    let report: crate::TrainReport =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report.train_pairs + report.eval_pairs, 150);
+    let scored = dir.path().join("scored.jsonl");
+    let argv = [
+        "score",
+        "--model",
+        out_arg,
+        "--data",
+        data_arg,
+        "--rows",
+        "1-20",
+        "--out",
+        scored.to_str().unwrap(),
+    ];
+    crate::run_score(ScoreCli::parse_from(argv).args).unwrap();
+    let rows: Vec<crate::cli::ScoredPair> = std::fs::read_to_string(&scored)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 20);
+    let trained = load_trained(&out, None, &Device::Cpu).unwrap();
+    let expected = trained.model.score_pairs(&hh_pairs("1-20")).unwrap();
+    for (row, score) in rows.iter().zip(&expected) {
+        assert_eq!(
+            (row.reward_chosen, row.reward_rejected),
+            (score.chosen, score.rejected)
+        );
+    }
+}
+
+/// The same seed gives the same model: identical eval reports and training history.
+#[test]
+fn training_is_deterministic_for_a_seed() {
+    let pairs = hh_pairs("1-240");
+    let (train_pairs, eval_pairs) = pairs.split_at(200);
+    let mut config = hashed_config(None);
+    config.epochs = 2;
+    let first = train(train_pairs.to_vec(), Some(eval_pairs.to_vec()), &config).unwrap();
+    let second = train(train_pairs.to_vec(), Some(eval_pairs.to_vec()), &config).unwrap();
+    assert_eq!(first.eval, second.eval);
+    assert_eq!(first.history, second.history);
+    config.seed += 1;
+    let other = train(train_pairs.to_vec(), Some(eval_pairs.to_vec()), &config).unwrap();
+    assert_ne!(first.history, other.history, "the seed matters");
 }

@@ -156,7 +156,15 @@ impl TrainConfig {
             batch_size: if bert { 8 } else { 32 },
             grad_accum: if bert { 2 } else { 1 },
             max_steps: None,
-            lr: 5e-4,
+            // LoRA adapters start at zero and take a large rate; whole pretrained layers a small one.
+            lr: match &backbone {
+                BackboneConfig::Bert(spec)
+                    if matches!(spec.mode, crate::bert::FineTune::Top { .. }) =>
+                {
+                    5e-5
+                }
+                _ => 1e-3,
+            },
             head_lr: if bert { 2e-3 } else { 2e-2 },
             warmup_ratio: 0.1,
             optimizer: AdamWConfig::default(),

@@ -204,3 +204,63 @@ async fn hostile_responses_render_inert() {
         assert!(!compact.contains(attribute), "a javascript: URL survived as {attribute}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaderboard_and_exports_over_http() {
+    let db = TestDb::sqlite();
+    let server = spawn_server(db.url(), &no_site()).await;
+    server.open_study("lb", 12, serde_json::json!({ "items_per_rater": 12, "ask_source": true })).await;
+    for rater_index in 0..4 {
+        let rater = RaterClient::join(&server.base, "lb", None).await.unwrap();
+        let mut i = 0;
+        while let Some(comparison) = rater.next_comparison().await.unwrap() {
+            let choice = ["left", "right", "left", "tie"][(i + rater_index) % 4];
+            rater.vote(&comparison.assignment, choice).await.unwrap();
+            i += 1;
+        }
+    }
+    let url = format!("{}/api/v1/studies/lb/leaderboard?rounds=200&seed=3", server.base);
+    let first = server.admin(server.http.get(&url)).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let first = first.text().await.unwrap();
+    let again = server.admin(server.http.get(&url)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(first, again, "same data and seed give the same numbers");
+    let analysis: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let models = analysis["leaderboard"]["models"].as_array().unwrap();
+    assert_eq!(models.len(), 3);
+    assert!(models.iter().all(|m| m["rating"].is_number() && m["ci"]["lower"].is_number()));
+    assert!(analysis["parity_open_vs_closed"]["summary"].is_string());
+    assert!(analysis["agreement"]["summary"].is_string());
+    let bad = server.admin(server.http.get(format!("{}/api/v1/studies/lb/leaderboard?rounds=999999999", server.base))).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // Arena battles file through the API.
+    let battles = "{\"model_a\":\"x\",\"model_b\":\"y\",\"winner\":\"model_a\"}\n{\"model_a\":\"y\",\"model_b\":\"x\",\"winner\":\"tie (bothbad)\"}\n";
+    let board = server.admin(server.http.post(format!("{}/api/v1/leaderboard?rounds=50", server.base))).body(battles).send().await.unwrap();
+    assert_eq!(board.status(), 200);
+    let broken = server.admin(server.http.post(format!("{}/api/v1/leaderboard", server.base))).body("{\"model_a\":\"x\"}").send().await.unwrap();
+    assert_eq!(broken.status(), 422);
+
+    // Every format downloads; Parquet starts with its magic bytes.
+    for format in ["trl", "dpo", "kto", "hh-rlhf", "openai", "arena", "votes"] {
+        let response = server
+            .admin(server.http.get(format!("{}/api/v1/studies/lb/export?format={format}", server.base)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{format}");
+        let text = response.text().await.unwrap();
+        assert!(text.lines().count() > 0 && text.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "{format}");
+    }
+    let parquet = server
+        .admin(server.http.get(format!("{}/api/v1/studies/lb/export?format=trl&container=parquet", server.base)))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&parquet[..4], b"PAR1");
+    let unknown = server.admin(server.http.get(format!("{}/api/v1/studies/lb/export?format=nope", server.base))).send().await.unwrap();
+    assert_eq!(unknown.status(), 400);
+}

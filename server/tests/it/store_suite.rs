@@ -148,7 +148,8 @@ async fn export_streams_decided_votes(url: &str) {
     let study = backend.store.study("exp").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.jsonl");
-    let summary = moat_server::export::export_to_file(&backend.store, &study, "trl", &path).await.unwrap();
+    let trl = moat_server::export::ExportRequest::new("trl").unwrap();
+    let summary = moat_server::export::export_to_file(&backend.store, &study, &trl, &path).await.unwrap();
     assert_eq!((summary.rows_written, summary.skipped_ties, summary.skipped_both_bad), (4, 1, 1));
     let text = std::fs::read_to_string(&path).unwrap();
     let rows: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -165,10 +166,9 @@ async fn export_streams_decided_votes(url: &str) {
     }
     // Byte-identical on a second run.
     let again = dir.path().join("again.jsonl");
-    moat_server::export::export_to_file(&backend.store, &study, "trl", &again).await.unwrap();
+    moat_server::export::export_to_file(&backend.store, &study, &trl, &again).await.unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&again).unwrap());
-    assert!(moat_server::export::export_to_file(&backend.store, &study, "nope", &dir.path().join("x")).await.is_err());
-    assert!(!dir.path().join("x").exists(), "a failed export leaves no file");
+    assert!(moat_server::export::ExportRequest::new("nope").is_err());
     backend.store.close().await;
 }
 on_both_backends!(export_streams_decided_votes);
@@ -176,3 +176,39 @@ on_both_backends!(export_streams_decided_votes);
 fn chosen_model_index(name: &str) -> usize {
     crate::support::MODELS.iter().position(|(model, ..)| *model == name).expect("known model")
 }
+
+async fn imports_public_datasets_with_votes(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data");
+    let oasst = StudySlug::parse("oasst").unwrap();
+    let report = moat_server::import::import_dataset(
+        &store,
+        &oasst,
+        moat_exports::import::ImportFormat::Oasst,
+        std::path::Path::new(&format!("{data}/oasst/en_100_tree.jsonl")),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.votes_imported, 754, "{report}");
+    assert_eq!(report.prompts_imported, 212, "{report}");
+    let study = store.study("oasst").await.unwrap();
+    let backend = AppBackend::new(store.clone(), String::new());
+    let records = backend.study_records(&study).await.unwrap();
+    assert_eq!(records.len(), 754);
+    assert!(records.iter().all(|r| r.choice == moat_exports::Choice::Left || r.choice == moat_exports::Choice::Right));
+
+    // A malformed file is refused whole: nothing of it lands.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    let good_line = r#"{"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}"#;
+    std::fs::write(&bad, format!("{good_line}\n{{\"chosen\": 5}}\n")).unwrap();
+    let hh = StudySlug::parse("hh").unwrap();
+    let error = moat_server::import::import_dataset(&store, &hh, moat_exports::import::ImportFormat::HhRlhf, &bad, &[])
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("line 2"), "{error}");
+    assert!(store.study("hh").await.is_err(), "nothing of the bad file was written");
+    store.close().await;
+}
+on_both_backends!(imports_public_datasets_with_votes);
