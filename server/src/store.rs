@@ -7,6 +7,10 @@
 //! SQLite allows one writer at a time; a write transaction that starts as a reader and upgrades can
 //! fail with SQLITE_BUSY instead of waiting. All write transactions therefore take `write_lock` first
 //! on SQLite, which turns contention into a queue. PostgreSQL needs no such lock.
+//!
+//! The hot writes on SQLite (assignments and votes) go through a group-commit writer: one task commits
+//! whatever has queued as one transaction (one fsync for many writes) and answers each caller after the
+//! commit, so an acknowledged vote is always a committed one.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -17,6 +21,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use moat_app::wire::{ModelResult, PairProgress, StudySettings, StudySummary};
 use moat_exports::{Choice, Message, Openness, VoteRecord};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::AnyConnection;
 use sqlx::{Any, AnyPool, Row, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -49,6 +54,7 @@ pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
     write_lock: Arc<Mutex<()>>,
+    group_writer: Option<GroupWriter>,
 }
 
 /// A study as stored.
@@ -199,7 +205,12 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        let store = Store { pool, dialect, write_lock: Arc::new(Mutex::new(())) };
+        let write_lock = Arc::new(Mutex::new(()));
+        let group_writer = match dialect {
+            Dialect::Sqlite => Some(GroupWriter::start(pool.clone(), write_lock.clone())),
+            Dialect::Postgres => None,
+        };
+        let store = Store { pool, dialect, write_lock, group_writer };
         store.migrate().await?;
         Ok(store)
     }
@@ -515,109 +526,38 @@ impl Store {
     /// Records an assignment before it is shown. Returns `None` if the rater was given this prompt
     /// concurrently (the caller shows that one instead).
     pub async fn insert_assignment(&self, new: &NewAssignment) -> StoreResult<Option<String>> {
-        let public_id = random_hex(16);
-        let (low, high) = {
-            let (a, b) = (new.left_response.1, new.right_response.1);
-            (a.min(b), a.max(b))
-        };
-        let mut tx = self.begin_write().await?;
-        let taken = sqlx::query("SELECT 1 AS x FROM assignments WHERE rater_id = $1 AND prompt_id = $2")
-            .bind(new.rater_id)
-            .bind(new.prompt_id)
-            .fetch_optional(&mut *tx.tx)
-            .await?;
-        if taken.is_some() {
-            return Ok(None);
+        match &self.group_writer {
+            Some(writer) => writer.submit(WriteOp::Assign(new.clone())).await.map(|done| match done {
+                WriteDone::Assigned(id) => id,
+                WriteDone::Voted(_) => unreachable!("an assignment answers with an assignment"),
+            }),
+            None => {
+                let mut tx = self.begin_write().await?;
+                let id = insert_assignment_in(&mut tx.tx, new).await?;
+                tx.commit().await?;
+                Ok(id)
+            }
         }
-        sqlx::query(
-            "INSERT INTO assignments (public_id, rater_id, prompt_id, left_response_id, right_response_id, \
-             model_low, model_high, kind, issued_ms, state) VALUES ($1, $2, $3, $4, $5, $6, $7, 'regular', $8, 'issued')",
-        )
-        .bind(&public_id)
-        .bind(new.rater_id)
-        .bind(new.prompt_id)
-        .bind(new.left_response.0)
-        .bind(new.right_response.0)
-        .bind(low)
-        .bind(high)
-        .bind(now_ms())
-        .execute(&mut *tx.tx)
-        .await?;
-        sqlx::query("UPDATE prompts SET times_assigned = times_assigned + 1 WHERE id = $1")
-            .bind(new.prompt_id)
-            .execute(&mut *tx.tx)
-            .await?;
-        let updated = sqlx::query(
-            "UPDATE pair_counts SET shown = shown + 1 WHERE study_id = $1 AND model_low = $2 AND model_high = $3",
-        )
-        .bind(new.study_id)
-        .bind(low)
-        .bind(high)
-        .execute(&mut *tx.tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            sqlx::query("INSERT INTO pair_counts (study_id, model_low, model_high, shown) VALUES ($1, $2, $3, 1)")
-                .bind(new.study_id)
-                .bind(low)
-                .bind(high)
-                .execute(&mut *tx.tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(Some(public_id))
     }
 
     // ----- votes -----
 
     /// Records a vote for an assignment issued to this rater. A repeat of the same choice is
-    /// harmless; a different choice for an assignment already voted on is a conflict.
+    /// harmless; a different choice for an assignment already voted on is a conflict. Returns only
+    /// once the vote is committed.
     pub async fn record_vote(&self, vote: &VoteToRecord) -> StoreResult<VoteOutcome> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query("SELECT id, issued_ms FROM assignments WHERE public_id = $1 AND rater_id = $2")
-            .bind(&vote.assignment_public_id)
-            .bind(vote.rater_id)
-            .fetch_optional(&mut *tx.tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound("no such assignment for this rater".into()))?;
-        let assignment_id: i64 = row.try_get("id")?;
-        let issued_ms: i64 = row.try_get("issued_ms")?;
-        if let Some(existing) = sqlx::query("SELECT id, choice FROM votes WHERE assignment_id = $1")
-            .bind(assignment_id)
-            .fetch_optional(&mut *tx.tx)
-            .await?
-        {
-            let choice: String = existing.try_get("choice")?;
-            let vote_id: i64 = existing.try_get("id")?;
-            return if db_choice(&choice)? == vote.choice {
-                Ok(VoteOutcome::AlreadyRecorded { vote_id })
-            } else {
-                Err(StoreError::Conflict(format!(
-                    "this comparison was already answered with {choice:?}; a vote cannot be changed"
-                )))
-            };
+        match &self.group_writer {
+            Some(writer) => writer.submit(WriteOp::Vote(vote.clone())).await.map(|done| match done {
+                WriteDone::Voted(outcome) => outcome,
+                WriteDone::Assigned(_) => unreachable!("a vote answers with a vote"),
+            }),
+            None => {
+                let mut tx = self.begin_write().await?;
+                let outcome = record_vote_in(&mut tx.tx, vote).await?;
+                tx.commit().await?;
+                Ok(outcome)
+            }
         }
-        let now = now_ms();
-        let vote_id: i64 = sqlx::query(
-            "INSERT INTO votes (assignment_id, choice, source_guess, source_confidence, rationale, time_on_page_ms, created_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-        )
-        .bind(assignment_id)
-        .bind(vote.choice.as_str())
-        .bind(vote.source_guess.clone())
-        .bind(vote.source_confidence)
-        .bind(vote.rationale.clone())
-        .bind(now - issued_ms)
-        .bind(now)
-        .fetch_one(&mut *tx.tx)
-        .await?
-        .try_get("id")?;
-        sqlx::query("UPDATE assignments SET state = $1 WHERE id = $2")
-            .bind(if vote.reveal { "voted" } else { "done" })
-            .bind(assignment_id)
-            .execute(&mut *tx.tx)
-            .await?;
-        tx.commit().await?;
-        Ok(VoteOutcome::Recorded { vote_id })
     }
 
     /// The public ids of the study's assignments that have a vote.
@@ -749,6 +689,190 @@ impl Store {
         let models = self.models(study_id).await?;
         let tallies = self.vote_tallies(study_id).await?;
         Ok(crate::domain::model_results(&models, &tallies))
+    }
+}
+
+/// Records an assignment before it is shown. Returns `None` if the rater was given this prompt
+/// concurrently (the caller shows that one instead).
+async fn insert_assignment_in(conn: &mut AnyConnection, new: &NewAssignment) -> StoreResult<Option<String>> {
+    let public_id = random_hex(16);
+    let (low, high) = {
+        let (a, b) = (new.left_response.1, new.right_response.1);
+        (a.min(b), a.max(b))
+    };
+    let taken = sqlx::query("SELECT 1 AS x FROM assignments WHERE rater_id = $1 AND prompt_id = $2")
+        .bind(new.rater_id)
+        .bind(new.prompt_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if taken.is_some() {
+        return Ok(None);
+    }
+    sqlx::query(
+        "INSERT INTO assignments (public_id, rater_id, prompt_id, left_response_id, right_response_id, \
+         model_low, model_high, kind, issued_ms, state) VALUES ($1, $2, $3, $4, $5, $6, $7, 'regular', $8, 'issued')",
+    )
+    .bind(&public_id)
+    .bind(new.rater_id)
+    .bind(new.prompt_id)
+    .bind(new.left_response.0)
+    .bind(new.right_response.0)
+    .bind(low)
+    .bind(high)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE prompts SET times_assigned = times_assigned + 1 WHERE id = $1")
+        .bind(new.prompt_id)
+        .execute(&mut *conn)
+        .await?;
+    let updated = sqlx::query(
+        "UPDATE pair_counts SET shown = shown + 1 WHERE study_id = $1 AND model_low = $2 AND model_high = $3",
+    )
+    .bind(new.study_id)
+    .bind(low)
+    .bind(high)
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() == 0 {
+        sqlx::query("INSERT INTO pair_counts (study_id, model_low, model_high, shown) VALUES ($1, $2, $3, 1)")
+            .bind(new.study_id)
+            .bind(low)
+            .bind(high)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(Some(public_id))
+}
+
+/// Records a vote for an assignment issued to this rater. A repeat of the same choice is
+/// harmless; a different choice for an assignment already voted on is a conflict.
+async fn record_vote_in(conn: &mut AnyConnection, vote: &VoteToRecord) -> StoreResult<VoteOutcome> {
+    let row = sqlx::query("SELECT id, issued_ms FROM assignments WHERE public_id = $1 AND rater_id = $2")
+        .bind(&vote.assignment_public_id)
+        .bind(vote.rater_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound("no such assignment for this rater".into()))?;
+    let assignment_id: i64 = row.try_get("id")?;
+    let issued_ms: i64 = row.try_get("issued_ms")?;
+    if let Some(existing) = sqlx::query("SELECT id, choice FROM votes WHERE assignment_id = $1")
+        .bind(assignment_id)
+        .fetch_optional(&mut *conn)
+        .await?
+    {
+        let choice: String = existing.try_get("choice")?;
+        let vote_id: i64 = existing.try_get("id")?;
+        return if db_choice(&choice)? == vote.choice {
+            Ok(VoteOutcome::AlreadyRecorded { vote_id })
+        } else {
+            Err(StoreError::Conflict(format!(
+                "this comparison was already answered with {choice:?}; a vote cannot be changed"
+            )))
+        };
+    }
+    let now = now_ms();
+    let vote_id: i64 = sqlx::query(
+        "INSERT INTO votes (assignment_id, choice, source_guess, source_confidence, rationale, time_on_page_ms, created_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(assignment_id)
+    .bind(vote.choice.as_str())
+    .bind(vote.source_guess.clone())
+    .bind(vote.source_confidence)
+    .bind(vote.rationale.clone())
+    .bind(now - issued_ms)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get("id")?;
+    sqlx::query("UPDATE assignments SET state = $1 WHERE id = $2")
+        .bind(if vote.reveal { "voted" } else { "done" })
+        .bind(assignment_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(VoteOutcome::Recorded { vote_id })
+}
+
+
+// ----- group commit (SQLite) -----
+
+/// A write that goes through the group-commit writer.
+enum WriteOp {
+    Assign(NewAssignment),
+    Vote(VoteToRecord),
+}
+
+enum WriteDone {
+    Assigned(Option<String>),
+    Voted(VoteOutcome),
+}
+
+type Reply = tokio::sync::oneshot::Sender<StoreResult<WriteDone>>;
+
+/// On SQLite, the hot writes (assignments and votes) are queued to one task that commits whatever has
+/// queued up as one transaction: one fsync for many writes, and no lock hand-offs between requests.
+/// Each caller is answered only after that transaction committed. A write that is refused (not
+/// found, conflict) is detected by reads before it writes anything, so it never spoils the batch; an
+/// unexpected database error fails every write of the batch, none of which is then acknowledged.
+#[derive(Clone)]
+struct GroupWriter {
+    queue: tokio::sync::mpsc::Sender<(WriteOp, Reply)>,
+}
+
+/// Most writes one transaction takes.
+const GROUP_COMMIT_MAX: usize = 512;
+
+impl GroupWriter {
+    fn start(pool: AnyPool, write_lock: Arc<Mutex<()>>) -> GroupWriter {
+        let (queue, mut receiver) = tokio::sync::mpsc::channel::<(WriteOp, Reply)>(4096);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
+            while receiver.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
+                let _guard = write_lock.lock().await;
+                let results = Self::commit_batch(&pool, &batch).await;
+                match results {
+                    Ok(results) => {
+                        for ((_, reply), result) in batch.drain(..).zip(results) {
+                            let _ = reply.send(result);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, writes = batch.len(), "group commit failed");
+                        for (_, reply) in batch.drain(..) {
+                            let _ = reply.send(Err(StoreError::Database(sqlx::Error::Protocol(
+                                "the transaction of this write failed".into(),
+                            ))));
+                        }
+                    }
+                }
+            }
+        });
+        GroupWriter { queue }
+    }
+
+    async fn commit_batch(pool: &AnyPool, batch: &[(WriteOp, Reply)]) -> Result<Vec<StoreResult<WriteDone>>, StoreError> {
+        let mut tx = pool.begin().await?;
+        let mut results = Vec::with_capacity(batch.len());
+        for (op, _) in batch {
+            let result = match op {
+                WriteOp::Assign(new) => insert_assignment_in(&mut tx, new).await.map(WriteDone::Assigned),
+                WriteOp::Vote(vote) => record_vote_in(&mut tx, vote).await.map(WriteDone::Voted),
+            };
+            match result {
+                Err(StoreError::Database(error)) => return Err(StoreError::Database(error)),
+                other => results.push(other),
+            }
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    async fn submit(&self, op: WriteOp) -> StoreResult<WriteDone> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let closed = || StoreError::Database(sqlx::Error::PoolClosed);
+        self.queue.send((op, reply)).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
     }
 }
 
