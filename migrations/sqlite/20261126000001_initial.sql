@@ -76,6 +76,8 @@ CREATE TABLE assignments (
 -- A rater sees a prompt at most once; imported votes (kind 'imported') may hold several pairs of one
 -- prompt by one annotator, as OpenAssistant's rankings do.
 CREATE UNIQUE INDEX assignments_once ON assignments (rater_id, prompt_id) WHERE kind <> 'imported';
+-- The partial index above serves only queries that say `kind <> 'imported'`; lookups by rater use this.
+CREATE INDEX assignments_rater ON assignments (rater_id, prompt_id);
 CREATE INDEX assignments_pair ON assignments (model_low, model_high);
 
 CREATE TABLE votes (
