@@ -12,7 +12,10 @@ use crate::wire::*;
 pub fn AdminHome() -> impl IntoView {
     let login = ServerAction::<AdminLogin>::new();
     let create = ServerAction::<CreateStudy>::new();
-    let studies = Resource::new(move || (login.version().get(), create.version().get()), |_| admin_studies());
+    let studies = Resource::new(
+        move || (login.version().get(), create.version().get()),
+        |_| admin_studies(),
+    );
     view! {
         <h1>"Moat admin"</h1>
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
@@ -86,7 +89,10 @@ pub fn AdminStudy() -> impl IntoView {
     let query = use_query_map();
     let slug = move || params.read().get("slug").unwrap_or_default();
     let status_action = ServerAction::<SetStudyStatus>::new();
-    let report = Resource::new(move || (slug(), status_action.version().get()), |(slug, _)| get_study_report(slug));
+    let report = Resource::new(
+        move || (slug(), status_action.version().get()),
+        |(slug, _)| get_study_report(slug),
+    );
     let notice = move || query.read().get("notice");
     let import_error = move || query.read().get("error");
     view! {
@@ -109,7 +115,10 @@ pub fn AdminStudy() -> impl IntoView {
 }
 
 #[component]
-fn StudyReportView(report: StudyReport, status_action: ServerAction<SetStudyStatus>) -> impl IntoView {
+fn StudyReportView(
+    report: StudyReport,
+    status_action: ServerAction<SetStudyStatus>,
+) -> impl IntoView {
     let slug = report.summary.slug.clone();
     let status_buttons = ["open", "closed", "draft"]
         .into_iter()
@@ -155,7 +164,10 @@ fn StudyReportView(report: StudyReport, status_action: ServerAction<SetStudyStat
             }
         })
         .collect_view();
-    let link = format!("/s/{}?{}=", report.summary.slug, report.settings.participant_param);
+    let link = format!(
+        "/s/{}?{}=",
+        report.summary.slug, report.settings.participant_param
+    );
     let seconds = report
         .median_seconds_per_vote
         .map(|s| format!("{s:.1} s median per vote"))

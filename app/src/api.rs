@@ -21,7 +21,8 @@ pub mod ssr {
     use crate::backend::{BackendError, SharedBackend};
 
     pub fn backend() -> Result<SharedBackend, ServerFnError> {
-        use_context::<SharedBackend>().ok_or_else(|| ServerFnError::new("server misconfigured: no backend"))
+        use_context::<SharedBackend>()
+            .ok_or_else(|| ServerFnError::new("server misconfigured: no backend"))
     }
 
     /// The value of a request cookie.
@@ -62,13 +63,17 @@ pub mod ssr {
         let backend = backend()?;
         let token = cookie(super::ADMIN_COOKIE).await.unwrap_or_default();
         if token.is_empty() || !backend.admin_authorized(&token).await {
-            return Err(fail(BackendError::Unauthorized("admin login required".into())));
+            return Err(fail(BackendError::Unauthorized(
+                "admin login required".into(),
+            )));
         }
         Ok(backend)
     }
 
     pub async fn rater_token(slug: &str) -> Option<String> {
-        cookie(&super::rater_cookie(slug)).await.filter(|token| !token.is_empty())
+        cookie(&super::rater_cookie(slug))
+            .await
+            .filter(|token| !token.is_empty())
     }
 }
 
@@ -76,14 +81,20 @@ pub mod ssr {
 pub async fn get_study_entry(slug: String) -> Result<StudyEntry, ServerFnError> {
     let backend = ssr::backend()?;
     let token = ssr::rater_token(&slug).await;
-    backend.study_entry(&slug, token.as_deref()).await.map_err(ssr::fail)
+    backend
+        .study_entry(&slug, token.as_deref())
+        .await
+        .map_err(ssr::fail)
 }
 
 #[server(prefix = "/rpc", endpoint = "consent")]
 pub async fn consent(slug: String, participant: Option<String>) -> Result<(), ServerFnError> {
     let backend = ssr::backend()?;
     let participant = participant.filter(|p| !p.trim().is_empty());
-    let token = backend.consent(&slug, participant.as_deref()).await.map_err(ssr::fail)?;
+    let token = backend
+        .consent(&slug, participant.as_deref())
+        .await
+        .map_err(ssr::fail)?;
     ssr::set_cookie(&rater_cookie(&slug), &token, 60 * 60 * 24 * 30);
     leptos_axum::redirect(&format!("/s/{slug}/compare"));
     Ok(())
@@ -113,7 +124,13 @@ pub async fn vote(
             "no rater session for this study; open the study link first".into(),
         ))
     })?;
-    let input = VoteInput { assignment, choice, source_guess, source_confidence, rationale };
+    let input = VoteInput {
+        assignment,
+        choice,
+        source_guess,
+        source_confidence,
+        rationale,
+    };
     backend.vote(&slug, &token, input).await.map_err(ssr::fail)
 }
 
@@ -121,14 +138,19 @@ pub async fn vote(
 pub async fn continue_after_reveal(slug: String) -> Result<(), ServerFnError> {
     let backend = ssr::backend()?;
     let token = ssr::rater_token(&slug).await.unwrap_or_default();
-    backend.continue_after_reveal(&slug, &token).await.map_err(ssr::fail)
+    backend
+        .continue_after_reveal(&slug, &token)
+        .await
+        .map_err(ssr::fail)
 }
 
 #[server(prefix = "/rpc", endpoint = "admin_login")]
 pub async fn admin_login(token: String) -> Result<(), ServerFnError> {
     let backend = ssr::backend()?;
     if !backend.admin_authorized(token.trim()).await {
-        return Err(ssr::fail(crate::backend::BackendError::Unauthorized("wrong admin token".into())));
+        return Err(ssr::fail(crate::backend::BackendError::Unauthorized(
+            "wrong admin token".into(),
+        )));
     }
     ssr::set_cookie(ADMIN_COOKIE, token.trim(), 60 * 60 * 12);
     leptos_axum::redirect("/admin");
@@ -177,7 +199,12 @@ pub async fn create_study(
     if let Some(param) = participant_param.filter(|s| !s.trim().is_empty()) {
         settings.participant_param = param.trim().to_string();
     }
-    let study = NewStudy { slug: slug.clone(), title, instructions, settings };
+    let study = NewStudy {
+        slug: slug.clone(),
+        title,
+        instructions,
+        settings,
+    };
     backend.create_study(study).await.map_err(ssr::fail)?;
     leptos_axum::redirect(&format!("/admin/studies/{slug}"));
     Ok(())
@@ -186,7 +213,10 @@ pub async fn create_study(
 #[server(prefix = "/rpc", endpoint = "set_study_status")]
 pub async fn set_study_status(slug: String, status: String) -> Result<(), ServerFnError> {
     let backend = ssr::require_admin().await?;
-    backend.set_study_status(&slug, &status).await.map_err(ssr::fail)
+    backend
+        .set_study_status(&slug, &status)
+        .await
+        .map_err(ssr::fail)
 }
 
 #[server(prefix = "/rpc", endpoint = "study_report")]

@@ -46,12 +46,25 @@ impl std::error::Error for BackendError {}
 
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
-    async fn study_entry(&self, slug: &str, rater_token: Option<&str>) -> Result<StudyEntry, BackendError>;
+    async fn study_entry(
+        &self,
+        slug: &str,
+        rater_token: Option<&str>,
+    ) -> Result<StudyEntry, BackendError>;
     /// Records consent and returns the rater's secret token (for the cookie).
     async fn consent(&self, slug: &str, participant: Option<&str>) -> Result<String, BackendError>;
     async fn rater_view(&self, slug: &str, rater_token: &str) -> Result<RaterView, BackendError>;
-    async fn vote(&self, slug: &str, rater_token: &str, vote: VoteInput) -> Result<(), BackendError>;
-    async fn continue_after_reveal(&self, slug: &str, rater_token: &str) -> Result<(), BackendError>;
+    async fn vote(
+        &self,
+        slug: &str,
+        rater_token: &str,
+        vote: VoteInput,
+    ) -> Result<(), BackendError>;
+    async fn continue_after_reveal(
+        &self,
+        slug: &str,
+        rater_token: &str,
+    ) -> Result<(), BackendError>;
 
     async fn admin_authorized(&self, token: &str) -> bool;
     async fn list_studies(&self) -> Result<Vec<StudySummary>, BackendError>;

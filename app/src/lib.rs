@@ -76,5 +76,7 @@ fn Home() -> impl IntoView {
 /// Renders a server-function error for a person: its message without the transport prefix.
 pub fn error_text(error: &leptos::server_fn::ServerFnError) -> String {
     let text = error.to_string();
-    text.strip_prefix("error running server function: ").unwrap_or(&text).to_string()
+    text.strip_prefix("error running server function: ")
+        .unwrap_or(&text)
+        .to_string()
 }

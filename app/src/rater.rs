@@ -59,7 +59,13 @@ pub fn ComparePage() -> impl IntoView {
     let vote_action = ServerAction::<Vote>::new();
     let next_action = ServerAction::<ContinueAfterReveal>::new();
     let current = Resource::new(
-        move || (slug(), vote_action.version().get(), next_action.version().get()),
+        move || {
+            (
+                slug(),
+                vote_action.version().get(),
+                next_action.version().get(),
+            )
+        },
         |(slug, _, _)| get_rater_view(slug),
     );
     view! {
@@ -97,7 +103,11 @@ const CHOICES: [(&str, &str, &str); 4] = [
 ];
 
 #[component]
-fn CompareForm(slug: String, comparison: Comparison, vote_action: ServerAction<Vote>) -> impl IntoView {
+fn CompareForm(
+    slug: String,
+    comparison: Comparison,
+    vote_action: ServerAction<Vote>,
+) -> impl IntoView {
     let form_ref = NodeRef::<leptos::html::Form>::new();
     let assignment = comparison.assignment.clone();
     let submit_slug = slug.clone();
@@ -112,7 +122,9 @@ fn CompareForm(slug: String, comparison: Comparison, vote_action: ServerAction<V
             {
                 let form = form_ref.get_untracked()?;
                 let data = web_sys::FormData::new_with_form(&form).ok()?;
-                data.get(_name).as_string().filter(|value| !value.is_empty())
+                data.get(_name)
+                    .as_string()
+                    .filter(|value| !value.is_empty())
             }
             #[cfg(not(feature = "hydrate"))]
             {
@@ -141,7 +153,9 @@ fn CompareForm(slug: String, comparison: Comparison, vote_action: ServerAction<V
             let typing = event
                 .target()
                 .and_then(|target| target.dyn_into::<web_sys::Element>().ok())
-                .map(|element| matches!(element.tag_name().as_str(), "INPUT" | "TEXTAREA" | "SELECT"))
+                .map(|element| {
+                    matches!(element.tag_name().as_str(), "INPUT" | "TEXTAREA" | "SELECT")
+                })
                 .unwrap_or(false);
             if typing {
                 return;
@@ -163,7 +177,11 @@ fn CompareForm(slug: String, comparison: Comparison, vote_action: ServerAction<V
         .turns
         .iter()
         .map(|turn| {
-            let label = if turn.role == "user" { "User".to_string() } else { turn.role.clone() };
+            let label = if turn.role == "user" {
+                "User".to_string()
+            } else {
+                turn.role.clone()
+            };
             view! {
                 <div class=format!("turn turn-{}", turn.role)>
                     <div class="role">{label}</div>
@@ -245,7 +263,11 @@ fn CompareForm(slug: String, comparison: Comparison, vote_action: ServerAction<V
 }
 
 #[component]
-fn RevealPanel(slug: String, reveal: Reveal, next_action: ServerAction<ContinueAfterReveal>) -> impl IntoView {
+fn RevealPanel(
+    slug: String,
+    reveal: Reveal,
+    next_action: ServerAction<ContinueAfterReveal>,
+) -> impl IntoView {
     let verdict = match reveal.choice.as_str() {
         "left" => "You preferred Response A.",
         "right" => "You preferred Response B.",

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use moat_exports::{Choice, Openness, VoteRecord};
 use moat_stats::{
-    agreement, bias, distinguishability, leaderboard, parity, style_features, Agreement, AgreementOptions, Battle,
-    BattleStyle, Bias, Distinguishability, DistinguishabilityOptions, IdentificationGuess, Leaderboard,
-    LeaderboardOptions, Outcome, Parity, ParityOptions, PositionChoice, PositionVote, Side,
+    agreement, bias, distinguishability, leaderboard, parity, style_features, Agreement,
+    AgreementOptions, Battle, BattleStyle, Bias, Distinguishability, DistinguishabilityOptions,
+    IdentificationGuess, Leaderboard, LeaderboardOptions, Outcome, Parity, ParityOptions,
+    PositionChoice, PositionVote, Side,
 };
 use serde::Serialize;
 
@@ -54,7 +55,8 @@ pub fn analyse(study: &str, records: &[VoteRecord], options: &LeaderboardOptions
         openness.insert(&r.left_model, r.left_openness);
         openness.insert(&r.right_model, r.right_openness);
     }
-    let both_groups = openness.values().any(|o| *o == Openness::Open) && openness.values().any(|o| *o == Openness::Closed);
+    let both_groups = openness.values().any(|o| *o == Openness::Open)
+        && openness.values().any(|o| *o == Openness::Closed);
     let parity_open_vs_closed = both_groups.then(|| {
         parity(
             &battles,
@@ -91,10 +93,15 @@ pub fn analyse(study: &str, records: &[VoteRecord], options: &LeaderboardOptions
             })
         })
         .collect();
-    let distinguishability = (!guesses.is_empty()).then(|| distinguishability(&guesses, &DistinguishabilityOptions {
-        seed: options.seed,
-        ..Default::default()
-    }));
+    let distinguishability = (!guesses.is_empty()).then(|| {
+        distinguishability(
+            &guesses,
+            &DistinguishabilityOptions {
+                seed: options.seed,
+                ..Default::default()
+            },
+        )
+    });
 
     let positions: Vec<PositionVote> = records
         .iter()
@@ -124,10 +131,19 @@ pub fn analyse(study: &str, records: &[VoteRecord], options: &LeaderboardOptions
             Some((winner, ..)) => winner.to_string(),
             None => r.choice.as_str().to_string(),
         };
-        items.entry((r.prompt_id.clone(), a, b)).or_default().push(label);
+        items
+            .entry((r.prompt_id.clone(), a, b))
+            .or_default()
+            .push(label);
     }
     let items: Vec<Vec<String>> = items.into_values().collect();
-    let agreement = agreement(&items, &AgreementOptions { seed: options.seed, ..Default::default() });
+    let agreement = agreement(
+        &items,
+        &AgreementOptions {
+            seed: options.seed,
+            ..Default::default()
+        },
+    );
 
     StudyAnalysis {
         study: study.to_string(),
@@ -154,7 +170,10 @@ pub fn page_view(
         .map(|m| LeaderboardRow {
             rank_upper_bound: m.rank_upper_bound as u32,
             model: m.model.clone(),
-            openness: openness.get(&m.model).map(|o| o.as_str().to_string()).unwrap_or_default(),
+            openness: openness
+                .get(&m.model)
+                .map(|o| o.as_str().to_string())
+                .unwrap_or_default(),
             rating: m.rating,
             lower: m.ci.map(|ci| ci.lower),
             upper: m.ci.map(|ci| ci.upper),
@@ -165,20 +184,33 @@ pub fn page_view(
         .collect();
     let mut sections = Vec::new();
     if let Some(parity) = &analysis.parity_open_vs_closed {
-        sections.push(ResultSection { title: "Parity: open-weights vs closed API models".into(), text: parity.summary.clone() });
+        sections.push(ResultSection {
+            title: "Parity: open-weights vs closed API models".into(),
+            text: parity.summary.clone(),
+        });
     }
     match &analysis.distinguishability {
         Some(d) => sections.push(ResultSection {
             title: "Can raters tell which response is from the closed model?".into(),
-            text: std::iter::once(d.overall.summary.clone()).chain(d.pairs.iter().map(|p| p.summary.clone())).collect::<Vec<_>>().join(" "),
+            text: std::iter::once(d.overall.summary.clone())
+                .chain(d.pairs.iter().map(|p| p.summary.clone()))
+                .collect::<Vec<_>>()
+                .join(" "),
         }),
         None => sections.push(ResultSection {
             title: "Can raters tell which response is from the closed model?".into(),
-            text: "No identification answers yet (turn on the question in the study settings).".into(),
+            text: "No identification answers yet (turn on the question in the study settings)."
+                .into(),
         }),
     }
-    sections.push(ResultSection { title: "Position and length bias".into(), text: analysis.bias.summary.clone() });
-    sections.push(ResultSection { title: "Agreement between raters".into(), text: analysis.agreement.summary.clone() });
+    sections.push(ResultSection {
+        title: "Position and length bias".into(),
+        text: analysis.bias.summary.clone(),
+    });
+    sections.push(ResultSection {
+        title: "Agreement between raters".into(),
+        text: analysis.agreement.summary.clone(),
+    });
     LeaderboardView {
         slug: slug.to_string(),
         title: title.to_string(),
@@ -193,7 +225,9 @@ pub fn page_view(
 
 /// The decided votes as training pairs (ties and both-bad votes carry no preference), and how many
 /// were skipped.
-pub fn preference_pairs(records: &[VoteRecord]) -> (Vec<moat_exports::pairs::PreferencePair>, usize) {
+pub fn preference_pairs(
+    records: &[VoteRecord],
+) -> (Vec<moat_exports::pairs::PreferencePair>, usize) {
     let mut skipped = 0;
     let pairs = records
         .iter()

@@ -14,8 +14,15 @@ use crate::store::CandidatePrompt;
 /// (prompt id, left (response id, model id), right (response id, model id)).
 pub type Pick = (i64, (i64, i64), (i64, i64));
 
-pub fn choose(candidates: &[CandidatePrompt], pair_counts: &HashMap<(i64, i64), i64>, rng: &mut impl Rng) -> Option<Pick> {
-    let mut options: Vec<(i64, i64, i64, (i64, i64), (i64, i64))> = Vec::new();
+/// (times the pair was shown, times the prompt was assigned, prompt id, first, second response).
+type CandidatePair = (i64, i64, i64, (i64, i64), (i64, i64));
+
+pub fn choose(
+    candidates: &[CandidatePrompt],
+    pair_counts: &HashMap<(i64, i64), i64>,
+    rng: &mut impl Rng,
+) -> Option<Pick> {
+    let mut options: Vec<CandidatePair> = Vec::new();
     for prompt in candidates {
         for (i, &first) in prompt.responses.iter().enumerate() {
             for &second in &prompt.responses[i + 1..] {
@@ -24,7 +31,13 @@ pub fn choose(candidates: &[CandidatePrompt], pair_counts: &HashMap<(i64, i64), 
                 }
                 let key = (first.1.min(second.1), first.1.max(second.1));
                 let shown = pair_counts.get(&key).copied().unwrap_or(0);
-                options.push((shown, prompt.times_assigned, prompt.prompt_id, first, second));
+                options.push((
+                    shown,
+                    prompt.times_assigned,
+                    prompt.prompt_id,
+                    first,
+                    second,
+                ));
             }
         }
     }
@@ -32,7 +45,11 @@ pub fn choose(candidates: &[CandidatePrompt], pair_counts: &HashMap<(i64, i64), 
     options.shuffle(rng);
     options.sort_by_key(|&(shown, times, ..)| (shown, times));
     let &(_, _, prompt_id, first, second) = options.first()?;
-    Some(if rng.gen_bool(0.5) { (prompt_id, first, second) } else { (prompt_id, second, first) })
+    Some(if rng.gen_bool(0.5) {
+        (prompt_id, first, second)
+    } else {
+        (prompt_id, second, first)
+    })
 }
 
 #[cfg(test)]
@@ -59,10 +76,20 @@ mod tests {
             if left.1 < right.1 {
                 left_first += 1;
             }
-            *counts.entry((left.1.min(right.1), left.1.max(right.1))).or_default() += 1;
+            *counts
+                .entry((left.1.min(right.1), left.1.max(right.1)))
+                .or_default() += 1;
         }
         // Three pairs, 300 showings: the least-shown rule keeps them exactly level.
-        assert_eq!(counts.values().copied().collect::<Vec<_>>().iter().sum::<i64>(), 300);
+        assert_eq!(
+            counts
+                .values()
+                .copied()
+                .collect::<Vec<_>>()
+                .iter()
+                .sum::<i64>(),
+            300
+        );
         assert!(counts.values().all(|&n| n == 100), "{counts:?}");
         // Sides are a fair coin: 300 flips stay within 150 ± 45 except with vanishing probability.
         assert!((105..=195).contains(&left_first), "{left_first}");

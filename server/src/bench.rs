@@ -73,8 +73,15 @@ fn study_file(prompts: usize) -> String {
     .to_string()];
     let filler = "The quick brown fox jumps over the lazy dog. ".repeat(12);
     for i in 0..prompts {
-        let responses: serde_json::Map<String, serde_json::Value> =
-            models.iter().map(|m| (m.to_string(), serde_json::json!(format!("{m} answers {i}. {filler}")))).collect();
+        let responses: serde_json::Map<String, serde_json::Value> = models
+            .iter()
+            .map(|m| {
+                (
+                    m.to_string(),
+                    serde_json::json!(format!("{m} answers {i}. {filler}")),
+                )
+            })
+            .collect();
         lines.push(serde_json::json!({ "id": format!("b{i}"), "prompt": format!("Benchmark prompt {i}: {filler}"), "responses": responses }).to_string());
     }
     lines.join("\n") + "\n"
@@ -82,11 +89,19 @@ fn study_file(prompts: usize) -> String {
 
 pub async fn run(args: VoteBenchArgs) -> anyhow::Result<VoteBenchReport> {
     let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let base = format!("http://127.0.0.1:{port}");
     let token = crate::domain::random_hex(16);
     let mut server = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["--data-dir", &dir.path().to_string_lossy(), "serve", "--addr", &format!("127.0.0.1:{port}")])
+        .args([
+            "--data-dir",
+            &dir.path().to_string_lossy(),
+            "serve",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+        ])
         .args(["--site-root", "/nonexistent-site"])
         .env("MOAT_ADMIN_TOKEN", &token)
         .env_remove("DATABASE_URL")
@@ -112,7 +127,11 @@ pub async fn run(args: VoteBenchArgs) -> anyhow::Result<VoteBenchReport> {
         .send()
         .await?
         .error_for_status()?;
-    admin(http.post(format!("{base}/api/v1/studies/bench/import"))).body(study_file(args.prompts)).send().await?.error_for_status()?;
+    admin(http.post(format!("{base}/api/v1/studies/bench/import")))
+        .body(study_file(args.prompts))
+        .send()
+        .await?
+        .error_for_status()?;
     admin(http.post(format!("{base}/api/v1/studies/bench/status")))
         .json(&serde_json::json!({ "status": "open" }))
         .send()
@@ -129,7 +148,9 @@ pub async fn run(args: VoteBenchArgs) -> anyhow::Result<VoteBenchReport> {
             let mut vote_ms = Vec::new();
             let mut cycle_ms = Vec::new();
             let mut errors = 0usize;
-            let Ok(rater) = RaterClient::join(&base, "bench", None).await else { return (vote_ms, cycle_ms, 1) };
+            let Ok(rater) = RaterClient::join(&base, "bench", None).await else {
+                return (vote_ms, cycle_ms, 1);
+            };
             while !stop.load(Ordering::Relaxed) {
                 let cycle = Instant::now();
                 let comparison = match rater.next_comparison().await {
@@ -183,10 +204,22 @@ pub async fn run(args: VoteBenchArgs) -> anyhow::Result<VoteBenchReport> {
 
 impl std::fmt::Display for VoteBenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "raters {}  duration {:.1} s  acknowledged votes {}  errors {}", self.raters, self.seconds, self.votes, self.errors)?;
+        writeln!(
+            f,
+            "raters {}  duration {:.1} s  acknowledged votes {}  errors {}",
+            self.raters, self.seconds, self.votes, self.errors
+        )?;
         writeln!(f, "votes/s {:.0}", self.votes_per_second)?;
-        writeln!(f, "vote latency p50 {:.2} ms  p99 {:.2} ms", self.vote_p50_ms, self.vote_p99_ms)?;
-        writeln!(f, "cycle (next comparison + vote) p50 {:.2} ms  p99 {:.2} ms", self.cycle_p50_ms, self.cycle_p99_ms)?;
+        writeln!(
+            f,
+            "vote latency p50 {:.2} ms  p99 {:.2} ms",
+            self.vote_p50_ms, self.vote_p99_ms
+        )?;
+        writeln!(
+            f,
+            "cycle (next comparison + vote) p50 {:.2} ms  p99 {:.2} ms",
+            self.cycle_p50_ms, self.cycle_p99_ms
+        )?;
         write!(f, "server peak RSS {:.0} MB", self.server_peak_rss_mb)
     }
 }

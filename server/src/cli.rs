@@ -12,7 +12,11 @@ use crate::store::Store;
 use crate::{Application, Secret, ServeConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "moat", version, about = "Blind human-preference studies of language models")]
+#[command(
+    name = "moat",
+    version,
+    about = "Blind human-preference studies of language models"
+)]
 pub struct Cli {
     /// Database URL: sqlite://PATH or postgres://USER@HOST/DB. Default: a SQLite file in the data directory.
     #[arg(long, global = true, env = "DATABASE_URL")]
@@ -24,6 +28,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process, so the size of the largest variant (the trainer's options) does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the rater and admin web app and the JSON API.
@@ -131,6 +137,15 @@ pub struct ExportArgs {
     /// Seed of the split's prompt hash.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// One row per item (prompt and model pair) by majority vote instead of one per vote.
+    #[arg(long)]
+    pub majority: bool,
+    /// With --majority: leave out items where fewer than this share of votes agree (e.g. 0.67).
+    #[arg(long, requires = "majority")]
+    pub min_agreement: Option<f64>,
+    /// Keep the votes of raters marked excluded (left out by default).
+    #[arg(long)]
+    pub include_excluded_raters: bool,
     /// Also write a Hugging Face dataset card (README.md) beside the data.
     #[arg(long)]
     pub card: bool,
@@ -144,11 +159,18 @@ pub enum BenchCommand {
 
 impl Cli {
     pub fn database_url(&self) -> anyhow::Result<String> {
-        if let Some(url) = self.database_url.as_ref().filter(|url| !url.trim().is_empty()) {
+        if let Some(url) = self
+            .database_url
+            .as_ref()
+            .filter(|url| !url.trim().is_empty())
+        {
             return Ok(url.clone());
         }
         std::fs::create_dir_all(&self.data_dir)?;
-        Ok(format!("sqlite://{}", self.data_dir.join("moat.db").display()))
+        Ok(format!(
+            "sqlite://{}",
+            self.data_dir.join("moat.db").display()
+        ))
     }
 }
 
@@ -156,11 +178,15 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -173,7 +199,12 @@ pub fn main() -> ExitCode {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let database_url = cli.database_url()?;
     match cli.command {
-        Command::Serve { addr, demo, site_root, admin_token } => {
+        Command::Serve {
+            addr,
+            demo,
+            site_root,
+            admin_token,
+        } => {
             if !site_root.join("pkg").join("moat.js").exists() {
                 tracing::warn!(
                     "{} has no pkg/moat.js: pages work as plain HTML forms, without hydration; run scripts/build.sh",
@@ -190,12 +221,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await?;
             println!("Moat is listening on http://{}", app.addr);
             if demo {
-                println!("Demo study: http://{}/s/{}   Admin: http://{}/admin", app.addr, crate::DEMO_SLUG, app.addr);
+                println!(
+                    "Demo study: http://{}/s/{}   Admin: http://{}/admin",
+                    app.addr,
+                    crate::DEMO_SLUG,
+                    app.addr
+                );
             }
             app.run().await?;
             Ok(())
         }
-        Command::Import { file, study, format, models } => {
+        Command::Import {
+            file,
+            study,
+            format,
+            models,
+        } => {
             let slug = StudySlug::parse(&study).map_err(anyhow::Error::msg)?;
             let models = models
                 .iter()
@@ -209,7 +250,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 })?;
                 let report = crate::import::import_dataset(&store, &slug, format, &file, &models)
                     .await
-                    .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was imported", file.display()))?;
+                    .map_err(|e| {
+                        anyhow::anyhow!("{}: {e}; nothing was imported", file.display())
+                    })?;
                 println!("{report}");
                 store.close().await;
                 return Ok(());
@@ -224,8 +267,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
-        Command::Leaderboard { study, battles, json, csv, seed, rounds, davidson } => {
-            let mut options = moat_stats::LeaderboardOptions { seed, bootstrap_rounds: rounds, ..Default::default() };
+        Command::Leaderboard {
+            study,
+            battles,
+            json,
+            csv,
+            seed,
+            rounds,
+            davidson,
+        } => {
+            let mut options = moat_stats::LeaderboardOptions {
+                seed,
+                bootstrap_rounds: rounds,
+                ..Default::default()
+            };
             if davidson {
                 options.tie_model = moat_stats::TieModel::Davidson;
             }
@@ -246,7 +301,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let slug = study.expect("clap requires --study or --battles");
             let store = Store::connect(&database_url).await?;
             let backend = crate::web::AppBackend::new(store, String::new());
-            let (_, analysis) = backend.analysis(&slug, options).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (_, analysis) = backend
+                .analysis(&slug, options)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&analysis)?);
             } else if csv {
@@ -269,15 +327,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || moat_trainer::cli::run_train(args)).await??;
             Ok(())
         }
-        Command::Train { study: Some(slug), args } => {
+        Command::Train {
+            study: Some(slug),
+            args,
+        } => {
             let store = Store::connect(&database_url).await?;
             let backend = crate::web::AppBackend::new(store, String::new());
             let study = backend.store.study(&slug).await?;
             let records = backend.study_records(&study).await?;
             let (pairs, undecided) = crate::analysis::preference_pairs(&records);
-            println!("study {slug}: {} decided pairs; {undecided} ties and both-bad votes skipped", pairs.len());
+            println!(
+                "study {slug}: {} decided pairs; {undecided} ties and both-bad votes skipped",
+                pairs.len()
+            );
             backend.store.close().await;
-            tokio::task::spawn_blocking(move || moat_trainer::cli::run_train_on(args, pairs)).await??;
+            tokio::task::spawn_blocking(move || moat_trainer::cli::run_train_on(args, pairs))
+                .await??;
             Ok(())
         }
         Command::Score(args) => {

@@ -21,18 +21,31 @@ pub enum ClientError {
 
 impl RaterClient {
     /// Consents to the study (as participant `participant`, if given) and keeps the rater cookie.
-    pub async fn join(base: &str, slug: &str, participant: Option<&str>) -> Result<RaterClient, ClientError> {
+    pub async fn join(
+        base: &str,
+        slug: &str,
+        participant: Option<&str>,
+    ) -> Result<RaterClient, ClientError> {
         let http = reqwest::Client::builder()
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(60))
             .build()?;
-        let client = RaterClient { http, base: base.trim_end_matches('/').to_string(), slug: slug.to_string() };
+        let client = RaterClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            slug: slug.to_string(),
+        };
         let mut form = vec![("slug", slug.to_string())];
         if let Some(participant) = participant {
             form.push(("participant", participant.to_string()));
         }
-        let response = client.http.post(format!("{}/rpc/consent", client.base)).form(&form).send().await?;
+        let response = client
+            .http
+            .post(format!("{}/rpc/consent", client.base))
+            .form(&form)
+            .send()
+            .await?;
         client.check(response).await?;
         Ok(client)
     }
@@ -41,7 +54,10 @@ impl RaterClient {
         let status = response.status();
         let body = response.text().await?;
         if status.is_client_error() || status.is_server_error() {
-            return Err(ClientError::Status { status: status.as_u16(), body });
+            return Err(ClientError::Status {
+                status: status.as_u16(),
+                body,
+            });
         }
         Ok(body)
     }
@@ -60,7 +76,10 @@ impl RaterClient {
 
     pub async fn next(&self) -> Result<RaterView, ClientError> {
         let body = self.next_raw().await?;
-        serde_json::from_str(&body).map_err(|e| ClientError::Status { status: 200, body: format!("{e}: {body}") })
+        serde_json::from_str(&body).map_err(|e| ClientError::Status {
+            status: 200,
+            body: format!("{e}: {body}"),
+        })
     }
 
     /// The next comparison, or `None` when the rater is done (or the study is not open).
@@ -76,15 +95,26 @@ impl RaterClient {
             .http
             .post(format!("{}/rpc/vote", self.base))
             .header("Accept", "application/json")
-            .form(&[("slug", self.slug.as_str()), ("assignment", assignment), ("choice", choice)])
+            .form(&[
+                ("slug", self.slug.as_str()),
+                ("assignment", assignment),
+                ("choice", choice),
+            ])
             .send()
             .await?;
         self.check(response).await.map(|_| ())
     }
 
     /// GET a page with this rater's cookies (HTML as the browser receives it).
-    pub async fn page(&self, path: &str) -> Result<(reqwest::header::HeaderMap, String), ClientError> {
-        let response = self.http.get(format!("{}{}", self.base, path)).send().await?;
+    pub async fn page(
+        &self,
+        path: &str,
+    ) -> Result<(reqwest::header::HeaderMap, String), ClientError> {
+        let response = self
+            .http
+            .get(format!("{}{}", self.base, path))
+            .send()
+            .await?;
         let headers = response.headers().clone();
         Ok((headers, self.check(response).await?))
     }

@@ -34,7 +34,9 @@ impl StudySlug {
     pub fn parse(text: &str) -> Result<StudySlug, String> {
         let ok = !text.is_empty()
             && text.len() <= 63
-            && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !text.starts_with('-');
         if ok {
             Ok(StudySlug(text.to_string()))
@@ -97,7 +99,10 @@ pub fn model_results(models: &[ModelRow], tallies: &[VoteTally]) -> Vec<ModelRes
         let (Some(left), Some(right)) = (index(tally.left_model), index(tally.right_model)) else {
             continue;
         };
-        for (me, won, lost) in [(left, Choice::Left, Choice::Right), (right, Choice::Right, Choice::Left)] {
+        for (me, won, lost) in [
+            (left, Choice::Left, Choice::Right),
+            (right, Choice::Right, Choice::Left),
+        ] {
             let row = &mut results[me];
             row.votes += tally.count;
             match tally.choice {
@@ -110,10 +115,15 @@ pub fn model_results(models: &[ModelRow], tallies: &[VoteTally]) -> Vec<ModelRes
     }
     for row in &mut results {
         if row.votes > 0 {
-            row.win_rate = (row.wins as f64 + 0.5 * (row.ties + row.both_bad) as f64) / row.votes as f64;
+            row.win_rate =
+                (row.wins as f64 + 0.5 * (row.ties + row.both_bad) as f64) / row.votes as f64;
         }
     }
-    results.sort_by(|a, b| b.win_rate.total_cmp(&a.win_rate).then_with(|| a.model.cmp(&b.model)));
+    results.sort_by(|a, b| {
+        b.win_rate
+            .total_cmp(&a.win_rate)
+            .then_with(|| a.model.cmp(&b.model))
+    });
     results
 }
 
@@ -123,7 +133,7 @@ pub fn median(values: &mut [i64]) -> Option<f64> {
     }
     values.sort_unstable();
     let mid = values.len() / 2;
-    Some(if values.len() % 2 == 0 {
+    Some(if values.len().is_multiple_of(2) {
         (values[mid - 1] + values[mid]) as f64 / 2.0
     } else {
         values[mid] as f64
@@ -146,13 +156,38 @@ mod tests {
     #[test]
     fn results_count_each_vote_for_both_models() {
         let models = vec![
-            ModelRow { id: 1, name: "a".into(), provider: "p".into(), openness: Openness::Open },
-            ModelRow { id: 2, name: "b".into(), provider: "q".into(), openness: Openness::Closed },
+            ModelRow {
+                id: 1,
+                name: "a".into(),
+                provider: "p".into(),
+                openness: Openness::Open,
+            },
+            ModelRow {
+                id: 2,
+                name: "b".into(),
+                provider: "q".into(),
+                openness: Openness::Closed,
+            },
         ];
         let tallies = vec![
-            VoteTally { left_model: 1, right_model: 2, choice: Choice::Left, count: 3 },
-            VoteTally { left_model: 2, right_model: 1, choice: Choice::Left, count: 1 },
-            VoteTally { left_model: 2, right_model: 1, choice: Choice::Tie, count: 2 },
+            VoteTally {
+                left_model: 1,
+                right_model: 2,
+                choice: Choice::Left,
+                count: 3,
+            },
+            VoteTally {
+                left_model: 2,
+                right_model: 1,
+                choice: Choice::Left,
+                count: 1,
+            },
+            VoteTally {
+                left_model: 2,
+                right_model: 1,
+                choice: Choice::Tie,
+                count: 2,
+            },
         ];
         let results = model_results(&models, &tallies);
         let a = results.iter().find(|r| r.model == "a").unwrap();

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use moat_exports::format::{writer_for, ExportOptions, Format};
-use moat_exports::options::{FilteredWriter, RecordFilter, SplitWriter, Splits};
+use moat_exports::options::{FilteredWriter, MajorityWriter, RecordFilter, SplitWriter, Splits};
 use moat_exports::table::Container;
 use moat_exports::{ExportSummary, RecordWriter, VoteRecord};
 use tokio::sync::mpsc;
@@ -18,7 +18,9 @@ const CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("unknown export format {0:?}; available: trl, dpo, kto, hh-rlhf, openai, arena, votes")]
+    #[error(
+        "unknown export format {0:?}; available: trl, dpo, kto, hh-rlhf, openai, arena, votes"
+    )]
     UnknownFormat(String),
     #[error("{0}")]
     Invalid(String),
@@ -36,12 +38,23 @@ pub struct ExportRequest {
     pub format: Format,
     pub options: ExportOptions,
     pub filter: RecordFilter,
+    /// One row per item (prompt and model pair) by majority vote, instead of one per vote.
+    pub majority: bool,
+    /// With `majority`: leave out items whose majority share is below this (0–1).
+    pub min_agreement: Option<f64>,
 }
 
 impl ExportRequest {
     pub fn new(format: &str) -> Result<ExportRequest, ExportError> {
-        let format = Format::parse(format).ok_or_else(|| ExportError::UnknownFormat(format.to_string()))?;
-        Ok(ExportRequest { format, options: ExportOptions::default(), filter: RecordFilter::default() })
+        let format =
+            Format::parse(format).ok_or_else(|| ExportError::UnknownFormat(format.to_string()))?;
+        Ok(ExportRequest {
+            format,
+            options: ExportOptions::default(),
+            filter: RecordFilter::default(),
+            majority: false,
+            min_agreement: None,
+        })
     }
 
     pub fn file_extension(&self) -> &'static str {
@@ -56,17 +69,48 @@ impl ExportRequest {
         }
     }
 
-    fn writer(&self, out: Box<dyn Write + Send>) -> Result<Box<dyn RecordWriter + Send>, ExportError> {
-        let inner = writer_for(self.format, &self.options, out)?;
+    /// Filter, then (optionally) majority per item, then the format.
+    fn writer(
+        &self,
+        out: Box<dyn Write + Send>,
+    ) -> Result<Box<dyn RecordWriter + Send>, ExportError> {
+        let mut inner = writer_for(self.format, &self.options, out)?;
+        if self.majority {
+            inner = Box::new(MajorityWriter::new(inner, self.min_agreement));
+        } else if self.min_agreement.is_some() {
+            return Err(ExportError::Invalid(
+                "a minimum agreement needs one row per item (majority)".into(),
+            ));
+        }
         Ok(Box::new(FilteredWriter::new(self.filter.clone(), inner)))
+    }
+
+    /// Raters marked excluded in the study are left out (they can be exported with the votes format
+    /// by clearing `filter.excluded_raters`).
+    pub async fn exclude_marked_raters(
+        &mut self,
+        store: &Store,
+        study: &StudyRow,
+    ) -> Result<(), ExportError> {
+        self.filter
+            .excluded_raters
+            .extend(store.excluded_raters(study.id).await?);
+        Ok(())
     }
 }
 
 /// Parses a date or an RFC 3339 instant (`2026-11-01` or `2026-11-01T12:00:00Z`) into milliseconds.
 pub fn parse_instant(text: &str) -> Result<i64, ExportError> {
-    let full = if text.len() == 10 { format!("{text}T00:00:00Z") } else { text.to_string() };
-    moat_exports::import::parse_rfc3339_utc(&full)
-        .ok_or_else(|| ExportError::Invalid(format!("{text:?} is not a date (YYYY-MM-DD) or an RFC 3339 instant")))
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_string()
+    };
+    moat_exports::import::parse_rfc3339_utc(&full).ok_or_else(|| {
+        ExportError::Invalid(format!(
+            "{text:?} is not a date (YYYY-MM-DD) or an RFC 3339 instant"
+        ))
+    })
 }
 
 /// An in-memory buffer shared between a format writer and the loop that drains it.
@@ -82,7 +126,10 @@ impl SharedBuffer {
 
 impl Write for SharedBuffer {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("export buffer lock").extend_from_slice(bytes);
+        self.0
+            .lock()
+            .expect("export buffer lock")
+            .extend_from_slice(bytes);
         Ok(bytes.len())
     }
 
@@ -101,27 +148,34 @@ pub async fn export_study(
 ) -> Result<ExportSummary, ExportError> {
     let buffer = SharedBuffer::default();
     let mut writer = request.writer(Box::new(buffer.clone()))?;
-    let mut records = std::pin::pin!(store.vote_records(study));
+    let mut records = std::pin::pin!(store.vote_records_ordered(study, request.majority));
     while let Some(record) = records.next().await {
         writer.write_record(&record?)?;
         if let Some(chunk) = buffer.take_if_at_least(CHUNK) {
-            chunks.send(chunk).await.map_err(|_| ExportError::Disconnected)?;
+            chunks
+                .send(chunk)
+                .await
+                .map_err(|_| ExportError::Disconnected)?;
         }
     }
     let summary = writer.finish()?;
     if let Some(chunk) = buffer.take_if_at_least(0) {
-        chunks.send(chunk).await.map_err(|_| ExportError::Disconnected)?;
+        chunks
+            .send(chunk)
+            .await
+            .map_err(|_| ExportError::Disconnected)?;
     }
     Ok(summary)
 }
 
-/// Calls `each` on every vote record of the study, in vote order.
+/// Calls `each` on every vote record of the study, in vote order (grouped by item if `by_item`).
 async fn for_each_record(
     store: &Store,
     study: &StudyRow,
+    by_item: bool,
     mut each: impl FnMut(&VoteRecord) -> std::io::Result<()>,
 ) -> Result<(), ExportError> {
-    let mut records = std::pin::pin!(store.vote_records(study));
+    let mut records = std::pin::pin!(store.vote_records_ordered(study, by_item));
     while let Some(record) = records.next().await {
         each(&record?)?;
     }
@@ -131,11 +185,17 @@ async fn for_each_record(
 /// A file written beside its final path and renamed into place only when complete, so a failed
 /// export never leaves a half-written file under the requested name.
 fn staged_file(path: &Path) -> std::io::Result<(tempfile::NamedTempFile, Box<dyn Write + Send>)> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let staged = tempfile::NamedTempFile::new_in(dir)?;
     let file = staged.reopen()?;
-    Ok((staged, Box::new(std::io::BufWriter::with_capacity(1 << 20, file))))
+    Ok((
+        staged,
+        Box::new(std::io::BufWriter::with_capacity(1 << 20, file)),
+    ))
 }
 
 /// Exports into one file.
@@ -147,7 +207,10 @@ pub async fn export_to_file(
 ) -> Result<ExportSummary, ExportError> {
     let (staged, out) = staged_file(path)?;
     let mut writer = request.writer(out)?;
-    for_each_record(store, study, |record| writer.write_record(record)).await?;
+    for_each_record(store, study, request.majority, |record| {
+        writer.write_record(record)
+    })
+    .await?;
     let summary = writer.finish()?;
     staged.as_file().sync_all()?;
     staged.persist(path).map_err(|e| e.error)?;
@@ -170,15 +233,26 @@ pub async fn export_splits(
     let mut writer = SplitWriter::new(splits, seed, |split: &str| {
         let path = dir.join(request.format.file_name(split, request.options.container));
         let (file, out) = staged_file(&path)?;
-        opened.lock().expect("split files").push((split.to_string(), file));
-        request.writer(out).map_err(|e| std::io::Error::other(e.to_string()))
+        opened
+            .lock()
+            .expect("split files")
+            .push((split.to_string(), file));
+        request
+            .writer(out)
+            .map_err(|e| std::io::Error::other(e.to_string()))
     });
-    for_each_record(store, study, |record| writer.write_record(record)).await?;
+    for_each_record(store, study, request.majority, |record| {
+        writer.write_record(record)
+    })
+    .await?;
     let summaries = writer.finish()?;
     let mut files = std::mem::take(&mut *staged.lock().expect("split files"));
     let mut written = Vec::new();
     for (split, summary) in summaries {
-        let index = files.iter().position(|(name, _)| *name == split).expect("each split has its file");
+        let index = files
+            .iter()
+            .position(|(name, _)| *name == split)
+            .expect("each split has its file");
         let (_, file) = files.swap_remove(index);
         let path = dir.join(request.format.file_name(&split, request.options.container));
         file.as_file().sync_all()?;

@@ -19,30 +19,57 @@ pub async fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
         Container::Jsonl
     };
     request.options.conversational = args.conversational;
-    request.filter.models = args.models.iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
+    request.filter.models = args
+        .models
+        .iter()
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+        .collect();
     request.filter.from_ms = args.from.as_deref().map(parse_instant).transpose()?;
     request.filter.until_ms = args.until.as_deref().map(parse_instant).transpose()?;
     request.filter.exclude_ties = args.exclude_ties;
     request.filter.exclude_both_bad = args.exclude_both_bad;
+    request.majority = args.majority;
+    request.min_agreement = args.min_agreement;
+    if !args.include_excluded_raters {
+        request.exclude_marked_raters(store, &study).await?;
+    }
 
     let (card_dir, data_files, rows) = match &args.split {
         Some(text) => {
-            let splits = Splits::parse(text).map_err(|e| anyhow::anyhow!("--split {text:?}: {e}"))?;
-            let written = export_splits(store, &study, &request, splits, args.seed, &args.out).await?;
+            let splits =
+                Splits::parse(text).map_err(|e| anyhow::anyhow!("--split {text:?}: {e}"))?;
+            let written =
+                export_splits(store, &study, &request, splits, args.seed, &args.out).await?;
             let mut rows = 0;
             let mut files = Vec::new();
             for (split, path, summary) in &written {
                 println!("{}: {summary}", path.display());
                 rows += summary.rows_written;
-                files.push((split.clone(), path.file_name().unwrap_or_default().to_string_lossy().to_string()));
+                files.push((
+                    split.clone(),
+                    path.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .to_string(),
+                ));
             }
             (args.out.clone(), files, rows)
         }
         None => {
             let summary = export_to_file(store, &study, &request, &args.out).await?;
             println!("{}: {summary}", args.out.display());
-            let dir = args.out.parent().map(|p| p.to_path_buf()).unwrap_or_default();
-            let name = args.out.file_name().unwrap_or_default().to_string_lossy().to_string();
+            let dir = args
+                .out
+                .parent()
+                .map(|p| p.to_path_buf())
+                .unwrap_or_default();
+            let name = args
+                .out
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
             (dir, vec![("train".to_string(), name)], summary.rows_written)
         }
     };
@@ -50,7 +77,10 @@ pub async fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
     if args.card {
         let backend = crate::web::AppBackend::new(store.clone(), String::new());
         let records = backend.study_records(&study).await?;
-        let options = moat_stats::LeaderboardOptions { bootstrap_rounds: 200, ..Default::default() };
+        let options = moat_stats::LeaderboardOptions {
+            bootstrap_rounds: 200,
+            ..Default::default()
+        };
         let analysis = crate::analysis::analyse(&study.slug, &records, &options);
         let models = store.models(study.id).await?;
         let mut raters: Vec<&str> = records.iter().map(|r| r.rater.as_str()).collect();
@@ -61,37 +91,59 @@ pub async fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
         items.dedup();
         let mut exclusions = Vec::new();
         if !request.format.keeps(moat_exports::Choice::Tie) {
-            exclusions.push(format!("{} leaves out ties and both-bad votes (no preference).", request.format.as_str()));
+            exclusions.push(format!(
+                "{} leaves out ties and both-bad votes (no preference).",
+                request.format.as_str()
+            ));
         }
         if !request.filter.models.is_empty() {
-            exclusions.push(format!("Only comparisons between: {}.", args.models.join(", ")));
+            exclusions.push(format!(
+                "Only comparisons between: {}.",
+                args.models.join(", ")
+            ));
         }
         let agreement = &analysis.agreement;
         let info = CardInfo {
             pretty_name: study.title.clone(),
             study_slug: study.slug.clone(),
-            summary: format!("Blind pairwise human preferences collected with Moat in the study \"{}\".", study.title),
+            summary: format!(
+                "Blind pairwise human preferences collected with Moat in the study \"{}\".",
+                study.title
+            ),
             license: "other".into(),
             language: vec!["en".into()],
             instructions: study.instructions.clone(),
             raters: raters.len() as u64,
             raters_excluded: 0,
-            recruitment: Some(format!("Study link with participant id parameter {}", study.settings.participant_param)),
+            recruitment: Some(format!(
+                "Study link with participant id parameter {}",
+                study.settings.participant_param
+            )),
             items: items.len() as u64,
             votes: records.len() as u64,
             target_votes_per_item: Some(study.settings.ratings_per_item),
             attention_check_rate: None,
             attention_checks_failed: None,
             exclusions,
-            agreement: vec![AgreementFigure { label: agreement.method.clone(), value: agreement.summary.clone() }],
+            agreement: vec![AgreementFigure {
+                label: agreement.method.clone(),
+                value: agreement.summary.clone(),
+            }],
             models: models
                 .iter()
-                .map(|m| CardModel { name: m.name.clone(), openness: m.openness, provider: Some(m.provider.clone()).filter(|p| !p.is_empty()) })
+                .map(|m| CardModel {
+                    name: m.name.clone(),
+                    openness: m.openness,
+                    provider: Some(m.provider.clone()).filter(|p| !p.is_empty()),
+                })
                 .collect(),
             first_vote_ms: records.iter().map(|r| r.created_ms).min(),
             last_vote_ms: records.iter().map(|r| r.created_ms).max(),
             rows,
-            configs: vec![CardConfig { name: request.format.as_str().to_string(), data_files }],
+            configs: vec![CardConfig {
+                name: request.format.as_str().to_string(),
+                data_files,
+            }],
         };
         let path = card_dir.join("README.md");
         std::fs::write(&path, dataset_card(&info))?;

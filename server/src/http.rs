@@ -36,7 +36,10 @@ impl IntoResponse for ApiError {
 
 impl From<BackendError> for ApiError {
     fn from(error: BackendError) -> Self {
-        ApiError(StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), error.to_string())
+        ApiError(
+            StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            error.to_string(),
+        )
     }
 }
 
@@ -68,18 +71,26 @@ pub struct Admin;
 impl FromRequestParts<Arc<AppBackend>> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, backend: &Arc<AppBackend>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        backend: &Arc<AppBackend>,
+    ) -> Result<Self, Self::Rejection> {
         let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::to_string);
-        let token = bearer.or_else(|| cookie_value(&parts.headers, moat_app::api::ADMIN_COOKIE)).unwrap_or_default();
+        let token = bearer
+            .or_else(|| cookie_value(&parts.headers, moat_app::api::ADMIN_COOKIE))
+            .unwrap_or_default();
         if backend.admin_authorized(token.trim()).await {
             Ok(Admin)
         } else {
-            Err(ApiError(StatusCode::UNAUTHORIZED, "admin token required (Authorization: Bearer TOKEN)".into()))
+            Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "admin token required (Authorization: Bearer TOKEN)".into(),
+            ))
         }
     }
 }
@@ -88,10 +99,15 @@ pub fn router(backend: Arc<AppBackend>, leptos_options: LeptosOptions) -> Router
     let routes = generate_route_list(App);
     let shared: SharedBackend = backend.clone();
     let pages = Router::new()
-        .leptos_routes_with_context(&leptos_options, routes, move || provide_context(shared.clone()), {
-            let options = leptos_options.clone();
-            move || shell(options.clone())
-        })
+        .leptos_routes_with_context(
+            &leptos_options,
+            routes,
+            move || provide_context(shared.clone()),
+            {
+                let options = leptos_options.clone();
+                move || shell(options.clone())
+            },
+        )
         .fallback(leptos_axum::file_and_error_handler(shell))
         .with_state(leptos_options);
     let api = Router::new()
@@ -102,12 +118,19 @@ pub fn router(backend: Arc<AppBackend>, leptos_options: LeptosOptions) -> Router
         .route("/api/v1/studies/{slug}/export", get(export))
         .route("/api/v1/studies/{slug}/leaderboard", get(study_leaderboard))
         .route("/api/v1/leaderboard", post(battles_leaderboard))
+        .route(
+            "/api/v1/studies/{slug}/raters/{pseudonym}/status",
+            post(set_rater_status),
+        )
         .route("/admin/studies/{slug}/import", post(import_form))
         .with_state(backend);
     api.merge(pages)
 }
 
-async fn list_studies(_: Admin, State(backend): State<Arc<AppBackend>>) -> Result<impl IntoResponse, ApiError> {
+async fn list_studies(
+    _: Admin,
+    State(backend): State<Arc<AppBackend>>,
+) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(backend.list_studies().await?))
 }
 
@@ -116,8 +139,16 @@ async fn create_study(
     State(backend): State<Arc<AppBackend>>,
     body: Result<Json<NewStudy>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Json(study) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid study: {}", e.body_text())))?;
-    Ok((StatusCode::CREATED, Json(backend.create_study(study).await?)))
+    let Json(study) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid study: {}", e.body_text()),
+        )
+    })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(backend.create_study(study).await?),
+    ))
 }
 
 async fn study_report(
@@ -141,7 +172,9 @@ async fn set_status(
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(body) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     backend.set_study_status(&slug, &body.status).await?;
-    Ok(Json(serde_json::json!({ "slug": slug, "status": body.status })))
+    Ok(Json(
+        serde_json::json!({ "slug": slug, "status": body.status }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -166,12 +199,23 @@ where
     S: tokio::io::AsyncRead + Unpin,
 {
     let format = moat_exports::import::ImportFormat::parse(format).ok_or_else(|| {
-        ApiError(StatusCode::BAD_REQUEST, format!("unknown import format {format:?}; use moat, hh-rlhf, oasst, arena, trl or votes"))
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown import format {format:?}; use moat, hh-rlhf, oasst, arena, trl or votes"
+            ),
+        )
     })?;
     let spool = tempfile::NamedTempFile::new().map_err(|e| ApiError::from(ImportError::Io(e)))?;
-    let mut file = tokio::fs::File::from_std(spool.reopen().map_err(|e| ApiError::from(ImportError::Io(e)))?);
+    let mut file = tokio::fs::File::from_std(
+        spool
+            .reopen()
+            .map_err(|e| ApiError::from(ImportError::Io(e)))?,
+    );
     let mut stream = stream;
-    tokio::io::copy(&mut stream, &mut file).await.map_err(|e| ApiError::from(ImportError::Io(e)))?;
+    tokio::io::copy(&mut stream, &mut file)
+        .await
+        .map_err(|e| ApiError::from(ImportError::Io(e)))?;
     Ok(crate::import::import_dataset(&backend.store, slug, format, spool.path(), &[]).await?)
 }
 
@@ -208,9 +252,16 @@ async fn import_form(
     let outcome: Result<String, String> = async {
         let slug = StudySlug::parse(&slug)?;
         let mut format = "moat".to_string();
-        while let Some(field) = multipart.next_field().await.map_err(|e| format!("upload failed: {e}"))? {
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| format!("upload failed: {e}"))?
+        {
             if field.name() == Some("format") {
-                format = field.text().await.map_err(|e| format!("upload failed: {e}"))?;
+                format = field
+                    .text()
+                    .await
+                    .map_err(|e| format!("upload failed: {e}"))?;
                 continue;
             }
             if field.name() != Some("file") {
@@ -244,7 +295,9 @@ async fn import_form(
 fn percent_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -268,6 +321,11 @@ struct ExportQuery {
     exclude_ties: bool,
     #[serde(default)]
     exclude_both_bad: bool,
+    #[serde(default)]
+    majority: bool,
+    min_agreement: Option<f64>,
+    #[serde(default)]
+    include_excluded_raters: bool,
 }
 
 fn default_format() -> String {
@@ -289,12 +347,18 @@ impl ExportQuery {
         };
         request.options.conversational = self.conversational;
         if let Some(models) = &self.models {
-            request.filter.models = models.split(',').map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
+            request.filter.models = models
+                .split(',')
+                .map(|m| m.trim().to_string())
+                .filter(|m| !m.is_empty())
+                .collect();
         }
         request.filter.from_ms = self.from.as_deref().map(parse_instant).transpose()?;
         request.filter.until_ms = self.until.as_deref().map(parse_instant).transpose()?;
         request.filter.exclude_ties = self.exclude_ties;
         request.filter.exclude_both_bad = self.exclude_both_bad;
+        request.majority = self.majority;
+        request.min_agreement = self.min_agreement;
         Ok(request)
     }
 }
@@ -307,13 +371,29 @@ async fn export(
     Path(slug): Path<String>,
     Query(query): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    let request = query.request().map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let study = backend.store.study(&slug).await.map_err(BackendError::from)?;
+    let mut request = query
+        .request()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let study = backend
+        .store
+        .study(&slug)
+        .await
+        .map_err(BackendError::from)?;
+    if !query.include_excluded_raters {
+        request
+            .exclude_marked_raters(&backend.store, &study)
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    }
     let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let (done_sender, done_receiver) = tokio::sync::oneshot::channel();
     let task_backend = backend.clone();
     let content_type = request.content_type();
-    let filename = format!("{slug}-{}.{}", request.format.as_str(), request.file_extension());
+    let filename = format!(
+        "{slug}-{}.{}",
+        request.format.as_str(),
+        request.file_extension()
+    );
     tokio::spawn(async move {
         let result = export_study(&task_backend.store, &study, &request, sender).await;
         if let Err(error) = &result {
@@ -322,7 +402,10 @@ async fn export(
         let _ = done_sender.send(result.is_ok());
     });
     let chunks = futures::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|chunk| (Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), receiver))
+        receiver
+            .recv()
+            .await
+            .map(|chunk| (Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), receiver))
     });
     let ending = futures::stream::once(async move {
         match done_receiver.await {
@@ -334,7 +417,10 @@ async fn export(
     Ok((
         [
             (header::CONTENT_TYPE, content_type.to_string()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
         ],
         Body::from_stream(chunks.chain(ending)),
     )
@@ -382,11 +468,47 @@ async fn battles_leaderboard(
     body: String,
 ) -> Result<impl IntoResponse, ApiError> {
     let options = query.options();
-    options.validate().map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    options
+        .validate()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     let battles = moat_stats::battles::parse_battles(&body)
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     let board = tokio::task::spawn_blocking(move || moat_stats::leaderboard(&battles, &options))
         .await
         .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))?;
     Ok(Json(board))
+}
+
+/// `POST /api/v1/studies/{slug}/raters/{pseudonym}/status` with `{"status": "excluded" | "active"}`:
+/// excluded raters are left out of the leaderboard, the statistics and (by default) the exports.
+async fn set_rater_status(
+    _: Admin,
+    State(backend): State<Arc<AppBackend>>,
+    Path((slug, pseudonym)): Path<(String, String)>,
+    body: Result<Json<StatusBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let excluded = match body.status.as_str() {
+        "excluded" => true,
+        "active" => false,
+        other => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("status must be excluded or active, got {other:?}"),
+            ))
+        }
+    };
+    let study = backend
+        .store
+        .study(&slug)
+        .await
+        .map_err(BackendError::from)?;
+    backend
+        .store
+        .set_rater_excluded(study.id, &pseudonym, excluded)
+        .await
+        .map_err(BackendError::from)?;
+    Ok(Json(
+        serde_json::json!({ "rater": pseudonym, "status": body.status }),
+    ))
 }

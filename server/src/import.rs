@@ -34,12 +34,18 @@ impl ModelSpec {
             .split_once('=')
             .ok_or_else(|| format!("--model {text:?}: expected NAME=open|closed[,PROVIDER]"))?;
         let (openness, provider) = rest.split_once(',').unwrap_or((rest, ""));
-        let openness = Openness::parse(openness)
-            .ok_or_else(|| format!("--model {text:?}: openness must be open or closed, got {openness:?}"))?;
+        let openness = Openness::parse(openness).ok_or_else(|| {
+            format!("--model {text:?}: openness must be open or closed, got {openness:?}")
+        })?;
         if name.trim().is_empty() {
             return Err(format!("--model {text:?}: the model name is empty"));
         }
-        Ok(ModelSpec { name: name.trim().into(), provider: provider.trim().into(), openness, version: String::new() })
+        Ok(ModelSpec {
+            name: name.trim().into(),
+            provider: provider.trim().into(),
+            openness,
+            version: String::new(),
+        })
     }
 }
 
@@ -53,7 +59,11 @@ pub struct InputError {
 }
 
 fn input_error(line: usize, field: impl Into<String>, message: impl Into<String>) -> InputError {
-    InputError { line, field: field.into(), message: message.into() }
+    InputError {
+        line,
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +111,11 @@ impl std::fmt::Display for ImportReport {
             f,
             "study {}{}: {} lines read, {} prompts and {} responses imported, {} new models",
             self.study,
-            if self.created_study { " (created as draft)" } else { "" },
+            if self.created_study {
+                " (created as draft)"
+            } else {
+                ""
+            },
             self.lines_read,
             self.prompts_imported,
             self.responses_imported,
@@ -110,7 +124,11 @@ impl std::fmt::Display for ImportReport {
     }
 }
 
-fn optional_string(object: &Map<String, Value>, key: &str, line: usize) -> Result<Option<String>, InputError> {
+fn optional_string(
+    object: &Map<String, Value>,
+    key: &str,
+    line: usize,
+) -> Result<Option<String>, InputError> {
     match object.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => Ok(Some(text.clone())),
@@ -119,42 +137,71 @@ fn optional_string(object: &Map<String, Value>, key: &str, line: usize) -> Resul
 }
 
 fn parse_models(value: &Value, line: usize) -> Result<Vec<ModelSpec>, InputError> {
-    let list = value.as_array().ok_or_else(|| input_error(line, "models", "must be a list of models"))?;
+    let list = value
+        .as_array()
+        .ok_or_else(|| input_error(line, "models", "must be a list of models"))?;
     list.iter()
         .enumerate()
         .map(|(i, model)| {
             let field = |name: &str| format!("models[{i}].{name}");
-            let object = model.as_object().ok_or_else(|| input_error(line, format!("models[{i}]"), "must be an object"))?;
+            let object = model
+                .as_object()
+                .ok_or_else(|| input_error(line, format!("models[{i}]"), "must be an object"))?;
             let name = object
                 .get("name")
                 .and_then(Value::as_str)
                 .filter(|n| !n.trim().is_empty())
-                .ok_or_else(|| input_error(line, field("name"), "missing or not a non-empty string"))?;
-            let openness_text = object
-                .get("openness")
-                .and_then(Value::as_str)
-                .ok_or_else(|| input_error(line, field("openness"), "missing; use \"open\" or \"closed\""))?;
+                .ok_or_else(|| {
+                    input_error(line, field("name"), "missing or not a non-empty string")
+                })?;
+            let openness_text =
+                object
+                    .get("openness")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        input_error(
+                            line,
+                            field("openness"),
+                            "missing; use \"open\" or \"closed\"",
+                        )
+                    })?;
             let openness = Openness::parse(openness_text).ok_or_else(|| {
-                input_error(line, field("openness"), format!("must be \"open\" or \"closed\", got {openness_text:?}"))
+                input_error(
+                    line,
+                    field("openness"),
+                    format!("must be \"open\" or \"closed\", got {openness_text:?}"),
+                )
             })?;
-            let text = |key: &str| object.get(key).and_then(Value::as_str).unwrap_or("").to_string();
-            Ok(ModelSpec { name: name.trim().to_string(), provider: text("provider"), openness, version: text("version") })
+            let text = |key: &str| {
+                object
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            Ok(ModelSpec {
+                name: name.trim().to_string(),
+                provider: text("provider"),
+                openness,
+                version: text("version"),
+            })
         })
         .collect()
 }
 
 fn parse_conversation(value: &Value, line: usize) -> Result<Vec<Message>, InputError> {
     match value {
-        Value::String(text) if !text.trim().is_empty() => Ok(vec![Message::new("user", text.clone())]),
+        Value::String(text) if !text.trim().is_empty() => {
+            Ok(vec![Message::new("user", text.clone())])
+        }
         Value::String(_) => Err(input_error(line, "prompt", "is empty")),
         Value::Array(turns) if !turns.is_empty() => turns
             .iter()
             .enumerate()
             .map(|(i, turn)| {
-                let role = turn
-                    .get("role")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| input_error(line, format!("prompt[{i}].role"), "missing or not a string"))?;
+                let role = turn.get("role").and_then(Value::as_str).ok_or_else(|| {
+                    input_error(line, format!("prompt[{i}].role"), "missing or not a string")
+                })?;
                 if !matches!(role, "user" | "assistant" | "system") {
                     return Err(input_error(
                         line,
@@ -162,52 +209,85 @@ fn parse_conversation(value: &Value, line: usize) -> Result<Vec<Message>, InputE
                         format!("must be user, assistant or system, got {role:?}"),
                     ));
                 }
-                let content = turn
-                    .get("content")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| input_error(line, format!("prompt[{i}].content"), "missing or not a string"))?;
+                let content = turn.get("content").and_then(Value::as_str).ok_or_else(|| {
+                    input_error(
+                        line,
+                        format!("prompt[{i}].content"),
+                        "missing or not a string",
+                    )
+                })?;
                 Ok(Message::new(role, content))
             })
             .collect(),
         Value::Array(_) => Err(input_error(line, "prompt", "the conversation has no turns")),
-        _ => Err(input_error(line, "prompt", "must be a string or a list of {role, content} messages")),
+        _ => Err(input_error(
+            line,
+            "prompt",
+            "must be a string or a list of {role, content} messages",
+        )),
     }
 }
 
 /// Parses one non-blank line (1-based `line`).
 pub fn parse_line(text: &str, line: usize) -> Result<Line, InputError> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| input_error(line, "(line)", format!("not valid JSON: {e}")))?;
-    let object = value.as_object().ok_or_else(|| input_error(line, "(line)", "must be a JSON object"))?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| input_error(line, "(line)", format!("not valid JSON: {e}")))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| input_error(line, "(line)", "must be a JSON object"))?;
     if object.contains_key("models") && !object.contains_key("responses") {
         return Ok(Line::Header(parse_models(&object["models"], line)?));
     }
-    let prompt = object.get("prompt").ok_or_else(|| input_error(line, "prompt", "missing"))?;
+    let prompt = object
+        .get("prompt")
+        .ok_or_else(|| input_error(line, "prompt", "missing"))?;
     let conversation = parse_conversation(prompt, line)?;
     let responses = object
         .get("responses")
         .ok_or_else(|| input_error(line, "responses", "missing"))?
         .as_object()
-        .ok_or_else(|| input_error(line, "responses", "must be an object mapping model name to response text"))?;
+        .ok_or_else(|| {
+            input_error(
+                line,
+                "responses",
+                "must be an object mapping model name to response text",
+            )
+        })?;
     let responses = responses
         .iter()
         .map(|(model, text)| match text {
             Value::String(text) => Ok((model.clone(), text.clone())),
-            _ => Err(input_error(line, format!("responses.{model}"), "must be a string")),
+            _ => Err(input_error(
+                line,
+                format!("responses.{model}"),
+                "must be a string",
+            )),
         })
         .collect::<Result<Vec<_>, _>>()?;
     if responses.len() < 2 {
         return Err(input_error(
             line,
             "responses",
-            format!("a prompt needs at least two responses to compare, found {}", responses.len()),
+            format!(
+                "a prompt needs at least two responses to compare, found {}",
+                responses.len()
+            ),
         ));
     }
     let id = match object.get("id") {
-        None | Some(Value::Null) => format!("p-{}", &sha256_hex(&serde_json::to_string(prompt).unwrap_or_default())[..16]),
+        None | Some(Value::Null) => format!(
+            "p-{}",
+            &sha256_hex(&serde_json::to_string(prompt).unwrap_or_default())[..16]
+        ),
         Some(Value::String(id)) if !id.trim().is_empty() => id.trim().to_string(),
         Some(Value::Number(n)) => n.to_string(),
-        Some(_) => return Err(input_error(line, "id", "must be a non-empty string or a number")),
+        Some(_) => {
+            return Err(input_error(
+                line,
+                "id",
+                "must be a non-empty string or a number",
+            ))
+        }
     };
     Ok(Line::Item(PromptItem {
         id,
@@ -226,16 +306,23 @@ pub async fn import_jsonl<R: AsyncBufRead + Unpin>(
     flag_models: &[ModelSpec],
 ) -> Result<ImportReport, ImportError> {
     let mut tx = store.begin_write().await?;
-    let mut report = ImportReport { study: slug.as_str().to_string(), ..Default::default() };
+    let mut report = ImportReport {
+        study: slug.as_str().to_string(),
+        ..Default::default()
+    };
     let study = match tx.study(slug.as_str()).await? {
         Some(study) => study,
         None => {
             report.created_study = true;
-            tx.create_study(slug, slug.as_str(), "", &Default::default()).await?
+            tx.create_study(slug, slug.as_str(), "", &Default::default())
+                .await?
         }
     };
     if study.status == crate::domain::StudyStatus::Closed {
-        return Err(ImportError::Study(format!("study {:?} is closed; reopen it before importing", slug.as_str())));
+        return Err(ImportError::Study(format!(
+            "study {:?} is closed; reopen it before importing",
+            slug.as_str()
+        )));
     }
     let mut models: HashMap<String, i64> = tx.models(study.id).await?;
     let mut pending = flag_models.to_vec();
@@ -246,12 +333,22 @@ pub async fn import_jsonl<R: AsyncBufRead + Unpin>(
     loop {
         for spec in pending.drain(..) {
             if !models.contains_key(&spec.name) {
-                let id = tx.insert_model(study.id, &spec.name, &spec.provider, spec.openness, &spec.version).await?;
+                let id = tx
+                    .insert_model(
+                        study.id,
+                        &spec.name,
+                        &spec.provider,
+                        spec.openness,
+                        &spec.version,
+                    )
+                    .await?;
                 models.insert(spec.name.clone(), id);
                 report.models_added += 1;
             }
         }
-        let Some(text) = lines.next_line().await? else { break };
+        let Some(text) = lines.next_line().await? else {
+            break;
+        };
         line_no += 1;
         if text.trim().is_empty() {
             continue;
@@ -261,7 +358,12 @@ pub async fn import_jsonl<R: AsyncBufRead + Unpin>(
         match parse_line(&text, line_no)? {
             Line::Header(specs) if is_first => pending = specs,
             Line::Header(_) => {
-                return Err(input_error(line_no, "models", "the models header must be the first line").into());
+                return Err(input_error(
+                    line_no,
+                    "models",
+                    "the models header must be the first line",
+                )
+                .into());
             }
             Line::Item(item) => {
                 for (model, _) in &item.responses {
@@ -276,11 +378,23 @@ pub async fn import_jsonl<R: AsyncBufRead + Unpin>(
                         .into());
                     }
                 }
-                if !seen_ids.insert(item.id.clone()) || tx.prompt_exists(study.id, &item.id).await? {
-                    return Err(input_error(line_no, "id", format!("duplicate prompt id {:?}", item.id)).into());
+                if !seen_ids.insert(item.id.clone()) || tx.prompt_exists(study.id, &item.id).await?
+                {
+                    return Err(input_error(
+                        line_no,
+                        "id",
+                        format!("duplicate prompt id {:?}", item.id),
+                    )
+                    .into());
                 }
                 let prompt_id = tx
-                    .insert_prompt(study.id, &item.id, &item.conversation, item.category.as_deref(), item.language.as_deref())
+                    .insert_prompt(
+                        study.id,
+                        &item.id,
+                        &item.conversation,
+                        item.category.as_deref(),
+                        item.language.as_deref(),
+                    )
                     .await?;
                 for (model, text) in &item.responses {
                     tx.insert_response(prompt_id, models[model], text).await?;
@@ -303,7 +417,11 @@ mod tests {
 
     #[test]
     fn header_and_items_parse() {
-        let header = parse_line(r#"{"models":[{"name":"m1","provider":"P","openness":"closed"}]}"#, 1).unwrap();
+        let header = parse_line(
+            r#"{"models":[{"name":"m1","provider":"P","openness":"closed"}]}"#,
+            1,
+        )
+        .unwrap();
         assert!(matches!(header, Line::Header(ref m) if m[0].openness == Openness::Closed));
         let item = parse_line(
             r#"{"id":7,"prompt":[{"role":"user","content":"hi"}],"responses":{"a":"x","b":"y"},"category":"c"}"#,
@@ -323,21 +441,40 @@ mod tests {
             (r#"{"responses":{"a":"x","b":"y"}}"#, "prompt"),
             (r#"{"prompt":"q"}"#, "responses"),
             (r#"{"prompt":"q","responses":{"a":"x"}}"#, "responses"),
-            (r#"{"prompt":"q","responses":{"a":"x","b":3}}"#, "responses.b"),
-            (r#"{"prompt":[{"role":"robot","content":"x"}],"responses":{"a":"x","b":"y"}}"#, "prompt[0].role"),
-            (r#"{"models":[{"name":"m","openness":"maybe"}]}"#, "models[0].openness"),
-            (r#"{"id":[],"prompt":"q","responses":{"a":"x","b":"y"}}"#, "id"),
+            (
+                r#"{"prompt":"q","responses":{"a":"x","b":3}}"#,
+                "responses.b",
+            ),
+            (
+                r#"{"prompt":[{"role":"robot","content":"x"}],"responses":{"a":"x","b":"y"}}"#,
+                "prompt[0].role",
+            ),
+            (
+                r#"{"models":[{"name":"m","openness":"maybe"}]}"#,
+                "models[0].openness",
+            ),
+            (
+                r#"{"id":[],"prompt":"q","responses":{"a":"x","b":"y"}}"#,
+                "id",
+            ),
         ];
         for (text, field) in cases {
             let error = parse_line(text, 9).unwrap_err();
-            assert_eq!((error.line, error.field.as_str()), (9, field), "{text}: {error}");
+            assert_eq!(
+                (error.line, error.field.as_str()),
+                (9, field),
+                "{text}: {error}"
+            );
         }
     }
 
     #[test]
     fn model_flags_parse() {
         let spec = ModelSpec::parse_flag("gpt-4o=closed,OpenAI").unwrap();
-        assert_eq!((spec.name.as_str(), spec.provider.as_str(), spec.openness), ("gpt-4o", "OpenAI", Openness::Closed));
+        assert_eq!(
+            (spec.name.as_str(), spec.provider.as_str(), spec.openness),
+            ("gpt-4o", "OpenAI", Openness::Closed)
+        );
         assert!(ModelSpec::parse_flag("x=sometimes").is_err());
         assert!(ModelSpec::parse_flag("nothing").is_err());
     }
@@ -363,7 +500,11 @@ impl std::fmt::Display for DatasetImportReport {
             f,
             "study {}{} ({}): {} rows read, {} prompts and {} votes imported, {} skipped",
             self.study,
-            if self.created_study { " (created as draft)" } else { "" },
+            if self.created_study {
+                " (created as draft)"
+            } else {
+                ""
+            },
             self.format,
             self.rows_read,
             self.prompts_imported,
@@ -420,7 +561,8 @@ pub async fn import_dataset(
         Some(study) => study,
         None => {
             report.created_study = true;
-            tx.create_study(slug, slug.as_str(), "", &Default::default()).await?
+            tx.create_study(slug, slug.as_str(), "", &Default::default())
+                .await?
         }
     };
     let mut models: HashMap<String, i64> = tx.models(study.id).await?;
@@ -429,11 +571,24 @@ pub async fn import_dataset(
     while let Some(item) = items.recv().await {
         let item = item.map_err(reader_error)?;
         let line = item.line as usize;
-        if !seen_ids.insert(item.prompt_id.clone()) || tx.prompt_exists(study.id, &item.prompt_id).await? {
-            return Err(input_error(line, "id", format!("duplicate prompt id {:?}", item.prompt_id)).into());
+        if !seen_ids.insert(item.prompt_id.clone())
+            || tx.prompt_exists(study.id, &item.prompt_id).await?
+        {
+            return Err(input_error(
+                line,
+                "id",
+                format!("duplicate prompt id {:?}", item.prompt_id),
+            )
+            .into());
         }
         let prompt_id = tx
-            .insert_prompt(study.id, &item.prompt_id, &item.conversation, item.category.as_deref(), item.language.as_deref())
+            .insert_prompt(
+                study.id,
+                &item.prompt_id,
+                &item.conversation,
+                item.category.as_deref(),
+                item.language.as_deref(),
+            )
             .await?;
         let mut response_ids = Vec::with_capacity(item.responses.len());
         for response in &item.responses {
@@ -441,18 +596,30 @@ pub async fn import_dataset(
                 Some(&id) => id,
                 None => {
                     let declared = flag_models.iter().find(|m| m.name == response.model);
-                    let openness = response.openness.or(declared.map(|m| m.openness)).unwrap_or(Openness::Open);
+                    let openness = response
+                        .openness
+                        .or(declared.map(|m| m.openness))
+                        .unwrap_or(Openness::Open);
                     let provider = declared.map(|m| m.provider.as_str()).unwrap_or("");
-                    let id = tx.insert_model(study.id, &response.model, provider, openness, "").await?;
+                    let id = tx
+                        .insert_model(study.id, &response.model, provider, openness, "")
+                        .await?;
                     models.insert(response.model.clone(), id);
                     report.models_added.push(response.model.clone());
                     id
                 }
             };
-            response_ids.push((tx.insert_response(prompt_id, model_id, &response.text).await?, model_id));
+            response_ids.push((
+                tx.insert_response(prompt_id, model_id, &response.text)
+                    .await?,
+                model_id,
+            ));
         }
         for vote in &item.votes {
-            let annotator = vote.rater.clone().unwrap_or_else(|| format!("{}-annotator", report.format.to_lowercase()));
+            let annotator = vote
+                .rater
+                .clone()
+                .unwrap_or_else(|| format!("{}-annotator", report.format.to_lowercase()));
             let rater_id = match raters.get(&annotator) {
                 Some(&id) => id,
                 None => {
@@ -484,9 +651,15 @@ pub async fn import_dataset(
         .map_err(|e| ImportError::Io(std::io::Error::other(e.to_string())))?
         .map_err(reader_error)?;
     report.rows_read = read.rows_read;
-    report.skipped = read.skipped.into_iter().map(|s| (s.line, s.reason)).collect();
+    report.skipped = read
+        .skipped
+        .into_iter()
+        .map(|s| (s.line, s.reason))
+        .collect();
     if report.prompts_imported == 0 {
-        return Err(ImportError::Study("the file holds no importable rows".into()));
+        return Err(ImportError::Study(
+            "the file holds no importable rows".into(),
+        ));
     }
     tx.commit().await?;
     Ok(report)

@@ -48,7 +48,10 @@ pub struct ServeConfig {
 
 /// The admin token's hash: the configured token, else the stored one, else a new token that is
 /// printed once and stored hashed.
-pub async fn admin_token_hash(store: &Store, configured: Option<&Secret>) -> anyhow::Result<String> {
+pub async fn admin_token_hash(
+    store: &Store,
+    configured: Option<&Secret>,
+) -> anyhow::Result<String> {
     if let Some(token) = configured {
         let hash = sha256_hex(&token.0);
         store.put_setting(ADMIN_TOKEN_KEY, &hash).await?;
@@ -85,7 +88,14 @@ pub async fn ensure_demo(store: &Store) -> anyhow::Result<()> {
         completion_code: Some("MOAT-DEMO".into()),
         ..Default::default()
     };
-    store.create_study(&slug, "Demo: which answer is better?", DEMO_INSTRUCTIONS, &settings).await?;
+    store
+        .create_study(
+            &slug,
+            "Demo: which answer is better?",
+            DEMO_INSTRUCTIONS,
+            &settings,
+        )
+        .await?;
     import::import_jsonl(store, &slug, DEMO_DATA.as_bytes(), &[]).await?;
     store.set_study_status(DEMO_SLUG, StudyStatus::Open).await?;
     Ok(())
@@ -121,7 +131,12 @@ impl Application {
         let addr = listener.local_addr()?;
         let backend = AppBackend::new(store, hash);
         let router = http::router(backend.clone(), leptos_options(addr, &config.site_root));
-        Ok(Application { addr, backend, listener, router })
+        Ok(Application {
+            addr,
+            backend,
+            listener,
+            router,
+        })
     }
 
     pub async fn run(self) -> std::io::Result<()> {

@@ -27,6 +27,21 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::domain::{now_ms, random_hex, sha256_hex, StudySlug, StudyStatus};
 
+/// The join behind every export record, with the given ORDER BY.
+macro_rules! vote_records_sql {
+    ($order:literal) => {
+        concat!("SELECT v.id, v.choice, v.source_guess, v.source_confidence, v.rationale, \
+     v.time_on_page_ms, v.created_ms, a.kind, p.external_id, p.conversation, p.category, p.language, r.pseudonym, \
+     lm.name AS left_model, lm.openness AS left_openness, lr.content AS left_text, \
+     rm.name AS right_model, rm.openness AS right_openness, rr.content AS right_text \
+     FROM votes v JOIN assignments a ON a.id = v.assignment_id JOIN prompts p ON p.id = a.prompt_id \
+     JOIN raters r ON r.id = a.rater_id \
+     JOIN responses lr ON lr.id = a.left_response_id JOIN models lm ON lm.id = lr.model_id \
+     JOIN responses rr ON rr.id = a.right_response_id JOIN models rm ON rm.id = rr.model_id \
+     WHERE p.study_id = $1 ORDER BY ", $order)
+    };
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
@@ -122,9 +137,13 @@ pub struct VoteToRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VoteOutcome {
-    Recorded { vote_id: i64 },
+    Recorded {
+        vote_id: i64,
+    },
     /// The same vote was already recorded; nothing changed.
-    AlreadyRecorded { vote_id: i64 },
+    AlreadyRecorded {
+        vote_id: i64,
+    },
 }
 
 /// One aggregated line of a study's votes: left model, right model, choice, count.
@@ -137,11 +156,15 @@ pub struct VoteTally {
 }
 
 fn db_choice(text: &str) -> Result<Choice, sqlx::Error> {
-    Choice::parse(text).ok_or_else(|| sqlx::Error::Decode(format!("unknown choice {text:?} in the database").into()))
+    Choice::parse(text).ok_or_else(|| {
+        sqlx::Error::Decode(format!("unknown choice {text:?} in the database").into())
+    })
 }
 
 fn db_openness(text: &str) -> Result<Openness, sqlx::Error> {
-    Openness::parse(text).ok_or_else(|| sqlx::Error::Decode(format!("unknown openness {text:?} in the database").into()))
+    Openness::parse(text).ok_or_else(|| {
+        sqlx::Error::Decode(format!("unknown openness {text:?} in the database").into())
+    })
 }
 
 fn study_from_row(row: &AnyRow) -> Result<StudyRow, sqlx::Error> {
@@ -152,14 +175,17 @@ fn study_from_row(row: &AnyRow) -> Result<StudyRow, sqlx::Error> {
         slug: row.try_get("slug")?,
         title: row.try_get("title")?,
         instructions: row.try_get("instructions")?,
-        status: StudyStatus::parse(&status)
-            .ok_or_else(|| sqlx::Error::Decode(format!("unknown study status {status:?}").into()))?,
+        status: StudyStatus::parse(&status).ok_or_else(|| {
+            sqlx::Error::Decode(format!("unknown study status {status:?}").into())
+        })?,
         settings: serde_json::from_str(&settings).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
     })
 }
 
 /// FULL synchronous mode: an acknowledged vote survives a crash of the process and of the OS.
-fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> {
+fn sqlite_pragmas(
+    conn: &mut sqlx::AnyConnection,
+) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> {
     Box::pin(async move {
         for pragma in [
             "PRAGMA journal_mode=WAL",
@@ -210,7 +236,12 @@ impl Store {
             Dialect::Sqlite => Some(GroupWriter::start(pool.clone(), write_lock.clone())),
             Dialect::Postgres => None,
         };
-        let store = Store { pool, dialect, write_lock, group_writer };
+        let store = Store {
+            pool,
+            dialect,
+            write_lock,
+            group_writer,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -218,8 +249,16 @@ impl Store {
     async fn migrate(&self) -> StoreResult<()> {
         let _guard = self.write_lock.lock().await;
         match self.dialect {
-            Dialect::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&self.pool).await?,
-            Dialect::Postgres => sqlx::migrate!("../migrations/postgres").run(&self.pool).await?,
+            Dialect::Sqlite => {
+                sqlx::migrate!("../migrations/sqlite")
+                    .run(&self.pool)
+                    .await?
+            }
+            Dialect::Postgres => {
+                sqlx::migrate!("../migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
         }
         Ok(())
     }
@@ -255,7 +294,10 @@ impl Store {
 
     pub async fn put_setting(&self, key: &str, value: &str) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(&mut *tx.tx).await?;
+        sqlx::query("DELETE FROM settings WHERE key = $1")
+            .bind(key)
+            .execute(&mut *tx.tx)
+            .await?;
         sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2)")
             .bind(key)
             .bind(value)
@@ -280,11 +322,13 @@ impl Store {
     }
 
     pub async fn study(&self, slug: &str) -> StoreResult<StudyRow> {
-        let row = sqlx::query("SELECT id, slug, title, instructions, status, settings FROM studies WHERE slug = $1")
-            .bind(slug)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("no study with slug {slug:?}")))?;
+        let row = sqlx::query(
+            "SELECT id, slug, title, instructions, status, settings FROM studies WHERE slug = $1",
+        )
+        .bind(slug)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no study with slug {slug:?}")))?;
         Ok(study_from_row(&row)?)
     }
 
@@ -337,10 +381,12 @@ impl Store {
     }
 
     pub async fn models(&self, study_id: i64) -> StoreResult<Vec<ModelRow>> {
-        let rows = sqlx::query("SELECT id, name, provider, openness FROM models WHERE study_id = $1 ORDER BY id")
-            .bind(study_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, name, provider, openness FROM models WHERE study_id = $1 ORDER BY id",
+        )
+        .bind(study_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
                 let openness: String = row.try_get("openness")?;
@@ -356,31 +402,37 @@ impl Store {
 
     /// Number of prompts in the study (each has two or more responses, so can be compared).
     pub async fn comparable_prompts(&self, study_id: i64) -> StoreResult<i64> {
-        Ok(sqlx::query(
-            "SELECT COUNT(*) AS n FROM prompts p WHERE p.study_id = $1",
+        Ok(
+            sqlx::query("SELECT COUNT(*) AS n FROM prompts p WHERE p.study_id = $1")
+                .bind(study_id)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?,
         )
-        .bind(study_id)
-        .fetch_one(&self.pool)
-        .await?
-        .try_get("n")?)
     }
 
     // ----- raters -----
 
     /// Creates a rater (or, for a returning participant id, gives the existing rater a new token)
     /// and returns the secret token.
-    pub async fn join_rater(&self, study_id: i64, external_id: Option<&str>) -> StoreResult<String> {
+    pub async fn join_rater(
+        &self,
+        study_id: i64,
+        external_id: Option<&str>,
+    ) -> StoreResult<String> {
         let token = random_hex(32);
         let hash = sha256_hex(&token);
         let mut tx = self.begin_write().await?;
         let existing = match external_id {
-            Some(external) => sqlx::query("SELECT id FROM raters WHERE study_id = $1 AND external_id = $2")
-                .bind(study_id)
-                .bind(external)
-                .fetch_optional(&mut *tx.tx)
-                .await?
-                .map(|row| row.try_get::<i64, _>("id"))
-                .transpose()?,
+            Some(external) => {
+                sqlx::query("SELECT id FROM raters WHERE study_id = $1 AND external_id = $2")
+                    .bind(study_id)
+                    .bind(external)
+                    .fetch_optional(&mut *tx.tx)
+                    .await?
+                    .map(|row| row.try_get::<i64, _>("id"))
+                    .transpose()?
+            }
             None => None,
         };
         match existing {
@@ -409,14 +461,22 @@ impl Store {
         Ok(token)
     }
 
-    pub async fn rater_by_token(&self, study_id: i64, token: &str) -> StoreResult<Option<RaterRow>> {
-        let row = sqlx::query("SELECT id, study_id FROM raters WHERE token_hash = $1 AND study_id = $2")
-            .bind(sha256_hex(token))
-            .bind(study_id)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn rater_by_token(
+        &self,
+        study_id: i64,
+        token: &str,
+    ) -> StoreResult<Option<RaterRow>> {
+        let row =
+            sqlx::query("SELECT id, study_id FROM raters WHERE token_hash = $1 AND study_id = $2")
+                .bind(sha256_hex(token))
+                .bind(study_id)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(match row {
-            Some(row) => Some(RaterRow { id: row.try_get("id")?, study_id: row.try_get("study_id")? }),
+            Some(row) => Some(RaterRow {
+                id: row.try_get("id")?,
+                study_id: row.try_get("study_id")?,
+            }),
             None => None,
         })
     }
@@ -434,7 +494,11 @@ impl Store {
     }
 
     /// The rater's assignment in state `state` (the oldest one), with its texts.
-    pub async fn assignment_in_state(&self, rater_id: i64, state: &str) -> StoreResult<Option<ShownAssignment>> {
+    pub async fn assignment_in_state(
+        &self,
+        rater_id: i64,
+        state: &str,
+    ) -> StoreResult<Option<ShownAssignment>> {
         let row = sqlx::query(
             "SELECT a.public_id, p.conversation, lr.content AS left_text, rr.content AS right_text \
              FROM assignments a JOIN prompts p ON p.id = a.prompt_id \
@@ -449,14 +513,18 @@ impl Store {
         let conversation: String = row.try_get("conversation")?;
         Ok(Some(ShownAssignment {
             public_id: row.try_get("public_id")?,
-            conversation: serde_json::from_str(&conversation).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            conversation: serde_json::from_str(&conversation)
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             left_text: row.try_get("left_text")?,
             right_text: row.try_get("right_text")?,
         }))
     }
 
     /// The models and choice of the rater's assignment awaiting its reveal, if any.
-    pub async fn pending_reveal(&self, rater_id: i64) -> StoreResult<Option<(String, String, Choice)>> {
+    pub async fn pending_reveal(
+        &self,
+        rater_id: i64,
+    ) -> StoreResult<Option<(String, String, Choice)>> {
         let row = sqlx::query(
             "SELECT lm.name AS left_model, rm.name AS right_model, v.choice \
              FROM assignments a JOIN votes v ON v.assignment_id = a.id \
@@ -469,21 +537,32 @@ impl Store {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let choice: String = row.try_get("choice")?;
-        Ok(Some((row.try_get("left_model")?, row.try_get("right_model")?, db_choice(&choice)?)))
+        Ok(Some((
+            row.try_get("left_model")?,
+            row.try_get("right_model")?,
+            db_choice(&choice)?,
+        )))
     }
 
     pub async fn finish_reveals(&self, rater_id: i64) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE assignments SET state = 'done' WHERE rater_id = $1 AND state = 'voted'")
-            .bind(rater_id)
-            .execute(&mut *tx.tx)
-            .await?;
+        sqlx::query(
+            "UPDATE assignments SET state = 'done' WHERE rater_id = $1 AND state = 'voted'",
+        )
+        .bind(rater_id)
+        .execute(&mut *tx.tx)
+        .await?;
         tx.commit().await
     }
 
     /// Up to `limit` prompts of the study this rater has not been assigned, least-assigned first,
     /// with their responses, in one query. (Every prompt has two or more responses: import checks.)
-    pub async fn candidate_prompts(&self, study_id: i64, rater_id: i64, limit: i64) -> StoreResult<Vec<CandidatePrompt>> {
+    pub async fn candidate_prompts(
+        &self,
+        study_id: i64,
+        rater_id: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<CandidatePrompt>> {
         let rows = sqlx::query(
             "SELECT r.prompt_id, r.id, r.model_id, c.times_assigned FROM responses r JOIN ( \
                SELECT p.id, p.times_assigned FROM prompts p WHERE p.study_id = $1 \
@@ -514,12 +593,18 @@ impl Store {
 
     /// How often each (lower model id, higher model id) pair was shown in the study.
     pub async fn pair_counts(&self, study_id: i64) -> StoreResult<HashMap<(i64, i64), i64>> {
-        let rows = sqlx::query("SELECT model_low, model_high, shown FROM pair_counts WHERE study_id = $1")
-            .bind(study_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT model_low, model_high, shown FROM pair_counts WHERE study_id = $1")
+                .bind(study_id)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
-            .map(|row| Ok(((row.try_get("model_low")?, row.try_get("model_high")?), row.try_get("shown")?)))
+            .map(|row| {
+                Ok((
+                    (row.try_get("model_low")?, row.try_get("model_high")?),
+                    row.try_get("shown")?,
+                ))
+            })
             .collect()
     }
 
@@ -527,10 +612,17 @@ impl Store {
     /// concurrently (the caller shows that one instead).
     pub async fn insert_assignment(&self, new: &NewAssignment) -> StoreResult<Option<String>> {
         match &self.group_writer {
-            Some(writer) => writer.submit(WriteOp::Assign(new.clone())).await.map(|done| match done {
-                WriteDone::Assigned(id) => id,
-                WriteDone::Voted(_) => unreachable!("an assignment answers with an assignment"),
-            }),
+            Some(writer) => {
+                writer
+                    .submit(WriteOp::Assign(new.clone()))
+                    .await
+                    .map(|done| match done {
+                        WriteDone::Assigned(id) => id,
+                        WriteDone::Voted(_) => {
+                            unreachable!("an assignment answers with an assignment")
+                        }
+                    })
+            }
             None => {
                 let mut tx = self.begin_write().await?;
                 let id = insert_assignment_in(&mut tx.tx, new).await?;
@@ -547,10 +639,15 @@ impl Store {
     /// once the vote is committed.
     pub async fn record_vote(&self, vote: &VoteToRecord) -> StoreResult<VoteOutcome> {
         match &self.group_writer {
-            Some(writer) => writer.submit(WriteOp::Vote(vote.clone())).await.map(|done| match done {
-                WriteDone::Voted(outcome) => outcome,
-                WriteDone::Assigned(_) => unreachable!("a vote answers with a vote"),
-            }),
+            Some(writer) => {
+                writer
+                    .submit(WriteOp::Vote(vote.clone()))
+                    .await
+                    .map(|done| match done {
+                        WriteDone::Voted(outcome) => outcome,
+                        WriteDone::Assigned(_) => unreachable!("a vote answers with a vote"),
+                    })
+            }
             None => {
                 let mut tx = self.begin_write().await?;
                 let outcome = record_vote_in(&mut tx.tx, vote).await?;
@@ -569,7 +666,10 @@ impl Store {
         .bind(study_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(|r| r.try_get("public_id")).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get("public_id"))
+            .collect::<Result<_, _>>()?)
     }
 
     /// Votes of the study aggregated by (left model, right model, choice).
@@ -597,7 +697,11 @@ impl Store {
     }
 
     /// Shown and voted counts per model pair.
-    pub async fn pair_progress(&self, study_id: i64, models: &[ModelRow]) -> StoreResult<Vec<PairProgress>> {
+    pub async fn pair_progress(
+        &self,
+        study_id: i64,
+        models: &[ModelRow],
+    ) -> StoreResult<Vec<PairProgress>> {
         let shown = self.pair_counts(study_id).await?;
         let voted: HashMap<(i64, i64), i64> = sqlx::query(
             "SELECT a.model_low, a.model_high, COUNT(*) AS n FROM votes v JOIN assignments a ON a.id = v.assignment_id \
@@ -609,7 +713,13 @@ impl Store {
         .iter()
         .map(|row| Ok(((row.try_get("model_low")?, row.try_get("model_high")?), row.try_get("n")?)))
         .collect::<Result<_, sqlx::Error>>()?;
-        let name = |id: i64| models.iter().find(|m| m.id == id).map(|m| m.name.clone()).unwrap_or_default();
+        let name = |id: i64| {
+            models
+                .iter()
+                .find(|m| m.id == id)
+                .map(|m| m.name.clone())
+                .unwrap_or_default()
+        };
         let mut pairs: Vec<PairProgress> = shown
             .iter()
             .map(|(&(low, high), &n)| PairProgress {
@@ -631,57 +741,108 @@ impl Store {
         .bind(study_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(|r| r.try_get("time_on_page_ms")).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get("time_on_page_ms"))
+            .collect::<Result<_, _>>()?)
     }
 
     /// Every vote of the study as an export record, in vote-id order, streamed from the database.
-    pub fn vote_records<'a>(&'a self, study: &'a StudyRow) -> impl Stream<Item = StoreResult<VoteRecord>> + 'a {
-        sqlx::query(
-            "SELECT v.id, v.choice, v.source_guess, v.source_confidence, v.rationale, v.time_on_page_ms, v.created_ms, \
-               a.kind, p.external_id, p.conversation, p.category, p.language, r.pseudonym, \
-               lm.name AS left_model, lm.openness AS left_openness, lr.content AS left_text, \
-               rm.name AS right_model, rm.openness AS right_openness, rr.content AS right_text \
-             FROM votes v JOIN assignments a ON a.id = v.assignment_id JOIN prompts p ON p.id = a.prompt_id \
-             JOIN raters r ON r.id = a.rater_id \
-             JOIN responses lr ON lr.id = a.left_response_id JOIN models lm ON lm.id = lr.model_id \
-             JOIN responses rr ON rr.id = a.right_response_id JOIN models rm ON rm.id = rr.model_id \
-             WHERE p.study_id = $1 ORDER BY v.id",
-        )
-        .bind(study.id)
-        .fetch(&self.pool)
-        .map_err(StoreError::from)
-        .map(move |row| {
-            let row = row?;
-            let record = || -> Result<VoteRecord, sqlx::Error> {
-                let conversation: String = row.try_get("conversation")?;
-                let choice: String = row.try_get("choice")?;
-                let left_openness: String = row.try_get("left_openness")?;
-                let right_openness: String = row.try_get("right_openness")?;
-                Ok(VoteRecord {
-                    vote_id: row.try_get("id")?,
-                    study: study.slug.clone(),
-                    prompt_id: row.try_get("external_id")?,
-                    conversation: serde_json::from_str(&conversation).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                    category: row.try_get("category")?,
-                    language: row.try_get("language")?,
-                    left_model: row.try_get("left_model")?,
-                    left_openness: db_openness(&left_openness)?,
-                    left_response: row.try_get("left_text")?,
-                    right_model: row.try_get("right_model")?,
-                    right_openness: db_openness(&right_openness)?,
-                    right_response: row.try_get("right_text")?,
-                    choice: db_choice(&choice)?,
-                    rater: row.try_get("pseudonym")?,
-                    created_ms: row.try_get("created_ms")?,
-                    source_guess: row.try_get("source_guess")?,
-                    source_confidence: row.try_get("source_confidence")?,
-                    rationale: row.try_get("rationale")?,
-                    time_on_page_ms: row.try_get("time_on_page_ms")?,
-                    assignment_kind: row.try_get("kind")?,
-                })
-            };
-            Ok(record()?)
-        })
+    pub fn vote_records<'a>(
+        &'a self,
+        study: &'a StudyRow,
+    ) -> impl Stream<Item = StoreResult<VoteRecord>> + 'a {
+        self.vote_records_ordered(study, false)
+    }
+
+    /// Every vote of the study as an export record, streamed; `by_item` groups the votes of each item
+    /// (a prompt and a model pair) together, in vote order within the item.
+    pub fn vote_records_ordered<'a>(
+        &'a self,
+        study: &'a StudyRow,
+        by_item: bool,
+    ) -> impl Stream<Item = StoreResult<VoteRecord>> + 'a {
+        let sql: &'static str = if by_item {
+            vote_records_sql!("p.id, a.model_low, a.model_high, v.id")
+        } else {
+            vote_records_sql!("v.id")
+        };
+        sqlx::query(sql)
+            .bind(study.id)
+            .fetch(&self.pool)
+            .map_err(StoreError::from)
+            .map(move |row| {
+                let row = row?;
+                let record = || -> Result<VoteRecord, sqlx::Error> {
+                    let conversation: String = row.try_get("conversation")?;
+                    let choice: String = row.try_get("choice")?;
+                    let left_openness: String = row.try_get("left_openness")?;
+                    let right_openness: String = row.try_get("right_openness")?;
+                    Ok(VoteRecord {
+                        vote_id: row.try_get("id")?,
+                        study: study.slug.clone(),
+                        prompt_id: row.try_get("external_id")?,
+                        conversation: serde_json::from_str(&conversation)
+                            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                        category: row.try_get("category")?,
+                        language: row.try_get("language")?,
+                        left_model: row.try_get("left_model")?,
+                        left_openness: db_openness(&left_openness)?,
+                        left_response: row.try_get("left_text")?,
+                        right_model: row.try_get("right_model")?,
+                        right_openness: db_openness(&right_openness)?,
+                        right_response: row.try_get("right_text")?,
+                        choice: db_choice(&choice)?,
+                        rater: row.try_get("pseudonym")?,
+                        created_ms: row.try_get("created_ms")?,
+                        source_guess: row.try_get("source_guess")?,
+                        source_confidence: row.try_get("source_confidence")?,
+                        rationale: row.try_get("rationale")?,
+                        time_on_page_ms: row.try_get("time_on_page_ms")?,
+                        assignment_kind: row.try_get("kind")?,
+                    })
+                };
+                Ok(record()?)
+            })
+    }
+
+    /// Marks a rater (by pseudonym) excluded from analyses and exports, or active again.
+    pub async fn set_rater_excluded(
+        &self,
+        study_id: i64,
+        pseudonym: &str,
+        excluded: bool,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let done =
+            sqlx::query("UPDATE raters SET status = $1 WHERE study_id = $2 AND pseudonym = $3")
+                .bind(if excluded { "excluded" } else { "active" })
+                .bind(study_id)
+                .bind(pseudonym)
+                .execute(&mut *tx.tx)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "no rater {pseudonym:?} in this study"
+            )));
+        }
+        tx.commit().await
+    }
+
+    /// Pseudonyms of the study's raters marked excluded.
+    pub async fn excluded_raters(
+        &self,
+        study_id: i64,
+    ) -> StoreResult<std::collections::BTreeSet<String>> {
+        let rows =
+            sqlx::query("SELECT pseudonym FROM raters WHERE study_id = $1 AND status = 'excluded'")
+                .bind(study_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get("pseudonym"))
+            .collect::<Result<_, _>>()?)
     }
 
     /// Results per model from the study's vote tallies.
@@ -694,17 +855,21 @@ impl Store {
 
 /// Records an assignment before it is shown. Returns `None` if the rater was given this prompt
 /// concurrently (the caller shows that one instead).
-async fn insert_assignment_in(conn: &mut AnyConnection, new: &NewAssignment) -> StoreResult<Option<String>> {
+async fn insert_assignment_in(
+    conn: &mut AnyConnection,
+    new: &NewAssignment,
+) -> StoreResult<Option<String>> {
     let public_id = random_hex(16);
     let (low, high) = {
         let (a, b) = (new.left_response.1, new.right_response.1);
         (a.min(b), a.max(b))
     };
-    let taken = sqlx::query("SELECT 1 AS x FROM assignments WHERE rater_id = $1 AND prompt_id = $2")
-        .bind(new.rater_id)
-        .bind(new.prompt_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let taken =
+        sqlx::query("SELECT 1 AS x FROM assignments WHERE rater_id = $1 AND prompt_id = $2")
+            .bind(new.rater_id)
+            .bind(new.prompt_id)
+            .fetch_optional(&mut *conn)
+            .await?;
     if taken.is_some() {
         return Ok(None);
     }
@@ -748,12 +913,13 @@ async fn insert_assignment_in(conn: &mut AnyConnection, new: &NewAssignment) -> 
 /// Records a vote for an assignment issued to this rater. A repeat of the same choice is
 /// harmless; a different choice for an assignment already voted on is a conflict.
 async fn record_vote_in(conn: &mut AnyConnection, vote: &VoteToRecord) -> StoreResult<VoteOutcome> {
-    let row = sqlx::query("SELECT id, issued_ms FROM assignments WHERE public_id = $1 AND rater_id = $2")
-        .bind(&vote.assignment_public_id)
-        .bind(vote.rater_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| StoreError::NotFound("no such assignment for this rater".into()))?;
+    let row =
+        sqlx::query("SELECT id, issued_ms FROM assignments WHERE public_id = $1 AND rater_id = $2")
+            .bind(&vote.assignment_public_id)
+            .bind(vote.rater_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::NotFound("no such assignment for this rater".into()))?;
     let assignment_id: i64 = row.try_get("id")?;
     let issued_ms: i64 = row.try_get("issued_ms")?;
     if let Some(existing) = sqlx::query("SELECT id, choice FROM votes WHERE assignment_id = $1")
@@ -793,7 +959,6 @@ async fn record_vote_in(conn: &mut AnyConnection, vote: &VoteToRecord) -> StoreR
         .await?;
     Ok(VoteOutcome::Recorded { vote_id })
 }
-
 
 // ----- group commit (SQLite) -----
 
@@ -851,12 +1016,17 @@ impl GroupWriter {
         GroupWriter { queue }
     }
 
-    async fn commit_batch(pool: &AnyPool, batch: &[(WriteOp, Reply)]) -> Result<Vec<StoreResult<WriteDone>>, StoreError> {
+    async fn commit_batch(
+        pool: &AnyPool,
+        batch: &[(WriteOp, Reply)],
+    ) -> Result<Vec<StoreResult<WriteDone>>, StoreError> {
         let mut tx = pool.begin().await?;
         let mut results = Vec::with_capacity(batch.len());
         for (op, _) in batch {
             let result = match op {
-                WriteOp::Assign(new) => insert_assignment_in(&mut tx, new).await.map(WriteDone::Assigned),
+                WriteOp::Assign(new) => insert_assignment_in(&mut tx, new)
+                    .await
+                    .map(WriteDone::Assigned),
                 WriteOp::Vote(vote) => record_vote_in(&mut tx, vote).await.map(WriteDone::Voted),
             };
             match result {
@@ -900,7 +1070,10 @@ impl WriteTx<'_> {
             .fetch_optional(&mut *self.tx)
             .await?;
         if exists.is_some() {
-            return Err(StoreError::Conflict(format!("a study with slug {:?} already exists", slug.as_str())));
+            return Err(StoreError::Conflict(format!(
+                "a study with slug {:?} already exists",
+                slug.as_str()
+            )));
         }
         let settings_json = serde_json::to_string(settings).expect("settings serialize");
         let id: i64 = sqlx::query(
@@ -926,10 +1099,12 @@ impl WriteTx<'_> {
     }
 
     pub async fn study(&mut self, slug: &str) -> StoreResult<Option<StudyRow>> {
-        let row = sqlx::query("SELECT id, slug, title, instructions, status, settings FROM studies WHERE slug = $1")
-            .bind(slug)
-            .fetch_optional(&mut *self.tx)
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, slug, title, instructions, status, settings FROM studies WHERE slug = $1",
+        )
+        .bind(slug)
+        .fetch_optional(&mut *self.tx)
+        .await?;
         Ok(row.as_ref().map(study_from_row).transpose()?)
     }
 
@@ -938,10 +1113,19 @@ impl WriteTx<'_> {
             .bind(study_id)
             .fetch_all(&mut *self.tx)
             .await?;
-        rows.iter().map(|r| Ok((r.try_get("name")?, r.try_get("id")?))).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get("name")?, r.try_get("id")?)))
+            .collect()
     }
 
-    pub async fn insert_model(&mut self, study_id: i64, name: &str, provider: &str, openness: Openness, version: &str) -> StoreResult<i64> {
+    pub async fn insert_model(
+        &mut self,
+        study_id: i64,
+        name: &str,
+        provider: &str,
+        openness: Openness,
+        version: &str,
+    ) -> StoreResult<i64> {
         Ok(sqlx::query(
             "INSERT INTO models (study_id, name, provider, openness, version) VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
@@ -956,20 +1140,24 @@ impl WriteTx<'_> {
     }
 
     pub async fn prompt_exists(&mut self, study_id: i64, external_id: &str) -> StoreResult<bool> {
-        Ok(sqlx::query("SELECT 1 AS x FROM prompts WHERE study_id = $1 AND external_id = $2")
-            .bind(study_id)
-            .bind(external_id)
-            .fetch_optional(&mut *self.tx)
-            .await?
-            .is_some())
+        Ok(
+            sqlx::query("SELECT 1 AS x FROM prompts WHERE study_id = $1 AND external_id = $2")
+                .bind(study_id)
+                .bind(external_id)
+                .fetch_optional(&mut *self.tx)
+                .await?
+                .is_some(),
+        )
     }
 
     pub async fn prompt_count(&mut self, study_id: i64) -> StoreResult<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM prompts WHERE study_id = $1")
-            .bind(study_id)
-            .fetch_one(&mut *self.tx)
-            .await?
-            .try_get("n")?)
+        Ok(
+            sqlx::query("SELECT COUNT(*) AS n FROM prompts WHERE study_id = $1")
+                .bind(study_id)
+                .fetch_one(&mut *self.tx)
+                .await?
+                .try_get("n")?,
+        )
     }
 
     pub async fn insert_prompt(
@@ -993,24 +1181,32 @@ impl WriteTx<'_> {
         .try_get("id")?)
     }
 
-    pub async fn insert_response(&mut self, prompt_id: i64, model_id: i64, content: &str) -> StoreResult<i64> {
-        Ok(sqlx::query("INSERT INTO responses (prompt_id, model_id, content) VALUES ($1, $2, $3) RETURNING id")
-            .bind(prompt_id)
-            .bind(model_id)
-            .bind(content)
-            .fetch_one(&mut *self.tx)
-            .await?
-            .try_get("id")?)
+    pub async fn insert_response(
+        &mut self,
+        prompt_id: i64,
+        model_id: i64,
+        content: &str,
+    ) -> StoreResult<i64> {
+        Ok(sqlx::query(
+            "INSERT INTO responses (prompt_id, model_id, content) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(prompt_id)
+        .bind(model_id)
+        .bind(content)
+        .fetch_one(&mut *self.tx)
+        .await?
+        .try_get("id")?)
     }
 
     /// The rater of an imported dataset's annotator (created on first use; it can never log in: its
     /// token is random and thrown away).
     pub async fn imported_rater(&mut self, study_id: i64, annotator: &str) -> StoreResult<i64> {
-        if let Some(row) = sqlx::query("SELECT id FROM raters WHERE study_id = $1 AND external_id = $2")
-            .bind(study_id)
-            .bind(annotator)
-            .fetch_optional(&mut *self.tx)
-            .await?
+        if let Some(row) =
+            sqlx::query("SELECT id FROM raters WHERE study_id = $1 AND external_id = $2")
+                .bind(study_id)
+                .bind(annotator)
+                .fetch_optional(&mut *self.tx)
+                .await?
         {
             return Ok(row.try_get("id")?);
         }

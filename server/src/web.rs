@@ -8,7 +8,9 @@ use moat_exports::Choice;
 
 use crate::domain::{median, sha256_hex, StudySlug, StudyStatus};
 use crate::markdown;
-use crate::store::{NewAssignment, ShownAssignment, Store, StoreError, StudyRow, VoteOutcome, VoteToRecord};
+use crate::store::{
+    NewAssignment, ShownAssignment, Store, StoreError, StudyRow, VoteOutcome, VoteToRecord,
+};
 
 pub struct AppBackend {
     pub store: Store,
@@ -29,13 +31,21 @@ impl From<StoreError> for BackendError {
     }
 }
 
-fn render_comparison(shown: ShownAssignment, position: u32, total: u32, study: &StudyRow) -> Comparison {
+fn render_comparison(
+    shown: ShownAssignment,
+    position: u32,
+    total: u32,
+    study: &StudyRow,
+) -> Comparison {
     Comparison {
         assignment: shown.public_id,
         turns: shown
             .conversation
             .iter()
-            .map(|m| Turn { role: m.role.clone(), html: markdown::render(&m.content) })
+            .map(|m| Turn {
+                role: m.role.clone(),
+                html: markdown::render(&m.content),
+            })
             .collect(),
         left_html: markdown::render(&shown.left_text),
         right_html: markdown::render(&shown.right_text),
@@ -47,10 +57,20 @@ fn render_comparison(shown: ShownAssignment, position: u32, total: u32, study: &
 }
 
 impl AppBackend {
-    /// Every vote of the study as export records (in vote order).
-    pub async fn study_records(&self, study: &StudyRow) -> Result<Vec<moat_exports::VoteRecord>, StoreError> {
+    /// Every vote of the study as export records (in vote order), without the votes of raters
+    /// marked excluded.
+    pub async fn study_records(
+        &self,
+        study: &StudyRow,
+    ) -> Result<Vec<moat_exports::VoteRecord>, StoreError> {
         use futures::TryStreamExt;
-        self.store.vote_records(study).try_collect().await
+        let excluded = self.store.excluded_raters(study.id).await?;
+        let records: Vec<moat_exports::VoteRecord> =
+            self.store.vote_records(study).try_collect().await?;
+        Ok(records
+            .into_iter()
+            .filter(|r| !excluded.contains(&r.rater))
+            .collect())
     }
 
     /// The study's statistics, computed off the async threads (the bootstrap is CPU work).
@@ -63,24 +83,33 @@ impl AppBackend {
         let study = self.open_study(slug).await?;
         let records = self.study_records(&study).await?;
         let name = study.slug.clone();
-        let analysis = tokio::task::spawn_blocking(move || crate::analysis::analyse(&name, &records, &options))
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "analysis task failed");
-                BackendError::Internal
-            })?;
+        let analysis = tokio::task::spawn_blocking(move || {
+            crate::analysis::analyse(&name, &records, &options)
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "analysis task failed");
+            BackendError::Internal
+        })?;
         Ok((study, analysis))
     }
 
     pub fn new(store: Store, admin_token_hash: String) -> Arc<AppBackend> {
-        Arc::new(AppBackend { store, admin_token_hash })
+        Arc::new(AppBackend {
+            store,
+            admin_token_hash,
+        })
     }
 
     async fn open_study(&self, slug: &str) -> Result<StudyRow, BackendError> {
         Ok(self.store.study(slug).await?)
     }
 
-    async fn session_totals(&self, study: &StudyRow, rater_id: i64) -> Result<(u32, u32), BackendError> {
+    async fn session_totals(
+        &self,
+        study: &StudyRow,
+        rater_id: i64,
+    ) -> Result<(u32, u32), BackendError> {
         let votes = self.store.rater_vote_count(rater_id).await? as u32;
         let comparable = self.store.comparable_prompts(study.id).await? as u32;
         Ok((votes, comparable.min(study.settings.items_per_rater)))
@@ -89,7 +118,11 @@ impl AppBackend {
 
 #[async_trait::async_trait]
 impl Backend for AppBackend {
-    async fn study_entry(&self, slug: &str, rater_token: Option<&str>) -> Result<StudyEntry, BackendError> {
+    async fn study_entry(
+        &self,
+        slug: &str,
+        rater_token: Option<&str>,
+    ) -> Result<StudyEntry, BackendError> {
         let study = self.open_study(slug).await?;
         let joined = match rater_token {
             Some(token) => self.store.rater_by_token(study.id, token).await?.is_some(),
@@ -108,10 +141,14 @@ impl Backend for AppBackend {
     async fn consent(&self, slug: &str, participant: Option<&str>) -> Result<String, BackendError> {
         let study = self.open_study(slug).await?;
         if study.status != StudyStatus::Open {
-            return Err(BackendError::Conflict(format!("study {slug:?} is not open")));
+            return Err(BackendError::Conflict(format!(
+                "study {slug:?} is not open"
+            )));
         }
         if participant.is_some_and(|p| p.len() > 200) {
-            return Err(BackendError::BadRequest("participant id is longer than 200 characters".into()));
+            return Err(BackendError::BadRequest(
+                "participant id is longer than 200 characters".into(),
+            ));
         }
         Ok(self.store.join_rater(study.id, participant).await?)
     }
@@ -122,16 +159,29 @@ impl Backend for AppBackend {
             return Ok(RaterView::NeedConsent);
         };
         if study.status != StudyStatus::Open {
-            return Ok(RaterView::NotOpen { status: study.status.as_str().to_string() });
+            return Ok(RaterView::NotOpen {
+                status: study.status.as_str().to_string(),
+            });
         }
         if study.settings.reveal_after_vote {
-            if let Some((left_model, right_model, choice)) = self.store.pending_reveal(rater.id).await? {
-                return Ok(RaterView::Reveal(Reveal { left_model, right_model, choice: choice.as_str().into() }));
+            if let Some((left_model, right_model, choice)) =
+                self.store.pending_reveal(rater.id).await?
+            {
+                return Ok(RaterView::Reveal(Reveal {
+                    left_model,
+                    right_model,
+                    choice: choice.as_str().into(),
+                }));
             }
         }
         let (votes, total) = self.session_totals(&study, rater.id).await?;
         if let Some(shown) = self.store.assignment_in_state(rater.id, "issued").await? {
-            return Ok(RaterView::Compare(render_comparison(shown, votes + 1, total, &study)));
+            return Ok(RaterView::Compare(render_comparison(
+                shown,
+                votes + 1,
+                total,
+                &study,
+            )));
         }
         let done = RaterView::Done(Completion {
             code: study.settings.completion_code.clone(),
@@ -150,45 +200,84 @@ impl Backend for AppBackend {
             else {
                 return Ok(done);
             };
-            let new = NewAssignment { rater_id: rater.id, study_id: study.id, prompt_id, left_response: left, right_response: right };
+            let new = NewAssignment {
+                rater_id: rater.id,
+                study_id: study.id,
+                prompt_id,
+                left_response: left,
+                right_response: right,
+            };
             if self.store.insert_assignment(&new).await?.is_some() {
                 break;
             }
         }
         match self.store.assignment_in_state(rater.id, "issued").await? {
-            Some(shown) => Ok(RaterView::Compare(render_comparison(shown, votes + 1, total, &study))),
+            Some(shown) => Ok(RaterView::Compare(render_comparison(
+                shown,
+                votes + 1,
+                total,
+                &study,
+            ))),
             None => Ok(done),
         }
     }
 
-    async fn vote(&self, slug: &str, rater_token: &str, vote: VoteInput) -> Result<(), BackendError> {
+    async fn vote(
+        &self,
+        slug: &str,
+        rater_token: &str,
+        vote: VoteInput,
+    ) -> Result<(), BackendError> {
         let study = self.open_study(slug).await?;
         let rater = self
             .store
             .rater_by_token(study.id, rater_token)
             .await?
-            .ok_or_else(|| BackendError::Unauthorized("no rater session for this study; open the study link first".into()))?;
+            .ok_or_else(|| {
+                BackendError::Unauthorized(
+                    "no rater session for this study; open the study link first".into(),
+                )
+            })?;
         if study.status != StudyStatus::Open {
-            return Err(BackendError::Conflict(format!("study {slug:?} is {}; votes are closed", study.status.as_str())));
+            return Err(BackendError::Conflict(format!(
+                "study {slug:?} is {}; votes are closed",
+                study.status.as_str()
+            )));
         }
         let choice = Choice::parse(&vote.choice).ok_or_else(|| {
-            BackendError::BadRequest(format!("choice must be left, right, tie or both_bad, got {:?}", vote.choice))
+            BackendError::BadRequest(format!(
+                "choice must be left, right, tie or both_bad, got {:?}",
+                vote.choice
+            ))
         })?;
         let source_guess = match vote.source_guess.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(side @ ("left" | "right")) => Some(side.to_string()),
-            Some(other) => return Err(BackendError::BadRequest(format!("source_guess must be left or right, got {other:?}"))),
+            Some(other) => {
+                return Err(BackendError::BadRequest(format!(
+                    "source_guess must be left or right, got {other:?}"
+                )))
+            }
         };
         let source_confidence = match vote.source_confidence.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(text) => match text.parse::<i64>() {
                 Ok(n @ 1..=5) => Some(n),
-                _ => return Err(BackendError::BadRequest(format!("source_confidence must be 1 to 5, got {text:?}"))),
+                _ => {
+                    return Err(BackendError::BadRequest(format!(
+                        "source_confidence must be 1 to 5, got {text:?}"
+                    )))
+                }
             },
         };
-        let rationale = vote.rationale.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
+        let rationale = vote
+            .rationale
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty());
         if rationale.as_ref().is_some_and(|r| r.chars().count() > 5000) {
-            return Err(BackendError::BadRequest("rationale is longer than 5000 characters".into()));
+            return Err(BackendError::BadRequest(
+                "rationale is longer than 5000 characters".into(),
+            ));
         }
         let outcome = self
             .store
@@ -207,7 +296,11 @@ impl Backend for AppBackend {
         }
     }
 
-    async fn continue_after_reveal(&self, slug: &str, rater_token: &str) -> Result<(), BackendError> {
+    async fn continue_after_reveal(
+        &self,
+        slug: &str,
+        rater_token: &str,
+    ) -> Result<(), BackendError> {
         let study = self.open_study(slug).await?;
         let rater = self
             .store
@@ -231,22 +324,47 @@ impl Backend for AppBackend {
             return Err(BackendError::BadRequest("title must not be empty".into()));
         }
         if study.settings.items_per_rater == 0 {
-            return Err(BackendError::BadRequest("items_per_rater must be at least 1".into()));
+            return Err(BackendError::BadRequest(
+                "items_per_rater must be at least 1".into(),
+            ));
         }
-        self.store.create_study(&slug, study.title.trim(), &study.instructions, &study.settings).await?;
+        self.store
+            .create_study(
+                &slug,
+                study.title.trim(),
+                &study.instructions,
+                &study.settings,
+            )
+            .await?;
         Ok(self.store.study_summary(slug.as_str()).await?)
     }
 
     async fn set_study_status(&self, slug: &str, status: &str) -> Result<(), BackendError> {
-        let status = StudyStatus::parse(status)
-            .ok_or_else(|| BackendError::BadRequest(format!("status must be draft, open or closed, got {status:?}")))?;
+        let status = StudyStatus::parse(status).ok_or_else(|| {
+            BackendError::BadRequest(format!(
+                "status must be draft, open or closed, got {status:?}"
+            ))
+        })?;
         Ok(self.store.set_study_status(slug, status).await?)
     }
 
     async fn leaderboard(&self, slug: &str) -> Result<LeaderboardView, BackendError> {
-        let (study, analysis) = self.analysis(slug, moat_stats::LeaderboardOptions::default()).await?;
-        let openness = self.store.models(study.id).await?.into_iter().map(|m| (m.name, m.openness)).collect();
-        Ok(crate::analysis::page_view(&study.slug, &study.title, &analysis, &openness))
+        let (study, analysis) = self
+            .analysis(slug, moat_stats::LeaderboardOptions::default())
+            .await?;
+        let openness = self
+            .store
+            .models(study.id)
+            .await?
+            .into_iter()
+            .map(|m| (m.name, m.openness))
+            .collect();
+        Ok(crate::analysis::page_view(
+            &study.slug,
+            &study.title,
+            &analysis,
+            &openness,
+        ))
     }
 
     async fn study_report(&self, slug: &str) -> Result<StudyReport, BackendError> {

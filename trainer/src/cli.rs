@@ -182,6 +182,8 @@ fn set_threads(threads: Option<usize>) {
 /// `moat train --data FILE`: reads the pairs of `--data` (and `--eval`), trains, prints the report.
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let data = args.data.clone().context("--data FILE is required")?;
+    // Fail before reading the data when the device cannot be used.
+    args.device.device()?;
     let (train_pairs, summary) = load_pairs(&data, args.rows)?;
     eprintln!("train data {}: {summary}", data.display());
     run_train_on(args, train_pairs)

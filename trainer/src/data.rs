@@ -9,7 +9,6 @@ use std::str::FromStr;
 use anyhow::Context;
 use moat_exports::pairs::PairReader;
 pub use moat_exports::pairs::PreferencePair;
-use moat_exports::read::open_maybe_gzip;
 use moat_exports::Message;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -77,13 +76,14 @@ impl fmt::Display for LoadSummary {
     }
 }
 
-/// Reads the pairs of a TRL / HH-RLHF JSON Lines file (gzip or not) whose row numbers fall in `rows`.
+/// Reads the pairs of a TRL / HH-RLHF JSON Lines file (gzip or not) or a Parquet file, through the
+/// exports crate, keeping those whose row numbers fall in `rows`.
 pub fn load_pairs(
     path: &Path,
     rows: Option<RowRange>,
 ) -> anyhow::Result<(Vec<PreferencePair>, LoadSummary)> {
-    let input = open_maybe_gzip(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut reader = PairReader::new(input);
+    let mut reader =
+        PairReader::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut pairs = Vec::new();
     // Not a `for` loop: the body reads the reader's running report.
     while let Some(pair) = reader.next() {

@@ -570,6 +570,12 @@ fn train_model<M: RewardModel>(
     );
     let params = model.params();
     let started = Instant::now();
+    // Head-only bert runs the frozen encoder here, once per input: minutes on a CPU, so say so.
+    eprintln!(
+        "encoding {} train and {} eval pairs",
+        train_pairs.len(),
+        eval_pairs.len()
+    );
     let train = encode_pairs(model, train_pairs, config.margin)?;
     let eval = encode_pairs(model, eval_pairs, config.margin)?;
     let encode_seconds = started.elapsed().as_secs_f64();

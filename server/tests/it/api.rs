@@ -14,7 +14,12 @@ fn no_site() -> std::path::PathBuf {
 async fn admin_api_requires_token_and_answers_json() {
     let db = TestDb::sqlite();
     let server = spawn_server(db.url(), &no_site()).await;
-    let anonymous = server.http.get(format!("{}/api/v1/studies", server.base)).send().await.unwrap();
+    let anonymous = server
+        .http
+        .get(format!("{}/api/v1/studies", server.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status(), 401);
     let body: serde_json::Value = anonymous.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("admin token"));
@@ -22,13 +27,25 @@ async fn admin_api_requires_token_and_answers_json() {
     let opened = server.open_study("api", 3, serde_json::json!({})).await;
     assert_eq!(opened.status(), 200);
     let bad_status = server
-        .admin(server.http.post(format!("{}/api/v1/studies/api/status", server.base)))
+        .admin(
+            server
+                .http
+                .post(format!("{}/api/v1/studies/api/status", server.base)),
+        )
         .json(&serde_json::json!({ "status": "paused" }))
         .send()
         .await
         .unwrap();
     assert_eq!(bad_status.status(), 400);
-    let missing = server.admin(server.http.get(format!("{}/api/v1/studies/nope", server.base))).send().await.unwrap();
+    let missing = server
+        .admin(
+            server
+                .http
+                .get(format!("{}/api/v1/studies/nope", server.base)),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
     assert!(missing.json::<serde_json::Value>().await.unwrap()["error"].is_string());
     let bad_import = server
@@ -38,8 +55,14 @@ async fn admin_api_requires_token_and_answers_json() {
         .await
         .unwrap();
     assert_eq!(bad_import.status(), 422);
-    let error = bad_import.json::<serde_json::Value>().await.unwrap()["error"].as_str().unwrap().to_string();
-    assert!(error.contains("line 1") && error.contains("responses.unknown-model"), "{error}");
+    let error = bad_import.json::<serde_json::Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("line 1") && error.contains("responses.unknown-model"),
+        "{error}"
+    );
     let duplicate = server
         .admin(server.http.post(format!("{}/api/v1/studies", server.base)))
         .json(&serde_json::json!({ "slug": "api", "title": "again" }))
@@ -47,8 +70,18 @@ async fn admin_api_requires_token_and_answers_json() {
         .await
         .unwrap();
     assert_eq!(duplicate.status(), 409);
-    let report: serde_json::Value =
-        server.admin(server.http.get(format!("{}/api/v1/studies/api", server.base))).send().await.unwrap().json().await.unwrap();
+    let report: serde_json::Value = server
+        .admin(
+            server
+                .http
+                .get(format!("{}/api/v1/studies/api", server.base)),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(report["summary"]["prompts"], 3);
     assert_eq!(report["summary"]["status"], "open");
 }
@@ -57,11 +90,26 @@ async fn admin_api_requires_token_and_answers_json() {
 async fn rater_protocol_over_http() {
     let db = TestDb::sqlite();
     let server = spawn_server(db.url(), &no_site()).await;
-    server.open_study("http", 3, serde_json::json!({ "items_per_rater": 3, "completion_code": "CODE-42" })).await;
-    let rater = RaterClient::join(&server.base, "http", Some("P1")).await.unwrap();
-    let first = rater.next_comparison().await.unwrap().expect("a comparison");
+    server
+        .open_study(
+            "http",
+            3,
+            serde_json::json!({ "items_per_rater": 3, "completion_code": "CODE-42" }),
+        )
+        .await;
+    let rater = RaterClient::join(&server.base, "http", Some("P1"))
+        .await
+        .unwrap();
+    let first = rater
+        .next_comparison()
+        .await
+        .unwrap()
+        .expect("a comparison");
     rater.vote(&first.assignment, "left").await.unwrap();
-    rater.vote(&first.assignment, "left").await.expect("a resubmission is harmless");
+    rater
+        .vote(&first.assignment, "left")
+        .await
+        .expect("a resubmission is harmless");
     match rater.vote(&first.assignment, "tie").await {
         Err(ClientError::Status { status: 409, .. }) => {}
         other => panic!("expected 409, got {other:?}"),
@@ -79,7 +127,11 @@ async fn rater_protocol_over_http() {
     let stranger = reqwest::Client::new()
         .post(format!("{}/rpc/vote", server.base))
         .header("Accept", "application/json")
-        .form(&[("slug", "http"), ("assignment", second.assignment.as_str()), ("choice", "left")])
+        .form(&[
+            ("slug", "http"),
+            ("assignment", second.assignment.as_str()),
+            ("choice", "left"),
+        ])
         .send()
         .await
         .unwrap();
@@ -89,11 +141,16 @@ async fn rater_protocol_over_http() {
     assert_eq!(third.position, 3);
     rater.vote(&third.assignment, "both_bad").await.unwrap();
     match rater.next().await.unwrap() {
-        RaterView::Done(done) => assert_eq!((done.code.as_deref(), done.votes), (Some("CODE-42"), 3)),
+        RaterView::Done(done) => {
+            assert_eq!((done.code.as_deref(), done.votes), (Some("CODE-42"), 3))
+        }
         other => panic!("expected the completion page, got {other:?}"),
     }
     let (_, html) = rater.page("/s/http/compare").await.unwrap();
-    assert!(html.contains("CODE-42"), "the completion page shows the code");
+    assert!(
+        html.contains("CODE-42"),
+        "the completion page shows the code"
+    );
 }
 
 /// Nothing the browser receives before a vote names a model, its provider, or a database id of a
@@ -102,27 +159,50 @@ async fn rater_protocol_over_http() {
 async fn blindness_before_the_vote() {
     let db = TestDb::sqlite();
     let server = spawn_server(db.url(), &no_site()).await;
-    server.open_study("blind", 4, serde_json::json!({ "ask_source": true, "ask_rationale": true })).await;
-    let rater = RaterClient::join(&server.base, "blind", None).await.unwrap();
+    server
+        .open_study(
+            "blind",
+            4,
+            serde_json::json!({ "ask_source": true, "ask_rationale": true }),
+        )
+        .await;
+    let rater = RaterClient::join(&server.base, "blind", None)
+        .await
+        .unwrap();
     let study = server.backend.store.study("blind").await.unwrap();
     let response_ids: Vec<i64> = {
         // Every response id of the study, read from the database.
         let mut ids = Vec::new();
-        for candidate in server.backend.store.candidate_prompts(study.id, -1, 100).await.unwrap() {
+        for candidate in server
+            .backend
+            .store
+            .candidate_prompts(study.id, -1, 100)
+            .await
+            .unwrap()
+        {
             ids.extend(candidate.responses.iter().map(|(id, _)| *id));
         }
         ids
     };
     assert_eq!(response_ids.len(), 12);
-    let forbidden: Vec<String> = MODELS.iter().flat_map(|(name, provider, _)| [name.to_string(), provider.to_string()]).collect();
+    let forbidden: Vec<String> = MODELS
+        .iter()
+        .flat_map(|(name, provider, _)| [name.to_string(), provider.to_string()])
+        .collect();
     for round in 0..3 {
         let (entry_headers, entry_html) = rater.page("/s/blind").await.unwrap();
         let raw = rater.next_raw().await.unwrap();
         let (headers, html) = rater.page("/s/blind/compare").await.unwrap();
-        assert!(html.contains("Response A") && html.contains("Response B"), "round {round}: not a comparison page");
+        assert!(
+            html.contains("Response A") && html.contains("Response B"),
+            "round {round}: not a comparison page"
+        );
         for text in [&entry_html, &raw, &html] {
             for word in &forbidden {
-                assert!(!text.contains(word.as_str()), "round {round}: {word} leaked");
+                assert!(
+                    !text.contains(word.as_str()),
+                    "round {round}: {word} leaked"
+                );
             }
         }
         for (name, value) in headers.iter().chain(entry_headers.iter()) {
@@ -136,17 +216,38 @@ async fn blindness_before_the_vote() {
         let mut numbers = Vec::new();
         collect_numbers(&json, &mut numbers);
         let comparison = json.get("Compare").expect("a comparison");
-        let mut keys: Vec<&str> = comparison.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut keys: Vec<&str> = comparison
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         keys.sort_unstable();
-        let mut expected =
-            vec!["assignment", "turns", "left_html", "right_html", "position", "total", "ask_source", "ask_rationale"];
+        let mut expected = vec![
+            "assignment",
+            "turns",
+            "left_html",
+            "right_html",
+            "position",
+            "total",
+            "ask_source",
+            "ask_rationale",
+        ];
         expected.sort_unstable();
-        assert_eq!(keys, expected, "the comparison's wire type changed: check it for identities");
+        assert_eq!(
+            keys, expected,
+            "the comparison's wire type changed: check it for identities"
+        );
         // The only numbers are the progress counters (position and total).
         assert_eq!(numbers.len(), 2, "{numbers:?}");
         let assignment = comparison["assignment"].as_str().unwrap().to_string();
-        assert!(assignment.len() >= 32 && !response_ids.iter().any(|id| assignment == id.to_string()));
-        assert!(html.contains(&assignment), "the page carries the same assignment");
+        assert!(
+            assignment.len() >= 32 && !response_ids.iter().any(|id| assignment == id.to_string())
+        );
+        assert!(
+            html.contains(&assignment),
+            "the page carries the same assignment"
+        );
         rater.vote(&assignment, "tie").await.unwrap();
     }
 }
@@ -180,14 +281,22 @@ async fn hostile_responses_render_inert() {
         serde_json::json!({ "id": "x", "prompt": hostile, "responses": { "m1": hostile, "m2": hostile } })
     );
     let imported = server
-        .admin(server.http.post(format!("{}/api/v1/studies/xss/import", server.base)))
+        .admin(
+            server
+                .http
+                .post(format!("{}/api/v1/studies/xss/import", server.base)),
+        )
         .body(file)
         .send()
         .await
         .unwrap();
     assert_eq!(imported.status(), 200);
     server
-        .admin(server.http.post(format!("{}/api/v1/studies/xss/status", server.base)))
+        .admin(
+            server
+                .http
+                .post(format!("{}/api/v1/studies/xss/status", server.base)),
+        )
         .json(&serde_json::json!({ "status": "open" }))
         .send()
         .await
@@ -196,12 +305,18 @@ async fn hostile_responses_render_inert() {
     let (_, html) = rater.page("/s/xss/compare").await.unwrap();
     assert!(html.contains("click me"), "the link text is still shown");
     let lowered = html.to_lowercase();
-    assert!(!lowered.contains("alert('pwned')</script>"), "a script survived");
+    assert!(
+        !lowered.contains("alert('pwned')</script>"),
+        "a script survived"
+    );
     assert!(!lowered.contains("onerror"), "an event handler survived");
     // Inert text may mention javascript:, but no attribute may carry such a URL.
     let compact = lowered.replace(['"', '\'', ' '], "");
     for attribute in ["href=javascript:", "src=javascript:", "action=javascript:"] {
-        assert!(!compact.contains(attribute), "a javascript: URL survived as {attribute}");
+        assert!(
+            !compact.contains(attribute),
+            "a javascript: URL survived as {attribute}"
+        );
     }
 }
 
@@ -209,7 +324,13 @@ async fn hostile_responses_render_inert() {
 async fn leaderboard_and_exports_over_http() {
     let db = TestDb::sqlite();
     let server = spawn_server(db.url(), &no_site()).await;
-    server.open_study("lb", 12, serde_json::json!({ "items_per_rater": 12, "ask_source": true })).await;
+    server
+        .open_study(
+            "lb",
+            12,
+            serde_json::json!({ "items_per_rater": 12, "ask_source": true }),
+        )
+        .await;
     for rater_index in 0..4 {
         let rater = RaterClient::join(&server.base, "lb", None).await.unwrap();
         let mut i = 0;
@@ -219,41 +340,90 @@ async fn leaderboard_and_exports_over_http() {
             i += 1;
         }
     }
-    let url = format!("{}/api/v1/studies/lb/leaderboard?rounds=200&seed=3", server.base);
+    let url = format!(
+        "{}/api/v1/studies/lb/leaderboard?rounds=200&seed=3",
+        server.base
+    );
     let first = server.admin(server.http.get(&url)).send().await.unwrap();
     assert_eq!(first.status(), 200);
     let first = first.text().await.unwrap();
-    let again = server.admin(server.http.get(&url)).send().await.unwrap().text().await.unwrap();
+    let again = server
+        .admin(server.http.get(&url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(first, again, "same data and seed give the same numbers");
     let analysis: serde_json::Value = serde_json::from_str(&first).unwrap();
     let models = analysis["leaderboard"]["models"].as_array().unwrap();
     assert_eq!(models.len(), 3);
-    assert!(models.iter().all(|m| m["rating"].is_number() && m["ci"]["lower"].is_number()));
+    assert!(models
+        .iter()
+        .all(|m| m["rating"].is_number() && m["ci"]["lower"].is_number()));
     assert!(analysis["parity_open_vs_closed"]["summary"].is_string());
     assert!(analysis["agreement"]["summary"].is_string());
-    let bad = server.admin(server.http.get(format!("{}/api/v1/studies/lb/leaderboard?rounds=999999999", server.base))).send().await.unwrap();
+    let bad = server
+        .admin(server.http.get(format!(
+            "{}/api/v1/studies/lb/leaderboard?rounds=999999999",
+            server.base
+        )))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 400);
 
     // Arena battles file through the API.
     let battles = "{\"model_a\":\"x\",\"model_b\":\"y\",\"winner\":\"model_a\"}\n{\"model_a\":\"y\",\"model_b\":\"x\",\"winner\":\"tie (bothbad)\"}\n";
-    let board = server.admin(server.http.post(format!("{}/api/v1/leaderboard?rounds=50", server.base))).body(battles).send().await.unwrap();
+    let board = server
+        .admin(
+            server
+                .http
+                .post(format!("{}/api/v1/leaderboard?rounds=50", server.base)),
+        )
+        .body(battles)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(board.status(), 200);
-    let broken = server.admin(server.http.post(format!("{}/api/v1/leaderboard", server.base))).body("{\"model_a\":\"x\"}").send().await.unwrap();
+    let broken = server
+        .admin(
+            server
+                .http
+                .post(format!("{}/api/v1/leaderboard", server.base)),
+        )
+        .body("{\"model_a\":\"x\"}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(broken.status(), 422);
 
     // Every format downloads; Parquet starts with its magic bytes.
     for format in ["trl", "dpo", "kto", "hh-rlhf", "openai", "arena", "votes"] {
         let response = server
-            .admin(server.http.get(format!("{}/api/v1/studies/lb/export?format={format}", server.base)))
+            .admin(server.http.get(format!(
+                "{}/api/v1/studies/lb/export?format={format}",
+                server.base
+            )))
             .send()
             .await
             .unwrap();
         assert_eq!(response.status(), 200, "{format}");
         let text = response.text().await.unwrap();
-        assert!(text.lines().count() > 0 && text.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "{format}");
+        assert!(
+            text.lines().count() > 0
+                && text
+                    .lines()
+                    .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+            "{format}"
+        );
     }
     let parquet = server
-        .admin(server.http.get(format!("{}/api/v1/studies/lb/export?format=trl&container=parquet", server.base)))
+        .admin(server.http.get(format!(
+            "{}/api/v1/studies/lb/export?format=trl&container=parquet",
+            server.base
+        )))
         .send()
         .await
         .unwrap()
@@ -261,6 +431,13 @@ async fn leaderboard_and_exports_over_http() {
         .await
         .unwrap();
     assert_eq!(&parquet[..4], b"PAR1");
-    let unknown = server.admin(server.http.get(format!("{}/api/v1/studies/lb/export?format=nope", server.base))).send().await.unwrap();
+    let unknown = server
+        .admin(server.http.get(format!(
+            "{}/api/v1/studies/lb/export?format=nope",
+            server.base
+        )))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), 400);
 }

@@ -11,12 +11,22 @@ use tokio::process::{Child, Command};
 use crate::support::{sample_jsonl, ADMIN_TOKEN};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start(data_dir: &std::path::Path, port: u16) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_moat"))
-        .args(["--data-dir", data_dir.to_str().unwrap(), "serve", "--addr", &format!("127.0.0.1:{port}")])
+        .args([
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "serve",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+        ])
         .args(["--site-root", "/nonexistent-site"])
         .env("MOAT_ADMIN_TOKEN", ADMIN_TOKEN)
         .env_remove("DATABASE_URL")
@@ -27,7 +37,12 @@ async fn start(data_dir: &std::path::Path, port: u16) -> Child {
         .expect("start moat");
     let http = reqwest::Client::new();
     for _ in 0..300 {
-        if http.get(format!("http://127.0.0.1:{port}/")).send().await.is_ok() {
+        if http
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .is_ok()
+        {
             return child;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -49,7 +64,11 @@ async fn acknowledged_votes_survive_sigkill() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
-    admin(http.post(format!("{base}/api/v1/studies/kill/import"))).body(sample_jsonl(400)).send().await.unwrap();
+    admin(http.post(format!("{base}/api/v1/studies/kill/import")))
+        .body(sample_jsonl(400))
+        .send()
+        .await
+        .unwrap();
     admin(http.post(format!("{base}/api/v1/studies/kill/status")))
         .json(&serde_json::json!({ "status": "open" }))
         .send()
@@ -64,9 +83,13 @@ async fn acknowledged_votes_survive_sigkill() {
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let mut acknowledged = Vec::new();
-            let Ok(rater) = RaterClient::join(&base, "kill", None).await else { return acknowledged };
+            let Ok(rater) = RaterClient::join(&base, "kill", None).await else {
+                return acknowledged;
+            };
             while !stop.load(Ordering::Relaxed) {
-                let Ok(Some(comparison)) = rater.next_comparison().await else { break };
+                let Ok(Some(comparison)) = rater.next_comparison().await else {
+                    break;
+                };
                 match rater.vote(&comparison.assignment, "left").await {
                     Ok(()) => acknowledged.push(comparison.assignment),
                     Err(_) => break,
@@ -84,21 +107,48 @@ async fn acknowledged_votes_survive_sigkill() {
     for task in tasks {
         acknowledged.extend(task.await.unwrap());
     }
-    assert!(acknowledged.len() >= 20, "too few votes before the kill to mean anything: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() >= 20,
+        "too few votes before the kill to mean anything: {}",
+        acknowledged.len()
+    );
 
     let mut server = start(dir.path(), port).await;
-    let report: serde_json::Value =
-        admin(http.get(format!("{base}/api/v1/studies/kill"))).send().await.unwrap().json().await.unwrap();
-    let stored = report["summary"]["votes"].as_i64().unwrap() as usize;
-    // Votes in flight at the kill may or may not have landed; every acknowledged one must have.
-    assert!(stored >= acknowledged.len(), "{stored} votes stored, {} acknowledged", acknowledged.len());
-    let store = moat_server::store::Store::connect(&format!("sqlite://{}", dir.path().join("moat.db").display()))
+    let report: serde_json::Value = admin(http.get(format!("{base}/api/v1/studies/kill")))
+        .send()
+        .await
+        .unwrap()
+        .json()
         .await
         .unwrap();
+    let stored = report["summary"]["votes"].as_i64().unwrap() as usize;
+    // Votes in flight at the kill may or may not have landed; every acknowledged one must have.
+    assert!(
+        stored >= acknowledged.len(),
+        "{stored} votes stored, {} acknowledged",
+        acknowledged.len()
+    );
+    let store = moat_server::store::Store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("moat.db").display()
+    ))
+    .await
+    .unwrap();
     let study = store.study("kill").await.unwrap();
-    let stored_ids: std::collections::HashSet<String> =
-        store.voted_assignment_ids(study.id).await.unwrap().into_iter().collect();
-    let missing: Vec<&String> = acknowledged.iter().filter(|a| !stored_ids.contains(*a)).collect();
-    assert!(missing.is_empty(), "{} acknowledged votes lost: {missing:?}", missing.len());
+    let stored_ids: std::collections::HashSet<String> = store
+        .voted_assignment_ids(study.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let missing: Vec<&String> = acknowledged
+        .iter()
+        .filter(|a| !stored_ids.contains(*a))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged votes lost: {missing:?}",
+        missing.len()
+    );
     server.start_kill().unwrap();
 }

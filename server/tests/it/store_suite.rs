@@ -22,16 +22,36 @@ fn vote(assignment: &str, choice: &str) -> VoteInput {
     }
 }
 
-async fn backend_with_study(url: &str, slug: &str, prompts: usize, items_per_rater: u32) -> std::sync::Arc<AppBackend> {
+async fn backend_with_study(
+    url: &str,
+    slug: &str,
+    prompts: usize,
+    items_per_rater: u32,
+) -> std::sync::Arc<AppBackend> {
     let store = Store::connect(url).await.expect("connect and migrate");
     let backend = AppBackend::new(store, String::new());
-    let settings = StudySettings { items_per_rater, ..Default::default() };
+    let settings = StudySettings {
+        items_per_rater,
+        ..Default::default()
+    };
     backend
-        .create_study(NewStudy { slug: slug.into(), title: "T".into(), instructions: String::new(), settings })
+        .create_study(NewStudy {
+            slug: slug.into(),
+            title: "T".into(),
+            instructions: String::new(),
+            settings,
+        })
         .await
         .unwrap();
     let slug_value = StudySlug::parse(slug).unwrap();
-    import_jsonl(&backend.store, &slug_value, sample_jsonl(prompts).as_bytes(), &[]).await.unwrap();
+    import_jsonl(
+        &backend.store,
+        &slug_value,
+        sample_jsonl(prompts).as_bytes(),
+        &[],
+    )
+    .await
+    .unwrap();
     backend.set_study_status(slug, "open").await.unwrap();
     backend
 }
@@ -46,41 +66,88 @@ async fn full_rater_session(url: &str) {
             panic!("round {round}: expected a comparison");
         };
         // Asking again before voting shows the same assignment, not a new one.
-        let RaterView::Compare(again) = backend.rater_view("session", &token).await.unwrap() else { panic!() };
+        let RaterView::Compare(again) = backend.rater_view("session", &token).await.unwrap() else {
+            panic!()
+        };
         assert_eq!(first.assignment, again.assignment);
         assert_eq!(first.position, round + 1);
         assert!(seen_assignments.insert(first.assignment.clone()));
         // Never the same prompt twice for one rater.
-        assert!(shown_texts.insert(first.turns[0].html.clone()), "prompt repeated: {}", first.turns[0].html);
-        backend.vote("session", &token, vote(&first.assignment, "left")).await.unwrap();
+        assert!(
+            shown_texts.insert(first.turns[0].html.clone()),
+            "prompt repeated: {}",
+            first.turns[0].html
+        );
+        backend
+            .vote("session", &token, vote(&first.assignment, "left"))
+            .await
+            .unwrap();
         // A resubmission of the same vote is harmless; a different one is refused.
-        backend.vote("session", &token, vote(&first.assignment, "left")).await.unwrap();
-        let changed = backend.vote("session", &token, vote(&first.assignment, "right")).await.unwrap_err();
+        backend
+            .vote("session", &token, vote(&first.assignment, "left"))
+            .await
+            .unwrap();
+        let changed = backend
+            .vote("session", &token, vote(&first.assignment, "right"))
+            .await
+            .unwrap_err();
         assert!(matches!(changed, BackendError::Conflict(_)), "{changed:?}");
     }
     // Four prompts, four votes: the session is complete.
-    assert!(matches!(backend.rater_view("session", &token).await.unwrap(), RaterView::Done(_)));
+    assert!(matches!(
+        backend.rater_view("session", &token).await.unwrap(),
+        RaterView::Done(_)
+    ));
     // Another rater cannot vote on this rater's assignments, and invented ids are refused.
     let other = backend.consent("session", None).await.unwrap();
-    let RaterView::Compare(theirs) = backend.rater_view("session", &other).await.unwrap() else { panic!() };
+    let RaterView::Compare(theirs) = backend.rater_view("session", &other).await.unwrap() else {
+        panic!()
+    };
     let stolen = seen_assignments.iter().next().unwrap();
-    assert!(matches!(backend.vote("session", &other, vote(stolen, "left")).await, Err(BackendError::NotFound(_))));
-    assert!(matches!(backend.vote("session", &other, vote("deadbeef", "left")).await, Err(BackendError::NotFound(_))));
     assert!(matches!(
-        backend.vote("session", &other, vote(&theirs.assignment, "sideways")).await,
+        backend.vote("session", &other, vote(stolen, "left")).await,
+        Err(BackendError::NotFound(_))
+    ));
+    assert!(matches!(
+        backend
+            .vote("session", &other, vote("deadbeef", "left"))
+            .await,
+        Err(BackendError::NotFound(_))
+    ));
+    assert!(matches!(
+        backend
+            .vote("session", &other, vote(&theirs.assignment, "sideways"))
+            .await,
         Err(BackendError::BadRequest(_))
     ));
-    assert!(matches!(backend.vote("session", "not-a-token", vote(&theirs.assignment, "left")).await, Err(BackendError::Unauthorized(_))));
+    assert!(matches!(
+        backend
+            .vote("session", "not-a-token", vote(&theirs.assignment, "left"))
+            .await,
+        Err(BackendError::Unauthorized(_))
+    ));
     let report = backend.study_report("session").await.unwrap();
     assert_eq!(report.summary.votes, 4);
     assert_eq!(report.summary.raters, 2);
-    assert_eq!(report.results.iter().map(|r| r.votes).sum::<i64>(), 8, "each vote counts for two models");
+    assert_eq!(
+        report.results.iter().map(|r| r.votes).sum::<i64>(),
+        8,
+        "each vote counts for two models"
+    );
     // A returning participant id gets the same rater back (no fresh set of prompts).
     let returning = backend.consent("session", Some("PID-1")).await.unwrap();
-    assert!(matches!(backend.rater_view("session", &returning).await.unwrap(), RaterView::Done(_)));
+    assert!(matches!(
+        backend.rater_view("session", &returning).await.unwrap(),
+        RaterView::Done(_)
+    ));
     // A closed study takes no votes.
     backend.set_study_status("session", "closed").await.unwrap();
-    assert!(matches!(backend.vote("session", &other, vote(&theirs.assignment, "left")).await, Err(BackendError::Conflict(_))));
+    assert!(matches!(
+        backend
+            .vote("session", &other, vote(&theirs.assignment, "left"))
+            .await,
+        Err(BackendError::Conflict(_))
+    ));
     backend.store.close().await;
 }
 on_both_backends!(full_rater_session);
@@ -90,7 +157,10 @@ async fn pairs_are_balanced_across_raters(url: &str) {
     for _ in 0..10 {
         let token = backend.consent("balance", None).await.unwrap();
         while let RaterView::Compare(c) = backend.rater_view("balance", &token).await.unwrap() {
-            backend.vote("balance", &token, vote(&c.assignment, "tie")).await.unwrap();
+            backend
+                .vote("balance", &token, vote(&c.assignment, "tie"))
+                .await
+                .unwrap();
         }
     }
     let report = backend.study_report("balance").await.unwrap();
@@ -98,7 +168,10 @@ async fn pairs_are_balanced_across_raters(url: &str) {
     let shown: Vec<i64> = report.pairs.iter().map(|p| p.shown).collect();
     assert_eq!(shown.len(), 3, "{:?}", report.pairs);
     assert_eq!(shown.iter().sum::<i64>(), 60);
-    assert!(shown.iter().max().unwrap() - shown.iter().min().unwrap() <= 1, "unbalanced: {shown:?}");
+    assert!(
+        shown.iter().max().unwrap() - shown.iter().min().unwrap() <= 1,
+        "unbalanced: {shown:?}"
+    );
     backend.store.close().await;
 }
 on_both_backends!(pairs_are_balanced_across_raters);
@@ -114,22 +187,36 @@ async fn bad_imports_write_nothing(url: &str) {
         (format!("{header}\n{good}\n{{\"id\":\"2\",\"prompt\":\"q\",\"responses\":{{\"a\":\"x\",\"zz\":\"y\"}}}}"), 3, "responses.zz"),
         (format!("{header}\n{good}\n{good}"), 3, "id"),
         (format!("{header}\n{good}\n{{\"id\":\"3\",\"prompt\":\"q\",\"responses\":{{\"a\":\"x\"}}}}"), 3, "responses"),
-        (format!("{good}"), 1, "responses.a"),
+        (good.to_string(), 1, "responses.a"),
     ];
     for (text, line, field) in cases {
-        let error = import_jsonl(&store, &slug, text.as_bytes(), &[]).await.unwrap_err();
+        let error = import_jsonl(&store, &slug, text.as_bytes(), &[])
+            .await
+            .unwrap_err();
         match error {
-            ImportError::Input(e) => assert_eq!((e.line, e.field.as_str()), (line, field), "{text}: {e}"),
+            ImportError::Input(e) => {
+                assert_eq!((e.line, e.field.as_str()), (line, field), "{text}: {e}")
+            }
             other => panic!("{text}: expected an input error, got {other}"),
         }
         // Nothing was written: not even the study the import would have created.
-        assert!(store.study("bad").await.is_err(), "{text}: the study was created");
+        assert!(
+            store.study("bad").await.is_err(),
+            "{text}: the study was created"
+        );
     }
     // The same file without its bad line imports, and a second import of a duplicate id is refused
     // while the first import stays whole.
-    import_jsonl(&store, &slug, format!("{header}\n{good}\n").as_bytes(), &[]).await.unwrap();
-    let again = import_jsonl(&store, &slug, format!("{good}\n").as_bytes(), &[]).await.unwrap_err();
-    assert!(matches!(again, ImportError::Input(ref e) if e.field == "id"), "{again}");
+    import_jsonl(&store, &slug, format!("{header}\n{good}\n").as_bytes(), &[])
+        .await
+        .unwrap();
+    let again = import_jsonl(&store, &slug, format!("{good}\n").as_bytes(), &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, ImportError::Input(ref e) if e.field == "id"),
+        "{again}"
+    );
     let study = store.study("bad").await.unwrap();
     assert_eq!(store.comparable_prompts(study.id).await.unwrap(), 1);
     assert_eq!(store.models(study.id).await.unwrap().len(), 2);
@@ -142,39 +229,73 @@ async fn export_streams_decided_votes(url: &str) {
     let token = backend.consent("exp", None).await.unwrap();
     let choices = ["left", "right", "tie", "both_bad", "left", "right"];
     for choice in choices {
-        let RaterView::Compare(c) = backend.rater_view("exp", &token).await.unwrap() else { panic!() };
-        backend.vote("exp", &token, vote(&c.assignment, choice)).await.unwrap();
+        let RaterView::Compare(c) = backend.rater_view("exp", &token).await.unwrap() else {
+            panic!()
+        };
+        backend
+            .vote("exp", &token, vote(&c.assignment, choice))
+            .await
+            .unwrap();
     }
     let study = backend.store.study("exp").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.jsonl");
     let trl = moat_server::export::ExportRequest::new("trl").unwrap();
-    let summary = moat_server::export::export_to_file(&backend.store, &study, &trl, &path).await.unwrap();
-    assert_eq!((summary.rows_written, summary.skipped_ties, summary.skipped_both_bad), (4, 1, 1));
+    let summary = moat_server::export::export_to_file(&backend.store, &study, &trl, &path)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            summary.rows_written,
+            summary.skipped_ties,
+            summary.skipped_both_bad
+        ),
+        (4, 1, 1)
+    );
     let text = std::fs::read_to_string(&path).unwrap();
-    let rows: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 4);
     for row in &rows {
         let chosen_model = row["model_chosen"].as_str().unwrap();
         let index = chosen_model_index(chosen_model);
         // The sample answers name their model's index, so the chosen text must match the chosen model.
-        assert!(row["chosen"].as_str().unwrap().starts_with(&format!("Answer {index} ")), "{row}");
+        assert!(
+            row["chosen"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("Answer {index} ")),
+            "{row}"
+        );
         assert_ne!(row["model_chosen"], row["model_rejected"]);
-        assert!(row["prompt"].as_str().unwrap().starts_with("Question number"));
+        assert!(row["prompt"]
+            .as_str()
+            .unwrap()
+            .starts_with("Question number"));
         assert_eq!(row["study"], "exp");
         assert!(row["created"].as_str().unwrap().ends_with('Z'));
     }
     // Byte-identical on a second run.
     let again = dir.path().join("again.jsonl");
-    moat_server::export::export_to_file(&backend.store, &study, &trl, &again).await.unwrap();
-    assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&again).unwrap());
+    moat_server::export::export_to_file(&backend.store, &study, &trl, &again)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
     assert!(moat_server::export::ExportRequest::new("nope").is_err());
     backend.store.close().await;
 }
 on_both_backends!(export_streams_decided_votes);
 
 fn chosen_model_index(name: &str) -> usize {
-    crate::support::MODELS.iter().position(|(model, ..)| *model == name).expect("known model")
+    crate::support::MODELS
+        .iter()
+        .position(|(model, ..)| *model == name)
+        .expect("known model")
 }
 
 async fn imports_public_datasets_with_votes(url: &str) {
@@ -196,7 +317,12 @@ async fn imports_public_datasets_with_votes(url: &str) {
     let backend = AppBackend::new(store.clone(), String::new());
     let records = backend.study_records(&study).await.unwrap();
     assert_eq!(records.len(), 754);
-    assert!(records.iter().all(|r| r.choice == moat_exports::Choice::Left || r.choice == moat_exports::Choice::Right));
+    assert!(
+        records
+            .iter()
+            .all(|r| r.choice == moat_exports::Choice::Left
+                || r.choice == moat_exports::Choice::Right)
+    );
 
     // A malformed file is refused whole: nothing of it lands.
     let dir = tempfile::tempdir().unwrap();
@@ -204,11 +330,20 @@ async fn imports_public_datasets_with_votes(url: &str) {
     let good_line = r#"{"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}"#;
     std::fs::write(&bad, format!("{good_line}\n{{\"chosen\": 5}}\n")).unwrap();
     let hh = StudySlug::parse("hh").unwrap();
-    let error = moat_server::import::import_dataset(&store, &hh, moat_exports::import::ImportFormat::HhRlhf, &bad, &[])
-        .await
-        .unwrap_err();
+    let error = moat_server::import::import_dataset(
+        &store,
+        &hh,
+        moat_exports::import::ImportFormat::HhRlhf,
+        &bad,
+        &[],
+    )
+    .await
+    .unwrap_err();
     assert!(error.to_string().contains("line 2"), "{error}");
-    assert!(store.study("hh").await.is_err(), "nothing of the bad file was written");
+    assert!(
+        store.study("hh").await.is_err(),
+        "nothing of the bad file was written"
+    );
     store.close().await;
 }
 on_both_backends!(imports_public_datasets_with_votes);

@@ -27,7 +27,12 @@ pub fn sample_jsonl(prompts: usize) -> String {
         let responses: serde_json::Map<String, serde_json::Value> = MODELS
             .iter()
             .enumerate()
-            .map(|(m, (name, ..))| (name.to_string(), serde_json::json!(format!("Answer {m} to question {i}, in *markdown*."))))
+            .map(|(m, (name, ..))| {
+                (
+                    name.to_string(),
+                    serde_json::json!(format!("Answer {m} to question {i}, in *markdown*.")),
+                )
+            })
             .collect();
         lines.push(
             serde_json::json!({ "id": format!("q{i}"), "prompt": format!("Question number {i}?"), "category": "test", "responses": responses })
@@ -38,8 +43,15 @@ pub fn sample_jsonl(prompts: usize) -> String {
 }
 
 pub enum TestDb {
-    Sqlite { url: String, _dir: tempfile::TempDir },
-    Postgres { url: String, admin_url: String, name: String },
+    Sqlite {
+        url: String,
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        url: String,
+        admin_url: String,
+        name: String,
+    },
 }
 
 impl TestDb {
@@ -56,11 +68,23 @@ impl TestDb {
         let admin_url = std::env::var("MOAT_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
         let name = format!("moat_test_{}", random_hex(8));
-        let mut conn = sqlx::AnyConnection::connect(&admin_url).await.expect("connect to PostgreSQL");
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+        let mut conn = sqlx::AnyConnection::connect(&admin_url)
+            .await
+            .expect("connect to PostgreSQL");
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
         conn.close().await.ok();
-        let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin_url);
-        TestDb::Postgres { url: format!("{base}/{name}"), admin_url, name }
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(base, _)| base)
+            .unwrap_or(&admin_url);
+        TestDb::Postgres {
+            url: format!("{base}/{name}"),
+            admin_url,
+            name,
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -70,9 +94,14 @@ impl TestDb {
     }
 
     pub async fn cleanup(self) {
-        if let TestDb::Postgres { admin_url, name, .. } = self {
+        if let TestDb::Postgres {
+            admin_url, name, ..
+        } = self
+        {
             if let Ok(mut conn) = sqlx::AnyConnection::connect(&admin_url).await {
-                let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+                let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
             }
         }
     }
@@ -120,7 +149,11 @@ pub async fn spawn_server(database_url: &str, site_root: &Path) -> TestServer {
     let base = format!("http://{}", app.addr);
     let backend = app.backend.clone();
     tokio::spawn(app.run());
-    TestServer { base, backend, http: reqwest::Client::new() }
+    TestServer {
+        base,
+        backend,
+        http: reqwest::Client::new(),
+    }
 }
 
 impl TestServer {
@@ -129,7 +162,12 @@ impl TestServer {
     }
 
     /// Creates a study, imports `prompts` sample prompts and opens it.
-    pub async fn open_study(&self, slug: &str, prompts: usize, settings: serde_json::Value) -> reqwest::Response {
+    pub async fn open_study(
+        &self,
+        slug: &str,
+        prompts: usize,
+        settings: serde_json::Value,
+    ) -> reqwest::Response {
         let created = self
             .admin(self.http.post(format!("{}/api/v1/studies", self.base)))
             .json(&serde_json::json!({ "slug": slug, "title": format!("Study {slug}"), "instructions": "Pick the **better** one.", "settings": settings }))
@@ -138,16 +176,22 @@ impl TestServer {
             .unwrap();
         assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
         let imported = self
-            .admin(self.http.post(format!("{}/api/v1/studies/{slug}/import", self.base)))
+            .admin(
+                self.http
+                    .post(format!("{}/api/v1/studies/{slug}/import", self.base)),
+            )
             .body(sample_jsonl(prompts))
             .send()
             .await
             .unwrap();
         assert_eq!(imported.status(), 200, "{}", imported.text().await.unwrap());
-        self.admin(self.http.post(format!("{}/api/v1/studies/{slug}/status", self.base)))
-            .json(&serde_json::json!({ "status": "open" }))
-            .send()
-            .await
-            .unwrap()
+        self.admin(
+            self.http
+                .post(format!("{}/api/v1/studies/{slug}/status", self.base)),
+        )
+        .json(&serde_json::json!({ "status": "open" }))
+        .send()
+        .await
+        .unwrap()
     }
 }
