@@ -1,6 +1,10 @@
 //! Server functions: the only calls the browser makes. Each has a fixed endpoint under `/rpc/` so
 //! plain HTML forms (JavaScript off) can post to it and its URL never depends on a build hash.
 
+// A server function's arguments are its HTML form's fields, one by one, so a form with many fields
+// makes a function with many arguments (the macro copies them into code the lint also sees).
+#![allow(clippy::too_many_arguments)]
+
 use leptos::prelude::*;
 use leptos::server_fn::ServerFnError;
 
@@ -168,7 +172,6 @@ pub async fn admin_studies() -> Result<Option<Vec<StudySummary>>, ServerFnError>
     backend.list_studies().await.map(Some).map_err(ssr::fail)
 }
 
-#[allow(clippy::too_many_arguments)]
 #[server(prefix = "/rpc", endpoint = "create_study")]
 pub async fn create_study(
     slug: String,
