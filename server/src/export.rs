@@ -138,6 +138,71 @@ impl Write for SharedBuffer {
     }
 }
 
+/// Something that takes export records one at a time.
+trait RecordSink: Send + 'static {
+    fn put(&mut self, record: &VoteRecord) -> std::io::Result<()>;
+}
+
+impl RecordSink for Box<dyn RecordWriter + Send> {
+    fn put(&mut self, record: &VoteRecord) -> std::io::Result<()> {
+        self.write_record(record)
+    }
+}
+
+impl<F> RecordSink for SplitWriter<F>
+where
+    F: FnMut(&str) -> std::io::Result<Box<dyn RecordWriter + Send>> + Send + 'static,
+{
+    fn put(&mut self, record: &VoteRecord) -> std::io::Result<()> {
+        self.write_record(record)
+    }
+}
+
+/// A writer whose output is handed on in chunks through a channel (for HTTP downloads).
+struct ChunkingSink {
+    writer: Box<dyn RecordWriter + Send>,
+    buffer: SharedBuffer,
+    chunks: mpsc::Sender<Vec<u8>>,
+}
+
+impl RecordSink for ChunkingSink {
+    fn put(&mut self, record: &VoteRecord) -> std::io::Result<()> {
+        self.writer.write_record(record)?;
+        if let Some(chunk) = self.buffer.take_if_at_least(CHUNK) {
+            self.chunks
+                .blocking_send(chunk)
+                .map_err(|_| std::io::Error::other("the reader of the export went away"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Feeds every vote record of the study into `sink` and gives the sink back. On SQLite the file is
+/// read directly on a blocking thread ([`crate::store::sqlite_vote_records`]); on PostgreSQL the
+/// records stream through the pool.
+async fn drive<S: RecordSink>(
+    store: &Store,
+    study: &StudyRow,
+    by_item: bool,
+    mut sink: S,
+) -> Result<S, ExportError> {
+    if let Some(path) = store.sqlite_path().map(Path::to_path_buf) {
+        let study = study.clone();
+        return tokio::task::spawn_blocking(move || {
+            crate::store::sqlite_vote_records(&path, &study, by_item, |record| sink.put(record))?;
+            Ok(sink)
+        })
+        .await
+        .map_err(|e| ExportError::Io(std::io::Error::other(e.to_string())))?;
+    }
+    let mut records = std::pin::pin!(store.vote_records_ordered(study, by_item));
+    while let Some(record) = records.next().await {
+        let record = record?;
+        sink = tokio::task::block_in_place(|| sink.put(&record).map(|()| sink))?;
+    }
+    Ok(sink)
+}
+
 /// Writes the study's votes, sending chunks of the file through `chunks` as they are produced.
 /// Memory is bounded by one record plus one chunk (plus a row group for Parquet).
 pub async fn export_study(
@@ -147,18 +212,16 @@ pub async fn export_study(
     chunks: mpsc::Sender<Vec<u8>>,
 ) -> Result<ExportSummary, ExportError> {
     let buffer = SharedBuffer::default();
-    let mut writer = request.writer(Box::new(buffer.clone()))?;
-    let mut records = std::pin::pin!(store.vote_records_ordered(study, request.majority));
-    while let Some(record) = records.next().await {
-        writer.write_record(&record?)?;
-        if let Some(chunk) = buffer.take_if_at_least(CHUNK) {
-            chunks
-                .send(chunk)
-                .await
-                .map_err(|_| ExportError::Disconnected)?;
-        }
-    }
-    let summary = writer.finish()?;
+    let writer = request.writer(Box::new(buffer.clone()))?;
+    let sink = ChunkingSink {
+        writer,
+        buffer: buffer.clone(),
+        chunks: chunks.clone(),
+    };
+    let sink = drive(store, study, request.majority, sink).await?;
+    let summary = tokio::task::spawn_blocking(move || sink.writer.finish())
+        .await
+        .map_err(|e| ExportError::Io(std::io::Error::other(e.to_string())))??;
     if let Some(chunk) = buffer.take_if_at_least(0) {
         chunks
             .send(chunk)
@@ -166,20 +229,6 @@ pub async fn export_study(
             .map_err(|_| ExportError::Disconnected)?;
     }
     Ok(summary)
-}
-
-/// Calls `each` on every vote record of the study, in vote order (grouped by item if `by_item`).
-async fn for_each_record(
-    store: &Store,
-    study: &StudyRow,
-    by_item: bool,
-    mut each: impl FnMut(&VoteRecord) -> std::io::Result<()>,
-) -> Result<(), ExportError> {
-    let mut records = std::pin::pin!(store.vote_records_ordered(study, by_item));
-    while let Some(record) = records.next().await {
-        each(&record?)?;
-    }
-    Ok(())
 }
 
 /// A file written beside its final path and renamed into place only when complete, so a failed
@@ -206,11 +255,8 @@ pub async fn export_to_file(
     path: &Path,
 ) -> Result<ExportSummary, ExportError> {
     let (staged, out) = staged_file(path)?;
-    let mut writer = request.writer(out)?;
-    for_each_record(store, study, request.majority, |record| {
-        writer.write_record(record)
-    })
-    .await?;
+    let writer = request.writer(out)?;
+    let writer = drive(store, study, request.majority, writer).await?;
     let summary = writer.finish()?;
     staged.as_file().sync_all()?;
     staged.persist(path).map_err(|e| e.error)?;
@@ -230,21 +276,24 @@ pub async fn export_splits(
     std::fs::create_dir_all(dir)?;
     let staged: Arc<Mutex<Vec<(String, tempfile::NamedTempFile)>>> = Arc::default();
     let opened = staged.clone();
-    let mut writer = SplitWriter::new(splits, seed, |split: &str| {
-        let path = dir.join(request.format.file_name(split, request.options.container));
+    let opener_request = request.clone();
+    let opener_dir = dir.to_path_buf();
+    let writer = SplitWriter::new(splits, seed, move |split: &str| {
+        let path = opener_dir.join(
+            opener_request
+                .format
+                .file_name(split, opener_request.options.container),
+        );
         let (file, out) = staged_file(&path)?;
         opened
             .lock()
             .expect("split files")
             .push((split.to_string(), file));
-        request
+        opener_request
             .writer(out)
             .map_err(|e| std::io::Error::other(e.to_string()))
     });
-    for_each_record(store, study, request.majority, |record| {
-        writer.write_record(record)
-    })
-    .await?;
+    let writer = drive(store, study, request.majority, writer).await?;
     let summaries = writer.finish()?;
     let mut files = std::mem::take(&mut *staged.lock().expect("split files"));
     let mut written = Vec::new();

@@ -70,6 +70,8 @@ pub struct Store {
     dialect: Dialect,
     write_lock: Arc<Mutex<()>>,
     group_writer: Option<GroupWriter>,
+    /// The database file, for readers that bypass the pool (exports).
+    sqlite_path: Option<std::path::PathBuf>,
 }
 
 /// A study as stored.
@@ -236,11 +238,23 @@ impl Store {
             Dialect::Sqlite => Some(GroupWriter::start(pool.clone(), write_lock.clone())),
             Dialect::Postgres => None,
         };
+        let sqlite_path = match dialect {
+            Dialect::Sqlite => {
+                let rest = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
+                Some(std::path::PathBuf::from(
+                    rest.split('?').next().unwrap_or(rest),
+                ))
+            }
+            Dialect::Postgres => None,
+        };
         let store = Store {
             pool,
             dialect,
             write_lock,
             group_writer,
+            sqlite_path,
         };
         store.migrate().await?;
         Ok(store)
@@ -845,6 +859,11 @@ impl Store {
             .collect::<Result<_, _>>()?)
     }
 
+    /// The SQLite database file (`None` on PostgreSQL).
+    pub fn sqlite_path(&self) -> Option<&std::path::Path> {
+        self.sqlite_path.as_deref()
+    }
+
     /// Results per model from the study's vote tallies.
     pub async fn model_results(&self, study_id: i64) -> StoreResult<Vec<ModelResult>> {
         let models = self.models(study_id).await?;
@@ -1044,6 +1063,77 @@ impl GroupWriter {
         self.queue.send((op, reply)).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
+}
+
+/// Every vote record of the study read straight from a SQLite file with rusqlite, on the calling
+/// (blocking) thread: the same query as [`Store::vote_records_ordered`], without the `Any` driver's
+/// per-row hand-off between threads, which limited exports to a third of this speed.
+pub fn sqlite_vote_records(
+    path: &std::path::Path,
+    study: &StudyRow,
+    by_item: bool,
+    mut each: impl FnMut(&VoteRecord) -> std::io::Result<()>,
+) -> Result<(), crate::export::ExportError> {
+    use rusqlite::OpenFlags;
+    let sql: &'static str = if by_item {
+        vote_records_sql!("p.id, a.model_low, a.model_high, v.id")
+    } else {
+        vote_records_sql!("v.id")
+    };
+    let db_error = |e: rusqlite::Error| {
+        crate::export::ExportError::Io(std::io::Error::other(format!(
+            "reading {}: {e}",
+            path.display()
+        )))
+    };
+    let connection = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db_error)?;
+    connection
+        .busy_timeout(Duration::from_secs(30))
+        .map_err(db_error)?;
+    let mut statement = connection
+        .prepare(&sql.replace("$1", "?1"))
+        .map_err(db_error)?;
+    let mut rows = statement.query([study.id]).map_err(db_error)?;
+    while let Some(row) = rows.next().map_err(db_error)? {
+        let text = |i: usize| row.get::<_, String>(i).map_err(db_error);
+        let conversation: Vec<Message> = serde_json::from_str(&text(9)?).map_err(|e| {
+            crate::export::ExportError::Invalid(format!("a stored conversation is not valid: {e}"))
+        })?;
+        let choice = text(1)?;
+        let left_openness = text(14)?;
+        let right_openness = text(17)?;
+        let record = VoteRecord {
+            vote_id: row.get(0).map_err(db_error)?,
+            study: study.slug.clone(),
+            prompt_id: text(8)?,
+            conversation,
+            category: row.get(10).map_err(db_error)?,
+            language: row.get(11).map_err(db_error)?,
+            left_model: text(13)?,
+            left_openness: db_openness(&left_openness)
+                .map_err(|e| crate::export::ExportError::Invalid(e.to_string()))?,
+            left_response: text(15)?,
+            right_model: text(16)?,
+            right_openness: db_openness(&right_openness)
+                .map_err(|e| crate::export::ExportError::Invalid(e.to_string()))?,
+            right_response: text(18)?,
+            choice: db_choice(&choice)
+                .map_err(|e| crate::export::ExportError::Invalid(e.to_string()))?,
+            rater: text(12)?,
+            created_ms: row.get(6).map_err(db_error)?,
+            source_guess: row.get(2).map_err(db_error)?,
+            source_confidence: row.get(3).map_err(db_error)?,
+            rationale: row.get(4).map_err(db_error)?,
+            time_on_page_ms: row.get(5).map_err(db_error)?,
+            assignment_kind: text(7)?,
+        };
+        each(&record)?;
+    }
+    Ok(())
 }
 
 /// A write transaction; on SQLite it holds the store's writer lock until it ends.
