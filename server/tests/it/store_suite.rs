@@ -347,3 +347,60 @@ async fn imports_public_datasets_with_votes(url: &str) {
     store.close().await;
 }
 on_both_backends!(imports_public_datasets_with_votes);
+
+/// `moat train --study` reads the study's decided votes and writes a model that `moat score` uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn train_and_score_from_a_study() {
+    use clap::Parser;
+    let db = crate::support::TestDb::sqlite();
+    let backend = backend_with_study(db.url(), "train", 40, 40).await;
+    for _ in 0..3 {
+        let token = backend.consent("train", None).await.unwrap();
+        while let RaterView::Compare(c) = backend.rater_view("train", &token).await.unwrap() {
+            backend.vote("train", &token, vote(&c.assignment, "left")).await.unwrap();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model");
+    let cli = moat_server::cli::Cli::try_parse_from([
+        "moat",
+        "--database-url",
+        db.url(),
+        "train",
+        "--study",
+        "train",
+        "--out",
+        out.to_str().unwrap(),
+        "--seed",
+        "1",
+        "--quiet",
+    ])
+    .unwrap();
+    moat_server::cli::run(cli).await.unwrap();
+    assert!(out.join("config.json").exists() || std::fs::read_dir(&out).unwrap().count() > 0);
+
+    // Score the study's own export with the trained model.
+    let study = backend.store.study("train").await.unwrap();
+    let trl = moat_server::export::ExportRequest::new("trl").unwrap();
+    let data = dir.path().join("pairs.jsonl");
+    let summary = moat_server::export::export_to_file(&backend.store, &study, &trl, &data).await.unwrap();
+    assert_eq!(summary.rows_written, 120);
+    let scores = dir.path().join("scores.jsonl");
+    let cli = moat_server::cli::Cli::try_parse_from([
+        "moat",
+        "score",
+        "--model",
+        out.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        scores.to_str().unwrap(),
+    ])
+    .unwrap();
+    moat_server::cli::run(cli).await.unwrap();
+    let scored = std::fs::read_to_string(&scores).unwrap();
+    assert_eq!(scored.lines().count(), 120);
+    let first: serde_json::Value = serde_json::from_str(scored.lines().next().unwrap()).unwrap();
+    assert!(first["reward_chosen"].is_number() && first["reward_rejected"].is_number(), "{first}");
+    backend.store.close().await;
+}
