@@ -193,7 +193,9 @@ impl Backend for AppBackend {
         }
         // A concurrent request of the same rater may take the chosen prompt first; try again then.
         for _ in 0..3 {
-            let candidates = self.store.candidate_prompts(study.id, rater.id, 64).await?;
+            // The least-assigned prompts this rater has not seen; 16 of them cover every model pair of
+            // a typical study, and each candidate's responses cost a row read per request.
+            let candidates = self.store.candidate_prompts(study.id, rater.id, 16).await?;
             let pair_counts = self.store.pair_counts(study.id).await?;
             let Some((prompt_id, left, right)) =
                 crate::assign::choose(&candidates, &pair_counts, &mut rand::thread_rng())

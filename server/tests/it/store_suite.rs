@@ -357,7 +357,10 @@ async fn train_and_score_from_a_study() {
     for _ in 0..3 {
         let token = backend.consent("train", None).await.unwrap();
         while let RaterView::Compare(c) = backend.rater_view("train", &token).await.unwrap() {
-            backend.vote("train", &token, vote(&c.assignment, "left")).await.unwrap();
+            backend
+                .vote("train", &token, vote(&c.assignment, "left"))
+                .await
+                .unwrap();
         }
     }
     let dir = tempfile::tempdir().unwrap();
@@ -383,7 +386,9 @@ async fn train_and_score_from_a_study() {
     let study = backend.store.study("train").await.unwrap();
     let trl = moat_server::export::ExportRequest::new("trl").unwrap();
     let data = dir.path().join("pairs.jsonl");
-    let summary = moat_server::export::export_to_file(&backend.store, &study, &trl, &data).await.unwrap();
+    let summary = moat_server::export::export_to_file(&backend.store, &study, &trl, &data)
+        .await
+        .unwrap();
     assert_eq!(summary.rows_written, 120);
     let scores = dir.path().join("scores.jsonl");
     let cli = moat_server::cli::Cli::try_parse_from([
@@ -401,6 +406,9 @@ async fn train_and_score_from_a_study() {
     let scored = std::fs::read_to_string(&scores).unwrap();
     assert_eq!(scored.lines().count(), 120);
     let first: serde_json::Value = serde_json::from_str(scored.lines().next().unwrap()).unwrap();
-    assert!(first["reward_chosen"].is_number() && first["reward_rejected"].is_number(), "{first}");
+    assert!(
+        first["reward_chosen"].is_number() && first["reward_rejected"].is_number(),
+        "{first}"
+    );
     backend.store.close().await;
 }
