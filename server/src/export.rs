@@ -99,6 +99,47 @@ impl ExportRequest {
     }
 }
 
+/// The export options a person chooses, as the CLI and the API take them.
+#[derive(Debug, Clone)]
+pub struct ExportChoices {
+    pub container: Container,
+    pub conversational: bool,
+    /// Model names (blank entries are ignored); both models of a comparison must be listed.
+    pub models: Vec<String>,
+    /// A date or RFC 3339 instant: votes at or after it.
+    pub from: Option<String>,
+    /// A date or RFC 3339 instant: votes before it.
+    pub until: Option<String>,
+    pub exclude_ties: bool,
+    pub exclude_both_bad: bool,
+    pub majority: bool,
+    pub min_agreement: Option<f64>,
+}
+
+impl ExportRequest {
+    pub fn with_choices(
+        format: &str,
+        choices: &ExportChoices,
+    ) -> Result<ExportRequest, ExportError> {
+        let mut request = ExportRequest::new(format)?;
+        request.options.container = choices.container;
+        request.options.conversational = choices.conversational;
+        request.filter.models = choices
+            .models
+            .iter()
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty())
+            .collect();
+        request.filter.from_ms = choices.from.as_deref().map(parse_instant).transpose()?;
+        request.filter.until_ms = choices.until.as_deref().map(parse_instant).transpose()?;
+        request.filter.exclude_ties = choices.exclude_ties;
+        request.filter.exclude_both_bad = choices.exclude_both_bad;
+        request.majority = choices.majority;
+        request.min_agreement = choices.min_agreement;
+        Ok(request)
+    }
+}
+
 /// Parses a date or an RFC 3339 instant (`2026-11-01` or `2026-11-01T12:00:00Z`) into milliseconds.
 pub fn parse_instant(text: &str) -> Result<i64, ExportError> {
     let full = if text.len() == 10 {

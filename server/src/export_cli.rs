@@ -5,32 +5,29 @@ use moat_exports::options::Splits;
 use moat_exports::table::Container;
 
 use crate::cli::ExportArgs;
-use crate::export::{export_splits, export_to_file, parse_instant, ExportRequest};
+use crate::export::{export_splits, export_to_file, ExportChoices, ExportRequest};
 use crate::store::Store;
 
 pub async fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
     let study = store.study(&args.study).await?;
-    let mut request = ExportRequest::new(&args.format)?;
-    request.options.container = if args.parquet {
-        Container::Parquet
-    } else if args.csv {
-        Container::Csv
-    } else {
-        Container::Jsonl
+    let choices = ExportChoices {
+        container: if args.parquet {
+            Container::Parquet
+        } else if args.csv {
+            Container::Csv
+        } else {
+            Container::Jsonl
+        },
+        conversational: args.conversational,
+        models: args.models.clone(),
+        from: args.from.clone(),
+        until: args.until.clone(),
+        exclude_ties: args.exclude_ties,
+        exclude_both_bad: args.exclude_both_bad,
+        majority: args.majority,
+        min_agreement: args.min_agreement,
     };
-    request.options.conversational = args.conversational;
-    request.filter.models = args
-        .models
-        .iter()
-        .map(|m| m.trim().to_string())
-        .filter(|m| !m.is_empty())
-        .collect();
-    request.filter.from_ms = args.from.as_deref().map(parse_instant).transpose()?;
-    request.filter.until_ms = args.until.as_deref().map(parse_instant).transpose()?;
-    request.filter.exclude_ties = args.exclude_ties;
-    request.filter.exclude_both_bad = args.exclude_both_bad;
-    request.majority = args.majority;
-    request.min_agreement = args.min_agreement;
+    let mut request = ExportRequest::with_choices(&args.format, &choices)?;
     if !args.include_excluded_raters {
         request.exclude_marked_raters(store, &study).await?;
     }

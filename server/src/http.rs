@@ -21,7 +21,7 @@ use tokio::io::BufReader;
 use tokio_util::io::StreamReader;
 
 use crate::domain::StudySlug;
-use crate::export::{export_study, parse_instant, ExportRequest};
+use crate::export::{export_study, ExportRequest};
 use crate::import::{import_jsonl, ImportError};
 use crate::web::AppBackend;
 
@@ -334,8 +334,7 @@ fn default_format() -> String {
 
 impl ExportQuery {
     fn request(&self) -> Result<ExportRequest, crate::export::ExportError> {
-        let mut request = ExportRequest::new(&self.format)?;
-        request.options.container = match self.container.as_deref().unwrap_or("jsonl") {
+        let container = match self.container.as_deref().unwrap_or("jsonl") {
             "jsonl" => moat_exports::table::Container::Jsonl,
             "csv" => moat_exports::table::Container::Csv,
             "parquet" => moat_exports::table::Container::Parquet,
@@ -345,21 +344,24 @@ impl ExportQuery {
                 )))
             }
         };
-        request.options.conversational = self.conversational;
-        if let Some(models) = &self.models {
-            request.filter.models = models
+        let choices = crate::export::ExportChoices {
+            container,
+            conversational: self.conversational,
+            models: self
+                .models
+                .as_deref()
+                .unwrap_or("")
                 .split(',')
-                .map(|m| m.trim().to_string())
-                .filter(|m| !m.is_empty())
-                .collect();
-        }
-        request.filter.from_ms = self.from.as_deref().map(parse_instant).transpose()?;
-        request.filter.until_ms = self.until.as_deref().map(parse_instant).transpose()?;
-        request.filter.exclude_ties = self.exclude_ties;
-        request.filter.exclude_both_bad = self.exclude_both_bad;
-        request.majority = self.majority;
-        request.min_agreement = self.min_agreement;
-        Ok(request)
+                .map(str::to_string)
+                .collect(),
+            from: self.from.clone(),
+            until: self.until.clone(),
+            exclude_ties: self.exclude_ties,
+            exclude_both_bad: self.exclude_both_bad,
+            majority: self.majority,
+            min_agreement: self.min_agreement,
+        };
+        ExportRequest::with_choices(&self.format, &choices)
     }
 }
 

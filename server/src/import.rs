@@ -298,6 +298,36 @@ pub fn parse_line(text: &str, line: usize) -> Result<Line, InputError> {
     }))
 }
 
+/// A prompt about to be written by an import.
+struct NewPrompt<'a> {
+    id: &'a str,
+    conversation: &'a [Message],
+    category: Option<&'a str>,
+    language: Option<&'a str>,
+}
+
+/// Writes a prompt unless its id was seen earlier in the file or is already in the study.
+async fn insert_new_prompt(
+    tx: &mut crate::store::WriteTx<'_>,
+    study_id: i64,
+    seen_ids: &mut HashSet<String>,
+    line: usize,
+    prompt: NewPrompt<'_>,
+) -> Result<i64, ImportError> {
+    if !seen_ids.insert(prompt.id.to_string()) || tx.prompt_exists(study_id, prompt.id).await? {
+        return Err(input_error(line, "id", format!("duplicate prompt id {:?}", prompt.id)).into());
+    }
+    Ok(tx
+        .insert_prompt(
+            study_id,
+            prompt.id,
+            prompt.conversation,
+            prompt.category,
+            prompt.language,
+        )
+        .await?)
+}
+
 /// Imports a JSONL stream into the study `slug` (created as a draft if it does not exist).
 pub async fn import_jsonl<R: AsyncBufRead + Unpin>(
     store: &Store,
@@ -378,24 +408,14 @@ pub async fn import_jsonl<R: AsyncBufRead + Unpin>(
                         .into());
                     }
                 }
-                if !seen_ids.insert(item.id.clone()) || tx.prompt_exists(study.id, &item.id).await?
-                {
-                    return Err(input_error(
-                        line_no,
-                        "id",
-                        format!("duplicate prompt id {:?}", item.id),
-                    )
-                    .into());
-                }
-                let prompt_id = tx
-                    .insert_prompt(
-                        study.id,
-                        &item.id,
-                        &item.conversation,
-                        item.category.as_deref(),
-                        item.language.as_deref(),
-                    )
-                    .await?;
+                let prompt = NewPrompt {
+                    id: &item.id,
+                    conversation: &item.conversation,
+                    category: item.category.as_deref(),
+                    language: item.language.as_deref(),
+                };
+                let prompt_id =
+                    insert_new_prompt(&mut tx, study.id, &mut seen_ids, line_no, prompt).await?;
                 for (model, text) in &item.responses {
                     tx.insert_response(prompt_id, models[model], text).await?;
                     report.responses_imported += 1;
@@ -571,25 +591,13 @@ pub async fn import_dataset(
     while let Some(item) = items.recv().await {
         let item = item.map_err(reader_error)?;
         let line = item.line as usize;
-        if !seen_ids.insert(item.prompt_id.clone())
-            || tx.prompt_exists(study.id, &item.prompt_id).await?
-        {
-            return Err(input_error(
-                line,
-                "id",
-                format!("duplicate prompt id {:?}", item.prompt_id),
-            )
-            .into());
-        }
-        let prompt_id = tx
-            .insert_prompt(
-                study.id,
-                &item.prompt_id,
-                &item.conversation,
-                item.category.as_deref(),
-                item.language.as_deref(),
-            )
-            .await?;
+        let prompt = NewPrompt {
+            id: &item.prompt_id,
+            conversation: &item.conversation,
+            category: item.category.as_deref(),
+            language: item.language.as_deref(),
+        };
+        let prompt_id = insert_new_prompt(&mut tx, study.id, &mut seen_ids, line, prompt).await?;
         let mut response_ids = Vec::with_capacity(item.responses.len());
         for response in &item.responses {
             let model_id = match models.get(&response.model) {
