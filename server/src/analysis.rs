@@ -199,8 +199,10 @@ pub fn page_view(
         }),
         None => sections.push(ResultSection {
             title: "Can raters tell which response is from the closed model?".into(),
-            text: "No identification answers yet (turn on the question in the study settings)."
-                .into(),
+            text:
+                "No answers yet to \"which response comes from a closed model?\" on a comparison \
+                   of an open and a closed model (the question is a study setting)."
+                    .into(),
         }),
     }
     sections.push(ResultSection {

@@ -194,7 +194,8 @@ pub fn win_matrix_heatmap(board: &Leaderboard) -> String {
     let n = matrix.models.len();
     let cell = if n > 40 { 14.0 } else { 32.0 };
     let (left, top) = (180.0, 150.0);
-    let width = left + n.max(1) as f64 * cell + 20.0;
+    // At least wide enough for the title line, however few the models.
+    let width = (left + n.max(1) as f64 * cell + 20.0).max(420.0);
     let height = top + n.max(1) as f64 * cell + 20.0;
     let mut svg = String::new();
     let _ = write!(
