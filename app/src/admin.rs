@@ -89,9 +89,16 @@ pub fn AdminStudy() -> impl IntoView {
     let query = use_query_map();
     let slug = move || params.read().get("slug").unwrap_or_default();
     let status_action = ServerAction::<SetStudyStatus>::new();
+    let rater_action = ServerAction::<SetRaterStatus>::new();
     let report = Resource::new(
-        move || (slug(), status_action.version().get()),
-        |(slug, _)| get_study_report(slug),
+        move || {
+            (
+                slug(),
+                status_action.version().get(),
+                rater_action.version().get(),
+            )
+        },
+        |(slug, _, _)| get_study_report(slug),
     );
     let notice = move || query.read().get("notice");
     let import_error = move || query.read().get("error");
@@ -106,7 +113,9 @@ pub fn AdminStudy() -> impl IntoView {
                         <p class="error">{error_text(&error)}</p>
                         <p><a href="/admin">"Log in"</a></p>
                     }.into_any(),
-                    Ok(report) => view! { <StudyReportView report=report status_action=status_action/> }.into_any(),
+                    Ok(report) => view! {
+                        <StudyReportView report=report status_action=status_action rater_action=rater_action/>
+                    }.into_any(),
                 }
             })}
         </Suspense>
@@ -118,6 +127,7 @@ pub fn AdminStudy() -> impl IntoView {
 fn StudyReportView(
     report: StudyReport,
     status_action: ServerAction<SetStudyStatus>,
+    rater_action: ServerAction<SetRaterStatus>,
 ) -> impl IntoView {
     let slug = report.summary.slug.clone();
     let status_buttons = ["open", "closed", "draft"]
@@ -160,6 +170,35 @@ fn StudyReportView(
                     <td class="num">{row.both_bad}</td><td class="num">{row.losses}</td>
                     <td class="num">{row.votes}</td>
                     <td class="num">{format!("{:.1}%", row.win_rate * 100.0)}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    let rater_slug = report.summary.slug.clone();
+    let raters = report
+        .raters
+        .clone()
+        .into_iter()
+        .map(|rater| {
+            let slug = rater_slug.clone();
+            let (next, label) = if rater.status == "excluded" {
+                ("active", "Include again")
+            } else {
+                ("excluded", "Exclude")
+            };
+            view! {
+                <tr>
+                    <td><code>{rater.pseudonym.clone()}</code></td>
+                    <td>{rater.status.clone()}</td>
+                    <td class="num">{rater.votes}</td>
+                    <td>
+                        <ActionForm action=rater_action attr:class="inline">
+                            <input type="hidden" name="slug" value=slug/>
+                            <input type="hidden" name="pseudonym" value=rater.pseudonym.clone()/>
+                            <input type="hidden" name="status" value=next/>
+                            <button type="submit">{label}</button>
+                        </ActionForm>
+                    </td>
                 </tr>
             }
         })
@@ -214,6 +253,12 @@ fn StudyReportView(
         <table class="pairs">
             <thead><tr><th>"Model A"</th><th>"Model B"</th><th>"Shown"</th><th>"Votes"</th></tr></thead>
             <tbody>{pairs}</tbody>
+        </table>
+        <h2>"Raters"</h2>
+        <p class="hint">"Excluded raters are left out of the leaderboard, the statistics and the exports."</p>
+        <table class="raters" id="raters">
+            <thead><tr><th>"Rater"</th><th>"Status"</th><th>"Votes"</th><th></th></tr></thead>
+            <tbody>{raters}</tbody>
         </table>
     }
 }

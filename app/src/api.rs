@@ -233,3 +233,16 @@ pub async fn get_leaderboard(slug: String) -> Result<LeaderboardView, ServerFnEr
     let backend = ssr::require_admin().await?;
     backend.leaderboard(&slug).await.map_err(ssr::fail)
 }
+
+#[server(prefix = "/rpc", endpoint = "set_rater_status")]
+pub async fn set_rater_status(
+    slug: String,
+    pseudonym: String,
+    status: String,
+) -> Result<(), ServerFnError> {
+    let backend = ssr::require_admin().await?;
+    backend
+        .set_rater_status(&slug, &pseudonym, &status)
+        .await
+        .map_err(ssr::fail)
+}

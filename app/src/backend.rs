@@ -72,6 +72,13 @@ pub trait Backend: Send + Sync + 'static {
     async fn set_study_status(&self, slug: &str, status: &str) -> Result<(), BackendError>;
     async fn study_report(&self, slug: &str) -> Result<StudyReport, BackendError>;
     async fn leaderboard(&self, slug: &str) -> Result<LeaderboardView, BackendError>;
+    /// Marks a rater `excluded` (left out of statistics and exports) or `active`.
+    async fn set_rater_status(
+        &self,
+        slug: &str,
+        pseudonym: &str,
+        status: &str,
+    ) -> Result<(), BackendError>;
 }
 
 pub type SharedBackend = Arc<dyn Backend>;

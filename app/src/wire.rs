@@ -139,6 +139,15 @@ pub struct ModelResult {
     pub win_rate: f64,
 }
 
+/// One rater of a study, for the admin page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RaterSummary {
+    pub pseudonym: String,
+    /// active, excluded, or imported (an annotator of an imported dataset).
+    pub status: String,
+    pub votes: i64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StudyReport {
     pub summary: StudySummary,
@@ -147,6 +156,8 @@ pub struct StudyReport {
     pub pairs: Vec<PairProgress>,
     pub median_seconds_per_vote: Option<f64>,
     pub results: Vec<ModelResult>,
+    /// The study's raters (the first 500), most votes first.
+    pub raters: Vec<RaterSummary>,
 }
 
 /// A new study, as the admin form and `POST /api/v1/studies` give it.

@@ -72,6 +72,11 @@ test('with JavaScript: three comparisons by keyboard, completion code, admin res
     assert.notEqual(row.model_chosen, row.model_rejected);
     assert.match(row.prompt, /^Prompt \d: explain recursion\.$/);
   }
+
+  // The admin excludes the rater: their votes leave the export.
+  await page.click('#raters button');
+  await page.waitForFunction(() => document.querySelector('#raters')?.textContent.includes('excluded'));
+  assert.equal((await exportRows('js')).length, 0, 'an excluded rater is left out of the export');
   await context.close();
 });
 

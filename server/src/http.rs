@@ -490,26 +490,9 @@ async fn set_rater_status(
     body: Result<Json<StatusBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(body) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let excluded = match body.status.as_str() {
-        "excluded" => true,
-        "active" => false,
-        other => {
-            return Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("status must be excluded or active, got {other:?}"),
-            ))
-        }
-    };
-    let study = backend
-        .store
-        .study(&slug)
-        .await
-        .map_err(BackendError::from)?;
     backend
-        .store
-        .set_rater_excluded(study.id, &pseudonym, excluded)
-        .await
-        .map_err(BackendError::from)?;
+        .set_rater_status(&slug, &pseudonym, &body.status)
+        .await?;
     Ok(Json(
         serde_json::json!({ "rater": pseudonym, "status": body.status }),
     ))

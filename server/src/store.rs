@@ -843,6 +843,32 @@ impl Store {
         tx.commit().await
     }
 
+    /// The study's raters with their vote counts, most votes first (at most `limit`).
+    pub async fn rater_summaries(
+        &self,
+        study_id: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<moat_app::wire::RaterSummary>> {
+        let rows = sqlx::query(
+            "SELECT r.pseudonym, r.status, COUNT(v.id) AS votes FROM raters r \
+             LEFT JOIN assignments a ON a.rater_id = r.id LEFT JOIN votes v ON v.assignment_id = a.id \
+             WHERE r.study_id = $1 GROUP BY r.id, r.pseudonym, r.status ORDER BY COUNT(v.id) DESC, r.id LIMIT $2",
+        )
+        .bind(study_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(moat_app::wire::RaterSummary {
+                    pseudonym: row.try_get("pseudonym")?,
+                    status: row.try_get("status")?,
+                    votes: row.try_get("votes")?,
+                })
+            })
+            .collect()
+    }
+
     /// Pseudonyms of the study's raters marked excluded.
     pub async fn excluded_raters(
         &self,

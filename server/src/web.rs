@@ -369,6 +369,28 @@ impl Backend for AppBackend {
         ))
     }
 
+    async fn set_rater_status(
+        &self,
+        slug: &str,
+        pseudonym: &str,
+        status: &str,
+    ) -> Result<(), BackendError> {
+        let excluded = match status {
+            "excluded" => true,
+            "active" => false,
+            other => {
+                return Err(BackendError::BadRequest(format!(
+                    "status must be excluded or active, got {other:?}"
+                )))
+            }
+        };
+        let study = self.open_study(slug).await?;
+        Ok(self
+            .store
+            .set_rater_excluded(study.id, pseudonym, excluded)
+            .await?)
+    }
+
     async fn study_report(&self, slug: &str) -> Result<StudyReport, BackendError> {
         let study = self.open_study(slug).await?;
         let summary = self.store.study_summary(slug).await?;
@@ -376,6 +398,7 @@ impl Backend for AppBackend {
         let pairs = self.store.pair_progress(study.id, &models).await?;
         let mut durations = self.store.vote_durations_ms(study.id).await?;
         let results = self.store.model_results(study.id).await?;
+        let raters = self.store.rater_summaries(study.id, 500).await?;
         Ok(StudyReport {
             summary,
             instructions: study.instructions.clone(),
@@ -383,6 +406,7 @@ impl Backend for AppBackend {
             pairs,
             median_seconds_per_vote: median(&mut durations).map(|ms| ms / 1000.0),
             results,
+            raters,
         })
     }
 }

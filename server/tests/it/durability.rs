@@ -10,52 +10,45 @@ use tokio::process::{Child, Command};
 
 use crate::support::{sample_jsonl, ADMIN_TOKEN};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start(data_dir: &std::path::Path, port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_moat"))
+/// Starts `moat serve` on a port the OS picks (no race with other tests for a "free" port) and
+/// returns the child and its base URL, read from the line the server prints once it listens.
+async fn start(data_dir: &std::path::Path) -> (Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_moat"))
         .args([
             "--data-dir",
             data_dir.to_str().unwrap(),
             "serve",
             "--addr",
-            &format!("127.0.0.1:{port}"),
+            "127.0.0.1:0",
         ])
         .args(["--site-root", "/nonexistent-site"])
         .env("MOAT_ADMIN_TOKEN", ADMIN_TOKEN)
         .env_remove("DATABASE_URL")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("start moat");
-    let http = reqwest::Client::new();
-    for _ in 0..300 {
-        if http
-            .get(format!("http://127.0.0.1:{port}/"))
-            .send()
-            .await
-            .is_ok()
-        {
-            return child;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let wait = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("Moat is listening on ") {
+                return url.trim().to_string();
+            }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("moat did not start on port {port}");
+        panic!("moat exited before listening");
+    });
+    let base = wait.await.expect("moat did not start within 60 s");
+    // Keep reading (and discarding) stdout so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, base)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_votes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut server = start(dir.path(), port).await;
+    let (mut server, base) = start(dir.path()).await;
     let http = reqwest::Client::new();
     let admin = |r: reqwest::RequestBuilder| r.bearer_auth(ADMIN_TOKEN);
     let created = admin(http.post(format!("{base}/api/v1/studies")))
@@ -113,7 +106,7 @@ async fn acknowledged_votes_survive_sigkill() {
         acknowledged.len()
     );
 
-    let mut server = start(dir.path(), port).await;
+    let (mut server, base) = start(dir.path()).await;
     let report: serde_json::Value = admin(http.get(format!("{base}/api/v1/studies/kill")))
         .send()
         .await
