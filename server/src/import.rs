@@ -298,6 +298,28 @@ pub fn parse_line(text: &str, line: usize) -> Result<Line, InputError> {
     }))
 }
 
+/// The study an import writes into: the existing one (refused if closed) or a new draft titled by
+/// its slug. Returns whether it was created.
+async fn open_or_create_study(
+    tx: &mut crate::store::WriteTx<'_>,
+    slug: &StudySlug,
+) -> Result<(crate::store::StudyRow, bool), ImportError> {
+    match tx.study(slug.as_str()).await? {
+        Some(study) if study.status == crate::domain::StudyStatus::Closed => {
+            Err(ImportError::Study(format!(
+                "study {:?} is closed; reopen it before importing",
+                slug.as_str()
+            )))
+        }
+        Some(study) => Ok((study, false)),
+        None => Ok((
+            tx.create_study(slug, slug.as_str(), "", &Default::default())
+                .await?,
+            true,
+        )),
+    }
+}
+
 /// A prompt about to be written by an import.
 struct NewPrompt<'a> {
     id: &'a str,
@@ -340,20 +362,8 @@ pub async fn import_jsonl<R: AsyncBufRead + Unpin>(
         study: slug.as_str().to_string(),
         ..Default::default()
     };
-    let study = match tx.study(slug.as_str()).await? {
-        Some(study) => study,
-        None => {
-            report.created_study = true;
-            tx.create_study(slug, slug.as_str(), "", &Default::default())
-                .await?
-        }
-    };
-    if study.status == crate::domain::StudyStatus::Closed {
-        return Err(ImportError::Study(format!(
-            "study {:?} is closed; reopen it before importing",
-            slug.as_str()
-        )));
-    }
+    let (study, created) = open_or_create_study(&mut tx, slug).await?;
+    report.created_study = created;
     let mut models: HashMap<String, i64> = tx.models(study.id).await?;
     let mut pending = flag_models.to_vec();
     let mut seen_ids: HashSet<String> = HashSet::new();
@@ -577,14 +587,8 @@ pub async fn import_dataset(
         format: format!("{format:?}"),
         ..Default::default()
     };
-    let study = match tx.study(slug.as_str()).await? {
-        Some(study) => study,
-        None => {
-            report.created_study = true;
-            tx.create_study(slug, slug.as_str(), "", &Default::default())
-                .await?
-        }
-    };
+    let (study, created) = open_or_create_study(&mut tx, slug).await?;
+    report.created_study = created;
     let mut models: HashMap<String, i64> = tx.models(study.id).await?;
     let mut raters: HashMap<String, i64> = HashMap::new();
     let mut seen_ids: HashSet<String> = HashSet::new();
