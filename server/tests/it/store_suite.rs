@@ -412,3 +412,65 @@ async fn train_and_score_from_a_study() {
     );
     backend.store.close().await;
 }
+
+/// With reveal-after-vote on, the models are named only after the vote, on a page of their own, and
+/// the next comparison comes after the rater moves on.
+async fn reveal_after_vote(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let backend = AppBackend::new(store, String::new());
+    let settings = StudySettings {
+        reveal_after_vote: true,
+        items_per_rater: 2,
+        ..Default::default()
+    };
+    backend
+        .create_study(NewStudy {
+            slug: "reveal".into(),
+            title: "R".into(),
+            instructions: String::new(),
+            settings,
+        })
+        .await
+        .unwrap();
+    let slug = StudySlug::parse("reveal").unwrap();
+    import_jsonl(&backend.store, &slug, sample_jsonl(3).as_bytes(), &[])
+        .await
+        .unwrap();
+    backend.set_study_status("reveal", "open").await.unwrap();
+    let token = backend.consent("reveal", None).await.unwrap();
+    let RaterView::Compare(first) = backend.rater_view("reveal", &token).await.unwrap() else {
+        panic!()
+    };
+    backend
+        .vote("reveal", &token, vote(&first.assignment, "right"))
+        .await
+        .unwrap();
+    let RaterView::Reveal(reveal) = backend.rater_view("reveal", &token).await.unwrap() else {
+        panic!("expected the reveal page");
+    };
+    let names: Vec<&str> = crate::support::MODELS
+        .iter()
+        .map(|(name, ..)| *name)
+        .collect();
+    assert!(
+        names.contains(&reveal.left_model.as_str()) && names.contains(&reveal.right_model.as_str())
+    );
+    assert_ne!(reveal.left_model, reveal.right_model);
+    assert_eq!(reveal.choice, "right");
+    // Asking again still shows the reveal; moving on gives the next comparison.
+    assert!(matches!(
+        backend.rater_view("reveal", &token).await.unwrap(),
+        RaterView::Reveal(_)
+    ));
+    backend
+        .continue_after_reveal("reveal", &token)
+        .await
+        .unwrap();
+    let RaterView::Compare(second) = backend.rater_view("reveal", &token).await.unwrap() else {
+        panic!()
+    };
+    assert_ne!(first.assignment, second.assignment);
+    assert_eq!(second.position, 2);
+    backend.store.close().await;
+}
+on_both_backends!(reveal_after_vote);
