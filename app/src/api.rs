@@ -32,6 +32,11 @@ pub mod ssr {
     /// The value of a request cookie.
     pub async fn cookie(name: &str) -> Option<String> {
         let headers: http::HeaderMap = leptos_axum::extract().await.ok()?;
+        cookie_value(&headers, name)
+    }
+
+    /// The value of cookie `name` in request headers (also used by the server's JSON API).
+    pub fn cookie_value(headers: &http::HeaderMap, name: &str) -> Option<String> {
         headers
             .get_all(http::header::COOKIE)
             .iter()

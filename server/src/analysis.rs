@@ -24,6 +24,26 @@ pub struct StudyAnalysis {
     pub agreement: Agreement,
 }
 
+/// Leaderboard options from what the CLI and the API let a person choose; unset values keep the
+/// library's defaults (1,000 bootstrap rounds, seed 0, ties as half a win).
+pub fn leaderboard_options(
+    seed: Option<u64>,
+    rounds: Option<usize>,
+    davidson: bool,
+) -> LeaderboardOptions {
+    let defaults = LeaderboardOptions::default();
+    LeaderboardOptions {
+        seed: seed.unwrap_or(defaults.seed),
+        bootstrap_rounds: rounds.unwrap_or(defaults.bootstrap_rounds),
+        tie_model: if davidson {
+            moat_stats::TieModel::Davidson
+        } else {
+            defaults.tie_model
+        },
+        ..defaults
+    }
+}
+
 pub fn outcome(choice: Choice) -> Outcome {
     match choice {
         Choice::Left => Outcome::AWins,

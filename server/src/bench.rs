@@ -87,39 +87,57 @@ fn study_file(prompts: usize) -> String {
     lines.join("\n") + "\n"
 }
 
-pub async fn run(args: VoteBenchArgs) -> anyhow::Result<VoteBenchReport> {
-    let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let token = crate::domain::random_hex(16);
-    let mut server = tokio::process::Command::new(std::env::current_exe()?)
+/// Starts `moat serve` from `binary` as a separate process on a SQLite file in `data_dir`, on a port
+/// the OS picks (no race with other processes for a "free" port), and returns the child and its base
+/// URL, read from the line the server prints once it listens.
+pub async fn spawn_server_process(
+    binary: &std::path::Path,
+    data_dir: &std::path::Path,
+    admin_token: &str,
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(binary)
+        .arg("--data-dir")
+        .arg(data_dir)
         .args([
-            "--data-dir",
-            &dir.path().to_string_lossy(),
             "serve",
             "--addr",
-            &format!("127.0.0.1:{port}"),
+            "127.0.0.1:0",
+            "--site-root",
+            "/nonexistent-site",
         ])
-        .args(["--site-root", "/nonexistent-site"])
-        .env("MOAT_ADMIN_TOKEN", &token)
+        .env("MOAT_ADMIN_TOKEN", admin_token)
         .env_remove("DATABASE_URL")
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let listening = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(url) = line.strip_prefix("Moat is listening on ") {
+                return Ok(url.trim().to_string());
+            }
+        }
+        anyhow::bail!("the server exited before listening")
+    });
+    let base = listening
+        .await
+        .map_err(|_| anyhow::anyhow!("the server did not start within 60 s"))??;
+    // Keep draining stdout so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, base))
+}
+
+pub async fn run(args: VoteBenchArgs) -> anyhow::Result<VoteBenchReport> {
+    let dir = tempfile::tempdir()?;
+    let token = crate::domain::random_hex(16);
+    let (mut server, base) =
+        spawn_server_process(&std::env::current_exe()?, dir.path(), &token).await?;
     let pid = server.id().unwrap_or(0);
     let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..400 {
-        if http.get(format!("{base}/")).send().await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::ensure!(ready, "the benchmark server did not start");
     let admin = |r: reqwest::RequestBuilder| r.bearer_auth(&token);
     let settings = serde_json::json!({ "items_per_rater": args.prompts });
     admin(http.post(format!("{base}/api/v1/studies")))

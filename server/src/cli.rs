@@ -276,14 +276,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             rounds,
             davidson,
         } => {
-            let mut options = moat_stats::LeaderboardOptions {
-                seed,
-                bootstrap_rounds: rounds,
-                ..Default::default()
-            };
-            if davidson {
-                options.tie_model = moat_stats::TieModel::Davidson;
-            }
+            let options = crate::analysis::leaderboard_options(Some(seed), Some(rounds), davidson);
             options.validate().map_err(anyhow::Error::msg)?;
             if let Some(path) = battles {
                 let battles = moat_stats::battles::read_battles_file(&path)

@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use futures::{StreamExt, TryStreamExt};
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
+use moat_app::api::ssr::cookie_value;
 use moat_app::backend::{Backend, BackendError, SharedBackend};
 use moat_app::wire::NewStudy;
 use moat_app::{shell, App};
@@ -52,17 +53,6 @@ impl From<ImportError> for ApiError {
             ImportError::Store(store) => BackendError::from(store).into(),
         }
     }
-}
-
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|line| line.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.to_string())
 }
 
 /// Proof that the request carries the admin token, as `Authorization: Bearer …` or the admin cookie.
@@ -438,17 +428,7 @@ struct LeaderboardQuery {
 
 impl LeaderboardQuery {
     fn options(&self) -> moat_stats::LeaderboardOptions {
-        let mut options = moat_stats::LeaderboardOptions::default();
-        if let Some(seed) = self.seed {
-            options.seed = seed;
-        }
-        if let Some(rounds) = self.rounds {
-            options.bootstrap_rounds = rounds;
-        }
-        if self.davidson == Some(true) {
-            options.tie_model = moat_stats::TieModel::Davidson;
-        }
-        options
+        crate::analysis::leaderboard_options(self.seed, self.rounds, self.davidson == Some(true))
     }
 }
 

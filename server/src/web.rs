@@ -105,6 +105,22 @@ impl AppBackend {
         Ok(self.store.study(slug).await?)
     }
 
+    /// The rater whose session token this is; a request without one is refused as unauthorized.
+    async fn session_rater(
+        &self,
+        study: &StudyRow,
+        rater_token: &str,
+    ) -> Result<crate::store::RaterRow, BackendError> {
+        self.store
+            .rater_by_token(study.id, rater_token)
+            .await?
+            .ok_or_else(|| {
+                BackendError::Unauthorized(
+                    "no rater session for this study; open the study link first".into(),
+                )
+            })
+    }
+
     async fn session_totals(
         &self,
         study: &StudyRow,
@@ -231,15 +247,7 @@ impl Backend for AppBackend {
         vote: VoteInput,
     ) -> Result<(), BackendError> {
         let study = self.open_study(slug).await?;
-        let rater = self
-            .store
-            .rater_by_token(study.id, rater_token)
-            .await?
-            .ok_or_else(|| {
-                BackendError::Unauthorized(
-                    "no rater session for this study; open the study link first".into(),
-                )
-            })?;
+        let rater = self.session_rater(&study, rater_token).await?;
         if study.status != StudyStatus::Open {
             return Err(BackendError::Conflict(format!(
                 "study {slug:?} is {}; votes are closed",
@@ -304,11 +312,7 @@ impl Backend for AppBackend {
         rater_token: &str,
     ) -> Result<(), BackendError> {
         let study = self.open_study(slug).await?;
-        let rater = self
-            .store
-            .rater_by_token(study.id, rater_token)
-            .await?
-            .ok_or_else(|| BackendError::Unauthorized("no rater session for this study".into()))?;
+        let rater = self.session_rater(&study, rater_token).await?;
         Ok(self.store.finish_reveals(rater.id).await?)
     }
 

@@ -1,48 +1,22 @@
 //! Every acknowledged vote survives `kill -9` of the server.
 
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use moat_server::client::RaterClient;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::support::{sample_jsonl, ADMIN_TOKEN};
 
-/// Starts `moat serve` on a port the OS picks (no race with other tests for a "free" port) and
-/// returns the child and its base URL, read from the line the server prints once it listens.
 async fn start(data_dir: &std::path::Path) -> (Child, String) {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_moat"))
-        .args([
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--site-root", "/nonexistent-site"])
-        .env("MOAT_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env_remove("DATABASE_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start moat");
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let wait = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.strip_prefix("Moat is listening on ") {
-                return url.trim().to_string();
-            }
-        }
-        panic!("moat exited before listening");
-    });
-    let base = wait.await.expect("moat did not start within 60 s");
-    // Keep reading (and discarding) stdout so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, base)
+    moat_server::bench::spawn_server_process(
+        std::path::Path::new(env!("CARGO_BIN_EXE_moat")),
+        data_dir,
+        ADMIN_TOKEN,
+    )
+    .await
+    .expect("moat starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
