@@ -6,7 +6,8 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$MOAT_ROOT"
 
-step() { printf '\n==> %s\n' "$*"; }
+started=$SECONDS
+step() { printf '\n==> %s (at %ds)\n' "$*" "$((SECONDS - started))"; }
 
 step "setup"
 scripts/setup.sh --browser
@@ -35,3 +36,5 @@ cargo test -q -p moat-server
 
 step "browser tests (headless Chromium)"
 (cd end2end && MOAT_BIN="$CARGO_TARGET_DIR/debug/moat" npm test)
+
+step "all tests passed"

@@ -305,7 +305,7 @@ impl RecordWriter for FormatWriter {
         }
         let conversational = self.conversational;
         let prompt_text = if conversational {
-            String::new()
+            std::borrow::Cow::Borrowed("")
         } else {
             record.prompt_text()
         };

@@ -123,14 +123,16 @@ impl VoteRecord {
 
     /// The conversation as one plain-text prompt: a lone user turn is its content, a longer
     /// conversation is each turn on its own paragraph prefixed by its role.
-    pub fn prompt_text(&self) -> String {
+    pub fn prompt_text(&self) -> std::borrow::Cow<'_, str> {
         match self.conversation.as_slice() {
-            [only] if only.role == "user" => only.content.clone(),
-            turns => turns
-                .iter()
-                .map(|m| format!("{}: {}", m.role, m.content))
-                .collect::<Vec<_>>()
-                .join("\n\n"),
+            [only] if only.role == "user" => std::borrow::Cow::Borrowed(&only.content),
+            turns => std::borrow::Cow::Owned(
+                turns
+                    .iter()
+                    .map(|m| format!("{}: {}", m.role, m.content))
+                    .collect::<Vec<_>>()
+                    .join("\n\n"),
+            ),
         }
     }
 }

@@ -554,6 +554,22 @@ impl std::fmt::Display for DatasetImportReport {
 /// Imports a public preference dataset (HH-RLHF, OpenAssistant trees, Chatbot Arena battles, TRL, or
 /// Moat's own votes export) into a study, votes included, in one transaction. Models the file does not
 /// declare take their openness from `flag_models`, else are recorded as open.
+/// A prompt written earlier in the same dataset import.
+struct SeenPrompt {
+    row_id: i64,
+    line: usize,
+    conversation: [u8; 32],
+    /// (model id, digest of the text) → response row id, for the responses of earlier rows.
+    responses: HashMap<(i64, [u8; 32]), i64>,
+}
+
+/// SHA-256 of a value's JSON, to compare repeated rows without keeping their texts.
+fn digest_of<T: serde::Serialize + ?Sized>(value: &T) -> [u8; 32] {
+    use sha2::Digest;
+    let json = serde_json::to_vec(value).expect("imported values serialize");
+    sha2::Sha256::digest(json).into()
+}
+
 pub async fn import_dataset(
     store: &Store,
     slug: &StudySlug,
@@ -591,18 +607,65 @@ pub async fn import_dataset(
     report.created_study = created;
     let mut models: HashMap<String, i64> = tx.models(study.id).await?;
     let mut raters: HashMap<String, i64> = HashMap::new();
-    let mut seen_ids: HashSet<String> = HashSet::new();
+    // Rows that share a prompt id (several votes on one item, as Moat's own `votes` and `arena`
+    // exports write them) become one prompt with one response per model; they must agree on the
+    // conversation and on each model's text.
+    let mut seen: HashMap<String, SeenPrompt> = HashMap::new();
     while let Some(item) = items.recv().await {
         let item = item.map_err(reader_error)?;
         let line = item.line as usize;
-        let prompt = NewPrompt {
-            id: &item.prompt_id,
-            conversation: &item.conversation,
-            category: item.category.as_deref(),
-            language: item.language.as_deref(),
+        let conversation_digest = digest_of(&item.conversation);
+        let prompt_id = match seen.get(&item.prompt_id) {
+            Some(earlier) => {
+                if earlier.conversation != conversation_digest {
+                    return Err(input_error(
+                        line,
+                        "prompt",
+                        format!(
+                            "prompt id {:?} was imported from line {} with a different conversation",
+                            item.prompt_id, earlier.line
+                        ),
+                    )
+                    .into());
+                }
+                earlier.row_id
+            }
+            None => {
+                if tx.prompt_exists(study.id, &item.prompt_id).await? {
+                    return Err(input_error(
+                        line,
+                        "id",
+                        format!(
+                            "duplicate prompt id {:?}: the study already has it",
+                            item.prompt_id
+                        ),
+                    )
+                    .into());
+                }
+                let row_id = tx
+                    .insert_prompt(
+                        study.id,
+                        &item.prompt_id,
+                        &item.conversation,
+                        item.category.as_deref(),
+                        item.language.as_deref(),
+                    )
+                    .await?;
+                seen.insert(
+                    item.prompt_id.clone(),
+                    SeenPrompt {
+                        row_id,
+                        line,
+                        conversation: conversation_digest,
+                        responses: HashMap::new(),
+                    },
+                );
+                report.prompts_imported += 1;
+                row_id
+            }
         };
-        let prompt_id = insert_new_prompt(&mut tx, study.id, &mut seen_ids, line, prompt).await?;
         let mut response_ids = Vec::with_capacity(item.responses.len());
+        let mut new_responses = Vec::new();
         for response in &item.responses {
             let model_id = match models.get(&response.model) {
                 Some(&id) => id,
@@ -621,12 +684,28 @@ pub async fn import_dataset(
                     id
                 }
             };
-            response_ids.push((
-                tx.insert_response(prompt_id, model_id, &response.text)
-                    .await?,
-                model_id,
-            ));
+            // A row repeating an earlier row's response (same model, same text) votes on that
+            // response; anything else is a response of its own.
+            let key = (model_id, digest_of(&response.text));
+            let earlier = seen
+                .get(&item.prompt_id)
+                .and_then(|prompt| prompt.responses.get(&key).copied());
+            let response_id = match earlier {
+                Some(id) => id,
+                None => {
+                    let id = tx
+                        .insert_response(prompt_id, model_id, &response.text)
+                        .await?;
+                    new_responses.push((key, id));
+                    id
+                }
+            };
+            response_ids.push((response_id, model_id));
         }
+        seen.get_mut(&item.prompt_id)
+            .expect("the prompt was recorded above")
+            .responses
+            .extend(new_responses);
         for vote in &item.votes {
             let annotator = vote
                 .rater
@@ -656,7 +735,6 @@ pub async fn import_dataset(
             .await?;
             report.votes_imported += 1;
         }
-        report.prompts_imported += 1;
     }
     let read = reading
         .await

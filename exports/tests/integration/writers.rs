@@ -341,3 +341,46 @@ fn parquet_bytes_do_not_depend_on_the_number_of_encoding_threads() {
     assert_eq!(one, write(3));
     assert_eq!(&one[..4], b"PAR1");
 }
+
+#[test]
+fn json_escaping_matches_serde_json_byte_for_byte() {
+    // Every control character, quotes, backslashes, DEL, multi-byte characters and plain ASCII, at
+    // every position relative to the eight-byte words the escaper scans.
+    let alphabet: Vec<char> = (0u32..0x20)
+        .filter_map(char::from_u32)
+        .chain([
+            '"', '\\', '/', '\u{7f}', 'a', 'Z', ' ', 'é', '→', '😀', '\u{2028}',
+        ])
+        .collect();
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut checked = 0;
+    for length in 0..48 {
+        for _ in 0..200 {
+            let text: String = (0..length)
+                .map(|_| {
+                    // Mostly plain text, so clean eight-byte words occur too.
+                    if next() % 4 == 0 {
+                        alphabet[(next() % alphabet.len() as u64) as usize]
+                    } else {
+                        char::from(b'a' + (next() % 26) as u8)
+                    }
+                })
+                .collect();
+            let mut ours = Vec::new();
+            moat_exports::table::json_string(&mut ours, &text);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&text).unwrap(),
+                "{text:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 48 * 200);
+}

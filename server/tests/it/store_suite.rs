@@ -474,3 +474,228 @@ async fn reveal_after_vote(url: &str) {
     backend.store.close().await;
 }
 on_both_backends!(reveal_after_vote);
+
+/// Arena battles: several judges per question and model pair, so items are rated more than once.
+/// Even questions: model_a, model_a, model_b (agreement 2/3); odd ones: model_b three times.
+fn multiply_rated_battles(questions: usize) -> String {
+    let mut lines = Vec::new();
+    for q in 0..questions {
+        let winners: [&str; 3] = if q.is_multiple_of(2) {
+            ["model_a", "model_a", "model_b"]
+        } else {
+            ["model_b", "model_b", "model_b"]
+        };
+        for (judge, winner) in winners.iter().enumerate() {
+            let conversation = |model: &str| {
+                serde_json::json!([
+                    {"role": "user", "content": format!("Question {q}?")},
+                    {"role": "assistant", "content": format!("{model} answers {q}")}
+                ])
+            };
+            lines.push(
+                serde_json::json!({
+                    "question_id": format!("q{q}"),
+                    "model_a": "alpha",
+                    "model_b": "beta",
+                    "winner": winner,
+                    "judge": format!("judge-{judge}"),
+                    "conversation_a": conversation("alpha"),
+                    "conversation_b": conversation("beta"),
+                    "turn": 1,
+                    "anony": true,
+                    "language": "English",
+                    "tstamp": 1_780_000_000.0 + (q * 3 + judge) as f64,
+                })
+                .to_string(),
+            );
+        }
+    }
+    lines.join("\n") + "\n"
+}
+
+fn jsonl_rows(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+async fn majority_per_item_with_splits(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let battles = dir.path().join("battles.jsonl");
+    let questions = 16;
+    std::fs::write(&battles, multiply_rated_battles(questions)).unwrap();
+    let slug = StudySlug::parse("maj").unwrap();
+    let report = moat_server::import::import_dataset(
+        &store,
+        &slug,
+        moat_exports::import::ImportFormat::Arena,
+        &battles,
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.votes_imported as usize, questions * 3, "{report}");
+    let study = store.study("maj").await.unwrap();
+
+    let splits = moat_exports::options::Splits::parse("test=0.5").unwrap();
+    let seed = 11;
+    let choices = |min_agreement: Option<f64>| moat_server::export::ExportChoices {
+        container: moat_exports::Container::Jsonl,
+        conversational: false,
+        models: Vec::new(),
+        from: None,
+        until: None,
+        exclude_ties: false,
+        exclude_both_bad: false,
+        majority: true,
+        min_agreement,
+    };
+    for min_agreement in [None, Some(0.9)] {
+        let request =
+            moat_server::export::ExportRequest::with_choices("votes", &choices(min_agreement))
+                .unwrap();
+        let out = dir.path().join(format!("split-{min_agreement:?}"));
+        let written = moat_server::export::export_splits(
+            &store,
+            &study,
+            &request,
+            splits.clone(),
+            seed,
+            &out,
+        )
+        .await
+        .unwrap();
+        let mut seen = HashSet::new();
+        let mut per_split = Vec::new();
+        for (split, path, summary) in &written {
+            let rows = jsonl_rows(path);
+            assert_eq!(rows.len() as u64, summary.rows_written, "{split}");
+            per_split.push(rows.len());
+            for row in rows {
+                let prompt = row["prompt_id"].as_str().unwrap().to_string();
+                // Whole prompts go to the split their stable hash picks, and each item is one row.
+                assert_eq!(
+                    moat_exports::options::split_for(&prompt, seed, &splits),
+                    split,
+                    "{prompt}"
+                );
+                assert!(seen.insert(prompt.clone()), "{prompt} is in two rows");
+                assert_eq!(row["rater"], "majority-of-3", "{row}");
+                let q: usize = prompt[1..].parse().unwrap();
+                let winner = if row["choice"] == "left" {
+                    row["left_model"].clone()
+                } else {
+                    assert_eq!(row["choice"], "right", "{row}");
+                    row["right_model"].clone()
+                };
+                assert_eq!(winner, if q.is_multiple_of(2) { "alpha" } else { "beta" }, "{row}");
+            }
+        }
+        assert_eq!(written.len(), 2, "a test and a train file");
+        assert!(per_split.iter().all(|&rows| rows > 0), "{per_split:?}");
+        let expected = match min_agreement {
+            None => questions,
+            // Only the unanimous (odd) questions reach 0.9 agreement.
+            Some(_) => questions / 2,
+        };
+        assert_eq!(seen.len(), expected, "{min_agreement:?}");
+    }
+
+    // Round trip of multiply rated items: the votes export imports into a new study (rows sharing a
+    // prompt become one prompt) and exports the same records again.
+    let votes = moat_server::export::ExportRequest::new("votes").unwrap();
+    let first = dir.path().join("votes-1.jsonl");
+    moat_server::export::export_to_file(&store, &study, &votes, &first)
+        .await
+        .unwrap();
+    let copy = StudySlug::parse("maj-copy").unwrap();
+    let report = moat_server::import::import_dataset(
+        &store,
+        &copy,
+        moat_exports::import::ImportFormat::Votes,
+        &first,
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (report.prompts_imported, report.votes_imported),
+        (questions as u64, questions as u64 * 3),
+        "{report}"
+    );
+    let copied = store.study("maj-copy").await.unwrap();
+    let second = dir.path().join("votes-2.jsonl");
+    moat_server::export::export_to_file(&store, &copied, &votes, &second)
+        .await
+        .unwrap();
+    let comparable = |path: &std::path::Path| {
+        jsonl_rows(path)
+            .into_iter()
+            .map(|mut row| {
+                let object = row.as_object_mut().unwrap();
+                object.remove("vote_id");
+                object.remove("study");
+                row
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(comparable(&first), comparable(&second));
+
+    // Per vote, formats that keep ties write them with their texts (exports from SQLite leave the
+    // texts of undecided votes unread only where the format drops those votes).
+    let mixed = multiply_rated_battles(2)
+        .replacen("\"winner\":\"model_a\"", "\"winner\":\"tie\"", 1)
+        .replacen("\"winner\":\"model_b\"", "\"winner\":\"tie (bothbad)\"", 1);
+    std::fs::write(&battles, &mixed).unwrap();
+    let ties = StudySlug::parse("ties").unwrap();
+    moat_server::import::import_dataset(
+        &store,
+        &ties,
+        moat_exports::import::ImportFormat::Arena,
+        &battles,
+        &[],
+    )
+    .await
+    .unwrap();
+    let study = store.study("ties").await.unwrap();
+    for (format, rows, undecided) in [("arena", 6, 2), ("votes", 6, 2), ("kto", 10, 1)] {
+        let request = moat_server::export::ExportRequest::new(format).unwrap();
+        let path = dir.path().join(format!("ties-{format}.jsonl"));
+        let summary = moat_server::export::export_to_file(&store, &study, &request, &path)
+            .await
+            .unwrap();
+        assert_eq!(summary.rows_written, rows, "{format}: {summary}");
+        let rows = jsonl_rows(&path);
+        let texts: Vec<String> = rows
+            .iter()
+            .map(|row| match format {
+                "arena" => row["conversation_a"][1]["content"].as_str().unwrap().into(),
+                "votes" => row["left_response"].as_str().unwrap().into(),
+                _ => row["completion"].as_str().unwrap().into(),
+            })
+            .collect();
+        assert!(
+            texts.iter().all(|text| text.contains(" answers ")),
+            "{format}: {texts:?}"
+        );
+        let undecided_rows = rows
+            .iter()
+            .filter(|row| match format {
+                "arena" => row["winner"].as_str().unwrap().starts_with("tie"),
+                "votes" => row["choice"] == "tie" || row["choice"] == "both_bad",
+                // KTO writes a both-bad vote as two undesirable completions.
+                _ => false,
+            })
+            .count();
+        if format != "kto" {
+            assert_eq!(undecided_rows, undecided, "{format}");
+        } else {
+            assert_eq!(summary.skipped_ties, 1, "{summary}");
+        }
+    }
+    store.close().await;
+}
+on_both_backends!(majority_per_item_with_splits);
