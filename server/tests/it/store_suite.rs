@@ -591,7 +591,11 @@ async fn majority_per_item_with_splits(url: &str) {
                     assert_eq!(row["choice"], "right", "{row}");
                     row["right_model"].clone()
                 };
-                assert_eq!(winner, if q.is_multiple_of(2) { "alpha" } else { "beta" }, "{row}");
+                assert_eq!(
+                    winner,
+                    if q.is_multiple_of(2) { "alpha" } else { "beta" },
+                    "{row}"
+                );
             }
         }
         assert_eq!(written.len(), 2, "a test and a train file");
