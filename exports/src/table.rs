@@ -29,15 +29,16 @@ use parquet::schema::types::SchemaDescriptor;
 use crate::Message;
 
 /// The most rows in one Arrow record batch handed to the Parquet writer.
-pub const PARQUET_BATCH_ROWS: usize = 4096;
+pub const PARQUET_BATCH_ROWS: usize = 1024;
 /// The most rows in one Parquet row group.
 pub const PARQUET_ROW_GROUP_ROWS: usize = 100_000;
 /// A row group is closed once its encoded size reaches this many bytes.
 pub const PARQUET_ROW_GROUP_BYTES: usize = 32 << 20;
 /// ... or once the Arrow data fed into it reaches this many bytes. The column writers keep a row
-/// group's pages in memory until it closes, so this bounds memory for long texts (responses of a
-/// few kilobytes would otherwise fill ~100,000-row groups of several hundred megabytes).
-pub const PARQUET_ROW_GROUP_INPUT_BYTES: usize = 64 << 20;
+/// group's compressed pages in memory until it closes, each in a buffer sized for the worst case
+/// (about 1.2× the uncompressed page), so this bounds memory for long texts: with ~2.3 KB of text a
+/// row, 64 MiB groups peaked at 300–390 MB, 12 MiB groups (about 5,000 rows) at ~160 MB.
+pub const PARQUET_ROW_GROUP_INPUT_BYTES: usize = 12 << 20;
 
 /// The container a table is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -737,10 +738,12 @@ pub struct ParquetSink {
     threads: usize,
 }
 
-/// How many threads encode Parquet columns: the available parallelism, at most 4.
+/// How many threads encode Parquet columns: one core fewer than available (the rows come from a
+/// reader on a thread of its own: on 2 cores a second encoding thread only competed with it, and its
+/// pages, allocated on short-lived threads, raised peak memory by a fifth), at least 1, at most 4.
 pub fn parquet_threads() -> usize {
     std::thread::available_parallelism()
-        .map_or(1, |threads| threads.get())
+        .map_or(1, |threads| threads.get().saturating_sub(1))
         .clamp(1, 4)
 }
 

@@ -230,10 +230,13 @@ impl RecordSink for ChunkingSink {
     }
 }
 
-/// Records travel from the SQLite reader to the writer in batches of this many.
+/// Records travel from the SQLite reader to the writer in batches of this many ...
 const RECORD_BATCH: usize = 256;
-/// Batches in flight between the reader and the writer (bounds memory: about 8 × 256 records).
-const BATCHES_IN_FLIGHT: usize = 8;
+/// ... or fewer, once their texts reach this many bytes.
+const RECORD_BATCH_BYTES: usize = 512 << 10;
+/// Batches in flight between the reader and the writer: enough for the reader to keep reading while
+/// the writer encodes a Parquet batch, and at most 32 × 512 KiB of texts whatever their length.
+const BATCHES_IN_FLIGHT: usize = 32;
 
 /// Feeds every vote record of the study into `sink` and gives the sink back. On SQLite the file is
 /// read directly ([`crate::store::sqlite_vote_records`]) on one thread while the sink formats and
@@ -277,7 +280,9 @@ fn pump_sqlite<S: RecordSink>(
     texts: TextsFor,
     sink: &mut S,
 ) -> Result<(), ExportError> {
-    let (batches, received) = std::sync::mpsc::sync_channel::<Vec<VoteRecord>>(BATCHES_IN_FLIGHT);
+    // A batch travels with the number of its records that are filled (a recycled batch can be longer).
+    let (batches, received) =
+        std::sync::mpsc::sync_channel::<(Vec<VoteRecord>, usize)>(BATCHES_IN_FLIGHT);
     let (recycle, recycled) = std::sync::mpsc::channel::<Vec<VoteRecord>>();
     std::thread::scope(|scope| {
         let reader = std::thread::Builder::new()
@@ -286,31 +291,35 @@ fn pump_sqlite<S: RecordSink>(
                 let writer_stopped = || std::io::Error::other("the export writer stopped");
                 let mut batch: Vec<VoteRecord> = Vec::with_capacity(RECORD_BATCH);
                 let mut filled = 0;
+                let mut bytes = 0;
                 crate::store::sqlite_vote_records(path, study, by_item, texts, |row| {
                     if filled == batch.len() {
                         batch.push(blank_record());
                     }
                     row.fill(&mut batch[filled])?;
+                    bytes += text_bytes(&batch[filled]);
                     filled += 1;
-                    if filled == RECORD_BATCH {
+                    if filled == RECORD_BATCH || bytes >= RECORD_BATCH_BYTES {
+                        bytes = 0;
                         let next = recycled
                             .try_recv()
                             .unwrap_or_else(|_| Vec::with_capacity(RECORD_BATCH));
                         let full = std::mem::replace(&mut batch, next);
-                        batches.send(full).map_err(|_| writer_stopped())?;
+                        batches.send((full, filled)).map_err(|_| writer_stopped())?;
                         filled = 0;
                     }
                     Ok(())
                 })?;
-                batch.truncate(filled);
-                if !batch.is_empty() {
-                    batches.send(batch).map_err(|_| writer_stopped())?;
+                if filled > 0 {
+                    batches
+                        .send((batch, filled))
+                        .map_err(|_| writer_stopped())?;
                 }
                 Ok::<(), ExportError>(())
             })?;
         let mut written = Ok(());
-        'batches: for batch in received.iter() {
-            for record in &batch {
+        'batches: for (batch, filled) in received.iter() {
+            for record in &batch[..filled] {
                 if let Err(error) = sink.put(record) {
                     written = Err(error);
                     break 'batches;
@@ -328,6 +337,17 @@ fn pump_sqlite<S: RecordSink>(
         written?;
         read
     })
+}
+
+/// The bytes of a record's texts (what dominates its size).
+fn text_bytes(record: &VoteRecord) -> usize {
+    record.left_response.len()
+        + record.right_response.len()
+        + record
+            .conversation
+            .iter()
+            .map(|message| message.content.len())
+            .sum::<usize>()
 }
 
 /// A record to be overwritten by [`crate::store::RowFiller::fill`].

@@ -1153,7 +1153,7 @@ pub fn sqlite_vote_records(
     connection
         .busy_timeout(Duration::from_secs(30))
         .map_err(|e| sqlite_read_error(path, e))?;
-    let mut models = HashMap::new();
+    let mut models: Vec<(i64, String, Openness)> = Vec::new();
     {
         let mut statement = connection
             .prepare("SELECT id, name, openness FROM models WHERE study_id = ?1")
@@ -1165,15 +1165,13 @@ pub fn sqlite_vote_records(
             let openness: String = row.get(2).map_err(|e| sqlite_read_error(path, e))?;
             let openness = db_openness(&openness)
                 .map_err(|e| crate::export::ExportError::Invalid(e.to_string()))?;
-            models.insert(
+            models.push((
                 row.get::<_, i64>(0)
                     .map_err(|e| sqlite_read_error(path, e))?,
-                (
-                    row.get::<_, String>(1)
-                        .map_err(|e| sqlite_read_error(path, e))?,
-                    openness,
-                ),
-            );
+                row.get::<_, String>(1)
+                    .map_err(|e| sqlite_read_error(path, e))?,
+                openness,
+            ));
         }
     }
     let mut statement = connection
@@ -1204,8 +1202,8 @@ fn sqlite_read_error(path: &std::path::Path, e: rusqlite::Error) -> crate::expor
 pub struct RowFiller<'r, 's> {
     row: &'r rusqlite::Row<'s>,
     study: &'r StudyRow,
-    /// Model id → (name, openness).
-    models: &'r HashMap<i64, (String, Openness)>,
+    /// (model id, name, openness) of the study's models: a handful, searched in order.
+    models: &'r [(i64, String, Openness)],
     path: &'r std::path::Path,
 }
 
@@ -1250,22 +1248,25 @@ impl RowFiller<'_, '_> {
         set(&mut record.prompt_id, text(8)?);
         set_optional(&mut record.category, optional_text(10)?);
         set_optional(&mut record.language, optional_text(11)?);
-        let model = |i: usize| -> Result<&(String, Openness), crate::export::ExportError> {
+        let model = |i: usize| -> Result<(&str, Openness), crate::export::ExportError> {
             let id: i64 = row.get(i).map_err(db_error)?;
-            self.models.get(&id).ok_or_else(|| {
-                crate::export::ExportError::Invalid(format!(
-                    "a response of study {:?} names model {id}, which is not the study's",
-                    self.study.slug
-                ))
-            })
+            let found = self.models.iter().find(|(model_id, ..)| *model_id == id);
+            found
+                .map(|(_, name, openness)| (name.as_str(), *openness))
+                .ok_or_else(|| {
+                    crate::export::ExportError::Invalid(format!(
+                        "a response of study {:?} names model {id}, which is not the study's",
+                        self.study.slug
+                    ))
+                })
         };
         let (left_model, left_openness) = model(13)?;
         set(&mut record.left_model, left_model);
-        record.left_openness = *left_openness;
+        record.left_openness = left_openness;
         set(&mut record.left_response, text(14)?);
         let (right_model, right_openness) = model(15)?;
         set(&mut record.right_model, right_model);
-        record.right_openness = *right_openness;
+        record.right_openness = right_openness;
         set(&mut record.right_response, text(16)?);
         record.choice = match text(1)? {
             "left" => Choice::Left,

@@ -703,3 +703,89 @@ async fn majority_per_item_with_splits(url: &str) {
     store.close().await;
 }
 on_both_backends!(majority_per_item_with_splits);
+
+/// The SQLite export reads on its own thread in batches of recycled records, cut at 256 records or
+/// 512 KiB of text. Thousands of votes with texts from a few bytes to ~12 KB cross both limits many
+/// times; the file must hold exactly the records the pool reads, in order, ties and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_export_pipeline_matches_the_pool() {
+    let db = crate::support::TestDb::sqlite();
+    let store = Store::connect(db.url()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let battles = dir.path().join("battles.jsonl");
+    let winners = ["model_a", "model_b", "tie", "tie (bothbad)", "model_a"];
+    let lines: Vec<String> = (0..3000)
+        .map(|i| {
+            let long = "lorem \"ipsum\"\n".repeat((i * 37) % 900);
+            serde_json::json!({
+                "question_id": format!("q{i}"),
+                "model_a": format!("m{}", i % 3),
+                "model_b": format!("m{}", (i + 1) % 3),
+                "winner": winners[i % winners.len()],
+                "judge": format!("judge-{}", i % 41),
+                "conversation_a": [
+                    {"role": "user", "content": format!("question {i}")},
+                    {"role": "assistant", "content": format!("a{i} {long}")}
+                ],
+                "conversation_b": [
+                    {"role": "user", "content": format!("question {i}")},
+                    {"role": "assistant", "content": format!("b{i}")}
+                ],
+                "tstamp": 1_780_000_000.0 + i as f64,
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&battles, lines.join("\n")).unwrap();
+    let slug = StudySlug::parse("pipe").unwrap();
+    moat_server::import::import_dataset(
+        &store,
+        &slug,
+        moat_exports::import::ImportFormat::Arena,
+        &battles,
+        &[],
+    )
+    .await
+    .unwrap();
+    let study = store.study("pipe").await.unwrap();
+    let backend = AppBackend::new(store.clone(), String::new());
+    let expected = backend.study_records(&study).await.unwrap();
+    assert_eq!(expected.len(), 3000);
+    let votes = moat_server::export::ExportRequest::new("votes").unwrap();
+    let path = dir.path().join("votes.jsonl");
+    let summary = moat_server::export::export_to_file(&store, &study, &votes, &path)
+        .await
+        .unwrap();
+    assert_eq!(summary.rows_written, 3000);
+    let rows = jsonl_rows(&path);
+    for (row, record) in rows.iter().zip(&expected) {
+        assert_eq!(row["vote_id"], record.vote_id, "{row}");
+        assert_eq!(row["choice"], record.choice.as_str());
+        assert_eq!(row["left_model"], record.left_model.as_str());
+        assert_eq!(row["left_response"], record.left_response.as_str());
+        assert_eq!(row["right_response"], record.right_response.as_str());
+        assert_eq!(row["rater"], record.rater.as_str());
+        assert_eq!(
+            row["conversation"][0]["content"],
+            record.conversation[0].content.as_str()
+        );
+    }
+    // A format that drops ties writes the same decided votes as the records say.
+    let trl = moat_server::export::ExportRequest::new("trl").unwrap();
+    let path = dir.path().join("trl.jsonl");
+    let summary = moat_server::export::export_to_file(&store, &study, &trl, &path)
+        .await
+        .unwrap();
+    let decided: Vec<_> = expected
+        .iter()
+        .filter_map(|record| record.chosen_rejected())
+        .collect();
+    assert_eq!(summary.rows_written as usize, decided.len());
+    assert_eq!((summary.skipped_ties, summary.skipped_both_bad), (600, 600));
+    for (row, (model, chosen, _, rejected)) in jsonl_rows(&path).iter().zip(&decided) {
+        assert_eq!(row["model_chosen"], *model);
+        assert_eq!(row["chosen"], *chosen);
+        assert_eq!(row["rejected"], *rejected);
+    }
+    store.close().await;
+}
