@@ -513,6 +513,27 @@ fn multiply_rated_battles(questions: usize) -> String {
     lines.join("\n") + "\n"
 }
 
+/// Imports an Arena battles file into the study `slug` and returns the import's report and the study.
+async fn import_arena(
+    store: &Store,
+    slug: &str,
+    path: &std::path::Path,
+) -> (
+    moat_server::import::DatasetImportReport,
+    moat_server::store::StudyRow,
+) {
+    let report = moat_server::import::import_dataset(
+        store,
+        &StudySlug::parse(slug).unwrap(),
+        moat_exports::import::ImportFormat::Arena,
+        path,
+        &[],
+    )
+    .await
+    .unwrap();
+    (report, store.study(slug).await.unwrap())
+}
+
 fn jsonl_rows(path: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -527,18 +548,8 @@ async fn majority_per_item_with_splits(url: &str) {
     let battles = dir.path().join("battles.jsonl");
     let questions = 16;
     std::fs::write(&battles, multiply_rated_battles(questions)).unwrap();
-    let slug = StudySlug::parse("maj").unwrap();
-    let report = moat_server::import::import_dataset(
-        &store,
-        &slug,
-        moat_exports::import::ImportFormat::Arena,
-        &battles,
-        &[],
-    )
-    .await
-    .unwrap();
+    let (report, study) = import_arena(&store, "maj", &battles).await;
     assert_eq!(report.votes_imported as usize, questions * 3, "{report}");
-    let study = store.study("maj").await.unwrap();
 
     let splits = moat_exports::options::Splits::parse("test=0.5").unwrap();
     let seed = 11;
@@ -654,17 +665,7 @@ async fn majority_per_item_with_splits(url: &str) {
         .replacen("\"winner\":\"model_a\"", "\"winner\":\"tie\"", 1)
         .replacen("\"winner\":\"model_b\"", "\"winner\":\"tie (bothbad)\"", 1);
     std::fs::write(&battles, &mixed).unwrap();
-    let ties = StudySlug::parse("ties").unwrap();
-    moat_server::import::import_dataset(
-        &store,
-        &ties,
-        moat_exports::import::ImportFormat::Arena,
-        &battles,
-        &[],
-    )
-    .await
-    .unwrap();
-    let study = store.study("ties").await.unwrap();
+    let (_, study) = import_arena(&store, "ties", &battles).await;
     for (format, rows, undecided) in [("arena", 6, 2), ("votes", 6, 2), ("kto", 10, 1)] {
         let request = moat_server::export::ExportRequest::new(format).unwrap();
         let path = dir.path().join(format!("ties-{format}.jsonl"));
@@ -737,17 +738,7 @@ async fn sqlite_export_pipeline_matches_the_pool() {
         })
         .collect();
     std::fs::write(&battles, lines.join("\n")).unwrap();
-    let slug = StudySlug::parse("pipe").unwrap();
-    moat_server::import::import_dataset(
-        &store,
-        &slug,
-        moat_exports::import::ImportFormat::Arena,
-        &battles,
-        &[],
-    )
-    .await
-    .unwrap();
-    let study = store.study("pipe").await.unwrap();
+    let (_, study) = import_arena(&store, "pipe", &battles).await;
     let backend = AppBackend::new(store.clone(), String::new());
     let expected = backend.study_records(&study).await.unwrap();
     assert_eq!(expected.len(), 3000);
