@@ -638,6 +638,15 @@ fn finish_reserving(builder: &mut StringBuilder) -> arrow::array::StringArray {
     array
 }
 
+/// [`finish_reserving`] for numeric builders.
+fn finish_primitive_reserving<T: arrow::datatypes::ArrowPrimitiveType>(
+    builder: &mut arrow::array::PrimitiveBuilder<T>,
+) -> arrow::array::PrimitiveArray<T> {
+    let array = builder.finish();
+    *builder = arrow::array::PrimitiveBuilder::with_capacity(array.len());
+    array
+}
+
 enum ColumnBuilder {
     Text(StringBuilder),
     Int(Int64Builder),
@@ -689,16 +698,8 @@ impl ColumnBuilder {
     fn finish(&mut self) -> ArrayRef {
         match self {
             ColumnBuilder::Text(builder) => Arc::new(finish_reserving(builder)),
-            ColumnBuilder::Int(builder) => {
-                let array = builder.finish();
-                *builder = Int64Builder::with_capacity(array.len());
-                Arc::new(array)
-            }
-            ColumnBuilder::Float(builder) => {
-                let array = builder.finish();
-                *builder = Float64Builder::with_capacity(array.len());
-                Arc::new(array)
-            }
+            ColumnBuilder::Int(builder) => Arc::new(finish_primitive_reserving(builder)),
+            ColumnBuilder::Float(builder) => Arc::new(finish_primitive_reserving(builder)),
             ColumnBuilder::Bool(builder) => {
                 let array = builder.finish();
                 *builder = BooleanBuilder::with_capacity(array.len());

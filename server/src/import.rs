@@ -328,15 +328,16 @@ struct NewPrompt<'a> {
     language: Option<&'a str>,
 }
 
-/// Writes a prompt unless its id was seen earlier in the file or is already in the study.
+/// Writes a prompt unless its id is `repeated` (seen earlier in the file, where the format does not
+/// allow that) or already in the study.
 async fn insert_new_prompt(
     tx: &mut crate::store::WriteTx<'_>,
     study_id: i64,
-    seen_ids: &mut HashSet<String>,
+    repeated: bool,
     line: usize,
     prompt: NewPrompt<'_>,
 ) -> Result<i64, ImportError> {
-    if !seen_ids.insert(prompt.id.to_string()) || tx.prompt_exists(study_id, prompt.id).await? {
+    if repeated || tx.prompt_exists(study_id, prompt.id).await? {
         return Err(input_error(line, "id", format!("duplicate prompt id {:?}", prompt.id)).into());
     }
     Ok(tx
@@ -424,8 +425,9 @@ pub async fn import_jsonl<R: AsyncBufRead + Unpin>(
                     category: item.category.as_deref(),
                     language: item.language.as_deref(),
                 };
+                let repeated = !seen_ids.insert(item.id.clone());
                 let prompt_id =
-                    insert_new_prompt(&mut tx, study.id, &mut seen_ids, line_no, prompt).await?;
+                    insert_new_prompt(&mut tx, study.id, repeated, line_no, prompt).await?;
                 for (model, text) in &item.responses {
                     tx.insert_response(prompt_id, models[model], text).await?;
                     report.responses_imported += 1;
@@ -551,9 +553,6 @@ impl std::fmt::Display for DatasetImportReport {
     }
 }
 
-/// Imports a public preference dataset (HH-RLHF, OpenAssistant trees, Chatbot Arena battles, TRL, or
-/// Moat's own votes export) into a study, votes included, in one transaction. Models the file does not
-/// declare take their openness from `flag_models`, else are recorded as open.
 /// A prompt written earlier in the same dataset import.
 struct SeenPrompt {
     row_id: i64,
@@ -570,6 +569,9 @@ fn digest_of<T: serde::Serialize + ?Sized>(value: &T) -> [u8; 32] {
     sha2::Sha256::digest(json).into()
 }
 
+/// Imports a public preference dataset (HH-RLHF, OpenAssistant trees, Chatbot Arena battles, TRL, or
+/// Moat's own votes export) into a study, votes included, in one transaction. Models the file does not
+/// declare take their openness from `flag_models`, else are recorded as open.
 pub async fn import_dataset(
     store: &Store,
     slug: &StudySlug,
@@ -631,26 +633,13 @@ pub async fn import_dataset(
                 earlier.row_id
             }
             None => {
-                if tx.prompt_exists(study.id, &item.prompt_id).await? {
-                    return Err(input_error(
-                        line,
-                        "id",
-                        format!(
-                            "duplicate prompt id {:?}: the study already has it",
-                            item.prompt_id
-                        ),
-                    )
-                    .into());
-                }
-                let row_id = tx
-                    .insert_prompt(
-                        study.id,
-                        &item.prompt_id,
-                        &item.conversation,
-                        item.category.as_deref(),
-                        item.language.as_deref(),
-                    )
-                    .await?;
+                let prompt = NewPrompt {
+                    id: &item.prompt_id,
+                    conversation: &item.conversation,
+                    category: item.category.as_deref(),
+                    language: item.language.as_deref(),
+                };
+                let row_id = insert_new_prompt(&mut tx, study.id, false, line, prompt).await?;
                 seen.insert(
                     item.prompt_id.clone(),
                     SeenPrompt {

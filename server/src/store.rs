@@ -1145,42 +1145,37 @@ pub fn sqlite_vote_records(
         left = kept("lr.content"),
         right = kept("rr.content"),
     );
+    let db_error = |e: rusqlite::Error| sqlite_read_error(path, e);
     let connection = rusqlite::Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| sqlite_read_error(path, e))?;
+    .map_err(db_error)?;
     connection
         .busy_timeout(Duration::from_secs(30))
-        .map_err(|e| sqlite_read_error(path, e))?;
+        .map_err(db_error)?;
     let mut models: Vec<(i64, String, Openness)> = Vec::new();
     {
         let mut statement = connection
             .prepare("SELECT id, name, openness FROM models WHERE study_id = ?1")
-            .map_err(|e| sqlite_read_error(path, e))?;
-        let mut rows = statement
-            .query([study.id])
-            .map_err(|e| sqlite_read_error(path, e))?;
-        while let Some(row) = rows.next().map_err(|e| sqlite_read_error(path, e))? {
-            let openness: String = row.get(2).map_err(|e| sqlite_read_error(path, e))?;
+            .map_err(db_error)?;
+        let mut rows = statement.query([study.id]).map_err(db_error)?;
+        while let Some(row) = rows.next().map_err(db_error)? {
+            let openness: String = row.get(2).map_err(db_error)?;
             let openness = db_openness(&openness)
                 .map_err(|e| crate::export::ExportError::Invalid(e.to_string()))?;
             models.push((
-                row.get::<_, i64>(0)
-                    .map_err(|e| sqlite_read_error(path, e))?,
-                row.get::<_, String>(1)
-                    .map_err(|e| sqlite_read_error(path, e))?,
+                row.get::<_, i64>(0).map_err(db_error)?,
+                row.get::<_, String>(1).map_err(db_error)?,
                 openness,
             ));
         }
     }
-    let mut statement = connection
-        .prepare(&sql)
-        .map_err(|e| sqlite_read_error(path, e))?;
+    let mut statement = connection.prepare(&sql).map_err(db_error)?;
     let mut rows = statement
         .query(rusqlite::params![study.id, texts.ties, texts.both_bad])
-        .map_err(|e| sqlite_read_error(path, e))?;
-    while let Some(row) = rows.next().map_err(|e| sqlite_read_error(path, e))? {
+        .map_err(db_error)?;
+    while let Some(row) = rows.next().map_err(db_error)? {
         each(&mut RowFiller {
             row,
             study,
