@@ -10,7 +10,11 @@ started=$SECONDS
 step() { printf '\n==> %s (at %ds)\n' "$*" "$((SECONDS - started))"; }
 
 step "setup"
-scripts/setup.sh --browser
+scripts/setup.sh
+# Chromium and the browser-test driver install while the code builds (network and disk, not CPU).
+browser_log="$MOAT_CACHE/browser-setup.log"
+scripts/setup.sh --browser-only >"$browser_log" 2>&1 &
+browser_setup=$!
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
 fi
@@ -35,6 +39,11 @@ step "server tests (SQLite and PostgreSQL)"
 cargo test -q -p moat-server
 
 step "browser tests (headless Chromium)"
+if ! wait "$browser_setup"; then
+  cat "$browser_log" >&2
+  echo "installing Chromium or the browser-test packages failed (log above)" >&2
+  exit 1
+fi
 (cd end2end && MOAT_BIN="$CARGO_TARGET_DIR/debug/moat" npm test)
 
 step "all tests passed"

@@ -78,6 +78,8 @@ fn CreateStudyForm(create: ServerAction<CreateStudy>) -> impl IntoView {
             <label>"Completion code " <input name="completion_code"/></label>
             <label>"Completion redirect URL " <input name="redirect_url" type="url"/></label>
             <label>"Participant id parameter " <input name="participant_param" value="PROLIFIC_PID"/></label>
+            <label>"Quality checks, % of comparisons " <input name="check_percent" type="number" min="0" max="100" step="any" value="0"/></label>
+            <label>"Exclude a rater after more failed checks than " <input name="max_failed_checks" type="number" min="0" placeholder="never"/></label>
             <button type="submit" id="create-study">"Create study"</button>
         </ActionForm>
     }
@@ -191,6 +193,8 @@ fn StudyReportView(
                     <td><code>{rater.pseudonym.clone()}</code></td>
                     <td>{rater.status.clone()}</td>
                     <td class="num">{rater.votes}</td>
+                    <td class="num">{rater.checks_passed}</td>
+                    <td class="num">{rater.checks_failed}</td>
                     <td>
                         <ActionForm action=rater_action attr:class="inline">
                             <input type="hidden" name="slug" value=slug/>
@@ -207,6 +211,18 @@ fn StudyReportView(
         "/s/{}?{}=",
         report.summary.slug, report.settings.participant_param
     );
+    let check_settings = if report.settings.check_rate > 0.0 {
+        format!(
+            "Quality checks: {:.0}% of each rater's comparisons; {}.",
+            report.settings.check_rate * 100.0,
+            match report.settings.max_failed_checks {
+                Some(n) => format!("raters who fail more than {n} are excluded automatically"),
+                None => "no automatic exclusion".to_string(),
+            }
+        )
+    } else {
+        "No quality checks are shown in this study.".to_string()
+    };
     let seconds = report
         .median_seconds_per_vote
         .map(|s| format!("{s:.1} s median per vote"))
@@ -256,8 +272,9 @@ fn StudyReportView(
         </table>
         <h2>"Raters"</h2>
         <p class="hint">"Excluded raters are left out of the leaderboard, the statistics and the exports."</p>
+        <p id="check-settings">{check_settings}</p>
         <table class="raters" id="raters">
-            <thead><tr><th>"Rater"</th><th>"Status"</th><th>"Votes"</th><th></th></tr></thead>
+            <thead><tr><th>"Rater"</th><th>"Status"</th><th>"Votes"</th><th>"Checks passed"</th><th>"Checks failed"</th><th></th></tr></thead>
             <tbody>{raters}</tbody>
         </table>
     }

@@ -189,6 +189,8 @@ pub async fn create_study(
     completion_code: Option<String>,
     redirect_url: Option<String>,
     participant_param: Option<String>,
+    check_percent: Option<String>,
+    max_failed_checks: Option<String>,
 ) -> Result<(), ServerFnError> {
     let backend = ssr::require_admin().await?;
     let mut settings = StudySettings::default();
@@ -206,6 +208,21 @@ pub async fn create_study(
     settings.redirect_url = redirect_url.filter(|s| !s.trim().is_empty());
     if let Some(param) = participant_param.filter(|s| !s.trim().is_empty()) {
         settings.participant_param = param.trim().to_string();
+    }
+    if let Some(percent) = check_percent.filter(|s| !s.trim().is_empty()) {
+        let value: f64 = percent.trim().parse().map_err(|_| {
+            ssr::fail(crate::backend::BackendError::BadRequest(format!(
+                "the share of quality checks must be a percentage, got {percent:?}"
+            )))
+        })?;
+        settings.check_rate = value / 100.0;
+    }
+    if let Some(n) = max_failed_checks.filter(|s| !s.trim().is_empty()) {
+        settings.max_failed_checks = Some(n.trim().parse().map_err(|_| {
+            ssr::fail(crate::backend::BackendError::BadRequest(format!(
+                "failed checks allowed must be a whole number, got {n:?}"
+            )))
+        })?);
     }
     let study = NewStudy {
         slug: slug.clone(),

@@ -28,6 +28,12 @@ pub struct StudySettings {
     pub redirect_url: Option<String>,
     /// The query parameter of the study link that carries the participant id.
     pub participant_param: String,
+    /// The share of a rater's comparisons that are quality checks (attention or gold items of the
+    /// study, shown at random positions and looking like any other comparison); 0 shows none.
+    pub check_rate: f64,
+    /// A rater who fails more checks than this is marked excluded (their votes leave the leaderboard
+    /// and the exports); `None` never excludes automatically.
+    pub max_failed_checks: Option<u32>,
 }
 
 impl Default for StudySettings {
@@ -41,6 +47,8 @@ impl Default for StudySettings {
             completion_code: None,
             redirect_url: None,
             participant_param: "PROLIFIC_PID".to_string(),
+            check_rate: 0.0,
+            max_failed_checks: None,
         }
     }
 }
@@ -146,6 +154,9 @@ pub struct RaterSummary {
     /// active, excluded, or imported (an annotator of an imported dataset).
     pub status: String,
     pub votes: i64,
+    /// Quality checks answered as expected, and not.
+    pub checks_passed: i64,
+    pub checks_failed: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -50,7 +50,9 @@ pub struct CardInfo {
     pub votes: u64,
     /// The configured number of ratings per item.
     pub target_votes_per_item: Option<u32>,
+    /// The share of each rater's comparisons that were quality checks (attention or gold items).
     pub attention_check_rate: Option<f64>,
+    /// Check votes that did not pick the expected response.
     pub attention_checks_failed: Option<u64>,
     /// Free-text statements of what was left out (filters, excluded raters, ties, …).
     pub exclusions: Vec<String>,
@@ -173,7 +175,7 @@ pub fn dataset_card(info: &CardInfo) -> String {
         (Some(rate), failed) => {
             let _ = write!(
                 out,
-                "- Attention checks: {:.1}% of assignments",
+                "- Quality checks (attention and gold items): {:.1}% of assignments",
                 rate * 100.0
             );
             if let Some(failed) = failed {
@@ -181,7 +183,7 @@ pub fn dataset_card(info: &CardInfo) -> String {
             }
             out.push('\n');
         }
-        (None, _) => out.push_str("- Attention checks: none\n"),
+        (None, _) => out.push_str("- Quality checks (attention and gold items): none\n"),
     }
     let date = |ms: Option<i64>| {
         ms.map(|ms| rfc3339_utc(ms)[..10].to_string())

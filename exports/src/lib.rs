@@ -42,6 +42,8 @@ pub struct ExportSummary {
     pub rows_written: u64,
     pub skipped_ties: u64,
     pub skipped_both_bad: u64,
+    /// Votes on attention checks and gold items (they score raters, not models).
+    pub skipped_checks: u64,
 }
 
 impl std::fmt::Display for ExportSummary {
@@ -50,7 +52,11 @@ impl std::fmt::Display for ExportSummary {
             f,
             "wrote {} rows; left out {} ties and {} both-bad votes",
             self.rows_written, self.skipped_ties, self.skipped_both_bad
-        )
+        )?;
+        if self.skipped_checks > 0 {
+            write!(f, " and {} quality-check votes", self.skipped_checks)?;
+        }
+        Ok(())
     }
 }
 

@@ -24,6 +24,8 @@ pub struct RecordFilter {
     pub exclude_both_bad: bool,
     /// Raters marked excluded (e.g. failed attention checks), by pseudonym.
     pub excluded_raters: BTreeSet<String>,
+    /// Leave out votes on attention checks and gold items ([`VoteRecord::is_quality_check`]).
+    pub exclude_checks: bool,
 }
 
 /// Why a record was filtered out.
@@ -34,6 +36,7 @@ pub enum Rejection {
     Tie,
     BothBad,
     ExcludedRater,
+    QualityCheck,
 }
 
 impl RecordFilter {
@@ -59,6 +62,9 @@ impl RecordFilter {
         if self.excluded_raters.contains(&record.rater) {
             return Err(Rejection::ExcludedRater);
         }
+        if self.exclude_checks && record.is_quality_check() {
+            return Err(Rejection::QualityCheck);
+        }
         Ok(())
     }
 
@@ -74,6 +80,7 @@ pub struct FilteredWriter<W: ?Sized> {
     inner: Box<W>,
     excluded_ties: u64,
     excluded_both_bad: u64,
+    excluded_checks: u64,
 }
 
 impl<W: RecordWriter + ?Sized> FilteredWriter<W> {
@@ -83,6 +90,7 @@ impl<W: RecordWriter + ?Sized> FilteredWriter<W> {
             inner,
             excluded_ties: 0,
             excluded_both_bad: 0,
+            excluded_checks: 0,
         }
     }
 }
@@ -99,6 +107,10 @@ impl<W: RecordWriter + ?Sized> RecordWriter for FilteredWriter<W> {
                 self.excluded_both_bad += 1;
                 Ok(())
             }
+            Err(Rejection::QualityCheck) => {
+                self.excluded_checks += 1;
+                Ok(())
+            }
             Err(_) => Ok(()),
         }
     }
@@ -107,6 +119,7 @@ impl<W: RecordWriter + ?Sized> RecordWriter for FilteredWriter<W> {
         let mut summary = self.inner.finish()?;
         summary.skipped_ties += self.excluded_ties;
         summary.skipped_both_bad += self.excluded_both_bad;
+        summary.skipped_checks += self.excluded_checks;
         Ok(summary)
     }
 }

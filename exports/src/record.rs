@@ -102,6 +102,11 @@ pub struct VoteRecord {
 }
 
 impl VoteRecord {
+    /// A vote on an attention check or a gold item: it scores the rater, not the models.
+    pub fn is_quality_check(&self) -> bool {
+        matches!(self.assignment_kind.as_str(), "attention" | "gold")
+    }
+
     /// (chosen model, chosen text, rejected model, rejected text) for a decided vote; `None` for ties.
     pub fn chosen_rejected(&self) -> Option<(&str, &str, &str, &str)> {
         match self.choice {

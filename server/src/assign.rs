@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use crate::store::CandidatePrompt;
+use crate::domain::CheckKind;
+use crate::store::{CandidatePrompt, CheckCandidate};
 
 /// (prompt id, left (response id, model id), right (response id, model id)).
 pub type Pick = (i64, (i64, i64), (i64, i64));
@@ -50,6 +51,46 @@ pub fn choose(
     } else {
         (prompt_id, second, first)
     })
+}
+
+/// Whether the next comparison should be a quality check. Checks are drawn without replacement over
+/// the session's positions, so a rater of `total` comparisons sees `round(rate × total)` of them (when
+/// the study has that many) at uniformly random positions; `issued` comparisons came before, of which
+/// `checks_shown` were checks.
+pub fn check_is_due(
+    rate: f64,
+    total: u32,
+    issued: u32,
+    checks_shown: u32,
+    rng: &mut impl Rng,
+) -> bool {
+    if rate <= 0.0 || issued >= total {
+        return false;
+    }
+    let wanted = (rate * f64::from(total)).round() as u32;
+    let left = wanted.saturating_sub(checks_shown);
+    left > 0 && rng.gen_range(0..total - issued) < left
+}
+
+/// A quality-check comparison: the least-assigned check item (ties at random), its expected response
+/// against one of its others, on random sides.
+pub fn choose_check(
+    candidates: &[CheckCandidate],
+    rng: &mut impl Rng,
+) -> Option<(Pick, CheckKind)> {
+    let least = candidates.iter().map(|c| c.times_assigned).min()?;
+    let fewest: Vec<&CheckCandidate> = candidates
+        .iter()
+        .filter(|c| c.times_assigned == least)
+        .collect();
+    let check = fewest.choose(rng)?;
+    let other = *check.others.choose(rng)?;
+    let pick = if rng.gen_bool(0.5) {
+        (check.prompt_id, check.better, other)
+    } else {
+        (check.prompt_id, other, check.better)
+    };
+    Some((pick, check.kind))
 }
 
 #[cfg(test)]
@@ -104,5 +145,59 @@ mod tests {
         let (chosen, ..) = choose(&[busy, fresh], &HashMap::new(), &mut rng).unwrap();
         assert_eq!(chosen, 2);
         assert!(choose(&[prompt(3, &[1])], &HashMap::new(), &mut rng).is_none());
+    }
+
+    #[test]
+    fn checks_come_in_the_asked_share_at_random_positions() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut at_position = [0u32; 10];
+        for _ in 0..2000 {
+            let mut shown = 0;
+            for issued in 0..10 {
+                if check_is_due(0.2, 10, issued, shown, &mut rng) {
+                    shown += 1;
+                    at_position[issued as usize] += 1;
+                }
+            }
+            // Exactly round(0.2 × 10) = 2 checks per rater, never more, never fewer.
+            assert_eq!(shown, 2);
+        }
+        // 4,000 checks over 10 positions: 400 each on average; a binomial(2000, 0.2) stays within
+        // 400 ± 90 except with vanishing probability.
+        assert!(
+            at_position.iter().all(|&n| (310..=490).contains(&n)),
+            "{at_position:?}"
+        );
+        // No checks asked, or none left to show.
+        assert!(!check_is_due(0.0, 10, 0, 0, &mut rng));
+        assert!(!check_is_due(0.2, 10, 9, 2, &mut rng));
+        assert!(!check_is_due(0.2, 10, 10, 0, &mut rng));
+    }
+
+    #[test]
+    fn a_check_pairs_its_expected_response_with_another() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let check = |id: i64, times_assigned: i64| CheckCandidate {
+            prompt_id: id,
+            kind: CheckKind::Gold,
+            times_assigned,
+            better: (id * 10 + 1, 1),
+            others: vec![(id * 10 + 2, 2), (id * 10 + 3, 3)],
+        };
+        let mut left_better = 0;
+        for _ in 0..200 {
+            let ((prompt, left, right), kind) =
+                choose_check(&[check(1, 4), check(2, 1), check(3, 1)], &mut rng).unwrap();
+            assert!(prompt == 2 || prompt == 3, "least assigned first: {prompt}");
+            assert_eq!(kind, CheckKind::Gold);
+            assert!(
+                left.1 == 1 || right.1 == 1,
+                "the expected response is shown"
+            );
+            assert_ne!(left.1, right.1);
+            left_better += u32::from(left.1 == 1);
+        }
+        assert!((60..=140).contains(&left_better), "{left_better}");
+        assert!(choose_check(&[], &mut rng).is_none());
     }
 }

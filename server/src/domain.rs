@@ -78,6 +78,32 @@ impl StudyStatus {
     }
 }
 
+/// A quality-check item: an attention check (an instructed or obvious answer anyone reading gets
+/// right) or a gold item (a comparison experts agreed on). Both have a known better response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckKind {
+    Attention,
+    Gold,
+}
+
+impl CheckKind {
+    pub fn parse(text: &str) -> Option<CheckKind> {
+        match text {
+            "attention" => Some(CheckKind::Attention),
+            "gold" => Some(CheckKind::Gold),
+            _ => None,
+        }
+    }
+
+    /// Also the kind of the assignments that show such an item.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Attention => "attention",
+            CheckKind::Gold => "gold",
+        }
+    }
+}
+
 /// Wins, ties, both-bad and losses per model from vote tallies, sorted by win rate (best first).
 pub fn model_results(models: &[ModelRow], tallies: &[VoteTally]) -> Vec<ModelResult> {
     let mut results: Vec<ModelResult> = models

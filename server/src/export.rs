@@ -51,7 +51,12 @@ impl ExportRequest {
         Ok(ExportRequest {
             format,
             options: ExportOptions::default(),
-            filter: RecordFilter::default(),
+            // Votes on quality checks are preferences of nobody: only the raw votes keep them (with
+            // their assignment kind).
+            filter: RecordFilter {
+                exclude_checks: format != Format::Votes,
+                ..RecordFilter::default()
+            },
             majority: false,
             min_agreement: None,
         })

@@ -99,6 +99,18 @@ pub async fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
                 args.models.join(", ")
             ));
         }
+        let excluded = store.excluded_raters(study.id).await?.len() as u64;
+        if excluded > 0 && !args.include_excluded_raters {
+            exclusions.push(format!(
+                "{excluded} raters marked excluded (by the researcher, or automatically after failing more quality checks than allowed) are left out."
+            ));
+        }
+        let (check_votes, checks_failed) = store.study_checks(study.id).await?;
+        if check_votes > 0 && request.filter.exclude_checks {
+            exclusions.push(format!(
+                "{check_votes} votes on quality checks (attention and gold items) score raters, not models, and are left out."
+            ));
+        }
         let agreement = &analysis.agreement;
         let info = CardInfo {
             pretty_name: study.title.clone(),
@@ -111,7 +123,11 @@ pub async fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
             language: vec!["en".into()],
             instructions: study.instructions.clone(),
             raters: raters.len() as u64,
-            raters_excluded: 0,
+            raters_excluded: if args.include_excluded_raters {
+                0
+            } else {
+                excluded
+            },
             recruitment: Some(format!(
                 "Study link with participant id parameter {}",
                 study.settings.participant_param
@@ -119,8 +135,9 @@ pub async fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
             items: items.len() as u64,
             votes: records.len() as u64,
             target_votes_per_item: Some(study.settings.ratings_per_item),
-            attention_check_rate: None,
-            attention_checks_failed: None,
+            attention_check_rate: (study.settings.check_rate > 0.0 || check_votes > 0)
+                .then_some(study.settings.check_rate),
+            attention_checks_failed: (check_votes > 0).then_some(checks_failed as u64),
             exclusions,
             agreement: vec![AgreementFigure {
                 label: agreement.method.clone(),

@@ -3,7 +3,10 @@
 //! Format, one JSON object per line (blank lines ignored):
 //! - optional header, the first line: `{"models": [{"name", "provider", "openness": "open"|"closed", "version"?}]}`
 //! - each other line is one prompt: `{"id"?, "prompt": "text" | [{"role", "content"}…], "category"?,
-//!   "language"?, "responses": {"<model name>": "text", …}}`
+//!   "language"?, "responses": {"<model name>": "text", …}, "check"?}`
+//! - `check` makes the prompt a quality-check item: `{"kind": "attention"|"gold", "better": "<model
+//!   name>"}`; a rater passes it by preferring that model's response. Check items are shown at the
+//!   study's check rate and their votes never count as preferences.
 //!
 //! Any malformed line, missing field, unknown model, duplicate id or prompt with fewer than two
 //! responses refuses the whole file with an error naming the line and the field; nothing is written.
@@ -15,7 +18,7 @@ use moat_exports::{Message, Openness};
 use serde_json::{Map, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
-use crate::domain::{sha256_hex, StudySlug};
+use crate::domain::{sha256_hex, CheckKind, StudySlug};
 use crate::store::{Store, StoreError};
 
 /// A model declared in the file header or on the command line.
@@ -93,6 +96,60 @@ pub struct PromptItem {
     pub language: Option<String>,
     /// (model name, text), in the order of the file.
     pub responses: Vec<(String, String)>,
+    pub check: Option<QualityCheck>,
+}
+
+/// What makes a prompt a quality-check item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityCheck {
+    pub kind: CheckKind,
+    /// The model whose response a careful rater prefers.
+    pub better: String,
+}
+
+fn parse_check(
+    value: Option<&Value>,
+    responses: &[(String, String)],
+    line: usize,
+) -> Result<Option<QualityCheck>, InputError> {
+    let check = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(check)) => check,
+        Some(_) => return Err(input_error(
+            line,
+            "check",
+            "must be an object {\"kind\": \"attention\"|\"gold\", \"better\": \"<model name>\"}",
+        )),
+    };
+    let kind_text = check
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or_else(|| input_error(line, "check.kind", "missing; use \"attention\" or \"gold\""))?;
+    let kind = CheckKind::parse(kind_text).ok_or_else(|| {
+        input_error(
+            line,
+            "check.kind",
+            format!("must be \"attention\" or \"gold\", got {kind_text:?}"),
+        )
+    })?;
+    let better = check.get("better").and_then(Value::as_str).ok_or_else(|| {
+        input_error(
+            line,
+            "check.better",
+            "missing; name the model whose response a careful rater prefers",
+        )
+    })?;
+    if !responses.iter().any(|(model, _)| model == better) {
+        return Err(input_error(
+            line,
+            "check.better",
+            format!("{better:?} is not one of this prompt's responses"),
+        ));
+    }
+    Ok(Some(QualityCheck {
+        kind,
+        better: better.to_string(),
+    }))
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -102,6 +159,8 @@ pub struct ImportReport {
     pub lines_read: u64,
     pub prompts_imported: u64,
     pub responses_imported: u64,
+    /// Prompts among `prompts_imported` that are quality-check items.
+    pub checks_imported: u64,
     pub models_added: u64,
 }
 
@@ -109,7 +168,7 @@ impl std::fmt::Display for ImportReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "study {}{}: {} lines read, {} prompts and {} responses imported, {} new models",
+            "study {}{}: {} lines read, {} prompts ({} quality checks) and {} responses imported, {} new models",
             self.study,
             if self.created_study {
                 " (created as draft)"
@@ -118,6 +177,7 @@ impl std::fmt::Display for ImportReport {
             },
             self.lines_read,
             self.prompts_imported,
+            self.checks_imported,
             self.responses_imported,
             self.models_added
         )
@@ -289,12 +349,14 @@ pub fn parse_line(text: &str, line: usize) -> Result<Line, InputError> {
             ))
         }
     };
+    let check = parse_check(object.get("check"), &responses, line)?;
     Ok(Line::Item(PromptItem {
         id,
         conversation,
         category: optional_string(object, "category", line)?,
         language: optional_string(object, "language", line)?,
         responses,
+        check,
     }))
 }
 
@@ -432,6 +494,11 @@ pub async fn import_jsonl<R: AsyncBufRead + Unpin>(
                     tx.insert_response(prompt_id, models[model], text).await?;
                     report.responses_imported += 1;
                 }
+                if let Some(check) = &item.check {
+                    tx.mark_check(prompt_id, check.kind, models[&check.better])
+                        .await?;
+                    report.checks_imported += 1;
+                }
                 report.prompts_imported += 1;
             }
         }
@@ -464,6 +531,21 @@ mod tests {
         assert_eq!(item.id, "7");
         assert_eq!(item.responses.len(), 2);
         assert_eq!(item.category.as_deref(), Some("c"));
+        assert_eq!(item.check, None);
+        let Line::Item(check) = parse_line(
+            r#"{"prompt":"q","responses":{"a":"x","b":"y"},"check":{"kind":"attention","better":"b"}}"#,
+            3,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            check.check,
+            Some(QualityCheck {
+                kind: CheckKind::Attention,
+                better: "b".into()
+            })
+        );
     }
 
     #[test]
@@ -488,6 +570,18 @@ mod tests {
             (
                 r#"{"id":[],"prompt":"q","responses":{"a":"x","b":"y"}}"#,
                 "id",
+            ),
+            (
+                r#"{"prompt":"q","responses":{"a":"x","b":"y"},"check":"a"}"#,
+                "check",
+            ),
+            (
+                r#"{"prompt":"q","responses":{"a":"x","b":"y"},"check":{"kind":"trick","better":"a"}}"#,
+                "check.kind",
+            ),
+            (
+                r#"{"prompt":"q","responses":{"a":"x","b":"y"},"check":{"kind":"gold","better":"c"}}"#,
+                "check.better",
             ),
         ];
         for (text, field) in cases {

@@ -69,6 +69,8 @@ pub async fn admin_token_hash(
 
 pub const DEMO_SLUG: &str = "demo";
 const DEMO_DATA: &str = include_str!("../../demo/oasst-demo.jsonl");
+/// Two attention checks (written for Moat), shown as one of the five comparisons of a demo session.
+const DEMO_CHECKS: &str = include_str!("../../demo/checks.jsonl");
 const DEMO_INSTRUCTIONS: &str = "You will see a question and two anonymous answers, **A** and **B**.\n\n\
 Pick the better answer, or say it is a tie, or that both are bad. Judge helpfulness, correctness and \
 clarity; ignore length for its own sake. Keyboard: `A`, `B`, `T`, `X`.\n\n\
@@ -86,6 +88,8 @@ pub async fn ensure_demo(store: &Store) -> anyhow::Result<()> {
         ask_source: true,
         ask_rationale: true,
         completion_code: Some("MOAT-DEMO".into()),
+        check_rate: 0.2,
+        max_failed_checks: Some(0),
         ..Default::default()
     };
     store
@@ -97,6 +101,7 @@ pub async fn ensure_demo(store: &Store) -> anyhow::Result<()> {
         )
         .await?;
     import::import_jsonl(store, &slug, DEMO_DATA.as_bytes(), &[]).await?;
+    import::import_jsonl(store, &slug, DEMO_CHECKS.as_bytes(), &[]).await?;
     store.set_study_status(DEMO_SLUG, StudyStatus::Open).await?;
     Ok(())
 }

@@ -25,7 +25,7 @@ use sqlx::AnyConnection;
 use sqlx::{Any, AnyPool, Row, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::domain::{now_ms, random_hex, sha256_hex, StudySlug, StudyStatus};
+use crate::domain::{now_ms, random_hex, sha256_hex, CheckKind, StudySlug, StudyStatus};
 
 /// The join behind every export record, with the given ORDER BY.
 macro_rules! vote_records_sql {
@@ -39,6 +39,28 @@ macro_rules! vote_records_sql {
      JOIN responses lr ON lr.id = a.left_response_id JOIN models lm ON lm.id = lr.model_id \
      JOIN responses rr ON rr.id = a.right_response_id JOIN models rm ON rm.id = rr.model_id \
      WHERE p.study_id = $1 ORDER BY ", $order)
+    };
+}
+
+/// `passed` and `failed` counts of quality-check votes, over rows of `a` (assignments) and `v` (their
+/// votes, possibly NULL) joined with [`check_outcome_joins`]: a rater passes a check by choosing the
+/// side of the expected model's response; a tie or both-bad fails it.
+macro_rules! check_outcome_sums {
+    () => {
+        "COALESCE(SUM(CASE WHEN a.kind IN ('attention', 'gold') AND v.id IS NOT NULL AND \
+         ((v.choice = 'left' AND lr.model_id = p.check_model_id) OR (v.choice = 'right' AND rr.model_id = p.check_model_id)) \
+         THEN 1 ELSE 0 END), 0) AS passed, \
+         COALESCE(SUM(CASE WHEN a.kind IN ('attention', 'gold') AND v.id IS NOT NULL AND NOT \
+         ((v.choice = 'left' AND lr.model_id = p.check_model_id) OR (v.choice = 'right' AND rr.model_id = p.check_model_id)) \
+         THEN 1 ELSE 0 END), 0) AS failed"
+    };
+}
+
+/// The prompt and the two responses of assignment `a`, for [`check_outcome_sums`].
+macro_rules! check_outcome_joins {
+    () => {
+        "LEFT JOIN prompts p ON p.id = a.prompt_id \
+         LEFT JOIN responses lr ON lr.id = a.left_response_id LEFT JOIN responses rr ON rr.id = a.right_response_id"
     };
 }
 
@@ -116,6 +138,26 @@ pub struct CandidatePrompt {
     pub responses: Vec<(i64, i64)>,
 }
 
+/// A quality-check item the rater has not seen: the response a careful rater prefers and the others,
+/// as (response id, model id).
+#[derive(Debug, Clone)]
+pub struct CheckCandidate {
+    pub prompt_id: i64,
+    pub kind: CheckKind,
+    pub times_assigned: i64,
+    pub better: (i64, i64),
+    pub others: Vec<(i64, i64)>,
+}
+
+/// A rater's quality checks so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckTally {
+    /// Check assignments issued (voted or not).
+    pub shown: i64,
+    pub passed: i64,
+    pub failed: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewAssignment {
     pub rater_id: i64,
@@ -123,6 +165,8 @@ pub struct NewAssignment {
     pub prompt_id: i64,
     pub left_response: (i64, i64),
     pub right_response: (i64, i64),
+    /// `None` for a regular comparison; quality checks leave the pair counts alone.
+    pub check: Option<CheckKind>,
 }
 
 #[derive(Debug, Clone)]
@@ -141,11 +185,11 @@ pub struct VoteToRecord {
 pub enum VoteOutcome {
     Recorded {
         vote_id: i64,
+        /// For a vote on a quality check: whether it chose the expected response.
+        check_passed: Option<bool>,
     },
     /// The same vote was already recorded; nothing changed.
-    AlreadyRecorded {
-        vote_id: i64,
-    },
+    AlreadyRecorded { vote_id: i64 },
 }
 
 /// One aggregated line of a study's votes: left model, right model, choice, count.
@@ -415,14 +459,19 @@ impl Store {
     }
 
     /// Number of prompts in the study (each has two or more responses, so can be compared).
-    pub async fn comparable_prompts(&self, study_id: i64) -> StoreResult<i64> {
-        Ok(
-            sqlx::query("SELECT COUNT(*) AS n FROM prompts p WHERE p.study_id = $1")
-                .bind(study_id)
-                .fetch_one(&self.pool)
-                .await?
-                .try_get("n")?,
-        )
+    /// How many prompts a rater of the study can be shown: the regular ones, and the quality-check
+    /// items when the study shows checks.
+    pub async fn comparable_prompts(&self, study_id: i64, with_checks: bool) -> StoreResult<i64> {
+        let sql = if with_checks {
+            "SELECT COUNT(*) AS n FROM prompts p WHERE p.study_id = $1"
+        } else {
+            "SELECT COUNT(*) AS n FROM prompts p WHERE p.study_id = $1 AND p.check_kind IS NULL"
+        };
+        Ok(sqlx::query(sql)
+            .bind(study_id)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
     }
 
     // ----- raters -----
@@ -579,7 +628,7 @@ impl Store {
     ) -> StoreResult<Vec<CandidatePrompt>> {
         let rows = sqlx::query(
             "SELECT r.prompt_id, r.id, r.model_id, c.times_assigned FROM responses r JOIN ( \
-               SELECT p.id, p.times_assigned FROM prompts p WHERE p.study_id = $1 \
+               SELECT p.id, p.times_assigned FROM prompts p WHERE p.study_id = $1 AND p.check_kind IS NULL \
                AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.rater_id = $2 AND a.prompt_id = p.id) \
                ORDER BY p.times_assigned, p.id LIMIT $3) c ON c.id = r.prompt_id \
              ORDER BY c.times_assigned, r.prompt_id, r.id",
@@ -603,6 +652,110 @@ impl Store {
             }
         }
         Ok(candidates)
+    }
+
+    /// Up to `limit` quality-check items of the study this rater has not been assigned, least-assigned
+    /// first, with their responses.
+    pub async fn candidate_checks(
+        &self,
+        study_id: i64,
+        rater_id: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<CheckCandidate>> {
+        let rows = sqlx::query(
+            "SELECT r.prompt_id, r.id, r.model_id, c.times_assigned, c.check_kind, c.check_model_id FROM responses r JOIN ( \
+               SELECT p.id, p.times_assigned, p.check_kind, p.check_model_id FROM prompts p \
+               WHERE p.study_id = $1 AND p.check_kind IS NOT NULL \
+               AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.rater_id = $2 AND a.prompt_id = p.id) \
+               ORDER BY p.times_assigned, p.id LIMIT $3) c ON c.id = r.prompt_id \
+             ORDER BY c.times_assigned, r.prompt_id, r.id",
+        )
+        .bind(study_id)
+        .bind(rater_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut candidates: Vec<CheckCandidate> = Vec::new();
+        for row in &rows {
+            let prompt_id: i64 = row.try_get("prompt_id")?;
+            let response: (i64, i64) = (row.try_get("id")?, row.try_get("model_id")?);
+            let better_model: i64 = row.try_get("check_model_id")?;
+            if candidates
+                .last()
+                .is_none_or(|last| last.prompt_id != prompt_id)
+            {
+                let kind: String = row.try_get("check_kind")?;
+                candidates.push(CheckCandidate {
+                    prompt_id,
+                    kind: CheckKind::parse(&kind).ok_or_else(|| {
+                        sqlx::Error::Decode(format!("unknown check kind {kind:?}").into())
+                    })?,
+                    times_assigned: row.try_get("times_assigned")?,
+                    better: (0, better_model),
+                    others: Vec::new(),
+                });
+            }
+            let last = candidates.last_mut().expect("pushed above");
+            // The first response of the expected model is the one to show (import allows one per
+            // model in Moat's format, where checks come from).
+            if response.1 == better_model && last.better.0 == 0 {
+                last.better = response;
+            } else {
+                last.others.push(response);
+            }
+        }
+        candidates.retain(|c| c.better.0 != 0 && !c.others.is_empty());
+        Ok(candidates)
+    }
+
+    /// The rater's quality checks: issued, passed and failed.
+    pub async fn rater_checks(&self, rater_id: i64) -> StoreResult<CheckTally> {
+        let row = sqlx::query(concat!(
+            "SELECT COUNT(a.id) AS shown, ",
+            check_outcome_sums!(),
+            " FROM assignments a LEFT JOIN votes v ON v.assignment_id = a.id ",
+            check_outcome_joins!(),
+            " WHERE a.rater_id = $1 AND a.kind IN ('attention', 'gold')"
+        ))
+        .bind(rater_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(CheckTally {
+            shown: row.try_get("shown")?,
+            passed: row.try_get("passed")?,
+            failed: row.try_get("failed")?,
+        })
+    }
+
+    /// The study's quality checks: (votes on checks, failed ones).
+    pub async fn study_checks(&self, study_id: i64) -> StoreResult<(i64, i64)> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            check_outcome_sums!(),
+            " FROM assignments a JOIN votes v ON v.assignment_id = a.id ",
+            check_outcome_joins!(),
+            " WHERE p.study_id = $1 AND a.kind IN ('attention', 'gold')"
+        ))
+        .bind(study_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let passed: i64 = row.try_get("passed")?;
+        let failed: i64 = row.try_get("failed")?;
+        Ok((passed + failed, failed))
+    }
+
+    /// Marks an active rater excluded (after failed checks); an imported or already excluded rater is
+    /// left as is. Returns whether the status changed.
+    pub async fn exclude_rater(&self, rater_id: i64) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE raters SET status = 'excluded' WHERE id = $1 AND status = 'active'",
+        )
+        .bind(rater_id)
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// How often each (lower model id, higher model id) pair was shown in the study.
@@ -692,7 +845,8 @@ impl Store {
             "SELECT lr.model_id AS left_model, rr.model_id AS right_model, v.choice, COUNT(*) AS n \
              FROM votes v JOIN assignments a ON a.id = v.assignment_id JOIN prompts p ON p.id = a.prompt_id \
              JOIN responses lr ON lr.id = a.left_response_id JOIN responses rr ON rr.id = a.right_response_id \
-             WHERE p.study_id = $1 GROUP BY lr.model_id, rr.model_id, v.choice",
+             WHERE p.study_id = $1 AND a.kind NOT IN ('attention', 'gold') \
+             GROUP BY lr.model_id, rr.model_id, v.choice",
         )
         .bind(study_id)
         .fetch_all(&self.pool)
@@ -719,7 +873,8 @@ impl Store {
         let shown = self.pair_counts(study_id).await?;
         let voted: HashMap<(i64, i64), i64> = sqlx::query(
             "SELECT a.model_low, a.model_high, COUNT(*) AS n FROM votes v JOIN assignments a ON a.id = v.assignment_id \
-             JOIN prompts p ON p.id = a.prompt_id WHERE p.study_id = $1 GROUP BY a.model_low, a.model_high",
+             JOIN prompts p ON p.id = a.prompt_id WHERE p.study_id = $1 AND a.kind NOT IN ('attention', 'gold') \
+             GROUP BY a.model_low, a.model_high",
         )
         .bind(study_id)
         .fetch_all(&self.pool)
@@ -849,11 +1004,13 @@ impl Store {
         study_id: i64,
         limit: i64,
     ) -> StoreResult<Vec<moat_app::wire::RaterSummary>> {
-        let rows = sqlx::query(
-            "SELECT r.pseudonym, r.status, COUNT(v.id) AS votes FROM raters r \
-             LEFT JOIN assignments a ON a.rater_id = r.id LEFT JOIN votes v ON v.assignment_id = a.id \
-             WHERE r.study_id = $1 GROUP BY r.id, r.pseudonym, r.status ORDER BY COUNT(v.id) DESC, r.id LIMIT $2",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT r.pseudonym, r.status, COUNT(v.id) AS votes, ",
+            check_outcome_sums!(),
+            " FROM raters r LEFT JOIN assignments a ON a.rater_id = r.id LEFT JOIN votes v ON v.assignment_id = a.id ",
+            check_outcome_joins!(),
+            " WHERE r.study_id = $1 GROUP BY r.id, r.pseudonym, r.status ORDER BY COUNT(v.id) DESC, r.id LIMIT $2"
+        ))
         .bind(study_id)
         .bind(limit)
         .fetch_all(&self.pool)
@@ -864,6 +1021,8 @@ impl Store {
                     pseudonym: row.try_get("pseudonym")?,
                     status: row.try_get("status")?,
                     votes: row.try_get("votes")?,
+                    checks_passed: row.try_get("passed")?,
+                    checks_failed: row.try_get("failed")?,
                 })
             })
             .collect()
@@ -920,7 +1079,7 @@ async fn insert_assignment_in(
     }
     sqlx::query(
         "INSERT INTO assignments (public_id, rater_id, prompt_id, left_response_id, right_response_id, \
-         model_low, model_high, kind, issued_ms, state) VALUES ($1, $2, $3, $4, $5, $6, $7, 'regular', $8, 'issued')",
+         model_low, model_high, kind, issued_ms, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'issued')",
     )
     .bind(&public_id)
     .bind(new.rater_id)
@@ -929,6 +1088,7 @@ async fn insert_assignment_in(
     .bind(new.right_response.0)
     .bind(low)
     .bind(high)
+    .bind(new.check.map_or("regular", CheckKind::as_str))
     .bind(now_ms())
     .execute(&mut *conn)
     .await?;
@@ -936,6 +1096,9 @@ async fn insert_assignment_in(
         .bind(new.prompt_id)
         .execute(&mut *conn)
         .await?;
+    if new.check.is_some() {
+        return Ok(Some(public_id));
+    }
     let updated = sqlx::query(
         "UPDATE pair_counts SET shown = shown + 1 WHERE study_id = $1 AND model_low = $2 AND model_high = $3",
     )
@@ -958,15 +1121,17 @@ async fn insert_assignment_in(
 /// Records a vote for an assignment issued to this rater. A repeat of the same choice is
 /// harmless; a different choice for an assignment already voted on is a conflict.
 async fn record_vote_in(conn: &mut AnyConnection, vote: &VoteToRecord) -> StoreResult<VoteOutcome> {
-    let row =
-        sqlx::query("SELECT id, issued_ms FROM assignments WHERE public_id = $1 AND rater_id = $2")
-            .bind(&vote.assignment_public_id)
-            .bind(vote.rater_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| StoreError::NotFound("no such assignment for this rater".into()))?;
+    let row = sqlx::query(
+        "SELECT id, issued_ms, kind FROM assignments WHERE public_id = $1 AND rater_id = $2",
+    )
+    .bind(&vote.assignment_public_id)
+    .bind(vote.rater_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::NotFound("no such assignment for this rater".into()))?;
     let assignment_id: i64 = row.try_get("id")?;
     let issued_ms: i64 = row.try_get("issued_ms")?;
+    let kind: String = row.try_get("kind")?;
     if let Some(existing) = sqlx::query("SELECT id, choice FROM votes WHERE assignment_id = $1")
         .bind(assignment_id)
         .fetch_optional(&mut *conn)
@@ -1002,7 +1167,31 @@ async fn record_vote_in(conn: &mut AnyConnection, vote: &VoteToRecord) -> StoreR
         .bind(assignment_id)
         .execute(&mut *conn)
         .await?;
-    Ok(VoteOutcome::Recorded { vote_id })
+    let check_passed = match CheckKind::parse(&kind) {
+        None => None,
+        Some(_) => {
+            let row = sqlx::query(
+                "SELECT p.check_model_id, lr.model_id AS left_model, rr.model_id AS right_model \
+                 FROM assignments a JOIN prompts p ON p.id = a.prompt_id \
+                 JOIN responses lr ON lr.id = a.left_response_id JOIN responses rr ON rr.id = a.right_response_id \
+                 WHERE a.id = $1",
+            )
+            .bind(assignment_id)
+            .fetch_one(&mut *conn)
+            .await?;
+            let expected: Option<i64> = row.try_get("check_model_id")?;
+            let chosen: Option<i64> = match vote.choice {
+                Choice::Left => Some(row.try_get("left_model")?),
+                Choice::Right => Some(row.try_get("right_model")?),
+                Choice::Tie | Choice::BothBad => None,
+            };
+            Some(chosen.is_some() && chosen == expected)
+        }
+    };
+    Ok(VoteOutcome::Recorded {
+        vote_id,
+        check_passed,
+    })
 }
 
 // ----- group commit (SQLite) -----
@@ -1412,6 +1601,22 @@ impl WriteTx<'_> {
         .fetch_one(&mut *self.tx)
         .await?
         .try_get("id")?)
+    }
+
+    /// Makes a prompt a quality-check item whose better response is `better_model`'s.
+    pub async fn mark_check(
+        &mut self,
+        prompt_id: i64,
+        kind: CheckKind,
+        better_model: i64,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE prompts SET check_kind = $1, check_model_id = $2 WHERE id = $3")
+            .bind(kind.as_str())
+            .bind(better_model)
+            .bind(prompt_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
     }
 
     pub async fn insert_response(

@@ -6,7 +6,7 @@ use moat_app::backend::{Backend, BackendError};
 use moat_app::wire::*;
 use moat_exports::Choice;
 
-use crate::domain::{median, sha256_hex, StudySlug, StudyStatus};
+use crate::domain::{median, sha256_hex, CheckKind, StudySlug, StudyStatus};
 use crate::markdown;
 use crate::store::{
     NewAssignment, ShownAssignment, Store, StoreError, StudyRow, VoteOutcome, VoteToRecord,
@@ -57,8 +57,8 @@ fn render_comparison(
 }
 
 impl AppBackend {
-    /// Every vote of the study as export records (in vote order), without the votes of raters
-    /// marked excluded.
+    /// Every preference vote of the study as export records (in vote order): without the votes of
+    /// raters marked excluded and without votes on quality checks.
     pub async fn study_records(
         &self,
         study: &StudyRow,
@@ -69,7 +69,7 @@ impl AppBackend {
             self.store.vote_records(study).try_collect().await?;
         Ok(records
             .into_iter()
-            .filter(|r| !excluded.contains(&r.rater))
+            .filter(|r| !excluded.contains(&r.rater) && !r.is_quality_check())
             .collect())
     }
 
@@ -121,13 +121,29 @@ impl AppBackend {
             })
     }
 
+    /// A quality-check comparison for this rater, if any check item is left for them.
+    async fn next_check(
+        &self,
+        study: &StudyRow,
+        rater_id: i64,
+    ) -> Result<Option<(crate::assign::Pick, Option<CheckKind>)>, BackendError> {
+        let checks = self.store.candidate_checks(study.id, rater_id, 16).await?;
+        Ok(
+            crate::assign::choose_check(&checks, &mut rand::thread_rng())
+                .map(|(pick, kind)| (pick, Some(kind))),
+        )
+    }
+
     async fn session_totals(
         &self,
         study: &StudyRow,
         rater_id: i64,
     ) -> Result<(u32, u32), BackendError> {
         let votes = self.store.rater_vote_count(rater_id).await? as u32;
-        let comparable = self.store.comparable_prompts(study.id).await? as u32;
+        let comparable = self
+            .store
+            .comparable_prompts(study.id, study.settings.check_rate > 0.0)
+            .await? as u32;
         Ok((votes, comparable.min(study.settings.items_per_rater)))
     }
 }
@@ -207,15 +223,36 @@ impl Backend for AppBackend {
         if votes >= total {
             return Ok(done);
         }
+        let check_rate = study.settings.check_rate;
         // A concurrent request of the same rater may take the chosen prompt first; try again then.
         for _ in 0..3 {
-            // The least-assigned prompts this rater has not seen; 16 of them cover every model pair of
-            // a typical study, and each candidate's responses cost a row read per request.
-            let candidates = self.store.candidate_prompts(study.id, rater.id, 16).await?;
-            let pair_counts = self.store.pair_counts(study.id).await?;
-            let Some((prompt_id, left, right)) =
-                crate::assign::choose(&candidates, &pair_counts, &mut rand::thread_rng())
-            else {
+            let check_due = check_rate > 0.0 && {
+                let checks = self.store.rater_checks(rater.id).await?;
+                crate::assign::check_is_due(
+                    check_rate,
+                    total,
+                    votes,
+                    checks.shown as u32,
+                    &mut rand::thread_rng(),
+                )
+            };
+            let mut pick = None;
+            if check_due {
+                pick = self.next_check(&study, rater.id).await?;
+            }
+            if pick.is_none() {
+                // The least-assigned prompts this rater has not seen; 16 of them cover every model
+                // pair of a typical study, and each candidate's responses cost a row read per request.
+                let candidates = self.store.candidate_prompts(study.id, rater.id, 16).await?;
+                let pair_counts = self.store.pair_counts(study.id).await?;
+                pick = crate::assign::choose(&candidates, &pair_counts, &mut rand::thread_rng())
+                    .map(|pick| (pick, None));
+            }
+            if pick.is_none() && check_rate > 0.0 {
+                // Regular items ran out before the session's end: the remaining checks fill it.
+                pick = self.next_check(&study, rater.id).await?;
+            }
+            let Some(((prompt_id, left, right), check)) = pick else {
                 return Ok(done);
             };
             let new = NewAssignment {
@@ -224,6 +261,7 @@ impl Backend for AppBackend {
                 prompt_id,
                 left_response: left,
                 right_response: right,
+                check,
             };
             if self.store.insert_assignment(&new).await?.is_some() {
                 break;
@@ -301,9 +339,27 @@ impl Backend for AppBackend {
                 reveal: study.settings.reveal_after_vote,
             })
             .await?;
-        match outcome {
-            VoteOutcome::Recorded { .. } | VoteOutcome::AlreadyRecorded { .. } => Ok(()),
+        // A failed check past the study's limit excludes the rater. Only a failure does: a researcher
+        // who includes the rater again is overruled by a new failure, not by other votes.
+        if let (
+            VoteOutcome::Recorded {
+                check_passed: Some(false),
+                ..
+            },
+            Some(max_failed),
+        ) = (outcome, study.settings.max_failed_checks)
+        {
+            let checks = self.store.rater_checks(rater.id).await?;
+            if checks.failed > i64::from(max_failed) && self.store.exclude_rater(rater.id).await? {
+                tracing::info!(
+                    study = %study.slug,
+                    rater = rater.id,
+                    failed = checks.failed,
+                    "rater excluded after failed quality checks"
+                );
+            }
         }
+        Ok(())
     }
 
     async fn continue_after_reveal(
@@ -333,6 +389,12 @@ impl Backend for AppBackend {
             return Err(BackendError::BadRequest(
                 "items_per_rater must be at least 1".into(),
             ));
+        }
+        let rate = study.settings.check_rate;
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(BackendError::BadRequest(format!(
+                "check_rate must be a share between 0 and 1, got {rate}"
+            )));
         }
         self.store
             .create_study(

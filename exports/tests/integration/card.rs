@@ -74,7 +74,7 @@ fn card_has_the_hugging_face_header_and_the_datasheet() {
     for expected in [
         "- Raters: 42 (3 excluded from this export)",
         "- Votes per item: 2.95 on average (target 3)",
-        "- Attention checks: 5.0% of assignments, 7 failed",
+        "- Quality checks (attention and gold items): 5.0% of assignments, 7 failed",
         "- Date range of votes (UTC): 2024-05-01 to 2024-06-01",
         "> Pick the response that is more helpful.\n>\n> If both are harmful",
         "- 3 raters who failed 2 or more attention checks (61 votes)",

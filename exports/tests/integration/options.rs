@@ -173,6 +173,49 @@ fn filter_by_models_dates_choices_and_raters() {
         .count() as u64;
     assert_eq!(summary.skipped_ties, ties);
     assert_eq!(summary.rows_written, records.len() as u64 - ties);
+
+    // Votes on quality checks score raters, not models: the filter counts and drops them.
+    let mut records = records;
+    for (i, record) in records.iter_mut().enumerate() {
+        record.assignment_kind = match i % 7 {
+            0 => "attention",
+            3 => "gold",
+            4 => "imported",
+            _ => "regular",
+        }
+        .to_string();
+    }
+    let checks = records.iter().filter(|r| r.is_quality_check()).count() as u64;
+    assert_eq!(
+        checks,
+        records
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 7 == 0 || i % 7 == 3)
+            .count() as u64
+    );
+    let inner = writer_for(
+        Format::Votes,
+        &ExportOptions::default(),
+        Box::new(std::io::sink()),
+    )
+    .unwrap();
+    let mut writer = Box::new(FilteredWriter::new(
+        RecordFilter {
+            exclude_checks: true,
+            ..Default::default()
+        },
+        inner,
+    ));
+    for record in &records {
+        moat_exports::RecordWriter::write_record(writer.as_mut(), record).unwrap();
+    }
+    let summary = moat_exports::RecordWriter::finish(writer).unwrap();
+    assert_eq!(summary.skipped_checks, checks);
+    assert_eq!(summary.rows_written, records.len() as u64 - checks);
+    assert!(summary
+        .to_string()
+        .ends_with(&format!("and {checks} quality-check votes")));
 }
 
 fn vote(base: &VoteRecord, vote_id: i64, swapped: bool, choice: Choice) -> VoteRecord {

@@ -218,7 +218,7 @@ async fn bad_imports_write_nothing(url: &str) {
         "{again}"
     );
     let study = store.study("bad").await.unwrap();
-    assert_eq!(store.comparable_prompts(study.id).await.unwrap(), 1);
+    assert_eq!(store.comparable_prompts(study.id, false).await.unwrap(), 1);
     assert_eq!(store.models(study.id).await.unwrap().len(), 2);
     store.close().await;
 }
@@ -780,3 +780,241 @@ async fn sqlite_export_pipeline_matches_the_pool() {
     }
     store.close().await;
 }
+
+/// The sample study plus three quality-check items whose expected response says "PICK ME".
+fn sample_with_checks(prompts: usize) -> String {
+    let mut file = sample_jsonl(prompts);
+    for i in 0..3 {
+        let check = serde_json::json!({
+            "id": format!("check{i}"),
+            "prompt": format!("Check {i}: choose the answer that says PICK ME."),
+            "responses": {
+                "llama-secret-7b": "PICK ME",
+                "gpt-hidden-4": "Not this one.",
+                "mistral-covert-8x": "Not this one either.",
+            },
+            "check": { "kind": if i == 0 { "attention" } else { "gold" }, "better": "llama-secret-7b" },
+        });
+        file += &format!("{check}\n");
+    }
+    file
+}
+
+/// Quality checks: shown in the asked share and looking like any comparison, scored against the
+/// expected response; a rater who fails more than allowed is excluded; check votes stay out of the
+/// tallies, the leaderboard and the preference exports, and are in the raw votes with their kind.
+async fn quality_checks_score_raters(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let backend = AppBackend::new(store, String::new());
+    let new_study = |slug: &str, settings: StudySettings| NewStudy {
+        slug: slug.into(),
+        title: "Checks".into(),
+        instructions: String::new(),
+        settings,
+    };
+    let refused = backend
+        .create_study(new_study(
+            "bad-rate",
+            StudySettings {
+                check_rate: 1.5,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, BackendError::BadRequest(ref m) if m.contains("check_rate")));
+    let settings = StudySettings {
+        items_per_rater: 5,
+        check_rate: 0.4,
+        max_failed_checks: Some(0),
+        ..Default::default()
+    };
+    backend
+        .create_study(new_study("checks", settings))
+        .await
+        .unwrap();
+    backend
+        .create_study(new_study("no-checks", StudySettings::default()))
+        .await
+        .unwrap();
+    for slug in ["checks", "no-checks"] {
+        let report = import_jsonl(
+            &backend.store,
+            &StudySlug::parse(slug).unwrap(),
+            sample_with_checks(4).as_bytes(),
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!((report.prompts_imported, report.checks_imported), (7, 3));
+        backend.set_study_status(slug, "open").await.unwrap();
+    }
+
+    // A careful rater picks the expected response of every check, a careless one the other side.
+    for (participant, careful) in [("careful", true), ("careless", false)] {
+        let token = backend.consent("checks", Some(participant)).await.unwrap();
+        let (mut checks, mut votes) = (0, 0);
+        loop {
+            match backend.rater_view("checks", &token).await.unwrap() {
+                RaterView::Compare(c) => {
+                    let wire = serde_json::to_string(&c).unwrap();
+                    assert!(
+                        !wire.contains("gold") && !wire.contains("attention"),
+                        "a check must look like any comparison: {wire}"
+                    );
+                    let choice = if c.turns[0].html.contains("PICK ME") {
+                        checks += 1;
+                        let expected_left = c.left_html.contains("PICK ME");
+                        assert_ne!(expected_left, c.right_html.contains("PICK ME"));
+                        if expected_left == careful {
+                            "left"
+                        } else {
+                            "right"
+                        }
+                    } else {
+                        "left"
+                    };
+                    backend
+                        .vote("checks", &token, vote(&c.assignment, choice))
+                        .await
+                        .unwrap();
+                    votes += 1;
+                }
+                RaterView::Done(done) => {
+                    assert_eq!(done.votes, 5);
+                    break;
+                }
+                other => panic!("{participant}: unexpected {other:?}"),
+            }
+        }
+        // Five comparisons, round(0.4 × 5) = 2 of them checks.
+        assert_eq!((votes, checks), (5, 2), "{participant}");
+    }
+    let report = backend.study_report("checks").await.unwrap();
+    let rater = |status: &str| {
+        report
+            .raters
+            .iter()
+            .find(|r| r.status == status)
+            .unwrap_or_else(|| panic!("no {status} rater in {:?}", report.raters))
+            .clone()
+    };
+    let (careful, careless) = (rater("active"), rater("excluded"));
+    assert_eq!(
+        (careful.votes, careful.checks_passed, careful.checks_failed),
+        (5, 2, 0)
+    );
+    assert_eq!(
+        (
+            careless.votes,
+            careless.checks_passed,
+            careless.checks_failed
+        ),
+        (5, 0, 2)
+    );
+    // Six regular votes in the tallies (each counts for both of its models), none of the four checks.
+    let counted: i64 = report.results.iter().map(|r| r.votes).sum();
+    assert_eq!(counted, 2 * 6);
+    let shown: i64 = report.pairs.iter().map(|p| p.shown).sum();
+    let voted: i64 = report.pairs.iter().map(|p| p.votes).sum();
+    assert_eq!((shown, voted), (6, 6));
+    // The leaderboard has the careful rater's three regular votes.
+    let board = backend.leaderboard("checks").await.unwrap();
+    assert_eq!(board.votes, 3);
+
+    // Preference exports leave the checks out; the raw votes keep them with their kind.
+    let study = backend.store.study("checks").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut trl = moat_server::export::ExportRequest::new("trl").unwrap();
+    trl.exclude_marked_raters(&backend.store, &study)
+        .await
+        .unwrap();
+    let summary = moat_server::export::export_to_file(
+        &backend.store,
+        &study,
+        &trl,
+        &dir.path().join("trl.jsonl"),
+    )
+    .await
+    .unwrap();
+    assert_eq!((summary.rows_written, summary.skipped_checks), (3, 2));
+    let votes_path = dir.path().join("votes.jsonl");
+    let raw = moat_server::export::ExportRequest::new("votes").unwrap();
+    moat_server::export::export_to_file(&backend.store, &study, &raw, &votes_path)
+        .await
+        .unwrap();
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&votes_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 10);
+    for row in &rows {
+        let kind = row["assignment_kind"].as_str().unwrap();
+        let prompt = row["prompt_id"].as_str().unwrap();
+        let expected = match prompt {
+            "check0" => "attention",
+            p if p.starts_with("check") => "gold",
+            _ => "regular",
+        };
+        assert_eq!(kind, expected, "{row}");
+    }
+    assert_eq!(backend.store.study_checks(study.id).await.unwrap(), (4, 2));
+
+    // A researcher who includes an auto-excluded rater again is overruled only by a new failure.
+    let token = backend.consent("checks", Some("forgiven")).await.unwrap();
+    let mut checks = 0;
+    while let RaterView::Compare(c) = backend.rater_view("checks", &token).await.unwrap() {
+        let expected_left = c.left_html.contains("PICK ME");
+        let is_check = c.turns[0].html.contains("PICK ME");
+        // The first check is failed, the second passed; regular items get "left".
+        let choice = if !is_check || expected_left == (checks == 1) {
+            "left"
+        } else {
+            "right"
+        };
+        checks += u32::from(is_check);
+        backend
+            .vote("checks", &token, vote(&c.assignment, choice))
+            .await
+            .unwrap();
+        if is_check && checks == 1 {
+            let report = backend.study_report("checks").await.unwrap();
+            let forgiven = report
+                .raters
+                .iter()
+                .find(|r| r.checks_failed == 1 && r.status == "excluded")
+                .expect("excluded after one failed check")
+                .pseudonym
+                .clone();
+            backend
+                .set_rater_status("checks", &forgiven, "active")
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(checks, 2);
+    let report = backend.study_report("checks").await.unwrap();
+    let forgiven = report
+        .raters
+        .iter()
+        .find(|r| r.checks_passed == 1 && r.checks_failed == 1)
+        .expect("one check passed, one failed");
+    assert_eq!(forgiven.status, "active");
+
+    // Without a check rate, check items are never shown and do not count toward the session.
+    let token = backend.consent("no-checks", None).await.unwrap();
+    let mut shown = 0;
+    while let RaterView::Compare(c) = backend.rater_view("no-checks", &token).await.unwrap() {
+        assert!(!c.turns[0].html.contains("PICK ME"));
+        assert_eq!(c.total, 4);
+        backend
+            .vote("no-checks", &token, vote(&c.assignment, "tie"))
+            .await
+            .unwrap();
+        shown += 1;
+    }
+    assert_eq!(shown, 4);
+    backend.store.close().await;
+}
+on_both_backends!(quality_checks_score_raters);
