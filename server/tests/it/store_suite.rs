@@ -960,6 +960,28 @@ async fn quality_checks_score_raters(url: &str) {
         assert_eq!(kind, expected, "{row}");
     }
     assert_eq!(backend.store.study_checks(study.id).await.unwrap(), (4, 2));
+    // The dataset card says how the checks went and what was left out.
+    let out = dir.path().join("card").join("trl.jsonl");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let out_arg = out.to_str().unwrap();
+    let cli = <moat_server::cli::Cli as clap::Parser>::try_parse_from([
+        "moat", "export", "--study", "checks", "--format", "trl", "--out", out_arg, "--card",
+    ])
+    .unwrap();
+    let moat_server::cli::Command::Export(args) = cli.command else {
+        panic!("parsed as export")
+    };
+    moat_server::export_cli::run(&backend.store, args)
+        .await
+        .unwrap();
+    let card = std::fs::read_to_string(dir.path().join("card").join("README.md")).unwrap();
+    for line in [
+        "- Raters: 1 (1 excluded from this export)",
+        "- Quality checks (attention and gold items): 40.0% of assignments, 2 failed",
+        "4 votes on quality checks (attention and gold items) score raters, not models, and are left out.",
+    ] {
+        assert!(card.contains(line), "{line:?} missing from the card:\n{card}");
+    }
 
     // A researcher who includes an auto-excluded rater again is overruled only by a new failure.
     let token = backend.consent("checks", Some("forgiven")).await.unwrap();
