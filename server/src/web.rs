@@ -1,6 +1,8 @@
 //! The server side of the web app: `Backend` over the store, for the pages and the JSON API.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use moat_app::backend::{Backend, BackendError};
 use moat_app::wire::*;
@@ -15,6 +17,20 @@ use crate::store::{
 pub struct AppBackend {
     pub store: Store,
     admin_token_hash: String,
+    cache: std::sync::Mutex<StudyCache>,
+}
+
+/// How long a study row (status, settings) and its number of comparable prompts are reused between
+/// requests: every rater page and vote needs both. A change made through this process (opening or
+/// closing the study) takes effect at once; one made by another process (`moat import`, a second
+/// server on the same PostgreSQL) within this time.
+const STUDY_CACHE_TTL: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct StudyCache {
+    studies: HashMap<String, (Instant, StudyRow)>,
+    /// (study id, with checks) → comparable prompts.
+    comparable: HashMap<(i64, bool), (Instant, i64)>,
 }
 
 impl From<StoreError> for BackendError {
@@ -98,11 +114,40 @@ impl AppBackend {
         Arc::new(AppBackend {
             store,
             admin_token_hash,
+            cache: Default::default(),
         })
     }
 
+    fn cache(&self) -> std::sync::MutexGuard<'_, StudyCache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     async fn open_study(&self, slug: &str) -> Result<StudyRow, BackendError> {
-        Ok(self.store.study(slug).await?)
+        if let Some((at, study)) = self.cache().studies.get(slug) {
+            if at.elapsed() < STUDY_CACHE_TTL {
+                return Ok(study.clone());
+            }
+        }
+        let study = self.store.study(slug).await?;
+        self.cache()
+            .studies
+            .insert(slug.to_string(), (Instant::now(), study.clone()));
+        Ok(study)
+    }
+
+    /// How many prompts a rater of the study can be shown (see [`Store::comparable_prompts`]).
+    async fn comparable_prompts(&self, study: &StudyRow) -> Result<i64, BackendError> {
+        let key = (study.id, study.settings.check_rate > 0.0);
+        if let Some(&(at, n)) = self.cache().comparable.get(&key) {
+            if at.elapsed() < STUDY_CACHE_TTL {
+                return Ok(n);
+            }
+        }
+        let n = self.store.comparable_prompts(key.0, key.1).await?;
+        self.cache().comparable.insert(key, (Instant::now(), n));
+        Ok(n)
     }
 
     /// The rater whose session token this is; a request without one is refused as unauthorized.
@@ -134,17 +179,17 @@ impl AppBackend {
         )
     }
 
+    /// (votes cast, comparisons in the session) for a rater looked up in this request.
     async fn session_totals(
         &self,
         study: &StudyRow,
-        rater_id: i64,
+        rater: &crate::store::RaterRow,
     ) -> Result<(u32, u32), BackendError> {
-        let votes = self.store.rater_vote_count(rater_id).await? as u32;
-        let comparable = self
-            .store
-            .comparable_prompts(study.id, study.settings.check_rate > 0.0)
-            .await? as u32;
-        Ok((votes, comparable.min(study.settings.items_per_rater)))
+        let comparable = self.comparable_prompts(study).await? as u32;
+        Ok((
+            rater.votes as u32,
+            comparable.min(study.settings.items_per_rater),
+        ))
     }
 }
 
@@ -206,7 +251,7 @@ impl Backend for AppBackend {
                 }));
             }
         }
-        let (votes, total) = self.session_totals(&study, rater.id).await?;
+        let (votes, total) = self.session_totals(&study, &rater).await?;
         if let Some(shown) = self.store.assignment_in_state(rater.id, "issued").await? {
             return Ok(RaterView::Compare(render_comparison(
                 shown,
@@ -413,7 +458,9 @@ impl Backend for AppBackend {
                 "status must be draft, open or closed, got {status:?}"
             ))
         })?;
-        Ok(self.store.set_study_status(slug, status).await?)
+        self.store.set_study_status(slug, status).await?;
+        self.cache().studies.remove(slug);
+        Ok(())
     }
 
     async fn leaderboard(&self, slug: &str) -> Result<LeaderboardView, BackendError> {
