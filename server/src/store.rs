@@ -1321,14 +1321,17 @@ pub fn sqlite_vote_records(
     } else {
         "v.id"
     };
+    // CROSS JOIN fixes SQLite's join order: votes in id order, everything else by primary key, so the
+    // export streams without sorting whatever the planner's statistics say (with `sqlite_stat1` from an
+    // ANALYZE that predates an index, it once chose to walk raters first and sort a million rows).
     let sql = format!(
         "SELECT v.id, v.choice, v.source_guess, v.source_confidence, v.rationale, \
          v.time_on_page_ms, v.created_ms, a.kind, p.external_id, {conversation}, p.category, \
          p.language, r.pseudonym, lr.model_id, {left}, rr.model_id, {right} \
-         FROM votes v JOIN assignments a ON a.id = v.assignment_id \
-         JOIN prompts p ON p.id = a.prompt_id JOIN raters r ON r.id = a.rater_id \
-         JOIN responses lr ON lr.id = a.left_response_id \
-         JOIN responses rr ON rr.id = a.right_response_id \
+         FROM votes v CROSS JOIN assignments a ON a.id = v.assignment_id \
+         CROSS JOIN prompts p ON p.id = a.prompt_id CROSS JOIN raters r ON r.id = a.rater_id \
+         CROSS JOIN responses lr ON lr.id = a.left_response_id \
+         CROSS JOIN responses rr ON rr.id = a.right_response_id \
          WHERE p.study_id = ?1 ORDER BY {order}",
         conversation = kept("p.conversation"),
         left = kept("lr.content"),
