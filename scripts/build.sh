@@ -8,7 +8,10 @@ profile=dev; [ "${1:-}" = "--release" ] && profile=release
 
 cargo build -p moat-frontend --lib --target wasm32-unknown-unknown --profile wasm-release
 mkdir -p "$MOAT_SITE_ROOT/pkg"
+# The server sends the .gz copies to browsers that accept gzip; never leave a stale one behind.
+rm -f "$MOAT_SITE_ROOT"/pkg/*.gz
 wasm-bindgen --target web --no-typescript --out-dir "$MOAT_SITE_ROOT/pkg" --out-name moat \
   "$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/moat_frontend.wasm"
+gzip -9 -k -f "$MOAT_SITE_ROOT/pkg/moat_bg.wasm" "$MOAT_SITE_ROOT/pkg/moat.js"
 
 cargo build -p moat-server --profile "$profile"

@@ -441,3 +441,55 @@ async fn leaderboard_and_exports_over_http() {
         .unwrap();
     assert_eq!(unknown.status(), 400);
 }
+
+/// The hydration module goes out gzipped to browsers that accept it (the build writes the `.gz`
+/// beside it), as is to the others, with the wasm content type either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hydration_module_is_served_gzipped() {
+    use std::io::{Read, Write};
+    let site = tempfile::tempdir().unwrap();
+    let pkg = site.path().join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    let wasm: Vec<u8> = b"\0asm\x01\0\0\0"
+        .iter()
+        .copied()
+        .chain((0..200_000u32).map(|i| (i % 251) as u8 ^ (i / 4096) as u8))
+        .collect();
+    std::fs::write(pkg.join("moat_bg.wasm"), &wasm).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&wasm).unwrap();
+    std::fs::write(pkg.join("moat_bg.wasm.gz"), gz.finish().unwrap()).unwrap();
+    std::fs::write(pkg.join("moat.js"), "export default function init() {}\n").unwrap();
+
+    let db = TestDb::sqlite();
+    let server = spawn_server(db.url(), site.path()).await;
+    let get = |path: &str, gzip: bool| {
+        let mut request = server.http.get(format!("{}{path}", server.base));
+        if gzip {
+            request = request.header("accept-encoding", "gzip, deflate, br");
+        }
+        request.send()
+    };
+    let zipped = get("/pkg/moat_bg.wasm", true).await.unwrap();
+    assert_eq!(zipped.status(), 200);
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    assert_eq!(zipped.headers()["content-type"], "application/wasm");
+    let body = zipped.bytes().await.unwrap();
+    assert!(body.len() < wasm.len() / 2, "{} bytes", body.len());
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, wasm);
+
+    let plain = get("/pkg/moat_bg.wasm", false).await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert_eq!(plain.headers()["content-type"], "application/wasm");
+    assert_eq!(plain.bytes().await.unwrap(), wasm);
+    // A file without a .gz copy goes out as it is.
+    let script = get("/pkg/moat.js", true).await.unwrap();
+    assert_eq!(script.status(), 200);
+    assert!(script.headers().get("content-encoding").is_none());
+    assert_eq!(get("/pkg/missing.js", true).await.unwrap().status(), 404);
+    db.cleanup().await;
+}
