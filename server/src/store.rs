@@ -1068,18 +1068,12 @@ async fn insert_assignment_in(
         let (a, b) = (new.left_response.1, new.right_response.1);
         (a.min(b), a.max(b))
     };
-    let taken =
-        sqlx::query("SELECT 1 AS x FROM assignments WHERE rater_id = $1 AND prompt_id = $2")
-            .bind(new.rater_id)
-            .bind(new.prompt_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    if taken.is_some() {
-        return Ok(None);
-    }
-    sqlx::query(
+    // The unique index `assignments_once` (a rater sees a prompt once) turns a concurrent second
+    // assignment of the same prompt into no row, without an error that would end the transaction.
+    let inserted = sqlx::query(
         "INSERT INTO assignments (public_id, rater_id, prompt_id, left_response_id, right_response_id, \
-         model_low, model_high, kind, issued_ms, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'issued')",
+         model_low, model_high, kind, issued_ms, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'issued') \
+         ON CONFLICT DO NOTHING RETURNING id",
     )
     .bind(&public_id)
     .bind(new.rater_id)
@@ -1090,8 +1084,11 @@ async fn insert_assignment_in(
     .bind(high)
     .bind(new.check.map_or("regular", CheckKind::as_str))
     .bind(now_ms())
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
+    if inserted.is_none() {
+        return Ok(None);
+    }
     sqlx::query("UPDATE prompts SET times_assigned = times_assigned + 1 WHERE id = $1")
         .bind(new.prompt_id)
         .execute(&mut *conn)
@@ -1099,30 +1096,29 @@ async fn insert_assignment_in(
     if new.check.is_some() {
         return Ok(Some(public_id));
     }
-    let updated = sqlx::query(
-        "UPDATE pair_counts SET shown = shown + 1 WHERE study_id = $1 AND model_low = $2 AND model_high = $3",
+    sqlx::query(
+        "INSERT INTO pair_counts (study_id, model_low, model_high, shown) VALUES ($1, $2, $3, 1) \
+         ON CONFLICT (study_id, model_low, model_high) DO UPDATE SET shown = pair_counts.shown + 1",
     )
     .bind(new.study_id)
     .bind(low)
     .bind(high)
     .execute(&mut *conn)
     .await?;
-    if updated.rows_affected() == 0 {
-        sqlx::query("INSERT INTO pair_counts (study_id, model_low, model_high, shown) VALUES ($1, $2, $3, 1)")
-            .bind(new.study_id)
-            .bind(low)
-            .bind(high)
-            .execute(&mut *conn)
-            .await?;
-    }
     Ok(Some(public_id))
 }
 
 /// Records a vote for an assignment issued to this rater. A repeat of the same choice is
 /// harmless; a different choice for an assignment already voted on is a conflict.
 async fn record_vote_in(conn: &mut AnyConnection, vote: &VoteToRecord) -> StoreResult<VoteOutcome> {
+    // One read: the assignment, its vote if any, and what a quality check expects.
     let row = sqlx::query(
-        "SELECT id, issued_ms, kind FROM assignments WHERE public_id = $1 AND rater_id = $2",
+        "SELECT a.id, a.issued_ms, a.kind, v.id AS vote_id, v.choice, p.check_model_id, \
+         lr.model_id AS left_model, rr.model_id AS right_model \
+         FROM assignments a LEFT JOIN votes v ON v.assignment_id = a.id \
+         JOIN prompts p ON p.id = a.prompt_id \
+         JOIN responses lr ON lr.id = a.left_response_id JOIN responses rr ON rr.id = a.right_response_id \
+         WHERE a.public_id = $1 AND a.rater_id = $2",
     )
     .bind(&vote.assignment_public_id)
     .bind(vote.rater_id)
@@ -1132,13 +1128,8 @@ async fn record_vote_in(conn: &mut AnyConnection, vote: &VoteToRecord) -> StoreR
     let assignment_id: i64 = row.try_get("id")?;
     let issued_ms: i64 = row.try_get("issued_ms")?;
     let kind: String = row.try_get("kind")?;
-    if let Some(existing) = sqlx::query("SELECT id, choice FROM votes WHERE assignment_id = $1")
-        .bind(assignment_id)
-        .fetch_optional(&mut *conn)
-        .await?
-    {
-        let choice: String = existing.try_get("choice")?;
-        let vote_id: i64 = existing.try_get("id")?;
+    if let Some(vote_id) = row.try_get::<Option<i64>, _>("vote_id")? {
+        let choice: String = row.try_get("choice")?;
         return if db_choice(&choice)? == vote.choice {
             Ok(VoteOutcome::AlreadyRecorded { vote_id })
         } else {
@@ -1170,15 +1161,6 @@ async fn record_vote_in(conn: &mut AnyConnection, vote: &VoteToRecord) -> StoreR
     let check_passed = match CheckKind::parse(&kind) {
         None => None,
         Some(_) => {
-            let row = sqlx::query(
-                "SELECT p.check_model_id, lr.model_id AS left_model, rr.model_id AS right_model \
-                 FROM assignments a JOIN prompts p ON p.id = a.prompt_id \
-                 JOIN responses lr ON lr.id = a.left_response_id JOIN responses rr ON rr.id = a.right_response_id \
-                 WHERE a.id = $1",
-            )
-            .bind(assignment_id)
-            .fetch_one(&mut *conn)
-            .await?;
             let expected: Option<i64> = row.try_get("check_model_id")?;
             let chosen: Option<i64> = match vote.choice {
                 Choice::Left => Some(row.try_get("left_model")?),

@@ -1040,3 +1040,57 @@ async fn quality_checks_score_raters(url: &str) {
     backend.store.close().await;
 }
 on_both_backends!(quality_checks_score_raters);
+
+/// Two requests of one rater racing for the same prompt: the second assignment is refused by the
+/// unique index without failing its transaction, and the prompt and pair counts move once.
+async fn a_prompt_is_assigned_to_a_rater_once(url: &str) {
+    let backend = backend_with_study(url, "race", 2, 5).await;
+    let token = backend.consent("race", None).await.unwrap();
+    let study = backend.store.study("race").await.unwrap();
+    let rater = backend
+        .store
+        .rater_by_token(study.id, &token)
+        .await
+        .unwrap()
+        .unwrap();
+    let candidates = backend
+        .store
+        .candidate_prompts(study.id, rater.id, 16)
+        .await
+        .unwrap();
+    let first = &candidates[0];
+    let new = moat_server::store::NewAssignment {
+        rater_id: rater.id,
+        study_id: study.id,
+        prompt_id: first.prompt_id,
+        left_response: first.responses[0],
+        right_response: first.responses[1],
+        check: None,
+    };
+    let (a, b) = tokio::join!(
+        backend.store.insert_assignment(&new),
+        backend.store.insert_assignment(&new)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.is_some() != b.is_some(), "exactly one wins: {a:?} {b:?}");
+    // And again, after both committed.
+    assert_eq!(backend.store.insert_assignment(&new).await.unwrap(), None);
+    let after = backend
+        .store
+        .candidate_prompts(study.id, rater.id, 16)
+        .await
+        .unwrap();
+    assert!(after.iter().all(|c| c.prompt_id != first.prompt_id));
+    let pairs = backend.store.pair_counts(study.id).await.unwrap();
+    assert_eq!(pairs.values().sum::<i64>(), 1, "{pairs:?}");
+    // The rater's page shows the one assignment; a vote on it is recorded.
+    let RaterView::Compare(shown) = backend.rater_view("race", &token).await.unwrap() else {
+        panic!()
+    };
+    backend
+        .vote("race", &token, vote(&shown.assignment, "left"))
+        .await
+        .unwrap();
+    backend.store.close().await;
+}
+on_both_backends!(a_prompt_is_assigned_to_a_rater_once);
