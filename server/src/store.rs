@@ -42,6 +42,25 @@ macro_rules! vote_records_sql {
     };
 }
 
+/// The responses (`prompt_id`, `id`, `model_id`, `times_assigned` and any extra prompt columns) of up
+/// to `$3` prompts of study `$1` that rater `$2` has not been assigned, least-assigned first, in prompt
+/// order: regular prompts (`check_kind IS NULL`) or quality-check items (`IS NOT NULL`).
+macro_rules! unseen_prompts_sql {
+    ($check_kind:literal) => {
+        unseen_prompts_sql!($check_kind, "", "")
+    };
+    ($check_kind:literal, $inner_columns:literal, $outer_columns:literal) => {
+        concat!(
+            "SELECT r.prompt_id, r.id, r.model_id, c.times_assigned", $outer_columns,
+            " FROM responses r JOIN (SELECT p.id, p.times_assigned", $inner_columns,
+            " FROM prompts p WHERE p.study_id = $1 AND p.check_kind ", $check_kind,
+            " AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.rater_id = $2 AND a.prompt_id = p.id) \
+             ORDER BY p.times_assigned, p.id LIMIT $3) c ON c.id = r.prompt_id \
+             ORDER BY c.times_assigned, r.prompt_id, r.id"
+        )
+    };
+}
+
 /// `passed` and `failed` counts of quality-check votes, over rows of `a` (assignments) and `v` (their
 /// votes, possibly NULL) joined with [`check_outcome_joins`]: a rater passes a check by choosing the
 /// side of the expected model's response; a tie or both-bad fails it.
@@ -626,18 +645,13 @@ impl Store {
         rater_id: i64,
         limit: i64,
     ) -> StoreResult<Vec<CandidatePrompt>> {
-        let rows = sqlx::query(
-            "SELECT r.prompt_id, r.id, r.model_id, c.times_assigned FROM responses r JOIN ( \
-               SELECT p.id, p.times_assigned FROM prompts p WHERE p.study_id = $1 AND p.check_kind IS NULL \
-               AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.rater_id = $2 AND a.prompt_id = p.id) \
-               ORDER BY p.times_assigned, p.id LIMIT $3) c ON c.id = r.prompt_id \
-             ORDER BY c.times_assigned, r.prompt_id, r.id",
-        )
-        .bind(study_id)
-        .bind(rater_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        // Only columns of the index `prompts_assignable`: the prompts are read off it in order.
+        let rows = sqlx::query(unseen_prompts_sql!("IS NULL"))
+            .bind(study_id)
+            .bind(rater_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         let mut candidates: Vec<CandidatePrompt> = Vec::new();
         for row in &rows {
             let prompt_id: i64 = row.try_get("prompt_id")?;
@@ -662,14 +676,11 @@ impl Store {
         rater_id: i64,
         limit: i64,
     ) -> StoreResult<Vec<CheckCandidate>> {
-        let rows = sqlx::query(
-            "SELECT r.prompt_id, r.id, r.model_id, c.times_assigned, c.check_kind, c.check_model_id FROM responses r JOIN ( \
-               SELECT p.id, p.times_assigned, p.check_kind, p.check_model_id FROM prompts p \
-               WHERE p.study_id = $1 AND p.check_kind IS NOT NULL \
-               AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.rater_id = $2 AND a.prompt_id = p.id) \
-               ORDER BY p.times_assigned, p.id LIMIT $3) c ON c.id = r.prompt_id \
-             ORDER BY c.times_assigned, r.prompt_id, r.id",
-        )
+        let rows = sqlx::query(unseen_prompts_sql!(
+            "IS NOT NULL",
+            ", p.check_kind, p.check_model_id",
+            ", c.check_kind, c.check_model_id"
+        ))
         .bind(study_id)
         .bind(rater_id)
         .bind(limit)

@@ -96,6 +96,21 @@ fn split_writer_never_puts_a_prompt_in_two_splits() {
     assert!(test.is_disjoint(&train));
 }
 
+/// The summary of writing `records` as votes through a [`FilteredWriter`] with `filter`.
+fn votes_through(filter: RecordFilter, records: &[VoteRecord]) -> moat_exports::ExportSummary {
+    let inner = writer_for(
+        Format::Votes,
+        &ExportOptions::default(),
+        Box::new(std::io::sink()),
+    )
+    .unwrap();
+    let mut writer = Box::new(FilteredWriter::new(filter, inner));
+    for record in records {
+        moat_exports::RecordWriter::write_record(writer.as_mut(), record).unwrap();
+    }
+    moat_exports::RecordWriter::finish(writer).unwrap()
+}
+
 #[test]
 fn filter_by_models_dates_choices_and_raters() {
     let records = hh_records(200);
@@ -150,23 +165,13 @@ fn filter_by_models_dates_choices_and_raters() {
     ));
 
     // Through the wrapper, excluded ties are counted like the ones a format leaves out.
-    let inner = writer_for(
-        Format::Votes,
-        &ExportOptions::default(),
-        Box::new(std::io::sink()),
-    )
-    .unwrap();
-    let mut writer = Box::new(FilteredWriter::new(
+    let summary = votes_through(
         RecordFilter {
             exclude_ties: true,
             ..Default::default()
         },
-        inner,
-    ));
-    for record in &records {
-        moat_exports::RecordWriter::write_record(writer.as_mut(), record).unwrap();
-    }
-    let summary = moat_exports::RecordWriter::finish(writer).unwrap();
+        &records,
+    );
     let ties = records
         .iter()
         .filter(|record| record.choice == Choice::Tie)
@@ -194,23 +199,13 @@ fn filter_by_models_dates_choices_and_raters() {
             .filter(|(i, _)| i % 7 == 0 || i % 7 == 3)
             .count() as u64
     );
-    let inner = writer_for(
-        Format::Votes,
-        &ExportOptions::default(),
-        Box::new(std::io::sink()),
-    )
-    .unwrap();
-    let mut writer = Box::new(FilteredWriter::new(
+    let summary = votes_through(
         RecordFilter {
             exclude_checks: true,
             ..Default::default()
         },
-        inner,
-    ));
-    for record in &records {
-        moat_exports::RecordWriter::write_record(writer.as_mut(), record).unwrap();
-    }
-    let summary = moat_exports::RecordWriter::finish(writer).unwrap();
+        &records,
+    );
     assert_eq!(summary.skipped_checks, checks);
     assert_eq!(summary.rows_written, records.len() as u64 - checks);
     assert!(summary
