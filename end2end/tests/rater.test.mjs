@@ -98,3 +98,66 @@ test('without JavaScript: the same study by plain form posts', async () => {
   assert.equal(rows.length, 2, 'both-bad is left out of the TRL export');
   await context.close();
 });
+
+test('quality checks: set in the admin form, shown to a rater like any comparison, failed, counted', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${moat.base}/admin`);
+  await page.fill('input[name=token]', ADMIN_TOKEN);
+  await page.click('#login');
+  await page.waitForSelector('form.create-study');
+  await page.waitForSelector('body[data-hydrated]');
+  await page.fill('input[name=slug]', 'checks');
+  await page.fill('input[name=title]', 'E2E checks');
+  await page.fill('input[name=items_per_rater]', '2');
+  await page.fill('input[name=check_percent]', '50');
+  await page.fill('input[name=max_failed_checks]', '0');
+  await page.fill('input[name=completion_code]', 'DONE-checks');
+  await Promise.all([page.waitForURL(/\/admin\/studies\/checks$/), page.click('#create-study')]);
+  await page.waitForSelector('#check-settings');
+  assert.match(await page.textContent('#check-settings'),
+    /50% of each rater's comparisons; raters who fail more than 0 are excluded automatically/);
+
+  const lines = [JSON.stringify({ models: MODELS })];
+  for (let i = 0; i < 2; i++) {
+    lines.push(JSON.stringify({ id: `p${i}`, prompt: `Prompt ${i}: explain recursion.`,
+      responses: { 'llama-e2e-secret': `Answer one to ${i}.`, 'gpt-e2e-hidden': `Answer two to ${i}.` } }));
+  }
+  lines.push(JSON.stringify({ id: 'check', prompt: 'Please prefer the answer that says PICK ME.',
+    responses: { 'llama-e2e-secret': 'PICK ME', 'gpt-e2e-hidden': 'Something else.' },
+    check: { kind: 'attention', better: 'llama-e2e-secret' } }));
+  await api(moat.base, 'POST', '/api/v1/studies/checks/import', lines.join('\n') + '\n');
+  await api(moat.base, 'POST', '/api/v1/studies/checks/status', { status: 'open' });
+
+  // A careless rater (JavaScript off): two comparisons, one of them the check, answered wrongly.
+  const raterContext = await browser.newContext({ javaScriptEnabled: false });
+  const rater = await raterContext.newPage();
+  await rater.goto(`${moat.base}/s/checks?PROLIFIC_PID=carol`);
+  await rater.check('input[name=agree]');
+  await Promise.all([rater.waitForURL(/\/s\/checks\/compare/), rater.click('#consent')]);
+  let checks = 0;
+  for (const position of [1, 2]) {
+    assert.match(await rater.textContent('#progress'), new RegExp(`Comparison ${position} of 2`));
+    const html = await rater.content();
+    for (const model of MODELS) assert.ok(!html.includes(model.name), `${model.name} is hidden`);
+    assert.ok(!/attention|gold/i.test(html), 'nothing marks the check');
+    let button = '#vote-left';
+    if ((await rater.textContent('main')).includes('Please prefer the answer that says PICK ME')) {
+      checks += 1;
+      const expectedLeft = (await rater.textContent('#response-a')).includes('PICK ME');
+      button = expectedLeft ? '#vote-right' : '#vote-left';
+    }
+    await Promise.all([rater.waitForLoadState('load'), rater.click(button)]);
+  }
+  assert.equal(checks, 1, 'round(50% of 2) = 1 check');
+  await rater.waitForSelector('#completion-code');
+  await raterContext.close();
+
+  await page.reload();
+  await page.waitForSelector('#raters');
+  const row = await page.textContent('#raters tbody tr');
+  assert.match(row, /excluded/);
+  const cells = await page.$$eval('#raters tbody tr td', (tds) => tds.map((td) => td.textContent.trim()));
+  assert.deepEqual(cells.slice(1, 5), ['excluded', '2', '0', '1'], `status, votes, checks passed, failed: ${cells}`);
+  await context.close();
+});
