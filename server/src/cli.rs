@@ -97,6 +97,9 @@ pub enum Command {
     Bench(BenchCommand),
     /// Export a study's votes in an RLHF format (trl, dpo, kto, hh-rlhf, openai, arena, votes).
     Export(ExportArgs),
+    /// Create, open, close, list and show studies.
+    #[command(subcommand)]
+    Study(crate::study_cli::StudyCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -356,6 +359,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = Store::connect(&database_url).await?;
             crate::export_cli::run(&store, args).await?;
             store.close().await;
+            Ok(())
+        }
+        Command::Study(command) => {
+            let store = Store::connect(&database_url).await?;
+            let backend = crate::web::AppBackend::new(store, String::new());
+            let result = crate::study_cli::run(&backend, command).await;
+            backend.store.close().await;
+            println!("{}", result?);
             Ok(())
         }
     }

@@ -13,6 +13,7 @@ pub mod http;
 pub mod import;
 pub mod markdown;
 pub mod store;
+pub mod study_cli;
 pub mod web;
 
 use std::net::SocketAddr;

@@ -1094,3 +1094,105 @@ async fn a_prompt_is_assigned_to_a_rater_once(url: &str) {
     backend.store.close().await;
 }
 on_both_backends!(a_prompt_is_assigned_to_a_rater_once);
+
+/// `moat study create | status | list | show`: settings from flags, the same checks as the API.
+async fn studies_from_the_command_line(url: &str) {
+    use moat_server::study_cli::{run, StudyCommand};
+    let store = Store::connect(url).await.unwrap();
+    let backend = AppBackend::new(store, String::new());
+    let dir = tempfile::tempdir().unwrap();
+    let instructions = dir.path().join("instructions.md");
+    std::fs::write(&instructions, "Pick the **better** answer.").unwrap();
+    let parse = |args: &[&str]| -> StudyCommand {
+        let words = ["moat", "study"].iter().chain(args).copied();
+        let cli = <moat_server::cli::Cli as clap::Parser>::try_parse_from(words).unwrap();
+        let moat_server::cli::Command::Study(command) = cli.command else {
+            panic!("parsed as study")
+        };
+        command
+    };
+    let created = run(
+        &backend,
+        parse(&[
+            "create",
+            "cli-study",
+            "--title",
+            "From the CLI",
+            "--instructions",
+            instructions.to_str().unwrap(),
+            "--items-per-rater",
+            "4",
+            "--check-rate",
+            "0.25",
+            "--max-failed-checks",
+            "1",
+            "--ask-source",
+        ]),
+    )
+    .await
+    .unwrap();
+    assert!(created.contains("created as draft"), "{created}");
+    let study = backend.store.study("cli-study").await.unwrap();
+    assert_eq!(
+        study.settings,
+        StudySettings {
+            items_per_rater: 4,
+            check_rate: 0.25,
+            max_failed_checks: Some(1),
+            ask_source: true,
+            ..Default::default()
+        }
+    );
+    assert_eq!(study.instructions, "Pick the **better** answer.");
+
+    run(&backend, parse(&["status", "cli-study", "open"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.store.study("cli-study").await.unwrap().status,
+        moat_server::domain::StudyStatus::Open
+    );
+    let bad_status = run(&backend, parse(&["status", "cli-study", "paused"]))
+        .await
+        .unwrap_err();
+    assert!(
+        bad_status.to_string().contains("draft, open or closed"),
+        "{bad_status}"
+    );
+    let bad_rate = run(
+        &backend,
+        parse(&["create", "cli-two", "--title", "X", "--check-rate", "2"]),
+    )
+    .await
+    .unwrap_err();
+    assert!(bad_rate.to_string().contains("check_rate"), "{bad_rate}");
+    assert!(
+        backend.store.study("cli-two").await.is_err(),
+        "nothing created"
+    );
+    assert!(
+        run(
+            &backend,
+            parse(&["create", "cli-study", "--title", "Again"])
+        )
+        .await
+        .is_err(),
+        "a slug is taken once"
+    );
+
+    let list = run(&backend, parse(&["list"])).await.unwrap();
+    let line = list
+        .lines()
+        .find(|l| l.starts_with("cli-study"))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        line.contains("open") && line.ends_with("From the CLI"),
+        "{line}"
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&run(&backend, parse(&["show", "cli-study"])).await.unwrap()).unwrap();
+    assert_eq!(shown["settings"]["check_rate"], 0.25);
+    assert_eq!(shown["summary"]["status"], "open");
+    backend.store.close().await;
+}
+on_both_backends!(studies_from_the_command_line);
