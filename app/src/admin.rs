@@ -85,6 +85,30 @@ fn CreateStudyForm(create: ServerAction<CreateStudy>) -> impl IntoView {
     }
 }
 
+/// The study's title, instructions and settings, editable (raters see the change on their next page).
+#[component]
+fn SettingsForm(report: StudyReport, action: ServerAction<UpdateStudy>) -> impl IntoView {
+    let settings = report.settings;
+    view! {
+        <h2>"Settings"</h2>
+        <ActionForm action=action attr:class="study-settings">
+            <input type="hidden" name="slug" value=report.summary.slug/>
+            <label>"Title " <input name="title" required=true value=report.summary.title/></label>
+            <label>"Instructions (markdown) " <textarea name="instructions" rows="4">{report.instructions}</textarea></label>
+            <label>"Comparisons per rater " <input name="items_per_rater" type="number" min="1" value=settings.items_per_rater.to_string()/></label>
+            <label><input type="checkbox" name="ask_source" checked=settings.ask_source/>" Ask which response comes from a closed model"</label>
+            <label><input type="checkbox" name="ask_rationale" checked=settings.ask_rationale/>" Ask for a reason"</label>
+            <label><input type="checkbox" name="reveal_after_vote" checked=settings.reveal_after_vote/>" Reveal the models after each vote"</label>
+            <label>"Completion code " <input name="completion_code" value=settings.completion_code.unwrap_or_default()/></label>
+            <label>"Completion redirect URL " <input name="redirect_url" type="url" value=settings.redirect_url.unwrap_or_default()/></label>
+            <label>"Participant id parameter " <input name="participant_param" value=settings.participant_param/></label>
+            <label>"Quality checks, % of comparisons " <input name="check_percent" type="number" min="0" max="100" step="any" value=(settings.check_rate * 100.0).to_string()/></label>
+            <label>"Exclude a rater after more failed checks than " <input name="max_failed_checks" type="number" min="0" placeholder="never" value=settings.max_failed_checks.map(|n| n.to_string()).unwrap_or_default()/></label>
+            <button type="submit" id="save-settings">"Save settings"</button>
+        </ActionForm>
+    }
+}
+
 #[component]
 pub fn AdminStudy() -> impl IntoView {
     let params = use_params_map();
@@ -92,15 +116,17 @@ pub fn AdminStudy() -> impl IntoView {
     let slug = move || params.read().get("slug").unwrap_or_default();
     let status_action = ServerAction::<SetStudyStatus>::new();
     let rater_action = ServerAction::<SetRaterStatus>::new();
+    let settings_action = ServerAction::<UpdateStudy>::new();
     let report = Resource::new(
         move || {
             (
                 slug(),
                 status_action.version().get(),
                 rater_action.version().get(),
+                settings_action.version().get(),
             )
         },
-        |(slug, _, _)| get_study_report(slug),
+        |(slug, ..)| get_study_report(slug),
     );
     let notice = move || query.read().get("notice");
     let import_error = move || query.read().get("error");
@@ -116,12 +142,13 @@ pub fn AdminStudy() -> impl IntoView {
                         <p><a href="/admin">"Log in"</a></p>
                     }.into_any(),
                     Ok(report) => view! {
-                        <StudyReportView report=report status_action=status_action rater_action=rater_action/>
+                        <StudyReportView report=report status_action=status_action rater_action=rater_action settings_action=settings_action/>
                     }.into_any(),
                 }
             })}
         </Suspense>
         {move || status_action.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error">{error_text(&e)}</p> })}
+        {move || settings_action.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error" id="settings-error">{error_text(&e)}</p> })}
     }
 }
 
@@ -130,8 +157,10 @@ fn StudyReportView(
     report: StudyReport,
     status_action: ServerAction<SetStudyStatus>,
     rater_action: ServerAction<SetRaterStatus>,
+    settings_action: ServerAction<UpdateStudy>,
 ) -> impl IntoView {
     let slug = report.summary.slug.clone();
+    let settings_form = view! { <SettingsForm report=report.clone() action=settings_action/> };
     let status_buttons = ["open", "closed", "draft"]
         .into_iter()
         .filter(|status| *status != report.summary.status)
@@ -270,6 +299,7 @@ fn StudyReportView(
             <thead><tr><th>"Model A"</th><th>"Model B"</th><th>"Shown"</th><th>"Votes"</th></tr></thead>
             <tbody>{pairs}</tbody>
         </table>
+        {settings_form}
         <h2>"Raters"</h2>
         <p class="hint">"Excluded raters are left out of the leaderboard, the statistics and the exports."</p>
         <p id="check-settings">{check_settings}</p>

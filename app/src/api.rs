@@ -177,6 +177,58 @@ pub async fn admin_studies() -> Result<Option<Vec<StudySummary>>, ServerFnError>
     backend.list_studies().await.map(Some).map_err(ssr::fail)
 }
 
+/// The study settings fields of the admin's create and settings forms, as the browser posts them.
+#[cfg(feature = "ssr")]
+struct SettingsFields {
+    items_per_rater: Option<String>,
+    ask_source: Option<String>,
+    ask_rationale: Option<String>,
+    reveal_after_vote: Option<String>,
+    completion_code: Option<String>,
+    redirect_url: Option<String>,
+    participant_param: Option<String>,
+    check_percent: Option<String>,
+    max_failed_checks: Option<String>,
+}
+
+#[cfg(feature = "ssr")]
+impl SettingsFields {
+    /// The settings, or a 400 naming the field that does not parse. Unchecked boxes are absent.
+    fn parse(self) -> Result<StudySettings, ServerFnError> {
+        fn number<T: std::str::FromStr>(
+            text: Option<String>,
+            what: &str,
+        ) -> Result<Option<T>, ServerFnError> {
+            match text.filter(|s| !s.trim().is_empty()) {
+                None => Ok(None),
+                Some(text) => text.trim().parse().map(Some).map_err(|_| {
+                    ssr::fail(crate::backend::BackendError::BadRequest(format!(
+                        "{what} must be a number, got {text:?}"
+                    )))
+                }),
+            }
+        }
+        let defaults = StudySettings::default();
+        let text = |field: Option<String>| field.filter(|s| !s.trim().is_empty());
+        Ok(StudySettings {
+            items_per_rater: number(self.items_per_rater, "comparisons per rater")?
+                .unwrap_or(defaults.items_per_rater),
+            ask_source: self.ask_source.is_some(),
+            ask_rationale: self.ask_rationale.is_some(),
+            reveal_after_vote: self.reveal_after_vote.is_some(),
+            completion_code: text(self.completion_code),
+            redirect_url: text(self.redirect_url),
+            participant_param: text(self.participant_param)
+                .map(|p| p.trim().to_string())
+                .unwrap_or(defaults.participant_param),
+            check_rate: number::<f64>(self.check_percent, "the share of quality checks")?
+                .map_or(defaults.check_rate, |percent| percent / 100.0),
+            max_failed_checks: number(self.max_failed_checks, "failed checks allowed")?,
+            ..defaults
+        })
+    }
+}
+
 #[server(prefix = "/rpc", endpoint = "create_study")]
 pub async fn create_study(
     slug: String,
@@ -193,37 +245,18 @@ pub async fn create_study(
     max_failed_checks: Option<String>,
 ) -> Result<(), ServerFnError> {
     let backend = ssr::require_admin().await?;
-    let mut settings = StudySettings::default();
-    if let Some(n) = items_per_rater.filter(|s| !s.trim().is_empty()) {
-        settings.items_per_rater = n.trim().parse().map_err(|_| {
-            ssr::fail(crate::backend::BackendError::BadRequest(format!(
-                "items per rater must be a whole number, got {n:?}"
-            )))
-        })?;
+    let settings = SettingsFields {
+        items_per_rater,
+        ask_source,
+        ask_rationale,
+        reveal_after_vote,
+        completion_code,
+        redirect_url,
+        participant_param,
+        check_percent,
+        max_failed_checks,
     }
-    settings.ask_source = ask_source.is_some();
-    settings.ask_rationale = ask_rationale.is_some();
-    settings.reveal_after_vote = reveal_after_vote.is_some();
-    settings.completion_code = completion_code.filter(|s| !s.trim().is_empty());
-    settings.redirect_url = redirect_url.filter(|s| !s.trim().is_empty());
-    if let Some(param) = participant_param.filter(|s| !s.trim().is_empty()) {
-        settings.participant_param = param.trim().to_string();
-    }
-    if let Some(percent) = check_percent.filter(|s| !s.trim().is_empty()) {
-        let value: f64 = percent.trim().parse().map_err(|_| {
-            ssr::fail(crate::backend::BackendError::BadRequest(format!(
-                "the share of quality checks must be a percentage, got {percent:?}"
-            )))
-        })?;
-        settings.check_rate = value / 100.0;
-    }
-    if let Some(n) = max_failed_checks.filter(|s| !s.trim().is_empty()) {
-        settings.max_failed_checks = Some(n.trim().parse().map_err(|_| {
-            ssr::fail(crate::backend::BackendError::BadRequest(format!(
-                "failed checks allowed must be a whole number, got {n:?}"
-            )))
-        })?);
-    }
+    .parse()?;
     let study = NewStudy {
         slug: slug.clone(),
         title,
@@ -232,6 +265,53 @@ pub async fn create_study(
     };
     backend.create_study(study).await.map_err(ssr::fail)?;
     leptos_axum::redirect(&format!("/admin/studies/{slug}"));
+    Ok(())
+}
+
+/// The admin's settings form: replaces the title, instructions and settings of a study.
+#[server(prefix = "/rpc", endpoint = "update_study")]
+pub async fn update_study(
+    slug: String,
+    title: String,
+    instructions: String,
+    items_per_rater: Option<String>,
+    ask_source: Option<String>,
+    ask_rationale: Option<String>,
+    reveal_after_vote: Option<String>,
+    completion_code: Option<String>,
+    redirect_url: Option<String>,
+    participant_param: Option<String>,
+    check_percent: Option<String>,
+    max_failed_checks: Option<String>,
+) -> Result<(), ServerFnError> {
+    let backend = ssr::require_admin().await?;
+    let current = backend.study_report(&slug).await.map_err(ssr::fail)?;
+    let settings = StudySettings {
+        // Not on the form: kept as they are.
+        ratings_per_item: current.settings.ratings_per_item,
+        ..SettingsFields {
+            items_per_rater,
+            ask_source,
+            ask_rationale,
+            reveal_after_vote,
+            completion_code,
+            redirect_url,
+            participant_param,
+            check_percent,
+            max_failed_checks,
+        }
+        .parse()?
+    };
+    let changes = StudyChanges {
+        title,
+        instructions,
+        settings,
+    };
+    backend
+        .update_study(&slug, changes)
+        .await
+        .map_err(ssr::fail)?;
+    leptos_axum::redirect(&format!("/admin/studies/{slug}?notice=Settings%20saved"));
     Ok(())
 }
 

@@ -69,6 +69,12 @@ pub trait Backend: Send + Sync + 'static {
     async fn admin_authorized(&self, token: &str) -> bool;
     async fn list_studies(&self) -> Result<Vec<StudySummary>, BackendError>;
     async fn create_study(&self, study: NewStudy) -> Result<StudySummary, BackendError>;
+    /// Replaces a study's title, instructions and settings (same checks as on creation).
+    async fn update_study(
+        &self,
+        slug: &str,
+        changes: StudyChanges,
+    ) -> Result<StudySummary, BackendError>;
     async fn set_study_status(&self, slug: &str, status: &str) -> Result<(), BackendError>;
     async fn study_report(&self, slug: &str) -> Result<StudyReport, BackendError>;
     async fn leaderboard(&self, slug: &str) -> Result<LeaderboardView, BackendError>;

@@ -182,6 +182,17 @@ pub struct NewStudy {
     pub settings: StudySettings,
 }
 
+/// A study's title, instructions and settings, as `PUT /api/v1/studies/{slug}` and the admin's settings
+/// form replace them (the slug and the data stay).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StudyChanges {
+    pub title: String,
+    #[serde(default)]
+    pub instructions: String,
+    #[serde(default)]
+    pub settings: StudySettings,
+}
+
 /// A vote as a rater submits it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VoteInput {

@@ -99,7 +99,7 @@ test('without JavaScript: the same study by plain form posts', async () => {
   await context.close();
 });
 
-test('quality checks: set in the admin form, shown to a rater like any comparison, failed, counted', async () => {
+test('quality checks: set in the admin form, shown to a rater like any comparison, failed, counted; settings edited', async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
   await page.goto(`${moat.base}/admin`);
@@ -159,5 +159,19 @@ test('quality checks: set in the admin form, shown to a rater like any compariso
   assert.match(row, /excluded/);
   const cells = await page.$$eval('#raters tbody tr td', (tds) => tds.map((td) => td.textContent.trim()));
   assert.deepEqual(cells.slice(1, 5), ['excluded', '2', '0', '1'], `status, votes, checks passed, failed: ${cells}`);
+
+  // The settings form shows the current values and saves changes.
+  await page.waitForSelector('body[data-hydrated]');
+  assert.equal(await page.inputValue('form.study-settings input[name=check_percent]'), '50');
+  assert.equal(await page.inputValue('form.study-settings input[name=completion_code]'), 'DONE-checks');
+  await page.fill('form.study-settings input[name=check_percent]', '0');
+  await page.fill('form.study-settings input[name=title]', 'E2E checks, no more checks');
+  await page.click('#save-settings');
+  await page.waitForFunction(() => document.querySelector('#check-settings')?.textContent.includes('No quality checks'));
+  assert.match(await page.textContent('h1'), /no more checks/);
+  const study = JSON.parse(await api(moat.base, 'GET', '/api/v1/studies/checks'));
+  assert.equal(study.settings.check_rate, 0);
+  assert.equal(study.settings.items_per_rater, 2, 'unchanged fields stay');
+  assert.equal(study.settings.max_failed_checks, 0);
   await context.close();
 });

@@ -16,6 +16,7 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 use moat_app::api::ssr::cookie_value;
 use moat_app::backend::{Backend, BackendError, SharedBackend};
 use moat_app::wire::NewStudy;
+use moat_app::wire::StudyChanges;
 use moat_app::{shell, App};
 use serde::Deserialize;
 use tokio::io::BufReader;
@@ -107,7 +108,10 @@ pub fn router(backend: Arc<AppBackend>, leptos_options: LeptosOptions) -> Router
         .with_state(leptos_options);
     let api = Router::new()
         .route("/api/v1/studies", get(list_studies).post(create_study))
-        .route("/api/v1/studies/{slug}", get(study_report))
+        .route(
+            "/api/v1/studies/{slug}",
+            get(study_report).put(update_study),
+        )
         .route("/api/v1/studies/{slug}/status", post(set_status))
         .route("/api/v1/studies/{slug}/import", post(import_body))
         .route("/api/v1/studies/{slug}/export", get(export))
@@ -148,6 +152,21 @@ async fn create_study(
         StatusCode::CREATED,
         Json(backend.create_study(study).await?),
     ))
+}
+
+async fn update_study(
+    _: Admin,
+    State(backend): State<Arc<AppBackend>>,
+    Path(slug): Path<String>,
+    body: Result<Json<StudyChanges>, axum::extract::rejection::JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(changes) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid study changes: {}", e.body_text()),
+        )
+    })?;
+    Ok(Json(backend.update_study(&slug, changes).await?))
 }
 
 async fn study_report(

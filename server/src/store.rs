@@ -412,6 +412,29 @@ impl Store {
         Ok(study_from_row(&row)?)
     }
 
+    pub async fn update_study(
+        &self,
+        slug: &str,
+        title: &str,
+        instructions: &str,
+        settings: &StudySettings,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE studies SET title = $1, instructions = $2, settings = $3 WHERE slug = $4",
+        )
+        .bind(title)
+        .bind(instructions)
+        .bind(serde_json::to_string(settings).expect("settings serialize"))
+        .bind(slug)
+        .execute(&mut *tx.tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("no study with slug {slug:?}")));
+        }
+        tx.commit().await
+    }
+
     pub async fn set_study_status(&self, slug: &str, status: StudyStatus) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query("UPDATE studies SET status = $1 WHERE slug = $2")

@@ -6,14 +6,34 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use moat_app::backend::Backend;
-use moat_app::wire::{NewStudy, StudySettings};
+use moat_app::wire::{NewStudy, StudyChanges, StudySettings};
 
 use crate::web::AppBackend;
 
 #[derive(Subcommand, Debug)]
 pub enum StudyCommand {
     /// Create a study (a draft) with its settings; import prompts with `moat import`, then open it.
-    Create(CreateStudyArgs),
+    Create {
+        slug: String,
+        #[arg(long)]
+        title: String,
+        /// A markdown file with the instructions raters read before they consent.
+        #[arg(long)]
+        instructions: Option<PathBuf>,
+        #[command(flatten)]
+        settings: SettingsFlags,
+    },
+    /// Change a study's title, instructions or settings; what is not given stays as it is.
+    Update {
+        slug: String,
+        #[arg(long)]
+        title: Option<String>,
+        /// A markdown file with the instructions raters read before they consent.
+        #[arg(long)]
+        instructions: Option<PathBuf>,
+        #[command(flatten)]
+        settings: SettingsFlags,
+    },
     /// Set a study's status: open (raters can join and vote), closed, or draft.
     Status { slug: String, status: String },
     /// The studies, with prompts, models, raters and votes.
@@ -25,14 +45,10 @@ pub enum StudyCommand {
     Show { slug: String },
 }
 
+/// Study settings as flags; a flag not given leaves the setting (or its default) as it is. Yes/no
+/// settings take `--ask-source` or `--ask-source false`; an empty text clears a text setting.
 #[derive(clap::Args, Debug)]
-pub struct CreateStudyArgs {
-    pub slug: String,
-    #[arg(long)]
-    pub title: String,
-    /// A markdown file with the instructions raters read before they consent.
-    #[arg(long)]
-    pub instructions: Option<PathBuf>,
+pub struct SettingsFlags {
     /// Comparisons asked of each rater [default: 10].
     #[arg(long)]
     pub items_per_rater: Option<u32>,
@@ -40,14 +56,14 @@ pub struct CreateStudyArgs {
     #[arg(long)]
     pub ratings_per_item: Option<u32>,
     /// Ask which response comes from a closed model, with a confidence.
-    #[arg(long)]
-    pub ask_source: bool,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub ask_source: Option<bool>,
     /// Ask for a free-text reason.
-    #[arg(long)]
-    pub ask_rationale: bool,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub ask_rationale: Option<bool>,
     /// Show the models after each vote.
-    #[arg(long)]
-    pub reveal_after_vote: bool,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub reveal_after_vote: Option<bool>,
     /// Shown on the completion page (e.g. a Prolific completion code).
     #[arg(long)]
     pub completion_code: Option<String>,
@@ -65,43 +81,69 @@ pub struct CreateStudyArgs {
     pub max_failed_checks: Option<u32>,
 }
 
-impl CreateStudyArgs {
-    fn settings(&self) -> StudySettings {
-        let defaults = StudySettings::default();
-        StudySettings {
-            items_per_rater: self.items_per_rater.unwrap_or(defaults.items_per_rater),
-            ratings_per_item: self.ratings_per_item.unwrap_or(defaults.ratings_per_item),
-            ask_source: self.ask_source,
-            ask_rationale: self.ask_rationale,
-            reveal_after_vote: self.reveal_after_vote,
-            completion_code: self.completion_code.clone(),
-            redirect_url: self.redirect_url.clone(),
-            participant_param: self
-                .participant_param
-                .clone()
-                .unwrap_or(defaults.participant_param),
-            check_rate: self.check_rate.unwrap_or(defaults.check_rate),
-            max_failed_checks: self.max_failed_checks,
+impl SettingsFlags {
+    fn apply(&self, settings: &mut StudySettings) {
+        let text = |value: &Option<String>| value.clone().filter(|v| !v.trim().is_empty());
+        if let Some(n) = self.items_per_rater {
+            settings.items_per_rater = n;
+        }
+        if let Some(n) = self.ratings_per_item {
+            settings.ratings_per_item = n;
+        }
+        if let Some(on) = self.ask_source {
+            settings.ask_source = on;
+        }
+        if let Some(on) = self.ask_rationale {
+            settings.ask_rationale = on;
+        }
+        if let Some(on) = self.reveal_after_vote {
+            settings.reveal_after_vote = on;
+        }
+        if self.completion_code.is_some() {
+            settings.completion_code = text(&self.completion_code);
+        }
+        if self.redirect_url.is_some() {
+            settings.redirect_url = text(&self.redirect_url);
+        }
+        if let Some(param) = text(&self.participant_param) {
+            settings.participant_param = param;
+        }
+        if let Some(rate) = self.check_rate {
+            settings.check_rate = rate;
+        }
+        if self.max_failed_checks.is_some() {
+            settings.max_failed_checks = self.max_failed_checks;
         }
     }
+}
+
+fn read_instructions(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
 }
 
 /// Runs a `moat study` command; returns what to print.
 pub async fn run(backend: &AppBackend, command: StudyCommand) -> anyhow::Result<String> {
     let fail = |e: moat_app::backend::BackendError| anyhow::anyhow!("{e}");
     match command {
-        StudyCommand::Create(args) => {
-            let instructions = match &args.instructions {
-                Some(path) => std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+        StudyCommand::Create {
+            slug,
+            title,
+            instructions,
+            settings: flags,
+        } => {
+            let instructions = match &instructions {
+                Some(path) => read_instructions(path)?,
                 None => String::new(),
             };
+            let mut settings = StudySettings::default();
+            flags.apply(&mut settings);
             let summary = backend
                 .create_study(NewStudy {
-                    slug: args.slug.clone(),
-                    title: args.title.clone(),
+                    slug,
+                    title,
                     instructions,
-                    settings: args.settings(),
+                    settings,
                 })
                 .await
                 .map_err(fail)?;
@@ -109,6 +151,26 @@ pub async fn run(backend: &AppBackend, command: StudyCommand) -> anyhow::Result<
                 "study {} created as {}; import prompts with `moat import FILE --study {}`, then `moat study status {} open`",
                 summary.slug, summary.status, summary.slug, summary.slug
             ))
+        }
+        StudyCommand::Update {
+            slug,
+            title,
+            instructions,
+            settings: flags,
+        } => {
+            let current = backend.study_report(&slug).await.map_err(fail)?;
+            let mut settings = current.settings;
+            flags.apply(&mut settings);
+            let changes = StudyChanges {
+                title: title.unwrap_or(current.summary.title),
+                instructions: match &instructions {
+                    Some(path) => read_instructions(path)?,
+                    None => current.instructions,
+                },
+                settings,
+            };
+            backend.update_study(&slug, changes).await.map_err(fail)?;
+            Ok(format!("study {slug} updated"))
         }
         StudyCommand::Status { slug, status } => {
             backend

@@ -47,6 +47,25 @@ impl From<StoreError> for BackendError {
     }
 }
 
+/// What a study's title and settings must satisfy, on creation and on every change.
+fn check_study_fields(title: &str, settings: &StudySettings) -> Result<(), BackendError> {
+    if title.trim().is_empty() {
+        return Err(BackendError::BadRequest("title must not be empty".into()));
+    }
+    if settings.items_per_rater == 0 {
+        return Err(BackendError::BadRequest(
+            "items_per_rater must be at least 1".into(),
+        ));
+    }
+    let rate = settings.check_rate;
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(BackendError::BadRequest(format!(
+            "check_rate must be a share between 0 and 1, got {rate}"
+        )));
+    }
+    Ok(())
+}
+
 fn render_comparison(
     shown: ShownAssignment,
     position: u32,
@@ -427,20 +446,7 @@ impl Backend for AppBackend {
 
     async fn create_study(&self, study: NewStudy) -> Result<StudySummary, BackendError> {
         let slug = StudySlug::parse(study.slug.trim()).map_err(BackendError::BadRequest)?;
-        if study.title.trim().is_empty() {
-            return Err(BackendError::BadRequest("title must not be empty".into()));
-        }
-        if study.settings.items_per_rater == 0 {
-            return Err(BackendError::BadRequest(
-                "items_per_rater must be at least 1".into(),
-            ));
-        }
-        let rate = study.settings.check_rate;
-        if !(0.0..=1.0).contains(&rate) {
-            return Err(BackendError::BadRequest(format!(
-                "check_rate must be a share between 0 and 1, got {rate}"
-            )));
-        }
+        check_study_fields(&study.title, &study.settings)?;
         self.store
             .create_study(
                 &slug,
@@ -450,6 +456,24 @@ impl Backend for AppBackend {
             )
             .await?;
         Ok(self.store.study_summary(slug.as_str()).await?)
+    }
+
+    async fn update_study(
+        &self,
+        slug: &str,
+        changes: StudyChanges,
+    ) -> Result<StudySummary, BackendError> {
+        check_study_fields(&changes.title, &changes.settings)?;
+        self.store
+            .update_study(
+                slug,
+                changes.title.trim(),
+                &changes.instructions,
+                &changes.settings,
+            )
+            .await?;
+        self.cache().studies.remove(slug);
+        Ok(self.store.study_summary(slug).await?)
     }
 
     async fn set_study_status(&self, slug: &str, status: &str) -> Result<(), BackendError> {

@@ -84,6 +84,54 @@ async fn admin_api_requires_token_and_answers_json() {
         .unwrap();
     assert_eq!(report["summary"]["prompts"], 3);
     assert_eq!(report["summary"]["status"], "open");
+
+    // PUT replaces title, instructions and settings, with the creation checks.
+    let put = |body: serde_json::Value| {
+        server
+            .admin(
+                server
+                    .http
+                    .put(format!("{}/api/v1/studies/api", server.base)),
+            )
+            .json(&body)
+            .send()
+    };
+    let changed = put(serde_json::json!({
+        "title": "API study, renamed",
+        "instructions": "Read *both* answers.",
+        "settings": { "items_per_rater": 7, "check_rate": 0.1, "max_failed_checks": 2 },
+    }))
+    .await
+    .unwrap();
+    assert_eq!(changed.status(), 200);
+    assert_eq!(
+        changed.json::<serde_json::Value>().await.unwrap()["title"],
+        "API study, renamed"
+    );
+    let refused = put(serde_json::json!({ "title": " ", "settings": {} }))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let malformed = put(serde_json::json!({ "settings": { "items_per_rater": "many" } }))
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    let report: serde_json::Value = server
+        .admin(
+            server
+                .http
+                .get(format!("{}/api/v1/studies/api", server.base)),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["instructions"], "Read *both* answers.");
+    assert_eq!(report["settings"]["items_per_rater"], 7);
+    assert_eq!(report["settings"]["max_failed_checks"], 2);
+    assert_eq!(report["summary"]["status"], "open", "the status stays");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1180,6 +1180,55 @@ async fn studies_from_the_command_line(url: &str) {
         "a slug is taken once"
     );
 
+    // Changes: what is given changes, the rest stays; a bad value changes nothing.
+    run(
+        &backend,
+        parse(&[
+            "update",
+            "cli-study",
+            "--title",
+            "Renamed",
+            "--check-rate",
+            "0.5",
+            "--ask-source",
+            "false",
+            "--completion-code",
+            "DONE-1",
+        ]),
+    )
+    .await
+    .unwrap();
+    let updated = backend.store.study("cli-study").await.unwrap();
+    assert_eq!(updated.title, "Renamed");
+    assert_eq!(updated.instructions, "Pick the **better** answer.");
+    assert_eq!(
+        updated.settings,
+        StudySettings {
+            items_per_rater: 4,
+            check_rate: 0.5,
+            max_failed_checks: Some(1),
+            completion_code: Some("DONE-1".into()),
+            ..Default::default()
+        }
+    );
+    let refused = run(
+        &backend,
+        parse(&["update", "cli-study", "--items-per-rater", "0"]),
+    )
+    .await
+    .unwrap_err();
+    assert!(refused.to_string().contains("items_per_rater"), "{refused}");
+    assert_eq!(
+        backend.store.study("cli-study").await.unwrap().settings,
+        updated.settings
+    );
+    run(
+        &backend,
+        parse(&["update", "cli-study", "--title", "From the CLI"]),
+    )
+    .await
+    .unwrap();
+
     let list = run(&backend, parse(&["list"])).await.unwrap();
     let line = list
         .lines()
@@ -1191,7 +1240,7 @@ async fn studies_from_the_command_line(url: &str) {
     );
     let shown: serde_json::Value =
         serde_json::from_str(&run(&backend, parse(&["show", "cli-study"])).await.unwrap()).unwrap();
-    assert_eq!(shown["settings"]["check_rate"], 0.25);
+    assert_eq!(shown["settings"]["check_rate"], 0.5);
     assert_eq!(shown["summary"]["status"], "open");
     backend.store.close().await;
 }
