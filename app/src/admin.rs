@@ -222,6 +222,8 @@ fn StudyReportView(
                     <td><code>{rater.pseudonym.clone()}</code></td>
                     <td>{rater.status.clone()}</td>
                     <td class="num">{rater.votes}</td>
+                    <td class="num">{rater.mean_seconds.map(|s| format!("{s:.1}")).unwrap_or_default()}</td>
+                    <td class="num">{(rater.decided > 0).then(|| format!("{:.0}%", 100.0 * rater.left_choices as f64 / rater.decided as f64)).unwrap_or_default()}</td>
                     <td class="num">{rater.checks_passed}</td>
                     <td class="num">{rater.checks_failed}</td>
                     <td>
@@ -301,10 +303,10 @@ fn StudyReportView(
         </table>
         {settings_form}
         <h2>"Raters"</h2>
-        <p class="hint">"Excluded raters are left out of the leaderboard, the statistics and the exports."</p>
+        <p class="hint">"Excluded raters are left out of the leaderboard, the statistics and the exports. Very short times per vote and one side chosen nearly always are the usual signs of careless rating."</p>
         <p id="check-settings">{check_settings}</p>
         <table class="raters" id="raters">
-            <thead><tr><th>"Rater"</th><th>"Status"</th><th>"Votes"</th><th>"Checks passed"</th><th>"Checks failed"</th><th></th></tr></thead>
+            <thead><tr><th>"Rater"</th><th>"Status"</th><th>"Votes"</th><th>"Mean s/vote"</th><th>"Left side"</th><th>"Checks passed"</th><th>"Checks failed"</th><th></th></tr></thead>
             <tbody>{raters}</tbody>
         </table>
     }

@@ -154,6 +154,11 @@ pub struct RaterSummary {
     /// active, excluded, or imported (an annotator of an imported dataset).
     pub status: String,
     pub votes: i64,
+    /// Mean time on the comparison page per vote (speeders stand out).
+    pub mean_seconds: Option<f64>,
+    /// Of the rater's decided votes (left or right), how many chose the left side.
+    pub left_choices: i64,
+    pub decided: i64,
     /// Quality checks answered as expected, and not.
     pub checks_passed: i64,
     pub checks_failed: i64,

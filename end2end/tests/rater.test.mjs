@@ -158,7 +158,9 @@ test('quality checks: set in the admin form, shown to a rater like any compariso
   const row = await page.textContent('#raters tbody tr');
   assert.match(row, /excluded/);
   const cells = await page.$$eval('#raters tbody tr td', (tds) => tds.map((td) => td.textContent.trim()));
-  assert.deepEqual(cells.slice(1, 5), ['excluded', '2', '0', '1'], `status, votes, checks passed, failed: ${cells}`);
+  assert.deepEqual([cells[1], cells[2], cells[5], cells[6]], ['excluded', '2', '0', '1'], `status, votes, checks passed, failed: ${cells}`);
+  assert.match(cells[3], /^\d+\.\d$/, `mean seconds per vote: ${cells}`);
+  assert.match(cells[4], /^\d+%$/, `left-side share: ${cells}`);
 
   // The settings form shows the current values and saves changes.
   await page.waitForSelector('body[data-hydrated]');

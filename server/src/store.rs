@@ -1039,7 +1039,10 @@ impl Store {
         limit: i64,
     ) -> StoreResult<Vec<moat_app::wire::RaterSummary>> {
         let rows = sqlx::query(concat!(
-            "SELECT r.pseudonym, r.status, COUNT(v.id) AS votes, ",
+            "SELECT r.pseudonym, r.status, COUNT(v.id) AS votes, \
+             AVG(CAST(v.time_on_page_ms AS DOUBLE PRECISION)) AS mean_ms, \
+             COALESCE(SUM(CASE WHEN v.choice = 'left' THEN 1 ELSE 0 END), 0) AS lefts, \
+             COALESCE(SUM(CASE WHEN v.choice IN ('left', 'right') THEN 1 ELSE 0 END), 0) AS decided, ",
             check_outcome_sums!(),
             " FROM raters r LEFT JOIN assignments a ON a.rater_id = r.id LEFT JOIN votes v ON v.assignment_id = a.id ",
             check_outcome_joins!(),
@@ -1055,6 +1058,11 @@ impl Store {
                     pseudonym: row.try_get("pseudonym")?,
                     status: row.try_get("status")?,
                     votes: row.try_get("votes")?,
+                    mean_seconds: row
+                        .try_get::<Option<f64>, _>("mean_ms")?
+                        .map(|ms| ms / 1000.0),
+                    left_choices: row.try_get("lefts")?,
+                    decided: row.try_get("decided")?,
                     checks_passed: row.try_get("passed")?,
                     checks_failed: row.try_get("failed")?,
                 })

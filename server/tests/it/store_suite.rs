@@ -904,6 +904,13 @@ async fn quality_checks_score_raters(url: &str) {
         (careful.votes, careful.checks_passed, careful.checks_failed),
         (5, 2, 0)
     );
+    // Every vote decided; "left" on the three regular items, the checks on the expected side.
+    assert_eq!(careful.decided, 5);
+    assert!((3..=5).contains(&careful.left_choices), "{careful:?}");
+    assert!(
+        careful.mean_seconds.is_some_and(|s| s >= 0.0),
+        "{careful:?}"
+    );
     assert_eq!(
         (
             careless.votes,
