@@ -212,6 +212,14 @@ fn StudyReportView(
         .into_iter()
         .map(|rater| {
             let slug = rater_slug.clone();
+            let left_share = if rater.decided > 0 {
+                format!(
+                    "{:.0}%",
+                    100.0 * rater.left_choices as f64 / rater.decided as f64
+                )
+            } else {
+                String::new()
+            };
             let (next, label) = if rater.status == "excluded" {
                 ("active", "Include again")
             } else {
@@ -223,7 +231,7 @@ fn StudyReportView(
                     <td>{rater.status.clone()}</td>
                     <td class="num">{rater.votes}</td>
                     <td class="num">{rater.mean_seconds.map(|s| format!("{s:.1}")).unwrap_or_default()}</td>
-                    <td class="num">{(rater.decided > 0).then(|| format!("{:.0}%", 100.0 * rater.left_choices as f64 / rater.decided as f64)).unwrap_or_default()}</td>
+                    <td class="num">{left_share}</td>
                     <td class="num">{rater.checks_passed}</td>
                     <td class="num">{rater.checks_failed}</td>
                     <td>
