@@ -7,9 +7,10 @@
 //!   evaluation, early stopping, checkpoints and `--resume`); [`eval::EvalReport`] the held-out report.
 //! - [`cli`]: `moat train` / `moat score` arguments and entry points.
 //!
-//! Measured figures, commands and seeds are in `trainer/BENCHMARKS.md`. On glibc, bert training runs
-//! about 35% faster with `MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296
-//! MALLOC_TOP_PAD_=1073741824` in the environment (measured there; peak memory unchanged).
+//! Measured figures, commands and seeds are in `trainer/BENCHMARKS.md`. Freed attention-sized buffers
+//! that go back to the OS cost a fifth or more of bert training's time: the `moat` binary (mimalloc)
+//! runs `moat train` with `MIMALLOC_PURGE_DELAY=-1`; on glibc (the `moat_train` example) set
+//! `MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_TOP_PAD_=1073741824`.
 //!
 //! **Determinism:** everything random (splits, batch order, initialisation) comes from `--seed`.
 //! **Scoring is batch-invariant:** rows are scored one at a time (see [`model::RewardModel`]).
