@@ -80,6 +80,9 @@ fn CreateStudyForm(create: ServerAction<CreateStudy>) -> impl IntoView {
             <label>"Participant id parameter " <input name="participant_param" value="PROLIFIC_PID"/></label>
             <label>"Quality checks, % of comparisons " <input name="check_percent" type="number" min="0" max="100" step="any" value="0"/></label>
             <label>"Exclude a rater after more failed checks than " <input name="max_failed_checks" type="number" min="0" placeholder="never"/></label>
+            <label><input type="checkbox" name="end_excluded_sessions"/>" End the session of an excluded rater"</label>
+            <label>"Screen-out code " <input name="screen_out_code"/></label>
+            <label>"Screen-out redirect URL " <input name="screen_out_url" type="url"/></label>
             <button type="submit" id="create-study">"Create study"</button>
         </ActionForm>
     }
@@ -104,6 +107,9 @@ fn SettingsForm(report: StudyReport, action: ServerAction<UpdateStudy>) -> impl 
             <label>"Participant id parameter " <input name="participant_param" value=settings.participant_param/></label>
             <label>"Quality checks, % of comparisons " <input name="check_percent" type="number" min="0" max="100" step="any" value=(settings.check_rate * 100.0).to_string()/></label>
             <label>"Exclude a rater after more failed checks than " <input name="max_failed_checks" type="number" min="0" placeholder="never" value=settings.max_failed_checks.map(|n| n.to_string()).unwrap_or_default()/></label>
+            <label><input type="checkbox" name="end_excluded_sessions" checked=settings.end_excluded_sessions/>" End the session of an excluded rater"</label>
+            <label>"Screen-out code " <input name="screen_out_code" value=settings.screen_out_code.unwrap_or_default()/></label>
+            <label>"Screen-out redirect URL " <input name="screen_out_url" type="url" value=settings.screen_out_url.unwrap_or_default()/></label>
             <button type="submit" id="save-settings">"Save settings"</button>
         </ActionForm>
     }

@@ -189,6 +189,9 @@ struct SettingsFields {
     participant_param: Option<String>,
     check_percent: Option<String>,
     max_failed_checks: Option<String>,
+    end_excluded_sessions: Option<String>,
+    screen_out_code: Option<String>,
+    screen_out_url: Option<String>,
 }
 
 #[cfg(feature = "ssr")]
@@ -224,6 +227,9 @@ impl SettingsFields {
             check_rate: number::<f64>(self.check_percent, "the share of quality checks")?
                 .map_or(defaults.check_rate, |percent| percent / 100.0),
             max_failed_checks: number(self.max_failed_checks, "failed checks allowed")?,
+            end_excluded_sessions: self.end_excluded_sessions.is_some(),
+            screen_out_code: text(self.screen_out_code),
+            screen_out_url: text(self.screen_out_url),
             ..defaults
         })
     }
@@ -243,6 +249,9 @@ pub async fn create_study(
     participant_param: Option<String>,
     check_percent: Option<String>,
     max_failed_checks: Option<String>,
+    end_excluded_sessions: Option<String>,
+    screen_out_code: Option<String>,
+    screen_out_url: Option<String>,
 ) -> Result<(), ServerFnError> {
     let backend = ssr::require_admin().await?;
     let settings = SettingsFields {
@@ -255,6 +264,9 @@ pub async fn create_study(
         participant_param,
         check_percent,
         max_failed_checks,
+        end_excluded_sessions,
+        screen_out_code,
+        screen_out_url,
     }
     .parse()?;
     let study = NewStudy {
@@ -283,6 +295,9 @@ pub async fn update_study(
     participant_param: Option<String>,
     check_percent: Option<String>,
     max_failed_checks: Option<String>,
+    end_excluded_sessions: Option<String>,
+    screen_out_code: Option<String>,
+    screen_out_url: Option<String>,
 ) -> Result<(), ServerFnError> {
     let backend = ssr::require_admin().await?;
     let current = backend.study_report(&slug).await.map_err(ssr::fail)?;
@@ -299,6 +314,9 @@ pub async fn update_study(
             participant_param,
             check_percent,
             max_failed_checks,
+            end_excluded_sessions,
+            screen_out_code,
+            screen_out_url,
         }
         .parse()?
     };

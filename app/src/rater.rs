@@ -292,9 +292,14 @@ fn CompletionPanel(done: Completion) -> impl IntoView {
     view! {
         <section class="done" id="done">
             <h1>"Thank you!"</h1>
-            <p>{format!("You completed {} comparisons.", done.votes)}</p>
+            {if done.screened_out {
+                view! { <p id="screened-out">"Your session has ended; there are no more comparisons for you in this study."</p> }.into_any()
+            } else {
+                view! { <p>{format!("You completed {} comparisons.", done.votes)}</p> }.into_any()
+            }}
             {done.code.map(|code| view! {
-                <p>"Your completion code: " <code id="completion-code">{code}</code></p>
+                <p>{if done.screened_out { "Your code: " } else { "Your completion code: " }}
+                    <code id="completion-code">{code}</code></p>
             })}
             {done.redirect_url.map(|url| view! {
                 <p><a class="button" href=url>"Finish and return"</a></p>

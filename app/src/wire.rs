@@ -34,6 +34,13 @@ pub struct StudySettings {
     /// A rater who fails more checks than this is marked excluded (their votes leave the leaderboard
     /// and the exports); `None` never excludes automatically.
     pub max_failed_checks: Option<u32>,
+    /// End the session of a rater who is excluded (after failed checks, or by the researcher): the
+    /// next page is the screen-out page instead of another comparison.
+    pub end_excluded_sessions: bool,
+    /// Shown to a screened-out rater instead of the completion code (e.g. Prolific's screen-out code).
+    pub screen_out_code: Option<String>,
+    /// Where the screen-out page sends the rater.
+    pub screen_out_url: Option<String>,
 }
 
 impl Default for StudySettings {
@@ -49,6 +56,9 @@ impl Default for StudySettings {
             participant_param: "PROLIFIC_PID".to_string(),
             check_rate: 0.0,
             max_failed_checks: None,
+            end_excluded_sessions: false,
+            screen_out_code: None,
+            screen_out_url: None,
         }
     }
 }
@@ -101,6 +111,9 @@ pub struct Completion {
     pub code: Option<String>,
     pub redirect_url: Option<String>,
     pub votes: u32,
+    /// The session ended early because the rater was excluded (the code and URL are the screen-out
+    /// ones).
+    pub screened_out: bool,
 }
 
 /// What the rater's comparison page shows next.

@@ -140,6 +140,8 @@ pub struct RaterRow {
     pub study_id: i64,
     /// Votes the rater has cast, when the lookup was made.
     pub votes: i64,
+    /// Marked excluded (by the researcher, or after failed quality checks).
+    pub excluded: bool,
 }
 
 /// An assignment with the two texts the rater sees (but not who wrote them).
@@ -578,7 +580,7 @@ impl Store {
         // the transaction that records its vote, and imported votes are written `done`, so counting
         // the rater's non-issued assignments reads the (rater, state) index alone.
         let row = sqlx::query(
-            "SELECT r.id, r.study_id, (SELECT COUNT(*) FROM assignments a \
+            "SELECT r.id, r.study_id, r.status, (SELECT COUNT(*) FROM assignments a \
                WHERE a.rater_id = r.id AND a.state <> 'issued') AS votes \
              FROM raters r WHERE r.token_hash = $1 AND r.study_id = $2",
         )
@@ -591,6 +593,7 @@ impl Store {
                 id: row.try_get("id")?,
                 study_id: row.try_get("study_id")?,
                 votes: row.try_get("votes")?,
+                excluded: row.try_get::<String, _>("status")? == "excluded",
             }),
             None => None,
         })

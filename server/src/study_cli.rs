@@ -79,6 +79,15 @@ pub struct SettingsFlags {
     /// Exclude a rater who fails more quality checks than this.
     #[arg(long)]
     pub max_failed_checks: Option<u32>,
+    /// End the session of an excluded rater (the screen-out page instead of more comparisons).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub end_excluded_sessions: Option<bool>,
+    /// Shown to a screened-out rater instead of the completion code.
+    #[arg(long)]
+    pub screen_out_code: Option<String>,
+    /// Where the screen-out page sends the rater.
+    #[arg(long)]
+    pub screen_out_url: Option<String>,
 }
 
 impl SettingsFlags {
@@ -113,6 +122,15 @@ impl SettingsFlags {
         }
         if self.max_failed_checks.is_some() {
             settings.max_failed_checks = self.max_failed_checks;
+        }
+        if let Some(on) = self.end_excluded_sessions {
+            settings.end_excluded_sessions = on;
+        }
+        if self.screen_out_code.is_some() {
+            settings.screen_out_code = text(&self.screen_out_code);
+        }
+        if self.screen_out_url.is_some() {
+            settings.screen_out_url = text(&self.screen_out_url);
         }
     }
 }

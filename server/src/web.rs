@@ -259,6 +259,14 @@ impl Backend for AppBackend {
                 status: study.status.as_str().to_string(),
             });
         }
+        if rater.excluded && study.settings.end_excluded_sessions {
+            return Ok(RaterView::Done(Completion {
+                code: study.settings.screen_out_code.clone(),
+                redirect_url: study.settings.screen_out_url.clone(),
+                votes: rater.votes as u32,
+                screened_out: true,
+            }));
+        }
         if study.settings.reveal_after_vote {
             if let Some((left_model, right_model, choice)) =
                 self.store.pending_reveal(rater.id).await?
@@ -283,6 +291,7 @@ impl Backend for AppBackend {
             code: study.settings.completion_code.clone(),
             redirect_url: study.settings.redirect_url.clone(),
             votes,
+            screened_out: false,
         });
         if votes >= total {
             return Ok(done);

@@ -1201,6 +1201,9 @@ async fn studies_from_the_command_line(url: &str) {
             "false",
             "--completion-code",
             "DONE-1",
+            "--end-excluded-sessions",
+            "--screen-out-code",
+            "SO-1",
         ]),
     )
     .await
@@ -1215,6 +1218,8 @@ async fn studies_from_the_command_line(url: &str) {
             check_rate: 0.5,
             max_failed_checks: Some(1),
             completion_code: Some("DONE-1".into()),
+            end_excluded_sessions: true,
+            screen_out_code: Some("SO-1".into()),
             ..Default::default()
         }
     );
@@ -1252,3 +1257,98 @@ async fn studies_from_the_command_line(url: &str) {
     backend.store.close().await;
 }
 on_both_backends!(studies_from_the_command_line);
+
+/// With `end_excluded_sessions`, a rater excluded after a failed check (or by the researcher) gets the
+/// screen-out page with its code next, instead of more comparisons; others finish as usual.
+async fn excluded_raters_are_screened_out(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let backend = AppBackend::new(store, String::new());
+    let settings = StudySettings {
+        items_per_rater: 6,
+        check_rate: 0.5,
+        max_failed_checks: Some(0),
+        completion_code: Some("DONE".into()),
+        end_excluded_sessions: true,
+        screen_out_code: Some("SCREENED".into()),
+        ..Default::default()
+    };
+    backend
+        .create_study(NewStudy {
+            slug: "screen".into(),
+            title: "Screen-out".into(),
+            instructions: String::new(),
+            settings,
+        })
+        .await
+        .unwrap();
+    import_jsonl(
+        &backend.store,
+        &StudySlug::parse("screen").unwrap(),
+        sample_with_checks(4).as_bytes(),
+        &[],
+    )
+    .await
+    .unwrap();
+    backend.set_study_status("screen", "open").await.unwrap();
+
+    // Votes "left" on everything until the session ends; returns (votes, the last page).
+    let session = |token: String, fail_checks: bool| {
+        let backend = backend.clone();
+        async move {
+            let mut votes = 0;
+            loop {
+                match backend.rater_view("screen", &token).await.unwrap() {
+                    RaterView::Compare(c) => {
+                        let check = c.turns[0].html.contains("PICK ME");
+                        let expected_left = c.left_html.contains("PICK ME");
+                        let choice = if check && (expected_left == fail_checks) {
+                            "right"
+                        } else {
+                            "left"
+                        };
+                        backend
+                            .vote("screen", &token, vote(&c.assignment, choice))
+                            .await
+                            .unwrap();
+                        votes += 1;
+                    }
+                    RaterView::Done(done) => return (votes, done),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+    };
+    let careless = backend.consent("screen", None).await.unwrap();
+    let (votes, done) = session(careless, true).await;
+    assert!(done.screened_out, "{done:?}");
+    assert_eq!(done.code.as_deref(), Some("SCREENED"));
+    assert!(
+        votes < 6,
+        "the session ended at the failed check: {votes} votes"
+    );
+    assert_eq!(done.votes, votes);
+
+    let careful = backend.consent("screen", None).await.unwrap();
+    let (votes, done) = session(careful.clone(), false).await;
+    assert_eq!((votes, done.screened_out), (6, false));
+    assert_eq!(done.code.as_deref(), Some("DONE"));
+    // Excluded by the researcher afterwards: the screen-out page from then on.
+    let report = backend.study_report("screen").await.unwrap();
+    let active = report
+        .raters
+        .iter()
+        .find(|r| r.status == "active")
+        .unwrap()
+        .pseudonym
+        .clone();
+    backend
+        .set_rater_status("screen", &active, "excluded")
+        .await
+        .unwrap();
+    let RaterView::Done(done) = backend.rater_view("screen", &careful).await.unwrap() else {
+        panic!()
+    };
+    assert!(done.screened_out);
+    backend.store.close().await;
+}
+on_both_backends!(excluded_raters_are_screened_out);
