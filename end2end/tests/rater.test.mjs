@@ -99,7 +99,7 @@ test('without JavaScript: the same study by plain form posts', async () => {
   await context.close();
 });
 
-test('quality checks: set in the admin form, shown to a rater like any comparison, failed, counted; settings edited', async () => {
+test('quality checks: set in the admin form, shown to a rater like any comparison, failed, counted; settings edited; screened out', async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
   await page.goto(`${moat.base}/admin`);
@@ -151,7 +151,6 @@ test('quality checks: set in the admin form, shown to a rater like any compariso
   }
   assert.equal(checks, 1, 'round(50% of 2) = 1 check');
   await rater.waitForSelector('#completion-code');
-  await raterContext.close();
 
   await page.reload();
   await page.waitForSelector('#raters');
@@ -175,5 +174,15 @@ test('quality checks: set in the admin form, shown to a rater like any compariso
   assert.equal(study.settings.check_rate, 0);
   assert.equal(study.settings.items_per_rater, 2, 'unchanged fields stay');
   assert.equal(study.settings.max_failed_checks, 0);
+
+  // Ending excluded raters' sessions: carol (excluded) now gets the screen-out page and its code.
+  await api(moat.base, 'PUT', '/api/v1/studies/checks', {
+    title: study.summary.title, instructions: study.instructions,
+    settings: { ...study.settings, end_excluded_sessions: true, screen_out_code: 'SCREENED-OUT' },
+  });
+  await rater.reload();
+  await rater.waitForSelector('#screened-out');
+  assert.equal(await rater.textContent('#completion-code'), 'SCREENED-OUT');
+  await raterContext.close();
   await context.close();
 });
