@@ -71,18 +71,7 @@ fn CreateStudyForm(create: ServerAction<CreateStudy>) -> impl IntoView {
             <label>"Slug " <input name="slug" required=true pattern="[a-z0-9][a-z0-9-]{0,62}" placeholder="open-vs-closed"/></label>
             <label>"Title " <input name="title" required=true/></label>
             <label>"Instructions (markdown) " <textarea name="instructions" rows="4"></textarea></label>
-            <label>"Comparisons per rater " <input name="items_per_rater" type="number" min="1" value="10"/></label>
-            <label><input type="checkbox" name="ask_source"/>" Ask which response comes from a closed model"</label>
-            <label><input type="checkbox" name="ask_rationale"/>" Ask for a reason"</label>
-            <label><input type="checkbox" name="reveal_after_vote"/>" Reveal the models after each vote"</label>
-            <label>"Completion code " <input name="completion_code"/></label>
-            <label>"Completion redirect URL " <input name="redirect_url" type="url"/></label>
-            <label>"Participant id parameter " <input name="participant_param" value="PROLIFIC_PID"/></label>
-            <label>"Quality checks, % of comparisons " <input name="check_percent" type="number" min="0" max="100" step="any" value="0"/></label>
-            <label>"Exclude a rater after more failed checks than " <input name="max_failed_checks" type="number" min="0" placeholder="never"/></label>
-            <label><input type="checkbox" name="end_excluded_sessions"/>" End the session of an excluded rater"</label>
-            <label>"Screen-out code " <input name="screen_out_code"/></label>
-            <label>"Screen-out redirect URL " <input name="screen_out_url" type="url"/></label>
+            <SettingsInputs settings=StudySettings::default()/>
             <button type="submit" id="create-study">"Create study"</button>
         </ActionForm>
     }
@@ -91,27 +80,35 @@ fn CreateStudyForm(create: ServerAction<CreateStudy>) -> impl IntoView {
 /// The study's title, instructions and settings, editable (raters see the change on their next page).
 #[component]
 fn SettingsForm(report: StudyReport, action: ServerAction<UpdateStudy>) -> impl IntoView {
-    let settings = report.settings;
     view! {
         <h2>"Settings"</h2>
         <ActionForm action=action attr:class="study-settings">
             <input type="hidden" name="slug" value=report.summary.slug/>
             <label>"Title " <input name="title" required=true value=report.summary.title/></label>
             <label>"Instructions (markdown) " <textarea name="instructions" rows="4">{report.instructions}</textarea></label>
-            <label>"Comparisons per rater " <input name="items_per_rater" type="number" min="1" value=settings.items_per_rater.to_string()/></label>
-            <label><input type="checkbox" name="ask_source" checked=settings.ask_source/>" Ask which response comes from a closed model"</label>
-            <label><input type="checkbox" name="ask_rationale" checked=settings.ask_rationale/>" Ask for a reason"</label>
-            <label><input type="checkbox" name="reveal_after_vote" checked=settings.reveal_after_vote/>" Reveal the models after each vote"</label>
-            <label>"Completion code " <input name="completion_code" value=settings.completion_code.unwrap_or_default()/></label>
-            <label>"Completion redirect URL " <input name="redirect_url" type="url" value=settings.redirect_url.unwrap_or_default()/></label>
-            <label>"Participant id parameter " <input name="participant_param" value=settings.participant_param/></label>
-            <label>"Quality checks, % of comparisons " <input name="check_percent" type="number" min="0" max="100" step="any" value=(settings.check_rate * 100.0).to_string()/></label>
-            <label>"Exclude a rater after more failed checks than " <input name="max_failed_checks" type="number" min="0" placeholder="never" value=settings.max_failed_checks.map(|n| n.to_string()).unwrap_or_default()/></label>
-            <label><input type="checkbox" name="end_excluded_sessions" checked=settings.end_excluded_sessions/>" End the session of an excluded rater"</label>
-            <label>"Screen-out code " <input name="screen_out_code" value=settings.screen_out_code.unwrap_or_default()/></label>
-            <label>"Screen-out redirect URL " <input name="screen_out_url" type="url" value=settings.screen_out_url.unwrap_or_default()/></label>
+            <SettingsInputs settings=report.settings/>
             <button type="submit" id="save-settings">"Save settings"</button>
         </ActionForm>
+    }
+}
+
+/// The settings fields of the create and settings forms, filled with `settings`; they post as the
+/// server functions' `settings: SettingsInput` argument.
+#[component]
+fn SettingsInputs(settings: StudySettings) -> impl IntoView {
+    view! {
+        <label>"Comparisons per rater " <input name="settings[items_per_rater]" type="number" min="1" value=settings.items_per_rater.to_string()/></label>
+        <label><input type="checkbox" name="settings[ask_source]" checked=settings.ask_source/>" Ask which response comes from a closed model"</label>
+        <label><input type="checkbox" name="settings[ask_rationale]" checked=settings.ask_rationale/>" Ask for a reason"</label>
+        <label><input type="checkbox" name="settings[reveal_after_vote]" checked=settings.reveal_after_vote/>" Reveal the models after each vote"</label>
+        <label>"Completion code " <input name="settings[completion_code]" value=settings.completion_code.unwrap_or_default()/></label>
+        <label>"Completion redirect URL " <input name="settings[redirect_url]" type="url" value=settings.redirect_url.unwrap_or_default()/></label>
+        <label>"Participant id parameter " <input name="settings[participant_param]" value=settings.participant_param/></label>
+        <label>"Quality checks, % of comparisons " <input name="settings[check_percent]" type="number" min="0" max="100" step="any" value=(settings.check_rate * 100.0).to_string()/></label>
+        <label>"Exclude a rater after more failed checks than " <input name="settings[max_failed_checks]" type="number" min="0" placeholder="never" value=settings.max_failed_checks.map(|n| n.to_string()).unwrap_or_default()/></label>
+        <label><input type="checkbox" name="settings[end_excluded_sessions]" checked=settings.end_excluded_sessions/>" End the session of an excluded rater"</label>
+        <label>"Screen-out code " <input name="settings[screen_out_code]" value=settings.screen_out_code.unwrap_or_default()/></label>
+        <label>"Screen-out redirect URL " <input name="settings[screen_out_url]" type="url" value=settings.screen_out_url.unwrap_or_default()/></label>
     }
 }
 

@@ -177,27 +177,29 @@ pub async fn admin_studies() -> Result<Option<Vec<StudySummary>>, ServerFnError>
     backend.list_studies().await.map(Some).map_err(ssr::fail)
 }
 
-/// The study settings fields of the admin's create and settings forms, as the browser posts them.
-#[cfg(feature = "ssr")]
-struct SettingsFields {
-    items_per_rater: Option<String>,
-    ask_source: Option<String>,
-    ask_rationale: Option<String>,
-    reveal_after_vote: Option<String>,
-    completion_code: Option<String>,
-    redirect_url: Option<String>,
-    participant_param: Option<String>,
-    check_percent: Option<String>,
-    max_failed_checks: Option<String>,
-    end_excluded_sessions: Option<String>,
-    screen_out_code: Option<String>,
-    screen_out_url: Option<String>,
+/// The study settings fields of the admin's create and settings forms, as the browser posts them
+/// (`settings[items_per_rater]`, …; an unchecked box is absent).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SettingsInput {
+    pub items_per_rater: Option<String>,
+    pub ask_source: Option<String>,
+    pub ask_rationale: Option<String>,
+    pub reveal_after_vote: Option<String>,
+    pub completion_code: Option<String>,
+    pub redirect_url: Option<String>,
+    pub participant_param: Option<String>,
+    pub check_percent: Option<String>,
+    pub max_failed_checks: Option<String>,
+    pub end_excluded_sessions: Option<String>,
+    pub screen_out_code: Option<String>,
+    pub screen_out_url: Option<String>,
 }
 
 #[cfg(feature = "ssr")]
-impl SettingsFields {
-    /// The settings, or a 400 naming the field that does not parse. Unchecked boxes are absent.
-    fn parse(self) -> Result<StudySettings, ServerFnError> {
+impl SettingsInput {
+    /// The settings (`ratings_per_item`, not on the forms, as given), or a 400 naming the field that
+    /// does not parse.
+    fn parse(self, ratings_per_item: u32) -> Result<StudySettings, ServerFnError> {
         fn number<T: std::str::FromStr>(
             text: Option<String>,
             what: &str,
@@ -216,6 +218,7 @@ impl SettingsFields {
         Ok(StudySettings {
             items_per_rater: number(self.items_per_rater, "comparisons per rater")?
                 .unwrap_or(defaults.items_per_rater),
+            ratings_per_item,
             ask_source: self.ask_source.is_some(),
             ask_rationale: self.ask_rationale.is_some(),
             reveal_after_vote: self.reveal_after_vote.is_some(),
@@ -230,7 +233,6 @@ impl SettingsFields {
             end_excluded_sessions: self.end_excluded_sessions.is_some(),
             screen_out_code: text(self.screen_out_code),
             screen_out_url: text(self.screen_out_url),
-            ..defaults
         })
     }
 }
@@ -240,40 +242,14 @@ pub async fn create_study(
     slug: String,
     title: String,
     instructions: String,
-    items_per_rater: Option<String>,
-    ask_source: Option<String>,
-    ask_rationale: Option<String>,
-    reveal_after_vote: Option<String>,
-    completion_code: Option<String>,
-    redirect_url: Option<String>,
-    participant_param: Option<String>,
-    check_percent: Option<String>,
-    max_failed_checks: Option<String>,
-    end_excluded_sessions: Option<String>,
-    screen_out_code: Option<String>,
-    screen_out_url: Option<String>,
+    settings: SettingsInput,
 ) -> Result<(), ServerFnError> {
     let backend = ssr::require_admin().await?;
-    let settings = SettingsFields {
-        items_per_rater,
-        ask_source,
-        ask_rationale,
-        reveal_after_vote,
-        completion_code,
-        redirect_url,
-        participant_param,
-        check_percent,
-        max_failed_checks,
-        end_excluded_sessions,
-        screen_out_code,
-        screen_out_url,
-    }
-    .parse()?;
     let study = NewStudy {
         slug: slug.clone(),
         title,
         instructions,
-        settings,
+        settings: settings.parse(StudySettings::default().ratings_per_item)?,
     };
     backend.create_study(study).await.map_err(ssr::fail)?;
     leptos_axum::redirect(&format!("/admin/studies/{slug}"));
@@ -286,44 +262,14 @@ pub async fn update_study(
     slug: String,
     title: String,
     instructions: String,
-    items_per_rater: Option<String>,
-    ask_source: Option<String>,
-    ask_rationale: Option<String>,
-    reveal_after_vote: Option<String>,
-    completion_code: Option<String>,
-    redirect_url: Option<String>,
-    participant_param: Option<String>,
-    check_percent: Option<String>,
-    max_failed_checks: Option<String>,
-    end_excluded_sessions: Option<String>,
-    screen_out_code: Option<String>,
-    screen_out_url: Option<String>,
+    settings: SettingsInput,
 ) -> Result<(), ServerFnError> {
     let backend = ssr::require_admin().await?;
     let current = backend.study_report(&slug).await.map_err(ssr::fail)?;
-    let settings = StudySettings {
-        // Not on the form: kept as they are.
-        ratings_per_item: current.settings.ratings_per_item,
-        ..SettingsFields {
-            items_per_rater,
-            ask_source,
-            ask_rationale,
-            reveal_after_vote,
-            completion_code,
-            redirect_url,
-            participant_param,
-            check_percent,
-            max_failed_checks,
-            end_excluded_sessions,
-            screen_out_code,
-            screen_out_url,
-        }
-        .parse()?
-    };
     let changes = StudyChanges {
         title,
         instructions,
-        settings,
+        settings: settings.parse(current.settings.ratings_per_item)?,
     };
     backend
         .update_study(&slug, changes)

@@ -109,10 +109,10 @@ test('quality checks: set in the admin form, shown to a rater like any compariso
   await page.waitForSelector('body[data-hydrated]');
   await page.fill('input[name=slug]', 'checks');
   await page.fill('input[name=title]', 'E2E checks');
-  await page.fill('input[name=items_per_rater]', '2');
-  await page.fill('input[name=check_percent]', '50');
-  await page.fill('input[name=max_failed_checks]', '0');
-  await page.fill('input[name=completion_code]', 'DONE-checks');
+  await page.fill('input[name="settings[items_per_rater]"]', '2');
+  await page.fill('input[name="settings[check_percent]"]', '50');
+  await page.fill('input[name="settings[max_failed_checks]"]', '0');
+  await page.fill('input[name="settings[completion_code]"]', 'DONE-checks');
   await Promise.all([page.waitForURL(/\/admin\/studies\/checks$/), page.click('#create-study')]);
   await page.waitForSelector('#check-settings');
   assert.match(await page.textContent('#check-settings'),
@@ -163,9 +163,9 @@ test('quality checks: set in the admin form, shown to a rater like any compariso
 
   // The settings form shows the current values and saves changes.
   await page.waitForSelector('body[data-hydrated]');
-  assert.equal(await page.inputValue('form.study-settings input[name=check_percent]'), '50');
-  assert.equal(await page.inputValue('form.study-settings input[name=completion_code]'), 'DONE-checks');
-  await page.fill('form.study-settings input[name=check_percent]', '0');
+  assert.equal(await page.inputValue('form.study-settings input[name="settings[check_percent]"]'), '50');
+  assert.equal(await page.inputValue('form.study-settings input[name="settings[completion_code]"]'), 'DONE-checks');
+  await page.fill('form.study-settings input[name="settings[check_percent]"]', '0');
   await page.fill('form.study-settings input[name=title]', 'E2E checks, no more checks');
   await page.click('#save-settings');
   await page.waitForFunction(() => document.querySelector('#check-settings')?.textContent.includes('No quality checks'));
