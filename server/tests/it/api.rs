@@ -70,18 +70,7 @@ async fn admin_api_requires_token_and_answers_json() {
         .await
         .unwrap();
     assert_eq!(duplicate.status(), 409);
-    let report: serde_json::Value = server
-        .admin(
-            server
-                .http
-                .get(format!("{}/api/v1/studies/api", server.base)),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = server.admin_get_json("/api/v1/studies/api").await;
     assert_eq!(report["summary"]["prompts"], 3);
     assert_eq!(report["summary"]["status"], "open");
 
@@ -116,18 +105,7 @@ async fn admin_api_requires_token_and_answers_json() {
         .await
         .unwrap();
     assert_eq!(malformed.status(), 400);
-    let report: serde_json::Value = server
-        .admin(
-            server
-                .http
-                .get(format!("{}/api/v1/studies/api", server.base)),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = server.admin_get_json("/api/v1/studies/api").await;
     assert_eq!(report["instructions"], "Read *both* answers.");
     assert_eq!(report["settings"]["items_per_rater"], 7);
     assert_eq!(report["settings"]["max_failed_checks"], 2);

@@ -161,6 +161,17 @@ impl TestServer {
         request.bearer_auth(ADMIN_TOKEN)
     }
 
+    /// `GET path` with the admin token, as JSON.
+    pub async fn admin_get_json(&self, path: &str) -> serde_json::Value {
+        self.admin(self.http.get(format!("{}{path}", self.base)))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Creates a study, imports `prompts` sample prompts and opens it.
     pub async fn open_study(
         &self,
