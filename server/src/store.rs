@@ -876,13 +876,15 @@ impl Store {
             .collect::<Result<_, _>>()?)
     }
 
-    /// Votes of the study aggregated by (left model, right model, choice).
+    /// Preference votes of the study aggregated by (left model, right model, choice): no votes on
+    /// quality checks, none of raters marked excluded (as in the leaderboard and the exports).
     pub async fn vote_tallies(&self, study_id: i64) -> StoreResult<Vec<VoteTally>> {
         let rows = sqlx::query(
             "SELECT lr.model_id AS left_model, rr.model_id AS right_model, v.choice, COUNT(*) AS n \
              FROM votes v JOIN assignments a ON a.id = v.assignment_id JOIN prompts p ON p.id = a.prompt_id \
+             JOIN raters r ON r.id = a.rater_id \
              JOIN responses lr ON lr.id = a.left_response_id JOIN responses rr ON rr.id = a.right_response_id \
-             WHERE p.study_id = $1 AND a.kind NOT IN ('attention', 'gold') \
+             WHERE p.study_id = $1 AND a.kind NOT IN ('attention', 'gold') AND r.status <> 'excluded' \
              GROUP BY lr.model_id, rr.model_id, v.choice",
         )
         .bind(study_id)

@@ -919,9 +919,10 @@ async fn quality_checks_score_raters(url: &str) {
         ),
         (5, 0, 2)
     );
-    // Six regular votes in the tallies (each counts for both of its models), none of the four checks.
+    // The careful rater's three regular votes in the results (each counts for both of its models):
+    // none of the four checks, none of the excluded rater's.
     let counted: i64 = report.results.iter().map(|r| r.votes).sum();
-    assert_eq!(counted, 2 * 6);
+    assert_eq!(counted, 2 * 3);
     let shown: i64 = report.pairs.iter().map(|p| p.shown).sum();
     let voted: i64 = report.pairs.iter().map(|p| p.votes).sum();
     assert_eq!((shown, voted), (6, 6));
