@@ -253,15 +253,21 @@ fn StudyReportView(
         "/s/{}?{}=",
         report.summary.slug, report.settings.participant_param
     );
+    let check_items = match report.summary.check_items {
+        1 => "1 check item".to_string(),
+        n => format!("{n} check items"),
+    };
     let check_settings = if report.settings.check_rate > 0.0 {
         format!(
-            "Quality checks: {:.0}% of each rater's comparisons; {}.",
+            "Quality checks: {:.0}% of each rater's comparisons, from {check_items}; {}.",
             report.settings.check_rate * 100.0,
             match report.settings.max_failed_checks {
                 Some(n) => format!("raters who fail more than {n} are excluded automatically"),
                 None => "no automatic exclusion".to_string(),
             }
         )
+    } else if report.summary.check_items > 0 {
+        format!("No quality checks are shown in this study ({check_items} imported; set a share in Settings to show them).")
     } else {
         "No quality checks are shown in this study.".to_string()
     };

@@ -132,6 +132,8 @@ pub struct StudySummary {
     pub title: String,
     pub status: String,
     pub prompts: i64,
+    /// Prompts among `prompts` that are quality-check items.
+    pub check_items: i64,
     pub models: i64,
     pub raters: i64,
     pub votes: i64,

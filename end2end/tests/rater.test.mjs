@@ -116,7 +116,7 @@ test('quality checks: set in the admin form, shown to a rater like any compariso
   await Promise.all([page.waitForURL(/\/admin\/studies\/checks$/), page.click('#create-study')]);
   await page.waitForSelector('#check-settings');
   assert.match(await page.textContent('#check-settings'),
-    /50% of each rater's comparisons; raters who fail more than 0 are excluded automatically/);
+    /50% of each rater's comparisons, from 0 check items; raters who fail more than 0 are excluded automatically/);
 
   const lines = [JSON.stringify({ models: MODELS })];
   for (let i = 0; i < 2; i++) {
@@ -169,6 +169,7 @@ test('quality checks: set in the admin form, shown to a rater like any compariso
   await page.fill('form.study-settings input[name=title]', 'E2E checks, no more checks');
   await page.click('#save-settings');
   await page.waitForFunction(() => document.querySelector('#check-settings')?.textContent.includes('No quality checks'));
+  assert.match(await page.textContent('#check-settings'), /\(1 check item imported;/);
   assert.match(await page.textContent('h1'), /no more checks/);
   const study = JSON.parse(await api(moat.base, 'GET', '/api/v1/studies/checks'));
   assert.equal(study.settings.check_rate, 0);

@@ -236,6 +236,37 @@ fn db_openness(text: &str) -> Result<Openness, sqlx::Error> {
     })
 }
 
+/// Each study (filtered by `$where`) with its counts, in creation order.
+macro_rules! study_summaries_sql {
+    ($where:literal) => {
+        concat!(
+            "SELECT s.slug, s.title, s.status, \
+               (SELECT COUNT(*) FROM prompts p WHERE p.study_id = s.id) AS prompts, \
+               (SELECT COUNT(*) FROM prompts p WHERE p.study_id = s.id AND p.check_kind IS NOT NULL) AS check_items, \
+               (SELECT COUNT(*) FROM models m WHERE m.study_id = s.id) AS models, \
+               (SELECT COUNT(*) FROM raters r WHERE r.study_id = s.id) AS raters, \
+               (SELECT COUNT(*) FROM votes v JOIN assignments a ON a.id = v.assignment_id \
+                  JOIN raters r ON r.id = a.rater_id WHERE r.study_id = s.id) AS votes \
+             FROM studies s ",
+            $where,
+            " ORDER BY s.id"
+        )
+    };
+}
+
+fn summary_from_row(row: &AnyRow) -> StoreResult<StudySummary> {
+    Ok(StudySummary {
+        slug: row.try_get("slug")?,
+        title: row.try_get("title")?,
+        status: row.try_get("status")?,
+        prompts: row.try_get("prompts")?,
+        check_items: row.try_get("check_items")?,
+        models: row.try_get("models")?,
+        raters: row.try_get("raters")?,
+        votes: row.try_get("votes")?,
+    })
+}
+
 fn study_from_row(row: &AnyRow) -> Result<StudyRow, sqlx::Error> {
     let status: String = row.try_get("status")?;
     let settings: String = row.try_get("settings")?;
@@ -451,38 +482,19 @@ impl Store {
     }
 
     pub async fn list_studies(&self) -> StoreResult<Vec<StudySummary>> {
-        let rows = sqlx::query(
-            "SELECT s.slug, s.title, s.status, \
-               (SELECT COUNT(*) FROM prompts p WHERE p.study_id = s.id) AS prompts, \
-               (SELECT COUNT(*) FROM models m WHERE m.study_id = s.id) AS models, \
-               (SELECT COUNT(*) FROM raters r WHERE r.study_id = s.id) AS raters, \
-               (SELECT COUNT(*) FROM votes v JOIN assignments a ON a.id = v.assignment_id \
-                  JOIN raters r ON r.id = a.rater_id WHERE r.study_id = s.id) AS votes \
-             FROM studies s ORDER BY s.id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(StudySummary {
-                    slug: row.try_get("slug")?,
-                    title: row.try_get("title")?,
-                    status: row.try_get("status")?,
-                    prompts: row.try_get("prompts")?,
-                    models: row.try_get("models")?,
-                    raters: row.try_get("raters")?,
-                    votes: row.try_get("votes")?,
-                })
-            })
-            .collect()
+        let rows = sqlx::query(study_summaries_sql!(""))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(summary_from_row).collect()
     }
 
     pub async fn study_summary(&self, slug: &str) -> StoreResult<StudySummary> {
-        self.list_studies()
+        let row = sqlx::query(study_summaries_sql!("WHERE s.slug = $1"))
+            .bind(slug)
+            .fetch_optional(&self.pool)
             .await?
-            .into_iter()
-            .find(|s| s.slug == slug)
-            .ok_or_else(|| StoreError::NotFound(format!("no study with slug {slug:?}")))
+            .ok_or_else(|| StoreError::NotFound(format!("no study with slug {slug:?}")))?;
+        summary_from_row(&row)
     }
 
     pub async fn models(&self, study_id: i64) -> StoreResult<Vec<ModelRow>> {

@@ -891,6 +891,7 @@ async fn quality_checks_score_raters(url: &str) {
         assert_eq!((votes, checks), (5, 2), "{participant}");
     }
     let report = backend.study_report("checks").await.unwrap();
+    assert_eq!((report.summary.prompts, report.summary.check_items), (7, 3));
     let rater = |status: &str| {
         report
             .raters
