@@ -507,12 +507,27 @@ impl Backend for AppBackend {
             .into_iter()
             .map(|m| (m.name, m.openness))
             .collect();
-        Ok(crate::analysis::page_view(
-            &study.slug,
-            &study.title,
-            &analysis,
-            &openness,
-        ))
+        let mut view = crate::analysis::page_view(&study.slug, &study.title, &analysis, &openness);
+        // What the figures above leave out, so nobody has to guess.
+        let excluded = self.store.excluded_raters(study.id).await?.len();
+        let (check_votes, _) = self.store.study_checks(study.id).await?;
+        if excluded > 0 || check_votes > 0 {
+            view.sections.push(ResultSection {
+                title: "Left out".into(),
+                text: format!(
+                    "Not counted: the votes of {}, and {} on quality checks (they score raters, not models).",
+                    match excluded {
+                        1 => "1 excluded rater".to_string(),
+                        n => format!("{n} excluded raters"),
+                    },
+                    match check_votes {
+                        1 => "1 vote".to_string(),
+                        n => format!("{n} votes"),
+                    }
+                ),
+            });
+        }
+        Ok(view)
     }
 
     async fn set_rater_status(

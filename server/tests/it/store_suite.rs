@@ -930,6 +930,15 @@ async fn quality_checks_score_raters(url: &str) {
     // The leaderboard has the careful rater's three regular votes.
     let board = backend.leaderboard("checks").await.unwrap();
     assert_eq!(board.votes, 3);
+    let left_out = board
+        .sections
+        .iter()
+        .find(|s| s.title == "Left out")
+        .expect("the leaderboard says what it leaves out");
+    assert_eq!(
+        left_out.text,
+        "Not counted: the votes of 1 excluded rater, and 4 votes on quality checks (they score raters, not models)."
+    );
 
     // Preference exports leave the checks out; the raw votes keep them with their kind.
     let study = backend.store.study("checks").await.unwrap();
