@@ -46,11 +46,16 @@ pub fn choose(
     options.shuffle(rng);
     options.sort_by_key(|&(shown, times, ..)| (shown, times));
     let &(_, _, prompt_id, first, second) = options.first()?;
-    Some(if rng.gen_bool(0.5) {
-        (prompt_id, first, second)
+    Some(on_random_sides(prompt_id, first, second, rng))
+}
+
+/// The two responses of a comparison on sides chosen by a fair coin (recorded with the assignment).
+fn on_random_sides(prompt_id: i64, a: (i64, i64), b: (i64, i64), rng: &mut impl Rng) -> Pick {
+    if rng.gen_bool(0.5) {
+        (prompt_id, a, b)
     } else {
-        (prompt_id, second, first)
-    })
+        (prompt_id, b, a)
+    }
 }
 
 /// Whether the next comparison should be a quality check. Checks are drawn without replacement over
@@ -85,12 +90,10 @@ pub fn choose_check(
         .collect();
     let check = fewest.choose(rng)?;
     let other = *check.others.choose(rng)?;
-    let pick = if rng.gen_bool(0.5) {
-        (check.prompt_id, check.better, other)
-    } else {
-        (check.prompt_id, other, check.better)
-    };
-    Some((pick, check.kind))
+    Some((
+        on_random_sides(check.prompt_id, check.better, other, rng),
+        check.kind,
+    ))
 }
 
 #[cfg(test)]

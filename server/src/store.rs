@@ -517,9 +517,8 @@ impl Store {
             .collect()
     }
 
-    /// Number of prompts in the study (each has two or more responses, so can be compared).
-    /// How many prompts a rater of the study can be shown: the regular ones, and the quality-check
-    /// items when the study shows checks.
+    /// How many prompts a rater of the study can be shown (each has two or more responses): the
+    /// regular ones, and the quality-check items when the study shows checks.
     pub async fn comparable_prompts(&self, study_id: i64, with_checks: bool) -> StoreResult<i64> {
         let sql = if with_checks {
             "SELECT COUNT(*) AS n FROM prompts p WHERE p.study_id = $1"
@@ -684,11 +683,8 @@ impl Store {
         limit: i64,
     ) -> StoreResult<Vec<CandidatePrompt>> {
         // Only columns of the index `prompts_assignable`: the prompts are read off it in order.
-        let rows = sqlx::query(unseen_prompts_sql!("IS NULL"))
-            .bind(study_id)
-            .bind(rater_id)
-            .bind(limit)
-            .fetch_all(&self.pool)
+        let rows = self
+            .unseen_prompt_rows(unseen_prompts_sql!("IS NULL"), study_id, rater_id, limit)
             .await?;
         let mut candidates: Vec<CandidatePrompt> = Vec::new();
         for row in &rows {
@@ -714,47 +710,80 @@ impl Store {
         rater_id: i64,
         limit: i64,
     ) -> StoreResult<Vec<CheckCandidate>> {
-        let rows = sqlx::query(unseen_prompts_sql!(
+        let sql = unseen_prompts_sql!(
             "IS NOT NULL",
             ", p.check_kind, p.check_model_id",
             ", c.check_kind, c.check_model_id"
-        ))
-        .bind(study_id)
-        .bind(rater_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut candidates: Vec<CheckCandidate> = Vec::new();
+        );
+        let rows = self
+            .unseen_prompt_rows(sql, study_id, rater_id, limit)
+            .await?;
+        // A check item as its rows come in: its expected response may not be among the first.
+        struct Gathering {
+            prompt_id: i64,
+            kind: CheckKind,
+            times_assigned: i64,
+            better: Option<(i64, i64)>,
+            others: Vec<(i64, i64)>,
+        }
+        let mut gathered: Vec<Gathering> = Vec::new();
         for row in &rows {
             let prompt_id: i64 = row.try_get("prompt_id")?;
             let response: (i64, i64) = (row.try_get("id")?, row.try_get("model_id")?);
             let better_model: i64 = row.try_get("check_model_id")?;
-            if candidates
+            if gathered
                 .last()
                 .is_none_or(|last| last.prompt_id != prompt_id)
             {
                 let kind: String = row.try_get("check_kind")?;
-                candidates.push(CheckCandidate {
+                gathered.push(Gathering {
                     prompt_id,
                     kind: CheckKind::parse(&kind).ok_or_else(|| {
                         sqlx::Error::Decode(format!("unknown check kind {kind:?}").into())
                     })?,
                     times_assigned: row.try_get("times_assigned")?,
-                    better: (0, better_model),
+                    better: None,
                     others: Vec::new(),
                 });
             }
-            let last = candidates.last_mut().expect("pushed above");
+            let last = gathered.last_mut().expect("pushed above");
             // The first response of the expected model is the one to show (import allows one per
             // model in Moat's format, where checks come from).
-            if response.1 == better_model && last.better.0 == 0 {
-                last.better = response;
+            if response.1 == better_model && last.better.is_none() {
+                last.better = Some(response);
             } else {
                 last.others.push(response);
             }
         }
-        candidates.retain(|c| c.better.0 != 0 && !c.others.is_empty());
-        Ok(candidates)
+        Ok(gathered
+            .into_iter()
+            .filter(|item| !item.others.is_empty())
+            .filter_map(|item| {
+                Some(CheckCandidate {
+                    prompt_id: item.prompt_id,
+                    kind: item.kind,
+                    times_assigned: item.times_assigned,
+                    better: item.better?,
+                    others: item.others,
+                })
+            })
+            .collect())
+    }
+
+    /// The responses of unseen prompts, by one of the [`unseen_prompts_sql`] queries.
+    async fn unseen_prompt_rows(
+        &self,
+        sql: &'static str,
+        study_id: i64,
+        rater_id: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<AnyRow>> {
+        Ok(sqlx::query(sql)
+            .bind(study_id)
+            .bind(rater_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// The rater's quality checks: issued, passed and failed.
@@ -1496,11 +1525,7 @@ impl RowFiller<'_, '_> {
         set(&mut record.right_model, right_model);
         record.right_openness = right_openness;
         set(&mut record.right_response, text(16)?);
-        record.choice = match text(1)? {
-            "left" => Choice::Left,
-            "right" => Choice::Right,
-            other => db_choice(other).map_err(invalid)?,
-        };
+        record.choice = db_choice(text(1)?).map_err(invalid)?;
         set(&mut record.rater, text(12)?);
         record.created_ms = row.get(6).map_err(db_error)?;
         set_optional(&mut record.source_guess, optional_text(2)?);
