@@ -98,6 +98,7 @@ fn SettingsForm(report: StudyReport, action: ServerAction<UpdateStudy>) -> impl 
 fn SettingsInputs(settings: StudySettings) -> impl IntoView {
     view! {
         <label>"Comparisons per rater " <input name="settings[items_per_rater]" type="number" min="1" value=settings.items_per_rater.to_string()/></label>
+        <label>"Ratings per prompt (before others are preferred) " <input name="settings[ratings_per_item]" type="number" min="1" value=settings.ratings_per_item.to_string()/></label>
         <label><input type="checkbox" name="settings[ask_source]" checked=settings.ask_source/>" Ask which response comes from a closed model"</label>
         <label><input type="checkbox" name="settings[ask_rationale]" checked=settings.ask_rationale/>" Ask for a reason"</label>
         <label><input type="checkbox" name="settings[reveal_after_vote]" checked=settings.reveal_after_vote/>" Reveal the models after each vote"</label>

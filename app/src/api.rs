@@ -182,6 +182,7 @@ pub async fn admin_studies() -> Result<Option<Vec<StudySummary>>, ServerFnError>
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SettingsInput {
     pub items_per_rater: Option<String>,
+    pub ratings_per_item: Option<String>,
     pub ask_source: Option<String>,
     pub ask_rationale: Option<String>,
     pub reveal_after_vote: Option<String>,
@@ -197,9 +198,8 @@ pub struct SettingsInput {
 
 #[cfg(feature = "ssr")]
 impl SettingsInput {
-    /// The settings (`ratings_per_item`, not on the forms, as given), or a 400 naming the field that
-    /// does not parse.
-    fn parse(self, ratings_per_item: u32) -> Result<StudySettings, ServerFnError> {
+    /// The settings, or a 400 naming the field that does not parse.
+    fn parse(self) -> Result<StudySettings, ServerFnError> {
         fn number<T: std::str::FromStr>(
             text: Option<String>,
             what: &str,
@@ -218,7 +218,8 @@ impl SettingsInput {
         Ok(StudySettings {
             items_per_rater: number(self.items_per_rater, "comparisons per rater")?
                 .unwrap_or(defaults.items_per_rater),
-            ratings_per_item,
+            ratings_per_item: number(self.ratings_per_item, "ratings per prompt")?
+                .unwrap_or(defaults.ratings_per_item),
             ask_source: self.ask_source.is_some(),
             ask_rationale: self.ask_rationale.is_some(),
             reveal_after_vote: self.reveal_after_vote.is_some(),
@@ -249,7 +250,7 @@ pub async fn create_study(
         slug: slug.clone(),
         title,
         instructions,
-        settings: settings.parse(StudySettings::default().ratings_per_item)?,
+        settings: settings.parse()?,
     };
     backend.create_study(study).await.map_err(ssr::fail)?;
     leptos_axum::redirect(&format!("/admin/studies/{slug}"));
@@ -265,11 +266,10 @@ pub async fn update_study(
     settings: SettingsInput,
 ) -> Result<(), ServerFnError> {
     let backend = ssr::require_admin().await?;
-    let current = backend.study_report(&slug).await.map_err(ssr::fail)?;
     let changes = StudyChanges {
         title,
         instructions,
-        settings: settings.parse(current.settings.ratings_per_item)?,
+        settings: settings.parse()?,
     };
     backend
         .update_study(&slug, changes)

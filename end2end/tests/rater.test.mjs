@@ -174,6 +174,7 @@ test('quality checks: set in the admin form, shown to a rater like any compariso
   const study = JSON.parse(await api(moat.base, 'GET', '/api/v1/studies/checks'));
   assert.equal(study.settings.check_rate, 0);
   assert.equal(study.settings.items_per_rater, 2, 'unchanged fields stay');
+  assert.equal(study.settings.ratings_per_item, 3, 'unchanged fields stay');
   assert.equal(study.settings.max_failed_checks, 0);
 
   // Ending excluded raters' sessions: carol (excluded) now gets the screen-out page and its code.

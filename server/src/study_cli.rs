@@ -176,11 +176,11 @@ pub async fn run(backend: &AppBackend, command: StudyCommand) -> anyhow::Result<
             instructions,
             settings: flags,
         } => {
-            let current = backend.study_report(&slug).await.map_err(fail)?;
+            let current = backend.store.study(&slug).await?;
             let mut settings = current.settings;
             flags.apply(&mut settings);
             let changes = StudyChanges {
-                title: title.unwrap_or(current.summary.title),
+                title: title.unwrap_or(current.title),
                 instructions: match &instructions {
                     Some(path) => read_instructions(path)?,
                     None => current.instructions,
