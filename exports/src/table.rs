@@ -483,11 +483,25 @@ impl TableSink for JsonlSink {
 // CSV
 
 /// RFC 4180 CSV with a header row. Missing values are empty fields; nested columns (messages) are
-/// JSON text in their field, so every row stays one record.
+/// JSON text in their field, so every row stays one record. Text fields are passed through
+/// [`neutralize_formula`], since model output and rationales are untrusted and CSV files are opened
+/// in spreadsheets.
 pub struct CsvSink {
     out: csv::Writer<Box<dyn Write + Send>>,
     columns: Vec<Column>,
     scratch: Vec<u8>,
+}
+
+/// A text cell as a spreadsheet may safely read it: one that starts with `=`, `+`, `-`, `@`, a tab
+/// or a carriage return would be taken for a formula (`=HYPERLINK(…)`, `=cmd|…`), so it gets a
+/// leading `'`, as OWASP's "CSV injection" page recommends; any other text is unchanged. Numbers
+/// are written as numbers and never pass through here: `-0.5` is data, not a formula.
+pub fn neutralize_formula(text: &str) -> Cow<'_, str> {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{text}"))
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 impl CsvSink {
@@ -509,8 +523,10 @@ impl TableSink for CsvSink {
         check_row(&self.columns, cells)?;
         for cell in cells {
             match cell {
-                Cell::Text(text) => self.out.write_field(text.as_bytes())?,
-                Cell::OptionalText(text) => self.out.write_field(text.unwrap_or("").as_bytes())?,
+                Cell::Text(text) => self.out.write_field(neutralize_formula(text).as_bytes())?,
+                Cell::OptionalText(text) => self
+                    .out
+                    .write_field(neutralize_formula(text.unwrap_or("")).as_bytes())?,
                 Cell::OptionalInt(None) => self.out.write_field(b"")?,
                 _ => {
                     self.scratch.clear();

@@ -91,15 +91,27 @@ impl RaterClient {
     }
 
     pub async fn vote(&self, assignment: &str, choice: &str) -> Result<(), ClientError> {
+        self.vote_with(assignment, choice, &[]).await
+    }
+
+    /// A vote with more form fields (`rationale`, `source_guess`, `source_confidence`).
+    pub async fn vote_with(
+        &self,
+        assignment: &str,
+        choice: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<(), ClientError> {
+        let mut form = vec![
+            ("slug", self.slug.as_str()),
+            ("assignment", assignment),
+            ("choice", choice),
+        ];
+        form.extend_from_slice(fields);
         let response = self
             .http
             .post(format!("{}/rpc/vote", self.base))
             .header("Accept", "application/json")
-            .form(&[
-                ("slug", self.slug.as_str()),
-                ("assignment", assignment),
-                ("choice", choice),
-            ])
+            .form(&form)
             .send()
             .await?;
         self.check(response).await.map(|_| ())

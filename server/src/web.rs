@@ -371,6 +371,16 @@ impl Backend for AppBackend {
                 vote.choice
             ))
         })?;
+        // What the study does not ask for is dropped unread: a script that posts a rationale or a
+        // source guess anyway stores nothing (and cannot fill an export with text nobody requested).
+        let mut vote = vote;
+        if !study.settings.ask_source {
+            vote.source_guess = None;
+            vote.source_confidence = None;
+        }
+        if !study.settings.ask_rationale {
+            vote.rationale = None;
+        }
         let source_guess = match vote.source_guess.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(side @ ("left" | "right")) => Some(side.to_string()),

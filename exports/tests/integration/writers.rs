@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
+use moat_exports::table::neutralize_formula;
 use moat_exports::trl::TrlJsonlWriter;
 use moat_exports::{Choice, Container, ExportOptions, Format, RecordWriter};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -207,16 +208,67 @@ fn votes_csv_has_a_header_and_one_record_per_vote_with_every_field() {
     assert_eq!(rows.len(), records.len());
     let column = |name: &str| headers.iter().position(|header| header == name).unwrap();
     for (row, record) in rows.iter().zip(&records) {
-        assert_eq!(row[column("left_response")], record.left_response);
+        assert_eq!(
+            row[column("left_response")],
+            *neutralize_formula(&record.left_response)
+        );
         assert_eq!(row[column("choice")], *record.choice.as_str());
         assert_eq!(
             row[column("rationale")],
-            record.rationale.clone().unwrap_or_default()
+            *neutralize_formula(record.rationale.as_deref().unwrap_or_default())
         );
         let conversation: Vec<moat_exports::Message> =
             serde_json::from_str(&row[column("conversation")]).unwrap();
         assert_eq!(conversation, record.conversation);
     }
+}
+
+/// OWASP's CSV injection: a rationale (or any text a rater or model wrote) that a spreadsheet would
+/// run as a formula is written with a leading `'`; JSON Lines keeps the text as it was.
+#[test]
+fn csv_cells_that_look_like_formulas_are_neutralized() {
+    let mut records = hh_records(4);
+    let hostile = [
+        "=HYPERLINK(\"http://evil\",\"x\")",
+        "+1+cmd|' /C calc'!A0",
+        "-2+3",
+        "@SUM(A1:A9)",
+        "\tindented",
+        "\rcarriage",
+    ];
+    records[0].rationale = Some(hostile[0].to_string());
+    records[1].left_response = hostile[1].to_string();
+    records[2].rationale = Some(hostile[2].to_string());
+    records[3].right_response = hostile[3].to_string();
+    records[0].right_response = hostile[4].to_string();
+    records[1].rationale = Some(hostile[5].to_string());
+    let (bytes, _) = export(Format::Votes, &options(Container::Csv, false), &records);
+    let mut reader = csv::Reader::from_reader(bytes.as_slice());
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| headers.iter().position(|header| header == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(
+        &rows[0][column("rationale")],
+        "'=HYPERLINK(\"http://evil\",\"x\")"
+    );
+    assert_eq!(&rows[1][column("left_response")], "'+1+cmd|' /C calc'!A0");
+    assert_eq!(&rows[2][column("rationale")], "'-2+3");
+    assert_eq!(&rows[3][column("right_response")], "'@SUM(A1:A9)");
+    assert_eq!(&rows[0][column("right_response")], "'\tindented");
+    assert_eq!(&rows[1][column("rationale")], "'\rcarriage");
+    for row in &rows {
+        for field in row {
+            assert!(
+                !field.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "a field a spreadsheet would run: {field:?}"
+            );
+        }
+    }
+    // Other formats keep the text exactly: the neutralizing is for spreadsheets only.
+    let (jsonl, _) = export(Format::Votes, &options(Container::Jsonl, false), &records);
+    assert_eq!(jsonl_rows(&jsonl)[0]["rationale"], hostile[0]);
+    assert_eq!(neutralize_formula("plain text"), "plain text");
+    assert_eq!(neutralize_formula(""), "");
 }
 
 #[test]

@@ -117,6 +117,9 @@ def csv_value(text, column):
         return {"true": True, "false": False}[text]
     if kind in ("messages", "input"):
         return json.loads(text)
+    # Moat writes text that a spreadsheet would run as a formula with a leading ' (CSV injection).
+    if text[:1] == "'" and text[1:2] in ("=", "+", "-", "@", "\t", "\r"):
+        return text[1:]
     return text
 
 

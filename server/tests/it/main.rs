@@ -2,5 +2,6 @@
 
 mod api;
 mod durability;
+mod security;
 mod store_suite;
 mod support;
