@@ -415,13 +415,27 @@ impl OpenAiClient {
                 false,
             )
             .await?;
+        let status = response.status();
         let bytes = self.read_body(response, key, deadline).await?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            self.protocol_error(key, format!("the answer is not JSON ({e})"), &bytes)
+        self.whole_answer(status, &bytes, key, start)
+    }
+
+    /// Reads a whole `chat.completion` answer.
+    fn whole_answer(
+        &self,
+        status: StatusCode,
+        bytes: &[u8],
+        key: Option<&ApiKey>,
+        start: Instant,
+    ) -> Result<Completion, Failure> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+            self.protocol_error(key, format!("the answer is not JSON ({e})"), bytes)
         })?;
         if let Some(message) = embedded_error(&value) {
-            return Err(Failure::Final(LlmError::Stream {
+            // An error object under a success status; the status is still what the server said.
+            return Err(Failure::Final(LlmError::Http {
                 endpoint: self.label.clone(),
+                status: status.as_u16(),
                 message: ApiKey::scrub(key, message),
             }));
         }
@@ -429,14 +443,14 @@ impl OpenAiClient {
             self.protocol_error(
                 key,
                 format!("the answer is not a chat.completion ({e})"),
-                &bytes,
+                bytes,
             )
         })?;
         let choice = whole
             .choices
             .into_iter()
             .find(|c| c.index == 0)
-            .ok_or_else(|| self.protocol_error(key, "the answer has no choice".into(), &bytes))?;
+            .ok_or_else(|| self.protocol_error(key, "the answer has no choice".into(), bytes))?;
         let text = choice.message.and_then(|m| m.content).unwrap_or_default();
         let latency = start.elapsed();
         Ok(Completion {
@@ -467,6 +481,36 @@ impl OpenAiClient {
                 true,
             )
             .await?;
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if content_type.starts_with("application/json") {
+            // A server that ignores `stream: true` sends the whole answer; take it as one delta.
+            let status = response.status();
+            let bytes = self.read_body(response, key, deadline).await?;
+            let completion = self.whole_answer(status, &bytes, key, start)?;
+            if let (Some(deltas), false) = (deltas, completion.text.is_empty()) {
+                match tokio::time::timeout_at(deadline, deltas.send(completion.text.clone())).await
+                {
+                    Err(_) => return Err(Failure::Final(self.whole_timeout())),
+                    Ok(Err(_)) => return Err(Failure::Final(LlmError::Cancelled)),
+                    Ok(Ok(())) => {}
+                }
+            }
+            return Ok(completion);
+        }
+        if content_type.starts_with("text/html") {
+            // A proxy's or load balancer's page, not the model server.
+            let bytes = self.read_body(response, key, deadline).await?;
+            return Err(self.protocol_error(
+                key,
+                "the answer is an HTML page, not an event stream".into(),
+                &bytes,
+            ));
+        }
         let mut stream = response.bytes_stream();
         let mut parser = SseParser::new();
         let mut answer = Answer::default();
@@ -626,6 +670,15 @@ impl OpenAiClient {
     /// retry; the connect timeout is a timeout, but also worth one.
     fn transport_failure(&self, error: &reqwest::Error, key: Option<&ApiKey>) -> Failure {
         let message = ApiKey::scrub(key, error_chain(error));
+        if message.contains("scheme is not http") {
+            // hyper's plain-HTTP connector refusing an https URL: this build has no TLS, and no
+            // retry will change that.
+            return Failure::Final(LlmError::Connection {
+                endpoint: self.label.clone(),
+                message: "this build of Moat cannot speak https (reqwest is built without TLS)"
+                    .into(),
+            });
+        }
         if error.is_connect() && error.is_timeout() {
             return Failure::Retry {
                 error: LlmError::Timeout {

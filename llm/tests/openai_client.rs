@@ -544,7 +544,7 @@ async fn a_stalled_stream_times_out_within_the_idle_timeout() {
     assert!(error.to_string().contains("idle_timeout"), "{error}");
     assert!(elapsed >= endpoint.idle_timeout, "{elapsed:?}");
     assert!(
-        elapsed < endpoint.idle_timeout + Duration::from_millis(700),
+        elapsed < endpoint.idle_timeout + Duration::from_millis(1000),
         "{elapsed:?}"
     );
     assert_eq!(deltas, ["The"]);
@@ -857,4 +857,81 @@ async fn dropping_the_generation_closes_the_upstream_request() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn the_overall_timeout_bounds_a_slow_but_steady_stream() {
+    let server = serve(|_, _| {
+        // Never silent for long, never done.
+        let body = stream::repeat(()).then(|_| async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Ok::<_, io::Error>(Bytes::from_static(b": still thinking\n\n"))
+        });
+        Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .body(Body::from_stream(body))
+            .unwrap()
+    })
+    .await;
+    let mut settings = endpoint(&server);
+    settings.timeout = Duration::from_millis(600);
+    let start = Instant::now();
+    let (result, _) = generate(&client(&settings)).await;
+    let elapsed = start.elapsed();
+    let error = result.unwrap_err();
+    check_error(&error, &server);
+    assert!(matches!(error, LlmError::Timeout { .. }), "{error:?}");
+    assert!(error.to_string().contains("(timeout)"), "{error}");
+    assert!(elapsed >= settings.timeout, "{elapsed:?}");
+    assert!(
+        elapsed < settings.timeout + Duration::from_millis(700),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_overall_timeout_is_not_waited_for() {
+    let server = serve(|_, _| {
+        error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Rate limit reached for requests",
+            &[("retry-after", "20")],
+        )
+    })
+    .await;
+    let mut settings = endpoint(&server);
+    settings.timeout = Duration::from_secs(2);
+    let start = Instant::now();
+    let error = client(&settings)
+        .generate(question("Hi"), None)
+        .await
+        .unwrap_err();
+    check_error(&error, &server);
+    assert!(
+        matches!(error, LlmError::Http { status: 429, .. }),
+        "{error:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(server.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_server_that_ignores_stream_true_still_gives_the_answer() {
+    let server = serve(|_, _| {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            transcript("openai_whole.json"),
+        )
+            .into_response()
+    })
+    .await;
+    let (result, deltas) = generate(&client(&endpoint(&server))).await;
+    let answer = result.unwrap();
+    assert_eq!(answer.text, "Paris is the capital of France.");
+    assert_eq!(deltas, ["Paris is the capital of France."]);
+    assert_eq!(answer.usage.map(|u| u.total_tokens), Some(21));
 }
