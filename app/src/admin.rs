@@ -96,12 +96,16 @@ fn SettingsForm(report: StudyReport, action: ServerAction<UpdateStudy>) -> impl 
 /// server functions' `settings: SettingsInput` argument.
 #[component]
 fn SettingsInputs(settings: StudySettings) -> impl IntoView {
+    let arena = settings.is_arena();
+    let together = settings.stream == "together";
+    let contestants = settings.contestants.join(", ");
     view! {
         <label>"Comparisons per rater " <input name="settings[items_per_rater]" type="number" min="1" value=settings.items_per_rater.to_string()/></label>
         <label>"Ratings per prompt (before others are preferred) " <input name="settings[ratings_per_item]" type="number" min="1" value=settings.ratings_per_item.to_string()/></label>
         <label><input type="checkbox" name="settings[ask_source]" checked=settings.ask_source/>" Ask which response comes from a closed model"</label>
         <label><input type="checkbox" name="settings[ask_rationale]" checked=settings.ask_rationale/>" Ask for a reason"</label>
         <label><input type="checkbox" name="settings[reveal_after_vote]" checked=settings.reveal_after_vote/>" Reveal the models after each vote"</label>
+        <label><input type="checkbox" name="settings[show_flagged]" checked=settings.show_flagged/>" Show items whose responses name a model or its maker (see Identity flags)"</label>
         <label>"Completion code " <input name="settings[completion_code]" value=settings.completion_code.unwrap_or_default()/></label>
         <label>"Completion redirect URL " <input name="settings[redirect_url]" type="url" value=settings.redirect_url.unwrap_or_default()/></label>
         <label>"Participant id parameter " <input name="settings[participant_param]" value=settings.participant_param/></label>
@@ -110,6 +114,20 @@ fn SettingsInputs(settings: StudySettings) -> impl IntoView {
         <label><input type="checkbox" name="settings[end_excluded_sessions]" checked=settings.end_excluded_sessions/>" End the session of an excluded rater"</label>
         <label>"Screen-out code " <input name="settings[screen_out_code]" value=settings.screen_out_code.unwrap_or_default()/></label>
         <label>"Screen-out redirect URL " <input name="settings[screen_out_url]" type="url" value=settings.screen_out_url.unwrap_or_default()/></label>
+        <fieldset class="arena-settings">
+            <legend>"Kind of study"</legend>
+            <label>"Kind " <select name="settings[kind]" id="settings-kind">
+                <option value="static" selected=!arena>"static: imported prompts and responses"</option>
+                <option value="arena" selected=arena>"arena: raters write prompts, two models answer live"</option>
+            </select></label>
+            <label>"Arena contestants (registry names, comma-separated; empty: all) " <input name="settings[contestants]" value=contestants/></label>
+            <label>"Answers " <select name="settings[stream]">
+                <option value="live" selected=!together>"stream in as they are written"</option>
+                <option value="together" selected=together>"appear together when both are done (hides speed)"</option>
+            </select></label>
+            <label>"Longest prompt (characters) " <input name="settings[max_prompt_chars]" type="number" min="1" value=settings.max_prompt_chars.to_string()/></label>
+            <label>"Battles per rater per hour " <input name="settings[battles_per_hour]" type="number" min="1" value=settings.battles_per_hour.to_string()/></label>
+        </fieldset>
     }
 }
 
@@ -272,6 +290,34 @@ fn StudyReportView(
     } else {
         "No quality checks are shown in this study.".to_string()
     };
+    let flagged_rows = report
+        .flagged
+        .iter()
+        .map(|flag| {
+            view! {
+                <tr><td><code>{flag.prompt.clone()}</code></td><td>{flag.model.clone()}</td><td>{flag.words.clone()}</td></tr>
+            }
+        })
+        .collect_view();
+    let flagged_summary = match report.flagged_total {
+        0 => "No response names a model or its maker.".to_string(),
+        n => format!(
+            "{n} {} a model or its maker (a rater who reads it knows, or guesses, who wrote it). {} A flag is a prompt for review: \"Claude Monet\" is flagged too.",
+            if n == 1 { "response names" } else { "responses name" },
+            if report.settings.show_flagged {
+                "Their items are shown to raters (Settings); the leaderboard leaves out votes on flagged comparisons unless asked."
+            } else {
+                "Their items are not shown to raters (see Settings); votes on flagged comparisons are left out of the leaderboard."
+            }
+        ),
+    };
+    let flagged_more = (report.flagged_total > report.flagged.len() as i64).then(|| {
+        format!(
+            "The first {} of {} are listed.",
+            report.flagged.len(),
+            report.flagged_total
+        )
+    });
     let seconds = report
         .median_seconds_per_vote
         .map(|s| format!("{s:.1} s median per vote"))
@@ -319,6 +365,15 @@ fn StudyReportView(
             <thead><tr><th>"Model A"</th><th>"Model B"</th><th>"Shown"</th><th>"Votes"</th></tr></thead>
             <tbody>{pairs}</tbody>
         </table>
+        <h2>"Identity flags"</h2>
+        <p id="flagged-summary">{flagged_summary}</p>
+        {(!report.flagged.is_empty()).then(|| view! {
+            <table class="flagged" id="flagged">
+                <thead><tr><th>"Prompt"</th><th>"Model"</th><th>"Matched words"</th></tr></thead>
+                <tbody>{flagged_rows}</tbody>
+            </table>
+        })}
+        {flagged_more.map(|text| view! { <p class="hint">{text}</p> })}
         {settings_form}
         <h2>"Raters"</h2>
         <p class="hint">"Excluded raters are left out of the leaderboard, the statistics and the exports. Very short times per vote and one side chosen nearly always are the usual signs of careless rating."</p>

@@ -143,6 +143,27 @@ pub async fn vote(
     backend.vote(&slug, &token, input).await.map_err(ssr::fail)
 }
 
+/// Arena studies: the rater's prompt. The page sends `live` when it will stream the battle itself
+/// (JavaScript on) and gets the battle id at once; a plain form post waits for both answers and the
+/// browser comes back to the comparison page.
+#[server(prefix = "/rpc", endpoint = "arena_prompt")]
+pub async fn arena_prompt(
+    slug: String,
+    prompt: String,
+    live: Option<String>,
+) -> Result<String, ServerFnError> {
+    let backend = ssr::backend()?;
+    let token = ssr::rater_token(&slug).await.ok_or_else(|| {
+        ssr::fail(crate::backend::BackendError::Unauthorized(
+            "no rater session for this study; open the study link first".into(),
+        ))
+    })?;
+    backend
+        .arena_prompt(&slug, &token, &prompt, live.is_none())
+        .await
+        .map_err(ssr::fail)
+}
+
 #[server(prefix = "/rpc", endpoint = "next")]
 pub async fn continue_after_reveal(slug: String) -> Result<(), ServerFnError> {
     let backend = ssr::backend()?;
@@ -186,6 +207,7 @@ pub struct SettingsInput {
     pub ask_source: Option<String>,
     pub ask_rationale: Option<String>,
     pub reveal_after_vote: Option<String>,
+    pub show_flagged: Option<String>,
     pub completion_code: Option<String>,
     pub redirect_url: Option<String>,
     pub participant_param: Option<String>,
@@ -194,6 +216,12 @@ pub struct SettingsInput {
     pub end_excluded_sessions: Option<String>,
     pub screen_out_code: Option<String>,
     pub screen_out_url: Option<String>,
+    pub kind: Option<String>,
+    /// Comma-separated registry model names.
+    pub contestants: Option<String>,
+    pub stream: Option<String>,
+    pub max_prompt_chars: Option<String>,
+    pub battles_per_hour: Option<String>,
 }
 
 #[cfg(feature = "ssr")]
@@ -223,6 +251,7 @@ impl SettingsInput {
             ask_source: self.ask_source.is_some(),
             ask_rationale: self.ask_rationale.is_some(),
             reveal_after_vote: self.reveal_after_vote.is_some(),
+            show_flagged: self.show_flagged.is_some(),
             completion_code: text(self.completion_code),
             redirect_url: text(self.redirect_url),
             participant_param: text(self.participant_param)
@@ -234,6 +263,24 @@ impl SettingsInput {
             end_excluded_sessions: self.end_excluded_sessions.is_some(),
             screen_out_code: text(self.screen_out_code),
             screen_out_url: text(self.screen_out_url),
+            kind: text(self.kind)
+                .map(|k| k.trim().to_string())
+                .unwrap_or(defaults.kind),
+            contestants: text(self.contestants)
+                .map(|list| {
+                    list.split(',')
+                        .map(|name| name.trim().to_string())
+                        .filter(|name| !name.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            stream: text(self.stream)
+                .map(|k| k.trim().to_string())
+                .unwrap_or(defaults.stream),
+            max_prompt_chars: number(self.max_prompt_chars, "the longest prompt")?
+                .unwrap_or(defaults.max_prompt_chars),
+            battles_per_hour: number(self.battles_per_hour, "battles per hour")?
+                .unwrap_or(defaults.battles_per_hour),
         })
     }
 }

@@ -21,14 +21,15 @@ pub fn StudyEntryPage() -> impl IntoView {
                     Err(error) => view! { <p class="error">{error_text(&error)}</p> }.into_any(),
                     Ok(entry) => {
                         let participant = query.read().get(&entry.participant_param).unwrap_or_default();
-                        let open = entry.status == "open";
+                        if entry.status != "open" {
+                            // Neutral: a draft or closed study shows neither title nor instructions.
+                            return view! { <p class="notice" id="not-open">"This study is not open."</p> }.into_any();
+                        }
                         let compare_href = format!("/s/{}/compare", entry.slug);
                         view! {
                             <h1>{entry.title.clone()}</h1>
                             <section class="instructions" inner_html=entry.instructions_html.clone()></section>
-                            {if !open {
-                                view! { <p class="notice">"This study is not open for responses right now."</p> }.into_any()
-                            } else if entry.joined {
+                            {if entry.joined {
                                 view! { <p><a class="button" href=compare_href>"Continue the study"</a></p> }.into_any()
                             } else {
                                 view! {
@@ -58,15 +59,18 @@ pub fn ComparePage() -> impl IntoView {
     let slug = move || params.read().get("slug").unwrap_or_default();
     let vote_action = ServerAction::<Vote>::new();
     let next_action = ServerAction::<ContinueAfterReveal>::new();
+    // Bumped by the arena when a battle starts or ends, so the page asks what to show next.
+    let refresh = RwSignal::new(0u32);
     let current = Resource::new(
         move || {
             (
                 slug(),
                 vote_action.version().get(),
                 next_action.version().get(),
+                refresh.get(),
             )
         },
-        |(slug, _, _)| get_rater_view(slug),
+        |(slug, _, _, _)| get_rater_view(slug),
     );
     view! {
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
@@ -78,11 +82,14 @@ pub fn ComparePage() -> impl IntoView {
                         <p>"Please start from the study link first: "
                             <a href=format!("/s/{slug}")>"instructions and consent"</a>"."</p>
                     }.into_any(),
-                    Ok(RaterView::NotOpen { status }) => view! {
-                        <p class="notice">{format!("This study is {status}; it is not taking responses.")}</p>
+                    Ok(RaterView::NotOpen { .. }) => view! {
+                        <p class="notice" id="not-open">"This study is not open."</p>
                     }.into_any(),
                     Ok(RaterView::Compare(comparison)) => view! {
                         <CompareForm slug=slug comparison=comparison vote_action=vote_action/>
+                    }.into_any(),
+                    Ok(RaterView::Arena(turn)) => view! {
+                        <ArenaPanel slug=slug turn=turn refresh=refresh/>
                     }.into_any(),
                     Ok(RaterView::Reveal(reveal)) => view! {
                         <RevealPanel slug=slug reveal=reveal next_action=next_action/>
@@ -306,4 +313,150 @@ fn CompletionPanel(done: Completion) -> impl IntoView {
             })}
         </section>
     }
+}
+
+/// Arena studies: the rater's prompt form, or the battle it started streaming in side by side.
+#[component]
+fn ArenaPanel(slug: String, turn: ArenaTurn, refresh: RwSignal<u32>) -> impl IntoView {
+    let prompt_action = ServerAction::<ArenaPrompt>::new();
+    // With JavaScript on, the action answers with the battle id at once; the page then asks again
+    // what to show and gets the running battle, which streams below.
+    Effect::new(move |_| {
+        if let Some(Ok(_)) = prompt_action.value().get() {
+            refresh.update(|n| *n += 1);
+        }
+    });
+    let form_ref = NodeRef::<leptos::html::Form>::new();
+    let submit_slug = slug.clone();
+    let on_submit = move |event: leptos::ev::SubmitEvent| {
+        #[cfg(feature = "hydrate")]
+        {
+            event.prevent_default();
+            if prompt_action.pending().get_untracked() {
+                return;
+            }
+            let prompt = form_ref
+                .get_untracked()
+                .and_then(|form| web_sys::FormData::new_with_form(&form).ok())
+                .and_then(|data| data.get("prompt").as_string())
+                .unwrap_or_default();
+            prompt_action.dispatch(ArenaPrompt {
+                slug: submit_slug.clone(),
+                prompt,
+                live: Some("1".into()),
+            });
+        }
+        #[cfg(not(feature = "hydrate"))]
+        {
+            let _ = (event, &submit_slug, form_ref);
+        }
+    };
+    let body = match turn.running.clone() {
+        Some(battle) => view! {
+            <BattleStream slug=slug.clone() battle=battle live=turn.live refresh=refresh/>
+        }
+        .into_any(),
+        None => view! {
+            <form method="post" action="/rpc/arena_prompt" class="arena-prompt" node_ref=form_ref
+                on:submit=on_submit>
+                <input type="hidden" name="slug" value=slug.clone()/>
+                <label for="arena-prompt">"Your prompt"</label>
+                <textarea id="arena-prompt" name="prompt" rows="4" required=true
+                    maxlength=turn.max_prompt_chars
+                    placeholder="Ask anything. Two anonymous models will answer side by side."></textarea>
+                <button type="submit" id="arena-send" disabled=move || prompt_action.pending().get()>
+                    "Send to both models"
+                </button>
+            </form>
+        }
+        .into_any(),
+    };
+    view! {
+        <p class="progress" id="progress">
+            {format!("Battle {} of {}", turn.position, turn.total)}
+            <progress max=turn.total value=turn.position.saturating_sub(1)></progress>
+        </p>
+        {turn.notice.clone().map(|notice| view! { <p class="notice" id="arena-notice">{notice}</p> })}
+        {body}
+        {move || prompt_action.value().get().and_then(|r| r.err()).map(|e| view! {
+            <p class="error" id="arena-error">{error_text(&e)}</p>
+        })}
+    }
+}
+
+/// The two answers of a running battle as they are written (plain text; the comparison page shows
+/// them as sanitized markdown once both are complete). Without JavaScript the page says the models
+/// are answering and reloads itself.
+#[component]
+fn BattleStream(slug: String, battle: String, live: bool, refresh: RwSignal<u32>) -> impl IntoView {
+    let text_a = RwSignal::new(String::new());
+    let text_b = RwSignal::new(String::new());
+    #[cfg(feature = "hydrate")]
+    {
+        let url = format!("/s/{slug}/battles/{battle}/events");
+        Effect::new(move |started: Option<()>| {
+            if started.is_none() {
+                open_battle_events(&url, text_a, text_b, refresh);
+            }
+        });
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (&battle, refresh);
+    let waiting = if live {
+        "Both models are answering…"
+    } else {
+        "Both models are answering; their answers appear together when both are complete…"
+    };
+    view! {
+        <p class="notice" id="arena-waiting">{waiting}</p>
+        <noscript>
+            <meta http-equiv="refresh" content="2"/>
+            <p><a href=format!("/s/{slug}/compare")>"Reload"</a>" to see the answers."</p>
+        </noscript>
+        <div class="pair">
+            <article class="response" id="stream-a">
+                <h2>"Response A"</h2>
+                <div class="streaming">{move || text_a.get()}</div>
+            </article>
+            <article class="response" id="stream-b">
+                <h2>"Response B"</h2>
+                <div class="streaming">{move || text_b.get()}</div>
+            </article>
+        </div>
+    }
+}
+
+/// Listens to a battle's server-sent events: `a` and `b` carry text of each side, `end` says the
+/// battle is complete or void; then the page asks what to show next.
+#[cfg(feature = "hydrate")]
+fn open_battle_events(
+    url: &str,
+    text_a: RwSignal<String>,
+    text_b: RwSignal<String>,
+    refresh: RwSignal<u32>,
+) {
+    use wasm_bindgen::closure::Closure;
+    use wasm_bindgen::JsCast;
+    let Ok(source) = web_sys::EventSource::new(url) else {
+        return;
+    };
+    for (name, side) in [("a", text_a), ("b", text_b)] {
+        let on_text = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+            move |event: web_sys::MessageEvent| {
+                if let Some(text) = event.data().as_string() {
+                    side.update(|all| all.push_str(&text));
+                }
+            },
+        );
+        let _ = source.add_event_listener_with_callback(name, on_text.as_ref().unchecked_ref());
+        // The listener lives as long as the page's event source; it is small and made once per battle.
+        on_text.forget();
+    }
+    let closer = source.clone();
+    let on_end = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| {
+        closer.close();
+        refresh.update(|n| *n += 1);
+    });
+    let _ = source.add_event_listener_with_callback("end", on_end.as_ref().unchecked_ref());
+    on_end.forget();
 }

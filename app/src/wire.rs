@@ -22,6 +22,9 @@ pub struct StudySettings {
     pub ask_rationale: bool,
     /// After each vote, show the rater which model wrote which response.
     pub reveal_after_vote: bool,
+    /// Show raters the items (prompts) with a response that names a model or its maker (flagged when
+    /// written, listed on the study page); off, such items are never assigned.
+    pub show_flagged: bool,
     /// Shown on the completion page (e.g. a Prolific completion code).
     pub completion_code: Option<String>,
     /// Where the completion page sends the rater (e.g. Prolific's completion URL).
@@ -41,6 +44,18 @@ pub struct StudySettings {
     pub screen_out_code: Option<String>,
     /// Where the screen-out page sends the rater.
     pub screen_out_url: Option<String>,
+    /// `static` (imported prompts and responses) or `arena` (each rater writes prompts and two
+    /// models of the server's registry answer live; `items_per_rater` is then battles per session).
+    pub kind: String,
+    /// Arena: the registry models that compete (empty: every model of the registry).
+    pub contestants: Vec<String>,
+    /// Arena: `live` (both answers stream in as they are written) or `together` (both are shown
+    /// once both are complete, which hides differences in speed).
+    pub stream: String,
+    /// Arena: the longest prompt a rater may send, in characters.
+    pub max_prompt_chars: u32,
+    /// Arena: battles one rater may start per hour.
+    pub battles_per_hour: u32,
 }
 
 impl Default for StudySettings {
@@ -51,6 +66,7 @@ impl Default for StudySettings {
             ask_source: false,
             ask_rationale: false,
             reveal_after_vote: false,
+            show_flagged: false,
             completion_code: None,
             redirect_url: None,
             participant_param: "PROLIFIC_PID".to_string(),
@@ -59,7 +75,18 @@ impl Default for StudySettings {
             end_excluded_sessions: false,
             screen_out_code: None,
             screen_out_url: None,
+            kind: "static".to_string(),
+            contestants: Vec::new(),
+            stream: "live".to_string(),
+            max_prompt_chars: 4000,
+            battles_per_hour: 60,
         }
+    }
+}
+
+impl StudySettings {
+    pub fn is_arena(&self) -> bool {
+        self.kind == "arena"
     }
 }
 
@@ -116,12 +143,32 @@ pub struct Completion {
     pub screened_out: bool,
 }
 
+/// An arena study waits for the rater's prompt, or streams the battle it started. Like
+/// [`Comparison`], nothing here can name a model: the battle id is random and minted per battle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArenaTurn {
+    /// 1-based number of the battle in the rater's session, and the session's length.
+    pub position: u32,
+    pub total: u32,
+    pub max_prompt_chars: u32,
+    /// A battle of this rater that is still being answered (a reloaded page resumes it).
+    pub running: Option<String>,
+    /// Both answers stream in as they are written (`false`: shown together when both are done).
+    pub live: bool,
+    /// Why the last battle did not count, in plain words (a model failed or timed out).
+    pub notice: Option<String>,
+}
+
 /// What the rater's comparison page shows next.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RaterView {
     NeedConsent,
-    NotOpen { status: String },
+    NotOpen {
+        status: String,
+    },
     Compare(Comparison),
+    /// Arena studies: write a prompt (or watch the running battle).
+    Arena(ArenaTurn),
     Reveal(Reveal),
     Done(Completion),
 }
@@ -179,6 +226,16 @@ pub struct RaterSummary {
     pub checks_failed: i64,
 }
 
+/// A response that names a model or its maker (an identity leak), for the researcher.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlaggedResponse {
+    /// The prompt's external id.
+    pub prompt: String,
+    pub model: String,
+    /// The words that matched, e.g. "created by, Anthropic".
+    pub words: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StudyReport {
     pub summary: StudySummary,
@@ -189,6 +246,10 @@ pub struct StudyReport {
     pub results: Vec<ModelResult>,
     /// The study's raters (the first 500), most votes first.
     pub raters: Vec<RaterSummary>,
+    /// Responses that name a model or its maker (the first 500), in prompt order.
+    pub flagged: Vec<FlaggedResponse>,
+    /// How many responses are flagged in all.
+    pub flagged_total: i64,
 }
 
 /// A new study, as the admin form and `POST /api/v1/studies` give it.

@@ -22,6 +22,10 @@ pub struct StudyAnalysis {
     pub distinguishability: Option<Distinguishability>,
     pub bias: Bias,
     pub agreement: Agreement,
+    /// Votes on comparisons where a response names a model or its maker (identity flags, see
+    /// `crate::identity`), and whether they are left out of every figure above.
+    pub flagged_votes: u64,
+    pub flagged_votes_left_out: bool,
 }
 
 /// Leaderboard options from what the CLI and the API let a person choose; unset values keep the
@@ -172,6 +176,9 @@ pub fn analyse(study: &str, records: &[VoteRecord], options: &LeaderboardOptions
         distinguishability,
         bias: bias(&positions, options.confidence),
         agreement,
+        // The records carry no flags: the caller that chose them says (`AppBackend::analysis`).
+        flagged_votes: 0,
+        flagged_votes_left_out: false,
     }
 }
 

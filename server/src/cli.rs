@@ -45,7 +45,15 @@ pub enum Command {
         /// The admin token; if unset, one is generated at first start and printed once.
         #[arg(long, env = "MOAT_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
+        /// A model registry file (TOML): its models are served under /v1 (OpenAI-compatible).
+        #[arg(long, env = "MOAT_MODELS")]
+        models: Option<PathBuf>,
     },
+    /// Fill a study's missing responses from a registry model (resumable).
+    Generate(crate::generate::GenerateArgs),
+    /// API keys for Moat's OpenAI-compatible endpoint (/v1).
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Import into a study (created as a draft if needed): prompts and model responses (Moat JSONL),
     /// or a public preference dataset with its votes.
     Import {
@@ -80,6 +88,10 @@ pub enum Command {
         /// Davidson's tie model instead of ties as half a win.
         #[arg(long)]
         davidson: bool,
+        /// Count the votes on comparisons where a response names a model or its maker (identity
+        /// flags); by default they are left out, as Chatbot Arena drops such battles.
+        #[arg(long)]
+        include_flagged: bool,
     },
     /// Train a reward model (Bradley–Terry) on preference pairs: a file (--data) or a study's decided
     /// votes (--study).
@@ -152,6 +164,16 @@ pub struct ExportArgs {
     /// Also write a Hugging Face dataset card (README.md) beside the data.
     #[arg(long)]
     pub card: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Create a key (printed once; only its SHA-256 digest is stored).
+    Create { name: String },
+    /// List keys: names, when created and last used, whether revoked (never the keys).
+    List,
+    /// Revoke a key by name.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -232,6 +254,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             demo,
             site_root,
             admin_token,
+            models,
         } => {
             if !site_root.join("pkg").join("moat.js").exists() {
                 tracing::warn!(
@@ -245,6 +268,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 site_root,
                 admin_token: admin_token.map(Secret),
                 demo,
+                models,
             })
             .await?;
             println!("Moat is listening on http://{}", app.addr);
@@ -303,6 +327,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             seed,
             rounds,
             davidson,
+            include_flagged,
         } => {
             let options = crate::analysis::leaderboard_options(Some(seed), Some(rounds), davidson);
             options.validate().map_err(anyhow::Error::msg)?;
@@ -323,7 +348,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = Store::connect(&database_url).await?;
             let backend = crate::web::AppBackend::new(store, String::new());
             let (_, analysis) = backend
-                .analysis(&slug, options)
+                .analysis(&slug, options, include_flagged)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             if json {
@@ -340,6 +365,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 println!("\nBias: {}", analysis.bias.summary);
                 println!("\nAgreement: {}", analysis.agreement.summary);
+                if analysis.flagged_votes > 0 {
+                    println!(
+                        "\nIdentity flags: {} votes on comparisons where a response names a model or its maker {}.",
+                        analysis.flagged_votes,
+                        if analysis.flagged_votes_left_out {
+                            "are left out (--include-flagged counts them)"
+                        } else {
+                            "are counted"
+                        }
+                    );
+                }
             }
             backend.store.close().await;
             Ok(())
@@ -384,6 +420,48 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = Store::connect(&database_url).await?;
             crate::export_cli::run(&store, args).await?;
             store.close().await;
+            Ok(())
+        }
+        Command::Generate(args) => {
+            let store = Store::connect(&database_url).await?;
+            let report = crate::generate::run(&store, args).await;
+            store.close().await;
+            let report = report?;
+            println!("{report}");
+            if !report.failed.is_empty() {
+                anyhow::bail!("{} prompts failed", report.failed.len());
+            }
+            Ok(())
+        }
+        Command::Key(command) => {
+            let store = Store::connect(&database_url).await?;
+            let result = match command {
+                KeyCommand::Create { name } => store.create_api_key(&name).await.map(|key| {
+                    format!("API key {name:?} (shown once; only its digest is stored):\n{key}")
+                }),
+                KeyCommand::List => store.list_api_keys().await.map(|keys| {
+                    keys.iter()
+                        .map(|k| {
+                            format!(
+                                "{}\tcreated {}\tlast used {}\t{}",
+                                k.name,
+                                moat_exports::record::rfc3339_utc(k.created_ms),
+                                k.last_used_ms
+                                    .map(moat_exports::record::rfc3339_utc)
+                                    .unwrap_or_else(|| "never".into()),
+                                if k.revoked { "revoked" } else { "active" }
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }),
+                KeyCommand::Revoke { name } => store
+                    .revoke_api_key(&name)
+                    .await
+                    .map(|()| format!("API key {name:?} revoked")),
+            };
+            store.close().await;
+            println!("{}", result?);
             Ok(())
         }
         Command::Study(command) => {

@@ -131,3 +131,55 @@ impl RaterClient {
         Ok((headers, self.check(response).await?))
     }
 }
+
+/// The arena's side of the protocol: send a prompt, follow the battle's events.
+impl RaterClient {
+    /// Sends a prompt to an arena study; `live` as the hydrated page does (the battle id comes back
+    /// at once), else as a plain form post (the answer comes once both models are done).
+    pub async fn arena_prompt(&self, prompt: &str, live: bool) -> Result<String, ClientError> {
+        let mut form = vec![("slug", self.slug.as_str()), ("prompt", prompt)];
+        if live {
+            form.push(("live", "1"));
+        }
+        let response = self
+            .http
+            .post(format!("{}/rpc/arena_prompt", self.base))
+            .header("Accept", "application/json")
+            .form(&form)
+            .send()
+            .await?;
+        let body = self.check(response).await?;
+        serde_json::from_str(&body).map_err(|e| ClientError::Status {
+            status: 200,
+            body: format!("{e}: {body}"),
+        })
+    }
+
+    /// A battle's server-sent events, as the page's EventSource receives them (read to the end).
+    pub async fn battle_events(&self, battle: &str) -> Result<String, ClientError> {
+        let response = self
+            .http
+            .get(format!(
+                "{}/s/{}/battles/{battle}/events",
+                self.base, self.slug
+            ))
+            .send()
+            .await?;
+        self.check(response).await
+    }
+
+    /// The battle's events as a stream of raw bytes (to watch the answers grow).
+    pub async fn battle_events_response(
+        &self,
+        battle: &str,
+    ) -> Result<reqwest::Response, ClientError> {
+        Ok(self
+            .http
+            .get(format!(
+                "{}/s/{}/battles/{battle}/events",
+                self.base, self.slug
+            ))
+            .send()
+            .await?)
+    }
+}

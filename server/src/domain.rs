@@ -104,6 +104,34 @@ impl CheckKind {
     }
 }
 
+/// Checks a link a study sends raters to (`redirect_url`, `screen_out_url`): it must be an absolute
+/// http(s) URL with a host, so a `javascript:` or `data:` link can never reach the completion page.
+/// The error names the field.
+pub fn check_study_link(field: &str, url: &str) -> Result<(), String> {
+    let refuse = || {
+        Err(format!(
+            "{field} must be an http:// or https:// URL, got {url:?}"
+        ))
+    };
+    let lower = url.to_ascii_lowercase();
+    let Some(rest) = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+    else {
+        return refuse();
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or("");
+    if host.is_empty()
+        || host.starts_with(':')
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
+        || url.contains(['<', '>', '"', '\\'])
+    {
+        return refuse();
+    }
+    Ok(())
+}
+
 /// Wins, ties, both-bad and losses per model from vote tallies, sorted by win rate (best first).
 pub fn model_results(models: &[ModelRow], tallies: &[VoteTally]) -> Vec<ModelResult> {
     let mut results: Vec<ModelResult> = models
@@ -170,6 +198,38 @@ pub fn median(values: &mut [i64]) -> Option<f64> {
 mod tests {
     use super::*;
     use moat_exports::Openness;
+
+    #[test]
+    fn study_links_must_be_http_urls() {
+        for good in [
+            "https://app.prolific.com/submissions/complete?cc=ABC123",
+            "http://localhost:8080/done",
+            "HTTPS://Example.org",
+        ] {
+            assert_eq!(check_study_link("redirect_url", good), Ok(()), "{good}");
+        }
+        for bad in [
+            "javascript:alert(document.cookie)",
+            "JavaScript:alert(1)",
+            " javascript:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "vbscript:msgbox",
+            "//evil.example/x",
+            "/relative",
+            "https://",
+            "https:///path",
+            "http://user@/x",
+            "https://exa mple.org",
+            "https://example.org/\njavascript:x",
+            "ftp://example.org/",
+        ] {
+            let error = check_study_link("screen_out_url", bad).unwrap_err();
+            assert!(
+                error.starts_with("screen_out_url must be"),
+                "{bad:?}: {error}"
+            );
+        }
+    }
 
     #[test]
     fn slugs_are_checked() {

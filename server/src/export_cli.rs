@@ -111,6 +111,24 @@ pub async fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
                 "{check_votes} votes on quality checks (attention and gold items) score raters, not models, and are left out."
             ));
         }
+        let flagged = store.flagged_vote_ids(study.id).await?;
+        let flagged_votes = records
+            .iter()
+            .filter(|r| flagged.contains(&r.vote_id))
+            .count();
+        if flagged_votes > 0 {
+            exclusions.push(format!(
+                "{} where a response names a model or its maker (identity flags: the rater may have \
+                 known who wrote it); {} this export, and Moat's leaderboard leaves {} out unless asked \
+                 (`moat leaderboard --include-flagged`).",
+                match flagged_votes {
+                    1 => "1 vote is on a comparison".to_string(),
+                    n => format!("{n} votes are on comparisons"),
+                },
+                if flagged_votes == 1 { "it is in" } else { "they are in" },
+                if flagged_votes == 1 { "it" } else { "them" },
+            ));
+        }
         let agreement = &analysis.agreement;
         let info = CardInfo {
             pretty_name: study.title.clone(),

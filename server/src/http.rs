@@ -452,6 +452,8 @@ struct LeaderboardQuery {
     seed: Option<u64>,
     rounds: Option<usize>,
     davidson: Option<bool>,
+    /// Count votes on identity-flagged comparisons (left out by default).
+    include_flagged: Option<bool>,
 }
 
 impl LeaderboardQuery {
@@ -460,14 +462,17 @@ impl LeaderboardQuery {
     }
 }
 
-/// `GET /api/v1/studies/{slug}/leaderboard?seed=&rounds=&davidson=`: ratings and every study question.
+/// `GET /api/v1/studies/{slug}/leaderboard?seed=&rounds=&davidson=&include_flagged=`: ratings and
+/// every study question.
 async fn study_leaderboard(
     _: Admin,
     State(backend): State<Arc<AppBackend>>,
     Path(slug): Path<String>,
     Query(query): Query<LeaderboardQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (_, analysis) = backend.analysis(&slug, query.options()).await?;
+    let (_, analysis) = backend
+        .analysis(&slug, query.options(), query.include_flagged == Some(true))
+        .await?;
     Ok(Json(analysis))
 }
 

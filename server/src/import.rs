@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 use crate::domain::{sha256_hex, CheckKind, StudySlug};
+use crate::identity::IdentityDetector;
 use crate::store::{Store, StoreError};
 
 /// A model declared in the file header or on the command line.
@@ -162,6 +163,8 @@ pub struct ImportReport {
     /// Prompts among `prompts_imported` that are quality-check items.
     pub checks_imported: u64,
     pub models_added: u64,
+    /// Responses that name a model or its maker (identity flags; listed on the study page).
+    pub responses_flagged: u64,
 }
 
 impl std::fmt::Display for ImportReport {
@@ -180,7 +183,23 @@ impl std::fmt::Display for ImportReport {
             self.checks_imported,
             self.responses_imported,
             self.models_added
-        )
+        )?;
+        write_flagged(f, self.responses_flagged)
+    }
+}
+
+/// The import report's sentence on identity flags (nothing when no response was flagged).
+fn write_flagged(f: &mut std::fmt::Formatter<'_>, flagged: u64) -> std::fmt::Result {
+    match flagged {
+        0 => Ok(()),
+        1 => write!(
+            f,
+            "; 1 response names a model or its maker and is flagged (see the study page)"
+        ),
+        n => write!(
+            f,
+            "; {n} responses name a model or its maker and are flagged (see the study page)"
+        ),
     }
 }
 
@@ -429,6 +448,8 @@ pub async fn import_jsonl<R: AsyncBufRead + Unpin>(
     report.created_study = created;
     let mut models: HashMap<String, i64> = tx.models(study.id).await?;
     let mut pending = flag_models.to_vec();
+    // Rebuilt when models are added (the header and --model flags, before any item).
+    let mut detector: Option<IdentityDetector> = None;
     let mut seen_ids: HashSet<String> = HashSet::new();
     let mut lines = reader.lines();
     let mut line_no = 0usize;
@@ -447,6 +468,7 @@ pub async fn import_jsonl<R: AsyncBufRead + Unpin>(
                     .await?;
                 models.insert(spec.name.clone(), id);
                 report.models_added += 1;
+                detector = None;
             }
         }
         let Some(text) = lines.next_line().await? else {
@@ -490,8 +512,15 @@ pub async fn import_jsonl<R: AsyncBufRead + Unpin>(
                 let repeated = !seen_ids.insert(item.id.clone());
                 let prompt_id =
                     insert_new_prompt(&mut tx, study.id, repeated, line_no, prompt).await?;
+                if detector.is_none() {
+                    detector = Some(IdentityDetector::new(&tx.model_identities(study.id).await?));
+                }
+                let detector = detector.as_ref().expect("built above");
                 for (model, text) in &item.responses {
-                    tx.insert_response(prompt_id, models[model], text).await?;
+                    let flag = detector.flag(text);
+                    report.responses_flagged += u64::from(flag.is_some());
+                    tx.insert_response(prompt_id, models[model], text, flag.as_deref())
+                        .await?;
                     report.responses_imported += 1;
                 }
                 if let Some(check) = &item.check {
@@ -618,6 +647,8 @@ pub struct DatasetImportReport {
     pub models_added: Vec<String>,
     /// (line, reason) of each row left out.
     pub skipped: Vec<(u64, String)>,
+    /// Responses that name a model or its maker (identity flags; listed on the study page).
+    pub responses_flagged: u64,
 }
 
 impl std::fmt::Display for DatasetImportReport {
@@ -637,6 +668,7 @@ impl std::fmt::Display for DatasetImportReport {
             self.votes_imported,
             self.skipped.len()
         )?;
+        write_flagged(f, self.responses_flagged)?;
         for (line, reason) in self.skipped.iter().take(10) {
             write!(f, "\n  skipped line {line}: {reason}")?;
         }
@@ -703,6 +735,8 @@ pub async fn import_dataset(
     report.created_study = created;
     let mut models: HashMap<String, i64> = tx.models(study.id).await?;
     let mut raters: HashMap<String, i64> = HashMap::new();
+    // Rebuilt when a row brings a new model.
+    let mut detector: Option<IdentityDetector> = None;
     // Rows that share a prompt id (several votes on one item, as Moat's own `votes` and `arena`
     // exports write them) become one prompt with one response per model; they must agree on the
     // conversation and on each model's text.
@@ -764,6 +798,7 @@ pub async fn import_dataset(
                         .await?;
                     models.insert(response.model.clone(), id);
                     report.models_added.push(response.model.clone());
+                    detector = None;
                     id
                 }
             };
@@ -776,8 +811,14 @@ pub async fn import_dataset(
             let response_id = match earlier {
                 Some(id) => id,
                 None => {
+                    if detector.is_none() {
+                        detector =
+                            Some(IdentityDetector::new(&tx.model_identities(study.id).await?));
+                    }
+                    let flag = detector.as_ref().expect("built above").flag(&response.text);
+                    report.responses_flagged += u64::from(flag.is_some());
                     let id = tx
-                        .insert_response(prompt_id, model_id, &response.text)
+                        .insert_response(prompt_id, model_id, &response.text, flag.as_deref())
                         .await?;
                     new_responses.push((key, id));
                     id

@@ -2,6 +2,7 @@
 //! command line and calls into here, so tests can start the same application on port 0.
 
 pub mod analysis;
+pub mod arena;
 pub mod assign;
 pub mod bench;
 pub mod cli;
@@ -9,9 +10,12 @@ pub mod client;
 pub mod domain;
 pub mod export;
 pub mod export_cli;
+pub mod generate;
 pub mod http;
+pub mod identity;
 pub mod import;
 pub mod markdown;
+pub mod serving;
 pub mod store;
 pub mod study_cli;
 pub mod web;
@@ -45,6 +49,8 @@ pub struct ServeConfig {
     pub site_root: PathBuf,
     pub admin_token: Option<Secret>,
     pub demo: bool,
+    /// The model registry file (`--models`): its models are served under `/v1`.
+    pub models: Option<PathBuf>,
 }
 
 /// The admin token's hash: the configured token, else the stored one, else a new token that is
@@ -135,8 +141,21 @@ impl Application {
         }
         let listener = tokio::net::TcpListener::bind(config.addr).await?;
         let addr = listener.local_addr()?;
+        let hub = match &config.models {
+            Some(path) => serving::ModelHub::load_file(path).await?,
+            None => serving::ModelHub::empty(),
+        };
+        let hub = Arc::new(hub);
         let backend = AppBackend::new(store, hash);
-        let router = http::router(backend.clone(), leptos_options(addr, &config.site_root));
+        if !hub.registry().models.is_empty() {
+            backend.set_arena(Arc::new(arena::Arena::new(hub.clone())));
+        }
+        let router = http::router(backend.clone(), leptos_options(addr, &config.site_root))
+            .merge(serving::router(serving::ServingState {
+                backend: backend.clone(),
+                hub,
+            }))
+            .merge(arena::router(backend.clone()));
         Ok(Application {
             addr,
             backend,

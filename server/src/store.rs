@@ -27,6 +27,14 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::domain::{now_ms, random_hex, sha256_hex, CheckKind, StudySlug, StudyStatus};
 
+mod api_keys;
+mod arena;
+mod generation;
+mod identity_flags;
+pub use api_keys::{ApiKeyRow, API_KEY_PREFIX};
+pub use arena::{BattleRow, BattleSummary, ContestantAnswer, VoidBattle};
+pub use generation::{GeneratedResponse, PromptToAnswer};
+
 /// The join behind every export record, with the given ORDER BY.
 macro_rules! vote_records_sql {
     ($order:literal) => {
@@ -44,7 +52,8 @@ macro_rules! vote_records_sql {
 
 /// The responses (`prompt_id`, `id`, `model_id`, `times_assigned` and any extra prompt columns) of up
 /// to `$3` prompts of study `$1` that rater `$2` has not been assigned, least-assigned first, in prompt
-/// order: regular prompts (`check_kind IS NULL`) or quality-check items (`IS NOT NULL`).
+/// order: regular prompts (`check_kind IS NULL`) or quality-check items (`IS NOT NULL`); prompts with
+/// an identity-flagged response only when `$4` is 1 (the study shows flagged items).
 macro_rules! unseen_prompts_sql {
     ($check_kind:literal) => {
         unseen_prompts_sql!($check_kind, "", "")
@@ -54,7 +63,7 @@ macro_rules! unseen_prompts_sql {
             "SELECT r.prompt_id, r.id, r.model_id, c.times_assigned", $outer_columns,
             " FROM responses r JOIN (SELECT p.id, p.times_assigned", $inner_columns,
             " FROM prompts p WHERE p.study_id = $1 AND p.check_kind ", $check_kind,
-            " AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.rater_id = $2 AND a.prompt_id = p.id) \
+            " AND p.identity_flagged <= $4 AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.rater_id = $2 AND a.prompt_id = p.id) \
              ORDER BY p.times_assigned, p.id LIMIT $3) c ON c.id = r.prompt_id \
              ORDER BY c.times_assigned, r.prompt_id, r.id"
         )
@@ -518,15 +527,23 @@ impl Store {
     }
 
     /// How many prompts a rater of the study can be shown (each has two or more responses): the
-    /// regular ones, and the quality-check items when the study shows checks.
-    pub async fn comparable_prompts(&self, study_id: i64, with_checks: bool) -> StoreResult<i64> {
+    /// regular ones, and the quality-check items when the study shows checks; those with an
+    /// identity-flagged response only when the study shows flagged items.
+    pub async fn comparable_prompts(
+        &self,
+        study_id: i64,
+        with_checks: bool,
+        show_flagged: bool,
+    ) -> StoreResult<i64> {
         let sql = if with_checks {
-            "SELECT COUNT(*) AS n FROM prompts p WHERE p.study_id = $1"
+            "SELECT COUNT(*) AS n FROM prompts p WHERE p.study_id = $1 AND p.identity_flagged <= $2"
         } else {
-            "SELECT COUNT(*) AS n FROM prompts p WHERE p.study_id = $1 AND p.check_kind IS NULL"
+            "SELECT COUNT(*) AS n FROM prompts p WHERE p.study_id = $1 AND p.identity_flagged <= $2 \
+             AND p.check_kind IS NULL"
         };
         Ok(sqlx::query(sql)
             .bind(study_id)
+            .bind(i64::from(show_flagged))
             .fetch_one(&self.pool)
             .await?
             .try_get("n")?)
@@ -681,10 +698,15 @@ impl Store {
         study_id: i64,
         rater_id: i64,
         limit: i64,
+        show_flagged: bool,
     ) -> StoreResult<Vec<CandidatePrompt>> {
         // Only columns of the index `prompts_assignable`: the prompts are read off it in order.
         let rows = self
-            .unseen_prompt_rows(unseen_prompts_sql!("IS NULL"), study_id, rater_id, limit)
+            .unseen_prompt_rows(
+                unseen_prompts_sql!("IS NULL"),
+                (study_id, rater_id, limit),
+                show_flagged,
+            )
             .await?;
         let mut candidates: Vec<CandidatePrompt> = Vec::new();
         for row in &rows {
@@ -709,6 +731,7 @@ impl Store {
         study_id: i64,
         rater_id: i64,
         limit: i64,
+        show_flagged: bool,
     ) -> StoreResult<Vec<CheckCandidate>> {
         let sql = unseen_prompts_sql!(
             "IS NOT NULL",
@@ -716,7 +739,7 @@ impl Store {
             ", c.check_kind, c.check_model_id"
         );
         let rows = self
-            .unseen_prompt_rows(sql, study_id, rater_id, limit)
+            .unseen_prompt_rows(sql, (study_id, rater_id, limit), show_flagged)
             .await?;
         // A check item as its rows come in: its expected response may not be among the first.
         struct Gathering {
@@ -774,14 +797,14 @@ impl Store {
     async fn unseen_prompt_rows(
         &self,
         sql: &'static str,
-        study_id: i64,
-        rater_id: i64,
-        limit: i64,
+        (study_id, rater_id, limit): (i64, i64, i64),
+        show_flagged: bool,
     ) -> StoreResult<Vec<AnyRow>> {
         Ok(sqlx::query(sql)
             .bind(study_id)
             .bind(rater_id)
             .bind(limit)
+            .bind(i64::from(show_flagged))
             .fetch_all(&self.pool)
             .await?)
     }
@@ -1688,21 +1711,29 @@ impl WriteTx<'_> {
         Ok(())
     }
 
+    /// Writes a response with its identity flag (the words of [`crate::identity`] it matched, `None`
+    /// when clean); a flagged response flags its prompt.
     pub async fn insert_response(
         &mut self,
         prompt_id: i64,
         model_id: i64,
         content: &str,
+        identity_flag: Option<&str>,
     ) -> StoreResult<i64> {
-        Ok(sqlx::query(
-            "INSERT INTO responses (prompt_id, model_id, content) VALUES ($1, $2, $3) RETURNING id",
+        let id = sqlx::query(
+            "INSERT INTO responses (prompt_id, model_id, content, identity_flag) VALUES ($1, $2, $3, $4) RETURNING id",
         )
         .bind(prompt_id)
         .bind(model_id)
         .bind(content)
+        .bind(identity_flag.map(str::to_string))
         .fetch_one(&mut *self.tx)
         .await?
-        .try_get("id")?)
+        .try_get("id")?;
+        if identity_flag.is_some() {
+            self.flag_prompt(prompt_id).await?;
+        }
+        Ok(id)
     }
 
     /// The rater of an imported dataset's annotator (created on first use; it can never log in: its

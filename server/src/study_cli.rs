@@ -64,6 +64,9 @@ pub struct SettingsFlags {
     /// Show the models after each vote.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub reveal_after_vote: Option<bool>,
+    /// Show raters the items whose responses name a model or its maker (identity flags).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub show_flagged: Option<bool>,
     /// Shown on the completion page (e.g. a Prolific completion code).
     #[arg(long)]
     pub completion_code: Option<String>,
@@ -107,6 +110,9 @@ impl SettingsFlags {
         }
         if let Some(on) = self.reveal_after_vote {
             settings.reveal_after_vote = on;
+        }
+        if let Some(on) = self.show_flagged {
+            settings.show_flagged = on;
         }
         if self.completion_code.is_some() {
             settings.completion_code = text(&self.completion_code);

@@ -18,6 +18,8 @@ pub struct AppBackend {
     pub store: Store,
     admin_token_hash: String,
     cache: std::sync::Mutex<StudyCache>,
+    /// The live arena, when the server has a model registry (`moat serve --models`).
+    arena: std::sync::OnceLock<Arc<crate::arena::Arena>>,
 }
 
 /// How long a study row (status, settings) and its number of comparable prompts are reused between
@@ -29,8 +31,8 @@ const STUDY_CACHE_TTL: Duration = Duration::from_secs(1);
 #[derive(Default)]
 struct StudyCache {
     studies: HashMap<String, (Instant, StudyRow)>,
-    /// (study id, with checks) → comparable prompts.
-    comparable: HashMap<(i64, bool), (Instant, i64)>,
+    /// (study id, with checks, with flagged items) → comparable prompts.
+    comparable: HashMap<(i64, bool, bool), (Instant, i64)>,
 }
 
 impl From<StoreError> for BackendError {
@@ -63,7 +65,59 @@ fn check_study_fields(title: &str, settings: &StudySettings) -> Result<(), Backe
             "check_rate must be a share between 0 and 1, got {rate}"
         )));
     }
+    for (field, link) in [
+        ("redirect_url", &settings.redirect_url),
+        ("screen_out_url", &settings.screen_out_url),
+    ] {
+        if let Some(link) = link {
+            crate::domain::check_study_link(field, link).map_err(BackendError::BadRequest)?;
+        }
+    }
+    check_arena_settings(settings)?;
     Ok(())
+}
+
+/// What an arena study's settings must satisfy.
+fn check_arena_settings(settings: &StudySettings) -> Result<(), BackendError> {
+    let bad = |m: String| Err(BackendError::BadRequest(m));
+    if !matches!(settings.kind.as_str(), "static" | "arena") {
+        return bad(format!(
+            "kind must be static or arena, got {:?}",
+            settings.kind
+        ));
+    }
+    if !matches!(settings.stream.as_str(), "live" | "together") {
+        return bad(format!(
+            "stream must be live or together, got {:?}",
+            settings.stream
+        ));
+    }
+    if !(1..=100_000).contains(&settings.max_prompt_chars) {
+        return bad("max_prompt_chars must be between 1 and 100000".into());
+    }
+    if settings.battles_per_hour == 0 {
+        return bad("battles_per_hour must be at least 1".into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for name in &settings.contestants {
+        if name.trim().is_empty() || !seen.insert(name.as_str()) {
+            return bad(format!("contestants: {name:?} is empty or listed twice"));
+        }
+    }
+    if settings.is_arena() && settings.contestants.len() == 1 {
+        return bad(
+            "contestants: an arena needs at least two models (or none: every registry model)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// A study link as the completion page may use it: one stored before links were checked and not
+/// http(s) is dropped rather than shown.
+fn safe_link(link: &Option<String>) -> Option<String> {
+    link.clone()
+        .filter(|url| crate::domain::check_study_link("link", url).is_ok())
 }
 
 fn render_comparison(
@@ -108,18 +162,32 @@ impl AppBackend {
             .collect())
     }
 
-    /// The study's statistics, computed off the async threads (the bootstrap is CPU work).
+    /// The study's statistics, computed off the async threads (the bootstrap is CPU work). Votes on
+    /// comparisons where a response names a model or its maker are counted, and left out unless
+    /// `include_flagged` (as Chatbot Arena drops such battles: the rater may have known a model).
     pub async fn analysis(
         &self,
         slug: &str,
         options: moat_stats::LeaderboardOptions,
+        include_flagged: bool,
     ) -> Result<(StudyRow, crate::analysis::StudyAnalysis), BackendError> {
         options.validate().map_err(BackendError::BadRequest)?;
         let study = self.open_study(slug).await?;
-        let records = self.study_records(&study).await?;
+        let mut records = self.study_records(&study).await?;
+        let flagged = self.store.flagged_vote_ids(study.id).await?;
+        let flagged_votes = records
+            .iter()
+            .filter(|r| flagged.contains(&r.vote_id))
+            .count() as u64;
+        if !include_flagged {
+            records.retain(|r| !flagged.contains(&r.vote_id));
+        }
         let name = study.slug.clone();
         let analysis = tokio::task::spawn_blocking(move || {
-            crate::analysis::analyse(&name, &records, &options)
+            let mut analysis = crate::analysis::analyse(&name, &records, &options);
+            analysis.flagged_votes = flagged_votes;
+            analysis.flagged_votes_left_out = !include_flagged;
+            analysis
         })
         .await
         .map_err(|e| {
@@ -134,7 +202,65 @@ impl AppBackend {
             store,
             admin_token_hash,
             cache: Default::default(),
+            arena: Default::default(),
         })
+    }
+
+    /// Gives the server its arena (once, at start).
+    pub fn set_arena(&self, arena: Arc<crate::arena::Arena>) {
+        let _ = self.arena.set(arena);
+    }
+
+    pub fn arena(&self) -> Option<&Arc<crate::arena::Arena>> {
+        self.arena.get()
+    }
+
+    /// An arena study's page before each battle: the prompt form, the running battle, or the
+    /// completion page once the session's battles are voted.
+    async fn arena_view(
+        &self,
+        study: &StudyRow,
+        rater: &crate::store::RaterRow,
+    ) -> Result<RaterView, BackendError> {
+        let votes = rater.votes as u32;
+        let total = study.settings.items_per_rater;
+        if votes >= total {
+            return Ok(RaterView::Done(Completion {
+                code: study.settings.completion_code.clone(),
+                redirect_url: study.settings.redirect_url.clone(),
+                votes,
+                screened_out: false,
+            }));
+        }
+        let running = self
+            .arena()
+            .and_then(|arena| arena.running_for(rater.id))
+            .map(|battle| battle.public_id.clone());
+        // A battle that ended void in the last ten minutes is explained once, in plain words.
+        let notice = match (&running, self.store.latest_battle(rater.id).await?) {
+            (None, Some(last))
+                if last.state == "void"
+                    && last
+                        .finished_ms
+                        .is_some_and(|t| crate::domain::now_ms() - t < 600_000) =>
+            {
+                Some(crate::arena::void_notice(last.error.as_deref()))
+            }
+            _ => None,
+        };
+        Ok(RaterView::Arena(ArenaTurn {
+            position: votes + 1,
+            total,
+            max_prompt_chars: study.settings.max_prompt_chars,
+            running,
+            live: study.settings.stream != "together",
+            notice,
+        }))
+    }
+
+    /// Whether `token` is the admin token (its SHA-256 digest is what is stored).
+    pub fn admin_token_matches(&self, token: &str) -> bool {
+        !token.is_empty() && sha256_hex(token) == self.admin_token_hash
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, StudyCache> {
@@ -158,13 +284,17 @@ impl AppBackend {
 
     /// How many prompts a rater of the study can be shown (see [`Store::comparable_prompts`]).
     async fn comparable_prompts(&self, study: &StudyRow) -> Result<i64, BackendError> {
-        let key = (study.id, study.settings.check_rate > 0.0);
+        let key = (
+            study.id,
+            study.settings.check_rate > 0.0,
+            study.settings.show_flagged,
+        );
         if let Some(&(at, n)) = self.cache().comparable.get(&key) {
             if at.elapsed() < STUDY_CACHE_TTL {
                 return Ok(n);
             }
         }
-        let n = self.store.comparable_prompts(key.0, key.1).await?;
+        let n = self.store.comparable_prompts(key.0, key.1, key.2).await?;
         self.cache().comparable.insert(key, (Instant::now(), n));
         Ok(n)
     }
@@ -191,7 +321,10 @@ impl AppBackend {
         study: &StudyRow,
         rater_id: i64,
     ) -> Result<Option<(crate::assign::Pick, Option<CheckKind>)>, BackendError> {
-        let checks = self.store.candidate_checks(study.id, rater_id, 16).await?;
+        let checks = self
+            .store
+            .candidate_checks(study.id, rater_id, 16, study.settings.show_flagged)
+            .await?;
         Ok(
             crate::assign::choose_check(&checks, &mut rand::thread_rng())
                 .map(|(pick, kind)| (pick, Some(kind))),
@@ -220,6 +353,19 @@ impl Backend for AppBackend {
         rater_token: Option<&str>,
     ) -> Result<StudyEntry, BackendError> {
         let study = self.open_study(slug).await?;
+        // A draft or closed study is nobody's business but its researchers': its link shows only
+        // that it is not open (the entry is serialized into the page, so the title and instructions
+        // must not be in it at all).
+        if study.status != StudyStatus::Open {
+            return Ok(StudyEntry {
+                slug: study.slug.clone(),
+                title: String::new(),
+                instructions_html: String::new(),
+                participant_param: study.settings.participant_param.clone(),
+                status: study.status.as_str().to_string(),
+                joined: false,
+            });
+        }
         let joined = match rater_token {
             Some(token) => self.store.rater_by_token(study.id, token).await?.is_some(),
             None => false,
@@ -251,18 +397,18 @@ impl Backend for AppBackend {
 
     async fn rater_view(&self, slug: &str, rater_token: &str) -> Result<RaterView, BackendError> {
         let study = self.open_study(slug).await?;
-        let Some(rater) = self.store.rater_by_token(study.id, rater_token).await? else {
-            return Ok(RaterView::NeedConsent);
-        };
         if study.status != StudyStatus::Open {
             return Ok(RaterView::NotOpen {
                 status: study.status.as_str().to_string(),
             });
         }
+        let Some(rater) = self.store.rater_by_token(study.id, rater_token).await? else {
+            return Ok(RaterView::NeedConsent);
+        };
         if rater.excluded && study.settings.end_excluded_sessions {
             return Ok(RaterView::Done(Completion {
                 code: study.settings.screen_out_code.clone(),
-                redirect_url: study.settings.screen_out_url.clone(),
+                redirect_url: safe_link(&study.settings.screen_out_url),
                 votes: rater.votes as u32,
                 screened_out: true,
             }));
@@ -278,6 +424,18 @@ impl Backend for AppBackend {
                 }));
             }
         }
+        if study.settings.is_arena() {
+            if let Some(shown) = self.store.assignment_in_state(rater.id, "issued").await? {
+                let (votes, total) = (rater.votes as u32, study.settings.items_per_rater);
+                return Ok(RaterView::Compare(render_comparison(
+                    shown,
+                    votes + 1,
+                    total,
+                    &study,
+                )));
+            }
+            return self.arena_view(&study, &rater).await;
+        }
         let (votes, total) = self.session_totals(&study, &rater).await?;
         if let Some(shown) = self.store.assignment_in_state(rater.id, "issued").await? {
             return Ok(RaterView::Compare(render_comparison(
@@ -289,7 +447,7 @@ impl Backend for AppBackend {
         }
         let done = RaterView::Done(Completion {
             code: study.settings.completion_code.clone(),
-            redirect_url: study.settings.redirect_url.clone(),
+            redirect_url: safe_link(&study.settings.redirect_url),
             votes,
             screened_out: false,
         });
@@ -316,7 +474,10 @@ impl Backend for AppBackend {
             if pick.is_none() {
                 // The least-assigned prompts this rater has not seen; 16 of them cover every model
                 // pair of a typical study, and each candidate's responses cost a row read per request.
-                let candidates = self.store.candidate_prompts(study.id, rater.id, 16).await?;
+                let candidates = self
+                    .store
+                    .candidate_prompts(study.id, rater.id, 16, study.settings.show_flagged)
+                    .await?;
                 let pair_counts = self.store.pair_counts(study.id).await?;
                 pick = crate::assign::choose(&candidates, &pair_counts, &mut rand::thread_rng())
                     .map(|pick| (pick, None));
@@ -445,12 +606,65 @@ impl Backend for AppBackend {
         Ok(())
     }
 
+    async fn arena_prompt(
+        &self,
+        slug: &str,
+        rater_token: &str,
+        prompt: &str,
+        wait: bool,
+    ) -> Result<String, BackendError> {
+        let study = self.open_study(slug).await?;
+        let rater = self.session_rater(&study, rater_token).await?;
+        if study.status != StudyStatus::Open {
+            return Err(BackendError::Conflict(format!(
+                "study {slug:?} is {}; it is not taking prompts",
+                study.status.as_str()
+            )));
+        }
+        if !study.settings.is_arena() {
+            return Err(BackendError::BadRequest(
+                "this study compares prepared answers; it takes no prompts".into(),
+            ));
+        }
+        if rater.excluded && study.settings.end_excluded_sessions {
+            return Err(BackendError::Conflict("your session has ended".into()));
+        }
+        if rater.votes as u32 >= study.settings.items_per_rater {
+            return Err(BackendError::Conflict(
+                "you have completed every battle of this study".into(),
+            ));
+        }
+        if self
+            .store
+            .assignment_in_state(rater.id, "issued")
+            .await?
+            .is_some()
+        {
+            return Err(BackendError::Conflict(
+                "please vote on the current battle first".into(),
+            ));
+        }
+        let arena = self.arena().ok_or_else(|| {
+            BackendError::Conflict("this server has no models for the arena right now".into())
+        })?;
+        let battle = arena.start(&self.store, &study, rater.id, prompt).await?;
+        if wait {
+            crate::arena::wait_for_end(&battle).await;
+        }
+        Ok(battle.public_id.clone())
+    }
+
     async fn continue_after_reveal(
         &self,
         slug: &str,
         rater_token: &str,
     ) -> Result<(), BackendError> {
         let study = self.open_study(slug).await?;
+        if study.status != StudyStatus::Open {
+            return Err(BackendError::Conflict(format!(
+                "study {slug:?} is not open"
+            )));
+        }
         let rater = self.session_rater(&study, rater_token).await?;
         Ok(self.store.finish_reveals(rater.id).await?)
     }
@@ -508,7 +722,7 @@ impl Backend for AppBackend {
 
     async fn leaderboard(&self, slug: &str) -> Result<LeaderboardView, BackendError> {
         let (study, analysis) = self
-            .analysis(slug, moat_stats::LeaderboardOptions::default())
+            .analysis(slug, moat_stats::LeaderboardOptions::default(), false)
             .await?;
         let openness = self
             .store
@@ -531,6 +745,20 @@ impl Backend for AppBackend {
                         n => format!("{n} excluded raters"),
                     },
                     match check_votes {
+                        1 => "1 vote".to_string(),
+                        n => format!("{n} votes"),
+                    }
+                ),
+            });
+        }
+        if analysis.flagged_votes > 0 {
+            view.sections.push(ResultSection {
+                title: "Identity flags".into(),
+                text: format!(
+                    "Not counted: {} on comparisons where a response names a model or its maker (the \
+                     rater may have known who wrote it; see the study page). `moat leaderboard \
+                     --include-flagged` and the API's `include_flagged=true` count them.",
+                    match analysis.flagged_votes {
                         1 => "1 vote".to_string(),
                         n => format!("{n} votes"),
                     }
@@ -570,6 +798,7 @@ impl Backend for AppBackend {
         let mut durations = self.store.vote_durations_ms(study.id).await?;
         let results = self.store.model_results(study.id).await?;
         let raters = self.store.rater_summaries(study.id, 500).await?;
+        let (flagged, flagged_total) = self.store.flagged_responses(study.id, 500).await?;
         Ok(StudyReport {
             summary,
             instructions: study.instructions.clone(),
@@ -578,6 +807,8 @@ impl Backend for AppBackend {
             median_seconds_per_vote: median(&mut durations).map(|ms| ms / 1000.0),
             results,
             raters,
+            flagged,
+            flagged_total,
         })
     }
 }

@@ -202,7 +202,7 @@ async fn blindness_before_the_vote() {
         for candidate in server
             .backend
             .store
-            .candidate_prompts(study.id, -1, 100)
+            .candidate_prompts(study.id, -1, 100, false)
             .await
             .unwrap()
         {

@@ -1,7 +1,10 @@
 //! The server's integration tests: one binary, one module per area.
 
 mod api;
+mod arena;
 mod durability;
+mod identity;
 mod security;
+mod serving;
 mod store_suite;
 mod support;

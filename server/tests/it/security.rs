@@ -112,3 +112,79 @@ async fn csv_export_neutralizes_formulas_and_unrequested_fields_are_dropped() {
     assert!(votes[0]["source_guess"].is_null(), "{}", votes[0]);
     db.cleanup().await;
 }
+
+/// Creates a draft study `slug` with `title` and `instructions`, one prompt whose responses are
+/// `response`, without opening it.
+async fn draft_study(
+    server: &crate::support::TestServer,
+    slug: &str,
+    title: &str,
+    instructions: &str,
+    response: &str,
+) {
+    let created = server
+        .admin(server.http.post(format!("{}/api/v1/studies", server.base)))
+        .json(&serde_json::json!({ "slug": slug, "title": title, "instructions": instructions }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let file = format!(
+        "{}\n{}\n",
+        serde_json::json!({ "models": [{ "name": "m1", "openness": "open" }, { "name": "m2", "openness": "closed" }] }),
+        serde_json::json!({ "id": "p", "prompt": "Question?", "responses": { "m1": response, "m2": response } })
+    );
+    let imported = server
+        .admin(
+            server
+                .http
+                .post(format!("{}/api/v1/studies/{slug}/import", server.base)),
+        )
+        .body(file)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(imported.status(), 200);
+}
+
+async fn set_status(server: &crate::support::TestServer, slug: &str, status: &str) {
+    let response = server
+        .admin(
+            server
+                .http
+                .post(format!("{}/api/v1/studies/{slug}/status", server.base)),
+        )
+        .json(&serde_json::json!({ "status": status }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// A model's markdown image would load from its host when the rater's page shows it (a tracking
+/// pixel): it arrives as alt text and a plain link, and raw `<img>` tags are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_images_in_model_output_never_load() {
+    let db = TestDb::sqlite();
+    let server = spawn_server(db.url(), &no_site()).await;
+    let response = "Look: ![a chart](https://tracker.example/pixel.gif?id=7) and \
+                    <img src=\"https://tracker.example/raw.gif\"> done.";
+    draft_study(&server, "pixels", "Pixels", "Compare.", response).await;
+    set_status(&server, "pixels", "open").await;
+    let rater = RaterClient::join(&server.base, "pixels", None)
+        .await
+        .unwrap();
+    let comparison = rater.next_comparison().await.unwrap().unwrap();
+    for html in [&comparison.left_html, &comparison.right_html] {
+        assert!(!html.contains("<img"), "{html}");
+        assert!(!html.contains("raw.gif"), "{html}");
+        assert!(html.contains("a chart"), "{html}");
+        assert!(
+            html.contains(">https://tracker.example/pixel.gif?id=7</a>"),
+            "{html}"
+        );
+    }
+    let (_, page) = rater.page("/s/pixels/compare").await.unwrap();
+    assert!(!page.contains("<img"), "an image tag reached the page");
+    db.cleanup().await;
+}

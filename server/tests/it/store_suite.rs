@@ -218,7 +218,13 @@ async fn bad_imports_write_nothing(url: &str) {
         "{again}"
     );
     let study = store.study("bad").await.unwrap();
-    assert_eq!(store.comparable_prompts(study.id, false).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .comparable_prompts(study.id, false, false)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(store.models(study.id).await.unwrap().len(), 2);
     store.close().await;
 }
@@ -1073,7 +1079,7 @@ async fn a_prompt_is_assigned_to_a_rater_once(url: &str) {
         .unwrap();
     let candidates = backend
         .store
-        .candidate_prompts(study.id, rater.id, 16)
+        .candidate_prompts(study.id, rater.id, 16, false)
         .await
         .unwrap();
     let first = &candidates[0];
@@ -1095,7 +1101,7 @@ async fn a_prompt_is_assigned_to_a_rater_once(url: &str) {
     assert_eq!(backend.store.insert_assignment(&new).await.unwrap(), None);
     let after = backend
         .store
-        .candidate_prompts(study.id, rater.id, 16)
+        .candidate_prompts(study.id, rater.id, 16, false)
         .await
         .unwrap();
     assert!(after.iter().all(|c| c.prompt_id != first.prompt_id));

@@ -137,12 +137,22 @@ pub struct TestServer {
 
 /// Starts the real application on a free port in this process.
 pub async fn spawn_server(database_url: &str, site_root: &Path) -> TestServer {
+    spawn_server_with_models(database_url, site_root, None).await
+}
+
+/// Starts the real application with a model registry file (`--models`).
+pub async fn spawn_server_with_models(
+    database_url: &str,
+    site_root: &Path,
+    models: Option<&Path>,
+) -> TestServer {
     let app = Application::build(ServeConfig {
         database_url: database_url.to_string(),
         addr: "127.0.0.1:0".parse().unwrap(),
         site_root: site_root.to_path_buf(),
         admin_token: Some(Secret(ADMIN_TOKEN.into())),
         demo: false,
+        models: models.map(Path::to_path_buf),
     })
     .await
     .expect("application starts");

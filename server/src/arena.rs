@@ -1,0 +1,695 @@
+//! The live arena: a rater's own prompt, two anonymous registry models answering side by side as
+//! they stream, then an ordinary vote.
+//!
+//! A battle starts as a row (`streaming`) and an in-memory [`RunningBattle`] whose state (the text of
+//! each side so far, and how it ended) is broadcast to the rater's event stream. Both models answer at
+//! once; when both are complete the battle becomes ordinary rows (prompt, two responses with their
+//! generation metadata, an issued assignment with A on the left) in one transaction, so the vote,
+//! reveal, leaderboard, exports and training treat it like any comparison. A battle in which a model
+//! fails, times out or is cancelled (the rater left) is void: kept with its error for the researcher,
+//! never counted, and the rater is told in plain words that name no model.
+//!
+//! Blindness: the events carry only side `a`/`b` text and an end marker; the battle id is random.
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures::{Stream, StreamExt};
+use moat_app::backend::BackendError;
+use moat_exports::{Message, Openness};
+use moat_llm::registry::ModelSpec;
+use moat_llm::{ChatMessage, Completion, GenerationRequest, LlmError, Role};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use tokio::sync::watch;
+
+use crate::domain::{now_ms, random_hex};
+use crate::serving::ModelHub;
+use crate::store::{ContestantAnswer, Store, StudyRow};
+use crate::web::AppBackend;
+
+/// A model that failed this many battles in a row is sampled out for [`SICK_FOR`], then tried again.
+const FAILURES_BEFORE_SICK: u32 = 3;
+const SICK_FOR: Duration = Duration::from_secs(60);
+/// A battle nobody watches for this long (the rater closed the page) is cancelled.
+const UNWATCHED_GRACE: Duration = Duration::from_secs(15);
+/// No battle runs longer than this, whatever the models' own timeouts say.
+const BATTLE_DEADLINE: Duration = Duration::from_secs(600);
+
+/// How a battle ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BattleEnd {
+    Complete,
+    /// The rater-facing reason (names no model).
+    Void(String),
+}
+
+/// The part of a battle the rater may see: the text of each side so far, and how it ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BattleState {
+    pub a: String,
+    pub b: String,
+    pub end: Option<BattleEnd>,
+}
+
+pub struct RunningBattle {
+    pub public_id: String,
+    pub rater_id: i64,
+    pub state: watch::Sender<BattleState>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ModelHealth {
+    consecutive_failures: u32,
+    sick_until: Option<Instant>,
+}
+
+/// The arena of one server process: the models, the battles running now, and each model's health.
+pub struct Arena {
+    hub: Arc<ModelHub>,
+    running: Mutex<HashMap<String, Arc<RunningBattle>>>,
+    health: Mutex<HashMap<String, ModelHealth>>,
+}
+
+/// Chooses the pair for a battle among `contestants`: one of the pairs shown least so far (so every
+/// pair gets its share of votes), never a model against itself, sides in random order.
+pub fn choose_pair<R: Rng>(
+    contestants: &[String],
+    shown: &HashMap<(String, String), i64>,
+    rng: &mut R,
+) -> Option<(String, String)> {
+    let mut pairs = Vec::new();
+    for (i, a) in contestants.iter().enumerate() {
+        for b in &contestants[i + 1..] {
+            if a == b {
+                continue;
+            }
+            let key = if a <= b {
+                (a.clone(), b.clone())
+            } else {
+                (b.clone(), a.clone())
+            };
+            pairs.push((shown.get(&key).copied().unwrap_or(0), key));
+        }
+    }
+    let least = pairs.iter().map(|(count, _)| *count).min()?;
+    let candidates: Vec<_> = pairs
+        .into_iter()
+        .filter(|(count, _)| *count == least)
+        .collect();
+    let (_, (a, b)) = candidates.choose(rng)?.clone();
+    Some(if rng.gen_bool(0.5) { (a, b) } else { (b, a) })
+}
+
+/// What a rater is told when a battle is void: plain words, no model, provider or error text.
+pub fn rater_notice(error: &LlmError) -> &'static str {
+    match error {
+        LlmError::Timeout { .. } => {
+            "One of the models took too long to answer, so this battle does not count. Send a new prompt (or the same one again) for a new pair."
+        }
+        LlmError::Busy { .. } => {
+            "One of the models is busy right now, so this battle does not count. Please try again in a moment."
+        }
+        LlmError::InvalidRequest(_) => {
+            "Your prompt is too long for one of the models, so this battle does not count. Please send a shorter prompt."
+        }
+        LlmError::Cancelled => "The battle was cancelled and does not count.",
+        _ => {
+            "One of the models failed to answer, so this battle does not count. Send a new prompt (or the same one again) for a new pair."
+        }
+    }
+}
+
+/// The rater's notice for a battle voided earlier, from the error recorded with it.
+pub fn void_notice(recorded: Option<&str>) -> String {
+    let error = recorded.unwrap_or_default();
+    let kind = if error.contains("timed out") {
+        LlmError::Timeout {
+            endpoint: String::new(),
+            what: String::new(),
+        }
+    } else if error.contains("is busy") {
+        LlmError::Busy {
+            model: String::new(),
+            capacity: 0,
+        }
+    } else if error.contains("the rater left") {
+        LlmError::Cancelled
+    } else {
+        LlmError::Engine {
+            model: String::new(),
+            message: String::new(),
+        }
+    };
+    rater_notice(&kind).to_string()
+}
+
+fn rater_error(message: impl Into<String>) -> BackendError {
+    BackendError::BadRequest(message.into())
+}
+
+impl Arena {
+    pub fn new(hub: Arc<ModelHub>) -> Arena {
+        Arena {
+            hub,
+            running: Mutex::new(HashMap::new()),
+            health: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn hub(&self) -> &Arc<ModelHub> {
+        &self.hub
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RunningBattle>>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, HashMap<String, ModelHealth>> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn battle(&self, public_id: &str) -> Option<Arc<RunningBattle>> {
+        self.running().get(public_id).cloned()
+    }
+
+    /// The battle this rater has running, if any.
+    pub fn running_for(&self, rater_id: i64) -> Option<Arc<RunningBattle>> {
+        self.running()
+            .values()
+            .find(|battle| battle.rater_id == rater_id)
+            .cloned()
+    }
+
+    /// The study's contestants that this server can reach and that are not sampled out.
+    fn available_contestants(&self, study: &StudyRow) -> Vec<String> {
+        let names: Vec<String> = if study.settings.contestants.is_empty() {
+            self.hub
+                .registry()
+                .names()
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        } else {
+            study.settings.contestants.clone()
+        };
+        let now = Instant::now();
+        let health = self.health();
+        let mut seen = HashSet::new();
+        names
+            .into_iter()
+            .filter(|name| self.hub.engine(name).is_some())
+            .filter(|name| {
+                health
+                    .get(name)
+                    .and_then(|h| h.sick_until)
+                    .is_none_or(|until| until <= now)
+            })
+            .filter(|name| seen.insert(name.clone()))
+            .collect()
+    }
+
+    fn record_outcome(&self, model: &str, ok: bool) {
+        let mut health = self.health();
+        let entry = health.entry(model.to_string()).or_default();
+        if ok {
+            *entry = ModelHealth::default();
+        } else {
+            entry.consecutive_failures += 1;
+            if entry.consecutive_failures >= FAILURES_BEFORE_SICK {
+                // Sampled out for a while; the next battle after that is its trial.
+                entry.sick_until = Some(Instant::now() + SICK_FOR);
+                entry.consecutive_failures = FAILURES_BEFORE_SICK - 1;
+            }
+        }
+    }
+
+    /// Starts a battle on the rater's prompt (or returns the one already running for this rater).
+    pub async fn start(
+        self: &Arc<Self>,
+        store: &Store,
+        study: &StudyRow,
+        rater_id: i64,
+        prompt: &str,
+    ) -> Result<Arc<RunningBattle>, BackendError> {
+        if let Some(running) = self.running_for(rater_id) {
+            return Ok(running);
+        }
+        let prompt = prompt.trim();
+        if prompt.is_empty() {
+            return Err(rater_error("Please write a prompt first."));
+        }
+        let length = prompt.chars().count();
+        let limit = study.settings.max_prompt_chars as usize;
+        if length > limit {
+            return Err(rater_error(format!(
+                "Your prompt is {length} characters long; this study takes at most {limit}."
+            )));
+        }
+        let hour_ago = now_ms() - 3_600_000;
+        let started = store.battles_since(rater_id, hour_ago).await?;
+        if started >= i64::from(study.settings.battles_per_hour) {
+            return Err(BackendError::Conflict(format!(
+                "You have started {started} battles in the last hour, the most this study allows; please come back later."
+            )));
+        }
+        let contestants = self.available_contestants(study);
+        if contestants.len() < 2 {
+            return Err(BackendError::Conflict(
+                "The models of this arena are not available right now; please try again in a minute."
+                    .into(),
+            ));
+        }
+        let shown = store.battle_pair_counts(study.id).await?;
+        let (model_a, model_b) = choose_pair(&contestants, &shown, &mut rand::thread_rng())
+            .expect("two contestants make a pair");
+        let conversation = vec![Message::new("user", prompt)];
+        let public_id = random_hex(16);
+        store
+            .insert_battle(
+                &public_id,
+                study.id,
+                rater_id,
+                (&model_a, &model_b),
+                &conversation,
+            )
+            .await?;
+        let (state, _) = watch::channel(BattleState::default());
+        let battle = Arc::new(RunningBattle {
+            public_id: public_id.clone(),
+            rater_id,
+            state,
+        });
+        self.running().insert(public_id.clone(), battle.clone());
+        let arena = self.clone();
+        let store = store.clone();
+        let study_id = study.id;
+        let task_battle = battle.clone();
+        tokio::spawn(async move {
+            arena
+                .run(
+                    store,
+                    study_id,
+                    task_battle,
+                    [model_a, model_b],
+                    conversation,
+                )
+                .await;
+        });
+        Ok(battle)
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        store: Store,
+        study_id: i64,
+        battle: Arc<RunningBattle>,
+        models: [String; 2],
+        conversation: Vec<Message>,
+    ) {
+        let outcome = tokio::select! {
+            outcome = self.generate_both(&battle, &models, &conversation) => outcome,
+            () = watchdog(&battle) => Err((None, LlmError::Cancelled, "the rater left".to_string())),
+            () = tokio::time::sleep(BATTLE_DEADLINE) => Err((None, LlmError::Timeout {
+                endpoint: "arena".into(),
+                what: format!("the battle ran past {} s", BATTLE_DEADLINE.as_secs()),
+            }, String::new())),
+        };
+        let end = match outcome {
+            Ok([a, b]) => {
+                for name in &models {
+                    self.record_outcome(name, true);
+                }
+                match self
+                    .persist(&store, study_id, &battle, &models, &conversation, [&a, &b])
+                    .await
+                {
+                    Ok(()) => BattleEnd::Complete,
+                    Err(error) => {
+                        tracing::error!("storing arena battle {}: {error}", battle.public_id);
+                        let _ = store
+                            .void_battle(&battle.public_id, &format!("storing failed: {error}"))
+                            .await;
+                        BattleEnd::Void(
+                            "The battle could not be saved, so it does not count. Please try again."
+                                .into(),
+                        )
+                    }
+                }
+            }
+            Err((failed, error, context)) => {
+                if let Some(index) = failed {
+                    self.record_outcome(&models[index], false);
+                }
+                let side = failed.map_or("battle", |i| if i == 0 { "A" } else { "B" });
+                let detail = if context.is_empty() {
+                    error.to_string()
+                } else {
+                    context
+                };
+                let record = format!("{side}: {detail}");
+                if let Err(store_error) = store.void_battle(&battle.public_id, &record).await {
+                    tracing::error!("voiding arena battle {}: {store_error}", battle.public_id);
+                }
+                BattleEnd::Void(rater_notice(&error).to_string())
+            }
+        };
+        battle.state.send_modify(|state| state.end = Some(end));
+        self.running().remove(&battle.public_id);
+    }
+
+    /// Both models answer at once, each side's text broadcast as it arrives. The first failure ends
+    /// the battle and cancels the other request.
+    async fn generate_both(
+        &self,
+        battle: &RunningBattle,
+        models: &[String; 2],
+        conversation: &[Message],
+    ) -> Result<[(Completion, ModelSpec); 2], (Option<usize>, LlmError, String)> {
+        let messages: Vec<ChatMessage> = conversation
+            .iter()
+            .map(|m| {
+                let role = if m.role == "assistant" {
+                    Role::Assistant
+                } else {
+                    Role::User
+                };
+                ChatMessage::new(role, m.content.clone())
+            })
+            .collect();
+        let side = |index: usize| {
+            let name = models[index].clone();
+            let messages = messages.clone();
+            async move {
+                let fail = |error: LlmError| (Some(index), error, String::new());
+                let engine = self.hub.engine(&name).ok_or_else(|| {
+                    fail(LlmError::Engine {
+                        model: name.clone(),
+                        message: "not in this server's registry".into(),
+                    })
+                })?;
+                let spec = self.hub.spec(&name).cloned().expect("engine has a spec");
+                let (sender, mut deltas) = tokio::sync::mpsc::channel::<String>(64);
+                let request = GenerationRequest {
+                    messages,
+                    ..Default::default()
+                };
+                let forward = async {
+                    while let Some(text) = deltas.recv().await {
+                        battle.state.send_modify(|state| {
+                            if index == 0 {
+                                state.a.push_str(&text);
+                            } else {
+                                state.b.push_str(&text);
+                            }
+                        });
+                    }
+                };
+                let (completion, ()) =
+                    tokio::join!(engine.generate(request, Some(sender)), forward);
+                let completion = completion.map_err(fail)?;
+                if completion.text.trim().is_empty() {
+                    return Err((
+                        Some(index),
+                        LlmError::Protocol {
+                            endpoint: name,
+                            message: "an empty answer".into(),
+                        },
+                        String::new(),
+                    ));
+                }
+                Ok((completion, spec))
+            }
+        };
+        let (a, b) = tokio::try_join!(side(0), side(1))?;
+        Ok([a, b])
+    }
+
+    async fn persist(
+        &self,
+        store: &Store,
+        study_id: i64,
+        battle: &RunningBattle,
+        models: &[String; 2],
+        conversation: &[Message],
+        answers: [&(Completion, ModelSpec); 2],
+    ) -> Result<(), crate::store::StoreError> {
+        let versions: Vec<String> = answers
+            .iter()
+            .map(|(_, spec)| spec.version.clone().unwrap_or_default())
+            .collect();
+        let rows: Vec<ContestantAnswer<'_>> = answers
+            .iter()
+            .zip(models)
+            .zip(&versions)
+            .map(|(((completion, spec), name), version)| ContestantAnswer {
+                model_name: name,
+                provider: &spec.provider,
+                openness: match spec.openness {
+                    moat_llm::registry::Openness::Open => Openness::Open,
+                    moat_llm::registry::Openness::Closed => Openness::Closed,
+                },
+                version,
+                content: &completion.text,
+                metadata: {
+                    let mut metadata = crate::generate::generation_metadata(spec, completion);
+                    metadata["generated_by"] = "moat arena".into();
+                    metadata["battle"] = battle.public_id.clone().into();
+                    metadata
+                },
+            })
+            .collect();
+        store
+            .complete_battle(
+                &battle.public_id,
+                study_id,
+                battle.rater_id,
+                conversation,
+                [&rows[0], &rows[1]],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Resolves once nobody has watched the battle for [`UNWATCHED_GRACE`]: the rater's page (its event
+/// stream) or a plain form post waiting for the answers each hold a receiver.
+async fn watchdog(battle: &RunningBattle) {
+    let mut unwatched_since: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if battle.state.receiver_count() > 0 {
+            unwatched_since = None;
+        } else {
+            let since = *unwatched_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= UNWATCHED_GRACE {
+                return;
+            }
+        }
+    }
+}
+
+/// Waits until the battle ends (for plain form posts, JavaScript off).
+pub async fn wait_for_end(battle: &RunningBattle) -> BattleEnd {
+    let mut receiver = battle.state.subscribe();
+    loop {
+        if let Some(end) = receiver.borrow_and_update().end.clone() {
+            return end;
+        }
+        if receiver.changed().await.is_err() {
+            return receiver
+                .borrow()
+                .end
+                .clone()
+                .unwrap_or(BattleEnd::Void("The battle was cancelled.".into()));
+        }
+    }
+}
+
+/// `GET /s/{slug}/battles/{id}/events`: the battle's text as it is written, for the rater who
+/// started it (the study's rater cookie).
+pub fn router(backend: Arc<AppBackend>) -> Router {
+    Router::new()
+        .route("/s/{slug}/battles/{battle}/events", get(battle_events))
+        .with_state(backend)
+}
+
+/// SSE text cannot hold a carriage return; answers keep their line breaks as `\n`.
+fn sse_text(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\r', "\n")
+}
+
+async fn battle_events(
+    State(backend): State<Arc<AppBackend>>,
+    Path((slug, battle_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let not_found = || {
+        (
+            axum::http::StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({ "error": "no such battle for this rater" })),
+        )
+            .into_response()
+    };
+    let Ok(study) = backend.store.study(&slug).await else {
+        return not_found();
+    };
+    let token = moat_app::api::ssr::cookie_value(&headers, &moat_app::api::rater_cookie(&slug))
+        .unwrap_or_default();
+    let Ok(Some(rater)) = backend.store.rater_by_token(study.id, &token).await else {
+        return not_found();
+    };
+    let live = study.settings.stream != "together";
+    let running = backend
+        .arena()
+        .and_then(|arena| arena.battle(&battle_id))
+        .filter(|battle| battle.rater_id == rater.id);
+    let receiver = match running {
+        Some(battle) => battle.state.subscribe(),
+        None => {
+            // Finished (or run by another process): its end, from the database.
+            let Ok(Some(row)) = backend.store.battle(&battle_id).await else {
+                return not_found();
+            };
+            if row.rater_id != rater.id {
+                return not_found();
+            }
+            let end = match row.state.as_str() {
+                "complete" => BattleEnd::Complete,
+                _ => BattleEnd::Void("This battle does not count.".into()),
+            };
+            let (_, receiver) = watch::channel(BattleState {
+                end: Some(end),
+                ..Default::default()
+            });
+            receiver
+        }
+    };
+    Sse::new(battle_stream(receiver, live))
+        .keep_alive(axum::response::sse::KeepAlive::default())
+        .into_response()
+}
+
+/// Events `a` and `b` with each side's new text (only when `live`), then `end` with `complete` or
+/// `void`.
+fn battle_stream(
+    receiver: watch::Receiver<BattleState>,
+    live: bool,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(
+        (receiver, 0usize, 0usize, false),
+        move |(mut receiver, sent_a, sent_b, finished)| async move {
+            if finished {
+                return None;
+            }
+            loop {
+                let state = receiver.borrow_and_update().clone();
+                let mut events: Vec<Result<Event, Infallible>> = Vec::new();
+                let (mut next_a, mut next_b) = (sent_a, sent_b);
+                if live {
+                    if state.a.len() > sent_a {
+                        events.push(Ok(Event::default()
+                            .event("a")
+                            .data(sse_text(&state.a[sent_a..]))));
+                        next_a = state.a.len();
+                    }
+                    if state.b.len() > sent_b {
+                        events.push(Ok(Event::default()
+                            .event("b")
+                            .data(sse_text(&state.b[sent_b..]))));
+                        next_b = state.b.len();
+                    }
+                }
+                let ended = state.end.as_ref().map(|end| match end {
+                    BattleEnd::Complete => "complete",
+                    BattleEnd::Void(_) => "void",
+                });
+                if let Some(end) = ended {
+                    events.push(Ok(Event::default().event("end").data(end)));
+                }
+                if !events.is_empty() {
+                    let stream = futures::stream::iter(events);
+                    return Some((stream, (receiver, next_a, next_b, ended.is_some())));
+                }
+                if receiver.changed().await.is_err() {
+                    let end = receiver.borrow().end.is_some();
+                    if !end {
+                        let stream = futures::stream::iter(vec![Ok(Event::default()
+                            .event("end")
+                            .data("void"))]);
+                        return Some((stream, (receiver, next_a, next_b, true)));
+                    }
+                }
+            }
+        },
+    )
+    .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn pairs_favour_the_least_shown_and_never_a_model_against_itself() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let contestants = names(&["a", "b", "c", "a"]);
+        let mut shown = HashMap::new();
+        shown.insert(("a".to_string(), "b".to_string()), 5);
+        shown.insert(("a".to_string(), "c".to_string()), 5);
+        let mut sides = HashMap::new();
+        for _ in 0..200 {
+            let (x, y) = choose_pair(&contestants, &shown, &mut rng).unwrap();
+            assert_ne!(x, y);
+            let mut pair = [x.clone(), y];
+            pair.sort();
+            assert_eq!(pair, ["b", "c"], "b-c was shown least");
+            *sides.entry(x).or_insert(0) += 1;
+        }
+        // Sides are randomized: each model is on the left about half the time.
+        assert!(sides["b"] > 60 && sides["c"] > 60, "{sides:?}");
+        assert_eq!(choose_pair(&names(&["only"]), &shown, &mut rng), None);
+    }
+
+    #[test]
+    fn rater_notices_name_no_model_or_error_text() {
+        let errors = [
+            LlmError::Timeout {
+                endpoint: "secret-model".into(),
+                what: "x".into(),
+            },
+            LlmError::Http {
+                endpoint: "secret-model".into(),
+                status: 500,
+                message: "secret-model exploded".into(),
+            },
+            LlmError::Busy {
+                model: "secret-model".into(),
+                capacity: 1,
+            },
+        ];
+        for error in errors {
+            let notice = rater_notice(&error);
+            assert!(!notice.contains("secret"), "{notice}");
+            assert!(notice.contains("does not count"), "{notice}");
+        }
+    }
+
+    #[test]
+    fn carriage_returns_become_line_breaks_in_events() {
+        assert_eq!(sse_text("a\r\nb\rc\n"), "a\nb\nc\n");
+    }
+}

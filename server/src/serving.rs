@@ -1,0 +1,522 @@
+//! Moat as a model server: the registry's models loaded once ([`ModelHub`]) and served under the
+//! OpenAI chat-completions protocol (`GET /v1/models`, `POST /v1/chat/completions`, streamed as
+//! server-sent events or whole), behind the admin token or a per-client API key.
+//!
+//! Local models answer from this process; `openai` models are proxied to their server (the key is
+//! read from the environment by the client and never reaches the caller). The same hub feeds
+//! `moat generate`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::Stream;
+use moat_llm::protocol::{
+    AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
+    ChunkChoice, Delta, ErrorBody, ErrorObject, ModelList, ModelObject,
+};
+use moat_llm::registry::{Endpoint, ModelSpec, Registry};
+use moat_llm::{Completion, Engine, GenerationRequest, LlmError, Role};
+
+use crate::domain::{random_hex, sha256_hex};
+use crate::store::API_KEY_PREFIX;
+use crate::web::AppBackend;
+
+/// The registry's models, each loaded once and shared by every request.
+pub struct ModelHub {
+    registry: Registry,
+    engines: HashMap<String, Arc<dyn Engine>>,
+}
+
+impl std::fmt::Debug for ModelHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelHub")
+            .field("models", &self.registry.names())
+            .finish()
+    }
+}
+
+impl ModelHub {
+    /// Reads a registry file and loads its models (local GGUF files are read here, once).
+    pub async fn load_file(path: &Path) -> anyhow::Result<ModelHub> {
+        let registry = Registry::load(path)?;
+        ModelHub::load(registry).await
+    }
+
+    pub async fn load(registry: Registry) -> anyhow::Result<ModelHub> {
+        let mut engines: HashMap<String, Arc<dyn Engine>> = HashMap::new();
+        for spec in &registry.models {
+            let engine: Arc<dyn Engine> = match &spec.endpoint {
+                Endpoint::Local(local) => {
+                    let (name, local, sampling) =
+                        (spec.name.clone(), local.clone(), spec.sampling.clone());
+                    let model = tokio::task::spawn_blocking(move || {
+                        moat_llm::local::LocalModel::load(&name, &local, &sampling)
+                    })
+                    .await??;
+                    Arc::new(model)
+                }
+                Endpoint::Openai(remote) => Arc::new(moat_llm::openai::OpenAiClient::new(
+                    &spec.name,
+                    remote,
+                    &spec.sampling,
+                )?),
+            };
+            engines.insert(spec.name.clone(), engine);
+        }
+        Ok(ModelHub { registry, engines })
+    }
+
+    /// A hub without models (a server started without `--models`).
+    pub fn empty() -> ModelHub {
+        ModelHub {
+            registry: Registry::default(),
+            engines: HashMap::new(),
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn spec(&self, name: &str) -> Option<&ModelSpec> {
+        self.registry.get(name)
+    }
+
+    pub fn engine(&self, name: &str) -> Option<Arc<dyn Engine>> {
+        self.engines.get(name).cloned()
+    }
+}
+
+/// What the `/v1` handlers need.
+#[derive(Clone)]
+pub struct ServingState {
+    pub backend: Arc<AppBackend>,
+    pub hub: Arc<ModelHub>,
+}
+
+pub fn router(state: ServingState) -> Router {
+    Router::new()
+        .route("/v1/models", get(list_models))
+        .route("/v1/chat/completions", post(chat_completions))
+        .with_state(state)
+}
+
+/// An error in the protocol's own shape: `{"error": {"message", "type", "code"}}`.
+pub struct OpenAiError {
+    status: StatusCode,
+    kind: &'static str,
+    code: Option<&'static str>,
+    message: String,
+}
+
+impl OpenAiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> OpenAiError {
+        OpenAiError {
+            status,
+            kind,
+            code: None,
+            message: message.into(),
+        }
+    }
+
+    fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorObject {
+                message: self.message.clone(),
+                kind: Some(self.kind.to_string()),
+                code: self.code.map(|c| serde_json::Value::String(c.into())),
+            },
+        }
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<LlmError> for OpenAiError {
+    fn from(error: LlmError) -> OpenAiError {
+        let (status, kind) = match &error {
+            LlmError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request_error"),
+            LlmError::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
+            LlmError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            LlmError::MissingKey(_) => (StatusCode::SERVICE_UNAVAILABLE, "server_error"),
+            LlmError::Cancelled => (StatusCode::SERVICE_UNAVAILABLE, "server_error"),
+            LlmError::Engine { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+            LlmError::Http { .. }
+            | LlmError::Stream { .. }
+            | LlmError::Connection { .. }
+            | LlmError::Protocol { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
+        };
+        if status.is_server_error() {
+            tracing::warn!("model request failed: {error}");
+        }
+        OpenAiError::new(status, kind, error.to_string())
+    }
+}
+
+/// A caller allowed to use the models: the admin token or a live API key, as `Authorization: Bearer`.
+pub struct ModelClient;
+
+impl FromRequestParts<ServingState> for ModelClient {
+    type Rejection = OpenAiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ServingState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or_default();
+        let unauthorized = || {
+            OpenAiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "an API key is required: Authorization: Bearer KEY (moat key create NAME, or the admin token)",
+            )
+        };
+        if token.is_empty() {
+            return Err(unauthorized());
+        }
+        if state.backend.admin_token_matches(token) {
+            return Ok(ModelClient);
+        }
+        if token.starts_with(API_KEY_PREFIX) {
+            match state.backend.store.api_key_owner(&sha256_hex(token)).await {
+                Ok(Some(_)) => return Ok(ModelClient),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::error!("reading API keys: {error}");
+                    return Err(OpenAiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "server_error",
+                        "internal error",
+                    ));
+                }
+            }
+        }
+        Err(unauthorized())
+    }
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn list_models(_: ModelClient, State(state): State<ServingState>) -> Json<ModelList> {
+    let created = unix_seconds();
+    Json(ModelList {
+        object: "list".into(),
+        data: state
+            .hub
+            .registry()
+            .models
+            .iter()
+            .map(|spec| ModelObject {
+                id: spec.name.clone(),
+                object: "model".into(),
+                created,
+                owned_by: spec.provider.clone(),
+            })
+            .collect(),
+    })
+}
+
+/// Checks a request and turns it into the engine's terms.
+fn generation_request(request: &ChatCompletionRequest) -> Result<GenerationRequest, OpenAiError> {
+    let bad = |message: String| {
+        OpenAiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    };
+    if request.messages.is_empty() {
+        return Err(bad("`messages` must hold at least one message".into()));
+    }
+    if request.messages.last().map(|m| m.role) == Some(Role::Assistant) {
+        return Err(bad(
+            "the last message must be from the user or the system, not the assistant".into(),
+        ));
+    }
+    if let Some(t) = request.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(bad(format!(
+                "`temperature` must be between 0 and 2, got {t}"
+            )));
+        }
+    }
+    if let Some(p) = request.top_p {
+        if !(p > 0.0 && p <= 1.0) {
+            return Err(bad(format!("`top_p` must be in (0, 1], got {p}")));
+        }
+    }
+    if request.token_limit() == Some(0) {
+        return Err(bad("`max_tokens` must be at least 1".into()));
+    }
+    Ok(GenerationRequest {
+        messages: request.messages.clone(),
+        max_tokens: request.token_limit(),
+        temperature: request.temperature,
+        top_p: request.top_p,
+        seed: request.seed,
+    })
+}
+
+async fn chat_completions(
+    _: ModelClient,
+    State(state): State<ServingState>,
+    body: Result<Json<ChatCompletionRequest>, JsonRejection>,
+) -> Result<Response, OpenAiError> {
+    let Json(request) = body.map_err(|rejection| {
+        OpenAiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            rejection.body_text(),
+        )
+    })?;
+    let engine = state
+        .hub
+        .engine(&request.model)
+        .ok_or_else(|| OpenAiError {
+            status: StatusCode::NOT_FOUND,
+            kind: "invalid_request_error",
+            code: Some("model_not_found"),
+            message: format!(
+                "the model `{}` does not exist; GET /v1/models lists the models",
+                request.model
+            ),
+        })?;
+    let generation = generation_request(&request)?;
+    let id = format!("chatcmpl-{}", random_hex(12));
+    let created = unix_seconds();
+    if !request.stream {
+        let completion = engine.generate(generation, None).await?;
+        return Ok(Json(whole_answer(&id, created, &request.model, &completion)).into_response());
+    }
+    let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
+    let stream = answer_stream(
+        engine,
+        generation,
+        StreamIds {
+            id,
+            created,
+            model: request.model,
+        },
+        include_usage,
+    );
+    Ok(Sse::new(stream).into_response())
+}
+
+fn whole_answer(id: &str, created: u64, model: &str, completion: &Completion) -> ChatCompletion {
+    ChatCompletion {
+        id: id.to_string(),
+        object: "chat.completion".into(),
+        created,
+        model: model.to_string(),
+        choices: vec![Choice {
+            index: 0,
+            message: AssistantMessage {
+                role: Role::Assistant,
+                content: Some(completion.text.clone()),
+            },
+            finish_reason: Some(completion.finish_reason),
+        }],
+        usage: completion.usage,
+    }
+}
+
+struct StreamIds {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl StreamIds {
+    fn chunk(&self, delta: Delta, finish: Option<moat_llm::FinishReason>) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason: finish,
+            }],
+            usage: None,
+        }
+    }
+}
+
+fn json_event<T: serde::Serialize>(value: &T) -> Event {
+    Event::default().data(serde_json::to_string(value).expect("protocol types serialize"))
+}
+
+/// Aborts the generation task when the response stream is dropped (the client went away), which
+/// cancels the upstream request or stops the local model at its next token.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<Completion, LlmError>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The streamed answer: a role chunk, one chunk per text delta, a chunk with the finish reason, a
+/// usage chunk if asked for, then `[DONE]`; an error after the stream began is sent as an error
+/// object and the stream ends without `[DONE]` (as OpenAI and vLLM do).
+fn answer_stream(
+    engine: Arc<dyn Engine>,
+    generation: GenerationRequest,
+    ids: StreamIds,
+    include_usage: bool,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let (sender, mut deltas) = tokio::sync::mpsc::channel::<String>(64);
+    let task = AbortOnDrop(tokio::spawn(async move {
+        engine.generate(generation, Some(sender)).await
+    }));
+    async_stream_events(move |emit| async move {
+        let mut task = task;
+        emit.send(json_event(&ids.chunk(
+            Delta {
+                role: Some(Role::Assistant),
+                content: Some(String::new()),
+            },
+            None,
+        )))
+        .await;
+        while let Some(text) = deltas.recv().await {
+            emit.send(json_event(&ids.chunk(
+                Delta {
+                    role: None,
+                    content: Some(text),
+                },
+                None,
+            )))
+            .await;
+        }
+        let outcome = match (&mut task.0).await {
+            Ok(outcome) => outcome,
+            Err(join_error) => Err(LlmError::Engine {
+                model: ids.model.clone(),
+                message: format!("generation task failed: {join_error}"),
+            }),
+        };
+        match outcome {
+            Ok(completion) => {
+                emit.send(json_event(
+                    &ids.chunk(Delta::default(), Some(completion.finish_reason)),
+                ))
+                .await;
+                if include_usage {
+                    let mut chunk = ids.chunk(Delta::default(), None);
+                    chunk.choices.clear();
+                    chunk.usage = Some(completion.usage.unwrap_or_default());
+                    emit.send(json_event(&chunk)).await;
+                }
+                emit.send(Event::default().data("[DONE]")).await;
+            }
+            Err(error) => {
+                let error = OpenAiError::from(error);
+                emit.send(json_event(&error.body())).await;
+            }
+        }
+    })
+}
+
+/// A tiny generator: `body` sends events through the given emitter; the returned stream yields
+/// them. (A channel keeps this free of a macro crate.)
+fn async_stream_events<F, Fut>(body: F) -> impl Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(Emitter) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Event>(16);
+    let producer = tokio::spawn(body(Emitter(sender)));
+    let guard = ProducerGuard(producer);
+    futures::stream::unfold((receiver, guard), |(mut receiver, guard)| async move {
+        let event = receiver.recv().await?;
+        Some((Ok(event), (receiver, guard)))
+    })
+}
+
+/// Sends events to the response; a send fails only when the client went away, which the producer
+/// notices through its own task being aborted.
+pub struct Emitter(tokio::sync::mpsc::Sender<Event>);
+
+impl Emitter {
+    async fn send(&self, event: Event) {
+        let _ = self.0.send(event).await;
+    }
+}
+
+/// Aborts the producer task (and with it the generation) when the response stream is dropped.
+struct ProducerGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for ProducerGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moat_llm::ChatMessage;
+
+    #[test]
+    fn requests_are_checked_before_any_model_runs() {
+        let mut request = ChatCompletionRequest {
+            model: "m".into(),
+            messages: vec![ChatMessage::new(Role::User, "hi")],
+            ..Default::default()
+        };
+        assert!(generation_request(&request).is_ok());
+        request.max_completion_tokens = Some(7);
+        request.max_tokens = Some(3);
+        assert_eq!(generation_request(&request).unwrap().max_tokens, Some(7));
+        request.temperature = Some(3.0);
+        assert!(generation_request(&request)
+            .err()
+            .unwrap()
+            .message
+            .contains("temperature"));
+        request.temperature = None;
+        request
+            .messages
+            .push(ChatMessage::new(Role::Assistant, "hello"));
+        assert!(generation_request(&request)
+            .err()
+            .unwrap()
+            .message
+            .contains("last message"));
+        request.messages.clear();
+        assert!(generation_request(&request)
+            .err()
+            .unwrap()
+            .message
+            .contains("messages"));
+    }
+}

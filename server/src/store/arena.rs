@@ -1,0 +1,288 @@
+//! Live-arena battles: the row written when a battle starts, and the ordinary rows (prompt, two
+//! responses, an issued assignment) it becomes when both answers are complete.
+
+use std::collections::HashMap;
+
+use moat_exports::{Message, Openness};
+use sqlx::Row;
+
+use super::{insert_assignment_in, NewAssignment, Store, StoreError, StoreResult};
+use crate::domain::now_ms;
+
+/// A battle as stored, for the rater's page and the events stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BattleRow {
+    pub public_id: String,
+    pub rater_id: i64,
+    pub state: String,
+    pub error: Option<String>,
+    pub finished_ms: Option<i64>,
+}
+
+/// One contestant's finished answer.
+#[derive(Debug, Clone)]
+pub struct ContestantAnswer<'a> {
+    pub model_name: &'a str,
+    pub provider: &'a str,
+    pub openness: Openness,
+    pub version: &'a str,
+    pub content: &'a str,
+    pub metadata: serde_json::Value,
+}
+
+impl Store {
+    /// Records a battle as it starts (`streaming`): a crash from here on leaves a row nothing counts.
+    pub async fn insert_battle(
+        &self,
+        public_id: &str,
+        study_id: i64,
+        rater_id: i64,
+        models: (&str, &str),
+        conversation: &[Message],
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO arena_battles (public_id, study_id, rater_id, model_a, model_b, conversation, \
+             state, created_ms) VALUES ($1, $2, $3, $4, $5, $6, 'streaming', $7)",
+        )
+        .bind(public_id)
+        .bind(study_id)
+        .bind(rater_id)
+        .bind(models.0)
+        .bind(models.1)
+        .bind(serde_json::to_string(conversation).expect("messages serialize"))
+        .bind(now_ms())
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Battles the rater started since `since_ms` (void ones included: each cost the models work).
+    pub async fn battles_since(&self, rater_id: i64, since_ms: i64) -> StoreResult<i64> {
+        Ok(sqlx::query(
+            "SELECT COUNT(*) AS n FROM arena_battles WHERE rater_id = $1 AND created_ms >= $2",
+        )
+        .bind(rater_id)
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?)
+    }
+
+    /// How often each pair of models (by name, in the order stored) met in the study's battles that
+    /// were not void.
+    pub async fn battle_pair_counts(
+        &self,
+        study_id: i64,
+    ) -> StoreResult<HashMap<(String, String), i64>> {
+        let rows = sqlx::query(
+            "SELECT model_a, model_b, COUNT(*) AS n FROM arena_battles \
+             WHERE study_id = $1 AND state <> 'void' GROUP BY model_a, model_b",
+        )
+        .bind(study_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut counts = HashMap::new();
+        for row in rows {
+            let (a, b): (String, String) = (row.try_get("model_a")?, row.try_get("model_b")?);
+            let key = if a <= b { (a, b) } else { (b, a) };
+            *counts.entry(key).or_insert(0) += row.try_get::<i64, _>("n")?;
+        }
+        Ok(counts)
+    }
+
+    pub async fn battle(&self, public_id: &str) -> StoreResult<Option<BattleRow>> {
+        let row = sqlx::query(
+            "SELECT public_id, rater_id, state, error, finished_ms FROM arena_battles WHERE public_id = $1",
+        )
+        .bind(public_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| battle_from_row(&row))
+            .transpose()
+            .map_err(StoreError::from)
+    }
+
+    /// The rater's most recent battle.
+    pub async fn latest_battle(&self, rater_id: i64) -> StoreResult<Option<BattleRow>> {
+        let row = sqlx::query(
+            "SELECT public_id, rater_id, state, error, finished_ms FROM arena_battles \
+             WHERE rater_id = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(rater_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| battle_from_row(&row))
+            .transpose()
+            .map_err(StoreError::from)
+    }
+
+    /// Marks a battle void with its error (kept for the researcher, never counted).
+    pub async fn void_battle(&self, public_id: &str, error: &str) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE arena_battles SET state = 'void', error = $1, finished_ms = $2 \
+             WHERE public_id = $3 AND state = 'streaming'",
+        )
+        .bind(error)
+        .bind(now_ms())
+        .bind(public_id)
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Turns a finished battle into ordinary rows in one transaction: the models (created on first
+    /// use), a prompt holding the conversation, the two responses with their generation metadata, and
+    /// an issued assignment of the rater with A on the left and B on the right. Returns the
+    /// assignment's public id.
+    pub async fn complete_battle(
+        &self,
+        public_id: &str,
+        study_id: i64,
+        rater_id: i64,
+        conversation: &[Message],
+        answers: [&ContestantAnswer<'_>; 2],
+    ) -> StoreResult<String> {
+        let mut tx = self.begin_write().await?;
+        let mut models = tx.models(study_id).await?;
+        let mut response_ids = Vec::with_capacity(2);
+        let prompt_id = tx
+            .insert_prompt(
+                study_id,
+                &format!("arena-{public_id}"),
+                conversation,
+                None,
+                None,
+            )
+            .await?;
+        for answer in answers {
+            let model_id = match models.get(answer.model_name) {
+                Some(id) => *id,
+                None => {
+                    let id = tx
+                        .insert_model(
+                            study_id,
+                            answer.model_name,
+                            answer.provider,
+                            answer.openness,
+                            answer.version,
+                        )
+                        .await?;
+                    models.insert(answer.model_name.to_string(), id);
+                    id
+                }
+            };
+            let response_id: i64 = sqlx::query(
+                "INSERT INTO responses (prompt_id, model_id, content, metadata) VALUES ($1, $2, $3, $4) RETURNING id",
+            )
+            .bind(prompt_id)
+            .bind(model_id)
+            .bind(answer.content)
+            .bind(answer.metadata.to_string())
+            .fetch_one(&mut *tx.tx)
+            .await?
+            .try_get("id")?;
+            response_ids.push((response_id, model_id));
+        }
+        let assignment = insert_assignment_in(
+            &mut tx.tx,
+            &NewAssignment {
+                rater_id,
+                study_id,
+                prompt_id,
+                left_response: response_ids[0],
+                right_response: response_ids[1],
+                check: None,
+            },
+        )
+        .await?
+        .ok_or_else(|| StoreError::Conflict("the battle's prompt was assigned twice".into()))?;
+        let updated = sqlx::query(
+            "UPDATE arena_battles SET state = 'complete', prompt_id = $1, \
+             assignment_id = (SELECT id FROM assignments WHERE public_id = $2), finished_ms = $3 \
+             WHERE public_id = $4 AND state = 'streaming'",
+        )
+        .bind(prompt_id)
+        .bind(&assignment)
+        .bind(now_ms())
+        .bind(public_id)
+        .execute(&mut *tx.tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            // Voided meanwhile (the rater left): nothing of it may count.
+            return Err(StoreError::Conflict(
+                "the battle is no longer running".into(),
+            ));
+        }
+        tx.commit().await?;
+        Ok(assignment)
+    }
+
+    /// Battles of a study by state, and the latest errors of void ones, for the researcher.
+    pub async fn battle_summary(&self, study_id: i64) -> StoreResult<BattleSummary> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM arena_battles WHERE study_id = $1 GROUP BY state",
+        )
+        .bind(study_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut summary = BattleSummary::default();
+        for row in rows {
+            let n: i64 = row.try_get("n")?;
+            match row.try_get::<String, _>("state")?.as_str() {
+                "complete" => summary.complete = n,
+                "void" => summary.void = n,
+                _ => summary.streaming = n,
+            }
+        }
+        let errors = sqlx::query(
+            "SELECT public_id, model_a, model_b, error FROM arena_battles \
+             WHERE study_id = $1 AND state = 'void' ORDER BY id DESC LIMIT 20",
+        )
+        .bind(study_id)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in errors {
+            summary.recent_void.push(VoidBattle {
+                battle: row.try_get("public_id")?,
+                model_a: row.try_get("model_a")?,
+                model_b: row.try_get("model_b")?,
+                error: row
+                    .try_get::<Option<String>, _>("error")?
+                    .unwrap_or_default(),
+            });
+        }
+        Ok(summary)
+    }
+}
+
+/// Battles of an arena study, for the researcher (`moat study show`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BattleSummary {
+    pub complete: i64,
+    pub void: i64,
+    /// Started and not finished: running now, or cut off by a crash (never counted).
+    pub streaming: i64,
+    pub recent_void: Vec<VoidBattle>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VoidBattle {
+    pub battle: String,
+    pub model_a: String,
+    pub model_b: String,
+    pub error: String,
+}
+
+fn battle_from_row(row: &sqlx::any::AnyRow) -> Result<BattleRow, sqlx::Error> {
+    Ok(BattleRow {
+        public_id: row.try_get("public_id")?,
+        rater_id: row.try_get("rater_id")?,
+        state: row.try_get("state")?,
+        error: row.try_get("error")?,
+        finished_ms: row.try_get("finished_ms")?,
+    })
+}

@@ -1,0 +1,418 @@
+//! The live arena over HTTP: a rater's prompt, two registry models answering as they stream (an
+//! OpenAI-compatible fake upstream that streams at a fixed pace, so growth can be watched), the vote,
+//! the reveal, void battles, limits, and blindness of everything the rater receives before the vote.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::response::sse::{Event, Sse};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::{Json, Router};
+use moat_app::wire::RaterView;
+use moat_server::client::RaterClient;
+
+use crate::on_both_backends;
+use crate::support::{spawn_server_with_models, TestServer};
+
+/// Names distinctive enough that finding them in anything the rater receives means a leak.
+const ALPHA: &str = "arena-secret-alpha";
+const BETA: &str = "arena-covert-beta";
+const BROKEN: &str = "arena-broken-gamma";
+const PROVIDERS: [&str; 3] = ["AlphaHiddenLabs", "BetaCovertInc", "GammaVeiledAI"];
+
+fn no_site() -> PathBuf {
+    PathBuf::from("/nonexistent-site")
+}
+
+/// The words each upstream model streams, one chunk every 40 ms.
+fn words(model: &str) -> Vec<String> {
+    let text = if model == "upstream-alpha" {
+        "The capital of France is Paris, a city on the Seine."
+    } else {
+        "Paris is the capital.\n\nIt has been since 987."
+    };
+    text.split_inclusive(' ').map(str::to_string).collect()
+}
+
+/// A local server speaking the OpenAI chat-completions protocol: `upstream-broken` answers 500,
+/// the others stream their words at a fixed pace with a usage chunk and `[DONE]`.
+async fn fake_upstream() -> String {
+    async fn chat(Json(body): Json<serde_json::Value>) -> axum::response::Response {
+        let model = body["model"].as_str().unwrap_or_default().to_string();
+        if model == "upstream-broken" {
+            return (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                Json(serde_json::json!({"error": {"message": "the upstream is down", "type": "server_error"}})),
+            )
+                .into_response();
+        }
+        let chunks = words(&model);
+        let count = chunks.len();
+        let stream = async_stream(model, chunks, count);
+        Sse::new(stream).into_response()
+    }
+    fn async_stream(
+        model: String,
+        chunks: Vec<String>,
+        count: usize,
+    ) -> impl futures::Stream<Item = Result<Event, std::convert::Infallible>> {
+        let chunk = move |delta: serde_json::Value, finish: Option<&str>| {
+            serde_json::json!({"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1,
+                "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        };
+        let mut events = vec![chunk(
+            serde_json::json!({"role": "assistant", "content": ""}),
+            None,
+        )];
+        for word in &chunks {
+            events.push(chunk(serde_json::json!({"content": word}), None));
+        }
+        events.push(chunk(serde_json::json!({}), Some("stop")));
+        events.push(serde_json::json!({"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1,
+            "model": "m", "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": count, "total_tokens": 9 + count}}));
+        let mut data: Vec<String> = events.iter().map(|e| e.to_string()).collect();
+        data.push("[DONE]".into());
+        futures::stream::unfold(data.into_iter(), |mut rest| async move {
+            let next = rest.next()?;
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            Some((Ok(Event::default().data(next)), rest))
+        })
+    }
+    let app = Router::new().route("/v1/chat/completions", post(chat));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+fn registry(dir: &Path, upstream: &str) -> PathBuf {
+    let mut text = String::new();
+    for ((name, upstream_model), provider) in [
+        (ALPHA, "upstream-alpha"),
+        (BETA, "upstream-beta"),
+        (BROKEN, "upstream-broken"),
+    ]
+    .into_iter()
+    .zip(PROVIDERS)
+    {
+        text.push_str(&format!(
+            "[[model]]\nname = \"{name}\"\nprovider = \"{provider}\"\nopenness = \"{}\"\nkind = \"openai\"\n\
+             base_url = \"{upstream}\"\nmodel = \"{upstream_model}\"\nretries = 0\nidle_timeout_secs = 5\n\n",
+            if name == ALPHA { "open" } else { "closed" }
+        ));
+    }
+    let path = dir.join("models.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn arena_server(url: &str, dir: &Path) -> TestServer {
+    let upstream = fake_upstream().await;
+    spawn_server_with_models(url, &no_site(), Some(&registry(dir, &upstream))).await
+}
+
+async fn open_arena(server: &TestServer, slug: &str, settings: serde_json::Value) {
+    let created = server
+        .admin(server.http.post(format!("{}/api/v1/studies", server.base)))
+        .json(&serde_json::json!({ "slug": slug, "title": "Arena", "instructions": "Ask anything.", "settings": settings }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    let opened = server
+        .admin(
+            server
+                .http
+                .post(format!("{}/api/v1/studies/{slug}/status", server.base)),
+        )
+        .json(&serde_json::json!({ "status": "open" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 200);
+}
+
+fn assert_blind(what: &str, text: &str) {
+    for secret in [ALPHA, BETA, BROKEN]
+        .into_iter()
+        .chain(PROVIDERS)
+        .chain(["upstream-alpha", "upstream-beta"])
+    {
+        assert!(
+            !text.contains(secret),
+            "{what} names {secret} before the vote: {text}"
+        );
+    }
+}
+
+/// `(event, data)` pairs of a server-sent-event body.
+fn events(body: &str) -> Vec<(String, String)> {
+    body.split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .filter_map(|block| {
+            let mut name = "message".to_string();
+            let mut data = Vec::new();
+            for line in block.lines() {
+                if let Some(value) = line.strip_prefix("event:") {
+                    name = value.trim().to_string();
+                } else if let Some(value) = line.strip_prefix("data:") {
+                    data.push(value.strip_prefix(' ').unwrap_or(value).to_string());
+                }
+            }
+            (!data.is_empty()).then(|| (name, data.join("\n")))
+        })
+        .collect()
+}
+
+async fn battle_streams_then_counts_like_any_comparison(url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = arena_server(url, dir.path()).await;
+    open_arena(
+        &server,
+        "live",
+        serde_json::json!({ "kind": "arena", "contestants": [ALPHA, BETA], "items_per_rater": 2,
+                            "reveal_after_vote": true }),
+    )
+    .await;
+    let rater = RaterClient::join(&server.base, "live", None).await.unwrap();
+    let view = rater.next_raw().await.unwrap();
+    assert_blind("the arena page", &view);
+    let RaterView::Arena(turn) = serde_json::from_str(&view).unwrap() else {
+        panic!("an arena study asks for a prompt: {view}")
+    };
+    assert_eq!((turn.position, turn.total, turn.running), (1, 2, None));
+
+    let battle = rater
+        .arena_prompt("What is the capital of France?", true)
+        .await
+        .unwrap();
+    assert_eq!(battle.len(), 32, "a random 128-bit id: {battle}");
+    // While it runs, the page shows the running battle (a reload resumes it), naming nobody.
+    let running = rater.next_raw().await.unwrap();
+    assert_blind("the running battle's page", &running);
+    let (_, html) = rater.page("/s/live/compare").await.unwrap();
+    assert_blind("the running battle's HTML", &html);
+
+    // The answers grow chunk by chunk before the battle ends.
+    let mut response = rater.battle_events_response(&battle).await.unwrap();
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut body = String::new();
+    let mut reads_before_end = 0;
+    while let Some(bytes) = response.chunk().await.unwrap() {
+        body.push_str(std::str::from_utf8(&bytes).unwrap());
+        if !body.contains("event: end") && body.contains("event: a") {
+            reads_before_end += 1;
+        }
+    }
+    assert_blind("the battle's events", &body);
+    let received = events(&body);
+    let text = |side: &str| -> String {
+        received
+            .iter()
+            .filter(|(name, _)| name == side)
+            .map(|(_, data)| data.as_str())
+            .collect()
+    };
+    assert!(
+        reads_before_end >= 3,
+        "the answers arrived in {reads_before_end} reads before the end: {body}"
+    );
+    assert_eq!(
+        received.last(),
+        Some(&("end".to_string(), "complete".to_string()))
+    );
+    let (a, b) = (text("a"), text("b"));
+    let alpha_text: String = words("upstream-alpha").concat();
+    let beta_text: String = words("upstream-beta").concat();
+    assert!(
+        (a == alpha_text && b == beta_text) || (a == beta_text && b == alpha_text),
+        "{a:?} / {b:?}"
+    );
+
+    // Then it is an ordinary comparison: the same texts, sanitized, and a vote.
+    let view = rater.next_raw().await.unwrap();
+    assert_blind("the comparison", &view);
+    let RaterView::Compare(comparison) = serde_json::from_str(&view).unwrap() else {
+        panic!("a finished battle is a comparison: {view}")
+    };
+    assert!(comparison.turns[0].html.contains("capital of France"));
+    assert!(comparison.left_html.contains(a.split(' ').next().unwrap()));
+    let a_is_alpha = a == alpha_text;
+    rater.vote(&comparison.assignment, "left").await.unwrap();
+    let RaterView::Reveal(reveal) = rater.next().await.unwrap() else {
+        panic!("reveal after the vote")
+    };
+    let (left, right) = if a_is_alpha {
+        (ALPHA, BETA)
+    } else {
+        (BETA, ALPHA)
+    };
+    assert_eq!(
+        (reveal.left_model.as_str(), reveal.right_model.as_str()),
+        (left, right)
+    );
+
+    // Downstream: the leaderboard and the exports read the battle like any vote.
+    let board = server
+        .admin_get_json("/api/v1/studies/live/leaderboard")
+        .await;
+    let board_text = board.to_string();
+    assert!(
+        board_text.contains(ALPHA) && board_text.contains(BETA),
+        "{board_text}"
+    );
+    let export = server
+        .admin(server.http.get(format!(
+            "{}/api/v1/studies/live/export?format=arena",
+            server.base
+        )))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let row: serde_json::Value = serde_json::from_str(export.lines().next().unwrap()).unwrap();
+    assert_eq!(row["model_a"], left);
+    assert_eq!(row["winner"], "model_a");
+    assert_eq!(
+        row["conversation_a"][0]["content"],
+        "What is the capital of France?"
+    );
+}
+on_both_backends!(battle_streams_then_counts_like_any_comparison);
+
+async fn a_failing_model_voids_the_battle(url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = arena_server(url, dir.path()).await;
+    open_arena(
+        &server,
+        "void",
+        serde_json::json!({ "kind": "arena", "contestants": [ALPHA, BROKEN] }),
+    )
+    .await;
+    let rater = RaterClient::join(&server.base, "void", None).await.unwrap();
+    let battle = rater.arena_prompt("Hello?", true).await.unwrap();
+    let body = rater.battle_events(&battle).await.unwrap();
+    assert_blind("a void battle's events", &body);
+    assert_eq!(
+        events(&body).last(),
+        Some(&("end".to_string(), "void".to_string()))
+    );
+    let view = rater.next_raw().await.unwrap();
+    assert_blind("the page after a void battle", &view);
+    assert!(!view.contains("upstream is down"), "{view}");
+    let RaterView::Arena(turn) = serde_json::from_str(&view).unwrap() else {
+        panic!("a void battle leaves no comparison: {view}")
+    };
+    assert!(turn.notice.unwrap().contains("does not count"));
+    assert_eq!(turn.position, 1, "a void battle is not a vote");
+
+    // The researcher sees it with its error; nothing of it is counted.
+    let study = server.backend.store.study("void").await.unwrap();
+    let summary = server.backend.store.battle_summary(study.id).await.unwrap();
+    assert_eq!((summary.complete, summary.void), (0, 1));
+    assert!(
+        summary.recent_void[0].error.contains("500"),
+        "{:?}",
+        summary.recent_void
+    );
+    let report = server.admin_get_json("/api/v1/studies/void").await;
+    assert_eq!(report["summary"]["votes"], 0);
+}
+on_both_backends!(a_failing_model_voids_the_battle);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_javascript_the_form_post_waits_for_both_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::support::TestDb::sqlite();
+    let server = arena_server(db.url(), dir.path()).await;
+    open_arena(
+        &server,
+        "plain",
+        serde_json::json!({ "kind": "arena", "contestants": [ALPHA, BETA], "stream": "together" }),
+    )
+    .await;
+    let rater = RaterClient::join(&server.base, "plain", None)
+        .await
+        .unwrap();
+    rater.arena_prompt("Name a river.", false).await.unwrap();
+    let RaterView::Compare(comparison) = rater.next().await.unwrap() else {
+        panic!("both answers are there when the post returns")
+    };
+    assert!(comparison.left_html.contains("Paris") && comparison.right_html.contains("Paris"));
+    // With a comparison waiting, a new prompt is refused until the vote.
+    let refused = rater.arena_prompt("Another?", true).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("vote on the current battle"),
+        "{refused}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_length_and_battles_per_hour_are_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::support::TestDb::sqlite();
+    let server = arena_server(db.url(), dir.path()).await;
+    open_arena(
+        &server,
+        "limits",
+        serde_json::json!({ "kind": "arena", "contestants": [ALPHA, BETA], "max_prompt_chars": 20,
+                            "battles_per_hour": 1, "items_per_rater": 5 }),
+    )
+    .await;
+    let rater = RaterClient::join(&server.base, "limits", None)
+        .await
+        .unwrap();
+    let long = rater
+        .arena_prompt("This prompt is longer than twenty characters.", true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        long.contains("400") && long.contains("at most 20"),
+        "{long}"
+    );
+    let empty = rater
+        .arena_prompt("   ", true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(empty.contains("write a prompt"), "{empty}");
+    rater.arena_prompt("Short one.", false).await.unwrap();
+    let comparison = rater.next_comparison().await.unwrap().unwrap();
+    rater.vote(&comparison.assignment, "tie").await.unwrap();
+    let hourly = rater
+        .arena_prompt("Again.", true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(hourly.contains("in the last hour"), "{hourly}");
+
+    // Settings are checked: an unknown kind, a one-model arena.
+    for (settings, expected) in [
+        (serde_json::json!({ "kind": "duel" }), "kind must be"),
+        (
+            serde_json::json!({ "kind": "arena", "contestants": [ALPHA] }),
+            "at least two",
+        ),
+        (
+            serde_json::json!({ "kind": "arena", "stream": "sometimes" }),
+            "stream must be",
+        ),
+    ] {
+        let response = server
+            .admin(server.http.post(format!("{}/api/v1/studies", server.base)))
+            .json(&serde_json::json!({ "slug": "bad", "title": "Bad", "settings": settings }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        let body = response.text().await.unwrap();
+        assert!(body.contains(expected), "{body}");
+    }
+}

@@ -1,0 +1,208 @@
+//! Identity leaks (issue 10): a response that names its maker is flagged at import, kept from raters
+//! unless the study shows flagged items, listed for the researcher, and counted (and by default left
+//! out) in the leaderboard and the dataset card. Both backends.
+
+use moat_app::backend::Backend;
+use moat_app::wire::{FlaggedResponse, NewStudy, RaterView, StudySettings, VoteInput};
+use moat_server::domain::StudySlug;
+use moat_server::import::import_jsonl;
+use moat_server::store::Store;
+use moat_server::web::AppBackend;
+
+use crate::on_both_backends;
+
+/// The sentence a rater of a real study was shown before voting.
+const LEAK: &str = "I am an ordinary AI assistant created by Anthropic.";
+
+/// Three prompts of two models; the second prompt's answer of `model-one` names its maker.
+fn fixture() -> String {
+    [
+        r#"{"models":[{"name":"model-one","provider":"Acme","openness":"closed"},{"name":"model-two","provider":"Bolt","openness":"open"}]}"#.to_string(),
+        serde_json::json!({"id": "p-clean-1", "prompt": "Question alpha?", "responses": {"model-one": "Alpha one.", "model-two": "Alpha two."}}).to_string(),
+        serde_json::json!({"id": "p-leak", "prompt": "Question leak?", "responses": {"model-one": format!("Hello! {LEAK} How can I help?"), "model-two": "Leak two."}}).to_string(),
+        serde_json::json!({"id": "p-clean-2", "prompt": "Question gamma?", "responses": {"model-one": "Gamma one.", "model-two": "Gamma two."}}).to_string(),
+    ]
+    .join("\n")
+        + "\n"
+}
+
+/// Consents a new rater and votes `left` on every comparison until the session ends; returns the
+/// rendered prompts the rater was shown.
+async fn rate_everything(backend: &AppBackend, slug: &str, participant: &str) -> Vec<String> {
+    let token = backend.consent(slug, Some(participant)).await.unwrap();
+    let mut prompts = Vec::new();
+    loop {
+        match backend.rater_view(slug, &token).await.unwrap() {
+            RaterView::Compare(comparison) => {
+                prompts.push(comparison.turns[0].html.clone());
+                backend
+                    .vote(
+                        slug,
+                        &token,
+                        VoteInput {
+                            assignment: comparison.assignment,
+                            choice: "left".into(),
+                            source_guess: None,
+                            source_confidence: None,
+                            rationale: None,
+                        },
+                    )
+                    .await
+                    .unwrap();
+            }
+            RaterView::Done(_) => return prompts,
+            other => panic!("unexpected page {other:?}"),
+        }
+    }
+}
+
+async fn identity_leaks_are_flagged_hidden_listed_and_counted(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let backend = AppBackend::new(store, String::new());
+    backend
+        .create_study(NewStudy {
+            slug: "leaks".into(),
+            title: "Leaks".into(),
+            instructions: String::new(),
+            settings: StudySettings::default(),
+        })
+        .await
+        .unwrap();
+    let report = import_jsonl(
+        &backend.store,
+        &StudySlug::parse("leaks").unwrap(),
+        fixture().as_bytes(),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.responses_imported, 6);
+    assert_eq!(report.responses_flagged, 1);
+    assert!(
+        report.to_string().ends_with(
+            "; 1 response names a model or its maker and is flagged (see the study page)"
+        ),
+        "{report}"
+    );
+    backend.set_study_status("leaks", "open").await.unwrap();
+
+    // Listed for the researcher (the admin page and `moat study show` read this report).
+    let study_report = backend.study_report("leaks").await.unwrap();
+    assert_eq!(
+        study_report.flagged,
+        [FlaggedResponse {
+            prompt: "p-leak".into(),
+            model: "model-one".into(),
+            words: "I am an ordinary AI assistant created by, Anthropic".into(),
+        }]
+    );
+    assert_eq!(study_report.flagged_total, 1);
+
+    // Not shown to raters by default: the session holds the two clean prompts only.
+    let shown = rate_everything(&backend, "leaks", "rater-default").await;
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    assert!(shown.iter().all(|html| !html.contains("leak")), "{shown:?}");
+
+    // Shown once the study says so (through `moat study update --show-flagged`).
+    let cli = <moat_server::cli::Cli as clap::Parser>::try_parse_from([
+        "moat",
+        "study",
+        "update",
+        "leaks",
+        "--show-flagged",
+    ])
+    .unwrap();
+    let moat_server::cli::Command::Study(command) = cli.command else {
+        panic!("parsed as study")
+    };
+    moat_server::study_cli::run(&backend, command)
+        .await
+        .unwrap();
+    assert!(
+        backend
+            .store
+            .study("leaks")
+            .await
+            .unwrap()
+            .settings
+            .show_flagged
+    );
+    // The study row and the count of comparable prompts are cached for a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let shown = rate_everything(&backend, "leaks", "rater-flagged").await;
+    assert_eq!(shown.len(), 3, "{shown:?}");
+    assert!(
+        shown.iter().any(|html| html.contains("Question leak?")),
+        "{shown:?}"
+    );
+    let show_json = moat_server::study_cli::run(
+        &backend,
+        moat_server::study_cli::StudyCommand::Show {
+            slug: "leaks".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let show: serde_json::Value = serde_json::from_str(&show_json).unwrap();
+    assert_eq!(show["flagged"][0]["prompt"], "p-leak");
+    assert_eq!(show["settings"]["show_flagged"], true);
+
+    // The leaderboard counts the vote on the flagged comparison and leaves it out by default.
+    let options = moat_stats::LeaderboardOptions {
+        bootstrap_rounds: 20,
+        ..Default::default()
+    };
+    let (_, without) = backend
+        .analysis("leaks", options.clone(), false)
+        .await
+        .unwrap();
+    assert_eq!(without.flagged_votes, 1);
+    assert!(without.flagged_votes_left_out);
+    assert_eq!(without.leaderboard.n_battles, 4);
+    let (_, with) = backend.analysis("leaks", options, true).await.unwrap();
+    assert_eq!(with.flagged_votes, 1);
+    assert!(!with.flagged_votes_left_out);
+    assert_eq!(with.leaderboard.n_battles, 5);
+    let page = backend.leaderboard("leaks").await.unwrap();
+    assert_eq!(page.votes, 4);
+    let section = page
+        .sections
+        .iter()
+        .find(|s| s.title == "Identity flags")
+        .expect("the page says what it leaves out");
+    assert!(
+        section
+            .text
+            .starts_with("Not counted: 1 vote on comparisons"),
+        "{}",
+        section.text
+    );
+
+    // The dataset card says how many exported votes were on flagged comparisons.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("votes.jsonl");
+    let cli = <moat_server::cli::Cli as clap::Parser>::try_parse_from([
+        "moat",
+        "export",
+        "--study",
+        "leaks",
+        "--format",
+        "votes",
+        "--out",
+        out.to_str().unwrap(),
+        "--card",
+    ])
+    .unwrap();
+    let moat_server::cli::Command::Export(args) = cli.command else {
+        panic!("parsed as export")
+    };
+    moat_server::export_cli::run(&backend.store, args)
+        .await
+        .unwrap();
+    let card = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
+    assert!(
+        card.contains("- 1 vote is on a comparison where a response names a model or its maker"),
+        "{card}"
+    );
+}
+on_both_backends!(identity_leaks_are_flagged_hidden_listed_and_counted);
