@@ -188,3 +188,206 @@ async fn remote_images_in_model_output_never_load() {
     assert!(!page.contains("<img"), "an image tag reached the page");
     db.cleanup().await;
 }
+
+/// `redirect_url` and `screen_out_url` must be http(s): a `javascript:` link is refused by the JSON
+/// API (create and update), the admin settings form and `moat study`, with an error naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn study_links_must_be_http_urls_everywhere_settings_are_checked() {
+    let db = TestDb::sqlite();
+    let server = spawn_server(db.url(), &no_site()).await;
+    let create = |settings: serde_json::Value| {
+        server
+            .admin(server.http.post(format!("{}/api/v1/studies", server.base)))
+            .json(&serde_json::json!({ "slug": "links", "title": "Links", "settings": settings }))
+            .send()
+    };
+    let refused =
+        create(serde_json::json!({ "redirect_url": "javascript:alert(document.cookie)" }))
+            .await
+            .unwrap();
+    assert_eq!(refused.status(), 400);
+    let error = refused.json::<serde_json::Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("redirect_url") && error.contains("http"),
+        "{error}"
+    );
+    let created = create(serde_json::json!({
+        "redirect_url": "https://app.prolific.com/submissions/complete?cc=C0DE",
+        "screen_out_url": "https://app.prolific.com/submissions/complete?cc=OUT",
+    }))
+    .await
+    .unwrap();
+    assert_eq!(created.status(), 201);
+
+    let put = server
+        .admin(
+            server
+                .http
+                .put(format!("{}/api/v1/studies/links", server.base)),
+        )
+        .json(&serde_json::json!({ "title": "Links", "settings": { "screen_out_url": "data:text/html,<script>alert(1)</script>" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 400);
+    let error = put.json::<serde_json::Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("screen_out_url"), "{error}");
+
+    // The admin's settings form (a plain form post to the server function, as the browser sends it).
+    let form = server
+        .http
+        .post(format!("{}/rpc/update_study", server.base))
+        .header(
+            "Cookie",
+            format!("moat_admin={}", crate::support::ADMIN_TOKEN),
+        )
+        .header("Origin", &server.base)
+        .header("Accept", "application/json")
+        .form(&[
+            ("slug", "links"),
+            ("title", "Links"),
+            ("instructions", ""),
+            ("settings[redirect_url]", "javascript:alert(1)"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 400);
+    let body = form.text().await.unwrap();
+    assert!(body.contains("redirect_url"), "{body}");
+    let report = server.admin_get_json("/api/v1/studies/links").await;
+    assert_eq!(
+        report["settings"]["redirect_url"], "https://app.prolific.com/submissions/complete?cc=C0DE",
+        "nothing was changed"
+    );
+
+    // `moat study create` and `moat study update`.
+    use moat_server::study_cli::{run, StudyCommand};
+    let parse = |args: &[&str]| -> StudyCommand {
+        let words = ["moat", "study"].iter().chain(args).copied();
+        let cli = <moat_server::cli::Cli as clap::Parser>::try_parse_from(words).unwrap();
+        let moat_server::cli::Command::Study(command) = cli.command else {
+            panic!("parsed as study")
+        };
+        command
+    };
+    let error = run(
+        &server.backend,
+        parse(&[
+            "create",
+            "cli-links",
+            "--title",
+            "T",
+            "--redirect-url",
+            "javascript:alert(1)",
+        ]),
+    )
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("redirect_url"), "{error}");
+    let error = run(
+        &server.backend,
+        parse(&["update", "links", "--screen-out-url", "vbscript:msgbox(1)"]),
+    )
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("screen_out_url"), "{error}");
+    run(
+        &server.backend,
+        parse(&[
+            "update",
+            "links",
+            "--screen-out-url",
+            "http://example.org/out",
+        ]),
+    )
+    .await
+    .unwrap();
+    db.cleanup().await;
+}
+
+/// A draft or closed study's link shows only "This study is not open." (no title, no
+/// instructions, in the page or in the data serialized into it), and the rater server functions
+/// refuse it: no consent, no comparison, no vote.
+async fn only_open_studies_reach_raters(url: &str) {
+    let server = spawn_server(url, &no_site()).await;
+    draft_study(
+        &server,
+        "hidden",
+        "Secret title xyzzy",
+        "Secret instructions plugh",
+        "An answer.",
+    )
+    .await;
+    let anonymous = reqwest::Client::new();
+    let entry_page = || async {
+        let response = anonymous
+            .get(format!("{}/s/hidden", server.base))
+            .send()
+            .await
+            .unwrap();
+        response.text().await.unwrap()
+    };
+    let entry_data = || async {
+        anonymous
+            .post(format!("{}/rpc/study_entry", server.base))
+            .header("Origin", &server.base)
+            .header("Accept", "application/json")
+            .form(&[("slug", "hidden")])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let assert_neutral = |page: &str, data: &str| {
+        assert!(page.contains("This study is not open."), "{page}");
+        for secret in ["xyzzy", "plugh"] {
+            assert!(!page.contains(secret), "{secret} in the page");
+            assert!(!data.contains(secret), "{secret} in {data}");
+        }
+    };
+    assert_neutral(&entry_page().await, &entry_data().await);
+    match RaterClient::join(&server.base, "hidden", None).await {
+        Err(moat_server::client::ClientError::Status { status: 409, .. }) => {}
+        Err(other) => panic!("expected 409, got {other:?}"),
+        Ok(_) => panic!("consent to a draft study was accepted"),
+    }
+
+    set_status(&server, "hidden", "open").await;
+    let page = entry_page().await;
+    assert!(page.contains("xyzzy") && page.contains("plugh"), "{page}");
+    let rater = RaterClient::join(&server.base, "hidden", None)
+        .await
+        .unwrap();
+    let comparison = rater.next_comparison().await.unwrap().unwrap();
+
+    set_status(&server, "hidden", "closed").await;
+    assert_neutral(&entry_page().await, &entry_data().await);
+    assert!(matches!(
+        rater.next().await.unwrap(),
+        moat_app::wire::RaterView::NotOpen { .. }
+    ));
+    let (_, compare_page) = rater.page("/s/hidden/compare").await.unwrap();
+    assert!(compare_page.contains("This study is not open."));
+    assert!(!compare_page.contains("An answer."));
+    match rater.vote(&comparison.assignment, "left").await {
+        Err(moat_server::client::ClientError::Status { status: 409, .. }) => {}
+        other => panic!("expected 409, got {other:?}"),
+    }
+    set_status(&server, "hidden", "draft").await;
+    assert_neutral(&entry_page().await, &entry_data().await);
+    match RaterClient::join(&server.base, "hidden", None).await {
+        Err(moat_server::client::ClientError::Status { status: 409, .. }) => {}
+        other => panic!("expected 409, got {:?}", other.err()),
+    }
+    server.backend.store.close().await;
+}
+crate::on_both_backends!(only_open_studies_reach_raters);
