@@ -43,6 +43,10 @@ pub enum StudyCommand {
     },
     /// One study's settings, progress by model pair, results and raters, as JSON.
     Show { slug: String },
+    /// Check every response of a study again for identity leaks (names of the study's models and
+    /// providers, common self-identifications) and update the flags: for responses imported before
+    /// the check existed, or after adding models.
+    ScanIdentity { slug: String },
 }
 
 /// Study settings as flags; a flag not given leaves the setting (or its default) as it is. Yes/no
@@ -223,6 +227,14 @@ pub async fn run(backend: &AppBackend, command: StudyCommand) -> anyhow::Result<
         StudyCommand::Show { slug } => {
             let report = backend.study_report(&slug).await.map_err(fail)?;
             Ok(serde_json::to_string_pretty(&report)?)
+        }
+        StudyCommand::ScanIdentity { slug } => {
+            let study = backend.store.study(&slug).await?;
+            let (before, after) = backend.store.rescan_identity_flags(study.id).await?;
+            Ok(format!(
+                "study {slug}: {after} responses name a model or its maker (flagged; {before} before); \
+                 `moat study show {slug}` lists them"
+            ))
         }
     }
 }

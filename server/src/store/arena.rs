@@ -175,16 +175,23 @@ impl Store {
                     id
                 }
             };
+            // An answer that names a model or its maker is flagged (crate::identity): the rater has
+            // seen it already, but the leaderboard leaves such battles out by default.
+            let identity_flag = tx.identity_flag(study_id, answer.content).await?;
             let response_id: i64 = sqlx::query(
-                "INSERT INTO responses (prompt_id, model_id, content, metadata) VALUES ($1, $2, $3, $4) RETURNING id",
+                "INSERT INTO responses (prompt_id, model_id, content, metadata, identity_flag) VALUES ($1, $2, $3, $4, $5) RETURNING id",
             )
             .bind(prompt_id)
             .bind(model_id)
             .bind(answer.content)
             .bind(answer.metadata.to_string())
+            .bind(identity_flag.clone())
             .fetch_one(&mut *tx.tx)
             .await?
             .try_get("id")?;
+            if identity_flag.is_some() {
+                tx.flag_prompt(prompt_id).await?;
+            }
             response_ids.push((response_id, model_id));
         }
         let assignment = insert_assignment_in(

@@ -7,6 +7,7 @@ use moat_app::wire::FlaggedResponse;
 use sqlx::Row;
 
 use super::{Store, StoreResult, WriteTx};
+use crate::identity::IdentityDetector;
 
 impl Store {
     /// The study's flagged responses (the first `limit`, in prompt order) and how many there are.
@@ -66,6 +67,55 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Checks every response of the study again with its current models (for responses written
+    /// before the check existed, or after models were added) and sets the flags of responses and
+    /// prompts to match, in one transaction. Returns (flagged responses before, after).
+    pub async fn rescan_identity_flags(&self, study_id: i64) -> StoreResult<(i64, i64)> {
+        let mut tx = self.begin_write().await?;
+        let detector = IdentityDetector::new(&tx.model_identities(study_id).await?);
+        let (mut before, mut after, mut last_id) = (0, 0, 0i64);
+        loop {
+            // In pages by id, so a large study's texts are never all in memory.
+            let rows = sqlx::query(
+                "SELECT r.id, r.content, r.identity_flag FROM responses r \
+                 JOIN prompts p ON p.id = r.prompt_id \
+                 WHERE p.study_id = $1 AND r.id > $2 ORDER BY r.id LIMIT 1000",
+            )
+            .bind(study_id)
+            .bind(last_id)
+            .fetch_all(&mut *tx.tx)
+            .await?;
+            let Some(last) = rows.last() else { break };
+            last_id = last.try_get("id")?;
+            for row in &rows {
+                let old: Option<String> = row.try_get("identity_flag")?;
+                let content: String = row.try_get("content")?;
+                let new = detector.flag(&content);
+                before += i64::from(old.is_some());
+                after += i64::from(new.is_some());
+                if new != old {
+                    sqlx::query("UPDATE responses SET identity_flag = $1 WHERE id = $2")
+                        .bind(new)
+                        .bind(row.try_get::<i64, _>("id")?)
+                        .execute(&mut *tx.tx)
+                        .await?;
+                }
+            }
+        }
+        sqlx::query(
+            "UPDATE prompts SET identity_flagged = CASE WHEN EXISTS (SELECT 1 FROM responses r \
+             WHERE r.prompt_id = prompts.id AND r.identity_flag IS NOT NULL) THEN 1 ELSE 0 END \
+             WHERE study_id = $1",
+        )
+        .bind(study_id)
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await?;
+        Ok((before, after))
+    }
+}
+
 impl WriteTx<'_> {
     /// Marks a prompt as holding an identity-flagged response (`prompts.identity_flagged`).
     pub async fn flag_prompt(&mut self, prompt_id: i64) -> StoreResult<()> {
@@ -95,6 +145,6 @@ impl WriteTx<'_> {
         text: &str,
     ) -> StoreResult<Option<String>> {
         let models = self.model_identities(study_id).await?;
-        Ok(crate::identity::IdentityDetector::new(&models).flag(text))
+        Ok(IdentityDetector::new(&models).flag(text))
     }
 }

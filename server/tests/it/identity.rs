@@ -6,7 +6,7 @@ use moat_app::backend::Backend;
 use moat_app::wire::{FlaggedResponse, NewStudy, RaterView, StudySettings, VoteInput};
 use moat_server::domain::StudySlug;
 use moat_server::import::import_jsonl;
-use moat_server::store::Store;
+use moat_server::store::{GeneratedResponse, Store};
 use moat_server::web::AppBackend;
 
 use crate::on_both_backends;
@@ -206,3 +206,112 @@ async fn identity_leaks_are_flagged_hidden_listed_and_counted(url: &str) {
     );
 }
 on_both_backends!(identity_leaks_are_flagged_hidden_listed_and_counted);
+
+/// `moat generate` writes its responses through the store, which flags them as an import does; a
+/// rescan (`moat study scan-identity`) flags what names a model added later.
+async fn generated_responses_are_flagged(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let slug = StudySlug::parse("generated").unwrap();
+    import_jsonl(&store, &slug, fixture().as_bytes(), &[])
+        .await
+        .unwrap();
+    // Names a model the study does not have yet: not a flag at import.
+    let mention = serde_json::json!({"id": "p-mention", "prompt": "Question delta?",
+        "responses": {"model-one": "Ask Gen Model instead.", "model-two": "Delta two."}});
+    let report = import_jsonl(&store, &slug, format!("{mention}\n").as_bytes(), &[])
+        .await
+        .unwrap();
+    assert_eq!(report.responses_flagged, 0);
+    let study = store.study("generated").await.unwrap();
+    let prompts = store
+        .prompts_without_response(study.id, "gen-model")
+        .await
+        .unwrap();
+    let clean = prompts
+        .iter()
+        .find(|p| p.external_id == "p-clean-2")
+        .unwrap();
+    for (prompt_id, content) in [
+        (clean.prompt_id, "Sure! As ChatGPT, I can help with gamma."),
+        (prompts[0].prompt_id, "Alpha, answered plainly."),
+    ] {
+        let written = store
+            .insert_generated_response(
+                study.id,
+                &GeneratedResponse {
+                    prompt_id,
+                    model_name: "gen-model",
+                    provider: "Local",
+                    openness: moat_exports::Openness::Open,
+                    version: "",
+                    content,
+                    metadata: serde_json::json!({}),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(written);
+    }
+    let (flagged, total) = store.flagged_responses(study.id, 10).await.unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(
+        flagged[1],
+        FlaggedResponse {
+            prompt: "p-clean-2".into(),
+            model: "gen-model".into(),
+            words: "ChatGPT".into(),
+        }
+    );
+    // Its prompt is no longer comparable by default: p-clean-1 and p-mention are left.
+    assert_eq!(
+        store
+            .comparable_prompts(study.id, false, false)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .comparable_prompts(study.id, false, true)
+            .await
+            .unwrap(),
+        4
+    );
+
+    // The rescan knows gen-model now.
+    let cli = <moat_server::cli::Cli as clap::Parser>::try_parse_from([
+        "moat",
+        "study",
+        "scan-identity",
+        "generated",
+    ])
+    .unwrap();
+    let moat_server::cli::Command::Study(command) = cli.command else {
+        panic!("parsed as study")
+    };
+    let backend = AppBackend::new(store.clone(), String::new());
+    let said = moat_server::study_cli::run(&backend, command)
+        .await
+        .unwrap();
+    assert!(
+        said.starts_with(
+            "study generated: 3 responses name a model or its maker (flagged; 2 before)"
+        ),
+        "{said}"
+    );
+    let (flagged, total) = store.flagged_responses(study.id, 10).await.unwrap();
+    assert_eq!(total, 3);
+    assert!(flagged.contains(&FlaggedResponse {
+        prompt: "p-mention".into(),
+        model: "model-one".into(),
+        words: "Gen Model".into(),
+    }));
+    assert_eq!(
+        store
+            .comparable_prompts(study.id, false, false)
+            .await
+            .unwrap(),
+        1
+    );
+}
+on_both_backends!(generated_responses_are_flagged);
