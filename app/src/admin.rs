@@ -330,6 +330,7 @@ fn StudyReportView(
             "{} prompts, {} models, {} raters, {} votes; {}",
             report.summary.prompts, report.summary.models, report.summary.raters, report.summary.votes, seconds
         )}</p>
+        {report.battles.clone().map(|battles| view! { <BattlesPanel battles=battles/> })}
         <h2>"Import prompts and responses"</h2>
         <form method="post" enctype="multipart/form-data" action=format!("/admin/studies/{}/import", report.summary.slug)>
             <select name="format">
@@ -382,5 +383,42 @@ fn StudyReportView(
             <thead><tr><th>"Rater"</th><th>"Status"</th><th>"Votes"</th><th>"Mean s/vote"</th><th>"Left side"</th><th>"Checks passed"</th><th>"Checks failed"</th><th></th></tr></thead>
             <tbody>{raters}</tbody>
         </table>
+    }
+}
+
+/// An arena study's battles: how many counted, how many were void and why.
+#[component]
+fn BattlesPanel(battles: BattleReport) -> impl IntoView {
+    let rows = battles
+        .recent_void
+        .iter()
+        .map(|void| {
+            view! {
+                <tr><td><code>{void.battle.clone()}</code></td><td>{void.model_a.clone()}</td>
+                <td>{void.model_b.clone()}</td><td>{void.error.clone()}</td></tr>
+            }
+        })
+        .collect_view();
+    let contestants = if battles.contestants.is_empty() {
+        "none".to_string()
+    } else {
+        battles.contestants.join(", ")
+    };
+    view! {
+        <h2>"Arena battles"</h2>
+        {(!battles.models_available).then(|| view! {
+            <p class="error">"This server has no model registry: raters cannot start battles. Start it with "
+                <code>"moat serve --models FILE"</code>"."</p>
+        })}
+        <p id="battle-summary">{format!(
+            "Contestants: {contestants}. {} battles complete (each is a comparison above), {} void (a model failed, timed out, or the rater left; never counted), {} unfinished.",
+            battles.complete, battles.void, battles.streaming
+        )}</p>
+        {(!battles.recent_void.is_empty()).then(|| view! {
+            <table class="void-battles" id="void-battles">
+                <thead><tr><th>"Battle"</th><th>"Model A"</th><th>"Model B"</th><th>"Error"</th></tr></thead>
+                <tbody>{rows}</tbody>
+            </table>
+        })}
     }
 }

@@ -25,7 +25,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
-                <style>{STYLE}</style>
+                // The nonce lets the Content Security Policy allow this style and no other inline one.
+                <style nonce=leptos::nonce::use_nonce()>{STYLE}</style>
                 <HydrationScripts options/>
                 <MetaTags/>
             </head>

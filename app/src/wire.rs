@@ -250,6 +250,9 @@ pub struct StudyReport {
     pub flagged: Vec<FlaggedResponse>,
     /// How many responses are flagged in all.
     pub flagged_total: i64,
+    /// Arena studies: battles by state and the latest void ones with their errors.
+    #[serde(default)]
+    pub battles: Option<BattleReport>,
 }
 
 /// A new study, as the admin form and `POST /api/v1/studies` give it.
@@ -317,4 +320,27 @@ pub struct LeaderboardView {
     pub forest_svg: String,
     pub heatmap_svg: String,
     pub sections: Vec<ResultSection>,
+}
+
+/// An arena study's battles, for the researcher.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BattleReport {
+    pub complete: i64,
+    pub void: i64,
+    /// Started and not finished: running now, or cut off by a crash (never counted).
+    pub streaming: i64,
+    pub recent_void: Vec<VoidBattleView>,
+    /// The models that compete (the study's list, or every model of the server's registry).
+    pub contestants: Vec<String>,
+    /// Whether this server has a model registry (without one the arena cannot start battles).
+    pub models_available: bool,
+}
+
+/// A battle that did not count, with the error that voided it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VoidBattleView {
+    pub battle: String,
+    pub model_a: String,
+    pub model_b: String,
+    pub error: String,
 }

@@ -20,13 +20,13 @@ function freePort() {
   });
 }
 
-export async function startMoat() {
+export async function startMoat(extraArgs = []) {
   const binary = process.env.MOAT_BIN;
   const siteRoot = process.env.MOAT_SITE_ROOT;
   if (!binary || !siteRoot) throw new Error('set MOAT_BIN and MOAT_SITE_ROOT (scripts/test.sh does)');
   const dataDir = mkdtempSync(join(tmpdir(), 'moat-e2e-'));
   const port = await freePort();
-  const child = spawn(binary, ['--data-dir', dataDir, 'serve', '--addr', `127.0.0.1:${port}`, '--site-root', siteRoot], {
+  const child = spawn(binary, ['--data-dir', dataDir, 'serve', '--addr', `127.0.0.1:${port}`, '--site-root', siteRoot, ...extraArgs], {
     env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'DATABASE_URL')), MOAT_ADMIN_TOKEN: ADMIN_TOKEN },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

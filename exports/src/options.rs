@@ -26,6 +26,10 @@ pub struct RecordFilter {
     pub excluded_raters: BTreeSet<String>,
     /// Leave out votes on attention checks and gold items ([`VoteRecord::is_quality_check`]).
     pub exclude_checks: bool,
+    /// Votes left out by id (Moat: those on comparisons where a response names a model or its
+    /// maker).
+    #[serde(default)]
+    pub excluded_votes: BTreeSet<i64>,
 }
 
 /// Why a record was filtered out.
@@ -37,6 +41,7 @@ pub enum Rejection {
     BothBad,
     ExcludedRater,
     QualityCheck,
+    ExcludedVote,
 }
 
 impl RecordFilter {
@@ -64,6 +69,9 @@ impl RecordFilter {
         }
         if self.exclude_checks && record.is_quality_check() {
             return Err(Rejection::QualityCheck);
+        }
+        if self.excluded_votes.contains(&record.vote_id) {
+            return Err(Rejection::ExcludedVote);
         }
         Ok(())
     }

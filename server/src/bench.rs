@@ -95,6 +95,16 @@ pub async fn spawn_server_process(
     data_dir: &std::path::Path,
     admin_token: &str,
 ) -> anyhow::Result<(tokio::process::Child, String)> {
+    spawn_server_process_with(binary, data_dir, admin_token, &[]).await
+}
+
+/// [`spawn_server_process`] with more `moat serve` arguments (e.g. `--models FILE`).
+pub async fn spawn_server_process_with(
+    binary: &std::path::Path,
+    data_dir: &std::path::Path,
+    admin_token: &str,
+    serve_args: &[&str],
+) -> anyhow::Result<(tokio::process::Child, String)> {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(binary)
         .arg("--data-dir")
@@ -106,6 +116,7 @@ pub async fn spawn_server_process(
             "--site-root",
             "/nonexistent-site",
         ])
+        .args(serve_args)
         .env("MOAT_ADMIN_TOKEN", admin_token)
         .env_remove("DATABASE_URL")
         .env("RUST_LOG", "warn")

@@ -161,6 +161,10 @@ pub struct ExportArgs {
     /// Keep the votes of raters marked excluded (left out by default).
     #[arg(long)]
     pub include_excluded_raters: bool,
+    /// Leave out votes on comparisons where a response names a model or its maker (identity
+    /// flags; kept by default, and counted in the dataset card).
+    #[arg(long)]
+    pub exclude_flagged: bool,
     /// Also write a Hugging Face dataset card (README.md) beside the data.
     #[arg(long)]
     pub card: bool,
@@ -180,6 +184,10 @@ pub enum KeyCommand {
 pub enum BenchCommand {
     /// Concurrent simulated raters against a SQLite-backed server over loopback HTTP.
     Votes(crate::bench::VoteBenchArgs),
+    /// Streamed /v1/chat/completions through Moat against a fake upstream, and straight to it.
+    Proxy(crate::bench_llm::ProxyBenchArgs),
+    /// Concurrent live-arena battles against a fake upstream, and the upstream straight.
+    Arena(crate::bench_llm::ArenaBenchArgs),
 }
 
 impl Cli {
@@ -246,6 +254,18 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn print_report<R>(report: &R, json: bool) -> anyhow::Result<()>
+where
+    R: serde::Serialize + std::fmt::Display,
+{
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let database_url = cli.database_url()?;
     match cli.command {
@@ -279,6 +299,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     crate::DEMO_SLUG,
                     app.addr
                 );
+                if app.backend.arena().is_some() {
+                    println!(
+                        "Demo arena: http://{}/s/{}",
+                        app.addr,
+                        crate::DEMO_ARENA_SLUG
+                    );
+                }
             }
             app.run().await?;
             Ok(())
@@ -415,6 +442,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{report}");
             }
             Ok(())
+        }
+        Command::Bench(BenchCommand::Proxy(args)) => {
+            let json = args.json;
+            let report = crate::bench_llm::run_proxy(args, &std::env::current_exe()?).await?;
+            print_report(&report, json)
+        }
+        Command::Bench(BenchCommand::Arena(args)) => {
+            let json = args.json;
+            let report = crate::bench_llm::run_arena(args, &std::env::current_exe()?).await?;
+            print_report(&report, json)
         }
         Command::Export(args) => {
             let store = Store::connect(&database_url).await?;

@@ -7,8 +7,29 @@ use moat_app::wire::{Comparison, RaterView};
 
 pub struct RaterClient {
     http: reqwest::Client,
+    /// The rater's cookies, shared with a [`RaterClient::rebased`] copy.
+    jar: std::sync::Arc<reqwest::cookie::Jar>,
     base: String,
     slug: String,
+}
+
+/// An HTTP client that behaves like the rater's browser on `base`: it keeps cookies in `jar` and says
+/// where each request comes from (the server refuses a cookie-authenticated post without an Origin;
+/// see `security`).
+fn browser_like(
+    base: &str,
+    jar: std::sync::Arc<reqwest::cookie::Jar>,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(origin) = reqwest::header::HeaderValue::from_str(base.trim_end_matches('/')) {
+        headers.insert(reqwest::header::ORIGIN, origin);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .cookie_provider(jar)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -26,13 +47,11 @@ impl RaterClient {
         slug: &str,
         participant: Option<&str>,
     ) -> Result<RaterClient, ClientError> {
-        let http = reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(60))
-            .build()?;
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+        let http = browser_like(base, jar.clone())?;
         let client = RaterClient {
             http,
+            jar,
             base: base.trim_end_matches('/').to_string(),
             slug: slug.to_string(),
         };
@@ -134,6 +153,17 @@ impl RaterClient {
 
 /// The arena's side of the protocol: send a prompt, follow the battle's events.
 impl RaterClient {
+    /// The same rater (same cookies) talking to a server at another address, e.g. the same data
+    /// restarted on a new port (cookies are per host, not per port).
+    pub fn rebased(&self, base: &str) -> Result<RaterClient, ClientError> {
+        Ok(RaterClient {
+            http: browser_like(base, self.jar.clone())?,
+            jar: self.jar.clone(),
+            base: base.trim_end_matches('/').to_string(),
+            slug: self.slug.clone(),
+        })
+    }
+
     /// Sends a prompt to an arena study; `live` as the hydrated page does (the battle id comes back
     /// at once), else as a plain form post (the answer comes once both models are done).
     pub async fn arena_prompt(&self, prompt: &str, live: bool) -> Result<String, ClientError> {

@@ -114,6 +114,19 @@ impl ExportRequest {
             .extend(store.excluded_raters(study.id).await?);
         Ok(())
     }
+
+    /// Votes on comparisons where a response names a model or its maker (identity flags) are left
+    /// out; returns how many votes of the study that is.
+    pub async fn exclude_flagged_votes(
+        &mut self,
+        store: &Store,
+        study: &StudyRow,
+    ) -> Result<usize, ExportError> {
+        let flagged = store.flagged_vote_ids(study.id).await?;
+        let count = flagged.len();
+        self.filter.excluded_votes.extend(flagged);
+        Ok(count)
+    }
 }
 
 /// The export options a person chooses, as the CLI and the API take them.

@@ -31,6 +31,9 @@ pub async fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
     if !args.include_excluded_raters {
         request.exclude_marked_raters(store, &study).await?;
     }
+    if args.exclude_flagged {
+        request.exclude_flagged_votes(store, &study).await?;
+    }
 
     let (card_dir, data_files, rows) = match &args.split {
         Some(text) => {
@@ -73,7 +76,16 @@ pub async fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
 
     if args.card {
         let backend = crate::web::AppBackend::new(store.clone(), String::new());
-        let records = backend.study_records(&study).await?;
+        let mut records = backend.study_records(&study).await?;
+        let flagged = store.flagged_vote_ids(study.id).await?;
+        let flagged_votes = records
+            .iter()
+            .filter(|r| flagged.contains(&r.vote_id))
+            .count();
+        if args.exclude_flagged {
+            // The card describes the data written: without them.
+            records.retain(|r| !flagged.contains(&r.vote_id));
+        }
         let options = moat_stats::LeaderboardOptions {
             bootstrap_rounds: 200,
             ..Default::default()
@@ -111,22 +123,20 @@ pub async fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
                 "{check_votes} votes on quality checks (attention and gold items) score raters, not models, and are left out."
             ));
         }
-        let flagged = store.flagged_vote_ids(study.id).await?;
-        let flagged_votes = records
-            .iter()
-            .filter(|r| flagged.contains(&r.vote_id))
-            .count();
         if flagged_votes > 0 {
             exclusions.push(format!(
                 "{} where a response names a model or its maker (identity flags: the rater may have \
-                 known who wrote it); {} this export, and Moat's leaderboard leaves {} out unless asked \
-                 (`moat leaderboard --include-flagged`).",
+                 known who wrote it); {}.",
                 match flagged_votes {
                     1 => "1 vote is on a comparison".to_string(),
                     n => format!("{n} votes are on comparisons"),
                 },
-                if flagged_votes == 1 { "it is in" } else { "they are in" },
-                if flagged_votes == 1 { "it" } else { "them" },
+                match (args.exclude_flagged, flagged_votes) {
+                    (true, 1) => "it is left out of this export (--exclude-flagged)",
+                    (true, _) => "they are left out of this export (--exclude-flagged)",
+                    (false, 1) => "it is in this export, and Moat's leaderboard leaves it out unless asked",
+                    (false, _) => "they are in this export, and Moat's leaderboard leaves them out unless asked",
+                },
             ));
         }
         let agreement = &analysis.agreement;

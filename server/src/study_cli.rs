@@ -95,6 +95,26 @@ pub struct SettingsFlags {
     /// Where the screen-out page sends the rater.
     #[arg(long)]
     pub screen_out_url: Option<String>,
+    /// `static` (imported prompts and responses) or `arena` (raters write prompts, two registry
+    /// models answer live) [default: static].
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Arena: the competing registry models, comma-separated (default: every model of --models).
+    #[arg(long, value_delimiter = ',')]
+    pub contestants: Option<Vec<String>>,
+    /// Arena: `live` (answers stream in) or `together` (shown when both are done) [default: live].
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Arena: the longest prompt, in characters [default: 4000].
+    #[arg(long)]
+    pub max_prompt_chars: Option<u32>,
+    /// Arena: battles a rater may start per hour [default: 60].
+    #[arg(long)]
+    pub battles_per_hour: Option<u32>,
+    /// A model registry file: arena contestants must be among its models (and are all of them when
+    /// --contestants is not given).
+    #[arg(long)]
+    pub models: Option<PathBuf>,
 }
 
 impl SettingsFlags {
@@ -142,6 +162,47 @@ impl SettingsFlags {
         if self.screen_out_url.is_some() {
             settings.screen_out_url = text(&self.screen_out_url);
         }
+        if let Some(kind) = text(&self.kind) {
+            settings.kind = kind.trim().to_string();
+        }
+        if let Some(contestants) = &self.contestants {
+            settings.contestants = contestants
+                .iter()
+                .map(|name| name.trim().to_string())
+                .filter(|name| !name.is_empty())
+                .collect();
+        }
+        if let Some(stream) = text(&self.stream) {
+            settings.stream = stream.trim().to_string();
+        }
+        if let Some(n) = self.max_prompt_chars {
+            settings.max_prompt_chars = n;
+        }
+        if let Some(n) = self.battles_per_hour {
+            settings.battles_per_hour = n;
+        }
+    }
+
+    /// Checks an arena's contestants against the registry file given with --models (and takes all
+    /// of its models when none were named).
+    fn check_contestants(&self, settings: &mut StudySettings) -> anyhow::Result<()> {
+        let Some(path) = &self.models else {
+            return Ok(());
+        };
+        let registry = moat_llm::registry::Registry::load(path)?;
+        if settings.contestants.is_empty() && settings.is_arena() {
+            settings.contestants = registry.names().iter().map(|n| n.to_string()).collect();
+        }
+        for name in &settings.contestants {
+            if registry.get(name).is_none() {
+                anyhow::bail!(
+                    "contestant {name:?} is not in {} (it has: {})",
+                    path.display(),
+                    registry.names().join(", ")
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -166,6 +227,7 @@ pub async fn run(backend: &AppBackend, command: StudyCommand) -> anyhow::Result<
             };
             let mut settings = StudySettings::default();
             flags.apply(&mut settings);
+            flags.check_contestants(&mut settings)?;
             let summary = backend
                 .create_study(NewStudy {
                     slug,
@@ -189,6 +251,7 @@ pub async fn run(backend: &AppBackend, command: StudyCommand) -> anyhow::Result<
             let current = backend.store.study(&slug).await?;
             let mut settings = current.settings;
             flags.apply(&mut settings);
+            flags.check_contestants(&mut settings)?;
             let changes = StudyChanges {
                 title: title.unwrap_or(current.title),
                 instructions: match &instructions {

@@ -799,6 +799,37 @@ impl Backend for AppBackend {
         let results = self.store.model_results(study.id).await?;
         let raters = self.store.rater_summaries(study.id, 500).await?;
         let (flagged, flagged_total) = self.store.flagged_responses(study.id, 500).await?;
+        let battles = if study.settings.is_arena() {
+            let summary = self.store.battle_summary(study.id).await?;
+            Some(BattleReport {
+                complete: summary.complete,
+                void: summary.void,
+                streaming: summary.streaming,
+                recent_void: summary
+                    .recent_void
+                    .into_iter()
+                    .map(|v| VoidBattleView {
+                        battle: v.battle,
+                        model_a: v.model_a,
+                        model_b: v.model_b,
+                        error: v.error,
+                    })
+                    .collect(),
+                contestants: match self.arena() {
+                    Some(arena) if study.settings.contestants.is_empty() => arena
+                        .hub()
+                        .registry()
+                        .names()
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect(),
+                    _ => study.settings.contestants.clone(),
+                },
+                models_available: self.arena().is_some(),
+            })
+        } else {
+            None
+        };
         Ok(StudyReport {
             summary,
             instructions: study.instructions.clone(),
@@ -809,6 +840,7 @@ impl Backend for AppBackend {
             raters,
             flagged,
             flagged_total,
+            battles,
         })
     }
 }

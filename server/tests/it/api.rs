@@ -152,6 +152,7 @@ async fn rater_protocol_over_http() {
     // A stranger without the rater cookie cannot vote.
     let stranger = reqwest::Client::new()
         .post(format!("{}/rpc/vote", server.base))
+        .header("Origin", &server.base)
         .header("Accept", "application/json")
         .form(&[
             ("slug", "http"),

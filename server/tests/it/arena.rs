@@ -416,3 +416,127 @@ async fn prompt_length_and_battles_per_hour_are_limited() {
         assert!(body.contains(expected), "{body}");
     }
 }
+
+/// A local upstream whose one model streams a word every 200 ms for several seconds.
+async fn slow_upstream() -> String {
+    async fn chat() -> axum::response::Response {
+        let stream = futures::stream::unfold(0u32, |n| async move {
+            if n > 60 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let data = if n == 60 {
+                "[DONE]".to_string()
+            } else {
+                serde_json::json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "slow",
+                    "choices": [{"index": 0, "delta": {"content": format!("word{n} ")}, "finish_reason": null}]})
+                .to_string()
+            };
+            Some((
+                Ok::<_, std::convert::Infallible>(Event::default().data(data)),
+                n + 1,
+            ))
+        });
+        Sse::new(stream).into_response()
+    }
+    let app = Router::new().route("/v1/chat/completions", post(chat));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_mid_stream_leaves_no_counted_half_battle() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = slow_upstream().await;
+    let registry = dir.path().join("models.toml");
+    std::fs::write(
+        &registry,
+        format!(
+            "[[model]]\nname = \"{ALPHA}\"\nprovider = \"P\"\nopenness = \"open\"\nkind = \"openai\"\nbase_url = \"{upstream}\"\nmodel = \"slow\"\n\n\
+             [[model]]\nname = \"{BETA}\"\nprovider = \"Q\"\nopenness = \"closed\"\nkind = \"openai\"\nbase_url = \"{upstream}\"\nmodel = \"slow\"\n"
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let binary = Path::new(env!("CARGO_BIN_EXE_moat"));
+    let registry_arg = registry.to_str().unwrap();
+    let (mut server, base) = moat_server::bench::spawn_server_process_with(
+        binary,
+        &data,
+        crate::support::ADMIN_TOKEN,
+        &["--models", registry_arg],
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let admin = |r: reqwest::RequestBuilder| r.bearer_auth(crate::support::ADMIN_TOKEN);
+    admin(http.post(format!("{base}/api/v1/studies")))
+        .json(&serde_json::json!({ "slug": "kill", "title": "Kill", "settings": { "kind": "arena" } }))
+        .send()
+        .await
+        .unwrap();
+    admin(http.post(format!("{base}/api/v1/studies/kill/status")))
+        .json(&serde_json::json!({ "status": "open" }))
+        .send()
+        .await
+        .unwrap();
+    let rater = RaterClient::join(&base, "kill", None).await.unwrap();
+    let battle = rater.arena_prompt("Count slowly.", true).await.unwrap();
+    let mut events = rater.battle_events_response(&battle).await.unwrap();
+    let mut seen = String::new();
+    while !seen.contains("word2") {
+        seen.push_str(std::str::from_utf8(&events.chunk().await.unwrap().unwrap()).unwrap());
+    }
+    // SIGKILL while both answers are streaming.
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+
+    let (mut server, base) = moat_server::bench::spawn_server_process_with(
+        binary,
+        &data,
+        crate::support::ADMIN_TOKEN,
+        &["--models", registry_arg],
+    )
+    .await
+    .unwrap();
+    let report: serde_json::Value = admin(http.get(format!("{base}/api/v1/studies/kill")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["summary"]["votes"], 0);
+    assert_eq!(
+        report["summary"]["prompts"], 0,
+        "no half battle became a prompt"
+    );
+    assert_eq!(report["battles"]["complete"], 0);
+    assert_eq!(
+        report["battles"]["streaming"], 1,
+        "the cut battle is kept, uncounted"
+    );
+    let board: serde_json::Value =
+        admin(http.get(format!("{base}/api/v1/studies/kill/leaderboard")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert!(!board.to_string().contains(ALPHA), "{board}");
+    // The rater (same cookie) is asked for a new prompt; the cut battle's events say it did not count.
+    let rater = rater.rebased(&base).unwrap();
+    let RaterView::Arena(turn) = rater.next().await.unwrap() else {
+        panic!("a new prompt after the crash")
+    };
+    assert_eq!(turn.running, None);
+    let body = rater.battle_events(&battle).await.unwrap();
+    assert!(
+        body.contains("event: end") && body.contains("void"),
+        "{body}"
+    );
+    server.start_kill().unwrap();
+}

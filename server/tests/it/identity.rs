@@ -204,6 +204,38 @@ async fn identity_leaks_are_flagged_hidden_listed_and_counted(url: &str) {
         card.contains("- 1 vote is on a comparison where a response names a model or its maker"),
         "{card}"
     );
+    assert!(card.contains("it is in this export"), "{card}");
+    let rows = |path: &std::path::Path| std::fs::read_to_string(path).unwrap().lines().count();
+    assert_eq!(rows(&out), 5);
+
+    // `--exclude-flagged` leaves it out of the export, and the card says so.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("votes.jsonl");
+    let cli = <moat_server::cli::Cli as clap::Parser>::try_parse_from([
+        "moat",
+        "export",
+        "--study",
+        "leaks",
+        "--format",
+        "votes",
+        "--out",
+        out.to_str().unwrap(),
+        "--card",
+        "--exclude-flagged",
+    ])
+    .unwrap();
+    let moat_server::cli::Command::Export(args) = cli.command else {
+        panic!("parsed as export")
+    };
+    moat_server::export_cli::run(&backend.store, args)
+        .await
+        .unwrap();
+    assert_eq!(rows(&out), 4);
+    let card = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
+    assert!(
+        card.contains("it is left out of this export (--exclude-flagged)"),
+        "{card}"
+    );
 }
 on_both_backends!(identity_leaks_are_flagged_hidden_listed_and_counted);
 

@@ -2,6 +2,7 @@
 
 mod api;
 mod arena;
+mod bench_llm;
 mod durability;
 mod identity;
 mod security;

@@ -391,3 +391,200 @@ async fn only_open_studies_reach_raters(url: &str) {
     server.backend.store.close().await;
 }
 crate::on_both_backends!(only_open_studies_reach_raters);
+
+/// CSRF: a state-changing request with the admin cookie from another origin (or from nowhere) is
+/// refused with a 403 JSON error and changes nothing; the same request from the site itself, and a
+/// script's request with `Authorization: Bearer` and no Origin, go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_origin_state_changes_are_refused() {
+    let db = TestDb::sqlite();
+    let server = spawn_server(db.url(), &no_site()).await;
+    server.open_study("csrf", 2, serde_json::json!({})).await;
+    let cookie = format!("moat_admin={}", crate::support::ADMIN_TOKEN);
+    let close = |origin: Option<(&'static str, String)>| {
+        let mut request = server
+            .http
+            .post(format!("{}/rpc/set_study_status", server.base))
+            .header("Cookie", &cookie)
+            .form(&[("slug", "csrf"), ("status", "closed")]);
+        if let Some((name, value)) = origin {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    let status = || async {
+        server.admin_get_json("/api/v1/studies/csrf").await["summary"]["status"].clone()
+    };
+    for attempt in [
+        Some(("Origin", "http://evil.example".to_string())),
+        Some(("Origin", "null".to_string())),
+        Some(("Referer", "http://evil.example/page".to_string())),
+        None,
+    ] {
+        let refused = close(attempt.clone()).await.unwrap();
+        assert_eq!(refused.status(), 403, "{attempt:?}");
+        assert!(refused.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("refused"),
+            "{body}"
+        );
+        assert_eq!(status().await, "open", "{attempt:?} changed the study");
+    }
+    // The cookie-authenticated JSON API and the upload form are held to the same rule.
+    let put = server
+        .http
+        .put(format!("{}/api/v1/studies/csrf", server.base))
+        .header("Cookie", &cookie)
+        .header("Origin", "https://evil.example")
+        .json(&serde_json::json!({ "title": "Hijacked", "settings": {} }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 403);
+    let upload = server
+        .http
+        .post(format!("{}/admin/studies/csrf/import", server.base))
+        .header("Cookie", &cookie)
+        .header("Origin", "https://evil.example")
+        .header("Content-Type", "multipart/form-data; boundary=XBOUNDARY")
+        .body(format!(
+            "--XBOUNDARY\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jsonl\"\r\n\r\n{}\r\n--XBOUNDARY--\r\n",
+            crate::support::sample_jsonl(1)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 403);
+    let report = server.admin_get_json("/api/v1/studies/csrf").await;
+    assert_eq!(report["summary"]["title"], "Study csrf");
+    assert_eq!(report["summary"]["prompts"], 2);
+
+    // From the site itself (Origin, or Referer alone), the same requests go through.
+    let same = close(Some(("Origin", server.base.clone()))).await.unwrap();
+    assert!(same.status().is_success(), "{}", same.status());
+    assert_eq!(status().await, "closed");
+    let reopen = server
+        .http
+        .post(format!("{}/rpc/set_study_status", server.base))
+        .header("Cookie", &cookie)
+        .header("Referer", format!("{}/admin/studies/csrf", server.base))
+        .form(&[("slug", "csrf"), ("status", "open")])
+        .send()
+        .await
+        .unwrap();
+    assert!(reopen.status().is_success(), "{}", reopen.status());
+    assert_eq!(status().await, "open");
+    // A script with the token as a bearer needs no Origin.
+    let scripted = server
+        .admin(
+            server
+                .http
+                .post(format!("{}/api/v1/studies/csrf/status", server.base)),
+        )
+        .json(&serde_json::json!({ "status": "closed" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scripted.status(), 200);
+    assert_eq!(status().await, "closed");
+    // Reading is not changing: a GET from anywhere is answered.
+    let read = server
+        .admin(server.http.get(format!("{}/api/v1/studies", server.base)))
+        .header("Origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    db.cleanup().await;
+}
+
+/// The nonce a response's Content-Security-Policy allows.
+fn policy_nonce(headers: &reqwest::header::HeaderMap) -> String {
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    let start = policy.find("'nonce-").expect("a nonce in the policy") + "'nonce-".len();
+    let end = start + policy[start..].find('\'').unwrap();
+    policy[start..end].to_string()
+}
+
+fn assert_security_headers(headers: &reqwest::header::HeaderMap) {
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "same-origin");
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    for directive in [
+        "default-src 'self'",
+        "img-src 'self' data:",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "object-src 'none'",
+    ] {
+        assert!(policy.contains(directive), "{directive} missing: {policy}");
+    }
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+}
+
+/// Every response carries the security headers; a page's inline scripts and style carry exactly the
+/// nonce its policy names, and each response has its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_headers_and_the_page_nonce() {
+    let db = TestDb::sqlite();
+    let server = spawn_server(db.url(), &no_site()).await;
+    server.open_study("headers", 2, serde_json::json!({})).await;
+    let mut nonces = std::collections::HashSet::new();
+    for path in ["/s/headers", "/s/headers", "/", "/no-such-page"] {
+        let response = server
+            .http
+            .get(format!("{}{path}", server.base))
+            .send()
+            .await
+            .unwrap();
+        let headers = response.headers().clone();
+        assert_security_headers(&headers);
+        let nonce = policy_nonce(&headers);
+        assert!(nonce.len() >= 22, "{nonce}");
+        assert!(nonces.insert(nonce.clone()), "a nonce was used twice");
+        let page = response.text().await.unwrap();
+        let scripts: Vec<&str> = page.split("<script").skip(1).collect();
+        assert!(
+            !scripts.is_empty(),
+            "{path}: the page has its hydration script"
+        );
+        for tag in scripts
+            .iter()
+            .chain(page.split("<style").skip(1).collect::<Vec<_>>().iter())
+        {
+            let opening = &tag[..tag.find('>').unwrap()];
+            assert!(
+                opening.contains(&format!("nonce=\"{nonce}\"")),
+                "{path}: an inline tag without the response's nonce: {opening}"
+            );
+        }
+    }
+    // A JSON answer, a server function's answer and a refusal carry the headers too.
+    let api = server
+        .admin(server.http.get(format!("{}/api/v1/studies", server.base)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 200);
+    assert_security_headers(api.headers());
+    let rater = RaterClient::join(&server.base, "headers", None)
+        .await
+        .unwrap();
+    let (headers, _) = rater.page("/s/headers/compare").await.unwrap();
+    assert_security_headers(&headers);
+    let refused = server
+        .http
+        .post(format!("{}/rpc/consent", server.base))
+        .form(&[("slug", "headers")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_security_headers(refused.headers());
+    db.cleanup().await;
+}
