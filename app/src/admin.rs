@@ -16,6 +16,7 @@ pub fn AdminHome() -> impl IntoView {
         move || (login.version().get(), create.version().get()),
         |_| admin_studies(),
     );
+    let models = Resource::new(move || login.version().get(), |_| admin_models());
     view! {
         <h1>"Moat admin"</h1>
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
@@ -30,6 +31,11 @@ pub fn AdminHome() -> impl IntoView {
                     }.into_any(),
                     Ok(Some(studies)) => view! { <StudyList studies=studies/> <CreateStudyForm create=create/> }.into_any(),
                 }
+            })}
+        </Suspense>
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                models.await.ok().flatten().map(|models| view! { <ModelRegistry models=models/> })
             })}
         </Suspense>
         {move || login.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error">{error_text(&e)}</p> })}
@@ -421,4 +427,45 @@ fn BattlesPanel(battles: BattleReport) -> impl IntoView {
             </table>
         })}
     }
+}
+
+/// The server's model registry (`moat serve --models FILE`): what the arena and `/v1` can use.
+#[component]
+fn ModelRegistry(models: Vec<RegistryModelView>) -> impl IntoView {
+    if models.is_empty() {
+        return view! {
+            <h2>"Models"</h2>
+            <p class="hint" id="models-none">"No model registry: start the server with "
+                <code>"moat serve --models FILE"</code>" to run arena studies and serve "<code>"/v1"</code>"."</p>
+        }
+        .into_any();
+    }
+    let rows = models
+        .into_iter()
+        .map(|model| {
+            let key = match (&model.api_key_env, model.api_key_set) {
+                (None, _) => "none".to_string(),
+                (Some(var), true) => format!("${var} (set)"),
+                (Some(var), false) => format!("${var} (NOT SET)"),
+            };
+            view! {
+                <tr>
+                    <td>{model.name}</td><td>{model.provider}</td><td>{model.openness}</td>
+                    <td>{model.kind}</td><td><code>{model.target}</code></td><td>{key}</td>
+                    <td class="num">{model.max_tokens}</td>
+                    <td class="num">{model.temperature.map(|t| format!("{t}")).unwrap_or_else(|| "default".into())}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <h2>"Models"</h2>
+        <p class="hint">"The server's model registry; arena studies choose their contestants from it. Keys are read from the environment and never shown."</p>
+        <table class="models" id="models">
+            <thead><tr><th>"Name"</th><th>"Provider"</th><th>"Openness"</th><th>"Kind"</th><th>"Reaches"</th>
+                <th>"API key"</th><th>"Max tokens"</th><th>"Temperature"</th></tr></thead>
+            <tbody>{rows}</tbody>
+        </table>
+    }
+    .into_any()
 }

@@ -187,6 +187,17 @@ pub async fn admin_login(token: String) -> Result<(), ServerFnError> {
     Ok(())
 }
 
+/// The server's model registry; `None` when the browser is not logged in as admin.
+#[server(prefix = "/rpc", endpoint = "admin_models")]
+pub async fn admin_models() -> Result<Option<Vec<RegistryModelView>>, ServerFnError> {
+    let backend = ssr::backend()?;
+    let token = ssr::cookie(ADMIN_COOKIE).await.unwrap_or_default();
+    if token.is_empty() || !backend.admin_authorized(&token).await {
+        return Ok(None);
+    }
+    Ok(Some(backend.model_registry().await))
+}
+
 /// `None` when the browser is not logged in as admin.
 #[server(prefix = "/rpc", endpoint = "admin_studies")]
 pub async fn admin_studies() -> Result<Option<Vec<StudySummary>>, ServerFnError> {

@@ -76,6 +76,8 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<(), BackendError>;
 
     async fn admin_authorized(&self, token: &str) -> bool;
+    /// The server's model registry (empty without `--models`).
+    async fn model_registry(&self) -> Vec<RegistryModelView>;
     async fn list_studies(&self) -> Result<Vec<StudySummary>, BackendError>;
     async fn create_study(&self, study: NewStudy) -> Result<StudySummary, BackendError>;
     /// Replaces a study's title, instructions and settings (same checks as on creation).

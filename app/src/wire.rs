@@ -344,3 +344,20 @@ pub struct VoidBattleView {
     pub model_b: String,
     pub error: String,
 }
+
+/// One model of the server's registry (`moat serve --models`), for the admin page. API keys never
+/// appear: only the name of the environment variable and whether it is set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegistryModelView {
+    pub name: String,
+    pub provider: String,
+    pub openness: String,
+    /// `openai` (a chat-completions server) or `local` (a GGUF file run by Moat).
+    pub kind: String,
+    /// The server address and its model name, or the GGUF file's name.
+    pub target: String,
+    pub api_key_env: Option<String>,
+    pub api_key_set: bool,
+    pub max_tokens: u32,
+    pub temperature: Option<f32>,
+}

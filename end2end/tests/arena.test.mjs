@@ -9,7 +9,7 @@ import { createServer } from 'node:http';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { api, launchBrowser, startMoat } from './harness.mjs';
+import { ADMIN_TOKEN, api, launchBrowser, startMoat } from './harness.mjs';
 
 const CONTESTANTS = [
   { name: 'arena-e2e-secret-one', provider: 'SecretOneLabs', upstream: 'up-one', text: 'The capital of France is Paris, on the Seine, with about two million people.' },
@@ -133,6 +133,19 @@ test('with JavaScript: answers stream in side by side, vote, reveal, next battle
   const report = JSON.parse(await api(moat.base, 'GET', '/api/v1/studies/live'));
   assert.equal(report.summary.votes, 1);
   assert.equal(report.battles.complete, 1);
+
+  // The researcher sees the registry and the battles on the admin pages.
+  const admin = await browser.newContext();
+  const adminPage = await admin.newPage();
+  await adminPage.goto(`${moat.base}/admin`);
+  await adminPage.fill('input[name=token]', ADMIN_TOKEN);
+  await adminPage.click('#login');
+  await adminPage.waitForSelector('#models');
+  const models = await adminPage.textContent('#models');
+  for (const c of CONTESTANTS) assert.ok(models.includes(c.name) && models.includes(c.upstream), models);
+  await adminPage.goto(`${moat.base}/admin/studies/live`);
+  assert.match(await adminPage.textContent('#battle-summary'), /1 battles complete/);
+  await admin.close();
 });
 
 test('without JavaScript: the prompt form waits for both answers, then the vote', async () => {

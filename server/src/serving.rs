@@ -112,7 +112,6 @@ pub fn router(state: ServingState) -> Router {
 }
 
 /// An error in the protocol's own shape: `{"error": {"message", "type", "code"}}`.
-#[derive(Debug)]
 pub struct OpenAiError {
     status: StatusCode,
     kind: &'static str,

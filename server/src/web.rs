@@ -673,6 +673,48 @@ impl Backend for AppBackend {
         !token.is_empty() && sha256_hex(token) == self.admin_token_hash
     }
 
+    async fn model_registry(&self) -> Vec<RegistryModelView> {
+        use moat_llm::registry::Endpoint;
+        let Some(arena) = self.arena() else {
+            return Vec::new();
+        };
+        arena
+            .hub()
+            .registry()
+            .models
+            .iter()
+            .map(|spec| {
+                let (target, api_key_env) = match &spec.endpoint {
+                    Endpoint::Openai(remote) => (
+                        format!("{} ({})", remote.base_url, remote.model),
+                        remote.api_key_env.clone(),
+                    ),
+                    Endpoint::Local(local) => (
+                        local
+                            .path
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        None,
+                    ),
+                };
+                RegistryModelView {
+                    name: spec.name.clone(),
+                    provider: spec.provider.clone(),
+                    openness: spec.openness.as_str().to_string(),
+                    kind: spec.kind().to_string(),
+                    target,
+                    api_key_set: api_key_env
+                        .as_deref()
+                        .is_some_and(|var| std::env::var_os(var).is_some()),
+                    api_key_env,
+                    max_tokens: spec.sampling.max_tokens,
+                    temperature: spec.sampling.temperature,
+                }
+            })
+            .collect()
+    }
+
     async fn list_studies(&self) -> Result<Vec<StudySummary>, BackendError> {
         Ok(self.store.list_studies().await?)
     }

@@ -347,3 +347,81 @@ async fn generated_responses_are_flagged(url: &str) {
     );
 }
 on_both_backends!(generated_responses_are_flagged);
+
+/// Over HTTP: the import report counts the flag, the study's JSON lists it, the API changes the
+/// setting, and the admin page (rendered on the server) shows the flagged response and the setting.
+async fn identity_flags_over_http(url: &str) {
+    let site = tempfile::tempdir().unwrap();
+    let server = crate::support::spawn_server(url, site.path()).await;
+    let opened = server
+        .open_study("leaks-http", 2, serde_json::json!({}))
+        .await;
+    assert_eq!(opened.status(), 200);
+    let imported: serde_json::Value = server
+        .admin(
+            server
+                .http
+                .post(format!("{}/api/v1/studies/leaks-http/import", server.base)),
+        )
+        .body(fixture())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(imported["responses_flagged"], 1, "{imported}");
+    let study = server.admin_get_json("/api/v1/studies/leaks-http").await;
+    assert_eq!(study["flagged_total"], 1, "{study}");
+    assert_eq!(
+        study["flagged"][0]["words"],
+        "I am an ordinary AI assistant created by, Anthropic"
+    );
+    assert_eq!(study["settings"]["show_flagged"], false);
+    let changed = server
+        .admin(
+            server
+                .http
+                .put(format!("{}/api/v1/studies/leaks-http", server.base)),
+        )
+        .json(&serde_json::json!({"title": "Leaks", "settings": {"show_flagged": true}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200, "{}", changed.text().await.unwrap());
+    let study = server.admin_get_json("/api/v1/studies/leaks-http").await;
+    assert_eq!(study["settings"]["show_flagged"], true);
+
+    let page = server
+        .http
+        .get(format!("{}/admin/studies/leaks-http", server.base))
+        .header(
+            "Cookie",
+            format!(
+                "{}={}",
+                moat_app::api::ADMIN_COOKIE,
+                crate::support::ADMIN_TOKEN
+            ),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Identity flags"), "{page}");
+    assert!(page.contains(r#"id="flagged""#), "{page}");
+    assert!(
+        page.contains("I am an ordinary AI assistant created by, Anthropic"),
+        "{page}"
+    );
+    assert!(
+        page.contains("1 response names a model or its maker"),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"name="settings[show_flagged]" checked"#),
+        "{page}"
+    );
+}
+on_both_backends!(identity_flags_over_http);
