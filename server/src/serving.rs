@@ -112,6 +112,7 @@ pub fn router(state: ServingState) -> Router {
 }
 
 /// An error in the protocol's own shape: `{"error": {"message", "type", "code"}}`.
+#[derive(Debug)]
 pub struct OpenAiError {
     status: StatusCode,
     kind: &'static str,
