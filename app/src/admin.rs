@@ -104,7 +104,8 @@ fn SettingsForm(report: StudyReport, action: ServerAction<UpdateStudy>) -> impl 
 fn SettingsInputs(settings: StudySettings) -> impl IntoView {
     let arena = settings.is_arena();
     let together = settings.stream == "together";
-    let contestants = settings.contestants.join(", ");
+    let contestants = settings.contestants_line();
+    let favour_least_shown = settings.favour_least_shown;
     view! {
         <label>"Comparisons per rater " <input name="settings[items_per_rater]" type="number" min="1" value=settings.items_per_rater.to_string()/></label>
         <label>"Ratings per prompt (before others are preferred) " <input name="settings[ratings_per_item]" type="number" min="1" value=settings.ratings_per_item.to_string()/></label>
@@ -126,7 +127,8 @@ fn SettingsInputs(settings: StudySettings) -> impl IntoView {
                 <option value="static" selected=!arena>"static: imported prompts and responses"</option>
                 <option value="arena" selected=arena>"arena: raters write prompts, two models answer live"</option>
             </select></label>
-            <label>"Arena contestants (registry names, comma-separated; empty: all) " <input name="settings[contestants]" value=contestants/></label>
+            <label>"Arena contestants (registry names, comma-separated, each optionally name=weight; empty: all) " <input name="settings[contestants]" value=contestants/></label>
+            <label><input type="checkbox" name="settings[favour_least_shown]" checked=favour_least_shown/>" Favour the pairs shown least (then draw by weight)"</label>
             <label>"Answers " <select name="settings[stream]">
                 <option value="live" selected=!together>"stream in as they are written"</option>
                 <option value="together" selected=together>"appear together when both are done (hides speed)"</option>

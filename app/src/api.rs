@@ -228,8 +228,9 @@ pub struct SettingsInput {
     pub screen_out_code: Option<String>,
     pub screen_out_url: Option<String>,
     pub kind: Option<String>,
-    /// Comma-separated registry model names.
+    /// Comma-separated registry model names, each optionally `=weight`.
     pub contestants: Option<String>,
+    pub favour_least_shown: Option<String>,
     pub stream: Option<String>,
     pub max_prompt_chars: Option<String>,
     pub battles_per_hour: Option<String>,
@@ -254,6 +255,8 @@ impl SettingsInput {
         }
         let defaults = StudySettings::default();
         let text = |field: Option<String>| field.filter(|s| !s.trim().is_empty());
+        let contestants = parse_contestants(&self.contestants.clone().unwrap_or_default())
+            .map_err(|e| ssr::fail(crate::backend::BackendError::BadRequest(e)))?;
         Ok(StudySettings {
             items_per_rater: number(self.items_per_rater, "comparisons per rater")?
                 .unwrap_or(defaults.items_per_rater),
@@ -277,14 +280,9 @@ impl SettingsInput {
             kind: text(self.kind)
                 .map(|k| k.trim().to_string())
                 .unwrap_or(defaults.kind),
-            contestants: text(self.contestants)
-                .map(|list| {
-                    list.split(',')
-                        .map(|name| name.trim().to_string())
-                        .filter(|name| !name.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
+            contestants: contestants.0,
+            weights: contestants.1,
+            favour_least_shown: self.favour_least_shown.is_some(),
             stream: text(self.stream)
                 .map(|k| k.trim().to_string())
                 .unwrap_or(defaults.stream),

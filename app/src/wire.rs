@@ -49,6 +49,11 @@ pub struct StudySettings {
     pub kind: String,
     /// Arena: the registry models that compete (empty: every model of the registry).
     pub contestants: Vec<String>,
+    /// Arena: how often each contestant is drawn relative to the others (default 1; a pair's weight
+    /// is the product of its two models' weights; 0 keeps a model out).
+    pub weights: std::collections::BTreeMap<String, f64>,
+    /// Arena: draw among the pairs shown least so far (balanced votes per pair), then by weight.
+    pub favour_least_shown: bool,
     /// Arena: `live` (both answers stream in as they are written) or `together` (both are shown
     /// once both are complete, which hides differences in speed).
     pub stream: String,
@@ -77,6 +82,8 @@ impl Default for StudySettings {
             screen_out_url: None,
             kind: "static".to_string(),
             contestants: Vec::new(),
+            weights: Default::default(),
+            favour_least_shown: true,
             stream: "live".to_string(),
             max_prompt_chars: 4000,
             battles_per_hour: 60,
@@ -88,6 +95,40 @@ impl StudySettings {
     pub fn is_arena(&self) -> bool {
         self.kind == "arena"
     }
+
+    /// The contestants as one line: `name` or `name=weight` when the weight is not 1.
+    pub fn contestants_line(&self) -> String {
+        self.contestants
+            .iter()
+            .map(|name| match self.weights.get(name) {
+                Some(weight) if *weight != 1.0 => format!("{name}={weight}"),
+                _ => name.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Parses contestants written `name` or `name=weight`, separated by commas: the names in order and
+/// the weights given. The error names the entry that does not parse.
+pub fn parse_contestants(
+    line: &str,
+) -> Result<(Vec<String>, std::collections::BTreeMap<String, f64>), String> {
+    let mut names = Vec::new();
+    let mut weights = std::collections::BTreeMap::new();
+    for entry in line.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        match entry.split_once('=') {
+            None => names.push(entry.to_string()),
+            Some((name, weight)) => {
+                let weight: f64 = weight.trim().parse().map_err(|_| {
+                    format!("contestant {entry:?}: the weight after = is not a number")
+                })?;
+                names.push(name.trim().to_string());
+                weights.insert(name.trim().to_string(), weight);
+            }
+        }
+    }
+    Ok((names, weights))
 }
 
 /// What the study link shows before consent.

@@ -27,7 +27,7 @@ use moat_app::backend::BackendError;
 use moat_exports::{Message, Openness};
 use moat_llm::registry::ModelSpec;
 use moat_llm::{ChatMessage, Completion, GenerationRequest, LlmError, Role};
-use rand::seq::SliceRandom;
+use rand::distributions::Distribution;
 use rand::Rng;
 use tokio::sync::watch;
 
@@ -79,17 +79,23 @@ pub struct Arena {
     health: Mutex<HashMap<String, ModelHealth>>,
 }
 
-/// Chooses the pair for a battle among `contestants`: one of the pairs shown least so far (so every
-/// pair gets its share of votes), never a model against itself, sides in random order.
+/// Chooses the pair for a battle among `contestants`: never a model against itself; each pair
+/// drawn with probability proportional to the product of its models' `weights` (1 when not given; a
+/// pair with weight 0 is never drawn); with `favour_least_shown`, only among the pairs shown least so
+/// far (so every pair gets its share of votes). Sides in random order.
 pub fn choose_pair<R: Rng>(
     contestants: &[String],
+    weights: &std::collections::BTreeMap<String, f64>,
     shown: &HashMap<(String, String), i64>,
+    favour_least_shown: bool,
     rng: &mut R,
 ) -> Option<(String, String)> {
+    let weight = |name: &String| weights.get(name).copied().unwrap_or(1.0);
     let mut pairs = Vec::new();
     for (i, a) in contestants.iter().enumerate() {
         for b in &contestants[i + 1..] {
-            if a == b {
+            let w = weight(a) * weight(b);
+            if a == b || !(w > 0.0) {
                 continue;
             }
             let key = if a <= b {
@@ -97,15 +103,17 @@ pub fn choose_pair<R: Rng>(
             } else {
                 (b.clone(), a.clone())
             };
-            pairs.push((shown.get(&key).copied().unwrap_or(0), key));
+            pairs.push((shown.get(&key).copied().unwrap_or(0), w, key));
         }
     }
-    let least = pairs.iter().map(|(count, _)| *count).min()?;
-    let candidates: Vec<_> = pairs
-        .into_iter()
-        .filter(|(count, _)| *count == least)
-        .collect();
-    let (_, (a, b)) = candidates.choose(rng)?.clone();
+    if favour_least_shown {
+        let least = pairs.iter().map(|(count, ..)| *count).min()?;
+        pairs.retain(|(count, ..)| *count == least);
+    }
+    let index = rand::distributions::WeightedIndex::new(pairs.iter().map(|(_, w, _)| *w))
+        .ok()?
+        .sample(rng);
+    let (a, b) = pairs.swap_remove(index).2;
     Some(if rng.gen_bool(0.5) { (a, b) } else { (b, a) })
 }
 
@@ -269,8 +277,19 @@ impl Arena {
             ));
         }
         let shown = store.battle_pair_counts(study.id).await?;
-        let (model_a, model_b) = choose_pair(&contestants, &shown, &mut rand::thread_rng())
-            .expect("two contestants make a pair");
+        let (model_a, model_b) = choose_pair(
+            &contestants,
+            &study.settings.weights,
+            &shown,
+            study.settings.favour_least_shown,
+            &mut rand::thread_rng(),
+        )
+        .ok_or_else(|| {
+            BackendError::Conflict(
+                "No pair of this arena's models can be drawn right now (check their weights); please try again later."
+                    .into(),
+            )
+        })?;
         let conversation = vec![Message::new("user", prompt)];
         let public_id = random_hex(16);
         store
@@ -651,8 +670,9 @@ mod tests {
         shown.insert(("a".to_string(), "b".to_string()), 5);
         shown.insert(("a".to_string(), "c".to_string()), 5);
         let mut sides = HashMap::new();
+        let no_weights = std::collections::BTreeMap::new();
         for _ in 0..200 {
-            let (x, y) = choose_pair(&contestants, &shown, &mut rng).unwrap();
+            let (x, y) = choose_pair(&contestants, &no_weights, &shown, true, &mut rng).unwrap();
             assert_ne!(x, y);
             let mut pair = [x.clone(), y];
             pair.sort();
@@ -661,7 +681,42 @@ mod tests {
         }
         // Sides are randomized: each model is on the left about half the time.
         assert!(sides["b"] > 60 && sides["c"] > 60, "{sides:?}");
-        assert_eq!(choose_pair(&names(&["only"]), &shown, &mut rng), None);
+        assert_eq!(
+            choose_pair(&names(&["only"]), &no_weights, &shown, true, &mut rng),
+            None
+        );
+    }
+
+    #[test]
+    fn weights_set_how_often_each_pair_is_drawn() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let contestants = names(&["a", "b", "c"]);
+        // a:3, b:1, c:0 → only a-b can be drawn; with c at 1, a-b 3, a-c 3, b-c 1 (of 7).
+        let mut weights = std::collections::BTreeMap::new();
+        weights.insert("a".to_string(), 3.0);
+        weights.insert("c".to_string(), 0.0);
+        for _ in 0..50 {
+            let (x, y) =
+                choose_pair(&contestants, &weights, &HashMap::new(), true, &mut rng).unwrap();
+            assert!(x != "c" && y != "c", "a weight of 0 keeps c out");
+        }
+        weights.insert("c".to_string(), 1.0);
+        let mut counts: HashMap<[String; 2], u32> = HashMap::new();
+        let draws = 7000;
+        for _ in 0..draws {
+            let (x, y) =
+                choose_pair(&contestants, &weights, &HashMap::new(), false, &mut rng).unwrap();
+            let mut pair = [x, y];
+            pair.sort();
+            *counts.entry(pair).or_default() += 1;
+        }
+        let share = |a: &str, b: &str| {
+            f64::from(counts[&[a.to_string(), b.to_string()]]) / f64::from(draws)
+        };
+        // Expected 3/7, 3/7, 1/7; three standard errors at n = 7000 is about 0.018.
+        assert!((share("a", "b") - 3.0 / 7.0).abs() < 0.02, "{counts:?}");
+        assert!((share("a", "c") - 3.0 / 7.0).abs() < 0.02, "{counts:?}");
+        assert!((share("b", "c") - 1.0 / 7.0).abs() < 0.02, "{counts:?}");
     }
 
     #[test]

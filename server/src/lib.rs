@@ -252,7 +252,10 @@ impl Application {
             }))
             .merge(arena::router(backend.clone()))
             // Around every route: the origin check and the security headers (SECURITY.md).
-            .layer(axum::middleware::from_fn(security::harden));
+            .layer(axum::middleware::from_fn_with_state(
+                security::Guard::new(),
+                security::harden,
+            ));
         Ok(Application {
             addr,
             backend,
@@ -262,6 +265,12 @@ impl Application {
     }
 
     pub async fn run(self) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router).await
+        // The peer address reaches the middleware, which rate-limits failed logins per address.
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
     }
 }

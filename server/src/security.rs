@@ -13,14 +13,24 @@
 //!   resource data, the shell's `<style>`), never `'unsafe-inline'`. `'wasm-unsafe-eval'` lets the
 //!   hydration module compile its wasm; it does not allow `eval`.
 //!
+//! - **Login rate limit**: a request that presents admin credentials (a bearer token, the admin
+//!   cookie, or the login form) and is answered 401 counts as a failure of its peer address; after
+//!   [`MAX_FAILURES`] failures within [`FAILURE_WINDOW`], every credentialed request from that
+//!   address gets 429 until the window has passed, the right token included (else the 429 would
+//!   tell a guesser which guess was right). Behind a reverse proxy every client shares the proxy's
+//!   address, so the limit is then global.
+//!
 //! The nonce is minted here and handed to Leptos through the request's extensions
 //! ([`provide_request_nonce`], called in the context of every rendered page), so the header and the
 //! page agree. A reverse proxy must pass the original `Host` header through (nginx:
 //! `proxy_set_header Host $host;`), or every browser form post is refused.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -39,23 +49,123 @@ pub fn content_security_policy(nonce: &str) -> String {
     )
 }
 
-/// The middleware: refuses cross-origin state changes, mints the response's nonce and adds the
-/// security headers (to refusals too).
-pub async fn harden(mut request: Request, next: Next) -> Response {
+/// Failed logins an address may make within [`FAILURE_WINDOW`] before it is refused.
+pub const MAX_FAILURES: usize = 10;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// The middleware's state: failed logins per peer address.
+pub struct Guard {
+    max_failures: usize,
+    window: Duration,
+    failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+}
+
+impl Guard {
+    pub fn new() -> Arc<Guard> {
+        Guard::with_limit(MAX_FAILURES, FAILURE_WINDOW)
+    }
+
+    pub fn with_limit(max_failures: usize, window: Duration) -> Arc<Guard> {
+        Arc::new(Guard {
+            max_failures,
+            window,
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, VecDeque<Instant>>> {
+        self.failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How long `ip` must still wait, if it has used up its failures.
+    pub fn retry_after(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let mut failures = self.failures();
+        let times = failures.get_mut(&ip)?;
+        while times
+            .front()
+            .is_some_and(|&at| now.duration_since(at) >= self.window)
+        {
+            times.pop_front();
+        }
+        if times.is_empty() {
+            failures.remove(&ip);
+            return None;
+        }
+        (times.len() >= self.max_failures).then(|| {
+            let oldest = times[times.len() - self.max_failures];
+            self.window.saturating_sub(now.duration_since(oldest))
+        })
+    }
+
+    pub fn record_failure(&self, ip: IpAddr, now: Instant) {
+        let mut failures = self.failures();
+        // Bounded memory: forget addresses whose failures have all expired once the map grows.
+        if failures.len() >= 10_000 {
+            let window = self.window;
+            failures.retain(|_, times| {
+                times
+                    .back()
+                    .is_some_and(|&at| now.duration_since(at) < window)
+            });
+        }
+        let times = failures.entry(ip).or_default();
+        times.push_back(now);
+        while times.len() > self.max_failures {
+            times.pop_front();
+        }
+    }
+}
+
+/// Whether the request tries admin (or API key) credentials: a bearer token, the admin cookie, or
+/// the login form.
+fn presents_credentials(request: &Request) -> bool {
+    request.headers().contains_key(header::AUTHORIZATION)
+        || moat_app::api::ssr::cookie_value(request.headers(), moat_app::api::ADMIN_COOKIE)
+            .is_some()
+        || request.uri().path() == "/rpc/admin_login"
+}
+
+fn refuse(status: StatusCode, reason: String) -> Response {
+    (status, Json(serde_json::json!({ "error": reason }))).into_response()
+}
+
+/// The middleware: refuses cross-origin state changes and addresses that failed to log in too
+/// often, mints the response's nonce, and adds the security headers (to refusals too).
+pub async fn harden(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
     let nonce: Arc<str> = crate::domain::random_hex(16).into();
-    let mut response = match check_origin(request.method(), request.headers()) {
-        Ok(()) => {
-            request.extensions_mut().insert(CspNonce(nonce.clone()));
-            next.run(request).await
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let credentialed = presents_credentials(&request);
+    let waiting = match peer {
+        Some(ip) if credentialed => guard.retry_after(ip, Instant::now()),
+        _ => None,
+    };
+    let mut response = if let Err(reason) = check_origin(request.method(), request.headers()) {
+        tracing::info!(%reason, path = %request.uri().path(), "cross-origin request refused");
+        refuse(StatusCode::FORBIDDEN, reason)
+    } else if let Some(wait) = waiting {
+        let seconds = wait.as_secs().max(1);
+        let mut response = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many failed logins from this address; try again in {seconds} s"),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        response
+    } else {
+        request.extensions_mut().insert(CspNonce(nonce.clone()));
+        let response = next.run(request).await;
+        if let (Some(ip), true) = (peer, credentialed) {
+            if response.status() == StatusCode::UNAUTHORIZED {
+                guard.record_failure(ip, Instant::now());
+            }
         }
-        Err(reason) => {
-            tracing::info!(%reason, path = %request.uri().path(), "cross-origin request refused");
-            (
-                StatusCode::FORBIDDEN,
-                Json(serde_json::json!({ "error": reason })),
-            )
-                .into_response()
-        }
+        response
     };
     add_security_headers(response.headers_mut(), &nonce);
     response
@@ -224,6 +334,37 @@ mod tests {
         for method in [Method::GET, Method::HEAD, Method::OPTIONS] {
             assert_eq!(check_origin(&method, &headers(&[host])), Ok(()));
         }
+    }
+
+    #[test]
+    fn failures_past_the_limit_wait_out_the_window() {
+        let guard = Guard::with_limit(3, Duration::from_secs(60));
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        let start = Instant::now();
+        for i in 0..3 {
+            assert_eq!(guard.retry_after(ip, start), None, "after {i} failures");
+            guard.record_failure(ip, start + Duration::from_secs(i * 10));
+        }
+        // Three failures at 0 s, 10 s and 20 s: refused until the first is a minute old.
+        let at_25 = start + Duration::from_secs(25);
+        assert_eq!(guard.retry_after(ip, at_25), Some(Duration::from_secs(35)));
+        assert_eq!(guard.retry_after(other, at_25), None, "per address");
+        assert_eq!(
+            guard.retry_after(ip, start + Duration::from_secs(60)),
+            None,
+            "the oldest failure has expired"
+        );
+        guard.record_failure(ip, start + Duration::from_secs(61));
+        assert_eq!(
+            guard.retry_after(ip, start + Duration::from_secs(62)),
+            Some(Duration::from_secs(8)),
+            "failures at 10, 20 and 61 s: free again at 70 s"
+        );
+        assert_eq!(
+            guard.retry_after(ip, start + Duration::from_secs(200)),
+            None
+        );
     }
 
     #[test]

@@ -99,9 +99,13 @@ pub struct SettingsFlags {
     /// models answer live) [default: static].
     #[arg(long)]
     pub kind: Option<String>,
-    /// Arena: the competing registry models, comma-separated (default: every model of --models).
-    #[arg(long, value_delimiter = ',')]
-    pub contestants: Option<Vec<String>>,
+    /// Arena: the competing registry models, comma-separated, each optionally `name=weight`
+    /// (default: every model of --models, weight 1).
+    #[arg(long)]
+    pub contestants: Option<String>,
+    /// Arena: draw among the pairs shown least so far, then by weight [default: true].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub favour_least_shown: Option<bool>,
     /// Arena: `live` (answers stream in) or `together` (shown when both are done) [default: live].
     #[arg(long)]
     pub stream: Option<String>,
@@ -165,12 +169,8 @@ impl SettingsFlags {
         if let Some(kind) = text(&self.kind) {
             settings.kind = kind.trim().to_string();
         }
-        if let Some(contestants) = &self.contestants {
-            settings.contestants = contestants
-                .iter()
-                .map(|name| name.trim().to_string())
-                .filter(|name| !name.is_empty())
-                .collect();
+        if let Some(on) = self.favour_least_shown {
+            settings.favour_least_shown = on;
         }
         if let Some(stream) = text(&self.stream) {
             settings.stream = stream.trim().to_string();
@@ -186,6 +186,12 @@ impl SettingsFlags {
     /// Checks an arena's contestants against the registry file given with --models (and takes all
     /// of its models when none were named).
     fn check_contestants(&self, settings: &mut StudySettings) -> anyhow::Result<()> {
+        if let Some(line) = &self.contestants {
+            let (names, weights) =
+                moat_app::wire::parse_contestants(line).map_err(anyhow::Error::msg)?;
+            settings.contestants = names;
+            settings.weights = weights;
+        }
         let Some(path) = &self.models else {
             return Ok(());
         };

@@ -104,6 +104,13 @@ fn check_arena_settings(settings: &StudySettings) -> Result<(), BackendError> {
             return bad(format!("contestants: {name:?} is empty or listed twice"));
         }
     }
+    for (name, weight) in &settings.weights {
+        if !(weight.is_finite() && *weight >= 0.0) {
+            return bad(format!(
+                "weights: {name:?} has the weight {weight}; a weight is 0 or more"
+            ));
+        }
+    }
     if settings.is_arena() && settings.contestants.len() == 1 {
         return bad(
             "contestants: an arena needs at least two models (or none: every registry model)"
@@ -670,7 +677,15 @@ impl Backend for AppBackend {
     }
 
     async fn admin_authorized(&self, token: &str) -> bool {
-        !token.is_empty() && sha256_hex(token) == self.admin_token_hash
+        // Compared in constant time: how long a wrong guess takes says nothing about how much of
+        // it was right. (Login attempts are also rate-limited per address; see `security`.)
+        use subtle::ConstantTimeEq;
+        !token.is_empty()
+            && bool::from(
+                sha256_hex(token)
+                    .as_bytes()
+                    .ct_eq(self.admin_token_hash.as_bytes()),
+            )
     }
 
     async fn model_registry(&self) -> Vec<RegistryModelView> {

@@ -404,6 +404,10 @@ async fn prompt_length_and_battles_per_hour_are_limited() {
             serde_json::json!({ "kind": "arena", "stream": "sometimes" }),
             "stream must be",
         ),
+        (
+            serde_json::json!({ "kind": "arena", "weights": { ALPHA: -1.0 } }),
+            "a weight is 0 or more",
+        ),
     ] {
         let response = server
             .admin(server.http.post(format!("{}/api/v1/studies", server.base)))

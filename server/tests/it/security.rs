@@ -588,3 +588,64 @@ async fn security_headers_and_the_page_nonce() {
     assert_security_headers(refused.headers());
     db.cleanup().await;
 }
+
+/// Ten failed logins from one address within a minute, and that address gets 429 for every
+/// credentialed request, the right token included (else the answer would tell which guess was
+/// right); requests without credentials (raters) go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_rate_limited_per_address() {
+    let db = TestDb::sqlite();
+    let server = spawn_server(db.url(), &no_site()).await;
+    server.open_study("limited", 2, serde_json::json!({})).await;
+    for attempt in 0..moat_server::security::MAX_FAILURES {
+        let request = server
+            .http
+            .post(format!("{}/rpc/admin_login", server.base))
+            .header("Origin", &server.base)
+            .form(&[("token", format!("guess-{attempt}"))]);
+        // Half the guesses as the hydrated page sends them, half as a plain form post.
+        let request = if attempt % 2 == 0 {
+            request.header("Accept", "application/json")
+        } else {
+            request
+        };
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "guess {attempt}");
+    }
+    let refused = server
+        .admin(server.http.get(format!("{}/api/v1/studies", server.base)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert_security_headers(refused.headers());
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many failed logins"),
+        "{body}"
+    );
+    let login = server
+        .http
+        .post(format!("{}/rpc/admin_login", server.base))
+        .header("Origin", &server.base)
+        .form(&[("token", crate::support::ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 429, "the right token is refused too");
+    // Raters carry no admin credentials and are not held up.
+    let rater = RaterClient::join(&server.base, "limited", None)
+        .await
+        .unwrap();
+    assert!(rater.next_comparison().await.unwrap().is_some());
+    db.cleanup().await;
+}
