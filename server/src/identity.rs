@@ -130,6 +130,23 @@ pub struct IdentityDetector {
     study_terms: Vec<(Regex, LeakSource)>,
 }
 
+/// An ASCII word boundary. A Unicode one would miss a name written against Chinese or Japanese
+/// text ("我是Claude"), which it sees as one long word.
+const BOUNDARY: &str = r"(?-u:\b)";
+
+/// `pattern` as a whole word: bounded on each side where it begins or ends with an ASCII letter or
+/// digit (a name in a script without spaces, "通义千问", has no boundary to look for).
+fn whole_word(pattern: &str, first: char, last: char) -> String {
+    let side = |c: char| {
+        if c.is_ascii_alphanumeric() {
+            BOUNDARY
+        } else {
+            ""
+        }
+    };
+    format!("{}(?:{pattern}){}", side(first), side(last))
+}
+
 /// A term as a pattern that matches the whole of a found text.
 fn anchored(pattern: &str) -> Regex {
     Regex::new(&format!("(?i)^(?:{pattern})$"))
@@ -157,13 +174,14 @@ fn name_pattern(name: &str, min_chars: usize) -> Option<String> {
     if chars < min_chars || ORDINARY_MODEL_NAMES.contains(&joined.as_str()) {
         return None;
     }
-    Some(
-        parts
-            .iter()
-            .map(|part| regex::escape(part))
-            .collect::<Vec<_>>()
-            .join(r"[-_. ]?"),
-    )
+    let pattern = parts
+        .iter()
+        .map(|part| regex::escape(part))
+        .collect::<Vec<_>>()
+        .join(r"[-_. ]?");
+    let first = parts.first()?.chars().next()?;
+    let last = parts.last()?.chars().last()?;
+    Some(whole_word(&pattern, first, last))
 }
 
 impl IdentityDetector {
@@ -186,15 +204,16 @@ impl IdentityDetector {
                 terms.push((pattern, LeakSource::Provider(provider.as_ref().to_string())));
             }
         }
-        // ASCII word boundaries: a name written against Chinese or Japanese text ("我是Claude") is
-        // still a word of its own, where a Unicode boundary would see one long word.
+        // Every common term begins and ends with an ASCII letter or digit.
+        let common = SELF_IDENTIFICATIONS
+            .iter()
+            .map(|(_, pattern)| format!("{BOUNDARY}(?:{pattern}){BOUNDARY}"));
         let any = Regex::new(&format!(
-            r"(?i)(?-u:\b)(?:{})(?-u:\b)",
+            "(?i){}",
             terms
                 .iter()
-                .map(|(pattern, _)| pattern.as_str())
-                .chain(SELF_IDENTIFICATIONS.iter().map(|(_, pattern)| *pattern))
-                .map(|pattern| format!("(?:{pattern})"))
+                .map(|(pattern, _)| pattern.clone())
+                .chain(common)
                 .collect::<Vec<_>>()
                 .join("|")
         ))
@@ -336,6 +355,15 @@ mod tests {
         assert_eq!(
             leaks[0].source,
             LeakSource::Model("HuggingFaceTB/SmolLM2-135M-Instruct".into())
+        );
+    }
+
+    #[test]
+    fn names_in_scripts_without_spaces_match_inside_a_sentence() {
+        let models = [("通义千问", "阿里云")];
+        assert_eq!(
+            matched("我是通义千问，由阿里云开发。", &models),
+            ["通义千问", "阿里云"]
         );
     }
 
