@@ -423,5 +423,28 @@ async fn identity_flags_over_http(url: &str) {
         page.contains(r#"name="settings[show_flagged]" checked"#),
         "{page}"
     );
+
+    // A rater over HTTP now gets every prompt, the flagged one included; the leaderboard API leaves
+    // that vote out unless `include_flagged=true`.
+    let rater = moat_server::client::RaterClient::join(&server.base, "leaks-http", None)
+        .await
+        .unwrap();
+    let mut votes = 0;
+    while let Some(comparison) = rater.next_comparison().await.unwrap() {
+        rater.vote(&comparison.assignment, "left").await.unwrap();
+        votes += 1;
+    }
+    assert_eq!(votes, 5);
+    let board = server
+        .admin_get_json("/api/v1/studies/leaks-http/leaderboard?rounds=20")
+        .await;
+    assert_eq!(board["flagged_votes"], 1, "{board}");
+    assert_eq!(board["flagged_votes_left_out"], true);
+    assert_eq!(board["leaderboard"]["n_battles"], 4);
+    let board = server
+        .admin_get_json("/api/v1/studies/leaks-http/leaderboard?rounds=20&include_flagged=true")
+        .await;
+    assert_eq!(board["flagged_votes_left_out"], false);
+    assert_eq!(board["leaderboard"]["n_battles"], 5);
 }
 on_both_backends!(identity_flags_over_http);
