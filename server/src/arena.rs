@@ -95,7 +95,8 @@ pub fn choose_pair<R: Rng>(
     for (i, a) in contestants.iter().enumerate() {
         for b in &contestants[i + 1..] {
             let w = weight(a) * weight(b);
-            if a == b || !(w > 0.0) {
+            // NaN weights are refused with the settings; `w > 0.0` is false for them anyway.
+            if a == b || w.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
                 continue;
             }
             let key = if a <= b {
