@@ -1,0 +1,85 @@
+// Cross-site request forgery and the Content Security Policy in a real browser. A page on another
+// origin of the same site (another port of 127.0.0.1, so the admin's SameSite=Lax cookie still goes
+// along) posts a form to Moat: refused by the origin check. Moat's own pages hydrate and post under
+// their policy without a single violation.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { api, launchBrowser, openStudy, startMoat, ADMIN_TOKEN } from './harness.mjs';
+
+let moat;
+let browser;
+let attacker;
+let attackerBase;
+
+before(async () => {
+  moat = await startMoat();
+  browser = await launchBrowser();
+  // The attacker's page: a form that closes the study, submitted as soon as the page loads.
+  attacker = createServer((request, response) => {
+    response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    response.end(`<!DOCTYPE html><title>Win a prize</title>
+      <form method="post" action="${moat.base}/rpc/set_study_status">
+        <input name="slug" value="csrf"><input name="status" value="closed">
+      </form>
+      <script>document.forms[0].submit()</script>`);
+  });
+  await new Promise((resolve) => attacker.listen(0, '127.0.0.1', resolve));
+  attackerBase = `http://127.0.0.1:${attacker.address().port}`;
+});
+
+after(async () => {
+  await browser?.close();
+  attacker?.close();
+  moat?.child.kill('SIGKILL');
+});
+
+async function studyStatus(slug) {
+  return JSON.parse(await api(moat.base, 'GET', `/api/v1/studies/${slug}`)).summary.status;
+}
+
+test('a form on another origin cannot change a study with the admin cookie; the admin page can', async () => {
+  await openStudy(moat.base, 'csrf', 2, 2);
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const violations = [];
+  page.on('console', (message) => {
+    if (/Content.Security.Policy/i.test(message.text())) violations.push(message.text());
+  });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(`${page.url()}: ${e}`));
+
+  await page.goto(`${moat.base}/admin`);
+  await page.waitForSelector('body[data-hydrated]');
+  await page.fill('input[name=token]', ADMIN_TOKEN);
+  await page.click('#login');
+  await page.waitForSelector('a[href="/admin/studies/csrf"]');
+  assert.ok((await context.cookies(moat.base)).some((c) => c.name === 'moat_admin'), 'logged in');
+
+  const forged = page.waitForResponse((r) => r.url() === `${moat.base}/rpc/set_study_status`);
+  await page.goto(`${attackerBase}/`);
+  const response = await forged;
+  const sent = await response.request().allHeaders();
+  assert.equal(sent.origin, attackerBase, 'the browser names the attacker as the origin');
+  assert.match(sent.cookie ?? '', /moat_admin=/, 'the browser sent the admin cookie along (same site)');
+  assert.equal(response.status(), 403);
+  assert.match(await response.text(), /cross-origin request refused/);
+  assert.equal(await studyStatus('csrf'), 'open', 'the forged post changed nothing');
+
+  // The admin's own page closes the study with the button (a same-origin post).
+  await page.goto(`${moat.base}/admin/studies/csrf`);
+  await page.click('#status-closed');
+  await page.waitForFunction(() => document.querySelector('#study-status')?.textContent === 'closed');
+  assert.equal(await studyStatus('csrf'), 'closed');
+
+  // The rater's page of the closed study: neutral, and hydrated under the policy without an error.
+  errors.length = 0;
+  await page.goto(`${moat.base}/s/csrf`);
+  await page.waitForSelector('body[data-hydrated]');
+  assert.equal((await page.textContent('#not-open')).trim(), 'This study is not open.');
+  assert.ok(!(await page.content()).includes('E2E csrf'), 'no title on a closed study');
+
+  assert.deepEqual(violations, [], 'no Content Security Policy violation');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
