@@ -106,6 +106,7 @@ fn SettingsInputs(settings: StudySettings) -> impl IntoView {
     let together = settings.stream == "together";
     let contestants = settings.contestants_line();
     let favour_least_shown = settings.favour_least_shown;
+    let sample_prompts = settings.sample_prompts.join("\n");
     view! {
         <label>"Comparisons per rater " <input name="settings[items_per_rater]" type="number" min="1" value=settings.items_per_rater.to_string()/></label>
         <label>"Ratings per prompt (before others are preferred) " <input name="settings[ratings_per_item]" type="number" min="1" value=settings.ratings_per_item.to_string()/></label>
@@ -135,6 +136,7 @@ fn SettingsInputs(settings: StudySettings) -> impl IntoView {
             </select></label>
             <label>"Longest prompt (characters) " <input name="settings[max_prompt_chars]" type="number" min="1" value=settings.max_prompt_chars.to_string()/></label>
             <label>"Battles per rater per hour " <input name="settings[battles_per_hour]" type="number" min="1" value=settings.battles_per_hour.to_string()/></label>
+            <label>"Sample prompts a rater may use (one per line) " <textarea name="settings[sample_prompts]" rows="3">{sample_prompts}</textarea></label>
         </fieldset>
     }
 }

@@ -149,7 +149,8 @@ pub async fn vote(
 #[server(prefix = "/rpc", endpoint = "arena_prompt")]
 pub async fn arena_prompt(
     slug: String,
-    prompt: String,
+    prompt: Option<String>,
+    sample: Option<String>,
     live: Option<String>,
 ) -> Result<String, ServerFnError> {
     let backend = ssr::backend()?;
@@ -159,7 +160,13 @@ pub async fn arena_prompt(
         ))
     })?;
     backend
-        .arena_prompt(&slug, &token, &prompt, live.is_none())
+        .arena_prompt(
+            &slug,
+            &token,
+            prompt.as_deref().unwrap_or_default(),
+            sample.is_some(),
+            live.is_none(),
+        )
         .await
         .map_err(ssr::fail)
 }
@@ -234,6 +241,8 @@ pub struct SettingsInput {
     pub stream: Option<String>,
     pub max_prompt_chars: Option<String>,
     pub battles_per_hour: Option<String>,
+    /// One sample prompt per line.
+    pub sample_prompts: Option<String>,
 }
 
 #[cfg(feature = "ssr")]
@@ -290,6 +299,14 @@ impl SettingsInput {
                 .unwrap_or(defaults.max_prompt_chars),
             battles_per_hour: number(self.battles_per_hour, "battles per hour")?
                 .unwrap_or(defaults.battles_per_hour),
+            sample_prompts: self
+                .sample_prompts
+                .unwrap_or_default()
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map(str::to_string)
+                .collect(),
         })
     }
 }

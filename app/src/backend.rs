@@ -60,13 +60,15 @@ pub trait Backend: Send + Sync + 'static {
         rater_token: &str,
         vote: VoteInput,
     ) -> Result<(), BackendError>;
-    /// Arena studies: starts a battle on the rater's prompt and returns its id. With `wait` (a plain
+    /// Arena studies: starts a battle on the rater's prompt (or, with `sample`, on one of the study's
+    /// sample prompts) and returns its id. With `wait` (a plain
     /// form post, JavaScript off) it returns only once both answers are complete or the battle is void.
     async fn arena_prompt(
         &self,
         slug: &str,
         rater_token: &str,
         prompt: &str,
+        sample: bool,
         wait: bool,
     ) -> Result<String, BackendError>;
     async fn continue_after_reveal(

@@ -335,14 +335,21 @@ fn ArenaPanel(slug: String, turn: ArenaTurn, refresh: RwSignal<u32>) -> impl Int
             if prompt_action.pending().get_untracked() {
                 return;
             }
+            use wasm_bindgen::JsCast;
             let prompt = form_ref
                 .get_untracked()
                 .and_then(|form| web_sys::FormData::new_with_form(&form).ok())
-                .and_then(|data| data.get("prompt").as_string())
-                .unwrap_or_default();
+                .and_then(|data| data.get("prompt").as_string());
+            // Which button sent the form: "Use a sample prompt" asks the server for one.
+            let sample = event
+                .submitter()
+                .and_then(|button| button.dyn_into::<web_sys::HtmlButtonElement>().ok())
+                .filter(|button| button.name() == "sample")
+                .map(|_| "1".to_string());
             prompt_action.dispatch(ArenaPrompt {
                 slug: submit_slug.clone(),
                 prompt,
+                sample,
                 live: Some("1".into()),
             });
         }
@@ -367,6 +374,13 @@ fn ArenaPanel(slug: String, turn: ArenaTurn, refresh: RwSignal<u32>) -> impl Int
                 <button type="submit" id="arena-send" disabled=move || prompt_action.pending().get()>
                     "Send to both models"
                 </button>
+                {turn.has_samples.then(|| view! {
+                    " "
+                    <button type="submit" name="sample" value="1" id="arena-sample" formnovalidate=true
+                        disabled=move || prompt_action.pending().get()>
+                        "Use a sample prompt"
+                    </button>
+                })}
             </form>
         }
         .into_any(),

@@ -61,6 +61,8 @@ pub struct StudySettings {
     pub max_prompt_chars: u32,
     /// Arena: battles one rater may start per hour.
     pub battles_per_hour: u32,
+    /// Arena: prompts a rater may ask for instead of writing one ("Use a sample prompt").
+    pub sample_prompts: Vec<String>,
 }
 
 impl Default for StudySettings {
@@ -87,6 +89,7 @@ impl Default for StudySettings {
             stream: "live".to_string(),
             max_prompt_chars: 4000,
             battles_per_hour: 60,
+            sample_prompts: Vec::new(),
         }
     }
 }
@@ -198,6 +201,8 @@ pub struct ArenaTurn {
     pub live: bool,
     /// Why the last battle did not count, in plain words (a model failed or timed out).
     pub notice: Option<String>,
+    /// The study has sample prompts a rater may use instead of writing one.
+    pub has_samples: bool,
 }
 
 /// What the rater's comparison page shows next.

@@ -47,7 +47,7 @@ fn options() -> Options {
         threads: 2,
         runs: 5,
         tokens: 128,
-        weights: WeightFormat::AsStored,
+        weights: WeightFormat::default(),
         print_prompt: false,
     };
     let mut args = std::env::args().skip(1);
@@ -66,7 +66,7 @@ fn options() -> Options {
             "--weights" => {
                 options.weights = match value("--weights").as_str() {
                     "as-stored" => WeightFormat::AsStored,
-                    "q8_0" => WeightFormat::Q4_1AsQ8_0,
+                    "q8_0" => WeightFormat::Q8_0ForScalarTypes,
                     other => panic!("--weights {other}: as-stored or q8_0"),
                 }
             }

@@ -43,13 +43,14 @@ const TOKEN_TYPE_CONTROL: i32 = 3;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightFormat {
     /// Exactly as stored in the file.
-    #[default]
     AsStored,
-    /// Q4_1 matrices are converted to Q8_0 while loading. candle 0.11 has no SIMD kernel for Q4_1
-    /// (its dot product is scalar) but an AVX2 one for Q8_0, so this trades some memory (8.5 instead
-    /// of 5 bits a weight) for speed; the values differ from the stored ones by at most half a Q8_0
-    /// step, far below the Q4_1 rounding they already carry.
-    Q4_1AsQ8_0,
+    /// Q4_1, Q5_0 and Q5_1 matrices are converted to Q8_0 while loading; other types stay as stored.
+    /// candle 0.11 has no SIMD kernel for those three (their dot products are scalar code) but an
+    /// AVX2 one for Q8_0, which makes prompt processing several times faster. The price is memory
+    /// (8.5 instead of 5 or 6 bits a weight) and a difference from the stored values of at most half
+    /// a Q8_0 step, a small fraction of the 4- or 5-bit rounding the weights already carry.
+    #[default]
+    Q8_0ForScalarTypes,
 }
 
 /// A GGUF model loaded once and served by its own worker thread.
@@ -118,13 +119,14 @@ struct Worker {
 }
 
 impl LocalModel {
-    /// Loads a GGUF file (blocking: reads the weights) and starts its worker thread.
+    /// Loads a GGUF file (blocking: reads the weights) and starts its worker thread, with the default
+    /// [`WeightFormat`].
     pub fn load(
         name: &str,
         endpoint: &LocalEndpoint,
         sampling: &Sampling,
     ) -> Result<LocalModel, LlmError> {
-        LocalModel::load_with(name, endpoint, sampling, WeightFormat::AsStored)
+        LocalModel::load_with(name, endpoint, sampling, WeightFormat::default())
     }
 
     /// [`LocalModel::load`] with a choice of in-memory weight format.
@@ -180,13 +182,17 @@ impl LocalModel {
         chat.add_template_owned("chat", chat_template.clone())
             .map_err(|e| fail(format!("the chat template does not parse: {e}")))?;
 
-        let model = match format {
-            WeightFormat::AsStored => ModelWeights::from_gguf(content, &mut file, &Device::Cpu),
-            WeightFormat::Q4_1AsQ8_0 => {
-                requantized(content, &mut file).and_then(|(content, mut reader)| {
-                    ModelWeights::from_gguf(content, &mut reader, &Device::Cpu)
-                })
-            }
+        let convert = format == WeightFormat::Q8_0ForScalarTypes
+            && content
+                .tensor_infos
+                .values()
+                .any(|info| is_scalar_type(info.ggml_dtype));
+        let model = if convert {
+            requantized(content, &mut file).and_then(|(content, mut reader)| {
+                ModelWeights::from_gguf(content, &mut reader, &Device::Cpu)
+            })
+        } else {
+            ModelWeights::from_gguf(content, &mut file, &Device::Cpu)
         }
         .map_err(|e| fail(format!("cannot load the weights: {e}")))?;
 
@@ -792,7 +798,8 @@ impl TokenizerParts {
     }
 }
 
-/// Rewrites the file's Q4_1 matrices as Q8_0 into an in-memory GGUF that candle then loads as usual.
+/// Rewrites the file's Q4_1, Q5_0 and Q5_1 matrices as Q8_0 into an in-memory GGUF that candle then
+/// loads as usual.
 fn requantized(
     content: gguf_file::Content,
     file: &mut File,
@@ -802,7 +809,7 @@ fn requantized(
     let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(names.len());
     for name in names {
         let tensor = content.tensor(file, name, &Device::Cpu)?;
-        let tensor = if tensor.dtype() == GgmlDType::Q4_1 {
+        let tensor = if is_scalar_type(tensor.dtype()) {
             QTensor::quantize(&tensor.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
         } else {
             tensor
@@ -820,6 +827,11 @@ fn requantized(
     buffer.set_position(0);
     let content = gguf_file::Content::read(&mut buffer)?;
     Ok((content, buffer))
+}
+
+/// Quantized types whose matrix products candle 0.11 computes with scalar code on x86 and Arm.
+fn is_scalar_type(dtype: GgmlDType) -> bool {
+    matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1)
 }
 
 #[cfg(test)]

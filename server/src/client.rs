@@ -167,7 +167,17 @@ impl RaterClient {
     /// Sends a prompt to an arena study; `live` as the hydrated page does (the battle id comes back
     /// at once), else as a plain form post (the answer comes once both models are done).
     pub async fn arena_prompt(&self, prompt: &str, live: bool) -> Result<String, ClientError> {
-        let mut form = vec![("slug", self.slug.as_str()), ("prompt", prompt)];
+        self.arena_send(&[("prompt", prompt)], live).await
+    }
+
+    /// Asks for one of the study's sample prompts instead of writing one.
+    pub async fn arena_sample(&self, live: bool) -> Result<String, ClientError> {
+        self.arena_send(&[("sample", "1")], live).await
+    }
+
+    async fn arena_send(&self, fields: &[(&str, &str)], live: bool) -> Result<String, ClientError> {
+        let mut form = vec![("slug", self.slug.as_str())];
+        form.extend_from_slice(fields);
         if live {
             form.push(("live", "1"));
         }

@@ -115,6 +115,9 @@ pub struct SettingsFlags {
     /// Arena: battles a rater may start per hour [default: 60].
     #[arg(long)]
     pub battles_per_hour: Option<u32>,
+    /// Arena: a text file of sample prompts (one per line) a rater may use instead of writing one.
+    #[arg(long)]
+    pub sample_prompts: Option<PathBuf>,
     /// A model registry file: arena contestants must be among its models (and are all of them when
     /// --contestants is not given).
     #[arg(long)]
@@ -186,6 +189,14 @@ impl SettingsFlags {
     /// Checks an arena's contestants against the registry file given with --models (and takes all
     /// of its models when none were named).
     fn check_contestants(&self, settings: &mut StudySettings) -> anyhow::Result<()> {
+        if let Some(path) = &self.sample_prompts {
+            settings.sample_prompts = read_instructions(path)?
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
         if let Some(line) = &self.contestants {
             let (names, weights) =
                 moat_app::wire::parse_contestants(line).map_err(anyhow::Error::msg)?;

@@ -95,6 +95,17 @@ fn check_arena_settings(settings: &StudySettings) -> Result<(), BackendError> {
     if !(1..=100_000).contains(&settings.max_prompt_chars) {
         return bad("max_prompt_chars must be between 1 and 100000".into());
     }
+    if settings.sample_prompts.len() > 10_000
+        || settings
+            .sample_prompts
+            .iter()
+            .any(|p| p.chars().count() > settings.max_prompt_chars as usize)
+    {
+        return bad(format!(
+            "sample_prompts: at most 10000, each at most max_prompt_chars ({}) characters",
+            settings.max_prompt_chars
+        ));
+    }
     if settings.battles_per_hour == 0 {
         return bad("battles_per_hour must be at least 1".into());
     }
@@ -262,6 +273,7 @@ impl AppBackend {
             running,
             live: study.settings.stream != "together",
             notice,
+            has_samples: !study.settings.sample_prompts.is_empty(),
         }))
     }
 
@@ -618,6 +630,7 @@ impl Backend for AppBackend {
         slug: &str,
         rater_token: &str,
         prompt: &str,
+        sample: bool,
         wait: bool,
     ) -> Result<String, BackendError> {
         let study = self.open_study(slug).await?;
@@ -654,7 +667,20 @@ impl Backend for AppBackend {
         let arena = self.arena().ok_or_else(|| {
             BackendError::Conflict("this server has no models for the arena right now".into())
         })?;
-        let battle = arena.start(&self.store, &study, rater.id, prompt).await?;
+        let prompt = if sample {
+            use rand::seq::SliceRandom;
+            study
+                .settings
+                .sample_prompts
+                .choose(&mut rand::thread_rng())
+                .cloned()
+                .ok_or_else(|| {
+                    BackendError::BadRequest("this study has no sample prompts".into())
+                })?
+        } else {
+            prompt.to_string()
+        };
+        let battle = arena.start(&self.store, &study, rater.id, &prompt).await?;
         if wait {
             crate::arena::wait_for_end(&battle).await;
         }

@@ -351,6 +351,50 @@ async fn without_javascript_the_form_post_waits_for_both_answers() {
         refused.to_string().contains("vote on the current battle"),
         "{refused}"
     );
+    // This study has no sample prompts to offer.
+    rater.vote(&comparison.assignment, "left").await.unwrap();
+    let no_samples = rater.arena_sample(true).await.unwrap_err().to_string();
+    assert!(no_samples.contains("no sample prompts"), "{no_samples}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rater_may_use_a_sample_prompt_instead_of_writing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::support::TestDb::sqlite();
+    let server = arena_server(db.url(), dir.path()).await;
+    let samples = [
+        "Explain photosynthesis to a child.",
+        "Write a haiku about rain.",
+    ];
+    open_arena(
+        &server,
+        "samples",
+        serde_json::json!({ "kind": "arena", "contestants": [ALPHA, BETA], "sample_prompts": samples }),
+    )
+    .await;
+    let rater = RaterClient::join(&server.base, "samples", None)
+        .await
+        .unwrap();
+    let RaterView::Arena(turn) = rater.next().await.unwrap() else {
+        panic!("the prompt page")
+    };
+    assert!(turn.has_samples);
+    rater.arena_sample(false).await.unwrap();
+    let comparison = rater.next_comparison().await.unwrap().unwrap();
+    let asked = &comparison.turns[0].html;
+    assert!(
+        samples.iter().any(|s| asked.contains(s)),
+        "the battle's prompt is a sample: {asked}"
+    );
+    // A sample longer than the prompt limit is refused with the settings.
+    let response = server
+        .admin(server.http.put(format!("{}/api/v1/studies/samples", server.base)))
+        .json(&serde_json::json!({ "title": "Arena", "settings": { "kind": "arena", "max_prompt_chars": 10, "sample_prompts": samples } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("sample_prompts"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
