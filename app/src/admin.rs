@@ -334,7 +334,9 @@ fn StudyReportView(
         .unwrap_or_else(|| "no votes yet".to_string());
     view! {
         <h1>{report.summary.title.clone()}</h1>
-        <p>"Status: " <strong id="study-status">{report.summary.status.clone()}</strong> " " {status_buttons}</p>
+        // A div, not a p: the buttons are forms, and an HTML parser closes a <p> before a <form>, which
+        // left the browser's page different from the server's and stopped hydration.
+        <div class="status-line">"Status: " <strong id="study-status">{report.summary.status.clone()}</strong> " " {status_buttons}</div>
         <p>"Rater link: " <code>{link}</code></p>
         <p id="progress-summary">{format!(
             "{} prompts, {} models, {} raters, {} votes; {}",

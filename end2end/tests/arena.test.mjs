@@ -137,6 +137,8 @@ test('with JavaScript: answers stream in side by side, vote, reveal, next battle
   // The researcher sees the registry and the battles on the admin pages.
   const admin = await browser.newContext();
   const adminPage = await admin.newPage();
+  const adminErrors = [];
+  adminPage.on('pageerror', (e) => adminErrors.push(String(e)));
   await adminPage.goto(`${moat.base}/admin`);
   await adminPage.fill('input[name=token]', ADMIN_TOKEN);
   await adminPage.click('#login');
@@ -145,6 +147,10 @@ test('with JavaScript: answers stream in side by side, vote, reveal, next battle
   for (const c of CONTESTANTS) assert.ok(models.includes(c.name) && models.includes(c.upstream), models);
   await adminPage.goto(`${moat.base}/admin/studies/live`);
   assert.match(await adminPage.textContent('#battle-summary'), /1 battles complete/);
+  // The study page hydrates (its status buttons are forms, which a <p> cannot hold).
+  await adminPage.waitForSelector('body[data-hydrated]');
+  await adminPage.waitForTimeout(300);
+  assert.deepEqual(adminErrors, []);
   await admin.close();
 });
 
