@@ -133,6 +133,10 @@ pub struct StreamPhase {
     /// Request sent → first chunk with non-empty content.
     pub first_content: Percentiles,
     pub first_error: Option<String>,
+    /// CPU time of this process (the client and the fake upstream) during the round.
+    pub bench_cpu_s: f64,
+    /// CPU time of the server process during the round (proxied rounds only).
+    pub server_cpu_s: Option<f64>,
 }
 
 /// The server process's memory, from `/proc/PID/status`.
@@ -191,6 +195,10 @@ pub struct ArenaBenchReport {
     pub added_p50_ms: f64,
     /// p99 of the rater's first text minus p99 of the direct first content.
     pub added_p99_ms: f64,
+    /// CPU time of this process (raters and fake upstream) during the measured round.
+    pub bench_cpu_s: f64,
+    /// CPU time of the server process during the measured round.
+    pub server_cpu_s: f64,
     pub server: ServerMemory,
     pub load_average: [String; 2],
     pub first_error: Option<String>,
@@ -359,6 +367,22 @@ fn status_kb(pid: u32, field: &str) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// User plus system CPU seconds of a process (`self` or a pid), from `/proc/PID/stat`.
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // The fields after the command name, which is in parentheses and may hold spaces; utime and
+    // stime are the 14th and 15th fields, in clock ticks (USER_HZ, 100 on Linux).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => f64::NAN,
+    }
 }
 
 fn load_average() -> String {
@@ -575,6 +599,8 @@ async fn stream_round(
         first_byte: Percentiles::of(first_byte),
         first_content: Percentiles::of(first_content),
         first_error,
+        bench_cpu_s: f64::NAN,
+        server_cpu_s: None,
     }
 }
 
@@ -611,7 +637,10 @@ async fn direct_phase(
             .body(body.clone())
     };
     stream_round(count, ramp, tokens, request).await;
-    Ok(stream_round(count, ramp, tokens, request).await)
+    let cpu = cpu_seconds("self");
+    let mut phase = stream_round(count, ramp, tokens, request).await;
+    phase.bench_cpu_s = cpu_seconds("self") - cpu;
+    Ok(phase)
 }
 
 fn default_ramp(ramp_ms: Option<u64>, tokens: usize, token_ms: u64) -> Duration {
@@ -724,7 +753,11 @@ pub async fn run_proxy(args: ProxyBenchArgs, binary: &Path) -> anyhow::Result<Pr
             .body(body.clone())
     };
     stream_round(args.streams, ramp, args.tokens, request).await;
-    let proxied = stream_round(args.streams, ramp, args.tokens, request).await;
+    let server_pid = server.pid.to_string();
+    let (cpu, server_cpu) = (cpu_seconds("self"), cpu_seconds(&server_pid));
+    let mut proxied = stream_round(args.streams, ramp, args.tokens, request).await;
+    proxied.bench_cpu_s = cpu_seconds("self") - cpu;
+    proxied.server_cpu_s = Some(cpu_seconds(&server_pid) - server_cpu);
     let peak_kb = sampler.stop();
     let server_memory = memory(server.pid, idle_kb, peak_kb, args.streams);
     server.stop().await;
@@ -894,7 +927,11 @@ pub async fn run_arena(args: ArenaBenchArgs, binary: &Path) -> anyhow::Result<Ar
     let idle_kb = status_kb(server.pid, "VmRSS:").unwrap_or(0);
     let sampler = RssSampler::start(server.pid);
     battle_round(warm_up, ramp).await;
+    let server_pid = server.pid.to_string();
+    let (cpu, server_cpu) = (cpu_seconds("self"), cpu_seconds(&server_pid));
     let (results, max_open, seconds) = battle_round(raters, ramp).await;
+    let bench_cpu_s = cpu_seconds("self") - cpu;
+    let server_cpu_s = cpu_seconds(&server_pid) - server_cpu;
     let peak_kb = sampler.stop();
     let server_memory = memory(server.pid, idle_kb, peak_kb, args.battles);
     server.stop().await;
@@ -940,6 +977,8 @@ pub async fn run_arena(args: ArenaBenchArgs, binary: &Path) -> anyhow::Result<Ar
         prompt_post: Percentiles::of(prompt),
         first_text,
         both_sides: Percentiles::of(both_sides),
+        bench_cpu_s,
+        server_cpu_s,
         server: server_memory,
         load_average: [load_start, load_average()],
         first_error,
@@ -956,6 +995,10 @@ impl std::fmt::Display for StreamPhase {
         )?;
         writeln!(f, "  first byte     {}", self.first_byte)?;
         write!(f, "  first content  {}", self.first_content)?;
+        write!(f, "\n  CPU: bench process {:.2} s", self.bench_cpu_s)?;
+        if let Some(server) = self.server_cpu_s {
+            write!(f, ", server {server:.2} s")?;
+        }
         if let Some(error) = &self.first_error {
             write!(f, "\n  first error: {error}")?;
         }
@@ -1016,6 +1059,11 @@ impl std::fmt::Display for ArenaBenchReport {
         writeln!(f, "  prompt POST -> battle id  {}", self.prompt_post)?;
         writeln!(f, "  prompt POST -> first text {}", self.first_text)?;
         writeln!(f, "  prompt POST -> both sides {}", self.both_sides)?;
+        writeln!(
+            f,
+            "  CPU: bench process {:.2} s, server {:.2} s",
+            self.bench_cpu_s, self.server_cpu_s
+        )?;
         if let Some(error) = &self.first_error {
             writeln!(f, "  first error: {error}")?;
         }
