@@ -16,7 +16,11 @@ pub fn AdminHome() -> impl IntoView {
         move || (login.version().get(), create.version().get()),
         |_| admin_studies(),
     );
-    let models = Resource::new(move || login.version().get(), |_| admin_models());
+    let save_models_action = ServerAction::<SaveModels>::new();
+    let models = Resource::new(
+        move || (login.version().get(), save_models_action.version().get()),
+        |_| admin_models(),
+    );
     view! {
         <h1>"Moat admin"</h1>
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
@@ -35,7 +39,10 @@ pub fn AdminHome() -> impl IntoView {
         </Suspense>
         <Suspense fallback=|| ()>
             {move || Suspend::new(async move {
-                models.await.ok().flatten().map(|models| view! { <ModelRegistry models=models/> })
+                models.await.ok().flatten().map(|registry| view! {
+                    <ModelRegistry models=registry.models.clone()/>
+                    <RegistryEditor registry=registry action=save_models_action/>
+                })
             })}
         </Suspense>
         {move || login.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error">{error_text(&e)}</p> })}
@@ -472,6 +479,29 @@ fn ModelRegistry(models: Vec<RegistryModelView>) -> impl IntoView {
                 <th>"API key"</th><th>"Max tokens"</th><th>"Temperature"</th></tr></thead>
             <tbody>{rows}</tbody>
         </table>
+    }
+    .into_any()
+}
+
+/// The registry file, editable: saved only if every model in it loads (keys stay in the environment).
+#[component]
+fn RegistryEditor(registry: RegistryView, action: ServerAction<SaveModels>) -> impl IntoView {
+    let (Some(file), Some(text)) = (registry.file, registry.text) else {
+        return ().into_any();
+    };
+    view! {
+        <details class="registry-editor" open=move || action.value().get().is_some_and(|r| r.is_err())>
+            <summary>{format!("Edit the registry ({file})")}</summary>
+            <ActionForm action=action>
+                <textarea name="registry" rows="14" id="registry-text" spellcheck="false">{text}</textarea>
+                <p class="hint">"Saving checks every entry and loads its model first; nothing changes if one fails. Battles already running keep their models."</p>
+                <button type="submit" id="save-models">"Save the registry"</button>
+            </ActionForm>
+            {move || action.value().get().map(|result| match result {
+                Ok(()) => view! { <p class="notice" id="registry-saved">"Saved; new battles and /v1 requests use it."</p> }.into_any(),
+                Err(error) => view! { <p class="error" id="registry-error">{error_text(&error)}</p> }.into_any(),
+            })}
+        </details>
     }
     .into_any()
 }

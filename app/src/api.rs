@@ -196,13 +196,23 @@ pub async fn admin_login(token: String) -> Result<(), ServerFnError> {
 
 /// The server's model registry; `None` when the browser is not logged in as admin.
 #[server(prefix = "/rpc", endpoint = "admin_models")]
-pub async fn admin_models() -> Result<Option<Vec<RegistryModelView>>, ServerFnError> {
+pub async fn admin_models() -> Result<Option<RegistryView>, ServerFnError> {
     let backend = ssr::backend()?;
     let token = ssr::cookie(ADMIN_COOKIE).await.unwrap_or_default();
     if token.is_empty() || !backend.admin_authorized(&token).await {
         return Ok(None);
     }
     Ok(Some(backend.model_registry().await))
+}
+
+/// Saves an edited model registry (checked, its models loaded, then written to the file).
+#[server(prefix = "/rpc", endpoint = "save_models")]
+pub async fn save_models(registry: String) -> Result<(), ServerFnError> {
+    let backend = ssr::require_admin().await?;
+    backend
+        .save_model_registry(&registry)
+        .await
+        .map_err(ssr::fail)
 }
 
 /// `None` when the browser is not logged in as admin.

@@ -78,8 +78,10 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<(), BackendError>;
 
     async fn admin_authorized(&self, token: &str) -> bool;
-    /// The server's model registry (empty without `--models`).
-    async fn model_registry(&self) -> Vec<RegistryModelView>;
+    /// The server's model registry (empty without `--models`), with the file's text if it has one.
+    async fn model_registry(&self) -> RegistryView;
+    /// Replaces the registry file with `text` after checking it and loading its models.
+    async fn save_model_registry(&self, text: &str) -> Result<(), BackendError>;
     async fn list_studies(&self) -> Result<Vec<StudySummary>, BackendError>;
     async fn create_study(&self, study: NewStudy) -> Result<StudySummary, BackendError>;
     /// Replaces a study's title, instructions and settings (same checks as on creation).

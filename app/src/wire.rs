@@ -407,3 +407,12 @@ pub struct RegistryModelView {
     pub max_tokens: u32,
     pub temperature: Option<f32>,
 }
+
+/// The admin page's view of the model registry: its models, and the file's text when the server
+/// reads its registry from a file it may edit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegistryView {
+    pub models: Vec<RegistryModelView>,
+    pub file: Option<String>,
+    pub text: Option<String>,
+}

@@ -74,10 +74,18 @@ struct ModelHealth {
 
 /// The arena of one server process: the models, the battles running now, and each model's health.
 pub struct Arena {
-    hub: Arc<ModelHub>,
+    models: Arc<crate::serving::Models>,
     running: Mutex<HashMap<String, Arc<RunningBattle>>>,
     health: Mutex<HashMap<String, ModelHealth>>,
+    /// Per study: the models an identity detector was built for, and the detector (building one
+    /// compiles its patterns, a third of a battle's server time when done per answer).
+    detectors: Mutex<HashMap<i64, IdentityCache>>,
 }
+
+type IdentityCache = (
+    Vec<(String, String)>,
+    Arc<crate::identity::IdentityDetector>,
+);
 
 /// Chooses the pair for a battle among `contestants`: never a model against itself; each pair
 /// drawn with probability proportional to the product of its models' `weights` (1 when not given; a
@@ -166,16 +174,22 @@ fn rater_error(message: impl Into<String>) -> BackendError {
 }
 
 impl Arena {
-    pub fn new(hub: Arc<ModelHub>) -> Arena {
+    pub fn new(models: Arc<crate::serving::Models>) -> Arena {
         Arena {
-            hub,
+            models,
             running: Mutex::new(HashMap::new()),
             health: Mutex::new(HashMap::new()),
+            detectors: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn hub(&self) -> &Arc<ModelHub> {
-        &self.hub
+    /// The models now (a saved registry replaces them for battles that start afterwards).
+    pub fn hub(&self) -> Arc<ModelHub> {
+        self.models.current()
+    }
+
+    pub fn models(&self) -> &Arc<crate::serving::Models> {
+        &self.models
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RunningBattle>>> {
@@ -200,9 +214,9 @@ impl Arena {
 
     /// The study's contestants that this server can reach and that are not sampled out.
     fn available_contestants(&self, study: &StudyRow) -> Vec<String> {
+        let hub = self.hub();
         let names: Vec<String> = if study.settings.contestants.is_empty() {
-            self.hub
-                .registry()
+            hub.registry()
                 .names()
                 .into_iter()
                 .map(str::to_string)
@@ -215,7 +229,7 @@ impl Arena {
         let mut seen = HashSet::new();
         names
             .into_iter()
-            .filter(|name| self.hub.engine(name).is_some())
+            .filter(|name| hub.engine(name).is_some())
             .filter(|name| {
                 health
                     .get(name)
@@ -405,18 +419,21 @@ impl Arena {
                 ChatMessage::new(role, m.content.clone())
             })
             .collect();
+        // One hub for the whole battle, even if the registry is replaced meanwhile.
+        let hub = self.hub();
         let side = |index: usize| {
             let name = models[index].clone();
             let messages = messages.clone();
+            let hub = hub.clone();
             async move {
                 let fail = |error: LlmError| (Some(index), error, String::new());
-                let engine = self.hub.engine(&name).ok_or_else(|| {
+                let engine = hub.engine(&name).ok_or_else(|| {
                     fail(LlmError::Engine {
                         model: name.clone(),
                         message: "not in this server's registry".into(),
                     })
                 })?;
-                let spec = self.hub.spec(&name).cloned().expect("engine has a spec");
+                let spec = hub.spec(&name).cloned().expect("engine has a spec");
                 let (sender, mut deltas) = tokio::sync::mpsc::channel::<String>(64);
                 let request = GenerationRequest {
                     messages,
@@ -453,6 +470,37 @@ impl Arena {
         Ok([a, b])
     }
 
+    /// The identity detector for a study's models (its stored models and this battle's two).
+    async fn detector(
+        &self,
+        store: &Store,
+        study_id: i64,
+        contestants: &[(&str, &str)],
+    ) -> Result<Arc<crate::identity::IdentityDetector>, crate::store::StoreError> {
+        let mut models: Vec<(String, String)> = store
+            .models(study_id)
+            .await?
+            .into_iter()
+            .map(|m| (m.name, m.provider))
+            .chain(
+                contestants
+                    .iter()
+                    .map(|(name, provider)| (name.to_string(), provider.to_string())),
+            )
+            .collect();
+        models.sort();
+        models.dedup();
+        let mut cache = self.detectors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((for_models, detector)) = cache.get(&study_id) {
+            if *for_models == models {
+                return Ok(detector.clone());
+            }
+        }
+        let detector = Arc::new(crate::identity::IdentityDetector::new(&models));
+        cache.insert(study_id, (models, detector.clone()));
+        Ok(detector)
+    }
+
     async fn persist(
         &self,
         store: &Store,
@@ -462,6 +510,12 @@ impl Arena {
         conversation: &[Message],
         answers: [&(Completion, ModelSpec); 2],
     ) -> Result<(), crate::store::StoreError> {
+        let contestants: Vec<(&str, &str)> = answers
+            .iter()
+            .zip(models)
+            .map(|((_, spec), name)| (name.as_str(), spec.provider.as_str()))
+            .collect();
+        let detector = self.detector(store, study_id, &contestants).await?;
         let versions: Vec<String> = answers
             .iter()
             .map(|(_, spec)| spec.version.clone().unwrap_or_default())
@@ -479,6 +533,7 @@ impl Arena {
                 },
                 version,
                 content: &completion.text,
+                identity_flag: detector.flag(&completion.text),
                 metadata: {
                     let mut metadata = crate::generate::generation_metadata(spec, completion);
                     metadata["generated_by"] = "moat arena".into();

@@ -240,15 +240,18 @@ impl Application {
         if config.demo && !hub.registry().models.is_empty() {
             ensure_demo_arena(&store).await?;
         }
-        let hub = Arc::new(hub);
+        // The arena exists when the server has models, or a registry file that the admin page can
+        // fill later.
+        let has_models = !hub.registry().models.is_empty() || config.models.is_some();
+        let models = Arc::new(serving::Models::new(hub, config.models.clone()));
         let backend = AppBackend::new(store, hash);
-        if !hub.registry().models.is_empty() {
-            backend.set_arena(Arc::new(arena::Arena::new(hub.clone())));
+        if has_models {
+            backend.set_arena(Arc::new(arena::Arena::new(models.clone())));
         }
         let router = http::router(backend.clone(), leptos_options(addr, &config.site_root))
             .merge(serving::router(serving::ServingState {
                 backend: backend.clone(),
-                hub,
+                models,
             }))
             .merge(arena::router(backend.clone()))
             // Around every route: the origin check and the security headers (SECURITY.md).
@@ -265,9 +268,16 @@ impl Application {
     }
 
     pub async fn run(self) -> std::io::Result<()> {
+        use axum::serve::ListenerExt;
+        // Without TCP_NODELAY a small write (a streamed token, a battle's first words) can wait for
+        // the client's delayed ACK: 20-45 ms added to the first text on loopback (`moat bench
+        // proxy`/`arena`, BENCHMARKS.md).
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         // The peer address reaches the middleware, which rate-limits failed logins per address.
         axum::serve(
-            self.listener,
+            listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )

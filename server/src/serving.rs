@@ -97,11 +97,70 @@ impl ModelHub {
     }
 }
 
+/// The server's current models and, when they came from a file, that file: the admin page edits it,
+/// and a saved registry replaces the hub for every request that starts afterwards (requests already
+/// running keep the engines they started with).
+pub struct Models {
+    current: std::sync::RwLock<Arc<ModelHub>>,
+    file: Option<std::path::PathBuf>,
+}
+
+impl Models {
+    pub fn new(hub: ModelHub, file: Option<std::path::PathBuf>) -> Models {
+        Models {
+            current: std::sync::RwLock::new(Arc::new(hub)),
+            file,
+        }
+    }
+
+    pub fn current(&self) -> Arc<ModelHub> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The registry file the models came from (none for the demo's built-in registry).
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// Checks `text` as a registry, loads its models, writes it to the registry file (a temporary
+    /// file renamed into place, so a crash leaves the old file or the new one) and makes it current.
+    /// Nothing changes if any step fails; the error names the model and field, or the file.
+    pub async fn replace(&self, text: &str) -> Result<Arc<ModelHub>, String> {
+        let file = self.file.clone().ok_or_else(|| {
+            "this server's models are built in (the demo); start it with --models FILE to edit them"
+                .to_string()
+        })?;
+        let base = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let registry = Registry::parse(text, &base)?;
+        let hub = ModelHub::load(registry)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let temporary = file.with_extension("toml.saving");
+        std::fs::write(&temporary, text)
+            .and_then(|()| std::fs::rename(&temporary, &file))
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        let hub = Arc::new(hub);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = hub.clone();
+        tracing::info!(models = ?hub.registry().names(), "model registry replaced from the admin page");
+        Ok(hub)
+    }
+
+    /// The registry file's text (for the admin page's editor).
+    pub fn file_text(&self) -> Option<String> {
+        self.file
+            .as_ref()
+            .and_then(|file| std::fs::read_to_string(file).ok())
+    }
+}
+
 /// What the `/v1` handlers need.
 #[derive(Clone)]
 pub struct ServingState {
     pub backend: Arc<AppBackend>,
-    pub hub: Arc<ModelHub>,
+    pub models: Arc<Models>,
 }
 
 pub fn router(state: ServingState) -> Router {
@@ -234,7 +293,8 @@ async fn list_models(_: ModelClient, State(state): State<ServingState>) -> Json<
     Json(ModelList {
         object: "list".into(),
         data: state
-            .hub
+            .models
+            .current()
             .registry()
             .models
             .iter()
@@ -298,7 +358,8 @@ async fn chat_completions(
         )
     })?;
     let engine = state
-        .hub
+        .models
+        .current()
         .engine(&request.model)
         .ok_or_else(|| OpenAiError {
             status: StatusCode::NOT_FOUND,

@@ -714,12 +714,30 @@ impl Backend for AppBackend {
             )
     }
 
-    async fn model_registry(&self) -> Vec<RegistryModelView> {
+    async fn save_model_registry(&self, text: &str) -> Result<(), BackendError> {
+        let arena = self.arena().ok_or_else(|| {
+            BackendError::Conflict(
+                "this server has no registry file; start it with --models FILE".into(),
+            )
+        })?;
+        arena
+            .models()
+            .replace(text)
+            .await
+            .map(|_| ())
+            .map_err(BackendError::BadRequest)
+    }
+
+    async fn model_registry(&self) -> RegistryView {
         use moat_llm::registry::Endpoint;
         let Some(arena) = self.arena() else {
-            return Vec::new();
+            return RegistryView {
+                models: Vec::new(),
+                file: None,
+                text: None,
+            };
         };
-        arena
+        let models = arena
             .hub()
             .registry()
             .models
@@ -753,7 +771,12 @@ impl Backend for AppBackend {
                     temperature: spec.sampling.temperature,
                 }
             })
-            .collect()
+            .collect();
+        RegistryView {
+            models,
+            file: arena.models().file().map(|path| path.display().to_string()),
+            text: arena.models().file_text(),
+        }
     }
 
     async fn list_studies(&self) -> Result<Vec<StudySummary>, BackendError> {

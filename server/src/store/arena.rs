@@ -28,6 +28,8 @@ pub struct ContestantAnswer<'a> {
     pub version: &'a str,
     pub content: &'a str,
     pub metadata: serde_json::Value,
+    /// The words by which the answer names a model or its maker, if it does (`crate::identity`).
+    pub identity_flag: Option<String>,
 }
 
 impl Store {
@@ -176,8 +178,10 @@ impl Store {
                 }
             };
             // An answer that names a model or its maker is flagged (crate::identity): the rater has
-            // seen it already, but the leaderboard leaves such battles out by default.
-            let identity_flag = tx.identity_flag(study_id, answer.content).await?;
+            // seen it already, but the leaderboard leaves such battles out by default. The caller
+            // checks the text before the transaction (a detector is costly to build, and this
+            // transaction holds SQLite's write lock).
+            let identity_flag = answer.identity_flag.clone();
             let response_id: i64 = sqlx::query(
                 "INSERT INTO responses (prompt_id, model_id, content, metadata, identity_flag) VALUES ($1, $2, $3, $4, $5) RETURNING id",
             )

@@ -588,3 +588,59 @@ async fn kill_9_mid_stream_leaves_no_counted_half_battle() {
     );
     server.start_kill().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_edits_the_registry_and_a_bad_edit_changes_nothing() {
+    use moat_app::backend::Backend;
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::support::TestDb::sqlite();
+    let server = arena_server(db.url(), dir.path()).await;
+    let file = dir.path().join("models.toml");
+    let before = std::fs::read_to_string(&file).unwrap();
+    let view = server.backend.model_registry().await;
+    assert_eq!(view.models.len(), 3);
+    assert_eq!(view.text.as_deref(), Some(before.as_str()));
+
+    // A wrong field: refused with the model and field named; file and models unchanged.
+    let broken = before.replace("retries = 0", "retires = 0");
+    let error = server
+        .backend
+        .save_model_registry(&broken)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("retires"), "{error}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+    assert_eq!(server.backend.model_registry().await.models.len(), 3);
+
+    // A good edit (the broken model removed): saved, and /v1 and new battles use it at once.
+    let start = before.find(&format!("name = \"{BROKEN}\"")).unwrap();
+    let block_start = before[..start].rfind("[[model]]").unwrap();
+    let edited = before[..block_start].to_string();
+    server.backend.save_model_registry(&edited).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), edited);
+    let listed: serde_json::Value = server
+        .admin(server.http.get(format!("{}/v1/models", server.base)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [ALPHA, BETA]);
+    open_arena(&server, "edited", serde_json::json!({ "kind": "arena" })).await;
+    let rater = RaterClient::join(&server.base, "edited", None)
+        .await
+        .unwrap();
+    rater.arena_prompt("Hi?", false).await.unwrap();
+    assert!(
+        rater.next_comparison().await.unwrap().is_some(),
+        "every battle is between the two models left"
+    );
+}
