@@ -565,7 +565,7 @@ fn take_complete_utf8(pending: &mut Vec<u8>) -> String {
             }
             Err(error) => {
                 let valid_end = start + error.valid_up_to();
-                // SAFETY-free: from_utf8 just said these bytes are valid.
+                // from_utf8 has just said that these bytes are valid, so this cannot fail.
                 out.push_str(std::str::from_utf8(&pending[start..valid_end]).unwrap_or_default());
                 match error.error_len() {
                     // An incomplete character at the end: keep it for later.
