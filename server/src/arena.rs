@@ -80,6 +80,18 @@ pub struct Arena {
     /// Per study: the models an identity detector was built for, and the detector (building one
     /// compiles its patterns, a third of a battle's server time when done per answer).
     detectors: Mutex<HashMap<i64, IdentityCache>>,
+    /// Per study: how often each pair (by name, in name order) was drawn for a battle that was not
+    /// void, read from the database on the study's first battle in this process.
+    pair_counts: Mutex<HashMap<i64, HashMap<(String, String), i64>>>,
+}
+
+/// The key of a pair in [`choose_pair`]'s counts: the two names in order.
+fn pair_key(a: &str, b: &str) -> (String, String) {
+    if a <= b {
+        (a.to_string(), b.to_string())
+    } else {
+        (b.to_string(), a.to_string())
+    }
 }
 
 type IdentityCache = (
@@ -180,6 +192,7 @@ impl Arena {
             running: Mutex::new(HashMap::new()),
             health: Mutex::new(HashMap::new()),
             detectors: Mutex::new(HashMap::new()),
+            pair_counts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -240,6 +253,23 @@ impl Arena {
             .collect()
     }
 
+    fn pair_counts(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<i64, HashMap<(String, String), i64>>> {
+        self.pair_counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A void battle's pair is not counted as shown (the database does not count it either).
+    fn forget_pair(&self, study_id: i64, models: &[String; 2]) {
+        if let Some(count) = self
+            .pair_counts()
+            .get_mut(&study_id)
+            .and_then(|counts| counts.get_mut(&pair_key(&models[0], &models[1])))
+        {
+            *count = (*count - 1).max(0);
+        }
+    }
+
     fn record_outcome(&self, model: &str, ok: bool) {
         let mut health = self.health();
         let entry = health.entry(model.to_string()).or_default();
@@ -291,31 +321,34 @@ impl Arena {
                     .into(),
             ));
         }
-        let shown = store.battle_pair_counts(study.id).await?;
-        let (model_a, model_b) = choose_pair(
-            &contestants,
-            &study.settings.weights,
-            &shown,
-            study.settings.favour_least_shown,
-            &mut rand::thread_rng(),
-        )
-        .ok_or_else(|| {
-            BackendError::Conflict(
-                "No pair of this arena's models can be drawn right now (check their weights); please try again later."
-                    .into(),
+        // Pair counts are kept in memory per study (read from the database once): a battle start
+        // then costs no scan of the study's battles. Several server processes each balance their
+        // own share; the database stays the truth for statistics.
+        if !self.pair_counts().contains_key(&study.id) {
+            let stored = store.battle_pair_counts(study.id).await?;
+            self.pair_counts().entry(study.id).or_insert(stored);
+        }
+        let (model_a, model_b) = {
+            let mut counts = self.pair_counts();
+            let shown = counts.entry(study.id).or_default();
+            let pair = choose_pair(
+                &contestants,
+                &study.settings.weights,
+                shown,
+                study.settings.favour_least_shown,
+                &mut rand::thread_rng(),
             )
-        })?;
+            .ok_or_else(|| {
+                BackendError::Conflict(
+                    "No pair of this arena's models can be drawn right now (check their weights); please try again later."
+                        .into(),
+                )
+            })?;
+            *shown.entry(pair_key(&pair.0, &pair.1)).or_insert(0) += 1;
+            pair
+        };
         let conversation = vec![Message::new("user", prompt)];
         let public_id = random_hex(16);
-        store
-            .insert_battle(
-                &public_id,
-                study.id,
-                rater_id,
-                (&model_a, &model_b),
-                &conversation,
-            )
-            .await?;
         let (state, _) = watch::channel(BattleState::default());
         let battle = Arc::new(RunningBattle {
             public_id: public_id.clone(),
@@ -349,14 +382,39 @@ impl Arena {
         models: [String; 2],
         conversation: Vec<Message>,
     ) {
-        let outcome = tokio::select! {
-            outcome = self.generate_both(&battle, &models, &conversation) => outcome,
-            () = watchdog(&battle) => Err((None, LlmError::Cancelled, "the rater left".to_string())),
-            () = tokio::time::sleep(BATTLE_DEADLINE) => Err((None, LlmError::Timeout {
-                endpoint: "arena".into(),
-                what: format!("the battle ran past {} s", BATTLE_DEADLINE.as_secs()),
-            }, String::new())),
+        // The battle's row is written while the models start answering (its commit, an fsync, is
+        // not on the rater's path to the first words); it exists long before the answers are
+        // stored, so a crash from then on leaves a `streaming` row that nothing counts.
+        let rater_id = battle.rater_id;
+        let insert = store.insert_battle(
+            &battle.public_id,
+            study_id,
+            rater_id,
+            (&models[0], &models[1]),
+            &conversation,
+        );
+        let generate = async {
+            tokio::select! {
+                outcome = self.generate_both(&battle, &models, &conversation) => outcome,
+                () = watchdog(&battle) => Err((None, LlmError::Cancelled, "the rater left".to_string())),
+                () = tokio::time::sleep(BATTLE_DEADLINE) => Err((None, LlmError::Timeout {
+                    endpoint: "arena".into(),
+                    what: format!("the battle ran past {} s", BATTLE_DEADLINE.as_secs()),
+                }, String::new())),
+            }
         };
+        let (inserted, outcome) = tokio::join!(insert, generate);
+        if let Err(error) = inserted {
+            tracing::error!("recording arena battle {}: {error}", battle.public_id);
+            self.forget_pair(study_id, &models);
+            battle.state.send_modify(|state| {
+                state.end = Some(BattleEnd::Void(
+                    "The battle could not be saved, so it does not count. Please try again.".into(),
+                ))
+            });
+            self.running().remove(&battle.public_id);
+            return;
+        }
         let end = match outcome {
             Ok([a, b]) => {
                 for name in &models {
@@ -389,6 +447,7 @@ impl Arena {
                 } else {
                     context
                 };
+                self.forget_pair(study_id, &models);
                 let record = format!("{side}: {detail}");
                 if let Err(store_error) = store.void_battle(&battle.public_id, &record).await {
                     tracing::error!("voiding arena battle {}: {store_error}", battle.public_id);
