@@ -123,7 +123,8 @@ fn SettingsInputs(settings: StudySettings) -> impl IntoView {
         <label><input type="checkbox" name="settings[show_flagged]" checked=settings.show_flagged/>" Show items whose responses name a model or its maker (see Identity flags)"</label>
         <label>"Completion code " <input name="settings[completion_code]" value=settings.completion_code.unwrap_or_default()/></label>
         <label>"Completion redirect URL " <input name="settings[redirect_url]" type="url" value=settings.redirect_url.unwrap_or_default()/></label>
-        <label>"Participant id parameter " <input name="settings[participant_param]" value=settings.participant_param/></label>
+        <label>"Participant id parameter " <input name="settings[participant_param]" value=settings.participant_param.clone()/></label>
+        <label><input type="checkbox" name="settings[require_participant]" checked=settings.require_participant/>" Require a participant id (a link without one starts no session)"</label>
         <label>"Quality checks, % of comparisons " <input name="settings[check_percent]" type="number" min="0" max="100" step="any" value=(settings.check_rate * 100.0).to_string()/></label>
         <label>"Exclude a rater after more failed checks than " <input name="settings[max_failed_checks]" type="number" min="0" placeholder="never" value=settings.max_failed_checks.map(|n| n.to_string()).unwrap_or_default()/></label>
         <label><input type="checkbox" name="settings[end_excluded_sessions]" checked=settings.end_excluded_sessions/>" End the session of an excluded rater"</label>
@@ -267,7 +268,13 @@ fn StudyReportView(
             view! {
                 <tr>
                     <td><code>{rater.pseudonym.clone()}</code></td>
-                    <td>{rater.status.clone()}</td>
+                    <td>{rater.status.clone()}
+                        {(rater.other_sessions > 0).then(|| view! {
+                            <span class="duplicate" title="The same participant id started other sessions (another browser, or someone else using the id); each keeps its own cookie and comparisons.">
+                                {format!(" (participant id also in {} other session{})", rater.other_sessions, if rater.other_sessions == 1 { "" } else { "s" })}
+                            </span>
+                        })}
+                    </td>
                     <td class="num">{rater.votes}</td>
                     <td class="num">{rater.mean_seconds.map(|s| format!("{s:.1}")).unwrap_or_default()}</td>
                     <td class="num">{left_share}</td>

@@ -253,6 +253,7 @@ pub struct SettingsInput {
     pub battles_per_hour: Option<String>,
     /// One sample prompt per line.
     pub sample_prompts: Option<String>,
+    pub require_participant: Option<String>,
 }
 
 #[cfg(feature = "ssr")]
@@ -309,6 +310,7 @@ impl SettingsInput {
                 .unwrap_or(defaults.max_prompt_chars),
             battles_per_hour: number(self.battles_per_hour, "battles per hour")?
                 .unwrap_or(defaults.battles_per_hour),
+            require_participant: self.require_participant.is_some(),
             sample_prompts: self
                 .sample_prompts
                 .unwrap_or_default()

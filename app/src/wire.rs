@@ -63,6 +63,8 @@ pub struct StudySettings {
     pub battles_per_hour: u32,
     /// Arena: prompts a rater may ask for instead of writing one ("Use a sample prompt").
     pub sample_prompts: Vec<String>,
+    /// Refuse a session whose study link carries no participant id (`participant_param`).
+    pub require_participant: bool,
 }
 
 impl Default for StudySettings {
@@ -90,6 +92,7 @@ impl Default for StudySettings {
             max_prompt_chars: 4000,
             battles_per_hour: 60,
             sample_prompts: Vec::new(),
+            require_participant: false,
         }
     }
 }
@@ -270,6 +273,10 @@ pub struct RaterSummary {
     /// Quality checks answered as expected, and not.
     pub checks_passed: i64,
     pub checks_failed: i64,
+    /// Other sessions with the same participant id (the id joined again from another browser, or
+    /// someone else used it): each session keeps its own cookie and comparisons.
+    #[serde(default)]
+    pub other_sessions: i64,
 }
 
 /// A response that names a model or its maker (an identity leak), for the researcher.

@@ -82,8 +82,11 @@ pub struct Arena {
     detectors: Mutex<HashMap<i64, IdentityCache>>,
     /// Per study: how often each pair (by name, in name order) was drawn for a battle that was not
     /// void, read from the database on the study's first battle in this process.
-    pair_counts: Mutex<HashMap<i64, HashMap<(String, String), i64>>>,
+    pair_counts: Mutex<HashMap<i64, PairCounts>>,
 }
+
+/// How often each pair (by name, in name order) was drawn.
+type PairCounts = HashMap<(String, String), i64>;
 
 /// The key of a pair in [`choose_pair`]'s counts: the two names in order.
 fn pair_key(a: &str, b: &str) -> (String, String) {
@@ -253,9 +256,7 @@ impl Arena {
             .collect()
     }
 
-    fn pair_counts(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<i64, HashMap<(String, String), i64>>> {
+    fn pair_counts(&self) -> std::sync::MutexGuard<'_, HashMap<i64, PairCounts>> {
         self.pair_counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 

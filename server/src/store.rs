@@ -561,40 +561,35 @@ impl Store {
         let token = random_hex(32);
         let hash = sha256_hex(&token);
         let mut tx = self.begin_write().await?;
-        let existing = match external_id {
-            Some(external) => {
-                sqlx::query("SELECT id FROM raters WHERE study_id = $1 AND external_id = $2")
-                    .bind(study_id)
-                    .bind(external)
-                    .fetch_optional(&mut *tx.tx)
-                    .await?
-                    .map(|row| row.try_get::<i64, _>("id"))
-                    .transpose()?
-            }
-            None => None,
-        };
-        match existing {
-            Some(id) => {
-                sqlx::query("UPDATE raters SET token_hash = $1 WHERE id = $2")
-                    .bind(&hash)
-                    .bind(id)
-                    .execute(&mut *tx.tx)
-                    .await?;
-            }
-            None => {
-                sqlx::query(
-                    "INSERT INTO raters (study_id, external_id, token_hash, pseudonym, created_ms) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(study_id)
-                .bind(external_id.map(str::to_string))
-                .bind(&hash)
-                .bind(format!("rater-{}", random_hex(6)))
-                .bind(now_ms())
-                .execute(&mut *tx.tx)
-                .await?;
+        // A session is bound to its cookie: a participant id that joins again (another browser, or
+        // someone who knows the id) gets a session of its own, never the other one's token or pending
+        // comparison; the researcher sees the duplicate sessions. An imported dataset's annotator is
+        // no session at all and can never be joined.
+        if let Some(external) = external_id {
+            let imported = sqlx::query(
+                "SELECT 1 AS x FROM raters WHERE study_id = $1 AND external_id = $2 AND status = 'imported'",
+            )
+            .bind(study_id)
+            .bind(external)
+            .fetch_optional(&mut *tx.tx)
+            .await?;
+            if imported.is_some() {
+                return Err(StoreError::Conflict(
+                    "this participant id cannot join this study".into(),
+                ));
             }
         }
+        sqlx::query(
+            "INSERT INTO raters (study_id, external_id, token_hash, pseudonym, created_ms) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(study_id)
+        .bind(external_id.map(str::to_string))
+        .bind(&hash)
+        .bind(format!("rater-{}", random_hex(6)))
+        .bind(now_ms())
+        .execute(&mut *tx.tx)
+        .await?;
         tx.commit().await?;
         Ok(token)
     }
@@ -1109,13 +1104,15 @@ impl Store {
     ) -> StoreResult<Vec<moat_app::wire::RaterSummary>> {
         let rows = sqlx::query(concat!(
             "SELECT r.pseudonym, r.status, COUNT(v.id) AS votes, \
+             (SELECT COUNT(*) FROM raters d WHERE d.study_id = r.study_id AND d.external_id = r.external_id \
+               AND d.id <> r.id) AS other_sessions, \
              AVG(CAST(v.time_on_page_ms AS DOUBLE PRECISION)) AS mean_ms, \
              COALESCE(SUM(CASE WHEN v.choice = 'left' THEN 1 ELSE 0 END), 0) AS lefts, \
              COALESCE(SUM(CASE WHEN v.choice IN ('left', 'right') THEN 1 ELSE 0 END), 0) AS decided, ",
             check_outcome_sums!(),
             " FROM raters r LEFT JOIN assignments a ON a.rater_id = r.id LEFT JOIN votes v ON v.assignment_id = a.id ",
             check_outcome_joins!(),
-            " WHERE r.study_id = $1 GROUP BY r.id, r.pseudonym, r.status ORDER BY COUNT(v.id) DESC, r.id LIMIT $2"
+            " WHERE r.study_id = $1 GROUP BY r.id, r.pseudonym, r.status, r.study_id, r.external_id ORDER BY COUNT(v.id) DESC, r.id LIMIT $2"
         ))
         .bind(study_id)
         .bind(limit)
@@ -1134,6 +1131,7 @@ impl Store {
                     decided: row.try_get("decided")?,
                     checks_passed: row.try_get("passed")?,
                     checks_failed: row.try_get("failed")?,
+                    other_sessions: row.try_get("other_sessions")?,
                 })
             })
             .collect()

@@ -115,6 +115,9 @@ pub struct SettingsFlags {
     /// Arena: battles a rater may start per hour [default: 60].
     #[arg(long)]
     pub battles_per_hour: Option<u32>,
+    /// Refuse a session whose study link carries no participant id.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub require_participant: Option<bool>,
     /// Arena: a text file of sample prompts (one per line) a rater may use instead of writing one.
     #[arg(long)]
     pub sample_prompts: Option<PathBuf>,
@@ -171,6 +174,9 @@ impl SettingsFlags {
         }
         if let Some(kind) = text(&self.kind) {
             settings.kind = kind.trim().to_string();
+        }
+        if let Some(on) = self.require_participant {
+            settings.require_participant = on;
         }
         if let Some(on) = self.favour_least_shown {
             settings.favour_least_shown = on;

@@ -406,6 +406,12 @@ impl Backend for AppBackend {
                 "study {slug:?} is not open"
             )));
         }
+        if study.settings.require_participant && participant.is_none_or(|p| p.trim().is_empty()) {
+            return Err(BackendError::BadRequest(format!(
+                "this study needs your participant id: open the link your recruiter gave you (it carries `{}`)",
+                study.settings.participant_param
+            )));
+        }
         if participant.is_some_and(|p| p.len() > 200) {
             return Err(BackendError::BadRequest(
                 "participant id is longer than 200 characters".into(),

@@ -134,12 +134,69 @@ async fn full_rater_session(url: &str) {
         8,
         "each vote counts for two models"
     );
-    // A returning participant id gets the same rater back (no fresh set of prompts).
-    let returning = backend.consent("session", Some("PID-1")).await.unwrap();
+    // A participant id that joins again (another browser, or someone who knows the id) gets a
+    // session of its own: the first session's token and pending comparison stay with it, and the
+    // researcher sees the duplicate.
+    let first = backend.consent("session", Some("PID-2")).await.unwrap();
+    let RaterView::Compare(pending) = backend.rater_view("session", &first).await.unwrap() else {
+        panic!("a comparison for the first session")
+    };
+    let again = backend.consent("session", Some("PID-2")).await.unwrap();
+    assert_ne!(again, first);
+    if let RaterView::Compare(shown) = backend.rater_view("session", &again).await.unwrap() {
+        assert_ne!(
+            shown.assignment, pending.assignment,
+            "never the other session's comparison"
+        );
+    }
+    assert!(
+        matches!(
+            backend
+                .vote("session", &again, vote(&pending.assignment, "left"))
+                .await,
+            Err(BackendError::BadRequest(_)
+                | BackendError::NotFound(_)
+                | BackendError::Conflict(_))
+        ),
+        "the second session cannot vote on the first one's comparison"
+    );
+    backend
+        .vote("session", &first, vote(&pending.assignment, "left"))
+        .await
+        .expect("the first session still holds its comparison");
+    let report = backend.study_report("session").await.unwrap();
+    let duplicates = report
+        .raters
+        .iter()
+        .filter(|r| r.other_sessions == 1)
+        .count();
+    assert_eq!(
+        duplicates, 2,
+        "both sessions of PID-2 are shown as duplicates"
+    );
+    // An imported dataset's annotator can never be joined by its name.
+    let study = backend.store.study("session").await.unwrap();
+    let mut tx = backend.store.begin_write().await.unwrap();
+    tx.imported_rater(study.id, "annotator-7").await.unwrap();
+    tx.commit().await.unwrap();
     assert!(matches!(
-        backend.rater_view("session", &returning).await.unwrap(),
-        RaterView::Done(_)
+        backend.consent("session", Some("annotator-7")).await,
+        Err(BackendError::Conflict(_))
     ));
+    // A study that requires a participant id starts no session without one.
+    let mut changes = moat_app::wire::StudyChanges {
+        title: "Session".into(),
+        instructions: String::new(),
+        settings: backend.store.study("session").await.unwrap().settings,
+    };
+    changes.settings.require_participant = true;
+    backend.update_study("session", changes).await.unwrap();
+    let refused = backend.consent("session", None).await.unwrap_err();
+    assert!(
+        matches!(&refused, BackendError::BadRequest(m) if m.contains("PROLIFIC_PID")),
+        "{refused:?}"
+    );
+    backend.consent("session", Some("PID-3")).await.unwrap();
     // A closed study takes no votes.
     backend.set_study_status("session", "closed").await.unwrap();
     assert!(matches!(
