@@ -249,10 +249,10 @@ impl Application {
             backend.set_arena(Arc::new(arena::Arena::new(models.clone())));
         }
         let router = http::router(backend.clone(), leptos_options(addr, &config.site_root))
-            .merge(serving::router(serving::ServingState {
-                backend: backend.clone(),
+            .merge(serving::router(serving::ServingState::new(
+                backend.clone(),
                 models,
-            }))
+            )))
             .merge(arena::router(backend.clone()))
             // Around every route: the origin check and the security headers (SECURITY.md).
             .layer(axum::middleware::from_fn_with_state(

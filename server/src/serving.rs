@@ -161,6 +161,23 @@ impl Models {
 pub struct ServingState {
     pub backend: Arc<AppBackend>,
     pub models: Arc<Models>,
+    /// API keys (their digests) found live in the database, and when: each is trusted for
+    /// [`KEY_CACHE_FOR`] without asking the database again, so a busy client costs no read per request.
+    /// A revoked key therefore stops working within that time.
+    pub key_cache: Arc<std::sync::Mutex<HashMap<String, std::time::Instant>>>,
+}
+
+/// How long a checked API key is trusted before the database is asked again.
+pub const KEY_CACHE_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl ServingState {
+    pub fn new(backend: Arc<AppBackend>, models: Arc<Models>) -> ServingState {
+        ServingState {
+            backend,
+            models,
+            key_cache: Default::default(),
+        }
+    }
 }
 
 pub fn router(state: ServingState) -> Router {
@@ -264,8 +281,26 @@ impl FromRequestParts<ServingState> for ModelClient {
             return Ok(ModelClient);
         }
         if token.starts_with(API_KEY_PREFIX) {
-            match state.backend.store.api_key_owner(&sha256_hex(token)).await {
-                Ok(Some(_)) => return Ok(ModelClient),
+            let digest = sha256_hex(token);
+            let cached = state
+                .key_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&digest)
+                .is_some_and(|checked| checked.elapsed() < KEY_CACHE_FOR);
+            if cached {
+                return Ok(ModelClient);
+            }
+            match state.backend.store.api_key_owner(&digest).await {
+                Ok(Some(_)) => {
+                    let mut cache = state.key_cache.lock().unwrap_or_else(|p| p.into_inner());
+                    // Expired entries go when the cache grows, so it stays as small as the clients.
+                    if cache.len() > 10_000 {
+                        cache.retain(|_, checked| checked.elapsed() < KEY_CACHE_FOR);
+                    }
+                    cache.insert(digest, std::time::Instant::now());
+                    return Ok(ModelClient);
+                }
                 Ok(None) => {}
                 Err(error) => {
                     tracing::error!("reading API keys: {error}");
