@@ -24,9 +24,9 @@ use axum::routing::get;
 use axum::Router;
 use futures::{Stream, StreamExt};
 use moat_app::backend::BackendError;
-use moat_exports::{Message, Openness};
+use moat_exports::Message;
 use moat_llm::registry::ModelSpec;
-use moat_llm::{ChatMessage, Completion, GenerationRequest, LlmError, Role};
+use moat_llm::{Completion, GenerationRequest, LlmError};
 use rand::distributions::Distribution;
 use rand::Rng;
 use tokio::sync::watch;
@@ -468,17 +468,8 @@ impl Arena {
         models: &[String; 2],
         conversation: &[Message],
     ) -> Result<[(Completion, ModelSpec); 2], (Option<usize>, LlmError, String)> {
-        let messages: Vec<ChatMessage> = conversation
-            .iter()
-            .map(|m| {
-                let role = if m.role == "assistant" {
-                    Role::Assistant
-                } else {
-                    Role::User
-                };
-                ChatMessage::new(role, m.content.clone())
-            })
-            .collect();
+        let messages = crate::generate::chat_messages(conversation)
+            .map_err(|e| (None, LlmError::InvalidRequest(e), String::new()))?;
         // One hub for the whole battle, even if the registry is replaced meanwhile.
         let hub = self.hub();
         let side = |index: usize| {
@@ -587,10 +578,7 @@ impl Arena {
             .map(|(((completion, spec), name), version)| ContestantAnswer {
                 model_name: name,
                 provider: &spec.provider,
-                openness: match spec.openness {
-                    moat_llm::registry::Openness::Open => Openness::Open,
-                    moat_llm::registry::Openness::Closed => Openness::Closed,
-                },
+                openness: crate::generate::openness(spec),
                 version,
                 content: &completion.text,
                 identity_flag: detector.flag(&completion.text),

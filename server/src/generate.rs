@@ -115,7 +115,8 @@ pub fn generation_metadata(spec: &ModelSpec, completion: &Completion) -> serde_j
     })
 }
 
-fn openness(spec: &ModelSpec) -> Openness {
+/// The registry's openness as the store and exports spell it.
+pub fn openness(spec: &ModelSpec) -> Openness {
     match spec.openness {
         moat_llm::registry::Openness::Open => Openness::Open,
         moat_llm::registry::Openness::Closed => Openness::Closed,

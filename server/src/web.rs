@@ -278,8 +278,16 @@ impl AppBackend {
     }
 
     /// Whether `token` is the admin token (its SHA-256 digest is what is stored).
+    /// Compared in constant time: how long a wrong guess takes says nothing about how much of it
+    /// was right. (Login attempts are also rate-limited per address; see `security`.)
     pub fn admin_token_matches(&self, token: &str) -> bool {
-        !token.is_empty() && sha256_hex(token) == self.admin_token_hash
+        use subtle::ConstantTimeEq;
+        !token.is_empty()
+            && bool::from(
+                sha256_hex(token)
+                    .as_bytes()
+                    .ct_eq(self.admin_token_hash.as_bytes()),
+            )
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, StudyCache> {
@@ -709,15 +717,7 @@ impl Backend for AppBackend {
     }
 
     async fn admin_authorized(&self, token: &str) -> bool {
-        // Compared in constant time: how long a wrong guess takes says nothing about how much of
-        // it was right. (Login attempts are also rate-limited per address; see `security`.)
-        use subtle::ConstantTimeEq;
-        !token.is_empty()
-            && bool::from(
-                sha256_hex(token)
-                    .as_bytes()
-                    .ct_eq(self.admin_token_hash.as_bytes()),
-            )
+        self.admin_token_matches(token)
     }
 
     async fn save_model_registry(&self, text: &str) -> Result<(), BackendError> {
