@@ -119,12 +119,21 @@ fn SettingsInputs(settings: StudySettings) -> impl IntoView {
         <label>"Ratings per prompt (before others are preferred) " <input name="settings[ratings_per_item]" type="number" min="1" value=settings.ratings_per_item.to_string()/></label>
         <label><input type="checkbox" name="settings[ask_source]" checked=settings.ask_source/>" Ask which response comes from a closed model"</label>
         <label><input type="checkbox" name="settings[ask_rationale]" checked=settings.ask_rationale/>" Ask for a reason"</label>
+        <label><input type="checkbox" name="settings[reveal_at_end]" checked=settings.reveal_at_end/>" Reveal the models of every comparison at the end of the session"</label>
         <label><input type="checkbox" name="settings[reveal_after_vote]" checked=settings.reveal_after_vote/>" Reveal the models after each vote"</label>
+        <p class="hint" id="reveal-warning">"A reveal after each vote lets a script that opens many sessions learn which model wrote every response, then vote knowing who wrote what. The reveal at the end comes when the session can no longer vote; a study whose raters must stay blind across sessions reveals neither."</p>
         <label><input type="checkbox" name="settings[show_flagged]" checked=settings.show_flagged/>" Show items whose responses name a model or its maker (see Identity flags)"</label>
         <label>"Completion code " <input name="settings[completion_code]" value=settings.completion_code.unwrap_or_default()/></label>
         <label>"Completion redirect URL " <input name="settings[redirect_url]" type="url" value=settings.redirect_url.unwrap_or_default()/></label>
         <label>"Participant id parameter " <input name="settings[participant_param]" value=settings.participant_param.clone()/></label>
         <label><input type="checkbox" name="settings[require_participant]" checked=settings.require_participant/>" Require a participant id (a link without one starts no session)"</label>
+        <fieldset class="limits">
+            <legend>"Limits against floods (0: none)"</legend>
+            <label>"Sessions per network address " <input name="settings[sessions_per_ip]" type="number" min="0" value=settings.sessions_per_ip.to_string()/></label>
+            <label>"New sessions per minute, whole study " <input name="settings[consents_per_minute]" type="number" min="0" value=settings.consents_per_minute.to_string()/></label>
+            <label>"Votes per participant per day " <input name="settings[votes_per_day]" type="number" min="0" value=settings.votes_per_day.to_string()/></label>
+            <label>"Minutes before an unvoted comparison is given to someone else " <input name="settings[assignment_minutes]" type="number" min="0" value=settings.assignment_minutes.to_string()/></label>
+        </fieldset>
         <label>"Quality checks, % of comparisons " <input name="settings[check_percent]" type="number" min="0" max="100" step="any" value=(settings.check_rate * 100.0).to_string()/></label>
         <label>"Exclude a rater after more failed checks than " <input name="settings[max_failed_checks]" type="number" min="0" placeholder="never" value=settings.max_failed_checks.map(|n| n.to_string()).unwrap_or_default()/></label>
         <label><input type="checkbox" name="settings[end_excluded_sessions]" checked=settings.end_excluded_sessions/>" End the session of an excluded rater"</label>
@@ -272,6 +281,14 @@ fn StudyReportView(
                         {(rater.other_sessions > 0).then(|| view! {
                             <span class="duplicate" title="The same participant id started other sessions (another browser, or someone else using the id); each keeps its own cookie and comparisons.">
                                 {format!(" (participant id also in {} other session{})", rater.other_sessions, if rater.other_sessions == 1 { "" } else { "s" })}
+                            </span>
+                        })}
+                        {rater.completion_code.clone().map(|code| view! {
+                            <span class="completion-code" title="The session's completion code">" · code "<code>{code}</code></span>
+                        })}
+                        {(rater.expired > 0).then(|| view! {
+                            <span class="expired" title="Comparisons this session left unvoted past the study's time; they went to other raters.">
+                                {format!(" · {} expired", rater.expired)}
                             </span>
                         })}
                     </td>

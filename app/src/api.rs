@@ -100,8 +100,14 @@ pub async fn get_study_entry(slug: String) -> Result<StudyEntry, ServerFnError> 
 pub async fn consent(slug: String, participant: Option<String>) -> Result<(), ServerFnError> {
     let backend = ssr::backend()?;
     let participant = participant.filter(|p| !p.trim().is_empty());
+    // The peer address, for the study's sessions-per-address limit (absent only when the server
+    // was started without connection info, as some tests do).
+    let client = leptos_axum::extract::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .await
+        .ok()
+        .map(|info| info.0.ip());
     let token = backend
-        .consent(&slug, participant.as_deref())
+        .consent(&slug, participant.as_deref(), client)
         .await
         .map_err(ssr::fail)?;
     ssr::set_cookie(&rater_cookie(&slug), &token, 60 * 60 * 24 * 30);
@@ -254,6 +260,11 @@ pub struct SettingsInput {
     /// One sample prompt per line.
     pub sample_prompts: Option<String>,
     pub require_participant: Option<String>,
+    pub sessions_per_ip: Option<String>,
+    pub consents_per_minute: Option<String>,
+    pub votes_per_day: Option<String>,
+    pub assignment_minutes: Option<String>,
+    pub reveal_at_end: Option<String>,
 }
 
 #[cfg(feature = "ssr")]
@@ -311,6 +322,18 @@ impl SettingsInput {
             battles_per_hour: number(self.battles_per_hour, "battles per hour")?
                 .unwrap_or(defaults.battles_per_hour),
             require_participant: self.require_participant.is_some(),
+            sessions_per_ip: number(self.sessions_per_ip, "sessions per address")?
+                .unwrap_or(defaults.sessions_per_ip),
+            consents_per_minute: number(self.consents_per_minute, "new sessions per minute")?
+                .unwrap_or(defaults.consents_per_minute),
+            votes_per_day: number(self.votes_per_day, "votes per participant per day")?
+                .unwrap_or(defaults.votes_per_day),
+            assignment_minutes: number(
+                self.assignment_minutes,
+                "minutes before a comparison expires",
+            )?
+            .unwrap_or(defaults.assignment_minutes),
+            reveal_at_end: self.reveal_at_end.is_some(),
             sample_prompts: self
                 .sample_prompts
                 .unwrap_or_default()

@@ -15,6 +15,8 @@ pub enum BackendError {
     Unauthorized(String),
     NotFound(String),
     Conflict(String),
+    /// A limit of the study was reached (sessions per address, consents per minute, votes per day).
+    TooMany(String),
     Internal,
 }
 
@@ -25,6 +27,7 @@ impl BackendError {
             BackendError::Unauthorized(_) => 401,
             BackendError::NotFound(_) => 404,
             BackendError::Conflict(_) => 409,
+            BackendError::TooMany(_) => 429,
             BackendError::Internal => 500,
         }
     }
@@ -36,7 +39,8 @@ impl std::fmt::Display for BackendError {
             BackendError::BadRequest(m)
             | BackendError::Unauthorized(m)
             | BackendError::NotFound(m)
-            | BackendError::Conflict(m) => f.write_str(m),
+            | BackendError::Conflict(m)
+            | BackendError::TooMany(m) => f.write_str(m),
             BackendError::Internal => f.write_str("internal error; the server log has the details"),
         }
     }
@@ -51,8 +55,14 @@ pub trait Backend: Send + Sync + 'static {
         slug: &str,
         rater_token: Option<&str>,
     ) -> Result<StudyEntry, BackendError>;
-    /// Records consent and returns the rater's secret token (for the cookie).
-    async fn consent(&self, slug: &str, participant: Option<&str>) -> Result<String, BackendError>;
+    /// Records consent and returns the rater's secret token (for the cookie). `client` is the
+    /// address the request came from (for the study's sessions-per-address limit), when known.
+    async fn consent(
+        &self,
+        slug: &str,
+        participant: Option<&str>,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<String, BackendError>;
     async fn rater_view(&self, slug: &str, rater_token: &str) -> Result<RaterView, BackendError>;
     async fn vote(
         &self,

@@ -95,6 +95,11 @@ pub fn ComparePage() -> impl IntoView {
                         <RevealPanel slug=slug reveal=reveal next_action=next_action/>
                     }.into_any(),
                     Ok(RaterView::Done(done)) => view! { <CompletionPanel done=done/> }.into_any(),
+                    Ok(RaterView::DailyLimit { limit, until_ms }) => view! {
+                        <p class="notice" id="daily-limit">
+                            {format!("You have cast this study's {limit} votes for today. You can continue after {} (UTC); your progress is kept.", utc_time(until_ms))}
+                        </p>
+                    }.into_any(),
                 }
             })}
         </Suspense>
@@ -311,8 +316,46 @@ fn CompletionPanel(done: Completion) -> impl IntoView {
             {done.redirect_url.map(|url| view! {
                 <p><a class="button" href=url>"Finish and return"</a></p>
             })}
+            {(!done.reveals.is_empty()).then(|| view! {
+                <h2>"Who wrote what"</h2>
+                <table class="reveals" id="reveals">
+                    <thead><tr><th>"#"</th><th>"Response A"</th><th>"Response B"</th><th>"Your choice"</th></tr></thead>
+                    <tbody>
+                        {done.reveals.into_iter().enumerate().map(|(i, reveal)| {
+                            let choice = match reveal.choice.as_str() {
+                                "left" => "A",
+                                "right" => "B",
+                                "tie" => "tie",
+                                _ => "both bad",
+                            };
+                            view! { <tr><td>{i + 1}</td><td>{reveal.left_model}</td><td>{reveal.right_model}</td><td>{choice}</td></tr> }
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            })}
         </section>
     }
+}
+
+/// `ms` since the epoch as `YYYY-MM-DD HH:MM` in UTC (the same on the server and in the browser).
+fn utc_time(ms: i64) -> String {
+    let seconds = ms.div_euclid(1000);
+    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60
+    )
 }
 
 /// Arena studies: the rater's prompt form, or the battle it started streaming in side by side.

@@ -65,6 +65,21 @@ pub struct StudySettings {
     pub sample_prompts: Vec<String>,
     /// Refuse a session whose study link carries no participant id (`participant_param`).
     pub require_participant: bool,
+    /// Most sessions one network address may start in this study (0: no limit). Behind a reverse
+    /// proxy every rater has the proxy's address: raise it or set 0 there.
+    pub sessions_per_ip: u32,
+    /// Most new sessions the whole study takes in one minute (0: no limit): a flood of scripted
+    /// consents is held to this rate.
+    pub consents_per_minute: u32,
+    /// Most votes one participant (every session with their participant id, or one anonymous
+    /// session) may cast in 24 hours (0: no limit).
+    pub votes_per_day: u32,
+    /// A comparison not voted on within this many minutes expires: its prompt and pair go back to
+    /// the pool and the rater is given another (0: never).
+    pub assignment_minutes: u32,
+    /// At the end of the session, show which model wrote which response of every comparison voted
+    /// on. (Unlike the reveal after each vote, it comes when the session can no longer vote.)
+    pub reveal_at_end: bool,
 }
 
 impl Default for StudySettings {
@@ -93,6 +108,11 @@ impl Default for StudySettings {
             battles_per_hour: 60,
             sample_prompts: Vec::new(),
             require_participant: false,
+            sessions_per_ip: 20,
+            consents_per_minute: 120,
+            votes_per_day: 0,
+            assignment_minutes: 60,
+            reveal_at_end: true,
         }
     }
 }
@@ -188,6 +208,9 @@ pub struct Completion {
     /// The session ended early because the rater was excluded (the code and URL are the screen-out
     /// ones).
     pub screened_out: bool,
+    /// The session's comparisons with their models, when the study reveals at the end.
+    #[serde(default)]
+    pub reveals: Vec<Reveal>,
 }
 
 /// An arena study waits for the rater's prompt, or streams the battle it started. Like
@@ -220,6 +243,11 @@ pub enum RaterView {
     Arena(ArenaTurn),
     Reveal(Reveal),
     Done(Completion),
+    /// The participant reached the study's votes per day: they may come back at `until_ms`.
+    DailyLimit {
+        limit: u32,
+        until_ms: i64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -277,6 +305,12 @@ pub struct RaterSummary {
     /// someone else used it): each session keeps its own cookie and comparisons.
     #[serde(default)]
     pub other_sessions: i64,
+    /// The session's own completion code (none for an imported annotator).
+    #[serde(default)]
+    pub completion_code: Option<String>,
+    /// Comparisons the session let expire unvoted.
+    #[serde(default)]
+    pub expired: i64,
 }
 
 /// A response that names a model or its maker (an identity leak), for the researcher.
@@ -287,6 +321,20 @@ pub struct FlaggedResponse {
     pub model: String,
     /// The words that matched, e.g. "created by, Anthropic".
     pub words: String,
+}
+
+/// The session a completion code belongs to (for the researcher checking a code a participant
+/// submitted).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionByCode {
+    pub code: String,
+    pub pseudonym: String,
+    pub participant_id: Option<String>,
+    /// active, excluded or imported.
+    pub status: String,
+    pub votes: i64,
+    /// Whether the session cast every vote it was asked for (an excluded one never completes).
+    pub complete: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -122,6 +122,7 @@ fn pool() -> Vec<VoteRecord> {
             rationale: None,
             time_on_page_ms: Some(12_345),
             assignment_kind: "regular".to_string(),
+            completion_code: None,
         })
         .collect()
 }

@@ -156,6 +156,7 @@ impl Format {
                 ("rationale", OptionalText),
                 ("time_on_page_ms", OptionalInt),
                 ("assignment_kind", Text),
+                ("completion_code", OptionalText),
             ],
         };
         columns
@@ -431,6 +432,7 @@ impl RecordWriter for FormatWriter {
                 Cell::OptionalText(record.rationale.as_deref()),
                 Cell::OptionalInt(record.time_on_page_ms),
                 Cell::text(&record.assignment_kind),
+                Cell::OptionalText(record.completion_code.as_deref()),
             ]),
         }
     }

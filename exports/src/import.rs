@@ -101,6 +101,8 @@ pub struct ImportedVote {
     pub rationale: Option<String>,
     pub time_on_page_ms: Option<i64>,
     pub assignment_kind: Option<String>,
+    /// The completion code of the session that cast the vote (a `votes` export carries it).
+    pub completion_code: Option<String>,
 }
 
 impl ImportedVote {
@@ -117,6 +119,7 @@ impl ImportedVote {
             rationale: None,
             time_on_page_ms: None,
             assignment_kind: None,
+            completion_code: None,
         }
     }
 }
@@ -176,6 +179,7 @@ impl ImportedItem {
                         .assignment_kind
                         .clone()
                         .unwrap_or_else(|| "imported".to_string()),
+                    completion_code: vote.completion_code.clone(),
                 }
             })
             .collect()
@@ -645,6 +649,7 @@ fn votes_item(line: u64, object: &Map<String, Value>) -> Result<ImportedItem, Re
     vote.rationale = fields.opt_text("rationale")?;
     vote.time_on_page_ms = fields.opt_i64("time_on_page_ms")?;
     vote.assignment_kind = fields.opt_text("assignment_kind")?;
+    vote.completion_code = fields.opt_text("completion_code")?;
     let side =
         |model: &str, openness_key: &str, text: &str| -> Result<ImportedResponse, ReadError> {
             Ok(ImportedResponse {

@@ -385,6 +385,7 @@ pub fn aggregate_item(records: &[VoteRecord]) -> Option<ItemMajority> {
     record.source_confidence = None;
     record.rationale = None;
     record.time_on_page_ms = None;
+    record.completion_code = None;
     Some(ItemMajority {
         record,
         votes,

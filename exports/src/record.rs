@@ -99,6 +99,9 @@ pub struct VoteRecord {
     pub rationale: Option<String>,
     pub time_on_page_ms: Option<i64>,
     pub assignment_kind: String,
+    /// The rater session's own completion code (none for imported votes).
+    #[serde(default)]
+    pub completion_code: Option<String>,
 }
 
 impl VoteRecord {

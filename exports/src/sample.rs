@@ -77,6 +77,9 @@ pub fn sample_record(index: usize, pair: &PreferencePair) -> VoteRecord {
             "regular"
         }
         .to_string(),
+        completion_code: index
+            .is_multiple_of(3)
+            .then(|| format!("MOAT-{:012X}", index * 7_919)),
     }
 }
 

@@ -150,7 +150,13 @@ pub async fn run(args: VoteBenchArgs) -> anyhow::Result<VoteBenchReport> {
     let pid = server.id().unwrap_or(0);
     let http = reqwest::Client::new();
     let admin = |r: reqwest::RequestBuilder| r.bearer_auth(&token);
-    let settings = serde_json::json!({ "items_per_rater": args.prompts });
+    // Every simulated rater comes from this machine's address, and they start sessions as fast as
+    // they can: the study's flood limits are off for the benchmark.
+    let settings = serde_json::json!({
+        "items_per_rater": args.prompts,
+        "sessions_per_ip": 0,
+        "consents_per_minute": 0,
+    });
     admin(http.post(format!("{base}/api/v1/studies")))
         .json(&serde_json::json!({ "slug": "bench", "title": "Bench", "settings": settings }))
         .send()

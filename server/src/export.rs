@@ -391,6 +391,7 @@ fn blank_record() -> VoteRecord {
         rationale: None,
         time_on_page_ms: None,
         assignment_kind: String::new(),
+        completion_code: None,
     }
 }
 

@@ -127,6 +127,10 @@ pub fn router(backend: Arc<AppBackend>, leptos_options: LeptosOptions) -> Router
             "/api/v1/studies/{slug}/raters/{pseudonym}/status",
             post(set_rater_status),
         )
+        .route(
+            "/api/v1/studies/{slug}/completion-codes/{code}",
+            get(verify_completion_code),
+        )
         .route("/admin/studies/{slug}/import", post(import_form))
         .with_state(backend)
         .nest_service(
@@ -524,4 +528,14 @@ async fn set_rater_status(
     Ok(Json(
         serde_json::json!({ "rater": pseudonym, "status": body.status }),
     ))
+}
+
+/// `GET /api/v1/studies/{slug}/completion-codes/{code}`: the session a completion code belongs to
+/// (each session has its own), or 404.
+async fn verify_completion_code(
+    _: Admin,
+    State(backend): State<Arc<AppBackend>>,
+    Path((slug, code)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(backend.verify_completion_code(&slug, &code).await?))
 }

@@ -269,6 +269,20 @@ impl Application {
 
     pub async fn run(self) -> std::io::Result<()> {
         use axum::serve::ListenerExt;
+        // Comparisons left unvoted past their study's time go back to the pool (a returning rater's
+        // own expired comparison is given back at once, on their next page).
+        let store = self.backend.store.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+            loop {
+                every.tick().await;
+                match store.expire_assignments(domain::now_ms(), None).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(expired = n, "unvoted comparisons given back"),
+                    Err(e) => tracing::warn!(error = %e, "expiring unvoted comparisons failed"),
+                }
+            }
+        });
         // Without TCP_NODELAY a small write (a streamed token, a battle's first words) can wait for
         // the client's delayed ACK: 20-45 ms added to the first text on loopback (`moat bench
         // proxy`/`arena`, BENCHMARKS.md).

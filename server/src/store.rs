@@ -40,7 +40,7 @@ macro_rules! vote_records_sql {
     ($order:literal) => {
         concat!("SELECT v.id, v.choice, v.source_guess, v.source_confidence, v.rationale, \
      v.time_on_page_ms, v.created_ms, a.kind, p.external_id, p.conversation, p.category, p.language, r.pseudonym, \
-     lm.name AS left_model, lm.openness AS left_openness, lr.content AS left_text, \
+     r.completion_code, lm.name AS left_model, lm.openness AS left_openness, lr.content AS left_text, \
      rm.name AS right_model, rm.openness AS right_openness, rr.content AS right_text \
      FROM votes v JOIN assignments a ON a.id = v.assignment_id JOIN prompts p ON p.id = a.prompt_id \
      JOIN raters r ON r.id = a.rater_id \
@@ -106,6 +106,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// A study's limit on sessions or votes was reached (the message says which and when to return).
+    #[error("{0}")]
+    Limited(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
@@ -151,6 +154,24 @@ pub struct RaterRow {
     pub votes: i64,
     /// Marked excluded (by the researcher, or after failed quality checks).
     pub excluded: bool,
+    /// The participant id the session consented with.
+    pub external_id: Option<String>,
+    /// The session's own completion code.
+    pub completion_code: Option<String>,
+}
+
+/// The limits a study puts on new sessions (see `StudySettings`), checked in the transaction that
+/// creates the session so that racing consents cannot slip past them.
+#[derive(Debug, Clone, Default)]
+pub struct JoinLimits {
+    /// A keyed digest of the address the consent came from (`None`: not known).
+    pub client_hash: Option<String>,
+    /// Most sessions one address may start in the study (0: no limit).
+    pub sessions_per_client: u32,
+    /// Most sessions the whole study may start in one minute (0: no limit).
+    pub per_minute: u32,
+    /// The study's completion code, the prefix of each session's own code.
+    pub completion_prefix: Option<String>,
 }
 
 /// An assignment with the two texts the rater sees (but not who wrote them).
@@ -160,6 +181,8 @@ pub struct ShownAssignment {
     pub conversation: Vec<Message>,
     pub left_text: String,
     pub right_text: String,
+    /// When the comparison expires unvoted (`None`: never).
+    pub expires_ms: Option<i64>,
 }
 
 /// A prompt the rater has not seen yet, with its responses as (response id, model id).
@@ -199,6 +222,11 @@ pub struct NewAssignment {
     pub right_response: (i64, i64),
     /// `None` for a regular comparison; quality checks leave the pair counts alone.
     pub check: Option<CheckKind>,
+    /// Most comparisons the rater may be given (`items_per_rater`): checked in the writing
+    /// transaction, with one unvoted comparison at a time, so parallel requests cannot exceed it.
+    pub max_for_rater: u32,
+    /// When an unvoted comparison expires and gives its prompt and pair back (`None`: never).
+    pub expires_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -551,23 +579,32 @@ impl Store {
 
     // ----- raters -----
 
-    /// Creates a rater (or, for a returning participant id, gives the existing rater a new token)
-    /// and returns the secret token.
+    /// Starts a rater session and returns its secret token, within the study's `limits` (refused
+    /// with [`StoreError::Limited`] past them).
     pub async fn join_rater(
         &self,
         study_id: i64,
         external_id: Option<&str>,
+        limits: &JoinLimits,
     ) -> StoreResult<String> {
         let token = random_hex(32);
         let hash = sha256_hex(&token);
         let mut tx = self.begin_write().await?;
+        if self.dialect == Dialect::Postgres {
+            // Consents of one study take turns, so two racing ones cannot both pass a limit
+            // (SQLite's writer lock already serializes them).
+            sqlx::query("SELECT id FROM studies WHERE id = $1 FOR UPDATE")
+                .bind(study_id)
+                .execute(&mut *tx.tx)
+                .await?;
+        }
         // A session is bound to its cookie: a participant id that joins again (another browser, or
         // someone who knows the id) gets a session of its own, never the other one's token or pending
         // comparison; the researcher sees the duplicate sessions. An imported dataset's annotator is
         // no session at all and can never be joined.
         if let Some(external) = external_id {
             let imported = sqlx::query(
-                "SELECT 1 AS x FROM raters WHERE study_id = $1 AND external_id = $2 AND status = 'imported'",
+                "SELECT 1 AS x FROM raters WHERE study_id = $1 AND external_id = $2 AND origin = 'imported'",
             )
             .bind(study_id)
             .bind(external)
@@ -579,15 +616,63 @@ impl Store {
                 ));
             }
         }
+        let now = now_ms();
+        if limits.per_minute > 0 {
+            let recent: i64 = sqlx::query(
+                "SELECT COUNT(*) AS n FROM raters WHERE study_id = $1 AND created_ms > $2 AND origin = 'session'",
+            )
+            .bind(study_id)
+            .bind(now - 60_000)
+            .fetch_one(&mut *tx.tx)
+            .await?
+            .try_get("n")?;
+            if recent >= i64::from(limits.per_minute) {
+                return Err(StoreError::Limited(
+                    "this study is taking in as many new participants as it can right now; \
+                     please try again in a minute"
+                        .into(),
+                ));
+            }
+        }
+        if let (Some(client), true) = (&limits.client_hash, limits.sessions_per_client > 0) {
+            let sessions: i64 = sqlx::query(
+                "SELECT COUNT(*) AS n FROM raters WHERE study_id = $1 AND client_hash = $2",
+            )
+            .bind(study_id)
+            .bind(client)
+            .fetch_one(&mut *tx.tx)
+            .await?
+            .try_get("n")?;
+            if sessions >= i64::from(limits.sessions_per_client) {
+                return Err(StoreError::Limited(format!(
+                    "this study has already started {sessions} sessions from your network, its limit; \
+                     if you share a network with other participants, ask the researcher"
+                )));
+            }
+        }
+        // 48 random bits: codes of a million sessions collide with a chance of about 1 in 500,
+        // and the unique index turns that into an error rather than a shared code.
+        let code = format!(
+            "{}-{}",
+            limits
+                .completion_prefix
+                .as_deref()
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .unwrap_or("MOAT"),
+            random_hex(6).to_uppercase()
+        );
         sqlx::query(
-            "INSERT INTO raters (study_id, external_id, token_hash, pseudonym, created_ms) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO raters (study_id, external_id, token_hash, pseudonym, created_ms, origin, \
+             client_hash, completion_code) VALUES ($1, $2, $3, $4, $5, 'session', $6, $7)",
         )
         .bind(study_id)
         .bind(external_id.map(str::to_string))
         .bind(&hash)
         .bind(format!("rater-{}", random_hex(6)))
-        .bind(now_ms())
+        .bind(now)
+        .bind(limits.client_hash.clone())
+        .bind(code)
         .execute(&mut *tx.tx)
         .await?;
         tx.commit().await?;
@@ -603,8 +688,8 @@ impl Store {
         // the transaction that records its vote, and imported votes are written `done`, so counting
         // the rater's non-issued assignments reads the (rater, state) index alone.
         let row = sqlx::query(
-            "SELECT r.id, r.study_id, r.status, (SELECT COUNT(*) FROM assignments a \
-               WHERE a.rater_id = r.id AND a.state <> 'issued') AS votes \
+            "SELECT r.id, r.study_id, r.status, r.external_id, r.completion_code, \
+             (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id AND a.state <> 'issued') AS votes \
              FROM raters r WHERE r.token_hash = $1 AND r.study_id = $2",
         )
         .bind(sha256_hex(token))
@@ -617,6 +702,8 @@ impl Store {
                 study_id: row.try_get("study_id")?,
                 votes: row.try_get("votes")?,
                 excluded: row.try_get::<String, _>("status")? == "excluded",
+                external_id: row.try_get("external_id")?,
+                completion_code: row.try_get("completion_code")?,
             }),
             None => None,
         })
@@ -631,7 +718,7 @@ impl Store {
         state: &str,
     ) -> StoreResult<Option<ShownAssignment>> {
         let row = sqlx::query(
-            "SELECT a.public_id, p.conversation, lr.content AS left_text, rr.content AS right_text \
+            "SELECT a.public_id, a.expires_ms, p.conversation, lr.content AS left_text, rr.content AS right_text \
              FROM assignments a JOIN prompts p ON p.id = a.prompt_id \
              JOIN responses lr ON lr.id = a.left_response_id JOIN responses rr ON rr.id = a.right_response_id \
              WHERE a.rater_id = $1 AND a.state = $2 ORDER BY a.id LIMIT 1",
@@ -648,6 +735,7 @@ impl Store {
                 .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             left_text: row.try_get("left_text")?,
             right_text: row.try_get("right_text")?,
+            expires_ms: row.try_get("expires_ms")?,
         }))
     }
 
@@ -673,6 +761,157 @@ impl Store {
             row.try_get("right_model")?,
             db_choice(&choice)?,
         )))
+    }
+
+    /// Gives back comparisons issued before `now` expired them and never voted on (all raters', or
+    /// only `rater_id`'s): each is deleted, its prompt's and pair's showing counts go down by one
+    /// (so the assigner offers them again), and the rater's `expired_assignments` goes up. Returns
+    /// how many expired. A vote that races the expiry wins: a voted comparison is never deleted.
+    pub async fn expire_assignments(&self, now: i64, rater_id: Option<i64>) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(
+            "SELECT a.id, a.prompt_id, a.kind, a.model_low, a.model_high, a.rater_id, r.study_id \
+             FROM assignments a JOIN raters r ON r.id = a.rater_id \
+             WHERE a.state = 'issued' AND a.expires_ms IS NOT NULL AND a.expires_ms < $1 \
+             AND ($2 = 0 OR a.rater_id = $2) ORDER BY a.expires_ms LIMIT 1000",
+        )
+        .bind(now)
+        .bind(rater_id.unwrap_or(0))
+        .fetch_all(&mut *tx.tx)
+        .await?;
+        let mut expired = 0;
+        for row in &rows {
+            let id: i64 = row.try_get("id")?;
+            let deleted = sqlx::query(
+                "DELETE FROM assignments WHERE id = $1 AND state = 'issued' \
+                 AND NOT EXISTS (SELECT 1 FROM votes WHERE assignment_id = $1)",
+            )
+            .bind(id)
+            .execute(&mut *tx.tx)
+            .await?;
+            if deleted.rows_affected() == 0 {
+                continue;
+            }
+            expired += 1;
+            sqlx::query(
+                "UPDATE prompts SET times_assigned = times_assigned - 1 WHERE id = $1 AND times_assigned > 0",
+            )
+            .bind(row.try_get::<i64, _>("prompt_id")?)
+            .execute(&mut *tx.tx)
+            .await?;
+            if row.try_get::<String, _>("kind")? == "regular" {
+                sqlx::query(
+                    "UPDATE pair_counts SET shown = shown - 1 WHERE study_id = $1 AND model_low = $2 \
+                     AND model_high = $3 AND shown > 0",
+                )
+                .bind(row.try_get::<i64, _>("study_id")?)
+                .bind(row.try_get::<i64, _>("model_low")?)
+                .bind(row.try_get::<i64, _>("model_high")?)
+                .execute(&mut *tx.tx)
+                .await?;
+            }
+            sqlx::query(
+                "UPDATE raters SET expired_assignments = expired_assignments + 1 WHERE id = $1",
+            )
+            .bind(row.try_get::<i64, _>("rater_id")?)
+            .execute(&mut *tx.tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(expired)
+    }
+
+    /// Votes cast since `since_ms` by this session and, when it has a participant id, by every
+    /// other session of the study with the same id (a participant who opens a new session keeps
+    /// their daily count).
+    pub async fn votes_since(&self, rater: &RaterRow, since_ms: i64) -> StoreResult<i64> {
+        Ok(sqlx::query(
+            "SELECT COUNT(*) AS n FROM votes v JOIN assignments a ON a.id = v.assignment_id \
+             WHERE v.created_ms >= $1 AND a.rater_id IN (SELECT id FROM raters WHERE id = $2 \
+             OR (study_id = $3 AND external_id = $4))",
+        )
+        .bind(since_ms)
+        .bind(rater.id)
+        .bind(rater.study_id)
+        .bind(rater.external_id.clone())
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?)
+    }
+
+    /// The oldest vote cast since `since_ms` by the sessions [`Store::votes_since`] counts.
+    pub async fn oldest_vote_since(
+        &self,
+        rater: &RaterRow,
+        since_ms: i64,
+    ) -> StoreResult<Option<i64>> {
+        Ok(sqlx::query(
+            "SELECT MIN(v.created_ms) AS t FROM votes v JOIN assignments a ON a.id = v.assignment_id \
+             WHERE v.created_ms >= $1 AND a.rater_id IN (SELECT id FROM raters WHERE id = $2 \
+             OR (study_id = $3 AND external_id = $4))",
+        )
+        .bind(since_ms)
+        .bind(rater.id)
+        .bind(rater.study_id)
+        .bind(rater.external_id.clone())
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("t")?)
+    }
+
+    /// The session whose completion code this is, if any: (pseudonym, participant id, status,
+    /// votes).
+    pub async fn rater_by_completion_code(
+        &self,
+        study_id: i64,
+        code: &str,
+    ) -> StoreResult<Option<(String, Option<String>, String, i64)>> {
+        let row = sqlx::query(
+            "SELECT r.pseudonym, r.external_id, r.status, (SELECT COUNT(*) FROM assignments a \
+             JOIN votes v ON v.assignment_id = a.id WHERE a.rater_id = r.id) AS votes \
+             FROM raters r WHERE r.study_id = $1 AND r.completion_code = $2",
+        )
+        .bind(study_id)
+        .bind(code.trim())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok((
+                row.try_get("pseudonym")?,
+                row.try_get("external_id")?,
+                row.try_get("status")?,
+                row.try_get("votes")?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// The models and choices of the session's voted comparisons, in order (the reveal at the end
+    /// of a session). Quality checks are included: they are comparisons the rater saw.
+    pub async fn session_reveals(
+        &self,
+        rater_id: i64,
+    ) -> StoreResult<Vec<(String, String, Choice)>> {
+        let rows = sqlx::query(
+            "SELECT lm.name AS left_model, rm.name AS right_model, v.choice \
+             FROM assignments a JOIN votes v ON v.assignment_id = a.id \
+             JOIN responses lr ON lr.id = a.left_response_id JOIN models lm ON lm.id = lr.model_id \
+             JOIN responses rr ON rr.id = a.right_response_id JOIN models rm ON rm.id = rr.model_id \
+             WHERE a.rater_id = $1 ORDER BY a.id",
+        )
+        .bind(rater_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let choice: String = row.try_get("choice")?;
+                Ok((
+                    row.try_get("left_model")?,
+                    row.try_get("right_model")?,
+                    db_choice(&choice)?,
+                ))
+            })
+            .collect()
     }
 
     pub async fn finish_reveals(&self, rater_id: i64) -> StoreResult<()> {
@@ -1067,6 +1306,7 @@ impl Store {
                         rationale: row.try_get("rationale")?,
                         time_on_page_ms: row.try_get("time_on_page_ms")?,
                         assignment_kind: row.try_get("kind")?,
+                        completion_code: row.try_get("completion_code")?,
                     })
                 };
                 Ok(record()?)
@@ -1082,8 +1322,13 @@ impl Store {
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         let done =
-            sqlx::query("UPDATE raters SET status = $1 WHERE study_id = $2 AND pseudonym = $3")
-                .bind(if excluded { "excluded" } else { "active" })
+            // An imported annotator included again is `imported` again, not a live session.
+            sqlx::query(
+                "UPDATE raters SET status = CASE WHEN $1 = 1 THEN 'excluded' \
+                 WHEN origin = 'imported' THEN 'imported' ELSE 'active' END \
+                 WHERE study_id = $2 AND pseudonym = $3",
+            )
+                .bind(i64::from(excluded))
                 .bind(study_id)
                 .bind(pseudonym)
                 .execute(&mut *tx.tx)
@@ -1103,7 +1348,7 @@ impl Store {
         limit: i64,
     ) -> StoreResult<Vec<moat_app::wire::RaterSummary>> {
         let rows = sqlx::query(concat!(
-            "SELECT r.pseudonym, r.status, COUNT(v.id) AS votes, \
+            "SELECT r.pseudonym, r.status, r.completion_code, r.expired_assignments, COUNT(v.id) AS votes, \
              (SELECT COUNT(*) FROM raters d WHERE d.study_id = r.study_id AND d.external_id = r.external_id \
                AND d.id <> r.id) AS other_sessions, \
              AVG(CAST(v.time_on_page_ms AS DOUBLE PRECISION)) AS mean_ms, \
@@ -1112,7 +1357,8 @@ impl Store {
             check_outcome_sums!(),
             " FROM raters r LEFT JOIN assignments a ON a.rater_id = r.id LEFT JOIN votes v ON v.assignment_id = a.id ",
             check_outcome_joins!(),
-            " WHERE r.study_id = $1 GROUP BY r.id, r.pseudonym, r.status, r.study_id, r.external_id ORDER BY COUNT(v.id) DESC, r.id LIMIT $2"
+            " WHERE r.study_id = $1 GROUP BY r.id, r.pseudonym, r.status, r.study_id, r.external_id, \
+             r.completion_code, r.expired_assignments ORDER BY COUNT(v.id) DESC, r.id LIMIT $2"
         ))
         .bind(study_id)
         .bind(limit)
@@ -1132,6 +1378,8 @@ impl Store {
                     checks_passed: row.try_get("passed")?,
                     checks_failed: row.try_get("failed")?,
                     other_sessions: row.try_get("other_sessions")?,
+                    completion_code: row.try_get("completion_code")?,
+                    expired: row.try_get("expired_assignments")?,
                 })
             })
             .collect()
@@ -1177,11 +1425,24 @@ async fn insert_assignment_in(
         let (a, b) = (new.left_response.1, new.right_response.1);
         (a.min(b), a.max(b))
     };
-    // The unique index `assignments_once` (a rater sees a prompt once) turns a concurrent second
-    // assignment of the same prompt into no row, without an error that would end the transaction.
+    if is_postgres(conn) {
+        // The rater's requests take turns here, so the checks below see each other's rows (on
+        // SQLite every write already holds the one writer lock).
+        sqlx::query("SELECT id FROM raters WHERE id = $1 FOR UPDATE")
+            .bind(new.rater_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    // One unvoted comparison at a time and at most `max_for_rater` in the session, checked where the
+    // row is written: parallel requests of one rater get the same answer as serial ones. The unique
+    // index `assignments_once` (a rater sees a prompt once) turns a concurrent second assignment of
+    // the same prompt into no row, without an error that would end the transaction.
     let inserted = sqlx::query(
         "INSERT INTO assignments (public_id, rater_id, prompt_id, left_response_id, right_response_id, \
-         model_low, model_high, kind, issued_ms, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'issued') \
+         model_low, model_high, kind, issued_ms, state, expires_ms) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'issued', $11 \
+         WHERE NOT EXISTS (SELECT 1 FROM assignments WHERE rater_id = $2 AND state = 'issued') \
+         AND (SELECT COUNT(*) FROM assignments WHERE rater_id = $2) < $10 \
          ON CONFLICT DO NOTHING RETURNING id",
     )
     .bind(&public_id)
@@ -1193,6 +1454,8 @@ async fn insert_assignment_in(
     .bind(high)
     .bind(new.check.map_or("regular", CheckKind::as_str))
     .bind(now_ms())
+    .bind(i64::from(new.max_for_rater))
+    .bind(new.expires_ms)
     .fetch_optional(&mut *conn)
     .await?;
     if inserted.is_none() {
@@ -1217,9 +1480,23 @@ async fn insert_assignment_in(
     Ok(Some(public_id))
 }
 
+fn is_postgres(conn: &AnyConnection) -> bool {
+    conn.backend_name().eq_ignore_ascii_case("postgresql")
+}
+
 /// Records a vote for an assignment issued to this rater. A repeat of the same choice is
 /// harmless; a different choice for an assignment already voted on is a conflict.
 async fn record_vote_in(conn: &mut AnyConnection, vote: &VoteToRecord) -> StoreResult<VoteOutcome> {
+    if is_postgres(conn) {
+        // Two racing votes on one assignment take turns: the second then reads the first's vote
+        // and gets the answer a serial repeat gets (recorded already, or a conflict), not a unique-key
+        // error. (SQLite's writer lock serializes them already.)
+        sqlx::query("SELECT id FROM assignments WHERE public_id = $1 AND rater_id = $2 FOR UPDATE")
+            .bind(&vote.assignment_public_id)
+            .bind(vote.rater_id)
+            .execute(&mut *conn)
+            .await?;
+    }
     // One read: the assignment, its vote if any, and what a quality check expects.
     let row = sqlx::query(
         "SELECT a.id, a.issued_ms, a.kind, v.id AS vote_id, v.choice, p.check_model_id, \
@@ -1233,7 +1510,13 @@ async fn record_vote_in(conn: &mut AnyConnection, vote: &VoteToRecord) -> StoreR
     .bind(vote.rater_id)
     .fetch_optional(&mut *conn)
     .await?
-    .ok_or_else(|| StoreError::NotFound("no such assignment for this rater".into()))?;
+    .ok_or_else(|| {
+        StoreError::NotFound(
+            "this comparison is not open for you (it may have expired unvoted); \
+             reload the page for your next one"
+                .into(),
+        )
+    })?;
     let assignment_id: i64 = row.try_get("id")?;
     let issued_ms: i64 = row.try_get("issued_ms")?;
     let kind: String = row.try_get("kind")?;
@@ -1418,7 +1701,7 @@ pub fn sqlite_vote_records(
     let sql = format!(
         "SELECT v.id, v.choice, v.source_guess, v.source_confidence, v.rationale, \
          v.time_on_page_ms, v.created_ms, a.kind, p.external_id, {conversation}, p.category, \
-         p.language, r.pseudonym, lr.model_id, {left}, rr.model_id, {right} \
+         p.language, r.pseudonym, lr.model_id, {left}, rr.model_id, {right}, r.completion_code \
          FROM votes v CROSS JOIN assignments a ON a.id = v.assignment_id \
          CROSS JOIN prompts p ON p.id = a.prompt_id CROSS JOIN raters r ON r.id = a.rater_id \
          CROSS JOIN responses lr ON lr.id = a.left_response_id \
@@ -1554,6 +1837,7 @@ impl RowFiller<'_, '_> {
         set_optional(&mut record.rationale, optional_text(4)?);
         record.time_on_page_ms = row.get(5).map_err(db_error)?;
         set(&mut record.assignment_kind, text(7)?);
+        set_optional(&mut record.completion_code, optional_text(17)?);
         Ok(())
     }
 }
@@ -1738,7 +2022,7 @@ impl WriteTx<'_> {
     /// token is random and thrown away).
     pub async fn imported_rater(&mut self, study_id: i64, annotator: &str) -> StoreResult<i64> {
         if let Some(row) =
-            sqlx::query("SELECT id FROM raters WHERE study_id = $1 AND external_id = $2")
+            sqlx::query("SELECT id FROM raters WHERE study_id = $1 AND external_id = $2 AND origin = 'imported'")
                 .bind(study_id)
                 .bind(annotator)
                 .fetch_optional(&mut *self.tx)
@@ -1747,8 +2031,8 @@ impl WriteTx<'_> {
             return Ok(row.try_get("id")?);
         }
         Ok(sqlx::query(
-            "INSERT INTO raters (study_id, external_id, token_hash, pseudonym, status, created_ms) \
-             VALUES ($1, $2, $3, $4, 'imported', $5) RETURNING id",
+            "INSERT INTO raters (study_id, external_id, token_hash, pseudonym, status, created_ms, origin) \
+             VALUES ($1, $2, $3, $4, 'imported', $5, 'imported') RETURNING id",
         )
         .bind(study_id)
         .bind(annotator)

@@ -47,6 +47,9 @@ pub enum StudyCommand {
     /// providers, common self-identifications) and update the flags: for responses imported before
     /// the check existed, or after adding models.
     ScanIdentity { slug: String },
+    /// Which session a completion code belongs to (each session gets its own code): its pseudonym,
+    /// participant id, status and votes; exits with an error when no session of the study has it.
+    VerifyCode { slug: String, code: String },
 }
 
 /// Study settings as flags; a flag not given leaves the setting (or its default) as it is. Yes/no
@@ -118,6 +121,21 @@ pub struct SettingsFlags {
     /// Refuse a session whose study link carries no participant id.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub require_participant: Option<bool>,
+    /// Most sessions one network address may start in the study, 0 for no limit [default: 20].
+    #[arg(long)]
+    pub sessions_per_ip: Option<u32>,
+    /// Most new sessions the study takes per minute, 0 for no limit [default: 120].
+    #[arg(long)]
+    pub consents_per_minute: Option<u32>,
+    /// Most votes per participant per 24 hours, 0 for no limit [default: 0].
+    #[arg(long)]
+    pub votes_per_day: Option<u32>,
+    /// Minutes before an unvoted comparison goes to someone else, 0 for never [default: 60].
+    #[arg(long)]
+    pub assignment_minutes: Option<u32>,
+    /// Show the models of every comparison at the end of the session [default: true].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub reveal_at_end: Option<bool>,
     /// Arena: a text file of sample prompts (one per line) a rater may use instead of writing one.
     #[arg(long)]
     pub sample_prompts: Option<PathBuf>,
@@ -177,6 +195,21 @@ impl SettingsFlags {
         }
         if let Some(on) = self.require_participant {
             settings.require_participant = on;
+        }
+        if let Some(n) = self.sessions_per_ip {
+            settings.sessions_per_ip = n;
+        }
+        if let Some(n) = self.consents_per_minute {
+            settings.consents_per_minute = n;
+        }
+        if let Some(n) = self.votes_per_day {
+            settings.votes_per_day = n;
+        }
+        if let Some(n) = self.assignment_minutes {
+            settings.assignment_minutes = n;
+        }
+        if let Some(on) = self.reveal_at_end {
+            settings.reveal_at_end = on;
         }
         if let Some(on) = self.favour_least_shown {
             settings.favour_least_shown = on;
@@ -321,6 +354,13 @@ pub async fn run(backend: &AppBackend, command: StudyCommand) -> anyhow::Result<
                 "study {slug}: {after} responses name a model or its maker (flagged; {before} before); \
                  `moat study show {slug}` lists them"
             ))
+        }
+        StudyCommand::VerifyCode { slug, code } => {
+            let session = backend
+                .verify_completion_code(&slug, &code)
+                .await
+                .map_err(fail)?;
+            Ok(serde_json::to_string_pretty(&session)?)
         }
     }
 }

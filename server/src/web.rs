@@ -20,6 +20,8 @@ pub struct AppBackend {
     cache: std::sync::Mutex<StudyCache>,
     /// The live arena, when the server has a model registry (`moat serve --models`).
     arena: std::sync::OnceLock<Arc<crate::arena::Arena>>,
+    /// The secret that keys the digests of raters' addresses (made once per database).
+    client_salt: tokio::sync::OnceCell<String>,
 }
 
 /// How long a study row (status, settings) and its number of comparable prompts are reused between
@@ -40,6 +42,7 @@ impl From<StoreError> for BackendError {
         match error {
             StoreError::NotFound(m) => BackendError::NotFound(m),
             StoreError::Conflict(m) => BackendError::Conflict(m),
+            StoreError::Limited(m) => BackendError::TooMany(m),
             StoreError::Invalid(m) => BackendError::BadRequest(m),
             other => {
                 tracing::error!(error = ?other, "store failure");
@@ -221,6 +224,7 @@ impl AppBackend {
             admin_token_hash,
             cache: Default::default(),
             arena: Default::default(),
+            client_salt: Default::default(),
         })
     }
 
@@ -243,12 +247,7 @@ impl AppBackend {
         let votes = rater.votes as u32;
         let total = study.settings.items_per_rater;
         if votes >= total {
-            return Ok(RaterView::Done(Completion {
-                code: study.settings.completion_code.clone(),
-                redirect_url: study.settings.redirect_url.clone(),
-                votes,
-                screened_out: false,
-            }));
+            return self.completion(study, rater, votes).await;
         }
         let running = self
             .arena()
@@ -274,6 +273,135 @@ impl AppBackend {
             live: study.settings.stream != "together",
             notice,
             has_samples: !study.settings.sample_prompts.is_empty(),
+        }))
+    }
+
+    /// The session a completion code belongs to; 404 when no session of the study has it.
+    pub async fn verify_completion_code(
+        &self,
+        slug: &str,
+        code: &str,
+    ) -> Result<SessionByCode, BackendError> {
+        let study = self.store.study(slug).await?;
+        let (pseudonym, participant_id, status, votes) = self
+            .store
+            .rater_by_completion_code(study.id, code)
+            .await?
+            .ok_or_else(|| {
+                BackendError::NotFound(format!(
+                    "no session of study {slug:?} has the completion code {:?}",
+                    code.trim()
+                ))
+            })?;
+        let asked = if study.settings.is_arena() {
+            i64::from(study.settings.items_per_rater)
+        } else {
+            self.comparable_prompts(&study)
+                .await?
+                .min(i64::from(study.settings.items_per_rater))
+        };
+        Ok(SessionByCode {
+            code: code.trim().to_string(),
+            pseudonym,
+            participant_id,
+            complete: votes >= asked && status != "excluded",
+            status,
+            votes,
+        })
+    }
+
+    /// A keyed digest of a rater's address: the same for every session from one address (an IPv6
+    /// address counts by its /64, which one household or host usually holds), and useless to
+    /// anyone without the database's secret. The address itself is never stored.
+    async fn client_hash(&self, client: std::net::IpAddr) -> Result<String, BackendError> {
+        let salt = self
+            .client_salt
+            .get_or_try_init(|| async {
+                if let Some(salt) = self.store.get_setting("client_address_key").await? {
+                    return Ok::<_, StoreError>(salt);
+                }
+                let salt = crate::domain::random_hex(32);
+                self.store.put_setting("client_address_key", &salt).await?;
+                // Another server on the same database may have written its own first.
+                Ok(self
+                    .store
+                    .get_setting("client_address_key")
+                    .await?
+                    .unwrap_or(salt))
+            })
+            .await?;
+        let key = match client {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => {
+                    let s = v6.segments();
+                    format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                }
+            },
+        };
+        Ok(sha256_hex(&format!("{salt}/{key}")))
+    }
+
+    /// The completion page of a session that finished its comparisons: the session's own code
+    /// (when the study gives codes) and, when the study reveals at the end, every comparison's models.
+    async fn completion(
+        &self,
+        study: &StudyRow,
+        rater: &crate::store::RaterRow,
+        votes: u32,
+    ) -> Result<RaterView, BackendError> {
+        let gives_code = study
+            .settings
+            .completion_code
+            .as_deref()
+            .is_some_and(|code| !code.trim().is_empty());
+        let reveals = if study.settings.reveal_at_end && !study.settings.is_arena() {
+            self.store
+                .session_reveals(rater.id)
+                .await?
+                .into_iter()
+                .map(|(left_model, right_model, choice)| Reveal {
+                    left_model,
+                    right_model,
+                    choice: choice.as_str().into(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(RaterView::Done(Completion {
+            code: if gives_code {
+                rater.completion_code.clone()
+            } else {
+                None
+            },
+            redirect_url: safe_link(&study.settings.redirect_url),
+            votes,
+            screened_out: false,
+            reveals,
+        }))
+    }
+
+    /// The daily-limit page when the participant has cast the study's votes per day.
+    async fn daily_limit(
+        &self,
+        study: &StudyRow,
+        rater: &crate::store::RaterRow,
+    ) -> Result<Option<RaterView>, BackendError> {
+        let limit = study.settings.votes_per_day;
+        if limit == 0 {
+            return Ok(None);
+        }
+        const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+        let since = crate::domain::now_ms() - DAY_MS;
+        if self.store.votes_since(rater, since).await? < i64::from(limit) {
+            return Ok(None);
+        }
+        let oldest = self.store.oldest_vote_since(rater, since).await?;
+        Ok(Some(RaterView::DailyLimit {
+            limit,
+            until_ms: oldest.unwrap_or(since) + DAY_MS,
         }))
     }
 
@@ -407,7 +535,12 @@ impl Backend for AppBackend {
         })
     }
 
-    async fn consent(&self, slug: &str, participant: Option<&str>) -> Result<String, BackendError> {
+    async fn consent(
+        &self,
+        slug: &str,
+        participant: Option<&str>,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<String, BackendError> {
         let study = self.open_study(slug).await?;
         if study.status != StudyStatus::Open {
             return Err(BackendError::Conflict(format!(
@@ -425,7 +558,21 @@ impl Backend for AppBackend {
                 "participant id is longer than 200 characters".into(),
             ));
         }
-        Ok(self.store.join_rater(study.id, participant).await?)
+        let client_hash = match client {
+            Some(ip) if study.settings.sessions_per_ip > 0 => Some(self.client_hash(ip).await?),
+            _ => None,
+        };
+        let limits = crate::store::JoinLimits {
+            client_hash,
+            sessions_per_client: study.settings.sessions_per_ip,
+            per_minute: study.settings.consents_per_minute,
+            completion_prefix: study.settings.completion_code.clone(),
+        };
+        let token = self.store.join_rater(study.id, participant, &limits).await;
+        if let Err(StoreError::Limited(reason)) = &token {
+            tracing::info!(study = %study.slug, %reason, "consent refused by a study limit");
+        }
+        Ok(token?)
     }
 
     async fn rater_view(&self, slug: &str, rater_token: &str) -> Result<RaterView, BackendError> {
@@ -444,6 +591,7 @@ impl Backend for AppBackend {
                 redirect_url: safe_link(&study.settings.screen_out_url),
                 votes: rater.votes as u32,
                 screened_out: true,
+                reveals: Vec::new(),
             }));
         }
         if study.settings.reveal_after_vote {
@@ -471,22 +619,28 @@ impl Backend for AppBackend {
         }
         let (votes, total) = self.session_totals(&study, &rater).await?;
         if let Some(shown) = self.store.assignment_in_state(rater.id, "issued").await? {
-            return Ok(RaterView::Compare(render_comparison(
-                shown,
-                votes + 1,
-                total,
-                &study,
-            )));
+            let now = crate::domain::now_ms();
+            if shown.expires_ms.is_none_or(|at| at > now) {
+                return Ok(RaterView::Compare(render_comparison(
+                    shown,
+                    votes + 1,
+                    total,
+                    &study,
+                )));
+            }
+            // Left unvoted past the study's time: it goes back to the pool; a new one follows.
+            self.store.expire_assignments(now, Some(rater.id)).await?;
         }
-        let done = RaterView::Done(Completion {
-            code: study.settings.completion_code.clone(),
-            redirect_url: safe_link(&study.settings.redirect_url),
-            votes,
-            screened_out: false,
-        });
         if votes >= total {
-            return Ok(done);
+            return self.completion(&study, &rater, votes).await;
         }
+        if let Some(limited) = self.daily_limit(&study, &rater).await? {
+            return Ok(limited);
+        }
+        let expires_ms = match study.settings.assignment_minutes {
+            0 => None,
+            minutes => Some(crate::domain::now_ms() + i64::from(minutes) * 60_000),
+        };
         let check_rate = study.settings.check_rate;
         // A concurrent request of the same rater may take the chosen prompt first; try again then.
         for _ in 0..3 {
@@ -520,7 +674,7 @@ impl Backend for AppBackend {
                 pick = self.next_check(&study, rater.id).await?;
             }
             let Some(((prompt_id, left, right), check)) = pick else {
-                return Ok(done);
+                return self.completion(&study, &rater, votes).await;
             };
             let new = NewAssignment {
                 rater_id: rater.id,
@@ -529,6 +683,8 @@ impl Backend for AppBackend {
                 left_response: left,
                 right_response: right,
                 check,
+                max_for_rater: total,
+                expires_ms,
             };
             if self.store.insert_assignment(&new).await?.is_some() {
                 break;
@@ -541,7 +697,7 @@ impl Backend for AppBackend {
                 total,
                 &study,
             ))),
-            None => Ok(done),
+            None => self.completion(&study, &rater, votes).await,
         }
     }
 
@@ -677,6 +833,11 @@ impl Backend for AppBackend {
             return Err(BackendError::Conflict(
                 "please vote on the current battle first".into(),
             ));
+        }
+        if let Some(RaterView::DailyLimit { limit, .. }) = self.daily_limit(&study, &rater).await? {
+            return Err(BackendError::TooMany(format!(
+                "you have cast this study's {limit} votes for today; please come back tomorrow"
+            )));
         }
         let arena = self.arena().ok_or_else(|| {
             BackendError::Conflict("this server has no models for the arena right now".into())

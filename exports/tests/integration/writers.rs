@@ -145,7 +145,7 @@ fn formats_have_the_columns_their_readers_expect() {
             "tstamp"
         ])
     );
-    assert_eq!(keys(Format::Votes, false).len(), 21);
+    assert_eq!(keys(Format::Votes, false).len(), 22);
 }
 
 #[test]
@@ -203,7 +203,7 @@ fn votes_csv_has_a_header_and_one_record_per_vote_with_every_field() {
     let (bytes, _) = export(Format::Votes, &options(Container::Csv, false), &records);
     let mut reader = csv::Reader::from_reader(bytes.as_slice());
     let headers = reader.headers().unwrap().clone();
-    assert_eq!(headers.len(), 21);
+    assert_eq!(headers.len(), 22);
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), records.len());
     let column = |name: &str| headers.iter().position(|header| header == name).unwrap();
@@ -216,6 +216,10 @@ fn votes_csv_has_a_header_and_one_record_per_vote_with_every_field() {
         assert_eq!(
             row[column("rationale")],
             *neutralize_formula(record.rationale.as_deref().unwrap_or_default())
+        );
+        assert_eq!(
+            row[column("completion_code")],
+            *record.completion_code.as_deref().unwrap_or_default()
         );
         let conversation: Vec<moat_exports::Message> =
             serde_json::from_str(&row[column("conversation")]).unwrap();

@@ -207,6 +207,10 @@ impl Store {
                 left_response: response_ids[0],
                 right_response: response_ids[1],
                 check: None,
+                // The arena's own limits (one running battle, a vote before the next) apply;
+                // a battle's comparison never expires: the rater wrote its prompt.
+                max_for_rater: u32::MAX,
+                expires_ms: None,
             },
         )
         .await?

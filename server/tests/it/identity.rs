@@ -29,7 +29,10 @@ fn fixture() -> String {
 /// Consents a new rater and votes `left` on every comparison until the session ends; returns the
 /// rendered prompts the rater was shown.
 async fn rate_everything(backend: &AppBackend, slug: &str, participant: &str) -> Vec<String> {
-    let token = backend.consent(slug, Some(participant)).await.unwrap();
+    let token = backend
+        .consent(slug, Some(participant), None)
+        .await
+        .unwrap();
     let mut prompts = Vec::new();
     loop {
         match backend.rater_view(slug, &token).await.unwrap() {

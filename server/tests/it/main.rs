@@ -7,5 +7,6 @@ mod durability;
 mod identity;
 mod security;
 mod serving;
+mod sessions;
 mod store_suite;
 mod support;

@@ -58,7 +58,10 @@ async fn backend_with_study(
 
 async fn full_rater_session(url: &str) {
     let backend = backend_with_study(url, "session", 4, 10).await;
-    let token = backend.consent("session", Some("PID-1")).await.unwrap();
+    let token = backend
+        .consent("session", Some("PID-1"), None)
+        .await
+        .unwrap();
     let mut seen_assignments = HashSet::new();
     let mut shown_texts = HashSet::new();
     for round in 0..4 {
@@ -99,7 +102,7 @@ async fn full_rater_session(url: &str) {
         RaterView::Done(_)
     ));
     // Another rater cannot vote on this rater's assignments, and invented ids are refused.
-    let other = backend.consent("session", None).await.unwrap();
+    let other = backend.consent("session", None, None).await.unwrap();
     let RaterView::Compare(theirs) = backend.rater_view("session", &other).await.unwrap() else {
         panic!()
     };
@@ -137,11 +140,17 @@ async fn full_rater_session(url: &str) {
     // A participant id that joins again (another browser, or someone who knows the id) gets a
     // session of its own: the first session's token and pending comparison stay with it, and the
     // researcher sees the duplicate.
-    let first = backend.consent("session", Some("PID-2")).await.unwrap();
+    let first = backend
+        .consent("session", Some("PID-2"), None)
+        .await
+        .unwrap();
     let RaterView::Compare(pending) = backend.rater_view("session", &first).await.unwrap() else {
         panic!("a comparison for the first session")
     };
-    let again = backend.consent("session", Some("PID-2")).await.unwrap();
+    let again = backend
+        .consent("session", Some("PID-2"), None)
+        .await
+        .unwrap();
     assert_ne!(again, first);
     if let RaterView::Compare(shown) = backend.rater_view("session", &again).await.unwrap() {
         assert_ne!(
@@ -180,7 +189,7 @@ async fn full_rater_session(url: &str) {
     tx.imported_rater(study.id, "annotator-7").await.unwrap();
     tx.commit().await.unwrap();
     assert!(matches!(
-        backend.consent("session", Some("annotator-7")).await,
+        backend.consent("session", Some("annotator-7"), None).await,
         Err(BackendError::Conflict(_))
     ));
     // A study that requires a participant id starts no session without one.
@@ -191,12 +200,15 @@ async fn full_rater_session(url: &str) {
     };
     changes.settings.require_participant = true;
     backend.update_study("session", changes).await.unwrap();
-    let refused = backend.consent("session", None).await.unwrap_err();
+    let refused = backend.consent("session", None, None).await.unwrap_err();
     assert!(
         matches!(&refused, BackendError::BadRequest(m) if m.contains("PROLIFIC_PID")),
         "{refused:?}"
     );
-    backend.consent("session", Some("PID-3")).await.unwrap();
+    backend
+        .consent("session", Some("PID-3"), None)
+        .await
+        .unwrap();
     // A closed study takes no votes.
     backend.set_study_status("session", "closed").await.unwrap();
     assert!(matches!(
@@ -212,7 +224,7 @@ on_both_backends!(full_rater_session);
 async fn pairs_are_balanced_across_raters(url: &str) {
     let backend = backend_with_study(url, "balance", 30, 6).await;
     for _ in 0..10 {
-        let token = backend.consent("balance", None).await.unwrap();
+        let token = backend.consent("balance", None, None).await.unwrap();
         while let RaterView::Compare(c) = backend.rater_view("balance", &token).await.unwrap() {
             backend
                 .vote("balance", &token, vote(&c.assignment, "tie"))
@@ -289,7 +301,7 @@ on_both_backends!(bad_imports_write_nothing);
 
 async fn export_streams_decided_votes(url: &str) {
     let backend = backend_with_study(url, "exp", 6, 6).await;
-    let token = backend.consent("exp", None).await.unwrap();
+    let token = backend.consent("exp", None, None).await.unwrap();
     let choices = ["left", "right", "tie", "both_bad", "left", "right"];
     for choice in choices {
         let RaterView::Compare(c) = backend.rater_view("exp", &token).await.unwrap() else {
@@ -418,7 +430,7 @@ async fn train_and_score_from_a_study() {
     let db = crate::support::TestDb::sqlite();
     let backend = backend_with_study(db.url(), "train", 40, 40).await;
     for _ in 0..3 {
-        let token = backend.consent("train", None).await.unwrap();
+        let token = backend.consent("train", None, None).await.unwrap();
         while let RaterView::Compare(c) = backend.rater_view("train", &token).await.unwrap() {
             backend
                 .vote("train", &token, vote(&c.assignment, "left"))
@@ -500,7 +512,7 @@ async fn reveal_after_vote(url: &str) {
         .await
         .unwrap();
     backend.set_study_status("reveal", "open").await.unwrap();
-    let token = backend.consent("reveal", None).await.unwrap();
+    let token = backend.consent("reveal", None, None).await.unwrap();
     let RaterView::Compare(first) = backend.rater_view("reveal", &token).await.unwrap() else {
         panic!()
     };
@@ -915,7 +927,10 @@ async fn quality_checks_score_raters(url: &str) {
 
     // A careful rater picks the expected response of every check, a careless one the other side.
     for (participant, careful) in [("careful", true), ("careless", false)] {
-        let token = backend.consent("checks", Some(participant)).await.unwrap();
+        let token = backend
+            .consent("checks", Some(participant), None)
+            .await
+            .unwrap();
         let (mut checks, mut votes) = (0, 0);
         loop {
             match backend.rater_view("checks", &token).await.unwrap() {
@@ -1065,7 +1080,10 @@ async fn quality_checks_score_raters(url: &str) {
     }
 
     // A researcher who includes an auto-excluded rater again is overruled only by a new failure.
-    let token = backend.consent("checks", Some("forgiven")).await.unwrap();
+    let token = backend
+        .consent("checks", Some("forgiven"), None)
+        .await
+        .unwrap();
     let mut checks = 0;
     while let RaterView::Compare(c) = backend.rater_view("checks", &token).await.unwrap() {
         let expected_left = c.left_html.contains("PICK ME");
@@ -1106,7 +1124,7 @@ async fn quality_checks_score_raters(url: &str) {
     assert_eq!(forgiven.status, "active");
 
     // Without a check rate, check items are never shown and do not count toward the session.
-    let token = backend.consent("no-checks", None).await.unwrap();
+    let token = backend.consent("no-checks", None, None).await.unwrap();
     let mut shown = 0;
     while let RaterView::Compare(c) = backend.rater_view("no-checks", &token).await.unwrap() {
         assert!(!c.turns[0].html.contains("PICK ME"));
@@ -1126,7 +1144,7 @@ on_both_backends!(quality_checks_score_raters);
 /// unique index without failing its transaction, and the prompt and pair counts move once.
 async fn a_prompt_is_assigned_to_a_rater_once(url: &str) {
     let backend = backend_with_study(url, "race", 2, 5).await;
-    let token = backend.consent("race", None).await.unwrap();
+    let token = backend.consent("race", None, None).await.unwrap();
     let study = backend.store.study("race").await.unwrap();
     let rater = backend
         .store
@@ -1147,6 +1165,8 @@ async fn a_prompt_is_assigned_to_a_rater_once(url: &str) {
         left_response: first.responses[0],
         right_response: first.responses[1],
         check: None,
+        max_for_rater: 5,
+        expires_ms: None,
     };
     let (a, b) = tokio::join!(
         backend.store.insert_assignment(&new),
@@ -1392,7 +1412,7 @@ async fn excluded_raters_are_screened_out(url: &str) {
             }
         }
     };
-    let careless = backend.consent("screen", None).await.unwrap();
+    let careless = backend.consent("screen", None, None).await.unwrap();
     let (votes, done) = session(careless, true).await;
     assert!(done.screened_out, "{done:?}");
     assert_eq!(done.code.as_deref(), Some("SCREENED"));
@@ -1402,10 +1422,15 @@ async fn excluded_raters_are_screened_out(url: &str) {
     );
     assert_eq!(done.votes, votes);
 
-    let careful = backend.consent("screen", None).await.unwrap();
+    let careful = backend.consent("screen", None, None).await.unwrap();
     let (votes, done) = session(careful.clone(), false).await;
     assert_eq!((votes, done.screened_out), (6, false));
-    assert_eq!(done.code.as_deref(), Some("DONE"));
+    // The session's own code, with the study's as prefix.
+    assert!(
+        done.code.as_deref().is_some_and(|c| c.starts_with("DONE-")),
+        "{:?}",
+        done.code
+    );
     // Excluded by the researcher afterwards: the screen-out page from then on.
     let report = backend.study_report("screen").await.unwrap();
     let active = report
