@@ -55,6 +55,7 @@ pub mod model;
 pub mod parity;
 pub mod planning;
 pub mod render;
+pub mod rigging;
 mod sampling;
 pub mod simulate;
 pub mod style;
@@ -81,4 +82,7 @@ pub use planning::{
     votes_for_equivalence, votes_for_interval_width, votes_to_detect_difference, Plan,
 };
 pub use render::{render_table, to_csv};
+pub use rigging::{
+    check_raters, flagged_raters, FlagKind, RaterCheck, RaterFlag, RaterVote, RiggingOptions,
+};
 pub use style::{style_features, StyleCoefficient, StyleControlled, StyleRating};
