@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::leaderboard::{leaderboard, LeaderboardOptions, ELO_POINTS_PER_UNIT};
 use crate::model::{Battle, Outcome};
-use crate::rigging::{check_raters, RaterVote, RiggingOptions};
+use crate::rigging::{check_raters, FlagKind, RaterVote, RiggingOptions};
 use crate::simulate::model_name;
 
 /// What to simulate; the defaults are the benchmark's configuration.
@@ -107,6 +107,45 @@ enum Role {
     Attacker,
 }
 
+/// How many raters of one group each test flagged (a rater may be flagged by several).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagCounts {
+    pub unlikely_votes: usize,
+    pub model_loyalty: usize,
+    pub one_sided: usize,
+    pub too_fast: usize,
+}
+
+impl FlagCounts {
+    fn add(&mut self, kind: FlagKind) {
+        match kind {
+            FlagKind::UnlikelyVotes => self.unlikely_votes += 1,
+            FlagKind::ModelLoyalty => self.model_loyalty += 1,
+            FlagKind::OneSided => self.one_sided += 1,
+            FlagKind::TooFast => self.too_fast += 1,
+        }
+    }
+
+    fn plus(self, other: FlagCounts) -> FlagCounts {
+        FlagCounts {
+            unlikely_votes: self.unlikely_votes + other.unlikely_votes,
+            model_loyalty: self.model_loyalty + other.model_loyalty,
+            one_sided: self.one_sided + other.one_sided,
+            too_fast: self.too_fast + other.too_fast,
+        }
+    }
+}
+
+impl fmt::Display for FlagCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unlikely votes {}, model loyalty {}, one side {}, too fast {}",
+            self.unlikely_votes, self.model_loyalty, self.one_sided, self.too_fast
+        )
+    }
+}
+
 /// One repetition's outcome.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RiggingRepetition {
@@ -118,6 +157,10 @@ pub struct RiggingRepetition {
     pub careless_flagged: usize,
     pub attacker_accounts: usize,
     pub attackers_flagged: usize,
+    /// Which tests flagged the raters of each group.
+    pub honest_flags: FlagCounts,
+    pub careless_flags: FlagCounts,
+    pub attacker_flags: FlagCounts,
     /// Attacker votes the filter leaves out, of all attacker votes.
     pub attacker_votes_left_out: usize,
     pub honest_votes_left_out: usize,
@@ -142,6 +185,10 @@ pub struct RiggingSimulationReport {
     pub careless_detection_rate: f64,
     /// Honest raters flagged, of all honest raters.
     pub false_flag_rate: f64,
+    /// Which tests flagged the raters of each group, summed over repetitions.
+    pub honest_flags: FlagCounts,
+    pub careless_flags: FlagCounts,
+    pub attacker_flags: FlagCounts,
     /// Mean over repetitions of the target's rating minus its clean rating, in Elo points.
     pub mean_shift_without_filter: f64,
     pub mean_shift_with_filter: f64,
@@ -284,7 +331,23 @@ fn repetition(config: &RiggingSimulationConfig, seed: u64) -> RiggingRepetition 
     votes.shuffle(&mut rng);
 
     let raters: Vec<RaterVote> = votes.iter().map(|(_, v)| v.clone()).collect();
-    let flagged: std::collections::BTreeSet<String> = check_raters(&raters, &config.rigging)
+    let checks = check_raters(&raters, &config.rigging);
+    let kinds_of = |prefix: &str| {
+        let mut counts = FlagCounts::default();
+        for check in checks.iter().filter(|c| c.rater.starts_with(prefix)) {
+            let mut kinds: Vec<FlagKind> = check.flags.iter().map(|f| f.kind).collect();
+            kinds.sort();
+            kinds.dedup();
+            kinds.into_iter().for_each(|kind| counts.add(kind));
+        }
+        counts
+    };
+    let (honest_flags, careless_flags, attacker_flags) = (
+        kinds_of("honest-"),
+        kinds_of("careless-"),
+        kinds_of("attacker-"),
+    );
+    let flagged: std::collections::BTreeSet<String> = checks
         .into_iter()
         .filter(|c| c.is_flagged())
         .map(|c| c.rater)
@@ -309,6 +372,9 @@ fn repetition(config: &RiggingSimulationConfig, seed: u64) -> RiggingRepetition 
         careless_flagged: flagged_of("careless-"),
         attacker_accounts: config.attacker_accounts,
         attackers_flagged: flagged_of("attacker-"),
+        honest_flags,
+        careless_flags,
+        attacker_flags,
         attacker_votes_left_out: votes_left_out(Role::Attacker),
         honest_votes_left_out: votes_left_out(Role::Honest),
         honest_votes: votes.iter().filter(|(r, _)| *r == Role::Honest).count(),
@@ -336,6 +402,12 @@ pub fn simulate_rigging(config: &RiggingSimulationConfig) -> RiggingSimulationRe
         .map(|i| repetition(config, config.seed.wrapping_add(i)))
         .collect();
     let sum = |f: &dyn Fn(&RiggingRepetition) -> usize| repetitions.iter().map(f).sum::<usize>();
+    let total = |f: &dyn Fn(&RiggingRepetition) -> FlagCounts| {
+        repetitions
+            .iter()
+            .map(f)
+            .fold(FlagCounts::default(), FlagCounts::plus)
+    };
     let mean = |f: &dyn Fn(&RiggingRepetition) -> f64| {
         repetitions.iter().map(f).sum::<f64>() / repetitions.len() as f64
     };
@@ -348,6 +420,9 @@ pub fn simulate_rigging(config: &RiggingSimulationConfig) -> RiggingSimulationRe
         ),
         careless_detection_rate: rate(sum(&|r| r.careless_flagged), sum(&|r| r.careless_raters)),
         false_flag_rate: rate(sum(&|r| r.honest_flagged), sum(&|r| r.honest_raters)),
+        honest_flags: total(&|r| r.honest_flags),
+        careless_flags: total(&|r| r.careless_flags),
+        attacker_flags: total(&|r| r.attacker_flags),
         mean_shift_without_filter: mean(&|r| r.target_rating_attacked - r.target_rating_clean),
         mean_shift_with_filter: mean(&|r| r.target_rating_filtered - r.target_rating_clean),
         mean_rank_gain_without_filter: mean(&|r| {
@@ -413,6 +488,13 @@ impl fmt::Display for RiggingSimulationReport {
             100.0 * self.careless_detection_rate,
             100.0 * self.false_flag_rate
         )?;
+        writeln!(
+            f,
+            "flags by test (raters, all repetitions): attackers: {}",
+            self.attacker_flags
+        )?;
+        writeln!(f, "  careless: {}", self.careless_flags)?;
+        writeln!(f, "  honest: {}", self.honest_flags)?;
         write!(
             f,
             "target's rating shift vs the clean study: {:+.1} Elo without the filter, {:+.1} with it; \
@@ -457,6 +539,12 @@ mod tests {
             "{report}"
         );
         assert!(report.mean_rank_gain_with_filter <= report.mean_rank_gain_without_filter);
+        // It is the loyalty test that catches the omnipresent attacker, and the careless raters are
+        // caught by the tests meant for them (clickers by speed, left-clickers by side).
+        let attackers: usize = report.repetitions.iter().map(|r| r.attackers_flagged).sum();
+        assert_eq!(report.attacker_flags.model_loyalty, attackers, "{report}");
+        assert_eq!(report.careless_flags.too_fast, 6, "{report}");
+        assert_eq!(report.careless_flags.one_sided, 6, "{report}");
     }
 
     #[test]
