@@ -297,6 +297,9 @@ fn StudyReportView(
                     <td class="num">{left_share}</td>
                     <td class="num">{rater.checks_passed}</td>
                     <td class="num">{rater.checks_failed}</td>
+                    <td class="flags">{rater.flags.iter().map(|flag| view! {
+                        <span class="flag" data-kind=flag.kind.clone() title=flag.reason.clone()>{flag.reason.clone()}</span><br/>
+                    }).collect_view()}</td>
                     <td>
                         <ActionForm action=rater_action attr:class="inline">
                             <input type="hidden" name="slug" value=slug/>
@@ -420,10 +423,10 @@ fn StudyReportView(
         {flagged_more.map(|text| view! { <p class="hint">{text}</p> })}
         {settings_form}
         <h2>"Raters"</h2>
-        <p class="hint">"Excluded raters are left out of the leaderboard, the statistics and the exports. Very short times per vote and one side chosen nearly always are the usual signs of careless rating."</p>
+        <p class="hint">"Excluded raters are left out of the leaderboard, the statistics and the exports. Very short times per vote and one side chosen nearly always are the usual signs of careless rating. Flags come from tests on every rater's votes (votes the crowd rarely gives, favouring one model whenever it appears, one side, a median under 3 s per vote); the leaderboard can leave flagged raters out."</p>
         <p id="check-settings">{check_settings}</p>
         <table class="raters" id="raters">
-            <thead><tr><th>"Rater"</th><th>"Status"</th><th>"Votes"</th><th>"Mean s/vote"</th><th>"Left side"</th><th>"Checks passed"</th><th>"Checks failed"</th><th></th></tr></thead>
+            <thead><tr><th>"Rater"</th><th>"Status"</th><th>"Votes"</th><th>"Mean s/vote"</th><th>"Left side"</th><th>"Checks passed"</th><th>"Checks failed"</th><th>"Flags"</th><th></th></tr></thead>
             <tbody>{raters}</tbody>
         </table>
     }

@@ -403,9 +403,15 @@ pub async fn get_study_report(slug: String) -> Result<StudyReport, ServerFnError
 }
 
 #[server(prefix = "/rpc", endpoint = "leaderboard")]
-pub async fn get_leaderboard(slug: String) -> Result<LeaderboardView, ServerFnError> {
+pub async fn get_leaderboard(
+    slug: String,
+    drop_flagged: bool,
+) -> Result<LeaderboardView, ServerFnError> {
     let backend = ssr::require_admin().await?;
-    backend.leaderboard(&slug).await.map_err(ssr::fail)
+    backend
+        .leaderboard(&slug, drop_flagged)
+        .await
+        .map_err(ssr::fail)
 }
 
 #[server(prefix = "/rpc", endpoint = "set_rater_status")]

@@ -102,7 +102,13 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<StudySummary, BackendError>;
     async fn set_study_status(&self, slug: &str, status: &str) -> Result<(), BackendError>;
     async fn study_report(&self, slug: &str) -> Result<StudyReport, BackendError>;
-    async fn leaderboard(&self, slug: &str) -> Result<LeaderboardView, BackendError>;
+    /// The leaderboard page; `drop_flagged` leaves out the votes of raters the rigging and
+    /// carelessness tests flag.
+    async fn leaderboard(
+        &self,
+        slug: &str,
+        drop_flagged: bool,
+    ) -> Result<LeaderboardView, BackendError>;
     /// Marks a rater `excluded` (left out of statistics and exports) or `active`.
     async fn set_rater_status(
         &self,

@@ -2,7 +2,7 @@
 //! study's questions (parity, distinguishability, bias, agreement) in plain words.
 
 use leptos::prelude::*;
-use leptos_router::hooks::use_params_map;
+use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::api::get_leaderboard;
 use crate::error_text;
@@ -11,8 +11,14 @@ use crate::wire::LeaderboardView;
 #[component]
 pub fn LeaderboardPage() -> impl IntoView {
     let params = use_params_map();
+    let query = use_query_map();
     let slug = move || params.read().get("slug").unwrap_or_default();
-    let board = Resource::new(slug, get_leaderboard);
+    // `?drop_flagged=true` leaves out the raters the rigging tests flag; a plain link switches.
+    let drop_flagged = move || query.read().get("drop_flagged").as_deref() == Some("true");
+    let board = Resource::new(
+        move || (slug(), drop_flagged()),
+        |(slug, drop_flagged)| get_leaderboard(slug, drop_flagged),
+    );
     view! {
         <Suspense fallback=|| view! { <p>"Computing…"</p> }>
             {move || Suspend::new(async move {
@@ -60,6 +66,19 @@ fn LeaderboardBody(view: LeaderboardView) -> impl IntoView {
         <p><a href=format!("/admin/studies/{}", view.slug)>"← study"</a></p>
         <h1>{format!("Leaderboard: {}", view.title)}</h1>
         <p class="hint">{format!("{} votes. {}", view.votes, view.method)}</p>
+        {match (view.flagged_raters, view.flagged_raters_left_out) {
+            (0, false) => None,
+            (n, false) => Some(view! {
+                <p class="hint">{format!("{n} flagged rater{} counted. ", if n == 1 { "" } else { "s" })}
+                    <a id="drop-flagged" href=format!("/admin/studies/{}/leaderboard?drop_flagged=true", view.slug)>"Leave out flagged raters"</a>
+                </p>
+            }.into_any()),
+            (n, true) => Some(view! {
+                <p class="hint">{format!("{n} flagged rater{} left out. ", if n == 1 { "" } else { "s" })}
+                    <a id="count-flagged" href=format!("/admin/studies/{}/leaderboard", view.slug)>"Count all raters"</a>
+                </p>
+            }.into_any()),
+        }}
         <table class="leaderboard" id="leaderboard">
             <thead><tr><th>"Rank (UB)"</th><th>"Model"</th><th>"Openness"</th><th>"Rating"</th><th>"95% CI"</th><th>"Votes"</th><th>"Win rate"</th></tr></thead>
             <tbody>{rows}</tbody>

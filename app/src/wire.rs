@@ -311,6 +311,17 @@ pub struct RaterSummary {
     /// Comparisons the session let expire unvoted.
     #[serde(default)]
     pub expired: i64,
+    /// Why the rigging and carelessness tests distrust this rater (empty when they do not).
+    #[serde(default)]
+    pub flags: Vec<RaterFlagView>,
+}
+
+/// One reason to distrust a rater: the test (`unlikely_votes`, `model_loyalty`, `one_sided`,
+/// `too_fast`) and its finding in words.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RaterFlagView {
+    pub kind: String,
+    pub reason: String,
 }
 
 /// A response that names a model or its maker (an identity leak), for the researcher.
@@ -421,6 +432,11 @@ pub struct LeaderboardView {
     pub forest_svg: String,
     pub heatmap_svg: String,
     pub sections: Vec<ResultSection>,
+    /// Raters the rigging and carelessness tests flag, and whether their votes are left out above.
+    #[serde(default)]
+    pub flagged_raters: u64,
+    #[serde(default)]
+    pub flagged_raters_left_out: bool,
 }
 
 /// An arena study's battles, for the researcher.

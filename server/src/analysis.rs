@@ -26,6 +26,13 @@ pub struct StudyAnalysis {
     /// `crate::identity`), and whether they are left out of every figure above.
     pub flagged_votes: u64,
     pub flagged_votes_left_out: bool,
+    /// Raters the rigging and carelessness tests flag (`moat_stats::rigging`), with their reasons;
+    /// computed on every preference vote of the study, whether or not their votes are left out.
+    pub flagged_raters: Vec<moat_stats::RaterCheck>,
+    /// The votes of those raters, and whether they are left out of every figure above
+    /// (`drop_flagged`; counted by default).
+    pub flagged_rater_votes: u64,
+    pub flagged_raters_left_out: bool,
 }
 
 /// Leaderboard options from what the CLI and the API let a person choose; unset values keep the
@@ -55,6 +62,23 @@ pub fn outcome(choice: Choice) -> Outcome {
         Choice::Tie => Outcome::Tie,
         Choice::BothBad => Outcome::BothBad,
     }
+}
+
+/// Each vote as the rigging tests see it: the rater, the models on each side, the verdict and the
+/// time on the page.
+pub fn rater_votes(records: &[VoteRecord]) -> Vec<moat_stats::RaterVote> {
+    records
+        .iter()
+        .map(|r| {
+            moat_stats::RaterVote::new(
+                &r.rater,
+                &r.left_model,
+                &r.right_model,
+                outcome(r.choice),
+                r.time_on_page_ms.and_then(|ms| u64::try_from(ms).ok()),
+            )
+        })
+        .collect()
 }
 
 /// Each vote as a battle, model A being the left response, with style features of both texts.
@@ -179,6 +203,9 @@ pub fn analyse(study: &str, records: &[VoteRecord], options: &LeaderboardOptions
         // The records carry no flags: the caller that chose them says (`AppBackend::analysis`).
         flagged_votes: 0,
         flagged_votes_left_out: false,
+        flagged_raters: Vec::new(),
+        flagged_rater_votes: 0,
+        flagged_raters_left_out: false,
     }
 }
 
@@ -249,6 +276,8 @@ pub fn page_view(
         forest_svg: moat_stats::svg::forest_plot(board),
         heatmap_svg: moat_stats::svg::win_matrix_heatmap(board),
         sections,
+        flagged_raters: analysis.flagged_raters.len() as u64,
+        flagged_raters_left_out: analysis.flagged_raters_left_out,
     }
 }
 

@@ -258,3 +258,61 @@ impl std::fmt::Display for VoteBenchReport {
         write!(f, "server peak RSS {:.0} MB", self.server_peak_rss_mb)
     }
 }
+
+/// `moat bench rigging`: the rigging and carelessness tests against a simulated omnipresent
+/// attacker (`moat_stats::rigging_simulation`); pure computation, seeded, no server.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RiggingBenchArgs {
+    #[arg(long, default_value_t = 8)]
+    pub models: usize,
+    #[arg(long, default_value_t = 150)]
+    pub honest_raters: usize,
+    #[arg(long, default_value_t = 6)]
+    pub careless_raters: usize,
+    /// Mean votes per honest or careless rater.
+    #[arg(long, default_value_t = 30)]
+    pub votes_per_rater: usize,
+    #[arg(long, default_value_t = 300)]
+    pub attacker_votes: usize,
+    /// Accounts the attacker spreads its votes over.
+    #[arg(long, default_value_t = 3)]
+    pub attacker_accounts: usize,
+    /// The target's place by true rating (1 for the best).
+    #[arg(long, default_value_t = 6)]
+    pub target_rank: usize,
+    #[arg(long, default_value_t = 10)]
+    pub repetitions: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Level of each statistical test.
+    #[arg(long, default_value_t = 0.01)]
+    pub alpha: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl RiggingBenchArgs {
+    pub fn config(
+        &self,
+    ) -> anyhow::Result<moat_stats::rigging_simulation::RiggingSimulationConfig> {
+        let config = moat_stats::rigging_simulation::RiggingSimulationConfig {
+            models: self.models,
+            honest_raters: self.honest_raters,
+            careless_raters: self.careless_raters,
+            votes_per_rater: self.votes_per_rater,
+            attacker_votes: self.attacker_votes,
+            attacker_accounts: self.attacker_accounts,
+            target_rank: self.target_rank,
+            repetitions: self.repetitions,
+            seed: self.seed,
+            rigging: moat_stats::RiggingOptions {
+                alpha: self.alpha,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
+}

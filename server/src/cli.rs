@@ -92,6 +92,11 @@ pub enum Command {
         /// flags); by default they are left out, as Chatbot Arena drops such battles.
         #[arg(long)]
         include_flagged: bool,
+        /// Leave out the votes of raters the rigging and carelessness tests flag (votes the crowd
+        /// rarely gives, loyalty to one model, one side, too fast); by default they are counted
+        /// and listed.
+        #[arg(long, conflicts_with = "battles")]
+        drop_flagged: bool,
     },
     /// Train a reward model (Bradley–Terry) on preference pairs: a file (--data) or a study's decided
     /// votes (--study).
@@ -188,6 +193,9 @@ pub enum BenchCommand {
     Proxy(crate::bench_llm::ProxyBenchArgs),
     /// Concurrent live-arena battles against a fake upstream, and the upstream straight.
     Arena(crate::bench_llm::ArenaBenchArgs),
+    /// The rigging and carelessness tests against a simulated omnipresent vote-rigging attacker:
+    /// detection, false flags, and the target's rating shift with and without the filter.
+    Rigging(crate::bench::RiggingBenchArgs),
 }
 
 impl Cli {
@@ -355,6 +363,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             rounds,
             davidson,
             include_flagged,
+            drop_flagged,
         } => {
             let options = crate::analysis::leaderboard_options(Some(seed), Some(rounds), davidson);
             options.validate().map_err(anyhow::Error::msg)?;
@@ -375,7 +384,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = Store::connect(&database_url).await?;
             let backend = crate::web::AppBackend::new(store, String::new());
             let (_, analysis) = backend
-                .analysis(&slug, options, include_flagged)
+                .analysis(&slug, options, include_flagged, drop_flagged)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             if json {
@@ -392,6 +401,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 println!("\nBias: {}", analysis.bias.summary);
                 println!("\nAgreement: {}", analysis.agreement.summary);
+                if !analysis.flagged_raters.is_empty() {
+                    println!(
+                        "\nFlagged raters ({} votes, {}):",
+                        analysis.flagged_rater_votes,
+                        if analysis.flagged_raters_left_out {
+                            "left out"
+                        } else {
+                            "counted; --drop-flagged leaves them out"
+                        }
+                    );
+                    for check in &analysis.flagged_raters {
+                        for flag in &check.flags {
+                            println!("  {}: {}", check.rater, flag.reason);
+                        }
+                    }
+                }
                 if analysis.flagged_votes > 0 {
                     println!(
                         "\nIdentity flags: {} votes on comparisons where a response names a model or its maker {}.",
@@ -452,6 +477,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let json = args.json;
             let report = crate::bench_llm::run_arena(args, &std::env::current_exe()?).await?;
             print_report(&report, json)
+        }
+        Command::Bench(BenchCommand::Rigging(args)) => {
+            let config = args.config()?;
+            let report = tokio::task::spawn_blocking(move || {
+                moat_stats::rigging_simulation::simulate_rigging(&config)
+            })
+            .await?;
+            print_report(&report, args.json)
         }
         Command::Export(args) => {
             let store = Store::connect(&database_url).await?;

@@ -473,6 +473,8 @@ struct LeaderboardQuery {
     davidson: Option<bool>,
     /// Count votes on identity-flagged comparisons (left out by default).
     include_flagged: Option<bool>,
+    /// Leave out the votes of raters the rigging and carelessness tests flag (counted by default).
+    drop_flagged: Option<bool>,
 }
 
 impl LeaderboardQuery {
@@ -481,8 +483,8 @@ impl LeaderboardQuery {
     }
 }
 
-/// `GET /api/v1/studies/{slug}/leaderboard?seed=&rounds=&davidson=&include_flagged=`: ratings and
-/// every study question.
+/// `GET /api/v1/studies/{slug}/leaderboard?seed=&rounds=&davidson=&include_flagged=&drop_flagged=`:
+/// ratings and every study question, with the raters the rigging tests flag.
 async fn study_leaderboard(
     _: Admin,
     State(backend): State<Arc<AppBackend>>,
@@ -490,7 +492,12 @@ async fn study_leaderboard(
     Query(query): Query<LeaderboardQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (_, analysis) = backend
-        .analysis(&slug, query.options(), query.include_flagged == Some(true))
+        .analysis(
+            &slug,
+            query.options(),
+            query.include_flagged == Some(true),
+            query.drop_flagged == Some(true),
+        )
         .await?;
     Ok(Json(analysis))
 }

@@ -1380,7 +1380,40 @@ impl Store {
                     other_sessions: row.try_get("other_sessions")?,
                     completion_code: row.try_get("completion_code")?,
                     expired: row.try_get("expired_assignments")?,
+                    // Computed from the votes by `AppBackend::study_report`.
+                    flags: Vec::new(),
                 })
+            })
+            .collect()
+    }
+
+    /// The study's preference votes as the rigging tests read them (rater, models on each side,
+    /// verdict, time on the page), in vote order: the same votes as `AppBackend::study_records`
+    /// (no quality checks, no excluded raters), without the texts.
+    pub async fn rater_votes(&self, study_id: i64) -> StoreResult<Vec<moat_stats::RaterVote>> {
+        let rows = sqlx::query(
+            "SELECT r.pseudonym, lm.name AS left_model, rm.name AS right_model, v.choice, \
+             v.time_on_page_ms FROM votes v JOIN assignments a ON a.id = v.assignment_id \
+             JOIN prompts p ON p.id = a.prompt_id JOIN raters r ON r.id = a.rater_id \
+             JOIN responses lr ON lr.id = a.left_response_id JOIN models lm ON lm.id = lr.model_id \
+             JOIN responses rr ON rr.id = a.right_response_id JOIN models rm ON rm.id = rr.model_id \
+             WHERE p.study_id = $1 AND a.kind NOT IN ('attention', 'gold') AND r.status <> 'excluded' \
+             ORDER BY v.id",
+        )
+        .bind(study_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let choice: String = row.try_get("choice")?;
+                Ok(moat_stats::RaterVote::new(
+                    row.try_get::<String, _>("pseudonym")?,
+                    row.try_get::<String, _>("left_model")?,
+                    row.try_get::<String, _>("right_model")?,
+                    crate::analysis::outcome(db_choice(&choice)?),
+                    row.try_get::<Option<i64>, _>("time_on_page_ms")?
+                        .and_then(|ms| u64::try_from(ms).ok()),
+                ))
             })
             .collect()
     }

@@ -1,6 +1,6 @@
 //! The server side of the web app: `Backend` over the store, for the pages and the JSON API.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -186,15 +186,21 @@ impl AppBackend {
     /// The study's statistics, computed off the async threads (the bootstrap is CPU work). Votes on
     /// comparisons where a response names a model or its maker are counted, and left out unless
     /// `include_flagged` (as Chatbot Arena drops such battles: the rater may have known a model).
+    /// Raters the rigging tests flag (`moat_stats::rigging`, run on all of the study's preference
+    /// votes) are listed, and their votes left out when `drop_flagged_raters`.
     pub async fn analysis(
         &self,
         slug: &str,
         options: moat_stats::LeaderboardOptions,
         include_flagged: bool,
+        drop_flagged_raters: bool,
     ) -> Result<(StudyRow, crate::analysis::StudyAnalysis), BackendError> {
         options.validate().map_err(BackendError::BadRequest)?;
         let study = self.open_study(slug).await?;
         let mut records = self.study_records(&study).await?;
+        // The rigging tests see the same votes as the rater table's flags (`rater_checks`):
+        // identity flags say nothing about the rater, so they do not decide which votes are tested.
+        let tested = crate::analysis::rater_votes(&records);
         let flagged = self.store.flagged_vote_ids(study.id).await?;
         let flagged_votes = records
             .iter()
@@ -205,9 +211,26 @@ impl AppBackend {
         }
         let name = study.slug.clone();
         let analysis = tokio::task::spawn_blocking(move || {
+            let checks: Vec<moat_stats::RaterCheck> =
+                moat_stats::check_raters(&tested, &moat_stats::RiggingOptions::default())
+                    .into_iter()
+                    .filter(moat_stats::RaterCheck::is_flagged)
+                    .collect();
+            let flagged_raters: std::collections::BTreeSet<&str> =
+                checks.iter().map(|c| c.rater.as_str()).collect();
+            let flagged_rater_votes = records
+                .iter()
+                .filter(|r| flagged_raters.contains(r.rater.as_str()))
+                .count() as u64;
+            if drop_flagged_raters {
+                records.retain(|r| !flagged_raters.contains(r.rater.as_str()));
+            }
             let mut analysis = crate::analysis::analyse(&name, &records, &options);
             analysis.flagged_votes = flagged_votes;
             analysis.flagged_votes_left_out = !include_flagged;
+            analysis.flagged_rater_votes = flagged_rater_votes;
+            analysis.flagged_raters_left_out = drop_flagged_raters;
+            analysis.flagged_raters = checks;
             analysis
         })
         .await
@@ -216,6 +239,22 @@ impl AppBackend {
             BackendError::Internal
         })?;
         Ok((study, analysis))
+    }
+
+    /// The rigging and carelessness tests (`moat_stats::rigging`) on the study's preference votes,
+    /// by rater: the same votes, and so the same flags, as `analysis` finds. Computed on demand from
+    /// the votes (linear in their number), so nothing is stored that could go stale.
+    pub async fn rater_checks(
+        &self,
+        study_id: i64,
+    ) -> Result<BTreeMap<String, moat_stats::RaterCheck>, StoreError> {
+        let votes = self.store.rater_votes(study_id).await?;
+        Ok(
+            moat_stats::check_raters(&votes, &moat_stats::RiggingOptions::default())
+                .into_iter()
+                .map(|check| (check.rater.clone(), check))
+                .collect(),
+        )
     }
 
     pub fn new(store: Store, admin_token_hash: String) -> Arc<AppBackend> {
@@ -993,9 +1032,18 @@ impl Backend for AppBackend {
         Ok(())
     }
 
-    async fn leaderboard(&self, slug: &str) -> Result<LeaderboardView, BackendError> {
+    async fn leaderboard(
+        &self,
+        slug: &str,
+        drop_flagged: bool,
+    ) -> Result<LeaderboardView, BackendError> {
         let (study, analysis) = self
-            .analysis(slug, moat_stats::LeaderboardOptions::default(), false)
+            .analysis(
+                slug,
+                moat_stats::LeaderboardOptions::default(),
+                false,
+                drop_flagged,
+            )
             .await?;
         let openness = self
             .store
@@ -1020,6 +1068,34 @@ impl Backend for AppBackend {
                     match check_votes {
                         1 => "1 vote".to_string(),
                         n => format!("{n} votes"),
+                    }
+                ),
+            });
+        }
+        if !analysis.flagged_raters.is_empty() {
+            let raters = match analysis.flagged_raters.len() {
+                1 => "1 rater".to_string(),
+                n => format!("{n} raters"),
+            };
+            view.sections.push(ResultSection {
+                title: "Flagged raters".into(),
+                text: format!(
+                    "{raters} with {} {} by the rigging and carelessness tests (reasons in the \
+                     study's rater table): their votes {}.",
+                    match analysis.flagged_rater_votes {
+                        1 => "1 vote".to_string(),
+                        n => format!("{n} votes"),
+                    },
+                    if analysis.flagged_raters.len() == 1 {
+                        "is flagged"
+                    } else {
+                        "are flagged"
+                    },
+                    if analysis.flagged_raters_left_out {
+                        "are left out of the figures above"
+                    } else {
+                        "are counted above (`drop_flagged=true` on the API, `moat leaderboard \
+                         --drop-flagged` or the link at the top leave them out)"
                     }
                 ),
             });
@@ -1070,7 +1146,20 @@ impl Backend for AppBackend {
         let pairs = self.store.pair_progress(study.id, &models).await?;
         let mut durations = self.store.vote_durations_ms(study.id).await?;
         let results = self.store.model_results(study.id).await?;
-        let raters = self.store.rater_summaries(study.id, 500).await?;
+        let mut raters = self.store.rater_summaries(study.id, 500).await?;
+        let checks = self.rater_checks(study.id).await?;
+        for rater in &mut raters {
+            if let Some(check) = checks.get(&rater.pseudonym) {
+                rater.flags = check
+                    .flags
+                    .iter()
+                    .map(|flag| moat_app::wire::RaterFlagView {
+                        kind: flag.kind.as_str().to_string(),
+                        reason: flag.reason.clone(),
+                    })
+                    .collect();
+            }
+        }
         let (flagged, flagged_total) = self.store.flagged_responses(study.id, 500).await?;
         let battles = if study.settings.is_arena() {
             let summary = self.store.battle_summary(study.id).await?;

@@ -10,6 +10,9 @@
 //!   answer the other questions a study asks.
 //! - [`svg`] draws a forest plot and a win-matrix heatmap; [`render_table()`] and [`to_csv()`] are
 //!   for the CLI; [`battles`] reads and writes Chatbot Arena battle files.
+//! - [`check_raters()`] flags raters whose votes look rigged or careless (Chatbot Arena's likelihood
+//!   statistic, model loyalty, one side, speed), each flag with its reason;
+//!   [`rigging_simulation`] measures it against a simulated omnipresent attacker.
 //!
 //! Every result states its method, its sample size and its interval, and derives serde so the API
 //! can return it as JSON. Anything random (bootstraps) is seeded and split into one random stream
@@ -55,6 +58,8 @@ pub mod model;
 pub mod parity;
 pub mod planning;
 pub mod render;
+pub mod rigging;
+pub mod rigging_simulation;
 mod sampling;
 pub mod simulate;
 pub mod style;
@@ -81,4 +86,7 @@ pub use planning::{
     votes_for_equivalence, votes_for_interval_width, votes_to_detect_difference, Plan,
 };
 pub use render::{render_table, to_csv};
+pub use rigging::{
+    check_raters, flagged_raters, FlagKind, RaterCheck, RaterFlag, RaterVote, RiggingOptions,
+};
 pub use style::{style_features, StyleCoefficient, StyleControlled, StyleRating};

@@ -156,17 +156,20 @@ async fn identity_leaks_are_flagged_hidden_listed_and_counted(url: &str) {
         ..Default::default()
     };
     let (_, without) = backend
-        .analysis("leaks", options.clone(), false)
+        .analysis("leaks", options.clone(), false, false)
         .await
         .unwrap();
     assert_eq!(without.flagged_votes, 1);
     assert!(without.flagged_votes_left_out);
     assert_eq!(without.leaderboard.n_battles, 4);
-    let (_, with) = backend.analysis("leaks", options, true).await.unwrap();
+    let (_, with) = backend
+        .analysis("leaks", options, true, false)
+        .await
+        .unwrap();
     assert_eq!(with.flagged_votes, 1);
     assert!(!with.flagged_votes_left_out);
     assert_eq!(with.leaderboard.n_battles, 5);
-    let page = backend.leaderboard("leaks").await.unwrap();
+    let page = backend.leaderboard("leaks", false).await.unwrap();
     assert_eq!(page.votes, 4);
     let section = page
         .sections

@@ -5,6 +5,7 @@ mod arena;
 mod bench_llm;
 mod durability;
 mod identity;
+mod rigging;
 mod security;
 mod serving;
 mod sessions;

@@ -1006,7 +1006,7 @@ async fn quality_checks_score_raters(url: &str) {
     let voted: i64 = report.pairs.iter().map(|p| p.votes).sum();
     assert_eq!((shown, voted), (6, 6));
     // The leaderboard has the careful rater's three regular votes.
-    let board = backend.leaderboard("checks").await.unwrap();
+    let board = backend.leaderboard("checks", false).await.unwrap();
     assert_eq!(board.votes, 3);
     let left_out = board
         .sections
