@@ -276,19 +276,20 @@ fn StudyReportView(
             };
             view! {
                 <tr>
-                    <td><code>{rater.pseudonym.clone()}</code></td>
+                    <td><code>{rater.pseudonym.clone()}</code>
+                        {rater.completion_code.clone().map(|code| view! {
+                            <br/><small class="completion-code" title="The session's completion code">"code "<code>{code}</code></small>
+                        })}
+                        {(rater.expired > 0).then(|| view! {
+                            <br/><small class="expired" title="Comparisons this session left unvoted past the study's time; they went to other raters.">
+                                {format!("{} expired unvoted", rater.expired)}
+                            </small>
+                        })}
+                    </td>
                     <td>{rater.status.clone()}
                         {(rater.other_sessions > 0).then(|| view! {
                             <span class="duplicate" title="The same participant id started other sessions (another browser, or someone else using the id); each keeps its own cookie and comparisons.">
                                 {format!(" (participant id also in {} other session{})", rater.other_sessions, if rater.other_sessions == 1 { "" } else { "s" })}
-                            </span>
-                        })}
-                        {rater.completion_code.clone().map(|code| view! {
-                            <span class="completion-code" title="The session's completion code">" · code "<code>{code}</code></span>
-                        })}
-                        {(rater.expired > 0).then(|| view! {
-                            <span class="expired" title="Comparisons this session left unvoted past the study's time; they went to other raters.">
-                                {format!(" · {} expired", rater.expired)}
                             </span>
                         })}
                     </td>

@@ -63,10 +63,10 @@ export const MODELS = [
 ];
 
 /// Creates, fills and opens a study of `prompts` prompts, `perRater` comparisons per rater.
-export async function openStudy(base, slug, prompts, perRater) {
+export async function openStudy(base, slug, prompts, perRater, extraSettings = {}) {
   await api(base, 'POST', '/api/v1/studies', {
     slug, title: `E2E ${slug}`, instructions: 'Choose the **better** answer.',
-    settings: { items_per_rater: perRater, completion_code: `DONE-${slug}` },
+    settings: { items_per_rater: perRater, completion_code: `DONE-${slug}`, ...extraSettings },
   });
   const lines = [JSON.stringify({ models: MODELS })];
   for (let i = 0; i < prompts; i++) {

@@ -60,7 +60,10 @@ test('with JavaScript: three comparisons by keyboard, completion code, admin res
   }
   await page.keyboard.press('t');
   await page.waitForSelector('#completion-code');
-  assert.equal(await page.textContent('#completion-code'), 'DONE-js');
+  // Each session gets its own code, the study's code and 12 hex digits.
+  assert.match(await page.textContent('#completion-code'), /^DONE-js-[0-9A-F]{12}$/);
+  // The reveal at the end (a static study's default) names the models only now.
+  assert.equal(await page.locator('#reveals tbody tr').count(), 3);
   assert.equal(await page.evaluate(() => window.__noReload), true, 'the page did not reload');
   assert.deepEqual(errors, []);
 
@@ -92,7 +95,7 @@ test('without JavaScript: the same study by plain form posts', async () => {
     await Promise.all([page.waitForLoadState('load'), page.click(button)]);
   }
   await page.waitForSelector('#completion-code');
-  assert.equal(await page.textContent('#completion-code'), 'DONE-nojs');
+  assert.match(await page.textContent('#completion-code'), /^DONE-nojs-[0-9A-F]{12}$/);
   await adminSeesVotes(page, 'nojs', 3);
   const rows = await exportRows('nojs');
   assert.equal(rows.length, 2, 'both-bad is left out of the TRL export');
