@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// The settings a researcher chooses for a study. Every field has a default so that older rows and
 /// partial API requests stay readable.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct StudySettings {
     /// How many comparisons one rater is asked for.
@@ -223,6 +224,7 @@ pub enum RaterView {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct StudySummary {
     pub slug: String,
     pub title: String,
@@ -236,6 +238,7 @@ pub struct StudySummary {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct PairProgress {
     pub model_a: String,
     pub model_b: String,
@@ -245,6 +248,7 @@ pub struct PairProgress {
 
 /// Wins, ties and losses of one model; a tie or a both-bad vote counts for both models in it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ModelResult {
     pub model: String,
     pub provider: String,
@@ -260,6 +264,7 @@ pub struct ModelResult {
 
 /// One rater of a study, for the admin page.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct RaterSummary {
     pub pseudonym: String,
     /// active, excluded, or imported (an annotator of an imported dataset).
@@ -281,6 +286,7 @@ pub struct RaterSummary {
 
 /// A response that names a model or its maker (an identity leak), for the researcher.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct FlaggedResponse {
     /// The prompt's external id.
     pub prompt: String,
@@ -290,6 +296,7 @@ pub struct FlaggedResponse {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct StudyReport {
     pub summary: StudySummary,
     pub instructions: String,
@@ -310,6 +317,7 @@ pub struct StudyReport {
 
 /// A new study, as the admin form and `POST /api/v1/studies` give it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct NewStudy {
     pub slug: String,
     pub title: String,
@@ -322,6 +330,7 @@ pub struct NewStudy {
 /// A study's title, instructions and settings, as `PUT /api/v1/studies/{slug}` and the admin's settings
 /// form replace them (the slug and the data stay).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct StudyChanges {
     pub title: String,
     #[serde(default)]
@@ -377,6 +386,7 @@ pub struct LeaderboardView {
 
 /// An arena study's battles, for the researcher.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct BattleReport {
     pub complete: i64,
     pub void: i64,
@@ -391,6 +401,7 @@ pub struct BattleReport {
 
 /// A battle that did not count, with the error that voided it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct VoidBattleView {
     pub battle: String,
     pub model_a: String,

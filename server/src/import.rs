@@ -153,7 +153,7 @@ fn parse_check(
     }))
 }
 
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct ImportReport {
     pub study: String,
     pub created_study: bool,
@@ -636,7 +636,7 @@ mod tests {
 }
 
 /// What an import of a public dataset did.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct DatasetImportReport {
     pub study: String,
     pub format: String,
