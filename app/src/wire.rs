@@ -319,6 +319,7 @@ pub struct StudyReport {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct NewStudy {
+    #[cfg_attr(feature = "ssr", schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$"))]
     pub slug: String,
     pub title: String,
     #[serde(default)]

@@ -133,7 +133,10 @@ pub fn router(backend: Arc<AppBackend>, leptos_options: LeptosOptions) -> Router
             crate::security::provide_request_nonce,
             shell,
         ))
-        .with_state(leptos_options);
+        .with_state(leptos_options)
+        .layer(axum::middleware::from_fn(
+            server_function_input_errors_are_400,
+        ));
     let (api, _) = api_routes().split_for_parts();
     let api = api
         .route("/admin/studies/{slug}/import", post(import_form))
@@ -143,6 +146,31 @@ pub fn router(backend: Arc<AppBackend>, leptos_options: LeptosOptions) -> Router
             tower_http::services::ServeDir::new(pkg_dir).precompressed_gzip(),
         );
     api.merge(pages)
+}
+
+/// A server function whose arguments do not decode (a form that is not UTF-8, a missing field)
+/// is the client's mistake: Leptos answers it 500 with the error kind first in the body
+/// (`Deserialization|…`), and this makes it the 400 it is. Found by the property tests
+/// (`properties::server_function_forms_are_refused_with_a_4xx_never_a_5xx`). Other 500s stay.
+async fn server_function_input_errors_are_400(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let is_server_function = request.uri().path().starts_with("/rpc/");
+    let response = next.run(request).await;
+    if !is_server_function || response.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Error bodies are one short message; anything longer is not one of these and stays a 500.
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    const CLIENT_ERRORS: [&[u8]; 3] = [b"Deserialization|", b"Args|", b"MissingArg|"];
+    if CLIENT_ERRORS.iter().any(|kind| bytes.starts_with(kind)) {
+        parts.status = StatusCode::BAD_REQUEST;
+    }
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 /// The OpenAPI document's frame: title, the bearer scheme every operation requires unless it says
@@ -243,6 +271,7 @@ async fn list_studies(
         (status = 201, description = "Created", body = moat_app::wire::StudySummary),
         (status = 400, description = "Invalid study (the message names the field)", body = ErrorBody),
         (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Neither the bearer token nor an Origin or Referer naming this host (the CSRF check)", body = ErrorBody),
         (status = 409, description = "The slug is taken", body = ErrorBody),
     )
 )]
@@ -273,6 +302,7 @@ async fn create_study(
         (status = 200, description = "The study after the change", body = moat_app::wire::StudySummary),
         (status = 400, description = "Invalid changes (the message names the field)", body = ErrorBody),
         (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Neither the bearer token nor an Origin or Referer naming this host (the CSRF check)", body = ErrorBody),
         (status = 404, description = "No such study", body = ErrorBody),
     )
 )]
@@ -313,6 +343,7 @@ async fn study_report(
 /// A new status: for a study `draft`, `open` or `closed`; for a rater `active` or `excluded`.
 #[derive(Deserialize, ToSchema)]
 struct StatusBody {
+    #[schema(examples("open", "closed", "draft", "active", "excluded"))]
     status: String,
 }
 
@@ -340,6 +371,7 @@ struct RaterStatusAnswer {
         (status = 200, description = "The new status", body = StudyStatusAnswer),
         (status = 400, description = "Not a status, or a malformed body", body = ErrorBody),
         (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Neither the bearer token nor an Origin or Referer naming this host (the CSRF check)", body = ErrorBody),
         (status = 404, description = "No such study", body = ErrorBody),
     )
 )]
@@ -419,12 +451,13 @@ enum ImportAnswer {
     request_body(
         content = String,
         description = "The file: JSON Lines for `moat` (a header line with the models, then one prompt per line), or the dataset's own format (JSON Lines, gzip or Parquet)",
-        content_type = "application/jsonl"
+        content_type = "text/plain"
     ),
     responses(
         (status = 200, description = "Imported, all in one transaction", body = ImportAnswer),
         (status = 400, description = "Bad slug or format", body = ErrorBody),
         (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Neither the bearer token nor an Origin or Referer naming this host (the CSRF check)", body = ErrorBody),
         (status = 422, description = "Nothing was imported: the message names the line and field", body = ErrorBody),
     )
 )]
@@ -722,12 +755,13 @@ async fn study_leaderboard(
     request_body(
         content = String,
         description = "Chatbot Arena battles: a JSON array or JSON Lines of `{model_a, model_b, winner}`",
-        content_type = "application/jsonl"
+        content_type = "text/plain"
     ),
     responses(
         (status = 200, description = "Ratings with intervals", body = serde_json::Value),
         (status = 400, description = "An option out of range, or a body that is not UTF-8", body = ErrorBody),
         (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Neither the bearer token nor an Origin or Referer naming this host (the CSRF check)", body = ErrorBody),
         (status = 422, description = "The battles do not parse (the message names the line)", body = ErrorBody),
     )
 )]
@@ -764,6 +798,7 @@ async fn battles_leaderboard(
         (status = 200, description = "The rater's new status", body = RaterStatusAnswer),
         (status = 400, description = "Not a status, or a malformed body", body = ErrorBody),
         (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Neither the bearer token nor an Origin or Referer naming this host (the CSRF check)", body = ErrorBody),
         (status = 404, description = "No such study or rater", body = ErrorBody),
     )
 )]

@@ -5,6 +5,8 @@ mod arena;
 mod bench_llm;
 mod durability;
 mod identity;
+mod openapi;
+mod properties;
 mod security;
 mod serving;
 mod store_suite;

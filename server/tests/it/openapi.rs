@@ -179,3 +179,40 @@ async fn a_query_string_that_does_not_parse_is_a_json_400() {
     assert_eq!(response.status(), 400);
     db.cleanup().await;
 }
+
+/// An export whose options the writer refuses (a minimum agreement without `majority`) is a JSON 400
+/// before any byte is sent. Found by schemathesis: the check ran only inside the streaming task, so
+/// the client got 200 and then a broken chunked transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_the_writer_refuses_is_a_400_not_a_broken_transfer() {
+    let db = TestDb::sqlite();
+    let site = tempfile::tempdir().unwrap();
+    let server = spawn_server(db.url(), site.path()).await;
+    server.open_study("agree", 2, serde_json::json!({})).await;
+    let response = server
+        .admin(server.http.get(format!(
+            "{}/api/v1/studies/agree/export?min_agreement=0.5",
+            server.base
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("majority"),
+        "{body}"
+    );
+    // With majority it is a whole file.
+    let response = server
+        .admin(server.http.get(format!(
+            "{}/api/v1/studies/agree/export?min_agreement=0.5&majority=true",
+            server.base
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes().await.expect("a complete transfer");
+    db.cleanup().await;
+}
