@@ -493,7 +493,7 @@ pub async fn import_jsonl<R: AsyncBufRead + Unpin>(
         }
         report.lines_read += 1;
         let is_first = std::mem::replace(&mut first_content_line, false);
-        match parse_line(&text, line_no)? {
+        match parse_line(text, line_no)? {
             Line::Header(specs) if is_first => pending = specs,
             Line::Header(_) => {
                 return Err(input_error(
