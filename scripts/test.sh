@@ -40,6 +40,10 @@ MOAT_EXPORTS_VENV="$MOAT_CACHE/venv-exports" exports/tests/python/run.sh
 step "server tests (SQLite and PostgreSQL)"
 cargo test -q -p moat-server
 
+# Issue 10: schemathesis against a live server (scripts/fuzz-api.sh; about 3 minutes).
+step "API fuzzing (schemathesis on /api/v1/openapi.json)"
+scripts/fuzz-api.sh
+
 step "browser tests (headless Chromium)"
 if ! wait "$browser_setup"; then
   cat "$browser_log" >&2

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// The settings a researcher chooses for a study. Every field has a default so that older rows and
 /// partial API requests stay readable.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct StudySettings {
     /// How many comparisons one rater is asked for.
@@ -251,6 +252,7 @@ pub enum RaterView {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct StudySummary {
     pub slug: String,
     pub title: String,
@@ -264,6 +266,7 @@ pub struct StudySummary {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct PairProgress {
     pub model_a: String,
     pub model_b: String,
@@ -273,6 +276,7 @@ pub struct PairProgress {
 
 /// Wins, ties and losses of one model; a tie or a both-bad vote counts for both models in it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ModelResult {
     pub model: String,
     pub provider: String,
@@ -288,6 +292,7 @@ pub struct ModelResult {
 
 /// One rater of a study, for the admin page.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct RaterSummary {
     pub pseudonym: String,
     /// active, excluded, or imported (an annotator of an imported dataset).
@@ -319,6 +324,7 @@ pub struct RaterSummary {
 /// One reason to distrust a rater: the test (`unlikely_votes`, `model_loyalty`, `one_sided`,
 /// `too_fast`) and its finding in words.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct RaterFlagView {
     pub kind: String,
     pub reason: String,
@@ -326,6 +332,7 @@ pub struct RaterFlagView {
 
 /// A response that names a model or its maker (an identity leak), for the researcher.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct FlaggedResponse {
     /// The prompt's external id.
     pub prompt: String,
@@ -337,6 +344,7 @@ pub struct FlaggedResponse {
 /// The session a completion code belongs to (for the researcher checking a code a participant
 /// submitted).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct SessionByCode {
     pub code: String,
     pub pseudonym: String,
@@ -349,6 +357,7 @@ pub struct SessionByCode {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct StudyReport {
     pub summary: StudySummary,
     pub instructions: String,
@@ -369,7 +378,9 @@ pub struct StudyReport {
 
 /// A new study, as the admin form and `POST /api/v1/studies` give it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct NewStudy {
+    #[cfg_attr(feature = "ssr", schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$"))]
     pub slug: String,
     pub title: String,
     #[serde(default)]
@@ -381,6 +392,7 @@ pub struct NewStudy {
 /// A study's title, instructions and settings, as `PUT /api/v1/studies/{slug}` and the admin's settings
 /// form replace them (the slug and the data stay).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct StudyChanges {
     pub title: String,
     #[serde(default)]
@@ -441,6 +453,7 @@ pub struct LeaderboardView {
 
 /// An arena study's battles, for the researcher.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct BattleReport {
     pub complete: i64,
     pub void: i64,
@@ -455,6 +468,7 @@ pub struct BattleReport {
 
 /// A battle that did not count, with the error that voided it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct VoidBattleView {
     pub battle: String,
     pub model_a: String,

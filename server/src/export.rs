@@ -166,6 +166,10 @@ impl ExportRequest {
         request.filter.exclude_both_bad = choices.exclude_both_bad;
         request.majority = choices.majority;
         request.min_agreement = choices.min_agreement;
+        // A writer is built into a sink now, so a combination it refuses (a minimum agreement
+        // without majority, a format the container cannot hold) is the caller's error before any
+        // byte is sent; found otherwise only once the HTTP answer had begun, as a broken transfer.
+        request.writer(Box::new(std::io::sink()))?;
         Ok(request)
     }
 }

@@ -153,7 +153,7 @@ fn parse_check(
     }))
 }
 
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct ImportReport {
     pub study: String,
     pub created_study: bool,
@@ -451,7 +451,8 @@ pub async fn import_jsonl<R: AsyncBufRead + Unpin>(
     // Rebuilt when models are added (the header and --model flags, before any item).
     let mut detector: Option<IdentityDetector> = None;
     let mut seen_ids: HashSet<String> = HashSet::new();
-    let mut lines = reader.lines();
+    let mut reader = reader;
+    let mut bytes = Vec::new();
     let mut line_no = 0usize;
     let mut first_content_line = true;
     loop {
@@ -471,16 +472,28 @@ pub async fn import_jsonl<R: AsyncBufRead + Unpin>(
                 detector = None;
             }
         }
-        let Some(text) = lines.next_line().await? else {
+        bytes.clear();
+        if reader.read_until(b'\n', &mut bytes).await? == 0 {
             break;
-        };
+        }
         line_no += 1;
+        // Lines are read as bytes so that text which is not UTF-8 is refused naming its line (a
+        // `lines()` reader fails with an I/O error that says neither line nor field).
+        let text = std::str::from_utf8(&bytes).map_err(|e| {
+            input_error(
+                line_no,
+                "(line)",
+                format!("not valid UTF-8 (at byte {} of the line)", e.valid_up_to()),
+            )
+        })?;
+        let text = text.strip_suffix('\n').unwrap_or(text);
+        let text = text.strip_suffix('\r').unwrap_or(text);
         if text.trim().is_empty() {
             continue;
         }
         report.lines_read += 1;
         let is_first = std::mem::replace(&mut first_content_line, false);
-        match parse_line(&text, line_no)? {
+        match parse_line(text, line_no)? {
             Line::Header(specs) if is_first => pending = specs,
             Line::Header(_) => {
                 return Err(input_error(
@@ -636,7 +649,7 @@ mod tests {
 }
 
 /// What an import of a public dataset did.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct DatasetImportReport {
     pub study: String,
     pub format: String,

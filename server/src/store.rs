@@ -23,7 +23,7 @@ use moat_exports::{Choice, Message, Openness, VoteRecord};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::AnyConnection;
 use sqlx::{Any, AnyPool, Row, Transaction};
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::domain::{now_ms, random_hex, sha256_hex, CheckKind, StudySlug, StudyStatus};
 
@@ -424,11 +424,15 @@ impl Store {
     /// Begins a write transaction (serialized with other writers on SQLite).
     pub async fn begin_write(&self) -> StoreResult<WriteTx<'_>> {
         let guard = match self.dialect {
-            Dialect::Sqlite => Some(self.write_lock.lock().await),
+            Dialect::Sqlite => Some(self.write_lock.clone().lock_owned().await),
             Dialect::Postgres => None,
         };
         let tx = self.pool.begin().await?;
-        Ok(WriteTx { tx, _guard: guard })
+        Ok(WriteTx {
+            tx: OpenTransaction(Some(tx)),
+            guard,
+            _store: std::marker::PhantomData,
+        })
     }
 
     // ----- settings -----
@@ -1877,13 +1881,60 @@ impl RowFiller<'_, '_> {
 
 /// A write transaction; on SQLite it holds the store's writer lock until it ends.
 pub struct WriteTx<'a> {
-    pub(crate) tx: Transaction<'static, Any>,
-    _guard: Option<MutexGuard<'a, ()>>,
+    pub(crate) tx: OpenTransaction,
+    /// SQLite's write lock, held until the transaction has committed or rolled back.
+    guard: Option<OwnedMutexGuard<()>>,
+    _store: std::marker::PhantomData<&'a Store>,
+}
+
+/// The transaction of a [`WriteTx`]; it reads as the connection it runs on. Present until the
+/// transaction is committed or handed to the rollback on drop.
+pub(crate) struct OpenTransaction(Option<Transaction<'static, Any>>);
+
+impl std::ops::Deref for OpenTransaction {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        self.0
+            .as_ref()
+            .expect("the transaction is open until commit or drop")
+    }
+}
+
+impl std::ops::DerefMut for OpenTransaction {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        self.0
+            .as_mut()
+            .expect("the transaction is open until commit or drop")
+    }
+}
+
+/// A write transaction that ends without commit (an import refused halfway, any error) rolls back
+/// before SQLite's write lock is released. sqlx only queues the rollback of a dropped transaction
+/// and runs it later on a task of its own, so the next writer could take the lock, start on another
+/// connection and fail at once with "database is locked" (SQLite refuses a reader's upgrade while
+/// the old connection still holds the write lock): a 500 for whoever wrote next. Found by
+/// `properties::a_refused_import_writes_nothing`.
+impl Drop for WriteTx<'_> {
+    fn drop(&mut self) {
+        let Some(tx) = self.tx.0.take() else {
+            return;
+        };
+        let guard = self.guard.take();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = tx.rollback().await {
+                    tracing::warn!(%error, "rolling back a write transaction");
+                }
+                drop(guard);
+            });
+        }
+    }
 }
 
 impl WriteTx<'_> {
-    pub async fn commit(self) -> StoreResult<()> {
-        self.tx.commit().await?;
+    pub async fn commit(mut self) -> StoreResult<()> {
+        let tx = self.tx.0.take().expect("a transaction commits once");
+        tx.commit().await?;
         Ok(())
     }
 

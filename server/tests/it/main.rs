@@ -5,6 +5,8 @@ mod arena;
 mod bench_llm;
 mod durability;
 mod identity;
+mod openapi;
+mod properties;
 mod rigging;
 mod security;
 mod serving;
