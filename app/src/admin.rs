@@ -23,6 +23,7 @@ pub fn AdminHome() -> impl IntoView {
     );
     view! {
         <h1>"Moat admin"</h1>
+        <AdminBar refresh=login/>
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match studies.await {
@@ -47,6 +48,31 @@ pub fn AdminHome() -> impl IntoView {
         </Suspense>
         {move || login.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error">{error_text(&e)}</p> })}
         {move || create.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error">{error_text(&e)}</p> })}
+    }
+}
+
+/// Who is logged in, with the log-out button (a plain form post without JavaScript). The session
+/// ends on the server, not only in this browser.
+#[component]
+fn AdminBar(refresh: ServerAction<AdminLogin>) -> impl IntoView {
+    let logout = ServerAction::<AdminLogout>::new();
+    let who = Resource::new(
+        move || (refresh.version().get(), logout.version().get()),
+        |_| admin_whoami(),
+    );
+    view! {
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                who.await.ok().flatten().map(|principal| view! {
+                    <div class="admin-bar">
+                        <span id="whoami">"Logged in as " {principal.name} " (" {principal.role.as_str()} ")"</span>
+                        <ActionForm action=logout attr:class="logout">
+                            <button type="submit" id="logout">"Log out"</button>
+                        </ActionForm>
+                    </div>
+                })
+            })}
+        </Suspense>
     }
 }
 
@@ -170,7 +196,9 @@ pub fn AdminStudy() -> impl IntoView {
     );
     let notice = move || query.read().get("notice");
     let import_error = move || query.read().get("error");
+    let login = ServerAction::<AdminLogin>::new();
     view! {
+        <AdminBar refresh=login/>
         <p><a href="/admin">"← all studies"</a></p>
         {move || notice().map(|n| view! { <p class="notice" id="notice">{n}</p> })}
         {move || import_error().map(|n| view! { <p class="error" id="import-error">{n}</p> })}

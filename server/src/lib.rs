@@ -53,6 +53,10 @@ pub struct ServeConfig {
     pub demo: bool,
     /// The model registry file (`--models`): its models are served under `/v1`.
     pub models: Option<PathBuf>,
+    /// When cookies get `Secure` (`--secure-cookies`, `--trust-proxy`).
+    pub cookies: web::CookiePolicy,
+    /// Upload size and idle limits and the ordinary request timeout.
+    pub limits: http::Limits,
 }
 
 /// The admin token's hash: the configured token, else the stored one, else a new token that is
@@ -245,6 +249,7 @@ impl Application {
         let has_models = !hub.registry().models.is_empty() || config.models.is_some();
         let models = Arc::new(serving::Models::new(hub, config.models.clone()));
         let backend = AppBackend::new(store, hash);
+        backend.set_cookie_policy(config.cookies);
         if has_models {
             backend.set_arena(Arc::new(arena::Arena::new(models.clone())));
         }
@@ -254,6 +259,10 @@ impl Application {
                 models,
             )))
             .merge(arena::router(backend.clone()))
+            // Ordinary requests end after `limits.request_timeout`; streams and uploads are exempt
+            // (`http::exempt_from_timeout`) and uploads have an idle timeout of their own.
+            .layer(axum::middleware::from_fn(http::request_timeout))
+            .layer(axum::Extension(config.limits))
             // Around every route: the origin check and the security headers (SECURITY.md).
             .layer(axum::middleware::from_fn_with_state(
                 security::Guard::new(),
