@@ -146,6 +146,23 @@ pub async fn spawn_server_with_models(
     site_root: &Path,
     models: Option<&Path>,
 ) -> TestServer {
+    spawn_configured(database_url, site_root, models, Default::default()).await
+}
+
+/// Starts the real application with upload and request-time limits of its own.
+pub async fn spawn_server_with_limits(
+    database_url: &str,
+    limits: moat_server::http::Limits,
+) -> TestServer {
+    spawn_configured(database_url, Path::new("/nonexistent-site"), None, limits).await
+}
+
+async fn spawn_configured(
+    database_url: &str,
+    site_root: &Path,
+    models: Option<&Path>,
+    limits: moat_server::http::Limits,
+) -> TestServer {
     let app = Application::build(ServeConfig {
         database_url: database_url.to_string(),
         addr: "127.0.0.1:0".parse().unwrap(),
@@ -154,7 +171,7 @@ pub async fn spawn_server_with_models(
         demo: false,
         models: models.map(Path::to_path_buf),
         cookies: Default::default(),
-        limits: Default::default(),
+        limits,
     })
     .await
     .expect("application starts");
