@@ -349,6 +349,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     upload_max_bytes: max_upload_bytes,
                     upload_idle: std::time::Duration::from_secs(upload_idle_timeout.max(1)),
                     request_timeout: std::time::Duration::from_secs(request_timeout.max(1)),
+                    ..Default::default()
                 },
             })
             .await?;

@@ -109,6 +109,8 @@ pub struct Limits {
     pub upload_idle: std::time::Duration,
     /// An ordinary request (not a stream, not an upload) that takes longer is answered 503.
     pub request_timeout: std::time::Duration,
+    /// A connection must deliver a request's headers within this time, or it is closed (slowloris).
+    pub header_read: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -117,6 +119,7 @@ impl Default for Limits {
             upload_max_bytes: 8 << 30,
             upload_idle: std::time::Duration::from_secs(30),
             request_timeout: std::time::Duration::from_secs(60),
+            header_read: std::time::Duration::from_secs(30),
         }
     }
 }

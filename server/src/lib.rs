@@ -215,6 +215,7 @@ pub struct Application {
     pub backend: Arc<AppBackend>,
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    header_read: std::time::Duration,
 }
 
 impl Application {
@@ -273,23 +274,49 @@ impl Application {
             backend,
             listener,
             router,
+            header_read: config.limits.header_read,
         })
     }
 
+    /// Serves connections until the process ends. This is `axum::serve`'s loop plus hyper's
+    /// header-read timeout (a client that dribbles its headers, slowloris, is cut off after
+    /// `Limits::header_read`), which `axum::serve` cannot set.
     pub async fn run(self) -> std::io::Result<()> {
-        use axum::serve::ListenerExt;
-        // Without TCP_NODELAY a small write (a streamed token, a battle's first words) can wait for
-        // the client's delayed ACK: 20-45 ms added to the first text on loopback (`moat bench
-        // proxy`/`arena`, BENCHMARKS.md).
-        let listener = self.listener.tap_io(|tcp| {
+        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+        use tower::Layer;
+        loop {
+            let (tcp, peer) = match self.listener.accept().await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Without TCP_NODELAY a small write (a streamed token, a battle's first words) can wait
+            // for the client's delayed ACK: 20-45 ms added to the first text on loopback (`moat
+            // bench proxy`/`arena`, BENCHMARKS.md).
             let _ = tcp.set_nodelay(true);
-        });
-        // The peer address reaches the middleware, which rate-limits failed logins per address.
-        axum::serve(
-            listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
+            // The peer address reaches the middleware, which rate-limits failed logins per address.
+            let service =
+                axum::Extension(axum::extract::ConnectInfo(peer)).layer(self.router.clone());
+            let service = hyper_util::service::TowerToHyperService::new(service);
+            let header_read = self.header_read;
+            tokio::spawn(async move {
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_read);
+                if let Err(error) = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                    .await
+                {
+                    tracing::debug!(%error, %peer, "connection ended with an error");
+                }
+            });
+        }
     }
 }

@@ -760,3 +760,44 @@ async fn a_stalled_upload_is_dropped_after_the_idle_time() {
     assert!(answer.contains("nothing arrived for"), "{answer}");
     db.cleanup().await;
 }
+
+/// A client that sends its request headers slower than the header-read time is disconnected
+/// (slowloris); an ordinary request on the same server is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_dribbling_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TestDb::sqlite();
+    let server = crate::support::spawn_server_with_limits(
+        db.url(),
+        moat_server::http::Limits {
+            header_read: Duration::from_millis(700),
+            ..Default::default()
+        },
+    )
+    .await;
+    let addr = server.base.strip_prefix("http://").unwrap().to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /admin HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the server closed the connection within 10 s");
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+    let text = String::from_utf8_lossy(&rest);
+    assert!(!text.contains("200 OK"), "{text}");
+    let ok = server
+        .http
+        .get(format!("{}/api/v1/whoami", server.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    db.cleanup().await;
+}
