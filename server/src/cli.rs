@@ -395,6 +395,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         anyhow::anyhow!("{}: {e}; nothing was imported", file.display())
                     })?;
                 println!("{report}");
+                store
+                    .record_audit("cli", "study.import", slug.as_str(), format.as_str())
+                    .await?;
                 store.close().await;
                 return Ok(());
             }
@@ -405,6 +408,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was imported", file.display()))?;
             println!("{report}");
+            store
+                .record_audit("cli", "study.import", slug.as_str(), "moat")
+                .await?;
             store.close().await;
             Ok(())
         }

@@ -829,3 +829,36 @@ async fn logout(
     )
         .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::exempt_from_timeout;
+
+    /// Streams and uploads are left to their own limits; everything else is timed.
+    #[test]
+    fn streams_and_uploads_are_exempt_from_the_request_timeout() {
+        for path in [
+            "/v1/chat/completions",
+            "/v1/models",
+            "/s/arena/battles/0123abcd/events",
+            "/rpc/arena_prompt",
+            "/api/v1/studies/big/import",
+            "/admin/studies/big/import",
+            "/api/v1/leaderboard",
+        ] {
+            assert!(exempt_from_timeout(path), "{path} must not be cut off");
+        }
+        for path in [
+            "/admin",
+            "/api/v1/studies",
+            "/api/v1/studies/big",
+            "/api/v1/studies/big/export",
+            "/rpc/vote",
+            "/rpc/admin_login",
+            "/s/demo/compare",
+            "/api/v1/studies/big/leaderboard",
+        ] {
+            assert!(!exempt_from_timeout(path), "{path} must be timed");
+        }
+    }
+}
