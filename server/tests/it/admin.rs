@@ -371,6 +371,22 @@ async fn roles_hold_on_every_route(url: &str) {
         403,
         "only the owner reads the audit log"
     );
+    let (rob_cookie, _) = server.login_with(&rob).await;
+    let save = server
+        .http
+        .post(url("/rpc/save_models"))
+        .header("Cookie", &rob_cookie)
+        .header("Origin", &base)
+        .header("Accept", "application/json")
+        .form(&[("registry", "")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        save.status(),
+        403,
+        "only the owner saves the model registry"
+    );
 
     // A viewer reads everything and changes nothing.
     let vic_req = as_token(&vic);
