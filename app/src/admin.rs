@@ -11,19 +11,34 @@ use crate::wire::*;
 #[component]
 pub fn AdminHome() -> impl IntoView {
     let login = ServerAction::<AdminLogin>::new();
+    // The page's data is fetched again after a login or a logout (with JavaScript on, the
+    // redirect to /admin stays on this page).
+    let logout = ServerAction::<AdminLogout>::new();
     let create = ServerAction::<CreateStudy>::new();
     let studies = Resource::new(
-        move || (login.version().get(), create.version().get()),
+        move || {
+            (
+                login.version().get(),
+                logout.version().get(),
+                create.version().get(),
+            )
+        },
         |_| admin_studies(),
     );
     let save_models_action = ServerAction::<SaveModels>::new();
     let models = Resource::new(
-        move || (login.version().get(), save_models_action.version().get()),
+        move || {
+            (
+                login.version().get(),
+                logout.version().get(),
+                save_models_action.version().get(),
+            )
+        },
         |_| admin_models(),
     );
     view! {
         <h1>"Moat admin"</h1>
-        <AdminBar refresh=login/>
+        <AdminBar refresh=login logout=logout/>
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match studies.await {
@@ -54,8 +69,7 @@ pub fn AdminHome() -> impl IntoView {
 /// Who is logged in, with the log-out button (a plain form post without JavaScript). The session
 /// ends on the server, not only in this browser.
 #[component]
-fn AdminBar(refresh: ServerAction<AdminLogin>) -> impl IntoView {
-    let logout = ServerAction::<AdminLogout>::new();
+fn AdminBar(refresh: ServerAction<AdminLogin>, logout: ServerAction<AdminLogout>) -> impl IntoView {
     let who = Resource::new(
         move || (refresh.version().get(), logout.version().get()),
         |_| admin_whoami(),
@@ -197,8 +211,9 @@ pub fn AdminStudy() -> impl IntoView {
     let notice = move || query.read().get("notice");
     let import_error = move || query.read().get("error");
     let login = ServerAction::<AdminLogin>::new();
+    let logout = ServerAction::<AdminLogout>::new();
     view! {
-        <AdminBar refresh=login/>
+        <AdminBar refresh=login logout=logout/>
         <p><a href="/admin">"← all studies"</a></p>
         {move || notice().map(|n| view! { <p class="notice" id="notice">{n}</p> })}
         {move || import_error().map(|n| view! { <p class="error" id="import-error">{n}</p> })}
