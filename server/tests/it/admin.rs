@@ -817,3 +817,112 @@ async fn a_client_dribbling_its_headers_is_cut_off() {
     assert_eq!(ok.status(), 200);
     db.cleanup().await;
 }
+
+/// Runs the `moat` binary on database `url` with `args`; its standard output.
+fn moat_cli(url: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_moat"))
+        .arg("--database-url")
+        .arg(url)
+        .args(args)
+        .output()
+        .expect("run moat");
+    assert!(
+        output.status.success(),
+        "moat {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `moat admin-token create/list/revoke` and `moat audit` on the server's database: the token
+/// printed once works with its role, the list shows no token, revocation stops it, the audit log
+/// names the command line.
+async fn admin_tokens_from_the_command_line(url: &str) {
+    let server = spawn_server(url, &no_site()).await;
+    server.open_study("cli-study", 2, json!({})).await;
+    let created = moat_cli(
+        url,
+        &[
+            "admin-token",
+            "create",
+            "--name",
+            "alice",
+            "--role",
+            "researcher",
+            "--study",
+            "cli-study",
+        ],
+    );
+    let token = created
+        .split_whitespace()
+        .find(|word| word.starts_with("moat_at_"))
+        .unwrap_or_else(|| panic!("a token in {created:?}"))
+        .to_string();
+    let who: serde_json::Value = server
+        .http
+        .get(format!("{}/api/v1/whoami", server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["name"], "alice");
+    assert_eq!(who["role"], "researcher");
+    let listed = server
+        .http
+        .get(format!("{}/api/v1/studies", server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(slugs(&listed), ["cli-study"]);
+
+    let list = moat_cli(url, &["admin-token", "list"]);
+    assert!(
+        list.contains("alice\tresearcher\tstudies cli-study"),
+        "{list}"
+    );
+    assert!(!list.contains("moat_at_"), "{list}");
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_moat"))
+        .args([
+            "--database-url",
+            url,
+            "admin-token",
+            "create",
+            "--name",
+            "bob",
+            "--role",
+            "boss",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("role must be owner, researcher or viewer"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    moat_cli(url, &["admin-token", "revoke", "alice"]);
+    let after = server
+        .http
+        .get(format!("{}/api/v1/whoami", server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 401, "revoked from the command line");
+    let audit = moat_cli(url, &["audit", "--limit", "10"]);
+    assert!(
+        audit.contains("\tcli\ttoken.create\talice\tresearcher cli-study"),
+        "{audit}"
+    );
+    assert!(audit.contains("\tcli\ttoken.revoke\talice"), "{audit}");
+}
+on_both_backends!(admin_tokens_from_the_command_line);
