@@ -53,6 +53,7 @@ pub fn AdminHome() -> impl IntoView {
                 }
             })}
         </Suspense>
+        <AdminTokens login=login logout=logout/>
         <Suspense fallback=|| ()>
             {move || Suspend::new(async move {
                 models.await.ok().flatten().map(|registry| view! {
@@ -87,6 +88,79 @@ fn AdminBar(refresh: ServerAction<AdminLogin>, logout: ServerAction<AdminLogout>
                 })
             })}
         </Suspense>
+    }
+}
+
+/// The owner's section: per-person tokens with their roles, a form to create one (the token is
+/// shown once, here) and a revoke button per token.
+#[component]
+fn AdminTokens(
+    login: ServerAction<AdminLogin>,
+    logout: ServerAction<AdminLogout>,
+) -> impl IntoView {
+    let create = ServerAction::<CreateAdminToken>::new();
+    let revoke = ServerAction::<RevokeAdminToken>::new();
+    let tokens = Resource::new(
+        move || {
+            (
+                login.version().get(),
+                logout.version().get(),
+                create.version().get(),
+                revoke.version().get(),
+            )
+        },
+        |_| admin_tokens(),
+    );
+    view! {
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                tokens.await.ok().flatten().map(|tokens| {
+                    let rows = tokens
+                        .into_iter()
+                        .map(|token| {
+                            let name = token.name.clone();
+                            view! {
+                                <tr>
+                                    <td>{token.name}</td>
+                                    <td>{token.role.as_str()}</td>
+                                    <td>{if token.studies.is_empty() { "-".to_string() } else { token.studies.join(", ") }}</td>
+                                    <td>{if token.revoked { "revoked" } else { "active" }}</td>
+                                    <td>{(!token.revoked).then(|| view! {
+                                        <ActionForm action=revoke>
+                                            <input type="hidden" name="name" value=name/>
+                                            <button type="submit" class="revoke-token">"Revoke"</button>
+                                        </ActionForm>
+                                    })}</td>
+                                </tr>
+                            }
+                        })
+                        .collect_view();
+                    view! {
+                        <h2>"People (admin tokens)"</h2>
+                        <table class="admin-tokens">
+                            <thead><tr><th>"Name"</th><th>"Role"</th><th>"Studies"</th><th>"State"</th><th></th></tr></thead>
+                            <tbody>{rows}</tbody>
+                        </table>
+                        <ActionForm action=create attr:class="create-token">
+                            <label>"Name " <input name="name" required=true/></label>
+                            <label>"Role " <select name="role">
+                                <option value="researcher">"researcher: creates studies, works on the ones given"</option>
+                                <option value="viewer">"viewer: reads results and exports"</option>
+                                <option value="owner">"owner: everything"</option>
+                            </select></label>
+                            <label>"Studies (slugs, comma-separated) " <input name="studies"/></label>
+                            <button type="submit" id="create-token">"Create token"</button>
+                        </ActionForm>
+                    }
+                })
+            })}
+        </Suspense>
+        {move || create.value().get().map(|result| match result {
+            Ok(token) => view! {
+                <p class="notice" id="new-token">"New token (shown once; copy it now): " <code>{token}</code></p>
+            }.into_any(),
+            Err(error) => view! { <p class="error">{error_text(&error)}</p> }.into_any(),
+        })}
     }
 }
 

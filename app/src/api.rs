@@ -247,6 +247,57 @@ pub async fn admin_whoami() -> Result<Option<Principal>, ServerFnError> {
     Ok(ssr::admin_principal(&backend).await)
 }
 
+/// The per-person admin tokens; `None` unless the browser is logged in as the owner.
+#[server(prefix = "/rpc", endpoint = "admin_tokens")]
+pub async fn admin_tokens() -> Result<Option<Vec<AdminTokenView>>, ServerFnError> {
+    let backend = ssr::backend()?;
+    let Some(principal) = ssr::admin_principal(&backend).await else {
+        return Ok(None);
+    };
+    if backend
+        .authorize(&principal, Permission::ManageTokens)
+        .await
+        .is_err()
+    {
+        return Ok(None);
+    }
+    backend
+        .admin_tokens(&principal)
+        .await
+        .map(Some)
+        .map_err(ssr::fail)
+}
+
+/// The owner's form: creates a per-person token and returns it (shown once on the page).
+/// `studies` is a comma- or space-separated list of study slugs.
+#[server(prefix = "/rpc", endpoint = "create_admin_token")]
+pub async fn create_admin_token(
+    name: String,
+    role: String,
+    studies: Option<String>,
+) -> Result<String, ServerFnError> {
+    let (backend, principal) = ssr::require_admin(Permission::ManageTokens).await?;
+    let studies: Vec<String> = studies
+        .unwrap_or_default()
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    backend
+        .create_admin_token(&principal, &name, &role, &studies)
+        .await
+        .map_err(ssr::fail)
+}
+
+#[server(prefix = "/rpc", endpoint = "revoke_admin_token")]
+pub async fn revoke_admin_token(name: String) -> Result<(), ServerFnError> {
+    let (backend, principal) = ssr::require_admin(Permission::ManageTokens).await?;
+    backend
+        .revoke_admin_token(&principal, &name)
+        .await
+        .map_err(ssr::fail)
+}
+
 /// The server's model registry; `None` when the browser is not logged in as admin (or its role may
 /// not see it).
 #[server(prefix = "/rpc", endpoint = "admin_models")]

@@ -106,6 +106,18 @@ pub trait Backend: Send + Sync + 'static {
     fn secure_cookies(&self, headers: &http::HeaderMap) -> bool;
     /// The studies `who` may see (all of them for the owner; the granted ones for a researcher).
     async fn list_studies_for(&self, who: &Principal) -> Result<Vec<StudySummary>, BackendError>;
+    /// The per-person tokens (owner only); never the tokens themselves.
+    async fn admin_tokens(&self, who: &Principal) -> Result<Vec<AdminTokenView>, BackendError>;
+    /// Creates a per-person token (owner only) and returns it: shown once, only its digest is kept.
+    async fn create_admin_token(
+        &self,
+        who: &Principal,
+        name: &str,
+        role: &str,
+        studies: &[String],
+    ) -> Result<String, BackendError>;
+    /// Revokes a token by name (owner only); its sessions end.
+    async fn revoke_admin_token(&self, who: &Principal, name: &str) -> Result<(), BackendError>;
     /// Creates a study for `who`: a researcher is granted the study it creates.
     async fn create_study_for(
         &self,

@@ -16,7 +16,7 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 use moat_app::api::ssr::cookie_value;
 use moat_app::backend::{Backend, BackendError, SharedBackend};
 use moat_app::wire::StudyChanges;
-use moat_app::wire::{AdminRole, NewStudy, Permission, Principal};
+use moat_app::wire::{NewStudy, Permission, Principal};
 use moat_app::{shell, App};
 use serde::Deserialize;
 use tokio::io::BufReader;
@@ -718,67 +718,43 @@ struct NewAdminToken {
 /// `POST /api/v1/admin-tokens` with `{"name", "role", "studies": [slug…]}` (owner only): the token is
 /// in the answer, once.
 async fn create_admin_token(
-    admin: Admin,
+    Admin(who): Admin,
     State(backend): State<Arc<AppBackend>>,
     body: Result<Json<NewAdminToken>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let who = admin.may(&backend, Permission::ManageTokens).await?;
+    backend.authorize(&who, Permission::ManageTokens).await?;
     let Json(body) = body.map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
             format!("invalid admin token: {}", e.body_text()),
         )
     })?;
-    let role = AdminRole::parse(&body.role).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     let token = backend
-        .store
-        .create_admin_token(&body.name, role, &body.studies)
-        .await
-        .map_err(BackendError::from)?;
-    backend
-        .audit(
-            &who.name,
-            "token.create",
-            body.name.trim(),
-            &format!("{} {}", role.as_str(), body.studies.join(",")),
-        )
-        .await;
+        .create_admin_token(&who, &body.name, &body.role, &body.studies)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({
-            "name": body.name.trim(), "role": role, "studies": body.studies, "token": token
+            "name": body.name.trim(), "role": body.role.trim(), "studies": body.studies, "token": token
         })),
     ))
 }
 
 /// `GET /api/v1/admin-tokens` (owner only): names, roles, studies, use; never the tokens.
 async fn list_admin_tokens(
-    admin: Admin,
+    Admin(who): Admin,
     State(backend): State<Arc<AppBackend>>,
 ) -> Result<impl IntoResponse, ApiError> {
-    admin.may(&backend, Permission::ManageTokens).await?;
-    Ok(Json(
-        backend
-            .store
-            .list_admin_tokens()
-            .await
-            .map_err(BackendError::from)?,
-    ))
+    Ok(Json(backend.admin_tokens(&who).await?))
 }
 
 /// `DELETE /api/v1/admin-tokens/{name}` (owner only): the token and its sessions stop working.
 async fn revoke_admin_token(
-    admin: Admin,
+    Admin(who): Admin,
     State(backend): State<Arc<AppBackend>>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let who = admin.may(&backend, Permission::ManageTokens).await?;
-    backend
-        .store
-        .revoke_admin_token(&name)
-        .await
-        .map_err(BackendError::from)?;
-    backend.audit(&who.name, "token.revoke", &name, "").await;
+    backend.revoke_admin_token(&who, &name).await?;
     Ok(Json(serde_json::json!({ "name": name, "revoked": true })))
 }
 

@@ -997,6 +997,38 @@ impl Backend for AppBackend {
         })
     }
 
+    async fn admin_tokens(&self, who: &Principal) -> Result<Vec<AdminTokenView>, BackendError> {
+        self.authorize(who, Permission::ManageTokens).await?;
+        Ok(self.store.list_admin_tokens().await?)
+    }
+
+    async fn create_admin_token(
+        &self,
+        who: &Principal,
+        name: &str,
+        role: &str,
+        studies: &[String],
+    ) -> Result<String, BackendError> {
+        self.authorize(who, Permission::ManageTokens).await?;
+        let role = AdminRole::parse(role).map_err(BackendError::BadRequest)?;
+        let token = self.store.create_admin_token(name, role, studies).await?;
+        self.audit(
+            &who.name,
+            "token.create",
+            name.trim(),
+            &format!("{} {}", role.as_str(), studies.join(",")),
+        )
+        .await;
+        Ok(token)
+    }
+
+    async fn revoke_admin_token(&self, who: &Principal, name: &str) -> Result<(), BackendError> {
+        self.authorize(who, Permission::ManageTokens).await?;
+        self.store.revoke_admin_token(name).await?;
+        self.audit(&who.name, "token.revoke", name, "").await;
+        Ok(())
+    }
+
     async fn create_study_for(
         &self,
         who: &Principal,

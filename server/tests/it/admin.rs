@@ -926,3 +926,87 @@ async fn admin_tokens_from_the_command_line(url: &str) {
     assert!(audit.contains("\tcli\ttoken.revoke\talice"), "{audit}");
 }
 on_both_backends!(admin_tokens_from_the_command_line);
+
+/// The owner's token section of the admin page: shown to the owner only; its server functions
+/// create (the token in the answer, once) and revoke tokens, and refuse anyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_section_is_the_owners() {
+    let db = TestDb::sqlite();
+    let server = spawn_server(db.url(), &no_site()).await;
+    let owner = server.owner_cookie().await;
+    let rpc = |cookie: &str, endpoint: &str, form: &[(&str, &str)]| {
+        server
+            .http
+            .post(format!("{}/rpc/{endpoint}", server.base))
+            .header("Cookie", cookie)
+            .header("Origin", &server.base)
+            .header("Accept", "application/json")
+            .form(form)
+            .send()
+    };
+    let created = rpc(
+        &owner,
+        "create_admin_token",
+        &[("name", "petra"), ("role", "researcher"), ("studies", "")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status(), 200);
+    let token: String = created.json().await.unwrap();
+    assert!(token.starts_with("moat_at_"), "{token}");
+    let (petra, _) = server.login_with(&token).await;
+
+    let owner_page = server
+        .http
+        .get(format!("{}/admin", server.base))
+        .header("Cookie", &owner)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(owner_page.contains("People (admin tokens)"), "{owner_page}");
+    assert!(owner_page.contains("petra"), "{owner_page}");
+    assert!(
+        !owner_page.contains(&token),
+        "the page never shows a stored token"
+    );
+    let petra_page = server
+        .http
+        .get(format!("{}/admin", server.base))
+        .header("Cookie", &petra)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        petra_page.contains(r#"id="whoami">Logged in as <!>petra<!> (<!>researcher<!>)"#),
+        "{petra_page}"
+    );
+    assert!(
+        !petra_page.contains("People (admin tokens)"),
+        "{petra_page}"
+    );
+
+    let refused = rpc(
+        &petra,
+        "create_admin_token",
+        &[("name", "mallory"), ("role", "owner")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), 403, "a researcher cannot mint tokens");
+    let refused = rpc(&petra, "revoke_admin_token", &[("name", "petra")])
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let revoked = rpc(&owner, "revoke_admin_token", &[("name", "petra")])
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    assert_eq!(whoami(&server, &petra).await.0, 401);
+    db.cleanup().await;
+}
