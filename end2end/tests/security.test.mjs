@@ -105,6 +105,16 @@ test('the admin cookie holds a session, not the token; logging out ends it on th
   const whoami = () => fetch(`${moat.base}/api/v1/whoami`, { headers: { cookie: session } });
   assert.equal((await whoami()).status, 200);
 
+  // The owner's token section: a new token is shown once, and works for its holder.
+  await page.fill('.create-token input[name=name]', 'alice');
+  await page.selectOption('.create-token select[name=role]', 'viewer');
+  await page.click('#create-token');
+  const token = (await (await page.waitForSelector('#new-token code')).textContent()).trim();
+  assert.match(token, /^moat_at_[0-9a-f]{48}$/);
+  await page.waitForSelector('table.admin-tokens >> text=alice');
+  const asAlice = await fetch(`${moat.base}/api/v1/whoami`, { headers: { authorization: `Bearer ${token}` } });
+  assert.deepEqual(await asAlice.json(), { name: 'alice', role: 'viewer', token_id: 1 });
+
   await page.click('#logout');
   await page.waitForSelector('input[name=token]');
   assert.equal((await whoami()).status, 401, 'the old cookie no longer works anywhere');
