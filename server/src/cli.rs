@@ -67,6 +67,9 @@ pub enum Command {
         /// Seconds an upload may send nothing before it is dropped.
         #[arg(long, env = "MOAT_UPLOAD_IDLE_TIMEOUT", default_value_t = 30)]
         upload_idle_timeout: u64,
+        /// Seconds a connection may take to send a request's headers (slowloris) before it is closed.
+        #[arg(long, env = "MOAT_HEADER_READ_TIMEOUT", default_value_t = 30)]
+        header_read_timeout: u64,
     },
     /// Per-person admin tokens with a role (owner, researcher, viewer).
     #[command(subcommand, name = "admin-token")]
@@ -327,6 +330,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             request_timeout,
             max_upload_bytes,
             upload_idle_timeout,
+            header_read_timeout,
         } => {
             if !site_root.join("pkg").join("moat.js").exists() {
                 tracing::warn!(
@@ -349,7 +353,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     upload_max_bytes: max_upload_bytes,
                     upload_idle: std::time::Duration::from_secs(upload_idle_timeout.max(1)),
                     request_timeout: std::time::Duration::from_secs(request_timeout.max(1)),
-                    ..Default::default()
+                    header_read: std::time::Duration::from_secs(header_read_timeout.max(1)),
                 },
             })
             .await?;
