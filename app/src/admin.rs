@@ -11,18 +11,34 @@ use crate::wire::*;
 #[component]
 pub fn AdminHome() -> impl IntoView {
     let login = ServerAction::<AdminLogin>::new();
+    // The page's data is fetched again after a login or a logout (with JavaScript on, the
+    // redirect to /admin stays on this page).
+    let logout = ServerAction::<AdminLogout>::new();
     let create = ServerAction::<CreateStudy>::new();
     let studies = Resource::new(
-        move || (login.version().get(), create.version().get()),
+        move || {
+            (
+                login.version().get(),
+                logout.version().get(),
+                create.version().get(),
+            )
+        },
         |_| admin_studies(),
     );
     let save_models_action = ServerAction::<SaveModels>::new();
     let models = Resource::new(
-        move || (login.version().get(), save_models_action.version().get()),
+        move || {
+            (
+                login.version().get(),
+                logout.version().get(),
+                save_models_action.version().get(),
+            )
+        },
         |_| admin_models(),
     );
     view! {
         <h1>"Moat admin"</h1>
+        <AdminBar refresh=login logout=logout/>
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match studies.await {
@@ -37,6 +53,7 @@ pub fn AdminHome() -> impl IntoView {
                 }
             })}
         </Suspense>
+        <AdminTokens login=login logout=logout/>
         <Suspense fallback=|| ()>
             {move || Suspend::new(async move {
                 models.await.ok().flatten().map(|registry| view! {
@@ -47,6 +64,103 @@ pub fn AdminHome() -> impl IntoView {
         </Suspense>
         {move || login.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error">{error_text(&e)}</p> })}
         {move || create.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error">{error_text(&e)}</p> })}
+    }
+}
+
+/// Who is logged in, with the log-out button (a plain form post without JavaScript). The session
+/// ends on the server, not only in this browser.
+#[component]
+fn AdminBar(refresh: ServerAction<AdminLogin>, logout: ServerAction<AdminLogout>) -> impl IntoView {
+    let who = Resource::new(
+        move || (refresh.version().get(), logout.version().get()),
+        |_| admin_whoami(),
+    );
+    view! {
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                who.await.ok().flatten().map(|principal| view! {
+                    <div class="admin-bar">
+                        <span id="whoami">"Logged in as " {principal.name} " (" {principal.role.as_str()} ")"</span>
+                        <ActionForm action=logout attr:class="logout">
+                            <button type="submit" id="logout">"Log out"</button>
+                        </ActionForm>
+                    </div>
+                })
+            })}
+        </Suspense>
+    }
+}
+
+/// The owner's section: per-person tokens with their roles, a form to create one (the token is
+/// shown once, here) and a revoke button per token.
+#[component]
+fn AdminTokens(
+    login: ServerAction<AdminLogin>,
+    logout: ServerAction<AdminLogout>,
+) -> impl IntoView {
+    let create = ServerAction::<CreateAdminToken>::new();
+    let revoke = ServerAction::<RevokeAdminToken>::new();
+    let tokens = Resource::new(
+        move || {
+            (
+                login.version().get(),
+                logout.version().get(),
+                create.version().get(),
+                revoke.version().get(),
+            )
+        },
+        |_| admin_tokens(),
+    );
+    view! {
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                tokens.await.ok().flatten().map(|tokens| {
+                    let rows = tokens
+                        .into_iter()
+                        .map(|token| {
+                            let name = token.name.clone();
+                            view! {
+                                <tr>
+                                    <td>{token.name}</td>
+                                    <td>{token.role.as_str()}</td>
+                                    <td>{if token.studies.is_empty() { "-".to_string() } else { token.studies.join(", ") }}</td>
+                                    <td>{if token.revoked { "revoked" } else { "active" }}</td>
+                                    <td>{(!token.revoked).then(|| view! {
+                                        <ActionForm action=revoke>
+                                            <input type="hidden" name="name" value=name/>
+                                            <button type="submit" class="revoke-token">"Revoke"</button>
+                                        </ActionForm>
+                                    })}</td>
+                                </tr>
+                            }
+                        })
+                        .collect_view();
+                    view! {
+                        <h2>"People (admin tokens)"</h2>
+                        <table class="admin-tokens">
+                            <thead><tr><th>"Name"</th><th>"Role"</th><th>"Studies"</th><th>"State"</th><th></th></tr></thead>
+                            <tbody>{rows}</tbody>
+                        </table>
+                        <ActionForm action=create attr:class="create-token">
+                            <label>"Name " <input name="name" required=true/></label>
+                            <label>"Role " <select name="role">
+                                <option value="researcher">"researcher: creates studies, works on the ones given"</option>
+                                <option value="viewer">"viewer: reads results and exports"</option>
+                                <option value="owner">"owner: everything"</option>
+                            </select></label>
+                            <label>"Studies (slugs, comma-separated) " <input name="studies"/></label>
+                            <button type="submit" id="create-token">"Create token"</button>
+                        </ActionForm>
+                    }
+                })
+            })}
+        </Suspense>
+        {move || create.value().get().map(|result| match result {
+            Ok(token) => view! {
+                <p class="notice" id="new-token">"New token (shown once; copy it now): " <code>{token}</code></p>
+            }.into_any(),
+            Err(error) => view! { <p class="error">{error_text(&error)}</p> }.into_any(),
+        })}
     }
 }
 
@@ -179,7 +293,10 @@ pub fn AdminStudy() -> impl IntoView {
     );
     let notice = move || query.read().get("notice");
     let import_error = move || query.read().get("error");
+    let login = ServerAction::<AdminLogin>::new();
+    let logout = ServerAction::<AdminLogout>::new();
     view! {
+        <AdminBar refresh=login logout=logout/>
         <p><a href="/admin">"← all studies"</a></p>
         {move || notice().map(|n| view! { <p class="notice" id="notice">{n}</p> })}
         {move || import_error().map(|n| view! { <p class="error" id="import-error">{n}</p> })}

@@ -15,7 +15,12 @@ pub fn rater_cookie(slug: &str) -> String {
     format!("moat_rater_{slug}")
 }
 
+/// The cookie that carries an admin session's random id (never a token).
 pub const ADMIN_COOKIE: &str = "moat_admin";
+
+/// The longest an admin session lives (absolute); an idle one ends sooner (see the server's
+/// `SessionLimits`).
+pub const ADMIN_SESSION_MAX_AGE_SECONDS: u64 = 60 * 60 * 24 * 7;
 
 #[cfg(feature = "ssr")]
 pub mod ssr {
@@ -47,15 +52,28 @@ pub mod ssr {
             .map(|(_, value)| value.to_string())
     }
 
-    pub fn set_cookie(name: &str, value: &str, max_age_seconds: u64) {
+    /// Sets cookie `name` (HttpOnly, SameSite=Lax, and `Secure` when the backend says the request
+    /// came over HTTPS).
+    pub async fn set_cookie(name: &str, value: &str, max_age_seconds: u64) {
+        let secure = match (
+            use_context::<SharedBackend>(),
+            leptos_axum::extract::<http::HeaderMap>().await,
+        ) {
+            (Some(backend), Ok(headers)) => backend.secure_cookies(&headers),
+            _ => false,
+        };
         if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
-            let text = format!(
-                "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_seconds}"
-            );
+            let text = cookie_header(name, value, max_age_seconds, secure);
             if let Ok(header) = http::HeaderValue::from_str(&text) {
                 response.append_header(http::header::SET_COOKIE, header);
             }
         }
+    }
+
+    /// A `Set-Cookie` value: HttpOnly, SameSite=Lax, Path=/, and `Secure` when asked.
+    pub fn cookie_header(name: &str, value: &str, max_age_seconds: u64, secure: bool) -> String {
+        let secure = if secure { "; Secure" } else { "" };
+        format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_seconds}{secure}")
     }
 
     /// Turns a backend error into a server-function error with the matching HTTP status.
@@ -68,15 +86,32 @@ pub mod ssr {
         ServerFnError::new(error.to_string())
     }
 
-    pub async fn require_admin() -> Result<SharedBackend, ServerFnError> {
+    /// Who the admin cookie's session belongs to, if it is live.
+    pub async fn admin_principal(backend: &SharedBackend) -> Option<crate::wire::Principal> {
+        let session = cookie(super::ADMIN_COOKIE).await.unwrap_or_default();
+        if session.is_empty() {
+            return None;
+        }
+        backend.admin_session(&session).await
+    }
+
+    /// The backend and the logged-in principal, if the admin cookie holds a live session whose
+    /// principal may do `permission`: 401 without a session, 403/404 when the role or the studies
+    /// granted do not allow it.
+    pub async fn require_admin(
+        permission: crate::wire::Permission<'_>,
+    ) -> Result<(SharedBackend, crate::wire::Principal), ServerFnError> {
         let backend = backend()?;
-        let token = cookie(super::ADMIN_COOKIE).await.unwrap_or_default();
-        if token.is_empty() || !backend.admin_authorized(&token).await {
+        let Some(principal) = admin_principal(&backend).await else {
             return Err(fail(BackendError::Unauthorized(
                 "admin login required".into(),
             )));
-        }
-        Ok(backend)
+        };
+        backend
+            .authorize(&principal, permission)
+            .await
+            .map_err(fail)?;
+        Ok((backend, principal))
     }
 
     pub async fn rater_token(slug: &str) -> Option<String> {
@@ -110,7 +145,7 @@ pub async fn consent(slug: String, participant: Option<String>) -> Result<(), Se
         .consent(&slug, participant.as_deref(), client)
         .await
         .map_err(ssr::fail)?;
-    ssr::set_cookie(&rater_cookie(&slug), &token, 60 * 60 * 24 * 30);
+    ssr::set_cookie(&rater_cookie(&slug), &token, 60 * 60 * 24 * 30).await;
     leptos_axum::redirect(&format!("/s/{slug}/compare"));
     Ok(())
 }
@@ -187,25 +222,101 @@ pub async fn continue_after_reveal(slug: String) -> Result<(), ServerFnError> {
         .map_err(ssr::fail)
 }
 
+/// The login form: exchanges a token for a session. The cookie carries the session's random id,
+/// never the token.
 #[server(prefix = "/rpc", endpoint = "admin_login")]
 pub async fn admin_login(token: String) -> Result<(), ServerFnError> {
     let backend = ssr::backend()?;
-    if !backend.admin_authorized(token.trim()).await {
-        return Err(ssr::fail(crate::backend::BackendError::Unauthorized(
-            "wrong admin token".into(),
-        )));
-    }
-    ssr::set_cookie(ADMIN_COOKIE, token.trim(), 60 * 60 * 12);
+    let (session, _) = backend.admin_login(token.trim()).await.map_err(ssr::fail)?;
+    // The cookie lives as long as the session can (the server ends it earlier when idle).
+    ssr::set_cookie(ADMIN_COOKIE, &session, ADMIN_SESSION_MAX_AGE_SECONDS).await;
     leptos_axum::redirect("/admin");
     Ok(())
 }
 
-/// The server's model registry; `None` when the browser is not logged in as admin.
+/// The log-out button: ends the session on the server and clears the cookie.
+#[server(prefix = "/rpc", endpoint = "admin_logout")]
+pub async fn admin_logout() -> Result<(), ServerFnError> {
+    let backend = ssr::backend()?;
+    if let Some(session) = ssr::cookie(ADMIN_COOKIE).await.filter(|s| !s.is_empty()) {
+        backend.admin_logout(&session).await.map_err(ssr::fail)?;
+    }
+    ssr::set_cookie(ADMIN_COOKIE, "", 0).await;
+    leptos_axum::redirect("/admin");
+    Ok(())
+}
+
+/// Who is logged in (name and role); `None` when no one is.
+#[server(prefix = "/rpc", endpoint = "admin_whoami")]
+pub async fn admin_whoami() -> Result<Option<Principal>, ServerFnError> {
+    let backend = ssr::backend()?;
+    Ok(ssr::admin_principal(&backend).await)
+}
+
+/// The per-person admin tokens; `None` unless the browser is logged in as the owner.
+#[server(prefix = "/rpc", endpoint = "admin_tokens")]
+pub async fn admin_tokens() -> Result<Option<Vec<AdminTokenView>>, ServerFnError> {
+    let backend = ssr::backend()?;
+    let Some(principal) = ssr::admin_principal(&backend).await else {
+        return Ok(None);
+    };
+    if backend
+        .authorize(&principal, Permission::ManageTokens)
+        .await
+        .is_err()
+    {
+        return Ok(None);
+    }
+    backend
+        .admin_tokens(&principal)
+        .await
+        .map(Some)
+        .map_err(ssr::fail)
+}
+
+/// The owner's form: creates a per-person token and returns it (shown once on the page).
+/// `studies` is a comma- or space-separated list of study slugs.
+#[server(prefix = "/rpc", endpoint = "create_admin_token")]
+pub async fn create_admin_token(
+    name: String,
+    role: String,
+    studies: Option<String>,
+) -> Result<String, ServerFnError> {
+    let (backend, principal) = ssr::require_admin(Permission::ManageTokens).await?;
+    let studies: Vec<String> = studies
+        .unwrap_or_default()
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    backend
+        .create_admin_token(&principal, &name, &role, &studies)
+        .await
+        .map_err(ssr::fail)
+}
+
+#[server(prefix = "/rpc", endpoint = "revoke_admin_token")]
+pub async fn revoke_admin_token(name: String) -> Result<(), ServerFnError> {
+    let (backend, principal) = ssr::require_admin(Permission::ManageTokens).await?;
+    backend
+        .revoke_admin_token(&principal, &name)
+        .await
+        .map_err(ssr::fail)
+}
+
+/// The server's model registry; `None` when the browser is not logged in as admin (or its role may
+/// not see it).
 #[server(prefix = "/rpc", endpoint = "admin_models")]
 pub async fn admin_models() -> Result<Option<RegistryView>, ServerFnError> {
     let backend = ssr::backend()?;
-    let token = ssr::cookie(ADMIN_COOKIE).await.unwrap_or_default();
-    if token.is_empty() || !backend.admin_authorized(&token).await {
+    let Some(principal) = ssr::admin_principal(&backend).await else {
+        return Ok(None);
+    };
+    if backend
+        .authorize(&principal, Permission::ReadModels)
+        .await
+        .is_err()
+    {
         return Ok(None);
     }
     Ok(Some(backend.model_registry().await))
@@ -214,22 +325,29 @@ pub async fn admin_models() -> Result<Option<RegistryView>, ServerFnError> {
 /// Saves an edited model registry (checked, its models loaded, then written to the file).
 #[server(prefix = "/rpc", endpoint = "save_models")]
 pub async fn save_models(registry: String) -> Result<(), ServerFnError> {
-    let backend = ssr::require_admin().await?;
+    let (backend, principal) = ssr::require_admin(Permission::ManageModels).await?;
     backend
         .save_model_registry(&registry)
         .await
-        .map_err(ssr::fail)
+        .map_err(ssr::fail)?;
+    backend
+        .audit(&principal.name, "registry.save", "models", "")
+        .await;
+    Ok(())
 }
 
-/// `None` when the browser is not logged in as admin.
+/// The studies the logged-in principal may see; `None` when the browser is not logged in as admin.
 #[server(prefix = "/rpc", endpoint = "admin_studies")]
 pub async fn admin_studies() -> Result<Option<Vec<StudySummary>>, ServerFnError> {
     let backend = ssr::backend()?;
-    let token = ssr::cookie(ADMIN_COOKIE).await.unwrap_or_default();
-    if token.is_empty() || !backend.admin_authorized(&token).await {
+    let Some(principal) = ssr::admin_principal(&backend).await else {
         return Ok(None);
-    }
-    backend.list_studies().await.map(Some).map_err(ssr::fail)
+    };
+    backend
+        .list_studies_for(&principal)
+        .await
+        .map(Some)
+        .map_err(ssr::fail)
 }
 
 /// The study settings fields of the admin's create and settings forms, as the browser posts them
@@ -353,14 +471,17 @@ pub async fn create_study(
     instructions: String,
     settings: SettingsInput,
 ) -> Result<(), ServerFnError> {
-    let backend = ssr::require_admin().await?;
+    let (backend, principal) = ssr::require_admin(Permission::CreateStudy).await?;
     let study = NewStudy {
         slug: slug.clone(),
         title,
         instructions,
         settings: settings.parse()?,
     };
-    backend.create_study(study).await.map_err(ssr::fail)?;
+    backend
+        .create_study_for(&principal, study)
+        .await
+        .map_err(ssr::fail)?;
     leptos_axum::redirect(&format!("/admin/studies/{slug}"));
     Ok(())
 }
@@ -373,7 +494,7 @@ pub async fn update_study(
     instructions: String,
     settings: SettingsInput,
 ) -> Result<(), ServerFnError> {
-    let backend = ssr::require_admin().await?;
+    let (backend, principal) = ssr::require_admin(Permission::WriteStudy(&slug)).await?;
     let changes = StudyChanges {
         title,
         instructions,
@@ -383,22 +504,29 @@ pub async fn update_study(
         .update_study(&slug, changes)
         .await
         .map_err(ssr::fail)?;
+    backend
+        .audit(&principal.name, "study.update", &slug, "settings form")
+        .await;
     leptos_axum::redirect(&format!("/admin/studies/{slug}?notice=Settings%20saved"));
     Ok(())
 }
 
 #[server(prefix = "/rpc", endpoint = "set_study_status")]
 pub async fn set_study_status(slug: String, status: String) -> Result<(), ServerFnError> {
-    let backend = ssr::require_admin().await?;
+    let (backend, principal) = ssr::require_admin(Permission::WriteStudy(&slug)).await?;
     backend
         .set_study_status(&slug, &status)
         .await
-        .map_err(ssr::fail)
+        .map_err(ssr::fail)?;
+    backend
+        .audit(&principal.name, "study.status", &slug, &status)
+        .await;
+    Ok(())
 }
 
 #[server(prefix = "/rpc", endpoint = "study_report")]
 pub async fn get_study_report(slug: String) -> Result<StudyReport, ServerFnError> {
-    let backend = ssr::require_admin().await?;
+    let (backend, _) = ssr::require_admin(Permission::ReadStudy(&slug)).await?;
     backend.study_report(&slug).await.map_err(ssr::fail)
 }
 
@@ -407,7 +535,7 @@ pub async fn get_leaderboard(
     slug: String,
     drop_flagged: bool,
 ) -> Result<LeaderboardView, ServerFnError> {
-    let backend = ssr::require_admin().await?;
+    let (backend, _) = ssr::require_admin(Permission::ReadStudy(&slug)).await?;
     backend
         .leaderboard(&slug, drop_flagged)
         .await
@@ -420,9 +548,18 @@ pub async fn set_rater_status(
     pseudonym: String,
     status: String,
 ) -> Result<(), ServerFnError> {
-    let backend = ssr::require_admin().await?;
+    let (backend, principal) = ssr::require_admin(Permission::WriteStudy(&slug)).await?;
     backend
         .set_rater_status(&slug, &pseudonym, &status)
         .await
-        .map_err(ssr::fail)
+        .map_err(ssr::fail)?;
+    backend
+        .audit(
+            &principal.name,
+            "rater.status",
+            &format!("{slug}/{pseudonym}"),
+            &status,
+        )
+        .await;
+    Ok(())
 }

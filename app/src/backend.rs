@@ -13,6 +13,8 @@ use crate::wire::*;
 pub enum BackendError {
     BadRequest(String),
     Unauthorized(String),
+    /// Authenticated, but the role (or the studies granted) does not allow it.
+    Forbidden(String),
     NotFound(String),
     Conflict(String),
     /// A limit of the study was reached (sessions per address, consents per minute, votes per day).
@@ -25,6 +27,7 @@ impl BackendError {
         match self {
             BackendError::BadRequest(_) => 400,
             BackendError::Unauthorized(_) => 401,
+            BackendError::Forbidden(_) => 403,
             BackendError::NotFound(_) => 404,
             BackendError::Conflict(_) => 409,
             BackendError::TooMany(_) => 429,
@@ -38,6 +41,7 @@ impl std::fmt::Display for BackendError {
         match self {
             BackendError::BadRequest(m)
             | BackendError::Unauthorized(m)
+            | BackendError::Forbidden(m)
             | BackendError::NotFound(m)
             | BackendError::Conflict(m)
             | BackendError::TooMany(m) => f.write_str(m),
@@ -87,7 +91,49 @@ pub trait Backend: Send + Sync + 'static {
         rater_token: &str,
     ) -> Result<(), BackendError>;
 
-    async fn admin_authorized(&self, token: &str) -> bool;
+    /// Who presents `token` as `Authorization: Bearer` (the configured owner token or a live
+    /// per-person token); `None` for anything else. Never a session id.
+    async fn admin_bearer(&self, token: &str) -> Option<Principal>;
+    /// Exchanges a token for a new session (the login form): the session id for the cookie and
+    /// who it is. A wrong token is `Unauthorized` and written to the audit log.
+    async fn admin_login(&self, token: &str) -> Result<(String, Principal), BackendError>;
+    /// Who holds the session `session_id` (the admin cookie's value), unless it has expired, was
+    /// logged out or its token was revoked.
+    async fn admin_session(&self, session_id: &str) -> Option<Principal>;
+    /// Ends the session `session_id` (logout); a missing one is not an error.
+    async fn admin_logout(&self, session_id: &str) -> Result<(), BackendError>;
+    /// Whether `who` may do `permission`: `Forbidden` when the role does not allow it, `NotFound`
+    /// for a study the principal may not see (so its existence is not revealed either).
+    async fn authorize(
+        &self,
+        who: &Principal,
+        permission: Permission<'_>,
+    ) -> Result<(), BackendError>;
+    /// Appends to the audit log (failures are logged, never shown to the caller).
+    async fn audit(&self, who: &str, action: &str, target: &str, detail: &str);
+    /// Whether cookies set in answer to a request with these headers get `Secure` (`--secure-cookies`,
+    /// or `X-Forwarded-Proto: https` behind a proxy trusted with `--trust-proxy`).
+    fn secure_cookies(&self, headers: &http::HeaderMap) -> bool;
+    /// The studies `who` may see (all of them for the owner; the granted ones for a researcher).
+    async fn list_studies_for(&self, who: &Principal) -> Result<Vec<StudySummary>, BackendError>;
+    /// The per-person tokens (owner only); never the tokens themselves.
+    async fn admin_tokens(&self, who: &Principal) -> Result<Vec<AdminTokenView>, BackendError>;
+    /// Creates a per-person token (owner only) and returns it: shown once, only its digest is kept.
+    async fn create_admin_token(
+        &self,
+        who: &Principal,
+        name: &str,
+        role: &str,
+        studies: &[String],
+    ) -> Result<String, BackendError>;
+    /// Revokes a token by name (owner only); its sessions end.
+    async fn revoke_admin_token(&self, who: &Principal, name: &str) -> Result<(), BackendError>;
+    /// Creates a study for `who`: a researcher is granted the study it creates.
+    async fn create_study_for(
+        &self,
+        who: &Principal,
+        study: NewStudy,
+    ) -> Result<StudySummary, BackendError>;
     /// The server's model registry (empty without `--models`), with the file's text if it has one.
     async fn model_registry(&self) -> RegistryView;
     /// Replaces the registry file with `text` after checking it and loading its models.

@@ -501,3 +501,98 @@ pub struct RegistryView {
     pub file: Option<String>,
     pub text: Option<String>,
 }
+
+/// What a person may do in the admin area. `Owner` may do everything, including managing tokens and
+/// reading the audit log; `Researcher` creates studies (and then owns them) and works on the studies
+/// granted to it; `Viewer` reads results and exports and changes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminRole {
+    Owner,
+    Researcher,
+    Viewer,
+}
+
+impl AdminRole {
+    pub fn parse(text: &str) -> Result<AdminRole, String> {
+        match text.trim() {
+            "owner" => Ok(AdminRole::Owner),
+            "researcher" => Ok(AdminRole::Researcher),
+            "viewer" => Ok(AdminRole::Viewer),
+            other => Err(format!(
+                "role must be owner, researcher or viewer, got {other:?}"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminRole::Owner => "owner",
+            AdminRole::Researcher => "researcher",
+            AdminRole::Viewer => "viewer",
+        }
+    }
+}
+
+/// Who an admin request comes from: the name of their token (`owner` for the configured bootstrap
+/// token) and its role. `token_id` is `None` for the bootstrap owner and the command line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Principal {
+    pub name: String,
+    pub role: AdminRole,
+    pub token_id: Option<i64>,
+}
+
+impl Principal {
+    /// The command line (`moat study`, `moat admin-token`): whoever can read the database is owner.
+    pub fn command_line() -> Principal {
+        Principal {
+            name: "cli".into(),
+            role: AdminRole::Owner,
+            token_id: None,
+        }
+    }
+}
+
+/// One thing an admin request wants to do; `Backend::authorize` says whether its principal may.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Permission<'a> {
+    /// Read a study's report, results, raters and exports.
+    ReadStudy(&'a str),
+    /// Change a study: settings, status, imports, rater exclusion.
+    WriteStudy(&'a str),
+    CreateStudy,
+    /// Read the model registry (contestants for arena studies).
+    ReadModels,
+    /// Replace the model registry.
+    ManageModels,
+    /// Call the models under `/v1`.
+    UseModels,
+    /// Create, list and revoke per-person tokens.
+    ManageTokens,
+    ReadAudit,
+    /// Pure computations on uploaded data that touch no study (the battles leaderboard).
+    Compute,
+}
+
+/// A per-person admin token as listed (never the token itself).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdminTokenView {
+    pub name: String,
+    pub role: AdminRole,
+    pub studies: Vec<String>,
+    pub created_ms: i64,
+    pub last_used_ms: Option<i64>,
+    pub revoked: bool,
+}
+
+/// One row of the audit log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+}

@@ -83,3 +83,41 @@ test('a form on another origin cannot change a study with the admin cookie; the 
   assert.deepEqual(errors, []);
   await context.close();
 });
+
+test('the admin cookie holds a session, not the token; logging out ends it on the server', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(`${page.url()}: ${e}`));
+  await page.goto(`${moat.base}/admin`);
+  await page.waitForSelector('body[data-hydrated]');
+  await page.fill('input[name=token]', ADMIN_TOKEN);
+  await page.click('#login');
+  await page.waitForSelector('#logout');
+  assert.match(await page.textContent('#whoami'), /Logged in as owner \(owner\)/);
+  const cookie = (await context.cookies(moat.base)).find((c) => c.name === 'moat_admin');
+  assert.ok(cookie, 'logged in');
+  assert.notEqual(cookie.value, ADMIN_TOKEN, 'the cookie is not the token');
+  assert.ok(!cookie.value.includes(ADMIN_TOKEN), 'nor contains it');
+  assert.equal(cookie.httpOnly, true);
+  assert.equal(cookie.sameSite, 'Lax');
+  const session = `moat_admin=${cookie.value}`;
+  const whoami = () => fetch(`${moat.base}/api/v1/whoami`, { headers: { cookie: session } });
+  assert.equal((await whoami()).status, 200);
+
+  // The owner's token section: a new token is shown once, and works for its holder.
+  await page.fill('.create-token input[name=name]', 'alice');
+  await page.selectOption('.create-token select[name=role]', 'viewer');
+  await page.click('#create-token');
+  const token = (await (await page.waitForSelector('#new-token code')).textContent()).trim();
+  assert.match(token, /^moat_at_[0-9a-f]{48}$/);
+  await page.waitForSelector('table.admin-tokens >> text=alice');
+  const asAlice = await fetch(`${moat.base}/api/v1/whoami`, { headers: { authorization: `Bearer ${token}` } });
+  assert.deepEqual(await asAlice.json(), { name: 'alice', role: 'viewer', token_id: 1 });
+
+  await page.click('#logout');
+  await page.waitForSelector('input[name=token]');
+  assert.equal((await whoami()).status, 401, 'the old cookie no longer works anywhere');
+  assert.deepEqual(errors, []);
+  await context.close();
+});

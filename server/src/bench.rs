@@ -23,6 +23,11 @@ pub struct VoteBenchArgs {
     /// Prompts in the study (each rater sees each prompt at most once).
     #[arg(long, default_value_t = 3000)]
     pub prompts: usize,
+    /// Megabytes of a Moat import uploaded slowly, spread over the run, through the JSON API while
+    /// the raters vote (0: none). The upload is cut when the run ends, so what is measured is
+    /// voting while a large body arrives, not the import's own transaction.
+    #[arg(long, default_value_t = 0)]
+    pub upload_mb: u64,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -40,6 +45,66 @@ pub struct VoteBenchReport {
     pub cycle_p99_ms: f64,
     pub errors: usize,
     pub server_peak_rss_mb: f64,
+    /// Bytes of the slow upload the server received during the run (0 without `--upload-mb`).
+    pub upload_bytes_sent: u64,
+}
+
+/// Sends `POST /api/v1/studies/{slug}/import` over a raw connection with a body of `total` bytes of
+/// generated Moat JSONL, paced evenly over `over`, until `stop` is set; returns the bytes sent. The
+/// body is never finished when stopped early: the server drops its spool file.
+async fn slow_upload(
+    base: &str,
+    token: &str,
+    slug: &str,
+    total: u64,
+    over: Duration,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<u64> {
+    use tokio::io::AsyncWriteExt;
+    let addr = base
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("the bench server's address is not http://: {base}"))?;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+    let head = format!(
+        "POST /api/v1/studies/{slug}/import HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/jsonl\r\n\
+         Content-Length: {total}\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await?;
+    // One 256 KiB block of prompt lines, sent again and again after the header line (the ids
+    // repeat, which the import would refuse; the run cuts the body before it is complete anyway).
+    let filler = "Upload filler text for the benchmark. ".repeat(20);
+    let mut block = Vec::new();
+    for line in 0..usize::MAX {
+        if block.len() >= 256 * 1024 {
+            break;
+        }
+        block.extend_from_slice(
+            serde_json::json!({ "id": format!("u{line}"), "prompt": format!("Uploaded {line}"),
+                "responses": { "bench-open-a": filler, "bench-open-b": filler } })
+            .to_string()
+            .as_bytes(),
+        );
+        block.push(b'\n');
+    }
+    let mut chunk = study_file(0).into_bytes();
+    let started = Instant::now();
+    let mut sent: u64 = 0;
+    while sent < total && !stop.load(Ordering::Relaxed) {
+        if chunk.len() < block.len() {
+            chunk.extend_from_slice(&block);
+        }
+        let take = chunk.len().min((total - sent) as usize);
+        tcp.write_all(&chunk[..take]).await?;
+        chunk.drain(..take);
+        sent += take as u64;
+        // Keep to the pace: `sent` bytes should have taken `sent / total` of `over`.
+        let due = over.mul_f64(sent as f64 / total as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    Ok(sent)
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -151,9 +216,12 @@ pub async fn run(args: VoteBenchArgs) -> anyhow::Result<VoteBenchReport> {
     let http = reqwest::Client::new();
     let admin = |r: reqwest::RequestBuilder| r.bearer_auth(&token);
     // Every simulated rater comes from this machine's address, and they start sessions as fast as
-    // they can: the study's flood limits are off for the benchmark.
+    // they can: the study's flood limits are off for the benchmark. The generated answers name
+    // their model ("bench-open-a answers 1"), so the identity check flags every prompt; without
+    // `show_flagged` no comparison would be assigned at all.
     let settings = serde_json::json!({
         "items_per_rater": args.prompts,
+        "show_flagged": true,
         "sessions_per_ip": 0,
         "consents_per_minute": 0,
     });
@@ -174,6 +242,22 @@ pub async fn run(args: VoteBenchArgs) -> anyhow::Result<VoteBenchReport> {
         .error_for_status()?;
 
     let stop = Arc::new(AtomicBool::new(false));
+    let upload = if args.upload_mb > 0 {
+        admin(http.post(format!("{base}/api/v1/studies")))
+            .json(&serde_json::json!({ "slug": "upload", "title": "Upload" }))
+            .send()
+            .await?
+            .error_for_status()?;
+        let (base, token, stop) = (base.clone(), token.clone(), stop.clone());
+        // Paced a little slower than the run, so the body is still arriving when the run ends.
+        let over = Duration::from_secs(args.seconds).mul_f64(1.2);
+        let total = args.upload_mb * 1_000_000;
+        Some(tokio::spawn(async move {
+            slow_upload(&base, &token, "upload", total, over, stop).await
+        }))
+    } else {
+        None
+    };
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.raters {
@@ -218,6 +302,10 @@ pub async fn run(args: VoteBenchArgs) -> anyhow::Result<VoteBenchReport> {
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let upload_bytes_sent = match upload {
+        Some(task) => task.await??,
+        None => 0,
+    };
     let rss = peak_rss_mb(pid);
     server.start_kill()?;
     let _ = server.wait().await;
@@ -234,6 +322,7 @@ pub async fn run(args: VoteBenchArgs) -> anyhow::Result<VoteBenchReport> {
         cycle_p99_ms: percentile(&cycle_ms, 0.99),
         errors,
         server_peak_rss_mb: rss,
+        upload_bytes_sent,
     })
 }
 
@@ -255,7 +344,12 @@ impl std::fmt::Display for VoteBenchReport {
             "cycle (next comparison + vote) p50 {:.2} ms  p99 {:.2} ms",
             self.cycle_p50_ms, self.cycle_p99_ms
         )?;
-        write!(f, "server peak RSS {:.0} MB", self.server_peak_rss_mb)
+        writeln!(f, "server peak RSS {:.0} MB", self.server_peak_rss_mb)?;
+        write!(
+            f,
+            "slow upload received during the run: {:.0} MB",
+            self.upload_bytes_sent as f64 / 1e6
+        )
     }
 }
 

@@ -48,6 +48,37 @@ pub enum Command {
         /// A model registry file (TOML): its models are served under /v1 (OpenAI-compatible).
         #[arg(long, env = "MOAT_MODELS")]
         models: Option<PathBuf>,
+        /// Mark the admin and rater cookies `Secure` (browsers then send them over HTTPS only):
+        /// set it when every visitor reaches Moat over HTTPS.
+        #[arg(long, env = "MOAT_SECURE_COOKIES")]
+        secure_cookies: bool,
+        /// Trust the reverse proxy in front: a request with `X-Forwarded-Proto: https` gets
+        /// `Secure` cookies. Without this flag the header is ignored (any client can send it).
+        #[arg(long, env = "MOAT_TRUST_PROXY")]
+        trust_proxy: bool,
+        /// Seconds an ordinary request may take before it is answered 503 (streams, uploads and
+        /// /v1 are exempt).
+        #[arg(long, env = "MOAT_REQUEST_TIMEOUT", default_value_t = 60)]
+        request_timeout: u64,
+        /// The largest upload (imports, battles files) in bytes; uploads are spooled to a
+        /// temporary file first.
+        #[arg(long, env = "MOAT_MAX_UPLOAD_BYTES", default_value_t = 8 << 30)]
+        max_upload_bytes: u64,
+        /// Seconds an upload may send nothing before it is dropped.
+        #[arg(long, env = "MOAT_UPLOAD_IDLE_TIMEOUT", default_value_t = 30)]
+        upload_idle_timeout: u64,
+        /// Seconds a connection may take to send a request's headers (slowloris) before it is closed.
+        #[arg(long, env = "MOAT_HEADER_READ_TIMEOUT", default_value_t = 30)]
+        header_read_timeout: u64,
+    },
+    /// Per-person admin tokens with a role (owner, researcher, viewer).
+    #[command(subcommand, name = "admin-token")]
+    AdminToken(AdminTokenCommand),
+    /// The admin audit log: who did what when, newest first.
+    Audit {
+        /// How many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
     },
     /// Fill a study's missing responses from a registry model (resumable).
     Generate(crate::generate::GenerateArgs),
@@ -186,6 +217,25 @@ pub enum KeyCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum AdminTokenCommand {
+    /// Create a token (printed once; only its SHA-256 digest is stored).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// owner, researcher or viewer.
+        #[arg(long)]
+        role: String,
+        /// A study the token may work on (researcher) or read (viewer; none: all); repeatable.
+        #[arg(long = "study")]
+        studies: Vec<String>,
+    },
+    /// List tokens: names, roles, studies, when created and last used, whether revoked.
+    List,
+    /// Revoke a token by name (its sessions end at once).
+    Revoke { name: String },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Concurrent simulated raters against a SQLite-backed server over loopback HTTP.
     Votes(crate::bench::VoteBenchArgs),
@@ -283,6 +333,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             site_root,
             admin_token,
             models,
+            secure_cookies,
+            trust_proxy,
+            request_timeout,
+            max_upload_bytes,
+            upload_idle_timeout,
+            header_read_timeout,
         } => {
             if !site_root.join("pkg").join("moat.js").exists() {
                 tracing::warn!(
@@ -297,6 +353,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 admin_token: admin_token.map(Secret),
                 demo,
                 models,
+                cookies: crate::web::CookiePolicy {
+                    always_secure: secure_cookies,
+                    trust_proxy,
+                },
+                limits: crate::http::Limits {
+                    upload_max_bytes: max_upload_bytes,
+                    upload_idle: std::time::Duration::from_secs(upload_idle_timeout.max(1)),
+                    request_timeout: std::time::Duration::from_secs(request_timeout.max(1)),
+                    header_read: std::time::Duration::from_secs(header_read_timeout.max(1)),
+                },
             })
             .await?;
             println!("Moat is listening on http://{}", app.addr);
@@ -341,6 +407,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         anyhow::anyhow!("{}: {e}; nothing was imported", file.display())
                     })?;
                 println!("{report}");
+                store
+                    .record_audit("cli", "study.import", slug.as_str(), format.as_str())
+                    .await?;
                 store.close().await;
                 return Ok(());
             }
@@ -351,6 +420,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was imported", file.display()))?;
             println!("{report}");
+            store
+                .record_audit("cli", "study.import", slug.as_str(), "moat")
+                .await?;
             store.close().await;
             Ok(())
         }
@@ -503,6 +575,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::AdminToken(command) => {
+            let store = Store::connect(&database_url).await?;
+            let result = run_admin_token(&store, command).await;
+            store.close().await;
+            println!("{}", result?);
+            Ok(())
+        }
+        Command::Audit { limit } => {
+            let store = Store::connect(&database_url).await?;
+            let entries = store.audit_log(limit.max(1)).await;
+            store.close().await;
+            for entry in entries? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    moat_exports::record::rfc3339_utc(entry.at_ms),
+                    entry.actor,
+                    entry.action,
+                    entry.target,
+                    entry.detail
+                );
+            }
+            Ok(())
+        }
         Command::Key(command) => {
             let store = Store::connect(&database_url).await?;
             let result = match command {
@@ -541,6 +636,60 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             backend.store.close().await;
             println!("{}", result?);
             Ok(())
+        }
+    }
+}
+
+/// `moat admin-token …`: what it printed, or why not. Changes are written to the audit log as `cli`.
+async fn run_admin_token(store: &Store, command: AdminTokenCommand) -> anyhow::Result<String> {
+    match command {
+        AdminTokenCommand::Create {
+            name,
+            role,
+            studies,
+        } => {
+            let role = moat_app::wire::AdminRole::parse(&role).map_err(anyhow::Error::msg)?;
+            let token = store.create_admin_token(&name, role, &studies).await?;
+            store
+                .record_audit(
+                    "cli",
+                    "token.create",
+                    name.trim(),
+                    &format!("{} {}", role.as_str(), studies.join(",")),
+                )
+                .await?;
+            Ok(format!(
+                "Admin token {name:?} ({}) (shown once; only its digest is stored):\n{token}",
+                role.as_str()
+            ))
+        }
+        AdminTokenCommand::List => Ok(store
+            .list_admin_tokens()
+            .await?
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}\t{}\tstudies {}\tcreated {}\tlast used {}\t{}",
+                    t.name,
+                    t.role.as_str(),
+                    if t.studies.is_empty() {
+                        "-".to_string()
+                    } else {
+                        t.studies.join(",")
+                    },
+                    moat_exports::record::rfc3339_utc(t.created_ms),
+                    t.last_used_ms
+                        .map(moat_exports::record::rfc3339_utc)
+                        .unwrap_or_else(|| "never".into()),
+                    if t.revoked { "revoked" } else { "active" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")),
+        AdminTokenCommand::Revoke { name } => {
+            store.revoke_admin_token(&name).await?;
+            store.record_audit("cli", "token.revoke", &name, "").await?;
+            Ok(format!("Admin token {name:?} revoked; its sessions ended"))
         }
     }
 }

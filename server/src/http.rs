@@ -11,17 +11,16 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use moat_app::api::ssr::cookie_value;
 use moat_app::backend::{Backend, BackendError, SharedBackend};
-use moat_app::wire::NewStudy;
 use moat_app::wire::StudyChanges;
+use moat_app::wire::{NewStudy, Permission, Principal};
 use moat_app::{shell, App};
 use serde::{Deserialize, Serialize};
 use tokio::io::BufReader;
-use tokio_util::io::StreamReader;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -78,8 +77,10 @@ impl From<ImportError> for ApiError {
     }
 }
 
-/// Proof that the request carries the admin token, as `Authorization: Bearer …` or the admin cookie.
-pub struct Admin;
+/// Who an admin request comes from: a token as `Authorization: Bearer …` (the configured owner
+/// token or a per-person token), or the session id in the admin cookie. Handlers then ask
+/// `Backend::authorize` whether this principal may do what the route does.
+pub struct Admin(pub Principal);
 
 impl FromRequestParts<Arc<AppBackend>> for Admin {
     type Rejection = ApiError;
@@ -92,20 +93,149 @@ impl FromRequestParts<Arc<AppBackend>> for Admin {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_string);
-        let token = bearer
-            .or_else(|| cookie_value(&parts.headers, moat_app::api::ADMIN_COOKIE))
-            .unwrap_or_default();
-        if backend.admin_authorized(token.trim()).await {
-            Ok(Admin)
-        } else {
-            Err(ApiError(
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let principal = match bearer {
+            Some(token) => backend.admin_bearer(token.trim()).await,
+            None => match cookie_value(&parts.headers, moat_app::api::ADMIN_COOKIE) {
+                Some(session) => backend.admin_session(session.trim()).await,
+                None => None,
+            },
+        };
+        principal.map(Admin).ok_or_else(|| {
+            ApiError(
                 StatusCode::UNAUTHORIZED,
-                "admin token required (Authorization: Bearer TOKEN)".into(),
-            ))
+                "admin token required (Authorization: Bearer TOKEN, or log in at /admin)".into(),
+            )
+        })
+    }
+}
+
+impl Admin {
+    /// This principal, if it may do `permission` (else 403, or 404 for a study it may not see).
+    async fn may(
+        self,
+        backend: &AppBackend,
+        permission: Permission<'_>,
+    ) -> Result<Principal, ApiError> {
+        backend.authorize(&self.0, permission).await?;
+        Ok(self.0)
+    }
+}
+
+/// How much and how slowly a client may upload, and how long an ordinary request may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The largest upload (import, battles file) spooled to disk.
+    pub upload_max_bytes: u64,
+    /// An upload that sends nothing for this long is dropped (a slow-body attack holds nothing).
+    pub upload_idle: std::time::Duration,
+    /// An ordinary request (not a stream, not an upload) that takes longer is answered 503.
+    pub request_timeout: std::time::Duration,
+    /// A connection must deliver a request's headers within this time, or it is closed (slowloris).
+    pub header_read: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            upload_max_bytes: 8 << 30,
+            upload_idle: std::time::Duration::from_secs(30),
+            request_timeout: std::time::Duration::from_secs(60),
+            header_read: std::time::Duration::from_secs(30),
         }
     }
+}
+
+/// Whether a path streams or uploads and so must not be cut off by the request timeout: model
+/// serving (`/v1/*`, streamed completions and long whole ones; the model client has its own
+/// timeouts), battle events, an arena prompt posted without JavaScript (it waits for both answers),
+/// and uploads (which have their own idle timeout). Exports answer at once and stream their body,
+/// which the timeout never covers.
+pub fn exempt_from_timeout(path: &str) -> bool {
+    path.starts_with("/v1/")
+        || path == "/rpc/arena_prompt"
+        || path == "/api/v1/leaderboard"
+        || (path.starts_with("/s/") && path.ends_with("/events"))
+        || ((path.starts_with("/api/v1/studies/") || path.starts_with("/admin/studies/"))
+            && path.ends_with("/import"))
+}
+
+/// Answers 503 when an ordinary request takes longer than [`Limits::request_timeout`].
+pub async fn request_timeout(
+    axum::Extension(limits): axum::Extension<Limits>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if exempt_from_timeout(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let path = request.uri().path().to_string();
+    match tokio::time::timeout(limits.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(%path, "request timed out");
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the request took longer than {} s and was stopped",
+                    limits.request_timeout.as_secs()
+                ),
+            )
+            .into_response()
+        }
+    }
+}
+
+/// Writes an upload to a temporary file, chunk by chunk, before anything takes the store's write
+/// lock: a slow or huge upload then holds a file, not SQLite's single writer. Refuses more than
+/// `limits.upload_max_bytes` and a sender that goes quiet for `limits.upload_idle`.
+pub async fn spool_upload<S, E>(
+    mut stream: S,
+    limits: &Limits,
+) -> Result<tempfile::NamedTempFile, ApiError>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    use tokio::io::AsyncWriteExt;
+    let io = |e: std::io::Error| ApiError::from(ImportError::Io(e));
+    let spool = tempfile::NamedTempFile::new().map_err(io)?;
+    let mut file = tokio::fs::File::from_std(spool.reopen().map_err(io)?);
+    let mut written: u64 = 0;
+    loop {
+        let chunk = match tokio::time::timeout(limits.upload_idle, stream.next()).await {
+            Err(_) => {
+                return Err(ApiError(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "upload stopped: nothing arrived for {} s (after {written} bytes)",
+                        limits.upload_idle.as_secs()
+                    ),
+                ))
+            }
+            Ok(None) => break,
+            Ok(Some(Err(error))) => {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("upload failed after {written} bytes: {error}"),
+                ))
+            }
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        written += chunk.len() as u64;
+        if written > limits.upload_max_bytes {
+            return Err(ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "upload refused: larger than the server's limit of {} bytes (--max-upload-bytes)",
+                    limits.upload_max_bytes
+                ),
+            ));
+        }
+        file.write_all(&chunk).await.map_err(io)?;
+    }
+    file.flush().await.map_err(io)?;
+    Ok(spool)
 }
 
 pub fn router(backend: Arc<AppBackend>, leptos_options: LeptosOptions) -> Router {
@@ -139,7 +269,11 @@ pub fn router(backend: Arc<AppBackend>, leptos_options: LeptosOptions) -> Router
         ));
     let (api, _) = api_routes().split_for_parts();
     let api = api
-        .route("/admin/studies/{slug}/import", post(import_form))
+        .route(
+            "/admin/studies/{slug}/import",
+            // The form's file is spooled by `spool_upload`, which enforces its own limit.
+            post(import_form).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .with_state(backend)
         .nest_service(
             &pkg_route,
@@ -224,6 +358,11 @@ pub fn api_routes() -> OpenApiRouter<Arc<AppBackend>> {
         .routes(routes!(battles_leaderboard))
         .routes(routes!(set_rater_status))
         .routes(routes!(verify_completion_code))
+        .routes(routes!(list_admin_tokens, create_admin_token))
+        .routes(routes!(revoke_admin_token))
+        .routes(routes!(audit_log))
+        .routes(routes!(whoami))
+        .routes(routes!(logout))
 }
 
 /// The OpenAPI 3.1 description of the JSON API, built once.
@@ -257,10 +396,10 @@ const SLUG: &str = "the study's slug (lowercase letters, digits and dashes)";
     )
 )]
 async fn list_studies(
-    _: Admin,
+    Admin(who): Admin,
     State(backend): State<Arc<AppBackend>>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(backend.list_studies().await?))
+    Ok(Json(backend.list_studies_for(&who).await?))
 }
 
 #[utoipa::path(
@@ -277,7 +416,7 @@ async fn list_studies(
     )
 )]
 async fn create_study(
-    _: Admin,
+    admin: Admin,
     State(backend): State<Arc<AppBackend>>,
     body: Result<Json<NewStudy>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -287,9 +426,10 @@ async fn create_study(
             format!("invalid study: {}", e.body_text()),
         )
     })?;
+    let who = admin.may(&backend, Permission::CreateStudy).await?;
     Ok((
         StatusCode::CREATED,
-        Json(backend.create_study(study).await?),
+        Json(backend.create_study_for(&who, study).await?),
     ))
 }
 
@@ -308,7 +448,7 @@ async fn create_study(
     )
 )]
 async fn update_study(
-    _: Admin,
+    admin: Admin,
     State(backend): State<Arc<AppBackend>>,
     Path(slug): Path<String>,
     body: Result<Json<StudyChanges>, axum::extract::rejection::JsonRejection>,
@@ -319,7 +459,10 @@ async fn update_study(
             format!("invalid study changes: {}", e.body_text()),
         )
     })?;
-    Ok(Json(backend.update_study(&slug, changes).await?))
+    let who = admin.may(&backend, Permission::WriteStudy(&slug)).await?;
+    let summary = backend.update_study(&slug, changes).await?;
+    backend.audit(&who.name, "study.update", &slug, "api").await;
+    Ok(Json(summary))
 }
 
 #[utoipa::path(
@@ -334,10 +477,11 @@ async fn update_study(
     )
 )]
 async fn study_report(
-    _: Admin,
+    admin: Admin,
     State(backend): State<Arc<AppBackend>>,
     Path(slug): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    admin.may(&backend, Permission::ReadStudy(&slug)).await?;
     Ok(Json(backend.study_report(&slug).await?))
 }
 
@@ -377,13 +521,17 @@ struct RaterStatusAnswer {
     )
 )]
 async fn set_status(
-    _: Admin,
+    admin: Admin,
     State(backend): State<Arc<AppBackend>>,
     Path(slug): Path<String>,
     body: Result<Json<StatusBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let who = admin.may(&backend, Permission::WriteStudy(&slug)).await?;
     let Json(body) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     backend.set_study_status(&slug, &body.status).await?;
+    backend
+        .audit(&who.name, "study.status", &slug, &body.status)
+        .await;
     Ok(Json(StudyStatusAnswer {
         slug,
         status: body.status,
@@ -403,17 +551,25 @@ fn default_import_format() -> String {
     "moat".into()
 }
 
-/// Imports a public dataset from a stream: spooled to a temporary file first (the dataset readers
-/// detect gzip and Parquet, which need to look at the file).
-async fn import_dataset_stream<S>(
+/// Imports a spooled upload in `format` (`moat` JSONL or a public dataset's format); only now is the
+/// store's write lock taken.
+async fn import_spooled(
     backend: &AppBackend,
     slug: &StudySlug,
     format: &str,
-    stream: S,
-) -> Result<crate::import::DatasetImportReport, ApiError>
-where
-    S: tokio::io::AsyncRead + Unpin,
-{
+    spool: &tempfile::NamedTempFile,
+) -> Result<(String, String), ApiError> {
+    let both = |json: Result<String, serde_json::Error>, text: String| {
+        json.map(|json| (json, text))
+            .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))
+    };
+    if format == "moat" {
+        let file = tokio::fs::File::open(spool.path())
+            .await
+            .map_err(|e| ApiError::from(ImportError::Io(e)))?;
+        let report = import_jsonl(&backend.store, slug, BufReader::new(file), &[]).await?;
+        return both(serde_json::to_string(&report), report.to_string());
+    }
     let format = moat_exports::import::ImportFormat::parse(format).ok_or_else(|| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -422,28 +578,23 @@ where
             ),
         )
     })?;
-    let spool = tempfile::NamedTempFile::new().map_err(|e| ApiError::from(ImportError::Io(e)))?;
-    let mut file = tokio::fs::File::from_std(
-        spool
-            .reopen()
-            .map_err(|e| ApiError::from(ImportError::Io(e)))?,
-    );
-    let mut stream = stream;
-    tokio::io::copy(&mut stream, &mut file)
-        .await
-        .map_err(|e| ApiError::from(ImportError::Io(e)))?;
-    Ok(crate::import::import_dataset(&backend.store, slug, format, spool.path(), &[]).await?)
+    let report =
+        crate::import::import_dataset(&backend.store, slug, format, spool.path(), &[]).await?;
+    both(serde_json::to_string(&report), report.to_string())
 }
 
 /// What an import did: the JSONL format's report, or a public dataset's.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
+// Only its schema is used: `import_spooled` writes the JSON of one of these itself.
+#[allow(dead_code)]
 enum ImportAnswer {
     Moat(crate::import::ImportReport),
     Dataset(crate::import::DatasetImportReport),
 }
 
-/// `POST /api/v1/studies/{slug}/import[?format=hh-rlhf|oasst|arena|trl|votes]` with the file as the body.
+/// `POST /api/v1/studies/{slug}/import[?format=hh-rlhf|oasst|arena|trl|votes]` with the file as the
+/// body: spooled to a temporary file, then imported in one transaction.
 #[utoipa::path(
     post,
     path = "/api/v1/studies/{slug}/import",
@@ -463,36 +614,42 @@ enum ImportAnswer {
     )
 )]
 async fn import_body(
-    _: Admin,
+    admin: Admin,
     State(backend): State<Arc<AppBackend>>,
+    axum::Extension(limits): axum::Extension<Limits>,
     Path(slug): Path<String>,
     query: Result<Query<ImportQuery>, QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(ApiError::from)?;
+    let who = admin.may(&backend, Permission::WriteStudy(&slug)).await?;
     let slug = StudySlug::parse(&slug).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
-    let reader = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
-    if query.format != "moat" {
-        let report = import_dataset_stream(&backend, &slug, &query.format, reader).await?;
-        return Ok(Json(ImportAnswer::Dataset(report)).into_response());
-    }
-    let report = import_jsonl(&backend.store, &slug, BufReader::new(reader), &[]).await?;
-    Ok(Json(ImportAnswer::Moat(report)).into_response())
+    let spool = spool_upload(body.into_data_stream(), &limits).await?;
+    let (report, _) = import_spooled(&backend, &slug, &query.format, &spool).await?;
+    backend
+        .audit(&who.name, "study.import", slug.as_str(), &query.format)
+        .await;
+    Ok(([(header::CONTENT_TYPE, "application/json")], report).into_response())
 }
 
 /// The admin page's upload form (multipart, field `file`); answers with a redirect back to the page.
 async fn import_form(
     State(backend): State<Arc<AppBackend>>,
+    axum::Extension(limits): axum::Extension<Limits>,
     Path(slug): Path<String>,
     headers: HeaderMap,
     mut multipart: Multipart,
 ) -> Response {
-    let token = cookie_value(&headers, moat_app::api::ADMIN_COOKIE).unwrap_or_default();
-    if !backend.admin_authorized(&token).await {
+    let session = cookie_value(&headers, moat_app::api::ADMIN_COOKIE).unwrap_or_default();
+    let Some(who) = backend.admin_session(&session).await else {
         return Redirect::to("/admin").into_response();
-    }
+    };
     let page = format!("/admin/studies/{slug}");
     let outcome: Result<String, String> = async {
+        backend
+            .authorize(&who, Permission::WriteStudy(&slug))
+            .await
+            .map_err(|e| e.to_string())?;
         let slug = StudySlug::parse(&slug)?;
         let mut format = "moat".to_string();
         while let Some(field) = multipart
@@ -510,20 +667,14 @@ async fn import_form(
             if field.name() != Some("file") {
                 continue;
             }
-            let reader = StreamReader::new(field.map_err(std::io::Error::other));
-            if format != "moat" {
-                return import_dataset_stream(&backend, &slug, &format, reader)
-                    .await
-                    .map(|report| report.to_string())
-                    .map_err(|e| e.1);
-            }
-            return import_jsonl(&backend.store, &slug, BufReader::new(reader), &[])
+            let spool = spool_upload(field, &limits).await.map_err(|e| e.1)?;
+            let (_, report) = import_spooled(&backend, &slug, &format, &spool)
                 .await
-                .map(|report| report.to_string())
-                .map_err(|e| match e {
-                    ImportError::Store(_) => ApiError::from(e).1,
-                    other => other.to_string(),
-                });
+                .map_err(|e| e.1)?;
+            backend
+                .audit(&who.name, "study.import", slug.as_str(), &format)
+                .await;
+            return Ok(report);
         }
         Err("the form has no file".to_string())
     }
@@ -633,12 +784,13 @@ impl ExportQuery {
     )
 )]
 async fn export(
-    _: Admin,
+    admin: Admin,
     State(backend): State<Arc<AppBackend>>,
     Path(slug): Path<String>,
     query: Result<Query<ExportQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(ApiError::from)?;
+    let who = admin.may(&backend, Permission::ReadStudy(&slug)).await?;
     let mut request = query
         .request()
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
@@ -659,6 +811,9 @@ async fn export(
             .await
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     }
+    backend
+        .audit(&who.name, "study.export", &slug, request.format.as_str())
+        .await;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let (done_sender, done_receiver) = tokio::sync::oneshot::channel();
     let task_backend = backend.clone();
@@ -737,12 +892,13 @@ impl LeaderboardQuery {
     )
 )]
 async fn study_leaderboard(
-    _: Admin,
+    admin: Admin,
     State(backend): State<Arc<AppBackend>>,
     Path(slug): Path<String>,
     query: Result<Query<LeaderboardQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(query) = query.map_err(ApiError::from)?;
+    admin.may(&backend, Permission::ReadStudy(&slug)).await?;
     let (_, analysis) = backend
         .analysis(
             &slug,
@@ -754,7 +910,9 @@ async fn study_leaderboard(
     Ok(Json(analysis))
 }
 
-/// `POST /api/v1/leaderboard` with a Chatbot Arena battles file (JSON array or JSONL) as the body.
+/// `POST /api/v1/leaderboard` with a Chatbot Arena battles file (JSON array or JSONL) as the body,
+/// spooled to disk first (a battles file can be gigabytes; axum's 2 MB default body limit does not
+/// apply to a streamed body).
 #[utoipa::path(
     post,
     path = "/api/v1/leaderboard",
@@ -774,20 +932,33 @@ async fn study_leaderboard(
     )
 )]
 async fn battles_leaderboard(
-    _: Admin,
+    admin: Admin,
+    State(backend): State<Arc<AppBackend>>,
+    axum::Extension(limits): axum::Extension<Limits>,
     query: Result<Query<LeaderboardQuery>, QueryRejection>,
-    body: String,
+    body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(query) = query.map_err(ApiError::from)?;
+    admin.may(&backend, Permission::Compute).await?;
     let options = query.options();
     options
         .validate()
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
-    let battles = moat_stats::battles::parse_battles(&body)
-        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-    let board = tokio::task::spawn_blocking(move || moat_stats::leaderboard(&battles, &options))
-        .await
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))?;
+    let spool = spool_upload(body.into_data_stream(), &limits).await?;
+    let board = tokio::task::spawn_blocking(move || {
+        let text = std::fs::read_to_string(spool.path()).map_err(|e| {
+            ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the battles file is not UTF-8 text: {e}"),
+            )
+        })?;
+        let battles = moat_stats::battles::parse_battles(&text)
+            .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+        drop(text);
+        Ok::<_, ApiError>(moat_stats::leaderboard(&battles, &options))
+    })
+    .await
+    .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))??;
     Ok(Json(board))
 }
 
@@ -811,15 +982,24 @@ async fn battles_leaderboard(
     )
 )]
 async fn set_rater_status(
-    _: Admin,
+    admin: Admin,
     State(backend): State<Arc<AppBackend>>,
     Path((slug, pseudonym)): Path<(String, String)>,
     body: Result<Json<StatusBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let who = admin.may(&backend, Permission::WriteStudy(&slug)).await?;
     let Json(body) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     backend
         .set_rater_status(&slug, &pseudonym, &body.status)
         .await?;
+    backend
+        .audit(
+            &who.name,
+            "rater.status",
+            &format!("{slug}/{pseudonym}"),
+            &body.status,
+        )
+        .await;
     Ok(Json(RaterStatusAnswer {
         rater: pseudonym,
         status: body.status,
@@ -843,9 +1023,210 @@ async fn set_rater_status(
     )
 )]
 async fn verify_completion_code(
-    _: Admin,
+    admin: Admin,
     State(backend): State<Arc<AppBackend>>,
     Path((slug, code)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
+    admin.may(&backend, Permission::ReadStudy(&slug)).await?;
     Ok(Json(backend.verify_completion_code(&slug, &code).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+struct NewAdminToken {
+    name: String,
+    role: String,
+    #[serde(default)]
+    studies: Vec<String>,
+}
+
+/// `POST /api/v1/admin-tokens` with `{"name", "role", "studies": [slug…]}` (owner only): the token is
+/// in the answer, once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin-tokens",
+    tag = "admin",
+    request_body = NewAdminToken,
+    responses(
+        (status = 201, description = "Created: `{name, role, studies, token}`; the token is shown only here", body = serde_json::Value),
+        (status = 400, description = "A bad name, role or study list", body = ErrorBody),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Not the owner, or the CSRF check", body = ErrorBody),
+        (status = 409, description = "A token of that name exists", body = ErrorBody),
+    )
+)]
+async fn create_admin_token(
+    Admin(who): Admin,
+    State(backend): State<Arc<AppBackend>>,
+    body: Result<Json<NewAdminToken>, axum::extract::rejection::JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    backend.authorize(&who, Permission::ManageTokens).await?;
+    let Json(body) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid admin token: {}", e.body_text()),
+        )
+    })?;
+    let token = backend
+        .create_admin_token(&who, &body.name, &body.role, &body.studies)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "name": body.name.trim(), "role": body.role.trim(), "studies": body.studies, "token": token
+        })),
+    ))
+}
+
+/// `GET /api/v1/admin-tokens` (owner only): names, roles, studies, use; never the tokens.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin-tokens",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Every per-person token's name, role, studies and use", body = serde_json::Value),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Not the owner", body = ErrorBody),
+    )
+)]
+async fn list_admin_tokens(
+    Admin(who): Admin,
+    State(backend): State<Arc<AppBackend>>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(backend.admin_tokens(&who).await?))
+}
+
+/// `DELETE /api/v1/admin-tokens/{name}` (owner only): the token and its sessions stop working.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin-tokens/{name}",
+    tag = "admin",
+    params(("name" = String, Path, description = "the token's name", example = "alice")),
+    responses(
+        (status = 200, description = "Revoked", body = serde_json::Value),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Not the owner, or the CSRF check", body = ErrorBody),
+        (status = 404, description = "No token of that name", body = ErrorBody),
+    )
+)]
+async fn revoke_admin_token(
+    Admin(who): Admin,
+    State(backend): State<Arc<AppBackend>>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    backend.revoke_admin_token(&who, &name).await?;
+    Ok(Json(serde_json::json!({ "name": name, "revoked": true })))
+}
+
+#[derive(Deserialize, IntoParams)]
+struct AuditQuery {
+    /// The newest entries to return (default 200, at most 10,000).
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/audit?limit=N` (owner only): the newest entries first (default 200, at most 10,000).
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "admin",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Who did what when, newest first", body = serde_json::Value),
+        (status = 400, description = "A bad query string", body = ErrorBody),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Not the owner", body = ErrorBody),
+    )
+)]
+async fn audit_log(
+    admin: Admin,
+    State(backend): State<Arc<AppBackend>>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(query) = query.map_err(ApiError::from)?;
+    admin.may(&backend, Permission::ReadAudit).await?;
+    let limit = query.limit.unwrap_or(200).clamp(1, 10_000);
+    Ok(Json(
+        backend
+            .store
+            .audit_log(limit)
+            .await
+            .map_err(BackendError::from)?,
+    ))
+}
+
+/// `GET /api/v1/whoami`: the principal's name and role.
+#[utoipa::path(
+    get,
+    path = "/api/v1/whoami",
+    tag = "admin",
+    responses(
+        (status = 200, description = "The token's or session's name, role and studies", body = serde_json::Value),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+    )
+)]
+async fn whoami(Admin(who): Admin) -> impl IntoResponse {
+    Json(who)
+}
+
+/// `POST /api/v1/logout`: ends the admin cookie's session and clears the cookie.
+#[utoipa::path(
+    post,
+    path = "/api/v1/logout",
+    tag = "admin",
+    security(()),
+    responses(
+        (status = 200, description = "The session (if any) is over and the cookie cleared", body = serde_json::Value),
+        (status = 403, description = "The CSRF check", body = ErrorBody),
+    )
+)]
+async fn logout(
+    State(backend): State<Arc<AppBackend>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(session) = cookie_value(&headers, moat_app::api::ADMIN_COOKIE) {
+        backend.admin_logout(session.trim()).await?;
+    }
+    let clear = moat_app::api::ssr::cookie_header(
+        moat_app::api::ADMIN_COOKIE,
+        "",
+        0,
+        backend.secure_cookies(&headers),
+    );
+    Ok((
+        [(header::SET_COOKIE, clear)],
+        Json(serde_json::json!({ "logged_out": true })),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exempt_from_timeout;
+
+    /// Streams and uploads are left to their own limits; everything else is timed.
+    #[test]
+    fn streams_and_uploads_are_exempt_from_the_request_timeout() {
+        for path in [
+            "/v1/chat/completions",
+            "/v1/models",
+            "/s/arena/battles/0123abcd/events",
+            "/rpc/arena_prompt",
+            "/api/v1/studies/big/import",
+            "/admin/studies/big/import",
+            "/api/v1/leaderboard",
+        ] {
+            assert!(exempt_from_timeout(path), "{path} must not be cut off");
+        }
+        for path in [
+            "/admin",
+            "/api/v1/studies",
+            "/api/v1/studies/big",
+            "/api/v1/studies/big/export",
+            "/rpc/vote",
+            "/rpc/admin_login",
+            "/s/demo/compare",
+            "/api/v1/studies/big/leaderboard",
+        ] {
+            assert!(!exempt_from_timeout(path), "{path} must be timed");
+        }
+    }
 }

@@ -53,6 +53,10 @@ pub struct ServeConfig {
     pub demo: bool,
     /// The model registry file (`--models`): its models are served under `/v1`.
     pub models: Option<PathBuf>,
+    /// When cookies get `Secure` (`--secure-cookies`, `--trust-proxy`).
+    pub cookies: web::CookiePolicy,
+    /// Upload size and idle limits and the ordinary request timeout.
+    pub limits: http::Limits,
 }
 
 /// The admin token's hash: the configured token, else the stored one, else a new token that is
@@ -211,6 +215,7 @@ pub struct Application {
     pub backend: Arc<AppBackend>,
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    header_read: std::time::Duration,
 }
 
 impl Application {
@@ -245,6 +250,7 @@ impl Application {
         let has_models = !hub.registry().models.is_empty() || config.models.is_some();
         let models = Arc::new(serving::Models::new(hub, config.models.clone()));
         let backend = AppBackend::new(store, hash);
+        backend.set_cookie_policy(config.cookies);
         if has_models {
             backend.set_arena(Arc::new(arena::Arena::new(models.clone())));
         }
@@ -254,6 +260,10 @@ impl Application {
                 models,
             )))
             .merge(arena::router(backend.clone()))
+            // Ordinary requests end after `limits.request_timeout`; streams and uploads are exempt
+            // (`http::exempt_from_timeout`) and uploads have an idle timeout of their own.
+            .layer(axum::middleware::from_fn(http::request_timeout))
+            .layer(axum::Extension(config.limits))
             // Around every route: the origin check and the security headers (SECURITY.md).
             .layer(axum::middleware::from_fn_with_state(
                 security::Guard::new(),
@@ -264,11 +274,16 @@ impl Application {
             backend,
             listener,
             router,
+            header_read: config.limits.header_read,
         })
     }
 
+    /// Serves connections until the process ends. This is `axum::serve`'s loop plus hyper's
+    /// header-read timeout (a client that dribbles its headers, slowloris, is cut off after
+    /// `Limits::header_read`), which `axum::serve` cannot set.
     pub async fn run(self) -> std::io::Result<()> {
-        use axum::serve::ListenerExt;
+        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+        use tower::Layer;
         // Comparisons left unvoted past their study's time go back to the pool (a returning rater's
         // own expired comparison is given back at once, on their next page).
         let store = self.backend.store.clone();
@@ -283,18 +298,39 @@ impl Application {
                 }
             }
         });
-        // Without TCP_NODELAY a small write (a streamed token, a battle's first words) can wait for
-        // the client's delayed ACK: 20-45 ms added to the first text on loopback (`moat bench
-        // proxy`/`arena`, BENCHMARKS.md).
-        let listener = self.listener.tap_io(|tcp| {
+        loop {
+            let (tcp, peer) = match self.listener.accept().await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Without TCP_NODELAY a small write (a streamed token, a battle's first words) can wait
+            // for the client's delayed ACK: 20-45 ms added to the first text on loopback (`moat
+            // bench proxy`/`arena`, BENCHMARKS.md).
             let _ = tcp.set_nodelay(true);
-        });
-        // The peer address reaches the middleware, which rate-limits failed logins per address.
-        axum::serve(
-            listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
+            // The peer address reaches the middleware, which rate-limits failed logins per address.
+            let service =
+                axum::Extension(axum::extract::ConnectInfo(peer)).layer(self.router.clone());
+            let service = hyper_util::service::TowerToHyperService::new(service);
+            let header_read = self.header_read;
+            tokio::spawn(async move {
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_read);
+                if let Err(error) = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                    .await
+                {
+                    tracing::debug!(%error, %peer, "connection ended with an error");
+                }
+            });
+        }
     }
 }

@@ -280,6 +280,33 @@ impl FromRequestParts<ServingState> for ModelClient {
         if state.backend.admin_token_matches(token) {
             return Ok(ModelClient);
         }
+        // A per-person admin token may use the models when its role may (owner, researcher; not a
+        // viewer, whose role is read-only).
+        if token.starts_with(crate::store::ADMIN_TOKEN_PREFIX) {
+            use moat_app::backend::Backend;
+            let principal = state.backend.admin_bearer(token).await;
+            return match principal {
+                Some(who)
+                    if state
+                        .backend
+                        .authorize(&who, moat_app::wire::Permission::UseModels)
+                        .await
+                        .is_ok() =>
+                {
+                    Ok(ModelClient)
+                }
+                Some(who) => Err(OpenAiError::new(
+                    StatusCode::FORBIDDEN,
+                    "permission_error",
+                    format!(
+                        "admin token {:?} has role {}, which may not use the models",
+                        who.name,
+                        who.role.as_str()
+                    ),
+                )),
+                None => Err(unauthorized()),
+            };
+        }
         if token.starts_with(API_KEY_PREFIX) {
             let digest = sha256_hex(token);
             let cached = state

@@ -27,10 +27,12 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::domain::{now_ms, random_hex, sha256_hex, CheckKind, StudySlug, StudyStatus};
 
+mod admin;
 mod api_keys;
 mod arena;
 mod generation;
 mod identity_flags;
+pub use admin::{AdminSessionRow, AdminTokenRow, ADMIN_TOKEN_PREFIX};
 pub use api_keys::{ApiKeyRow, API_KEY_PREFIX};
 pub use arena::{BattleRow, BattleSummary, ContestantAnswer, VoidBattle};
 pub use generation::{GeneratedResponse, PromptToAnswer};

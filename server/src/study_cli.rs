@@ -293,6 +293,9 @@ pub async fn run(backend: &AppBackend, command: StudyCommand) -> anyhow::Result<
                 })
                 .await
                 .map_err(fail)?;
+            backend
+                .audit("cli", "study.create", &summary.slug, "")
+                .await;
             Ok(format!(
                 "study {} created as {}; import prompts with `moat import FILE --study {}`, then `moat study status {} open`",
                 summary.slug, summary.status, summary.slug, summary.slug
@@ -317,6 +320,7 @@ pub async fn run(backend: &AppBackend, command: StudyCommand) -> anyhow::Result<
                 settings,
             };
             backend.update_study(&slug, changes).await.map_err(fail)?;
+            backend.audit("cli", "study.update", &slug, "").await;
             Ok(format!("study {slug} updated"))
         }
         StudyCommand::Status { slug, status } => {
@@ -324,6 +328,7 @@ pub async fn run(backend: &AppBackend, command: StudyCommand) -> anyhow::Result<
                 .set_study_status(&slug, &status)
                 .await
                 .map_err(fail)?;
+            backend.audit("cli", "study.status", &slug, &status).await;
             Ok(format!("study {slug} is {status}"))
         }
         StudyCommand::List { json } => {

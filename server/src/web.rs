@@ -17,11 +17,51 @@ use crate::store::{
 pub struct AppBackend {
     pub store: Store,
     admin_token_hash: String,
+    session_limits: std::sync::Mutex<SessionLimits>,
+    cookie_policy: std::sync::Mutex<CookiePolicy>,
     cache: std::sync::Mutex<StudyCache>,
     /// The live arena, when the server has a model registry (`moat serve --models`).
     arena: std::sync::OnceLock<Arc<crate::arena::Arena>>,
     /// The secret that keys the digests of raters' addresses (made once per database).
     client_salt: tokio::sync::OnceCell<String>,
+}
+
+/// How long an admin session lives: it ends after `idle` without a request, and at the latest
+/// `absolute` after the login.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SessionLimits {
+    pub idle: Duration,
+    pub absolute: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            idle: Duration::from_secs(12 * 3600),
+            absolute: Duration::from_secs(moat_app::api::ADMIN_SESSION_MAX_AGE_SECONDS),
+        }
+    }
+}
+
+/// When cookies get `Secure`: always (`--secure-cookies`), or when a trusted reverse proxy
+/// (`--trust-proxy`) says the browser used HTTPS (`X-Forwarded-Proto: https`). Without
+/// `--trust-proxy` that header is ignored: anyone can send it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CookiePolicy {
+    pub always_secure: bool,
+    pub trust_proxy: bool,
+}
+
+impl CookiePolicy {
+    pub fn secure(&self, headers: &axum::http::HeaderMap) -> bool {
+        self.always_secure
+            || (self.trust_proxy
+                && headers
+                    .get("x-forwarded-proto")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split(',').next())
+                    .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https")))
+    }
 }
 
 /// How long a study row (status, settings) and its number of comparable prompts are reused between
@@ -261,10 +301,92 @@ impl AppBackend {
         Arc::new(AppBackend {
             store,
             admin_token_hash,
+            session_limits: Default::default(),
+            cookie_policy: Default::default(),
             cache: Default::default(),
             arena: Default::default(),
             client_salt: Default::default(),
         })
+    }
+
+    /// Sets how long admin sessions live (at start; tests shorten it).
+    pub fn set_session_limits(&self, limits: SessionLimits) {
+        *self
+            .session_limits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = limits;
+    }
+
+    fn session_limits(&self) -> SessionLimits {
+        *self
+            .session_limits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn set_cookie_policy(&self, policy: CookiePolicy) {
+        *self
+            .cookie_policy
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = policy;
+    }
+
+    /// Who `token` is: the bootstrap owner (compared in constant time) or a live per-person token
+    /// (found by its digest, the way API keys are).
+    pub async fn principal_for_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<Principal>, BackendError> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Ok(None);
+        }
+        if self.admin_token_matches(token) {
+            return Ok(Some(Principal {
+                name: "owner".into(),
+                role: AdminRole::Owner,
+                token_id: None,
+            }));
+        }
+        if !token.starts_with(crate::store::ADMIN_TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        Ok(self
+            .store
+            .admin_token_by_digest(&sha256_hex(token))
+            .await?
+            .map(|row| Principal {
+                name: row.name,
+                role: row.role,
+                token_id: Some(row.id),
+            }))
+    }
+
+    /// The studies granted to `who`, `None` meaning all of them (the owner; a viewer without
+    /// grants).
+    async fn granted_studies(&self, who: &Principal) -> Result<Option<Vec<String>>, BackendError> {
+        match (who.role, who.token_id) {
+            (AdminRole::Owner, _) | (_, None) => Ok(None),
+            (role, Some(id)) => {
+                let slugs = self.store.granted_study_slugs(id).await?;
+                Ok(if role == AdminRole::Viewer && slugs.is_empty() {
+                    None
+                } else {
+                    Some(slugs)
+                })
+            }
+        }
+    }
+
+    /// Whether `who` may see study `slug`: `NotFound` (with the same text as a missing study) when not.
+    async fn check_study_visible(&self, who: &Principal, slug: &str) -> Result<(), BackendError> {
+        match self.granted_studies(who).await? {
+            None => Ok(()),
+            Some(slugs) if slugs.iter().any(|s| s == slug) => Ok(()),
+            Some(_) => Err(BackendError::NotFound(format!(
+                "no study with slug {slug:?}"
+            ))),
+        }
     }
 
     /// Gives the server its arena (once, at start).
@@ -916,8 +1038,213 @@ impl Backend for AppBackend {
         Ok(self.store.finish_reveals(rater.id).await?)
     }
 
-    async fn admin_authorized(&self, token: &str) -> bool {
-        self.admin_token_matches(token)
+    async fn admin_bearer(&self, token: &str) -> Option<Principal> {
+        self.principal_for_token(token).await.ok().flatten()
+    }
+
+    async fn admin_login(&self, token: &str) -> Result<(String, Principal), BackendError> {
+        let Some(principal) = self.principal_for_token(token).await? else {
+            // Never the guess itself: only that one failed (the address is in the server log).
+            self.audit("-", "login.failed", "admin", "wrong token")
+                .await;
+            return Err(BackendError::Unauthorized("wrong admin token".into()));
+        };
+        let limits = self.session_limits();
+        let session = self
+            .store
+            .create_admin_session(
+                principal.token_id,
+                &sha256_hex(token.trim()),
+                limits.absolute.as_millis() as i64,
+            )
+            .await?;
+        self.audit(&principal.name, "login", "admin", principal.role.as_str())
+            .await;
+        Ok((session, principal))
+    }
+
+    async fn admin_session(&self, session_id: &str) -> Option<Principal> {
+        use subtle::ConstantTimeEq;
+        if session_id.is_empty() || session_id.len() > 128 {
+            return None;
+        }
+        let row = match self.store.admin_session(session_id).await {
+            Ok(row) => row?,
+            Err(error) => {
+                tracing::error!(?error, "reading an admin session");
+                return None;
+            }
+        };
+        let now = crate::domain::now_ms();
+        let limits = self.session_limits();
+        let idle_ms = limits.idle.as_millis() as i64;
+        if now >= row.expires_ms || now - row.last_seen_ms >= idle_ms || row.token_revoked {
+            let _ = self.store.delete_admin_session(session_id).await;
+            return None;
+        }
+        let principal = match row.token {
+            Some(token) => Principal {
+                name: token.name,
+                role: token.role,
+                token_id: Some(token.id),
+            },
+            // The bootstrap owner's session holds only while the configured token is the one it
+            // logged in with.
+            None if bool::from(
+                row.credential_sha256
+                    .as_bytes()
+                    .ct_eq(self.admin_token_hash.as_bytes()),
+            ) =>
+            {
+                Principal {
+                    name: "owner".into(),
+                    role: AdminRole::Owner,
+                    token_id: None,
+                }
+            }
+            None => {
+                let _ = self.store.delete_admin_session(session_id).await;
+                return None;
+            }
+        };
+        // The idle clock is moved at most once a minute (or a tenth of the idle time), so browsing
+        // does not turn every page into a write.
+        if now - row.last_seen_ms > (idle_ms / 10).min(60_000) {
+            if let Err(error) = self.store.touch_admin_session(session_id).await {
+                tracing::error!(?error, "touching an admin session");
+            }
+        }
+        Some(principal)
+    }
+
+    async fn admin_logout(&self, session_id: &str) -> Result<(), BackendError> {
+        let who = self.admin_session(session_id).await;
+        if self.store.delete_admin_session(session_id).await? {
+            let name = who.map_or_else(|| "-".to_string(), |p| p.name);
+            self.audit(&name, "logout", "admin", "").await;
+        }
+        Ok(())
+    }
+
+    async fn authorize(
+        &self,
+        who: &Principal,
+        permission: Permission<'_>,
+    ) -> Result<(), BackendError> {
+        use AdminRole::*;
+        let forbidden = |what: &str| {
+            Err(BackendError::Forbidden(format!(
+                "{} {:?} may not {what}",
+                who.role.as_str(),
+                who.name
+            )))
+        };
+        match permission {
+            Permission::ReadStudy(slug) => self.check_study_visible(who, slug).await,
+            Permission::WriteStudy(slug) => {
+                if who.role == Viewer {
+                    // A viewer learns nothing about studies it cannot see either.
+                    self.check_study_visible(who, slug).await?;
+                    return forbidden(&format!("change study {slug:?} (read-only role)"));
+                }
+                self.check_study_visible(who, slug).await
+            }
+            Permission::CreateStudy => match who.role {
+                Owner | Researcher => Ok(()),
+                Viewer => forbidden("create studies"),
+            },
+            Permission::ReadModels | Permission::UseModels => match who.role {
+                Owner | Researcher => Ok(()),
+                Viewer => forbidden("use the models"),
+            },
+            Permission::ManageModels => match who.role {
+                Owner => Ok(()),
+                _ => forbidden("change the model registry (owner only)"),
+            },
+            Permission::ManageTokens => match who.role {
+                Owner => Ok(()),
+                _ => forbidden("manage admin tokens (owner only)"),
+            },
+            Permission::ReadAudit => match who.role {
+                Owner => Ok(()),
+                _ => forbidden("read the audit log (owner only)"),
+            },
+            Permission::Compute => Ok(()),
+        }
+    }
+
+    async fn audit(&self, who: &str, action: &str, target: &str, detail: &str) {
+        if let Err(error) = self.store.record_audit(who, action, target, detail).await {
+            tracing::error!(?error, who, action, target, "writing the audit log");
+        }
+    }
+
+    fn secure_cookies(&self, headers: &axum::http::HeaderMap) -> bool {
+        self.cookie_policy
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .secure(headers)
+    }
+
+    async fn list_studies_for(&self, who: &Principal) -> Result<Vec<StudySummary>, BackendError> {
+        let studies = self.store.list_studies().await?;
+        Ok(match self.granted_studies(who).await? {
+            None => studies,
+            Some(slugs) => studies
+                .into_iter()
+                .filter(|study| slugs.contains(&study.slug))
+                .collect(),
+        })
+    }
+
+    async fn admin_tokens(&self, who: &Principal) -> Result<Vec<AdminTokenView>, BackendError> {
+        self.authorize(who, Permission::ManageTokens).await?;
+        Ok(self.store.list_admin_tokens().await?)
+    }
+
+    async fn create_admin_token(
+        &self,
+        who: &Principal,
+        name: &str,
+        role: &str,
+        studies: &[String],
+    ) -> Result<String, BackendError> {
+        self.authorize(who, Permission::ManageTokens).await?;
+        let role = AdminRole::parse(role).map_err(BackendError::BadRequest)?;
+        let token = self.store.create_admin_token(name, role, studies).await?;
+        self.audit(
+            &who.name,
+            "token.create",
+            name.trim(),
+            &format!("{} {}", role.as_str(), studies.join(",")),
+        )
+        .await;
+        Ok(token)
+    }
+
+    async fn revoke_admin_token(&self, who: &Principal, name: &str) -> Result<(), BackendError> {
+        self.authorize(who, Permission::ManageTokens).await?;
+        self.store.revoke_admin_token(name).await?;
+        self.audit(&who.name, "token.revoke", name, "").await;
+        Ok(())
+    }
+
+    async fn create_study_for(
+        &self,
+        who: &Principal,
+        study: NewStudy,
+    ) -> Result<StudySummary, BackendError> {
+        self.authorize(who, Permission::CreateStudy).await?;
+        let summary = self.create_study(study).await?;
+        if who.role != AdminRole::Owner {
+            if let Some(token_id) = who.token_id {
+                let row = self.store.study(&summary.slug).await?;
+                self.store.grant_study(token_id, row.id).await?;
+            }
+        }
+        self.audit(&who.name, "study.create", &summary.slug, "")
+            .await;
+        Ok(summary)
     }
 
     async fn save_model_registry(&self, text: &str) -> Result<(), BackendError> {

@@ -401,14 +401,7 @@ async fn identity_flags_over_http(url: &str) {
     let page = server
         .http
         .get(format!("{}/admin/studies/leaks-http", server.base))
-        .header(
-            "Cookie",
-            format!(
-                "{}={}",
-                moat_app::api::ADMIN_COOKIE,
-                crate::support::ADMIN_TOKEN
-            ),
-        )
+        .header("Cookie", server.owner_cookie().await)
         .send()
         .await
         .unwrap()

@@ -1,5 +1,6 @@
 //! The server's integration tests: one binary, one module per area.
 
+mod admin;
 mod api;
 mod arena;
 mod bench_llm;

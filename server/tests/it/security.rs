@@ -243,10 +243,7 @@ async fn study_links_must_be_http_urls_everywhere_settings_are_checked() {
     let form = server
         .http
         .post(format!("{}/rpc/update_study", server.base))
-        .header(
-            "Cookie",
-            format!("moat_admin={}", crate::support::ADMIN_TOKEN),
-        )
+        .header("Cookie", server.owner_cookie().await)
         .header("Origin", &server.base)
         .header("Accept", "application/json")
         .form(&[
@@ -400,7 +397,7 @@ async fn cross_origin_state_changes_are_refused() {
     let db = TestDb::sqlite();
     let server = spawn_server(db.url(), &no_site()).await;
     server.open_study("csrf", 2, serde_json::json!({})).await;
-    let cookie = format!("moat_admin={}", crate::support::ADMIN_TOKEN);
+    let cookie = server.owner_cookie().await;
     let close = |origin: Option<(&'static str, String)>| {
         let mut request = server
             .http

@@ -146,6 +146,23 @@ pub async fn spawn_server_with_models(
     site_root: &Path,
     models: Option<&Path>,
 ) -> TestServer {
+    spawn_configured(database_url, site_root, models, Default::default()).await
+}
+
+/// Starts the real application with upload and request-time limits of its own.
+pub async fn spawn_server_with_limits(
+    database_url: &str,
+    limits: moat_server::http::Limits,
+) -> TestServer {
+    spawn_configured(database_url, Path::new("/nonexistent-site"), None, limits).await
+}
+
+async fn spawn_configured(
+    database_url: &str,
+    site_root: &Path,
+    models: Option<&Path>,
+    limits: moat_server::http::Limits,
+) -> TestServer {
     let app = Application::build(ServeConfig {
         database_url: database_url.to_string(),
         addr: "127.0.0.1:0".parse().unwrap(),
@@ -153,6 +170,8 @@ pub async fn spawn_server_with_models(
         admin_token: Some(Secret(ADMIN_TOKEN.into())),
         demo: false,
         models: models.map(Path::to_path_buf),
+        cookies: Default::default(),
+        limits,
     })
     .await
     .expect("application starts");
@@ -167,6 +186,41 @@ pub async fn spawn_server_with_models(
 }
 
 impl TestServer {
+    /// Logs in through the login form with `token` and returns the `Cookie` header value
+    /// (`moat_admin=SESSION`) and the whole `Set-Cookie` line the server sent.
+    pub async fn login_with(&self, token: &str) -> (String, String) {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let response = client
+            .post(format!("{}/rpc/admin_login", self.base))
+            .header("Origin", &self.base)
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_redirection() || response.status().is_success(),
+            "login with a good token: {}",
+            response.status()
+        );
+        let set_cookie = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .find(|v| v.starts_with("moat_admin="))
+            .expect("the login sets the admin cookie");
+        let pair = set_cookie.split(';').next().unwrap().to_string();
+        (pair, set_cookie)
+    }
+
+    /// The admin cookie (`moat_admin=SESSION`) of a fresh owner session.
+    pub async fn owner_cookie(&self) -> String {
+        self.login_with(ADMIN_TOKEN).await.0
+    }
+
     pub fn admin(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         request.bearer_auth(ADMIN_TOKEN)
     }
