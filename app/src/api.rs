@@ -135,12 +135,15 @@ pub async fn get_study_entry(slug: String) -> Result<StudyEntry, ServerFnError> 
 pub async fn consent(slug: String, participant: Option<String>) -> Result<(), ServerFnError> {
     let backend = ssr::backend()?;
     let participant = participant.filter(|p| !p.trim().is_empty());
-    // The peer address, for the study's sessions-per-address limit (absent only when the server
-    // was started without connection info, as some tests do).
-    let client = leptos_axum::extract::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    // The rater's address, for the study's sessions-per-address limit: the peer (absent only when
+    // the server runs without connection info, as some tests do), or behind a trusted proxy the
+    // address it forwarded.
+    let peer = leptos_axum::extract::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .await
         .ok()
         .map(|info| info.0.ip());
+    let headers: http::HeaderMap = leptos_axum::extract().await.unwrap_or_default();
+    let client = backend.client_address(&headers, peer);
     let token = backend
         .consent(&slug, participant.as_deref(), client)
         .await

@@ -114,6 +114,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether cookies set in answer to a request with these headers get `Secure` (`--secure-cookies`,
     /// or `X-Forwarded-Proto: https` behind a proxy trusted with `--trust-proxy`).
     fn secure_cookies(&self, headers: &http::HeaderMap) -> bool;
+    /// The address a request comes from for per-address limits: the peer, or what a proxy trusted
+    /// with `--trust-proxy` appended to `X-Forwarded-For`.
+    fn client_address(
+        &self,
+        headers: &http::HeaderMap,
+        peer: Option<std::net::IpAddr>,
+    ) -> Option<std::net::IpAddr>;
     /// The studies `who` may see (all of them for the owner; the granted ones for a researcher).
     async fn list_studies_for(&self, who: &Principal) -> Result<Vec<StudySummary>, BackendError>;
     /// The per-person tokens (owner only); never the tokens themselves.

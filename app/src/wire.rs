@@ -67,7 +67,7 @@ pub struct StudySettings {
     /// Refuse a session whose study link carries no participant id (`participant_param`).
     pub require_participant: bool,
     /// Most sessions one network address may start in this study (0: no limit). Behind a reverse
-    /// proxy every rater has the proxy's address: raise it or set 0 there.
+    /// proxy the server must trust it (`--trust-proxy`) to see raters' own addresses.
     pub sessions_per_ip: u32,
     /// Most new sessions the whole study takes in one minute (0: no limit): a flood of scripted
     /// consents is held to this rate.

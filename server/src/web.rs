@@ -53,6 +53,27 @@ pub struct CookiePolicy {
 }
 
 impl CookiePolicy {
+    /// The rater's address: the peer's, or behind a trusted proxy (`--trust-proxy`) the last entry
+    /// of `X-Forwarded-For`, the one the proxy itself appended (earlier entries are whatever the
+    /// client claimed). Without `--trust-proxy` the header is ignored: anyone can send it.
+    pub fn client_address(
+        &self,
+        headers: &axum::http::HeaderMap,
+        peer: Option<std::net::IpAddr>,
+    ) -> Option<std::net::IpAddr> {
+        if !self.trust_proxy {
+            return peer;
+        }
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .last()
+            .and_then(|last| last.trim().parse().ok())
+            .or(peer)
+    }
+
     pub fn secure(&self, headers: &axum::http::HeaderMap) -> bool {
         self.always_secure
             || (self.trust_proxy
@@ -1177,6 +1198,17 @@ impl Backend for AppBackend {
         if let Err(error) = self.store.record_audit(who, action, target, detail).await {
             tracing::error!(?error, who, action, target, "writing the audit log");
         }
+    }
+
+    fn client_address(
+        &self,
+        headers: &axum::http::HeaderMap,
+        peer: Option<std::net::IpAddr>,
+    ) -> Option<std::net::IpAddr> {
+        self.cookie_policy
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .client_address(headers, peer)
     }
 
     fn secure_cookies(&self, headers: &axum::http::HeaderMap) -> bool {

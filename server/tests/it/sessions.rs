@@ -593,3 +593,44 @@ async fn a_scripted_flood_is_refused_over_http() {
     );
     db.cleanup().await;
 }
+
+/// Behind a reverse proxy every connection comes from the proxy: with `--trust-proxy` the limit
+/// counts the address the proxy appended to `X-Forwarded-For` (earlier entries are the client's own
+/// claim and are ignored); without it the header is ignored and the peer address counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_forwarded_address_counts() {
+    let db = crate::support::TestDb::sqlite();
+    let server =
+        crate::support::spawn_server(db.url(), std::path::Path::new("/nonexistent-site")).await;
+    server
+        .open_study(
+            "proxied",
+            2,
+            serde_json::json!({ "sessions_per_ip": 1, "consents_per_minute": 0 }),
+        )
+        .await;
+    let consent = |forwarded: &'static str| {
+        let request = server
+            .http
+            .post(format!("{}/rpc/consent", server.base))
+            .header("Origin", &server.base)
+            .header("X-Forwarded-For", forwarded)
+            .form(&[("slug", "proxied")]);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // Untrusted: the header changes nothing; the peer (127.0.0.1) has its one session after the first.
+    assert!(consent("198.51.100.1").await < 400);
+    assert_eq!(consent("198.51.100.2").await, 429);
+    server
+        .backend
+        .set_cookie_policy(moat_server::web::CookiePolicy {
+            always_secure: false,
+            trust_proxy: true,
+        });
+    // Trusted: each forwarded address has its own limit; a spoofed first entry does not help.
+    assert!(consent("198.51.100.3").await < 400);
+    assert_eq!(consent("198.51.100.3").await, 429);
+    assert_eq!(consent("203.0.113.9, 198.51.100.3").await, 429);
+    assert!(consent("198.51.100.3, 198.51.100.4").await < 400);
+    db.cleanup().await;
+}
