@@ -829,30 +829,15 @@ impl Store {
 
     /// Votes cast since `since_ms` by this session and, when it has a participant id, by every
     /// other session of the study with the same id (a participant who opens a new session keeps
-    /// their daily count).
-    pub async fn votes_since(&self, rater: &RaterRow, since_ms: i64) -> StoreResult<i64> {
-        Ok(sqlx::query(
-            "SELECT COUNT(*) AS n FROM votes v JOIN assignments a ON a.id = v.assignment_id \
-             WHERE v.created_ms >= $1 AND a.rater_id IN (SELECT id FROM raters WHERE id = $2 \
-             OR (study_id = $3 AND external_id = $4))",
-        )
-        .bind(since_ms)
-        .bind(rater.id)
-        .bind(rater.study_id)
-        .bind(rater.external_id.clone())
-        .fetch_one(&self.pool)
-        .await?
-        .try_get("n")?)
-    }
-
-    /// The oldest vote cast since `since_ms` by the sessions [`Store::votes_since`] counts.
-    pub async fn oldest_vote_since(
+    /// their daily count): how many, and when the oldest of them was cast.
+    pub async fn votes_since(
         &self,
         rater: &RaterRow,
         since_ms: i64,
-    ) -> StoreResult<Option<i64>> {
-        Ok(sqlx::query(
-            "SELECT MIN(v.created_ms) AS t FROM votes v JOIN assignments a ON a.id = v.assignment_id \
+    ) -> StoreResult<(i64, Option<i64>)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(v.created_ms) AS oldest FROM votes v \
+             JOIN assignments a ON a.id = v.assignment_id \
              WHERE v.created_ms >= $1 AND a.rater_id IN (SELECT id FROM raters WHERE id = $2 \
              OR (study_id = $3 AND external_id = $4))",
         )
@@ -861,8 +846,8 @@ impl Store {
         .bind(rater.study_id)
         .bind(rater.external_id.clone())
         .fetch_one(&self.pool)
-        .await?
-        .try_get("t")?)
+        .await?;
+        Ok((row.try_get("n")?, row.try_get("oldest")?))
     }
 
     /// The session whose completion code this is, if any: (pseudonym, participant id, status,

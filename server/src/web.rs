@@ -577,10 +577,10 @@ impl AppBackend {
         }
         const DAY_MS: i64 = 24 * 60 * 60 * 1000;
         let since = crate::domain::now_ms() - DAY_MS;
-        if self.store.votes_since(rater, since).await? < i64::from(limit) {
+        let (votes, oldest) = self.store.votes_since(rater, since).await?;
+        if votes < i64::from(limit) {
             return Ok(None);
         }
-        let oldest = self.store.oldest_vote_since(rater, since).await?;
         Ok(Some(RaterView::DailyLimit {
             limit,
             until_ms: oldest.unwrap_or(since) + DAY_MS,
