@@ -3,59 +3,16 @@
 //! vote limit, the reveal at the end, and racing votes answered like serial ones.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use moat_app::backend::{Backend, BackendError};
-use moat_app::wire::{NewStudy, RaterView, StudySettings, VoteInput};
-use moat_server::domain::StudySlug;
-use moat_server::import::import_jsonl;
-use moat_server::store::Store;
+use moat_app::wire::{RaterView, StudySettings};
 use moat_server::web::AppBackend;
 
 use crate::on_both_backends;
-use crate::support::sample_jsonl;
-
-fn vote(assignment: &str, choice: &str) -> VoteInput {
-    VoteInput {
-        assignment: assignment.to_string(),
-        choice: choice.to_string(),
-        source_guess: None,
-        source_confidence: None,
-        rationale: None,
-    }
-}
+use crate::support::{backend_with_open_study, vote, MODELS};
 
 fn ip(text: &str) -> Option<IpAddr> {
     Some(text.parse().unwrap())
-}
-
-async fn open_study(
-    url: &str,
-    slug: &str,
-    prompts: usize,
-    settings: StudySettings,
-) -> Arc<AppBackend> {
-    let store = Store::connect(url).await.expect("connect and migrate");
-    let backend = AppBackend::new(store, String::new());
-    backend
-        .create_study(NewStudy {
-            slug: slug.into(),
-            title: "T".into(),
-            instructions: String::new(),
-            settings,
-        })
-        .await
-        .unwrap();
-    import_jsonl(
-        &backend.store,
-        &StudySlug::parse(slug).unwrap(),
-        sample_jsonl(prompts).as_bytes(),
-        &[],
-    )
-    .await
-    .unwrap();
-    backend.set_study_status(slug, "open").await.unwrap();
-    backend
 }
 
 /// The comparison the rater's page shows, voted `choice`; panics if the page shows anything else.
@@ -80,7 +37,7 @@ async fn floods_of_sessions_are_refused(url: &str) {
         consents_per_minute: 5,
         ..Default::default()
     };
-    let backend = open_study(url, "flood", 3, settings).await;
+    let backend = backend_with_open_study(url, "flood", 3, settings).await;
     for _ in 0..2 {
         backend
             .consent("flood", None, ip("203.0.113.7"))
@@ -146,7 +103,7 @@ async fn racing_consents_respect_the_limit(url: &str) {
         consents_per_minute: 0,
         ..Default::default()
     };
-    let backend = open_study(url, "racing", 2, settings).await;
+    let backend = backend_with_open_study(url, "racing", 2, settings).await;
     let attempts = (0..12).map(|_| {
         let backend = backend.clone();
         tokio::spawn(async move { backend.consent("racing", None, ip("192.0.2.44")).await })
@@ -174,7 +131,7 @@ async fn completion_codes_are_per_session_and_verifiable(url: &str) {
         completion_code: Some("C0DE".into()),
         ..Default::default()
     };
-    let backend = open_study(url, "codes", 3, settings).await;
+    let backend = backend_with_open_study(url, "codes", 3, settings).await;
     let mut codes = Vec::new();
     for participant in ["P-1", "P-2"] {
         let token = backend
@@ -250,7 +207,7 @@ async fn parallel_requests_never_exceed_items_per_rater(url: &str) {
         items_per_rater: 2,
         ..Default::default()
     };
-    let backend = open_study(url, "parallel", 8, settings).await;
+    let backend = backend_with_open_study(url, "parallel", 8, settings).await;
     let token = backend.consent("parallel", None, None).await.unwrap();
     let study = backend.store.study("parallel").await.unwrap();
     let rater = backend
@@ -331,7 +288,7 @@ async fn unvoted_comparisons_expire(url: &str) {
         assignment_minutes: 5,
         ..Default::default()
     };
-    let backend = open_study(url, "expiry", 4, settings).await;
+    let backend = backend_with_open_study(url, "expiry", 4, settings).await;
     let token = backend.consent("expiry", None, None).await.unwrap();
     let study = backend.store.study("expiry").await.unwrap();
     let RaterView::Compare(first) = backend.rater_view("expiry", &token).await.unwrap() else {
@@ -398,7 +355,7 @@ async fn votes_per_day_are_capped(url: &str) {
         votes_per_day: 2,
         ..Default::default()
     };
-    let backend = open_study(url, "daily", 6, settings).await;
+    let backend = backend_with_open_study(url, "daily", 6, settings).await;
     let token = backend.consent("daily", Some("P-D"), None).await.unwrap();
     vote_next(&backend, "daily", &token, "left").await;
     vote_next(&backend, "daily", &token, "left").await;
@@ -430,15 +387,18 @@ async fn the_reveal_comes_at_the_end(url: &str) {
         ..Default::default()
     };
     assert!(settings.reveal_at_end && !settings.reveal_after_vote);
-    let backend = open_study(url, "reveal-end", 3, settings).await;
+    let backend = backend_with_open_study(url, "reveal-end", 3, settings).await;
     let token = backend.consent("reveal-end", None, None).await.unwrap();
     vote_next(&backend, "reveal-end", &token, "left").await;
     // Between votes, no model name anywhere in what the rater is given.
     let view = backend.rater_view("reveal-end", &token).await.unwrap();
     let json = serde_json::to_string(&view).unwrap();
     assert!(matches!(view, RaterView::Compare(_)));
-    for model in ["model-a", "model-b", "model-c"] {
-        assert!(!json.contains(model), "{model} before the end: {json}");
+    for (model, provider, _) in MODELS {
+        assert!(
+            !json.contains(model) && !json.contains(provider),
+            "{model} before the end: {json}"
+        );
     }
     vote_next(&backend, "reveal-end", &token, "right").await;
     let RaterView::Done(done) = backend.rater_view("reveal-end", &token).await.unwrap() else {
@@ -447,14 +407,17 @@ async fn the_reveal_comes_at_the_end(url: &str) {
     assert_eq!(done.reveals.len(), 2);
     assert_eq!(done.reveals[0].choice, "left");
     assert_eq!(done.reveals[1].choice, "right");
-    assert!(done.reveals.iter().all(|r| r.left_model != r.right_model));
+    assert!(done.reveals.iter().all(|r| r.left_model != r.right_model
+        && [&r.left_model, &r.right_model]
+            .iter()
+            .all(|m| MODELS.iter().any(|(name, ..)| name == m))));
 
     let quiet = StudySettings {
         items_per_rater: 1,
         reveal_at_end: false,
         ..Default::default()
     };
-    let backend2 = open_study(url, "no-reveal", 2, quiet).await;
+    let backend2 = backend_with_open_study(url, "no-reveal", 2, quiet).await;
     let token = backend2.consent("no-reveal", None, None).await.unwrap();
     vote_next(&backend2, "no-reveal", &token, "left").await;
     let RaterView::Done(done) = backend2.rater_view("no-reveal", &token).await.unwrap() else {
@@ -473,7 +436,7 @@ async fn racing_votes_answer_like_serial_ones(url: &str) {
         items_per_rater: 3,
         ..Default::default()
     };
-    let backend = open_study(url, "race-votes", 4, settings).await;
+    let backend = backend_with_open_study(url, "race-votes", 4, settings).await;
     let token = backend.consent("race-votes", None, None).await.unwrap();
     for (first, second) in [("left", "left"), ("left", "right")] {
         let RaterView::Compare(shown) = backend.rater_view("race-votes", &token).await.unwrap()

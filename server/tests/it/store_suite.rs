@@ -3,24 +3,14 @@
 use std::collections::HashSet;
 
 use moat_app::backend::{Backend, BackendError};
-use moat_app::wire::{NewStudy, RaterView, StudySettings, VoteInput};
+use moat_app::wire::{NewStudy, RaterView, StudySettings};
 use moat_server::domain::StudySlug;
 use moat_server::import::{import_jsonl, ImportError};
 use moat_server::store::Store;
 use moat_server::web::AppBackend;
 
 use crate::on_both_backends;
-use crate::support::sample_jsonl;
-
-fn vote(assignment: &str, choice: &str) -> VoteInput {
-    VoteInput {
-        assignment: assignment.to_string(),
-        choice: choice.to_string(),
-        source_guess: None,
-        source_confidence: None,
-        rationale: None,
-    }
-}
+use crate::support::{backend_with_open_study, sample_jsonl, vote};
 
 async fn backend_with_study(
     url: &str,
@@ -28,32 +18,11 @@ async fn backend_with_study(
     prompts: usize,
     items_per_rater: u32,
 ) -> std::sync::Arc<AppBackend> {
-    let store = Store::connect(url).await.expect("connect and migrate");
-    let backend = AppBackend::new(store, String::new());
     let settings = StudySettings {
         items_per_rater,
         ..Default::default()
     };
-    backend
-        .create_study(NewStudy {
-            slug: slug.into(),
-            title: "T".into(),
-            instructions: String::new(),
-            settings,
-        })
-        .await
-        .unwrap();
-    let slug_value = StudySlug::parse(slug).unwrap();
-    import_jsonl(
-        &backend.store,
-        &slug_value,
-        sample_jsonl(prompts).as_bytes(),
-        &[],
-    )
-    .await
-    .unwrap();
-    backend.set_study_status(slug, "open").await.unwrap();
-    backend
+    backend_with_open_study(url, slug, prompts, settings).await
 }
 
 async fn full_rater_session(url: &str) {

@@ -270,3 +270,47 @@ impl TestServer {
         .unwrap()
     }
 }
+
+/// A vote as the rater page posts it: an assignment and a choice, nothing else.
+pub fn vote(assignment: &str, choice: &str) -> moat_app::wire::VoteInput {
+    moat_app::wire::VoteInput {
+        assignment: assignment.to_string(),
+        choice: choice.to_string(),
+        source_guess: None,
+        source_confidence: None,
+        rationale: None,
+    }
+}
+
+/// A backend on `url` with an open study `slug` of `prompts` sample prompts and these settings.
+pub async fn backend_with_open_study(
+    url: &str,
+    slug: &str,
+    prompts: usize,
+    settings: moat_app::wire::StudySettings,
+) -> std::sync::Arc<moat_server::web::AppBackend> {
+    use moat_app::backend::Backend;
+    let store = moat_server::store::Store::connect(url)
+        .await
+        .expect("connect and migrate");
+    let backend = moat_server::web::AppBackend::new(store, String::new());
+    backend
+        .create_study(moat_app::wire::NewStudy {
+            slug: slug.into(),
+            title: "T".into(),
+            instructions: String::new(),
+            settings,
+        })
+        .await
+        .unwrap();
+    moat_server::import::import_jsonl(
+        &backend.store,
+        &moat_server::domain::StudySlug::parse(slug).unwrap(),
+        sample_jsonl(prompts).as_bytes(),
+        &[],
+    )
+    .await
+    .unwrap();
+    backend.set_study_status(slug, "open").await.unwrap();
+    backend
+}
