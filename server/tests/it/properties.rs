@@ -271,6 +271,42 @@ fn dataset_readers_refuse_any_bytes_with_a_located_error() {
 
 /// Imports through the store: a refused file changes no row, whatever it holds and wherever it
 /// breaks (after valid lines too, which the transaction must take back).
+/// The refusals of a file with nothing to import, which name no line: Moat's JSONL and the datasets.
+const WHOLE_FILE_REFUSALS: [&str; 2] = [
+    "the file holds no prompts",
+    "the file holds no importable rows",
+];
+
+/// Pinned from `a_refused_import_writes_nothing`: an empty Moat file and an empty HH-RLHF array are
+/// refused whole with their reason, and write nothing (not even the study the import would create).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_files_are_refused_whole() {
+    let db = TestDb::sqlite();
+    let store = Store::connect(db.url()).await.unwrap();
+    let slug = StudySlug::parse("empty").unwrap();
+    let before = table_counts(db.url()).await;
+    let error = import_jsonl(&store, &slug, &b""[..], &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ImportError::Study(reason) if reason == WHOLE_FILE_REFUSALS[0]),
+        "{error}"
+    );
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("input");
+    std::fs::write(&path, b"[]").unwrap();
+    let error = import_dataset(&store, &slug, ImportFormat::HhRlhf, &path, &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ImportError::Study(reason) if reason == WHOLE_FILE_REFUSALS[1]),
+        "{error}"
+    );
+    assert_eq!(table_counts(db.url()).await, before);
+    store.close().await;
+    db.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_import_writes_nothing() {
     let db = TestDb::sqlite();
@@ -321,7 +357,7 @@ async fn a_refused_import_writes_nothing() {
                             // A file with no row to import at all is refused whole, with that
                             // reason (there is no line to name), and writes nothing either.
                             Err(ImportError::Study(reason))
-                                if reason.contains("no importable rows") =>
+                                if WHOLE_FILE_REFUSALS.contains(&reason.as_str()) =>
                             {
                                 refused.set(refused.get() + 1);
                                 prop_assert_eq!(&table_counts(&url).await, &before, "{}", reason);
