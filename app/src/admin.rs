@@ -267,6 +267,7 @@ fn SettingsInputs(settings: StudySettings) -> impl IntoView {
             </select></label>
             <label>"Longest prompt (characters) " <input name="settings[max_prompt_chars]" type="number" min="1" value=settings.max_prompt_chars.to_string()/></label>
             <label>"Battles per rater per hour " <input name="settings[battles_per_hour]" type="number" min="1" value=settings.battles_per_hour.to_string()/></label>
+            <label>"Turns per battle (1: no follow-up questions) " <input name="settings[max_turns]" type="number" min="1" max="20" value=settings.max_turns.to_string()/></label>
             <label>"Sample prompts a rater may use (one per line) " <textarea name="settings[sample_prompts]" rows="3">{sample_prompts}</textarea></label>
         </fieldset>
     }

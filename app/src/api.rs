@@ -187,7 +187,8 @@ pub async fn vote(
     backend.vote(&slug, &token, input).await.map_err(ssr::fail)
 }
 
-/// Arena studies: the rater's prompt. The page sends `live` when it will stream the battle itself
+/// Arena studies: the rater's prompt, or with `follow_up` a follow-up question to the two models of
+/// the battle not yet voted on. The page sends `live` when it will stream the battle itself
 /// (JavaScript on) and gets the battle id at once; a plain form post waits for both answers and the
 /// browser comes back to the comparison page.
 #[server(prefix = "/rpc", endpoint = "arena_prompt")]
@@ -196,6 +197,7 @@ pub async fn arena_prompt(
     prompt: Option<String>,
     sample: Option<String>,
     live: Option<String>,
+    follow_up: Option<String>,
 ) -> Result<String, ServerFnError> {
     let backend = ssr::backend()?;
     let token = ssr::rater_token(&slug).await.ok_or_else(|| {
@@ -209,6 +211,7 @@ pub async fn arena_prompt(
             &token,
             prompt.as_deref().unwrap_or_default(),
             sample.is_some(),
+            follow_up.is_some(),
             live.is_none(),
         )
         .await
@@ -378,6 +381,7 @@ pub struct SettingsInput {
     pub stream: Option<String>,
     pub max_prompt_chars: Option<String>,
     pub battles_per_hour: Option<String>,
+    pub max_turns: Option<String>,
     /// One sample prompt per line.
     pub sample_prompts: Option<String>,
     pub require_participant: Option<String>,
@@ -442,6 +446,7 @@ impl SettingsInput {
                 .unwrap_or(defaults.max_prompt_chars),
             battles_per_hour: number(self.battles_per_hour, "battles per hour")?
                 .unwrap_or(defaults.battles_per_hour),
+            max_turns: number(self.max_turns, "turns per battle")?.unwrap_or(defaults.max_turns),
             require_participant: self.require_participant.is_some(),
             sessions_per_ip: number(self.sessions_per_ip, "sessions per address")?
                 .unwrap_or(defaults.sessions_per_ip),

@@ -75,14 +75,17 @@ pub trait Backend: Send + Sync + 'static {
         vote: VoteInput,
     ) -> Result<(), BackendError>;
     /// Arena studies: starts a battle on the rater's prompt (or, with `sample`, on one of the study's
-    /// sample prompts) and returns its id. With `wait` (a plain
-    /// form post, JavaScript off) it returns only once both answers are complete or the battle is void.
+    /// sample prompts) and returns its id; with `follow_up`, asks the two models of the rater's
+    /// unvoted battle the prompt as a follow-up question instead (a multi-turn battle). With `wait` (a
+    /// plain form post, JavaScript off) it returns only once both answers are complete or the battle
+    /// is void.
     async fn arena_prompt(
         &self,
         slug: &str,
         rater_token: &str,
         prompt: &str,
         sample: bool,
+        follow_up: bool,
         wait: bool,
     ) -> Result<String, BackendError>;
     async fn continue_after_reveal(

@@ -86,7 +86,7 @@ pub fn ComparePage() -> impl IntoView {
                         <p class="notice" id="not-open">"This study is not open."</p>
                     }.into_any(),
                     Ok(RaterView::Compare(comparison)) => view! {
-                        <CompareForm slug=slug comparison=comparison vote_action=vote_action/>
+                        <CompareForm slug=slug comparison=comparison vote_action=vote_action refresh=refresh/>
                     }.into_any(),
                     Ok(RaterView::Arena(turn)) => view! {
                         <ArenaPanel slug=slug turn=turn refresh=refresh/>
@@ -119,6 +119,7 @@ fn CompareForm(
     slug: String,
     comparison: Comparison,
     vote_action: ServerAction<Vote>,
+    refresh: RwSignal<u32>,
 ) -> impl IntoView {
     let form_ref = NodeRef::<leptos::html::Form>::new();
     let assignment = comparison.assignment.clone();
@@ -185,23 +186,14 @@ fn CompareForm(
         on_cleanup(move || handle.remove());
     }
 
-    let turns = comparison
-        .turns
-        .iter()
-        .map(|turn| {
-            let label = if turn.role == "user" {
-                "User".to_string()
-            } else {
-                turn.role.clone()
-            };
-            view! {
-                <div class=format!("turn turn-{}", turn.role)>
-                    <div class="role">{label}</div>
-                    <div class="md" inner_html=turn.html.clone()></div>
-                </div>
-            }
-        })
-        .collect_view();
+    let turns = prompt_turns(&comparison.turns);
+    let earlier = earlier_turns(&comparison.earlier);
+    let follow_up = (comparison.follow_ups_left > 0).then(|| {
+        view! {
+            <FollowUpForm slug=slug.clone() left=comparison.follow_ups_left
+                max_chars=comparison.max_prompt_chars refresh=refresh/>
+        }
+    });
     let buttons = CHOICES
         .iter()
         .map(|&(value, label, key)| {
@@ -235,6 +227,7 @@ fn CompareForm(
             <input type="hidden" name="slug" value=slug/>
             <input type="hidden" name="assignment" value=comparison.assignment.clone()/>
             <section class="prompt"><h2>"Prompt"</h2>{turns}</section>
+            {earlier}
             <div class="pair">
                 <article class="response" id="response-a">
                     <h2>"Response A"</h2>
@@ -271,6 +264,113 @@ fn CompareForm(
             <div class="choices">{buttons}</div>
             <p class="hint">"Keyboard: A, B, T (tie), X (both bad)."</p>
         </form>
+        {follow_up}
+    }
+}
+
+/// A prompt's turns (a conversation's messages before the answers).
+fn prompt_turns(turns: &[Turn]) -> impl IntoView {
+    turns
+        .iter()
+        .map(|turn| {
+            let label = if turn.role == "user" {
+                "User".to_string()
+            } else {
+                turn.role.clone()
+            };
+            view! {
+                <div class=format!("turn turn-{}", turn.role)>
+                    <div class="role">{label}</div>
+                    <div class="md" inner_html=turn.html.clone()></div>
+                </div>
+            }
+        })
+        .collect_view()
+}
+
+/// A multi-turn battle's earlier turns: both answers side by side, then the rater's next question.
+fn earlier_turns(earlier: &[EarlierTurn]) -> impl IntoView {
+    earlier
+        .iter()
+        .enumerate()
+        .map(|(index, turn)| {
+            view! {
+                <div class="pair earlier" id=format!("turn-{}", index + 1)>
+                    <article class="response">
+                        <h2>"Response A"</h2>
+                        <div class="md" inner_html=turn.left_html.clone()></div>
+                    </article>
+                    <article class="response">
+                        <h2>"Response B"</h2>
+                        <div class="md" inner_html=turn.right_html.clone()></div>
+                    </article>
+                </div>
+                <section class="prompt follow-up-question">
+                    <div class="turn turn-user">
+                        <div class="role">"User (follow-up)"</div>
+                        <div class="md" inner_html=turn.question_html.clone()></div>
+                    </div>
+                </section>
+            }
+        })
+        .collect_view()
+}
+
+/// Arena: ask both models of the battle a follow-up question before voting (a multi-turn battle).
+#[component]
+fn FollowUpForm(slug: String, left: u32, max_chars: u32, refresh: RwSignal<u32>) -> impl IntoView {
+    let action = ServerAction::<ArenaPrompt>::new();
+    Effect::new(move |_| {
+        if let Some(Ok(_)) = action.value().get() {
+            refresh.update(|n| *n += 1);
+        }
+    });
+    let form_ref = NodeRef::<leptos::html::Form>::new();
+    let submit_slug = slug.clone();
+    let on_submit = move |event: leptos::ev::SubmitEvent| {
+        #[cfg(feature = "hydrate")]
+        {
+            event.prevent_default();
+            if action.pending().get_untracked() {
+                return;
+            }
+            let prompt = form_ref
+                .get_untracked()
+                .and_then(|form| web_sys::FormData::new_with_form(&form).ok())
+                .and_then(|data| data.get("prompt").as_string());
+            action.dispatch(ArenaPrompt {
+                slug: submit_slug.clone(),
+                prompt,
+                sample: None,
+                live: Some("1".into()),
+                follow_up: Some("1".into()),
+            });
+        }
+        #[cfg(not(feature = "hydrate"))]
+        {
+            let _ = (event, &submit_slug, form_ref);
+        }
+    };
+    let hint = if left == 1 {
+        "Or ask both models one follow-up question before you vote.".to_string()
+    } else {
+        format!("Or ask both models a follow-up question before you vote (up to {left}).")
+    };
+    view! {
+        <form method="post" action="/rpc/arena_prompt" class="arena-follow-up" node_ref=form_ref
+            on:submit=on_submit>
+            <input type="hidden" name="slug" value=slug/>
+            <input type="hidden" name="follow_up" value="1"/>
+            <label for="arena-follow-up">{hint}</label>
+            <textarea id="arena-follow-up" name="prompt" rows="2" required=true maxlength=max_chars
+                placeholder="A follow-up question to both models"></textarea>
+            <button type="submit" id="arena-follow-up-send" disabled=move || action.pending().get()>
+                "Ask both"
+            </button>
+        </form>
+        {move || action.value().get().and_then(|r| r.err()).map(|e| view! {
+            <p class="error" id="arena-follow-up-error">{error_text(&e)}</p>
+        })}
     }
 }
 
@@ -394,6 +494,7 @@ fn ArenaPanel(slug: String, turn: ArenaTurn, refresh: RwSignal<u32>) -> impl Int
                 prompt,
                 sample,
                 live: Some("1".into()),
+                follow_up: None,
             });
         }
         #[cfg(not(feature = "hydrate"))]
@@ -403,6 +504,10 @@ fn ArenaPanel(slug: String, turn: ArenaTurn, refresh: RwSignal<u32>) -> impl Int
     };
     let body = match turn.running.clone() {
         Some(battle) => view! {
+            {(!turn.context.is_empty()).then(|| view! {
+                <section class="prompt"><h2>"Prompt"</h2>{prompt_turns(&turn.context)}</section>
+            })}
+            {earlier_turns(&turn.earlier)}
             <BattleStream slug=slug.clone() battle=battle live=turn.live refresh=refresh/>
         }
         .into_any(),

@@ -62,6 +62,9 @@ pub struct StudySettings {
     pub max_prompt_chars: u32,
     /// Arena: battles one rater may start per hour.
     pub battles_per_hour: u32,
+    /// Arena: turns per battle: the rater's prompt and up to `max_turns - 1` follow-up questions to
+    /// the same two models before the vote (1: no follow-ups).
+    pub max_turns: u32,
     /// Arena: prompts a rater may ask for instead of writing one ("Use a sample prompt").
     pub sample_prompts: Vec<String>,
     /// Refuse a session whose study link carries no participant id (`participant_param`).
@@ -107,6 +110,7 @@ impl Default for StudySettings {
             stream: "live".to_string(),
             max_prompt_chars: 4000,
             battles_per_hour: 60,
+            max_turns: 3,
             sample_prompts: Vec::new(),
             require_participant: false,
             sessions_per_ip: 20,
@@ -191,6 +195,25 @@ pub struct Comparison {
     pub total: u32,
     pub ask_source: bool,
     pub ask_rationale: bool,
+    /// Arena battles with follow-up questions: the turns before the last answers (shown between
+    /// `turns` and the last answers).
+    #[serde(default)]
+    pub earlier: Vec<EarlierTurn>,
+    /// Arena: how many more follow-up questions the rater may ask before voting (0: none).
+    #[serde(default)]
+    pub follow_ups_left: u32,
+    /// Arena: the longest follow-up question, in characters.
+    #[serde(default)]
+    pub max_prompt_chars: u32,
+}
+
+/// A turn of a multi-turn arena battle before its last one: both answers, then the rater's next
+/// question. Like the rest of a comparison, nothing here names a model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EarlierTurn {
+    pub left_html: String,
+    pub right_html: String,
+    pub question_html: String,
 }
 
 /// Shown after a vote when the study reveals models.
@@ -230,6 +253,12 @@ pub struct ArenaTurn {
     pub notice: Option<String>,
     /// The study has sample prompts a rater may use instead of writing one.
     pub has_samples: bool,
+    /// A follow-up being answered: the battle's first prompt and its earlier turns (ending with the
+    /// question being answered), shown above the streaming answers.
+    #[serde(default)]
+    pub context: Vec<Turn>,
+    #[serde(default)]
+    pub earlier: Vec<EarlierTurn>,
 }
 
 /// What the rater's comparison page shows next.

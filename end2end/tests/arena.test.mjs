@@ -25,13 +25,16 @@ function fakeUpstream() {
     let body = '';
     request.on('data', (d) => (body += d));
     request.on('end', async () => {
-      const { model } = JSON.parse(body);
+      const { model, messages } = JSON.parse(body);
       const contestant = CONTESTANTS.find((c) => c.upstream === model);
+      // A follow-up (a later user turn) gets its own answer, so the page shows it changed.
+      const users = messages.filter((m) => m.role === 'user').length;
+      const text = users > 1 ? `Follow-up answer ${users}: still ${contestant.text.split(' ')[0]}` : contestant.text;
       response.writeHead(200, { 'content-type': 'text/event-stream' });
       const chunk = (delta, finish = null) =>
         `data: ${JSON.stringify({ id: 'chatcmpl-e2e', object: 'chat.completion.chunk', created: 1, model, choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
       response.write(chunk({ role: 'assistant', content: '' }));
-      for (const word of contestant.text.split(/(?<= )/)) {
+      for (const word of text.split(/(?<= )/)) {
         await new Promise((r) => setTimeout(r, 120));
         if (response.destroyed) return;
         response.write(chunk({ content: word }));
@@ -65,10 +68,10 @@ after(async () => {
   upstream?.close();
 });
 
-async function openArena(slug) {
+async function openArena(slug, settings = {}) {
   await api(moat.base, 'POST', '/api/v1/studies', {
     slug, title: `Arena ${slug}`, instructions: 'Ask **anything**.',
-    settings: { kind: 'arena', items_per_rater: 2, reveal_after_vote: true, completion_code: `DONE-${slug}` },
+    settings: { kind: 'arena', items_per_rater: 2, reveal_after_vote: true, completion_code: `DONE-${slug}`, ...settings },
   });
   await api(moat.base, 'POST', `/api/v1/studies/${slug}/status`, { status: 'open' });
 }
@@ -172,5 +175,69 @@ test('without JavaScript: the prompt form waits for both answers, then the vote'
   await Promise.all([page.waitForNavigation(), page.click('#next')]);
   await page.waitForSelector('#arena-prompt');
   assert.match(await page.textContent('#progress'), /Battle 2 of 2/);
+  await context.close();
+});
+
+test('with JavaScript: a follow-up question streams to the same pair, then one vote on the conversation', async () => {
+  await openArena('multi', { max_turns: 2 });
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(`${moat.base}/s/multi`);
+  await page.waitForSelector('body[data-hydrated]');
+  await page.check('input[name=agree]');
+  await page.click('#consent');
+  await page.waitForSelector('#arena-prompt');
+  await page.waitForSelector('body[data-hydrated]');
+  await page.fill('#arena-prompt', 'What is the capital of France?');
+  await page.click('#arena-send');
+  await page.waitForSelector('#vote-left');
+  await page.waitForSelector('#arena-follow-up');
+  await page.fill('#arena-follow-up', 'And how old is it?');
+  await page.click('#arena-follow-up-send');
+  // The follow-up streams below the first turn; the question is shown, no vote meanwhile.
+  await page.waitForSelector('#stream-a');
+  assert.equal(await page.$('#vote-left'), null, 'no vote while the follow-up is answered');
+  assert.match(await page.textContent('#turn-1'), /Paris/);
+  assert.ok((await page.content()).includes('And how old is it?'));
+  await page.waitForFunction(() => (document.querySelector('#stream-a .streaming')?.textContent ?? '').includes('Follow-up'));
+  assertBlind('the page while a follow-up streams', await page.content());
+  await page.waitForSelector('#vote-left');
+  assert.match(await page.textContent('#response-a'), /Follow-up answer 2/);
+  assert.match(await page.textContent('#turn-1'), /Paris/);
+  assert.equal(await page.$('#arena-follow-up'), null, 'max_turns 2: no third question');
+  assertBlind('the two-turn comparison', await page.content());
+  await page.click('#vote-left');
+  await page.waitForSelector('.reveal');
+  assert.deepEqual(errors, []);
+  await context.close();
+
+  const battles = await api(moat.base, 'GET', '/api/v1/studies/multi/export?format=arena');
+  const row = JSON.parse(battles.trim());
+  assert.equal(row.turn, 2);
+  assert.equal(row.conversation_a.length, 4);
+  assert.equal(row.conversation_a[2].content, 'And how old is it?');
+});
+
+test('without JavaScript: a follow-up question is a plain form post too', async () => {
+  await openArena('multi-plain', { max_turns: 2 });
+  const context = await browser.newContext({ javaScriptEnabled: false });
+  const page = await context.newPage();
+  await page.goto(`${moat.base}/s/multi-plain`);
+  await page.check('input[name=agree]');
+  await page.click('#consent');
+  await page.waitForSelector('#arena-prompt');
+  await page.fill('#arena-prompt', 'Name the capital of France.');
+  await Promise.all([page.waitForNavigation(), page.click('#arena-send')]);
+  await page.waitForSelector('#arena-follow-up');
+  await page.fill('#arena-follow-up', 'Since when?');
+  await Promise.all([page.waitForNavigation(), page.click('#arena-follow-up-send')]);
+  await page.waitForSelector('#vote-right');
+  assert.match(await page.textContent('#turn-1'), /Paris/);
+  assert.match(await page.textContent('#response-b'), /Follow-up answer 2/);
+  assertBlind('the no-JavaScript two-turn comparison', await page.content());
+  await Promise.all([page.waitForNavigation(), page.click('#vote-right')]);
+  await page.waitForSelector('.reveal');
   await context.close();
 });

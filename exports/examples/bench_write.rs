@@ -123,6 +123,8 @@ fn pool() -> Vec<VoteRecord> {
             time_on_page_ms: Some(12_345),
             assignment_kind: "regular".to_string(),
             completion_code: None,
+            left_history: Vec::new(),
+            right_history: Vec::new(),
         })
         .collect()
 }

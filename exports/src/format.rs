@@ -157,6 +157,8 @@ impl Format {
                 ("time_on_page_ms", OptionalInt),
                 ("assignment_kind", Text),
                 ("completion_code", OptionalText),
+                ("left_history", Messages),
+                ("right_history", Messages),
             ],
         };
         columns
@@ -178,7 +180,7 @@ impl Format {
 }
 
 /// Columns that hold prompts, responses or free text: long and mostly distinct values.
-const LONG_TEXT_COLUMNS: [&str; 14] = [
+const LONG_TEXT_COLUMNS: [&str; 16] = [
     "prompt",
     "chosen",
     "rejected",
@@ -193,6 +195,8 @@ const LONG_TEXT_COLUMNS: [&str; 14] = [
     "preferred_output",
     "non_preferred_output",
     "source_guess",
+    "left_history",
+    "right_history",
 ];
 
 impl fmt::Display for Format {
@@ -255,22 +259,48 @@ fn prompt_cell<'a>(record: &'a VoteRecord, prompt_text: &'a str, conversational:
     }
 }
 
-fn response_cell(text: &str, conversational: bool) -> Cell<'_> {
-    if conversational {
-        Cell::Messages(Turns::single("assistant", text))
-    } else {
-        Cell::text(text)
-    }
-}
-
-/// The number of user turns, as FastChat counts `turn`.
+/// The number of user turns, as FastChat counts `turn` (a multi-turn battle's follow-ups included).
 fn user_turns(record: &VoteRecord) -> i64 {
     record
         .conversation
         .iter()
+        .chain(&record.left_history)
         .filter(|message| message.role == "user")
         .count()
         .max(1) as i64
+}
+
+/// One side's turns after the prompt as messages: a multi-turn side's history, then its answer.
+fn side_messages(record: &VoteRecord, left: bool) -> Cell<'_> {
+    let (history, answer) = if left {
+        (&record.left_history, &record.left_response)
+    } else {
+        (&record.right_history, &record.right_response)
+    };
+    Cell::Messages(Turns::with_history_and_reply(
+        &[],
+        history,
+        "assistant",
+        answer,
+    ))
+}
+
+/// One side as plain text (see [`VoteRecord::chosen_rejected_text`]).
+fn side_text(record: &VoteRecord, left: bool) -> Cow<'_, str> {
+    let (history, answer) = if left {
+        (&record.left_history, &record.left_response)
+    } else {
+        (&record.right_history, &record.right_response)
+    };
+    if !record.is_multi_turn() {
+        return Cow::Borrowed(answer.as_str());
+    }
+    let mut turns: Vec<String> = history
+        .iter()
+        .map(|m| format!("{}: {}", m.role, m.content))
+        .collect();
+    turns.push(format!("assistant: {answer}"));
+    Cow::Owned(turns.join("\n\n"))
 }
 
 /// Arena's `winner` for a choice (model_a is the left side).
@@ -312,12 +342,19 @@ impl RecordWriter for FormatWriter {
         };
         match self.format {
             Format::Trl | Format::Dpo => {
-                let (model_chosen, chosen, model_rejected, rejected) = record
-                    .chosen_rejected()
+                let (model_chosen, chosen_text, model_rejected, rejected_text) = record
+                    .chosen_rejected_text()
                     .expect("the format keeps only decided votes");
+                let left_chosen = record.choice == Choice::Left;
                 let prompt = prompt_cell(record, &prompt_text, conversational);
-                let chosen = response_cell(chosen, conversational);
-                let rejected = response_cell(rejected, conversational);
+                let (chosen, rejected) = if conversational {
+                    (
+                        side_messages(record, left_chosen),
+                        side_messages(record, !left_chosen),
+                    )
+                } else {
+                    (Cell::Text(chosen_text), Cell::Text(rejected_text))
+                };
                 if self.format == Format::Dpo {
                     return self.row(&[prompt, chosen, rejected]);
                 }
@@ -335,51 +372,48 @@ impl RecordWriter for FormatWriter {
                 ])
             }
             Format::Kto => {
-                let sides: [(&str, bool); 2] = match record.choice {
-                    Choice::Left => [
-                        (&record.left_response, true),
-                        (&record.right_response, false),
-                    ],
-                    Choice::Right => [
-                        (&record.left_response, false),
-                        (&record.right_response, true),
-                    ],
-                    Choice::BothBad => [
-                        (&record.left_response, false),
-                        (&record.right_response, false),
-                    ],
+                let labels: [bool; 2] = match record.choice {
+                    Choice::Left => [true, false],
+                    Choice::Right => [false, true],
+                    Choice::BothBad => [false, false],
                     Choice::Tie => unreachable!("KTO does not keep ties"),
                 };
-                for (completion, label) in sides {
+                for (left, label) in [(true, labels[0]), (false, labels[1])] {
                     let prompt = prompt_cell(record, &prompt_text, conversational);
-                    self.row(&[
-                        prompt,
-                        response_cell(completion, conversational),
-                        Cell::Bool(label),
-                    ])?;
+                    let completion = if conversational {
+                        side_messages(record, left)
+                    } else {
+                        Cell::Text(side_text(record, left))
+                    };
+                    self.row(&[prompt, completion, Cell::Bool(label)])?;
                 }
                 Ok(())
             }
             Format::HhRlhf => {
-                let (_, chosen, _, rejected) = record
-                    .chosen_rejected()
-                    .expect("the format keeps only decided votes");
+                let left_chosen = record.choice == Choice::Left;
                 let mut chosen_text = render_transcript(&record.conversation);
                 let mut rejected_text = chosen_text.clone();
-                crate::hh::append_transcript(
-                    &mut chosen_text,
-                    &[crate::Message::new("assistant", chosen)],
-                );
-                crate::hh::append_transcript(
-                    &mut rejected_text,
-                    &[crate::Message::new("assistant", rejected)],
-                );
+                let (left_turns, right_turns) = (record.left_turns(), record.right_turns());
+                let (chosen, rejected) = if left_chosen {
+                    (&left_turns, &right_turns)
+                } else {
+                    (&right_turns, &left_turns)
+                };
+                crate::hh::append_transcript(&mut chosen_text, chosen);
+                crate::hh::append_transcript(&mut rejected_text, rejected);
                 self.row(&[
                     Cell::Text(Cow::Owned(chosen_text)),
                     Cell::Text(Cow::Owned(rejected_text)),
                 ])
             }
             Format::OpenAi => {
+                // OpenAI's preference format has one shared input and one assistant message per
+                // side: a multi-turn battle, whose sides differ before their last answers, does not
+                // fit it and is left out (counted).
+                if record.is_multi_turn() {
+                    self.summary.skipped_multi_turn += 1;
+                    return Ok(());
+                }
                 let (_, chosen, _, rejected) = record
                     .chosen_rejected()
                     .expect("the format keeps only decided votes");
@@ -395,13 +429,15 @@ impl RecordWriter for FormatWriter {
                 Cell::text(&record.right_model),
                 Cell::text(arena_winner(record.choice)),
                 Cell::text(&record.rater),
-                Cell::Messages(Turns::with_reply(
+                Cell::Messages(Turns::with_history_and_reply(
                     &record.conversation,
+                    &record.left_history,
                     "assistant",
                     &record.left_response,
                 )),
-                Cell::Messages(Turns::with_reply(
+                Cell::Messages(Turns::with_history_and_reply(
                     &record.conversation,
+                    &record.right_history,
                     "assistant",
                     &record.right_response,
                 )),
@@ -433,6 +469,8 @@ impl RecordWriter for FormatWriter {
                 Cell::OptionalInt(record.time_on_page_ms),
                 Cell::text(&record.assignment_kind),
                 Cell::OptionalText(record.completion_code.as_deref()),
+                Cell::Messages(Turns::of(&record.left_history)),
+                Cell::Messages(Turns::of(&record.right_history)),
             ]),
         }
     }

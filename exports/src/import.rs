@@ -81,6 +81,9 @@ pub struct ImportedResponse {
     pub text: String,
     /// The response's id in the source, where it has one (OpenAssistant message ids).
     pub source_id: Option<String>,
+    /// A multi-turn battle's side: its messages between the item's conversation and `text` (earlier
+    /// answers and follow-up questions); empty for a single answer.
+    pub history: Vec<Message>,
 }
 
 /// One imported vote between two responses of the same item.
@@ -180,6 +183,8 @@ impl ImportedItem {
                         .clone()
                         .unwrap_or_else(|| "imported".to_string()),
                     completion_code: vote.completion_code.clone(),
+                    left_history: left.history.clone(),
+                    right_history: right.history.clone(),
                 }
             })
             .collect()
@@ -354,6 +359,7 @@ fn response(model: impl Into<String>, text: impl Into<String>) -> ImportedRespon
         openness: None,
         text: text.into(),
         source_id: None,
+        history: Vec::new(),
     }
 }
 
@@ -584,10 +590,30 @@ fn arena_item(
     };
     let response_a = last(&mut conversation_a, "conversation_a")?;
     let response_b = last(&mut conversation_b, "conversation_b")?;
+    // A multi-turn battle: the sides share the turns up to the first answer and every user turn;
+    // each side's own earlier answers (and the follow-ups between them) become its history.
+    let mut history_a = Vec::new();
+    let mut history_b = Vec::new();
     if conversation_a != conversation_b {
-        return Ok(Err(
-            "multi-turn battle: the two conversations differ before the last turn".to_string(),
-        ));
+        let shared = conversation_a
+            .iter()
+            .zip(&conversation_b)
+            .take_while(|(a, b)| a == b)
+            .count();
+        history_a = conversation_a.split_off(shared);
+        history_b = conversation_b.split_off(shared);
+        let users = |history: &[Message]| -> Vec<Message> {
+            history
+                .iter()
+                .filter(|m| m.role == "user")
+                .cloned()
+                .collect()
+        };
+        if history_a.len() != history_b.len() || users(&history_a) != users(&history_b) {
+            return Ok(Err(
+                "multi-turn battle: the two conversations ask different questions".to_string(),
+            ));
+        }
     }
     if conversation_a.is_empty() {
         return Err(ReadError::at_field(
@@ -619,7 +645,16 @@ fn arena_item(
         conversation: conversation_a,
         category: fields.opt_text("category")?,
         language: fields.opt_text("language")?,
-        responses: vec![response(model_a, response_a), response(model_b, response_b)],
+        responses: vec![
+            ImportedResponse {
+                history: history_a,
+                ..response(model_a, response_a)
+            },
+            ImportedResponse {
+                history: history_b,
+                ..response(model_b, response_b)
+            },
+        ],
         votes: vec![vote],
     }))
 }
@@ -650,15 +685,19 @@ fn votes_item(line: u64, object: &Map<String, Value>) -> Result<ImportedItem, Re
     vote.time_on_page_ms = fields.opt_i64("time_on_page_ms")?;
     vote.assignment_kind = fields.opt_text("assignment_kind")?;
     vote.completion_code = fields.opt_text("completion_code")?;
-    let side =
-        |model: &str, openness_key: &str, text: &str| -> Result<ImportedResponse, ReadError> {
-            Ok(ImportedResponse {
-                model: fields.str(model)?.to_string(),
-                openness: Some(openness(openness_key)?),
-                text: fields.str(text)?.to_string(),
-                source_id: None,
-            })
-        };
+    let side = |model: &str, openness_key: &str, text: &str, history: &str| {
+        Ok::<_, ReadError>(ImportedResponse {
+            model: fields.str(model)?.to_string(),
+            openness: Some(openness(openness_key)?),
+            text: fields.str(text)?.to_string(),
+            source_id: None,
+            // Older exports have no history columns.
+            history: match object.get(history) {
+                None | Some(Value::Null) => Vec::new(),
+                Some(value) => messages_from_value(line, history, value)?,
+            },
+        })
+    };
     Ok(ImportedItem {
         line,
         prompt_id: fields.str("prompt_id")?.to_string(),
@@ -666,8 +705,18 @@ fn votes_item(line: u64, object: &Map<String, Value>) -> Result<ImportedItem, Re
         category: fields.opt_text("category")?,
         language: fields.opt_text("language")?,
         responses: vec![
-            side("left_model", "left_openness", "left_response")?,
-            side("right_model", "right_openness", "right_response")?,
+            side(
+                "left_model",
+                "left_openness",
+                "left_response",
+                "left_history",
+            )?,
+            side(
+                "right_model",
+                "right_openness",
+                "right_response",
+                "right_history",
+            )?,
         ],
         votes: vec![vote],
     })

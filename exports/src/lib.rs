@@ -44,6 +44,9 @@ pub struct ExportSummary {
     pub skipped_both_bad: u64,
     /// Votes on attention checks and gold items (they score raters, not models).
     pub skipped_checks: u64,
+    /// Multi-turn battles left out by a format that holds one answer per side after a shared input
+    /// (OpenAI's preference format).
+    pub skipped_multi_turn: u64,
 }
 
 impl std::fmt::Display for ExportSummary {
@@ -55,6 +58,13 @@ impl std::fmt::Display for ExportSummary {
         )?;
         if self.skipped_checks > 0 {
             write!(f, " and {} quality-check votes", self.skipped_checks)?;
+        }
+        if self.skipped_multi_turn > 0 {
+            write!(
+                f,
+                " and {} multi-turn battles (the format holds one answer per side)",
+                self.skipped_multi_turn
+            )?;
         }
         Ok(())
     }

@@ -102,6 +102,14 @@ pub struct VoteRecord {
     /// The rater session's own completion code (none for imported votes).
     #[serde(default)]
     pub completion_code: Option<String>,
+    /// Multi-turn arena battles: the left side's messages between `conversation` and
+    /// `left_response` (its earlier answers and the rater's follow-ups, in order). Empty for a single
+    /// answer; the two sides share `conversation` and every user turn but not the answers.
+    #[serde(default)]
+    pub left_history: Vec<Message>,
+    /// The right side's, as `left_history`.
+    #[serde(default)]
+    pub right_history: Vec<Message>,
 }
 
 impl VoteRecord {
@@ -130,19 +138,86 @@ impl VoteRecord {
     }
 
     /// The conversation as one plain-text prompt: a lone user turn is its content, a longer
-    /// conversation is each turn on its own paragraph prefixed by its role.
+    /// conversation (or any conversation of a multi-turn battle) is each turn on its own paragraph
+    /// prefixed by its role.
     pub fn prompt_text(&self) -> std::borrow::Cow<'_, str> {
         match self.conversation.as_slice() {
-            [only] if only.role == "user" => std::borrow::Cow::Borrowed(&only.content),
-            turns => std::borrow::Cow::Owned(
-                turns
-                    .iter()
-                    .map(|m| format!("{}: {}", m.role, m.content))
-                    .collect::<Vec<_>>()
-                    .join("\n\n"),
-            ),
+            [only] if only.role == "user" && !self.is_multi_turn() => {
+                std::borrow::Cow::Borrowed(&only.content)
+            }
+            turns => std::borrow::Cow::Owned(role_transcript(turns.iter())),
         }
     }
+
+    /// Whether the rater asked follow-up questions (a multi-turn arena battle): the sides then
+    /// differ before their last answers.
+    pub fn is_multi_turn(&self) -> bool {
+        !self.left_history.is_empty() || !self.right_history.is_empty()
+    }
+
+    /// The left side's messages after `conversation`: its history, then its last answer.
+    pub fn left_turns(&self) -> Vec<Message> {
+        side_turns(&self.left_history, &self.left_response)
+    }
+
+    /// The right side's messages after `conversation`.
+    pub fn right_turns(&self) -> Vec<Message> {
+        side_turns(&self.right_history, &self.right_response)
+    }
+
+    /// Like [`VoteRecord::chosen_rejected`], each side as plain text that follows
+    /// [`VoteRecord::prompt_text`]: the answer itself, or, for a multi-turn battle, the side's turns
+    /// each on its own paragraph prefixed by its role.
+    pub fn chosen_rejected_text(
+        &self,
+    ) -> Option<(
+        &str,
+        std::borrow::Cow<'_, str>,
+        &str,
+        std::borrow::Cow<'_, str>,
+    )> {
+        fn text<'s>(
+            multi: bool,
+            history: &'s [Message],
+            last: &'s str,
+        ) -> std::borrow::Cow<'s, str> {
+            if multi {
+                let reply = Message::new("assistant", last);
+                std::borrow::Cow::Owned(role_transcript(
+                    history.iter().chain(std::iter::once(&reply)),
+                ))
+            } else {
+                std::borrow::Cow::Borrowed(last)
+            }
+        }
+        let multi = self.is_multi_turn();
+        let (chosen_model, _, rejected_model, _) = self.chosen_rejected()?;
+        let (chosen, rejected) = match self.choice {
+            Choice::Left => (
+                text(multi, &self.left_history, &self.left_response),
+                text(multi, &self.right_history, &self.right_response),
+            ),
+            _ => (
+                text(multi, &self.right_history, &self.right_response),
+                text(multi, &self.left_history, &self.left_response),
+            ),
+        };
+        Some((chosen_model, chosen, rejected_model, rejected))
+    }
+}
+
+fn side_turns(history: &[Message], last: &str) -> Vec<Message> {
+    let mut turns = history.to_vec();
+    turns.push(Message::new("assistant", last));
+    turns
+}
+
+/// Each message on its own paragraph, prefixed by its role.
+fn role_transcript<'a>(messages: impl Iterator<Item = &'a Message>) -> String {
+    messages
+        .map(|m| format!("{}: {}", m.role, m.content))
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// RFC 3339 UTC text for a millisecond timestamp (no dependency on a date crate).

@@ -80,6 +80,8 @@ pub fn sample_record(index: usize, pair: &PreferencePair) -> VoteRecord {
         completion_code: index
             .is_multiple_of(3)
             .then(|| format!("MOAT-{:012X}", index * 7_919)),
+        left_history: Vec::new(),
+        right_history: Vec::new(),
     }
 }
 

@@ -175,17 +175,38 @@ impl Column {
 #[derive(Debug, Clone, Copy)]
 pub struct Turns<'a> {
     pub head: &'a [Message],
+    /// Messages after `head` (a multi-turn arena side's earlier answers and follow-ups).
+    pub middle: &'a [Message],
     pub last: Option<(&'a str, &'a str)>,
 }
 
 impl<'a> Turns<'a> {
     pub fn of(head: &'a [Message]) -> Self {
-        Turns { head, last: None }
+        Turns {
+            head,
+            middle: &[],
+            last: None,
+        }
     }
 
     pub fn with_reply(head: &'a [Message], role: &'a str, content: &'a str) -> Self {
         Turns {
             head,
+            middle: &[],
+            last: Some((role, content)),
+        }
+    }
+
+    /// `head`, then `middle`, then the message `role: content`.
+    pub fn with_history_and_reply(
+        head: &'a [Message],
+        middle: &'a [Message],
+        role: &'a str,
+        content: &'a str,
+    ) -> Self {
+        Turns {
+            head,
+            middle,
             last: Some((role, content)),
         }
     }
@@ -194,20 +215,22 @@ impl<'a> Turns<'a> {
     pub fn single(role: &'a str, content: &'a str) -> Self {
         Turns {
             head: &[],
+            middle: &[],
             last: Some((role, content)),
         }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        let head = self
-            .head
+        let pair = |message: &'a Message| (message.role.as_str(), message.content.as_str());
+        self.head
             .iter()
-            .map(|message| (message.role.as_str(), message.content.as_str()));
-        head.chain(self.last)
+            .map(pair)
+            .chain(self.middle.iter().map(pair))
+            .chain(self.last)
     }
 
     pub fn len(&self) -> usize {
-        self.head.len() + usize::from(self.last.is_some())
+        self.head.len() + self.middle.len() + usize::from(self.last.is_some())
     }
 
     pub fn is_empty(&self) -> bool {

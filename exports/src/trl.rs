@@ -38,7 +38,7 @@ impl<W: Write> TrlJsonlWriter<W> {
 
 impl<W: Write> RecordWriter for TrlJsonlWriter<W> {
     fn write_record(&mut self, record: &VoteRecord) -> std::io::Result<()> {
-        let Some((model_chosen, chosen, model_rejected, rejected)) = record.chosen_rejected()
+        let Some((model_chosen, chosen, model_rejected, rejected)) = record.chosen_rejected_text()
         else {
             match record.choice {
                 Choice::BothBad => self.summary.skipped_both_bad += 1,
@@ -49,8 +49,8 @@ impl<W: Write> RecordWriter for TrlJsonlWriter<W> {
         let prompt = record.prompt_text();
         let row = TrlRow {
             prompt: &prompt,
-            chosen,
-            rejected,
+            chosen: &chosen,
+            rejected: &rejected,
             study: &record.study,
             model_chosen,
             model_rejected,

@@ -282,18 +282,19 @@ pub fn page_view(
 }
 
 /// The decided votes as training pairs (ties and both-bad votes carry no preference), and how many
-/// were skipped.
+/// were skipped. A multi-turn battle's sides are their whole turns after the first prompt (each
+/// turn prefixed by its role), so the model is trained on the conversation the rater judged.
 pub fn preference_pairs(
     records: &[VoteRecord],
 ) -> (Vec<moat_exports::pairs::PreferencePair>, usize) {
     let mut skipped = 0;
     let pairs = records
         .iter()
-        .filter_map(|r| match r.chosen_rejected() {
+        .filter_map(|r| match r.chosen_rejected_text() {
             Some((_, chosen, _, rejected)) => Some(moat_exports::pairs::PreferencePair {
                 prompt: r.conversation.clone(),
-                chosen: chosen.to_string(),
-                rejected: rejected.to_string(),
+                chosen: chosen.into_owned(),
+                rejected: rejected.into_owned(),
                 category: r.category.clone(),
                 margin: None,
             }),

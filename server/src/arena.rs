@@ -63,6 +63,11 @@ pub struct BattleState {
 pub struct RunningBattle {
     pub public_id: String,
     pub rater_id: i64,
+    /// The follow-up question being answered (`None`: the battle's first turn).
+    pub question: Option<String>,
+    /// The SHA-256 of the rater's session token: the events stream checks the cookie against it
+    /// without a database read.
+    pub token_sha256: String,
     pub state: watch::Sender<BattleState>,
 }
 
@@ -83,6 +88,9 @@ pub struct Arena {
     /// Per study: how often each pair (by name, in name order) was drawn for a battle that was not
     /// void, read from the database on the study's first battle in this process.
     pair_counts: Mutex<HashMap<i64, PairCounts>>,
+    /// Per rater: when each battle of the last hour started (ms), read from the database on the
+    /// rater's first battle in this process; `battles_per_hour` is checked against it.
+    recent_starts: Mutex<HashMap<i64, std::collections::VecDeque<i64>>>,
 }
 
 /// How often each pair (by name, in name order) was drawn.
@@ -188,6 +196,22 @@ fn rater_error(message: impl Into<String>) -> BackendError {
     BackendError::BadRequest(message.into())
 }
 
+/// The rater's prompt (or follow-up question), trimmed, if the study takes it.
+fn checked_prompt(study: &StudyRow, prompt: &str) -> Result<String, BackendError> {
+    let prompt = prompt.trim();
+    if prompt.is_empty() {
+        return Err(rater_error("Please write a prompt first."));
+    }
+    let length = prompt.chars().count();
+    let limit = study.settings.max_prompt_chars as usize;
+    if length > limit {
+        return Err(rater_error(format!(
+            "Your prompt is {length} characters long; this study takes at most {limit}."
+        )));
+    }
+    Ok(prompt.to_string())
+}
+
 impl Arena {
     pub fn new(models: Arc<crate::serving::Models>) -> Arena {
         Arena {
@@ -196,6 +220,7 @@ impl Arena {
             health: Mutex::new(HashMap::new()),
             detectors: Mutex::new(HashMap::new()),
             pair_counts: Mutex::new(HashMap::new()),
+            recent_starts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -256,6 +281,10 @@ impl Arena {
             .collect()
     }
 
+    fn starts(&self) -> std::sync::MutexGuard<'_, HashMap<i64, std::collections::VecDeque<i64>>> {
+        self.recent_starts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn pair_counts(&self) -> std::sync::MutexGuard<'_, HashMap<i64, PairCounts>> {
         self.pair_counts.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -292,28 +321,34 @@ impl Arena {
         store: &Store,
         study: &StudyRow,
         rater_id: i64,
+        token_sha256: &str,
         prompt: &str,
     ) -> Result<Arc<RunningBattle>, BackendError> {
         if let Some(running) = self.running_for(rater_id) {
             return Ok(running);
         }
-        let prompt = prompt.trim();
-        if prompt.is_empty() {
-            return Err(rater_error("Please write a prompt first."));
+        let prompt = checked_prompt(study, prompt)?;
+        let now = now_ms();
+        let hour_ago = now - 3_600_000;
+        if !self.starts().contains_key(&rater_id) {
+            let stored = store.battle_starts_since(rater_id, hour_ago).await?;
+            self.starts().entry(rater_id).or_insert(stored.into());
         }
-        let length = prompt.chars().count();
-        let limit = study.settings.max_prompt_chars as usize;
-        if length > limit {
-            return Err(rater_error(format!(
-                "Your prompt is {length} characters long; this study takes at most {limit}."
-            )));
-        }
-        let hour_ago = now_ms() - 3_600_000;
-        let started = store.battles_since(rater_id, hour_ago).await?;
-        if started >= i64::from(study.settings.battles_per_hour) {
-            return Err(BackendError::Conflict(format!(
-                "You have started {started} battles in the last hour, the most this study allows; please come back later."
-            )));
+        {
+            let mut starts = self.starts();
+            let recent = starts.entry(rater_id).or_default();
+            while recent.front().is_some_and(|&at| at < hour_ago) {
+                recent.pop_front();
+            }
+            let started = recent.len();
+            if started >= study.settings.battles_per_hour as usize {
+                return Err(BackendError::Conflict(format!(
+                    "You have started {started} battles in the last hour, the most this study allows; please come back later."
+                )));
+            }
+            // Counted now (a void battle cost the models work too), so parallel starts cannot
+            // pass the limit together.
+            recent.push_back(now);
         }
         let contestants = self.available_contestants(study);
         if contestants.len() < 2 {
@@ -354,6 +389,8 @@ impl Arena {
         let battle = Arc::new(RunningBattle {
             public_id: public_id.clone(),
             rater_id,
+            question: None,
+            token_sha256: token_sha256.to_string(),
             state,
         });
         self.running().insert(public_id.clone(), battle.clone());
@@ -373,6 +410,152 @@ impl Arena {
                 .await;
         });
         Ok(battle)
+    }
+
+    /// Asks the two models of the rater's unvoted battle a follow-up question (a multi-turn battle):
+    /// each model sees the conversation with its own earlier answers. The battle keeps its id; its
+    /// comparison cannot be voted on until both have answered.
+    pub async fn follow_up(
+        self: &Arc<Self>,
+        store: &Store,
+        study: &StudyRow,
+        rater_id: i64,
+        token_sha256: &str,
+        question: &str,
+    ) -> Result<Arc<RunningBattle>, BackendError> {
+        if let Some(running) = self.running_for(rater_id) {
+            return Ok(running);
+        }
+        let question = checked_prompt(study, question)?;
+        let battle = store
+            .battle_to_continue(rater_id)
+            .await?
+            .filter(|battle| battle.study_id == study.id)
+            .ok_or_else(|| {
+                BackendError::Conflict(
+                    "There is no battle to continue; please send a new prompt.".into(),
+                )
+            })?;
+        let max_turns = i64::from(study.settings.max_turns);
+        if battle.turns >= max_turns {
+            return Err(BackendError::Conflict(format!(
+                "This battle has had its {max_turns} turns; please vote on it."
+            )));
+        }
+        let (state, _) = watch::channel(BattleState::default());
+        let running = Arc::new(RunningBattle {
+            public_id: battle.public_id.clone(),
+            rater_id,
+            question: Some(question.clone()),
+            token_sha256: token_sha256.to_string(),
+            state,
+        });
+        {
+            let mut all = self.running();
+            if let Some(other) = all.values().find(|b| b.rater_id == rater_id) {
+                return Ok(other.clone());
+            }
+            all.insert(running.public_id.clone(), running.clone());
+        }
+        let arena = self.clone();
+        let store = store.clone();
+        let task_battle = running.clone();
+        tokio::spawn(async move {
+            arena
+                .run_follow_up(store, task_battle, battle, Message::new("user", question))
+                .await;
+        });
+        Ok(running)
+    }
+
+    async fn run_follow_up(
+        self: Arc<Self>,
+        store: Store,
+        running: Arc<RunningBattle>,
+        battle: crate::store::BattleToContinue,
+        question: Message,
+    ) {
+        let conversations = battle.sides.clone().map(|mut side| {
+            side.push(question.clone());
+            side
+        });
+        let outcome = tokio::select! {
+            outcome = self.generate_both(&running, &battle.models, [&conversations[0], &conversations[1]]) => outcome,
+            () = watchdog(&running) => Err((None, LlmError::Cancelled, "the rater left".to_string())),
+            () = tokio::time::sleep(BATTLE_DEADLINE) => Err((None, LlmError::Timeout {
+                endpoint: "arena".into(),
+                what: format!("the battle ran past {} s", BATTLE_DEADLINE.as_secs()),
+            }, String::new())),
+        };
+        let end = match outcome {
+            Ok([a, b]) => {
+                for name in &battle.models {
+                    self.record_outcome(name, true);
+                }
+                let turn = battle.turns + 1;
+                let stored = async {
+                    let rows = self
+                        .answer_rows(
+                            &store,
+                            battle.study_id,
+                            &running,
+                            &battle.models,
+                            [&a, &b],
+                            turn,
+                        )
+                        .await?;
+                    store
+                        .complete_follow_up(&battle, &question, [&rows[0], &rows[1]])
+                        .await
+                };
+                match stored.await {
+                    Ok(()) => BattleEnd::Complete,
+                    Err(error) => {
+                        tracing::error!("storing arena follow-up {}: {error}", battle.public_id);
+                        self.void_follow_up(
+                            &store,
+                            &battle,
+                            &format!("storing turn {turn} failed: {error}"),
+                        )
+                        .await;
+                        BattleEnd::Void(
+                            "The battle could not be saved, so it does not count. Please try again."
+                                .into(),
+                        )
+                    }
+                }
+            }
+            Err((failed, error, context)) => {
+                if let Some(index) = failed {
+                    self.record_outcome(&battle.models[index], false);
+                }
+                let side = failed.map_or("battle", |i| if i == 0 { "A" } else { "B" });
+                let detail = if context.is_empty() {
+                    error.to_string()
+                } else {
+                    context
+                };
+                let turn = battle.turns + 1;
+                self.void_follow_up(&store, &battle, &format!("turn {turn}, {side}: {detail}"))
+                    .await;
+                BattleEnd::Void(rater_notice(&error).to_string())
+            }
+        };
+        running.state.send_modify(|state| state.end = Some(end));
+        self.running().remove(&running.public_id);
+    }
+
+    /// A failed follow-up voids the whole battle (no part of it may be voted on).
+    async fn void_follow_up(
+        &self,
+        store: &Store,
+        battle: &crate::store::BattleToContinue,
+        record: &str,
+    ) {
+        self.forget_pair(battle.study_id, &battle.models);
+        if let Err(error) = store.void_continued_battle(&battle.public_id, record).await {
+            tracing::error!("voiding arena battle {}: {error}", battle.public_id);
+        }
     }
 
     async fn run(
@@ -396,7 +579,7 @@ impl Arena {
         );
         let generate = async {
             tokio::select! {
-                outcome = self.generate_both(&battle, &models, &conversation) => outcome,
+                outcome = self.generate_both(&battle, &models, [&conversation, &conversation]) => outcome,
                 () = watchdog(&battle) => Err((None, LlmError::Cancelled, "the rater left".to_string())),
                 () = tokio::time::sleep(BATTLE_DEADLINE) => Err((None, LlmError::Timeout {
                     endpoint: "arena".into(),
@@ -466,15 +649,20 @@ impl Arena {
         &self,
         battle: &RunningBattle,
         models: &[String; 2],
-        conversation: &[Message],
+        conversations: [&[Message]; 2],
     ) -> Result<[(Completion, ModelSpec); 2], (Option<usize>, LlmError, String)> {
-        let messages = crate::generate::chat_messages(conversation)
-            .map_err(|e| (None, LlmError::InvalidRequest(e), String::new()))?;
+        let mut messages = Vec::with_capacity(2);
+        for conversation in conversations {
+            messages.push(
+                crate::generate::chat_messages(conversation)
+                    .map_err(|e| (None, LlmError::InvalidRequest(e), String::new()))?,
+            );
+        }
         // One hub for the whole battle, even if the registry is replaced meanwhile.
         let hub = self.hub();
         let side = |index: usize| {
             let name = models[index].clone();
-            let messages = messages.clone();
+            let messages = messages[index].clone();
             let hub = hub.clone();
             async move {
                 let fail = |error: LlmError| (Some(index), error, String::new());
@@ -561,35 +749,9 @@ impl Arena {
         conversation: &[Message],
         answers: [&(Completion, ModelSpec); 2],
     ) -> Result<(), crate::store::StoreError> {
-        let contestants: Vec<(&str, &str)> = answers
-            .iter()
-            .zip(models)
-            .map(|((_, spec), name)| (name.as_str(), spec.provider.as_str()))
-            .collect();
-        let detector = self.detector(store, study_id, &contestants).await?;
-        let versions: Vec<String> = answers
-            .iter()
-            .map(|(_, spec)| spec.version.clone().unwrap_or_default())
-            .collect();
-        let rows: Vec<ContestantAnswer<'_>> = answers
-            .iter()
-            .zip(models)
-            .zip(&versions)
-            .map(|(((completion, spec), name), version)| ContestantAnswer {
-                model_name: name,
-                provider: &spec.provider,
-                openness: crate::generate::openness(spec),
-                version,
-                content: &completion.text,
-                identity_flag: detector.flag(&completion.text),
-                metadata: {
-                    let mut metadata = crate::generate::generation_metadata(spec, completion);
-                    metadata["generated_by"] = "moat arena".into();
-                    metadata["battle"] = battle.public_id.clone().into();
-                    metadata
-                },
-            })
-            .collect();
+        let rows = self
+            .answer_rows(store, study_id, battle, models, answers, 1)
+            .await?;
         store
             .complete_battle(
                 &battle.public_id,
@@ -600,6 +762,44 @@ impl Arena {
             )
             .await?;
         Ok(())
+    }
+
+    /// The two answers of turn `turn` as rows to store: provider, openness, identity flag and
+    /// generation metadata (which never reach the rater before the vote).
+    async fn answer_rows<'a>(
+        &self,
+        store: &Store,
+        study_id: i64,
+        battle: &RunningBattle,
+        models: &'a [String; 2],
+        answers: [&'a (Completion, ModelSpec); 2],
+        turn: i64,
+    ) -> Result<Vec<ContestantAnswer<'a>>, crate::store::StoreError> {
+        let contestants: Vec<(&str, &str)> = answers
+            .iter()
+            .zip(models)
+            .map(|((_, spec), name)| (name.as_str(), spec.provider.as_str()))
+            .collect();
+        let detector = self.detector(store, study_id, &contestants).await?;
+        Ok(answers
+            .into_iter()
+            .zip(models)
+            .map(|((completion, spec), name)| ContestantAnswer {
+                model_name: name,
+                provider: &spec.provider,
+                openness: crate::generate::openness(spec),
+                version: spec.version.as_deref().unwrap_or_default(),
+                content: &completion.text,
+                identity_flag: detector.flag(&completion.text),
+                metadata: {
+                    let mut metadata = crate::generate::generation_metadata(spec, completion);
+                    metadata["generated_by"] = "moat arena".into();
+                    metadata["battle"] = battle.public_id.clone().into();
+                    metadata["turn"] = turn.into();
+                    metadata
+                },
+            })
+            .collect())
     }
 }
 
@@ -662,22 +862,25 @@ async fn battle_events(
         )
             .into_response()
     };
-    let Ok(study) = backend.store.study(&slug).await else {
+    let Ok(study) = backend.open_study(&slug).await else {
         return not_found();
     };
     let token = moat_app::api::ssr::cookie_value(&headers, &moat_app::api::rater_cookie(&slug))
         .unwrap_or_default();
-    let Ok(Some(rater)) = backend.store.rater_by_token(study.id, &token).await else {
-        return not_found();
-    };
     let live = study.settings.stream != "together";
+    // A running battle is checked against its rater's token in memory (no database read on the
+    // way to the first words); a finished one against the database.
+    let token_sha256 = crate::domain::sha256_hex(&token);
     let running = backend
         .arena()
         .and_then(|arena| arena.battle(&battle_id))
-        .filter(|battle| battle.rater_id == rater.id);
+        .filter(|battle| !token.is_empty() && battle.token_sha256 == token_sha256);
     let receiver = match running {
         Some(battle) => battle.state.subscribe(),
         None => {
+            let Ok(Some(rater)) = backend.store.rater_by_token(study.id, &token).await else {
+                return not_found();
+            };
             // Finished (or run by another process): its end, from the database.
             let Ok(Some(row)) = backend.store.battle(&battle_id).await else {
                 return not_found();

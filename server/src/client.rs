@@ -170,6 +170,12 @@ impl RaterClient {
         self.arena_send(&[("prompt", prompt)], live).await
     }
 
+    /// Asks both models of the unvoted battle a follow-up question (a multi-turn battle).
+    pub async fn arena_follow_up(&self, question: &str, live: bool) -> Result<String, ClientError> {
+        self.arena_send(&[("prompt", question), ("follow_up", "1")], live)
+            .await
+    }
+
     /// Asks for one of the study's sample prompts instead of writing one.
     pub async fn arena_sample(&self, live: bool) -> Result<String, ClientError> {
         self.arena_send(&[("sample", "1")], live).await

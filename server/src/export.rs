@@ -396,6 +396,8 @@ fn blank_record() -> VoteRecord {
         time_on_page_ms: None,
         assignment_kind: String::new(),
         completion_code: None,
+        left_history: Vec::new(),
+        right_history: Vec::new(),
     }
 }
 

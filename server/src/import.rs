@@ -532,7 +532,7 @@ pub async fn import_jsonl<R: AsyncBufRead + Unpin>(
                 for (model, text) in &item.responses {
                     let flag = detector.flag(text);
                     report.responses_flagged += u64::from(flag.is_some());
-                    tx.insert_response(prompt_id, models[model], text, flag.as_deref())
+                    tx.insert_response(prompt_id, models[model], text, flag.as_deref(), &[])
                         .await?;
                     report.responses_imported += 1;
                 }
@@ -817,7 +817,12 @@ pub async fn import_dataset(
             };
             // A row repeating an earlier row's response (same model, same text) votes on that
             // response; anything else is a response of its own.
-            let key = (model_id, digest_of(&response.text));
+            // (A multi-turn side is the same response only with the same history.)
+            let key = if response.history.is_empty() {
+                (model_id, digest_of(&response.text))
+            } else {
+                (model_id, digest_of(&(&response.history, &response.text)))
+            };
             let earlier = seen
                 .get(&item.prompt_id)
                 .and_then(|prompt| prompt.responses.get(&key).copied());
@@ -828,10 +833,24 @@ pub async fn import_dataset(
                         detector =
                             Some(IdentityDetector::new(&tx.model_identities(study.id).await?));
                     }
-                    let flag = detector.as_ref().expect("built above").flag(&response.text);
+                    let detector = detector.as_ref().expect("built above");
+                    // A multi-turn side that names its maker in any of its answers is flagged.
+                    let flag = detector.flag(&response.text).or_else(|| {
+                        response
+                            .history
+                            .iter()
+                            .filter(|m| m.role == "assistant")
+                            .find_map(|m| detector.flag(&m.content))
+                    });
                     report.responses_flagged += u64::from(flag.is_some());
                     let id = tx
-                        .insert_response(prompt_id, model_id, &response.text, flag.as_deref())
+                        .insert_response(
+                            prompt_id,
+                            model_id,
+                            &response.text,
+                            flag.as_deref(),
+                            &response.history,
+                        )
                         .await?;
                     new_responses.push((key, id));
                     id

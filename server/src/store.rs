@@ -34,7 +34,7 @@ mod generation;
 mod identity_flags;
 pub use admin::{AdminSessionRow, AdminTokenRow, ADMIN_TOKEN_PREFIX};
 pub use api_keys::{ApiKeyRow, API_KEY_PREFIX};
-pub use arena::{BattleRow, BattleSummary, ContestantAnswer, VoidBattle};
+pub use arena::{BattleRow, BattleSummary, BattleToContinue, ContestantAnswer, VoidBattle};
 pub use generation::{GeneratedResponse, PromptToAnswer};
 
 /// The join behind every export record, with the given ORDER BY.
@@ -43,7 +43,8 @@ macro_rules! vote_records_sql {
         concat!("SELECT v.id, v.choice, v.source_guess, v.source_confidence, v.rationale, \
      v.time_on_page_ms, v.created_ms, a.kind, p.external_id, p.conversation, p.category, p.language, r.pseudonym, \
      r.completion_code, lm.name AS left_model, lm.openness AS left_openness, lr.content AS left_text, \
-     rm.name AS right_model, rm.openness AS right_openness, rr.content AS right_text \
+     rm.name AS right_model, rm.openness AS right_openness, rr.content AS right_text, \
+     lr.history AS left_history, rr.history AS right_history \
      FROM votes v JOIN assignments a ON a.id = v.assignment_id JOIN prompts p ON p.id = a.prompt_id \
      JOIN raters r ON r.id = a.rater_id \
      JOIN responses lr ON lr.id = a.left_response_id JOIN models lm ON lm.id = lr.model_id \
@@ -183,6 +184,9 @@ pub struct ShownAssignment {
     pub conversation: Vec<Message>,
     pub left_text: String,
     pub right_text: String,
+    /// A multi-turn arena battle's sides: their turns between `conversation` and the last answers.
+    pub left_history: Vec<Message>,
+    pub right_history: Vec<Message>,
     /// When the comparison expires unvoted (`None`: never).
     pub expires_ms: Option<i64>,
 }
@@ -724,7 +728,8 @@ impl Store {
         state: &str,
     ) -> StoreResult<Option<ShownAssignment>> {
         let row = sqlx::query(
-            "SELECT a.public_id, a.expires_ms, p.conversation, lr.content AS left_text, rr.content AS right_text \
+            "SELECT a.public_id, a.expires_ms, p.conversation, lr.content AS left_text, rr.content AS right_text, \
+             lr.history AS left_history, rr.history AS right_history \
              FROM assignments a JOIN prompts p ON p.id = a.prompt_id \
              JOIN responses lr ON lr.id = a.left_response_id JOIN responses rr ON rr.id = a.right_response_id \
              WHERE a.rater_id = $1 AND a.state = $2 ORDER BY a.id LIMIT 1",
@@ -741,6 +746,8 @@ impl Store {
                 .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             left_text: row.try_get("left_text")?,
             right_text: row.try_get("right_text")?,
+            left_history: history_of(row.try_get("left_history")?)?,
+            right_history: history_of(row.try_get("right_history")?)?,
             expires_ms: row.try_get("expires_ms")?,
         }))
     }
@@ -1111,9 +1118,7 @@ impl Store {
                     .await
                     .map(|done| match done {
                         WriteDone::Assigned(id) => id,
-                        WriteDone::Voted(_) => {
-                            unreachable!("an assignment answers with an assignment")
-                        }
+                        _ => unreachable!("an assignment answers with an assignment"),
                     })
             }
             None => {
@@ -1138,7 +1143,7 @@ impl Store {
                     .await
                     .map(|done| match done {
                         WriteDone::Voted(outcome) => outcome,
-                        WriteDone::Assigned(_) => unreachable!("a vote answers with a vote"),
+                        _ => unreachable!("a vote answers with a vote"),
                     })
             }
             None => {
@@ -1298,6 +1303,8 @@ impl Store {
                         time_on_page_ms: row.try_get("time_on_page_ms")?,
                         assignment_kind: row.try_get("kind")?,
                         completion_code: row.try_get("completion_code")?,
+                        left_history: history_of(row.try_get("left_history")?)?,
+                        right_history: history_of(row.try_get("right_history")?)?,
                     })
                 };
                 Ok(record()?)
@@ -1598,11 +1605,14 @@ async fn record_vote_in(conn: &mut AnyConnection, vote: &VoteToRecord) -> StoreR
 enum WriteOp {
     Assign(NewAssignment),
     Vote(VoteToRecord),
+    /// An arena battle's row as it starts.
+    Battle(arena::NewBattle),
 }
 
 enum WriteDone {
     Assigned(Option<String>),
     Voted(VoteOutcome),
+    BattleRecorded,
 }
 
 type Reply = tokio::sync::oneshot::Sender<StoreResult<WriteDone>>;
@@ -1660,6 +1670,9 @@ impl GroupWriter {
                     .await
                     .map(WriteDone::Assigned),
                 WriteOp::Vote(vote) => record_vote_in(&mut tx, vote).await.map(WriteDone::Voted),
+                WriteOp::Battle(battle) => arena::insert_battle_in(&mut tx, battle)
+                    .await
+                    .map(|()| WriteDone::BattleRecorded),
             };
             match result {
                 Err(StoreError::Database(error)) => return Err(StoreError::Database(error)),
@@ -1725,7 +1738,8 @@ pub fn sqlite_vote_records(
     let sql = format!(
         "SELECT v.id, v.choice, v.source_guess, v.source_confidence, v.rationale, \
          v.time_on_page_ms, v.created_ms, a.kind, p.external_id, {conversation}, p.category, \
-         p.language, r.pseudonym, lr.model_id, {left}, rr.model_id, {right}, r.completion_code \
+         p.language, r.pseudonym, lr.model_id, {left}, rr.model_id, {right}, r.completion_code, \
+         lr.history, rr.history \
          FROM votes v CROSS JOIN assignments a ON a.id = v.assignment_id \
          CROSS JOIN prompts p ON p.id = a.prompt_id CROSS JOIN raters r ON r.id = a.rater_id \
          CROSS JOIN responses lr ON lr.id = a.left_response_id \
@@ -1862,7 +1876,20 @@ impl RowFiller<'_, '_> {
         record.time_on_page_ms = row.get(5).map_err(db_error)?;
         set(&mut record.assignment_kind, text(7)?);
         set_optional(&mut record.completion_code, optional_text(17)?);
+        let history = |i: usize| -> Result<Vec<Message>, crate::export::ExportError> {
+            history_of(optional_text(i)?.map(str::to_string)).map_err(invalid)
+        };
+        record.left_history = history(18)?;
+        record.right_history = history(19)?;
         Ok(())
+    }
+}
+
+/// A response's `history` column (a multi-turn battle side's earlier turns): NULL is none.
+pub(crate) fn history_of(text: Option<String>) -> Result<Vec<Message>, sqlx::Error> {
+    match text.as_deref() {
+        None | Some("") => Ok(Vec::new()),
+        Some(json) => serde_json::from_str(json).map_err(|e| sqlx::Error::Decode(Box::new(e))),
     }
 }
 
@@ -2065,21 +2092,24 @@ impl WriteTx<'_> {
     }
 
     /// Writes a response with its identity flag (the words of [`crate::identity`] it matched, `None`
-    /// when clean); a flagged response flags its prompt.
+    /// when clean) and, for a multi-turn battle's side, its history; a flagged response flags its
+    /// prompt.
     pub async fn insert_response(
         &mut self,
         prompt_id: i64,
         model_id: i64,
         content: &str,
         identity_flag: Option<&str>,
+        history: &[Message],
     ) -> StoreResult<i64> {
         let id = sqlx::query(
-            "INSERT INTO responses (prompt_id, model_id, content, identity_flag) VALUES ($1, $2, $3, $4) RETURNING id",
+            "INSERT INTO responses (prompt_id, model_id, content, identity_flag, history) VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(prompt_id)
         .bind(model_id)
         .bind(content)
         .bind(identity_flag.map(str::to_string))
+        .bind((!history.is_empty()).then(|| serde_json::to_string(history).expect("messages serialize")))
         .fetch_one(&mut *self.tx)
         .await?
         .try_get("id")?;

@@ -118,6 +118,9 @@ pub struct SettingsFlags {
     /// Arena: battles a rater may start per hour [default: 60].
     #[arg(long)]
     pub battles_per_hour: Option<u32>,
+    /// Arena: turns per battle, the prompt and its follow-up questions; 1 for none [default: 3].
+    #[arg(long)]
+    pub max_turns: Option<u32>,
     /// Refuse a session whose study link carries no participant id.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub require_participant: Option<bool>,
@@ -219,6 +222,9 @@ impl SettingsFlags {
         }
         if let Some(n) = self.max_prompt_chars {
             settings.max_prompt_chars = n;
+        }
+        if let Some(n) = self.max_turns {
+            settings.max_turns = n;
         }
         if let Some(n) = self.battles_per_hour {
             settings.battles_per_hour = n;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use moat_app::backend::{Backend, BackendError};
 use moat_app::wire::*;
-use moat_exports::Choice;
+use moat_exports::{Choice, Message};
 
 use crate::domain::{median, sha256_hex, CheckKind, StudySlug, StudyStatus};
 use crate::markdown;
@@ -170,6 +170,12 @@ fn check_arena_settings(settings: &StudySettings) -> Result<(), BackendError> {
             settings.max_prompt_chars
         ));
     }
+    if !(1..=20).contains(&settings.max_turns) {
+        return bad(format!(
+            "max_turns must be between 1 and 20 (the prompt and its follow-ups), got {}",
+            settings.max_turns
+        ));
+    }
     if settings.battles_per_hour == 0 {
         return bad("battles_per_hour must be at least 1".into());
     }
@@ -224,7 +230,32 @@ fn render_comparison(
         total: total.max(position),
         ask_source: study.settings.ask_source,
         ask_rationale: study.settings.ask_rationale,
+        earlier: earlier_turns(&shown.left_history, &shown.right_history),
+        follow_ups_left: if study.settings.is_arena() {
+            // Each follow-up adds a question and an answer to a side's history.
+            let turns = 1 + shown.left_history.len() as u32 / 2;
+            study.settings.max_turns.saturating_sub(turns)
+        } else {
+            0
+        },
+        max_prompt_chars: study.settings.max_prompt_chars,
     }
+}
+
+/// A multi-turn battle's earlier turns from its sides' histories (`answer, question, answer,
+/// question, …`, each ending with the question its last answer replies to).
+fn earlier_turns(left: &[Message], right: &[Message]) -> Vec<EarlierTurn> {
+    left.chunks(2)
+        .zip(right.chunks(2))
+        .filter_map(|(l, r)| match (l, r) {
+            ([l_answer, question], [r_answer, _]) => Some(EarlierTurn {
+                left_html: markdown::render(&l_answer.content),
+                right_html: markdown::render(&r_answer.content),
+                question_html: markdown::render(&question.content),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 impl AppBackend {
@@ -447,6 +478,31 @@ impl AppBackend {
             }
             _ => None,
         };
+        // A follow-up being answered: the conversation so far, above the streaming answers.
+        let (mut context, mut earlier) = (Vec::new(), Vec::new());
+        let question = self
+            .arena()
+            .and_then(|arena| arena.running_for(rater.id))
+            .and_then(|battle| battle.question.clone());
+        if let Some(question) = question {
+            if let Some(battle) = self.store.battle_to_continue(rater.id).await? {
+                let [left, right] = &battle.sides;
+                let shared = 1.min(left.len());
+                let side = |messages: &[Message]| {
+                    let mut history = messages[shared..].to_vec();
+                    history.push(Message::new("user", question.as_str()));
+                    history
+                };
+                context = left[..shared]
+                    .iter()
+                    .map(|m| Turn {
+                        role: m.role.clone(),
+                        html: markdown::render(&m.content),
+                    })
+                    .collect();
+                earlier = earlier_turns(&side(left), &side(right));
+            }
+        }
         Ok(RaterView::Arena(ArenaTurn {
             position: votes + 1,
             total,
@@ -455,6 +511,8 @@ impl AppBackend {
             live: study.settings.stream != "together",
             notice,
             has_samples: !study.settings.sample_prompts.is_empty(),
+            context,
+            earlier,
         }))
     }
 
@@ -606,7 +664,8 @@ impl AppBackend {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn open_study(&self, slug: &str) -> Result<StudyRow, BackendError> {
+    /// The study (cached for a moment: the rater path reads it on every request).
+    pub(crate) async fn open_study(&self, slug: &str) -> Result<StudyRow, BackendError> {
         if let Some((at, study)) = self.cache().studies.get(slug) {
             if at.elapsed() < STUDY_CACHE_TTL {
                 return Ok(study.clone());
@@ -788,6 +847,13 @@ impl Backend for AppBackend {
             }
         }
         if study.settings.is_arena() {
+            // A follow-up question being answered is shown streaming, not the comparison under it.
+            let following_up = self
+                .arena()
+                .is_some_and(|arena| arena.running_for(rater.id).is_some());
+            if following_up {
+                return self.arena_view(&study, &rater).await;
+            }
             if let Some(shown) = self.store.assignment_in_state(rater.id, "issued").await? {
                 let (votes, total) = (rater.votes as u32, study.settings.items_per_rater);
                 return Ok(RaterView::Compare(render_comparison(
@@ -937,6 +1003,17 @@ impl Backend for AppBackend {
             .rationale
             .map(|r| r.trim().to_string())
             .filter(|r| !r.is_empty());
+        // An arena battle whose follow-up is still being answered is voted on once it is complete.
+        if study.settings.is_arena()
+            && self
+                .arena()
+                .is_some_and(|arena| arena.running_for(rater.id).is_some())
+        {
+            return Err(BackendError::Conflict(
+                "the models are still answering your follow-up question; vote once both are done"
+                    .into(),
+            ));
+        }
         if rationale.as_ref().is_some_and(|r| r.chars().count() > 5000) {
             return Err(BackendError::BadRequest(
                 "rationale is longer than 5000 characters".into(),
@@ -983,6 +1060,7 @@ impl Backend for AppBackend {
         rater_token: &str,
         prompt: &str,
         sample: bool,
+        follow_up: bool,
         wait: bool,
     ) -> Result<String, BackendError> {
         let study = self.open_study(slug).await?;
@@ -1005,6 +1083,24 @@ impl Backend for AppBackend {
             return Err(BackendError::Conflict(
                 "you have completed every battle of this study".into(),
             ));
+        }
+        if follow_up {
+            let arena = self.arena().ok_or_else(|| {
+                BackendError::Conflict("this server has no models for the arena right now".into())
+            })?;
+            let battle = arena
+                .follow_up(
+                    &self.store,
+                    &study,
+                    rater.id,
+                    &sha256_hex(rater_token),
+                    prompt,
+                )
+                .await?;
+            if wait {
+                crate::arena::wait_for_end(&battle).await;
+            }
+            return Ok(battle.public_id.clone());
         }
         if self
             .store
@@ -1037,7 +1133,15 @@ impl Backend for AppBackend {
         } else {
             prompt.to_string()
         };
-        let battle = arena.start(&self.store, &study, rater.id, &prompt).await?;
+        let battle = arena
+            .start(
+                &self.store,
+                &study,
+                rater.id,
+                &sha256_hex(rater_token),
+                &prompt,
+            )
+            .await?;
         if wait {
             crate::arena::wait_for_end(&battle).await;
         }

@@ -9,6 +9,38 @@ use sqlx::Row;
 use super::{insert_assignment_in, NewAssignment, Store, StoreError, StoreResult};
 use crate::domain::now_ms;
 
+/// A battle's row as it starts.
+#[derive(Debug, Clone)]
+pub struct NewBattle {
+    pub public_id: String,
+    pub study_id: i64,
+    pub rater_id: i64,
+    pub models: [String; 2],
+    /// The rater's messages, as JSON.
+    pub conversation: String,
+    pub created_ms: i64,
+}
+
+pub(super) async fn insert_battle_in(
+    tx: &mut sqlx::AnyConnection,
+    battle: &NewBattle,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO arena_battles (public_id, study_id, rater_id, model_a, model_b, conversation, \
+         state, created_ms) VALUES ($1, $2, $3, $4, $5, $6, 'streaming', $7)",
+    )
+    .bind(&battle.public_id)
+    .bind(battle.study_id)
+    .bind(battle.rater_id)
+    .bind(&battle.models[0])
+    .bind(&battle.models[1])
+    .bind(&battle.conversation)
+    .bind(battle.created_ms)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// A battle as stored, for the rater's page and the events stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BattleRow {
@@ -17,6 +49,23 @@ pub struct BattleRow {
     pub state: String,
     pub error: Option<String>,
     pub finished_ms: Option<i64>,
+}
+
+/// A complete battle whose comparison is not voted yet, as a follow-up question continues it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BattleToContinue {
+    pub public_id: String,
+    pub study_id: i64,
+    pub rater_id: i64,
+    /// A's and B's model names.
+    pub models: [String; 2],
+    /// Turns answered so far.
+    pub turns: i64,
+    /// The rater's messages so far (the first prompt and each follow-up).
+    pub user_turns: Vec<Message>,
+    /// Each side's whole conversation so far: the shared first turn, then its answers and the
+    /// follow-ups between them.
+    pub sides: [Vec<Message>; 2],
 }
 
 /// One contestant's finished answer.
@@ -34,6 +83,8 @@ pub struct ContestantAnswer<'a> {
 
 impl Store {
     /// Records a battle as it starts (`streaming`): a crash from here on leaves a row nothing counts.
+    /// On SQLite it goes through the group-commit writer (one fsync for the battles that start
+    /// together), like votes.
     pub async fn insert_battle(
         &self,
         public_id: &str,
@@ -42,34 +93,42 @@ impl Store {
         models: (&str, &str),
         conversation: &[Message],
     ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO arena_battles (public_id, study_id, rater_id, model_a, model_b, conversation, \
-             state, created_ms) VALUES ($1, $2, $3, $4, $5, $6, 'streaming', $7)",
-        )
-        .bind(public_id)
-        .bind(study_id)
-        .bind(rater_id)
-        .bind(models.0)
-        .bind(models.1)
-        .bind(serde_json::to_string(conversation).expect("messages serialize"))
-        .bind(now_ms())
-        .execute(&mut *tx.tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        let battle = NewBattle {
+            public_id: public_id.to_string(),
+            study_id,
+            rater_id,
+            models: [models.0.to_string(), models.1.to_string()],
+            conversation: serde_json::to_string(conversation).expect("messages serialize"),
+            created_ms: now_ms(),
+        };
+        match &self.group_writer {
+            Some(writer) => writer
+                .submit(super::WriteOp::Battle(battle))
+                .await
+                .map(|_| ()),
+            None => {
+                let mut tx = self.begin_write().await?;
+                insert_battle_in(&mut tx.tx, &battle).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        }
     }
 
-    /// Battles the rater started since `since_ms` (void ones included: each cost the models work).
-    pub async fn battles_since(&self, rater_id: i64, since_ms: i64) -> StoreResult<i64> {
-        Ok(sqlx::query(
-            "SELECT COUNT(*) AS n FROM arena_battles WHERE rater_id = $1 AND created_ms >= $2",
+    /// When each battle the rater started since `since_ms` started, oldest first (void ones
+    /// included: each cost the models work).
+    pub async fn battle_starts_since(&self, rater_id: i64, since_ms: i64) -> StoreResult<Vec<i64>> {
+        let rows = sqlx::query(
+            "SELECT created_ms FROM arena_battles WHERE rater_id = $1 AND created_ms >= $2 \
+             ORDER BY created_ms",
         )
         .bind(rater_id)
         .bind(since_ms)
-        .fetch_one(&self.pool)
-        .await?
-        .try_get("n")?)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| row.try_get("created_ms").map_err(StoreError::from))
+            .collect()
     }
 
     /// How often each pair of models (by name, in the order stored) met in the study's battles that
@@ -118,6 +177,150 @@ impl Store {
         row.map(|row| battle_from_row(&row))
             .transpose()
             .map_err(StoreError::from)
+    }
+
+    /// The rater's battle that a follow-up question may continue: complete, its comparison not voted.
+    pub async fn battle_to_continue(&self, rater_id: i64) -> StoreResult<Option<BattleToContinue>> {
+        let row = sqlx::query(
+            "SELECT b.public_id, b.study_id, b.rater_id, b.model_a, b.model_b, b.turns, b.conversation, \
+             p.conversation AS shared, lr.content AS left_text, lr.history AS left_history, \
+             rr.content AS right_text, rr.history AS right_history \
+             FROM arena_battles b JOIN assignments a ON a.id = b.assignment_id \
+             JOIN prompts p ON p.id = a.prompt_id \
+             JOIN responses lr ON lr.id = a.left_response_id JOIN responses rr ON rr.id = a.right_response_id \
+             WHERE b.rater_id = $1 AND b.state = 'complete' AND a.state = 'issued' \
+             ORDER BY b.id DESC LIMIT 1",
+        )
+        .bind(rater_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let messages = |column: &str| -> Result<Vec<Message>, sqlx::Error> {
+            let text: String = row.try_get(column)?;
+            serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        };
+        let shared = messages("shared")?;
+        let side = |text: &str, history: &str| -> Result<Vec<Message>, sqlx::Error> {
+            let mut side = shared.clone();
+            side.extend(super::history_of(row.try_get(history)?)?);
+            side.push(Message::new("assistant", row.try_get::<String, _>(text)?));
+            Ok(side)
+        };
+        Ok(Some(BattleToContinue {
+            public_id: row.try_get("public_id")?,
+            study_id: row.try_get("study_id")?,
+            rater_id: row.try_get("rater_id")?,
+            models: [row.try_get("model_a")?, row.try_get("model_b")?],
+            turns: row.try_get("turns")?,
+            user_turns: messages("conversation")?,
+            sides: [
+                side("left_text", "left_history")?,
+                side("right_text", "right_history")?,
+            ],
+        }))
+    }
+
+    /// Records a follow-up turn's answers in one transaction: each side's last answer moves into its
+    /// history with the new question, the new answers become the responses' text (and metadata), and
+    /// the battle counts one more turn. Refused (nothing written) if the comparison was voted on or
+    /// the battle changed meanwhile.
+    pub async fn complete_follow_up(
+        &self,
+        battle: &BattleToContinue,
+        question: &Message,
+        answers: [&ContestantAnswer<'_>; 2],
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "SELECT a.left_response_id, a.right_response_id, a.prompt_id FROM arena_battles b \
+             JOIN assignments a ON a.id = b.assignment_id \
+             WHERE b.public_id = $1 AND b.state = 'complete' AND b.turns = $2 AND a.state = 'issued'",
+        )
+        .bind(&battle.public_id)
+        .bind(battle.turns)
+        .fetch_optional(&mut *tx.tx)
+        .await?
+        .ok_or_else(|| {
+            StoreError::Conflict("the battle was voted on or changed meanwhile".into())
+        })?;
+        let prompt_id: i64 = row.try_get("prompt_id")?;
+        let shared = battle.user_turns.len().min(1);
+        for (index, (column, answer)) in ["left_response_id", "right_response_id"]
+            .into_iter()
+            .zip(answers)
+            .enumerate()
+        {
+            let response_id: i64 = row.try_get(column)?;
+            // The side's history: everything after the shared first turn, then the new question.
+            let mut history: Vec<Message> = battle.sides[index][shared..].to_vec();
+            history.push(question.clone());
+            sqlx::query(
+                "UPDATE responses SET content = $1, history = $2, metadata = $3, \
+                 identity_flag = COALESCE(identity_flag, $4) WHERE id = $5",
+            )
+            .bind(answer.content)
+            .bind(serde_json::to_string(&history).expect("messages serialize"))
+            .bind(answer.metadata.to_string())
+            .bind(answer.identity_flag.clone())
+            .bind(response_id)
+            .execute(&mut *tx.tx)
+            .await?;
+            if answer.identity_flag.is_some() {
+                tx.flag_prompt(prompt_id).await?;
+            }
+        }
+        let mut user_turns = battle.user_turns.clone();
+        user_turns.push(question.clone());
+        sqlx::query(
+            "UPDATE arena_battles SET turns = turns + 1, conversation = $1, finished_ms = $2 \
+             WHERE public_id = $3 AND turns = $4",
+        )
+        .bind(serde_json::to_string(&user_turns).expect("messages serialize"))
+        .bind(now_ms())
+        .bind(&battle.public_id)
+        .bind(battle.turns)
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A follow-up failed: the whole battle is void (kept with its error, never counted) and its
+    /// unvoted comparison is withdrawn, so no part of the conversation can be voted on.
+    pub async fn void_continued_battle(&self, public_id: &str, error: &str) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let assignment: Option<i64> = sqlx::query(
+            "SELECT assignment_id FROM arena_battles WHERE public_id = $1 AND state = 'complete'",
+        )
+        .bind(public_id)
+        .fetch_optional(&mut *tx.tx)
+        .await?
+        .map(|row| row.try_get("assignment_id"))
+        .transpose()?
+        .flatten();
+        let Some(assignment) = assignment else {
+            return Ok(());
+        };
+        // The battle row points at the assignment: unlink it first (unless it was voted on).
+        let voided = sqlx::query(
+            "UPDATE arena_battles SET state = 'void', error = $1, finished_ms = $2, assignment_id = NULL \
+             WHERE public_id = $3 AND state = 'complete' \
+             AND NOT EXISTS (SELECT 1 FROM votes WHERE assignment_id = $4)",
+        )
+        .bind(error)
+        .bind(now_ms())
+        .bind(public_id)
+        .bind(assignment)
+        .execute(&mut *tx.tx)
+        .await?;
+        if voided.rows_affected() == 1 {
+            sqlx::query("DELETE FROM assignments WHERE id = $1 AND state = 'issued'")
+                .bind(assignment)
+                .execute(&mut *tx.tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Marks a battle void with its error (kept for the researcher, never counted).

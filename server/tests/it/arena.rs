@@ -27,10 +27,27 @@ fn no_site() -> PathBuf {
 
 /// The words each upstream model streams, one chunk every 40 ms.
 fn words(model: &str) -> Vec<String> {
-    let text = if model == "upstream-alpha" {
-        "The capital of France is Paris, a city on the Seine."
+    words_for(model, &[])
+}
+
+/// The words a model streams for a conversation: its fixed first answer, or for a follow-up
+/// ("Answer N after W.") the turn's number and the first word of the previous answer it was sent
+/// (so a test sees that each model gets its own earlier answers).
+fn words_for(model: &str, messages: &[serde_json::Value]) -> Vec<String> {
+    let users = messages.iter().filter(|m| m["role"] == "user").count();
+    let text = if users > 1 {
+        let previous = messages
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "assistant")
+            .and_then(|m| m["content"].as_str())
+            .and_then(|text| text.split(' ').next())
+            .unwrap_or("nothing");
+        format!("Answer {users} after {previous}")
+    } else if model == "upstream-alpha" {
+        "The capital of France is Paris, a city on the Seine.".to_string()
     } else {
-        "Paris is the capital.\n\nIt has been since 987."
+        "Paris is the capital.\n\nIt has been since 987.".to_string()
     };
     text.split_inclusive(' ').map(str::to_string).collect()
 }
@@ -47,7 +64,8 @@ async fn fake_upstream() -> String {
             )
                 .into_response();
         }
-        let chunks = words(&model);
+        let messages = body["messages"].as_array().cloned().unwrap_or_default();
+        let chunks = words_for(&model, &messages);
         let count = chunks.len();
         let stream = async_stream(model, chunks, count);
         Sse::new(stream).into_response()
@@ -325,6 +343,278 @@ async fn a_failing_model_voids_the_battle(url: &str) {
     assert_eq!(report["summary"]["votes"], 0);
 }
 on_both_backends!(a_failing_model_voids_the_battle);
+
+/// Multi-turn: two follow-up questions to the same pair, each model answering with its own earlier
+/// answers; the vote is on the whole conversation, which exports as one battle, counts on the
+/// leaderboard and trains a reward model.
+async fn a_three_turn_battle_is_one_vote_on_the_whole_conversation(url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = arena_server(url, dir.path()).await;
+    open_arena(
+        &server,
+        "multi",
+        serde_json::json!({ "kind": "arena", "contestants": [ALPHA, BETA], "items_per_rater": 2,
+                            "max_turns": 3 }),
+    )
+    .await;
+    let rater = RaterClient::join(&server.base, "multi", None)
+        .await
+        .unwrap();
+    // A follow-up needs a battle to follow.
+    let refused = rater.arena_follow_up("And then?", false).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("no battle to continue"),
+        "{refused}"
+    );
+    rater
+        .arena_prompt("What is the capital of France?", false)
+        .await
+        .unwrap();
+    let RaterView::Compare(first) = rater.next().await.unwrap() else {
+        panic!("a finished battle is a comparison")
+    };
+    assert_eq!((first.earlier.len(), first.follow_ups_left), (0, 2));
+    let a_is_alpha = first.left_html.contains("The capital");
+
+    // The second turn: streamed live, the comparison cannot be voted on meanwhile.
+    let battle = rater
+        .arena_follow_up("How many people live there?", true)
+        .await
+        .unwrap();
+    let running = rater.next_raw().await.unwrap();
+    assert_blind("a follow-up's page", &running);
+    let RaterView::Arena(turn) = serde_json::from_str(&running).unwrap() else {
+        panic!("a follow-up being answered streams: {running}")
+    };
+    assert_eq!(turn.running.as_deref(), Some(battle.as_str()));
+    assert!(turn.context[0].html.contains("capital of France"));
+    assert!(
+        turn.earlier[0].question_html.contains("How many people"),
+        "{:?}",
+        turn.earlier
+    );
+    let early_vote = rater.vote(&first.assignment, "left").await.unwrap_err();
+    assert!(
+        early_vote.to_string().contains("still answering"),
+        "{early_vote}"
+    );
+    let body = rater.battle_events(&battle).await.unwrap();
+    assert_blind("a follow-up's events", &body);
+    assert_eq!(
+        events(&body).last(),
+        Some(&("end".to_string(), "complete".to_string()))
+    );
+    let RaterView::Compare(second) = rater.next().await.unwrap() else {
+        panic!("the answered follow-up is the comparison")
+    };
+    assert_eq!(second.assignment, first.assignment, "still one comparison");
+    assert_eq!((second.earlier.len(), second.follow_ups_left), (1, 1));
+    // Each model was sent its own first answer.
+    let (own_a, own_b) = if a_is_alpha {
+        ("The", "Paris")
+    } else {
+        ("Paris", "The")
+    };
+    assert!(
+        second
+            .left_html
+            .contains(&format!("Answer 2 after {own_a}")),
+        "{}",
+        second.left_html
+    );
+    assert!(
+        second
+            .right_html
+            .contains(&format!("Answer 2 after {own_b}")),
+        "{}",
+        second.right_html
+    );
+
+    // The third turn (a plain form post waits for both), then no more.
+    rater
+        .arena_follow_up("And its river?", false)
+        .await
+        .unwrap();
+    let view = rater.next_raw().await.unwrap();
+    assert_blind("the three-turn comparison", &view);
+    let RaterView::Compare(third) = serde_json::from_str(&view).unwrap() else {
+        panic!("a comparison: {view}")
+    };
+    assert_eq!((third.earlier.len(), third.follow_ups_left), (2, 0));
+    assert!(
+        third.left_html.contains("Answer 3 after Answer"),
+        "{}",
+        third.left_html
+    );
+    let too_many = rater.arena_follow_up("One more?", false).await.unwrap_err();
+    assert!(too_many.to_string().contains("3 turns"), "{too_many}");
+    rater.vote(&third.assignment, "left").await.unwrap();
+
+    // One battle of three turns, the whole conversation on each side.
+    let export = |format: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .admin(server.http.get(format!(
+                    "{}/api/v1/studies/multi/export?{format}",
+                    server.base
+                )))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let arena = export("format=arena").await;
+    assert_eq!(arena.lines().count(), 1, "{arena}");
+    let row: serde_json::Value = serde_json::from_str(arena.trim()).unwrap();
+    assert_eq!(row["turn"], 3);
+    let roles: Vec<&str> = row["conversation_a"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            "user",
+            "assistant",
+            "user",
+            "assistant",
+            "user",
+            "assistant"
+        ]
+    );
+    assert_eq!(
+        row["conversation_a"][2], row["conversation_b"][2],
+        "the same questions"
+    );
+    assert_eq!(row["conversation_a"][4]["content"], "And its river?");
+    assert_eq!(
+        row["conversation_a"][3]["content"],
+        format!("Answer 2 after {own_a}"),
+        "side A's own second answer"
+    );
+    assert_eq!(row["model_a"], if a_is_alpha { ALPHA } else { BETA });
+
+    let trl = export("format=trl&conversational=true").await;
+    let row: serde_json::Value = serde_json::from_str(trl.trim()).unwrap();
+    assert_eq!(row["prompt"].as_array().unwrap().len(), 1, "{row}");
+    assert_eq!(row["chosen"].as_array().unwrap().len(), 5, "{row}");
+    assert_eq!(row["chosen"][1]["content"], "How many people live there?");
+    let openai = export("format=openai").await;
+    assert_eq!(
+        openai.trim(),
+        "",
+        "one answer per side does not fit a multi-turn battle"
+    );
+    let votes = export("format=votes").await;
+    let row: serde_json::Value = serde_json::from_str(votes.trim()).unwrap();
+    assert_eq!(row["left_history"].as_array().unwrap().len(), 4, "{row}");
+
+    // The leaderboard counts it once; a reward model trains on it.
+    let board = server
+        .admin_get_json("/api/v1/studies/multi/leaderboard")
+        .await
+        .to_string();
+    assert!(board.contains(ALPHA) && board.contains(BETA), "{board}");
+    let study = server.backend.store.study("multi").await.unwrap();
+    let records = server.backend.study_records(&study).await.unwrap();
+    let (pairs, _) = moat_server::analysis::preference_pairs(&records);
+    assert_eq!(pairs.len(), 1);
+    assert!(
+        pairs[0].chosen.contains("user: And its river?"),
+        "{}",
+        pairs[0].chosen
+    );
+    let out = dir.path().join("rm");
+    use clap::Parser;
+    let cli = moat_server::cli::Cli::try_parse_from([
+        "moat",
+        "--database-url",
+        url,
+        "train",
+        "--study",
+        "multi",
+        "--out",
+        out.to_str().unwrap(),
+        "--seed",
+        "1",
+        "--quiet",
+    ])
+    .unwrap();
+    moat_server::cli::run(cli).await.unwrap();
+    assert!(
+        std::fs::read_dir(&out).unwrap().count() > 0,
+        "a model was written"
+    );
+}
+on_both_backends!(a_three_turn_battle_is_one_vote_on_the_whole_conversation);
+
+/// A follow-up that fails voids the whole battle: no part of the conversation can be voted on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_follow_up_voids_the_whole_battle() {
+    let db = crate::support::TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = fake_upstream().await;
+    let server =
+        spawn_server_with_models(db.url(), &no_site(), Some(&registry(dir.path(), &upstream)))
+            .await;
+    open_arena(
+        &server,
+        "fails-later",
+        serde_json::json!({ "kind": "arena", "contestants": [ALPHA, BETA], "max_turns": 2 }),
+    )
+    .await;
+    let rater = RaterClient::join(&server.base, "fails-later", None)
+        .await
+        .unwrap();
+    rater.arena_prompt("Hello?", false).await.unwrap();
+    let RaterView::Compare(first) = rater.next().await.unwrap() else {
+        panic!("a comparison")
+    };
+    // Both models' upstream breaks (a researcher's registry edit): the follow-up fails.
+    let broken: String = [ALPHA, BETA]
+        .iter()
+        .map(|name| {
+            format!(
+                "[[model]]\nname = \"{name}\"\nprovider = \"P\"\nopenness = \"open\"\nkind = \"openai\"\n\
+                 base_url = \"{upstream}\"\nmodel = \"upstream-broken\"\nretries = 0\n\n"
+            )
+        })
+        .collect();
+    server
+        .backend
+        .arena()
+        .unwrap()
+        .models()
+        .replace(&broken)
+        .await
+        .unwrap();
+    rater.arena_follow_up("And?", false).await.unwrap();
+    let view = rater.next_raw().await.unwrap();
+    assert_blind("the page after a failed follow-up", &view);
+    let RaterView::Arena(turn) = serde_json::from_str(&view).unwrap() else {
+        panic!("a void battle leaves no comparison: {view}")
+    };
+    assert!(turn.notice.unwrap().contains("does not count"));
+    let refused = rater.vote(&first.assignment, "left").await.unwrap_err();
+    assert!(
+        refused.to_string().contains("404") || refused.to_string().contains("no such"),
+        "{refused}"
+    );
+    let study = server.backend.store.study("fails-later").await.unwrap();
+    let summary = server.backend.store.battle_summary(study.id).await.unwrap();
+    assert_eq!((summary.complete, summary.void), (0, 1));
+    assert!(
+        summary.recent_void[0].error.contains("turn 2"),
+        "{:?}",
+        summary.recent_void
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_javascript_the_form_post_waits_for_both_answers() {
