@@ -145,7 +145,7 @@ fn formats_have_the_columns_their_readers_expect() {
             "tstamp"
         ])
     );
-    assert_eq!(keys(Format::Votes, false).len(), 22);
+    assert_eq!(keys(Format::Votes, false).len(), 24);
 }
 
 #[test]
@@ -203,7 +203,7 @@ fn votes_csv_has_a_header_and_one_record_per_vote_with_every_field() {
     let (bytes, _) = export(Format::Votes, &options(Container::Csv, false), &records);
     let mut reader = csv::Reader::from_reader(bytes.as_slice());
     let headers = reader.headers().unwrap().clone();
-    assert_eq!(headers.len(), 22);
+    assert_eq!(headers.len(), 24);
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), records.len());
     let column = |name: &str| headers.iter().position(|header| header == name).unwrap();
@@ -439,4 +439,69 @@ fn json_escaping_matches_serde_json_byte_for_byte() {
         }
     }
     assert_eq!(checked, 48 * 200);
+}
+
+/// A multi-turn arena battle (each side's earlier answers and the follow-ups in its history): the
+/// whole conversation in every format that can hold it, read back by the arena and votes readers.
+#[test]
+fn multi_turn_battles_keep_the_whole_conversation_and_read_back() {
+    use moat_exports::import::{ImportFormat, ImportReader};
+    use moat_exports::Message;
+    let mut record = hh_records(1).remove(0);
+    record.conversation = vec![Message::new("user", "What is the capital of France?")];
+    record.left_history = vec![
+        Message::new("assistant", "Paris."),
+        Message::new("user", "How old is it?"),
+    ];
+    record.right_history = vec![
+        Message::new("assistant", "It is Paris."),
+        Message::new("user", "How old is it?"),
+    ];
+    record.left_response = "Over two thousand years.".into();
+    record.right_response = "Very old.".into();
+    record.choice = Choice::Left;
+    let text = |format: Format, conversational: bool| {
+        let (bytes, summary) = export(
+            format,
+            &options(Container::Jsonl, conversational),
+            std::slice::from_ref(&record),
+        );
+        (String::from_utf8(bytes).unwrap(), summary)
+    };
+    let (hh, _) = text(Format::HhRlhf, false);
+    let hh: Value = serde_json::from_str(hh.trim()).unwrap();
+    assert_eq!(
+        hh["chosen"],
+        "\n\nHuman: What is the capital of France?\n\nAssistant: Paris.\n\nHuman: How old is it?\n\nAssistant: Over two thousand years."
+    );
+    let (trl, _) = text(Format::Trl, false);
+    let trl: Value = serde_json::from_str(trl.trim()).unwrap();
+    assert_eq!(trl["prompt"], "user: What is the capital of France?");
+    assert_eq!(
+        trl["chosen"],
+        "assistant: Paris.\n\nuser: How old is it?\n\nassistant: Over two thousand years."
+    );
+    let (openai, summary) = text(Format::OpenAi, false);
+    assert_eq!((openai.as_str(), summary.skipped_multi_turn), ("", 1));
+    assert!(
+        summary.to_string().contains("1 multi-turn battles"),
+        "{summary}"
+    );
+
+    for format in [Format::Arena, Format::Votes] {
+        let (written, _) = text(format, false);
+        let import = match format {
+            Format::Arena => ImportFormat::Arena,
+            _ => ImportFormat::Votes,
+        };
+        let mut reader =
+            ImportReader::new(import, Box::new(std::io::Cursor::new(written))).unwrap();
+        let item = reader.next().unwrap().unwrap();
+        assert_eq!(item.conversation, record.conversation, "{format}");
+        assert_eq!(item.responses[0].history, record.left_history, "{format}");
+        assert_eq!(item.responses[1].history, record.right_history, "{format}");
+        assert_eq!(item.responses[0].text, record.left_response, "{format}");
+        let back = item.vote_records("s", &|_| moat_exports::Openness::Open, &mut 1);
+        assert!(back[0].is_multi_turn());
+    }
 }
