@@ -54,7 +54,11 @@ fn main() {
     let mut hasher = Sha256::new();
     let mut entries = String::new();
     for path in &files {
-        let name = path.file_name().expect("a file").to_string_lossy().to_string();
+        let name = path
+            .file_name()
+            .expect("a file")
+            .to_string_lossy()
+            .to_string();
         let body = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         hasher.update(name.as_bytes());
         hasher.update((body.len() as u64).to_le_bytes());

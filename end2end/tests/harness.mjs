@@ -1,7 +1,7 @@
 // Starts the real `moat` binary on a free port with a fresh SQLite data directory, and a headless
 // Debian Chromium driven by playwright-core (never a browser Playwright would download).
 import { spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdtempSync } from 'node:fs';
+import { chmodSync, copyFileSync, linkSync, mkdtempSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,8 +31,13 @@ export async function startMoat(extraArgs = [], { standalone = false } = {}) {
   let cwd;
   if (standalone) {
     cwd = mkdtempSync(join(tmpdir(), 'moat-e2e-empty-'));
-    copyFileSync(binary, join(cwd, 'moat'));
-    chmodSync(join(cwd, 'moat'), 0o755);
+    // A hard link where the file system allows it (a debug build is hundreds of MB), else a copy.
+    try {
+      linkSync(binary, join(cwd, 'moat'));
+    } catch {
+      copyFileSync(binary, join(cwd, 'moat'));
+      chmodSync(join(cwd, 'moat'), 0o755);
+    }
     binary = join(cwd, 'moat');
   }
   const port = await freePort();

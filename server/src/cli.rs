@@ -25,7 +25,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "MOAT_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
     /// Seconds to wait for a PostgreSQL server to answer before giving up with the reason.
-    #[arg(long, global = true, env = "MOAT_DB_CONNECT_TIMEOUT", default_value_t = 5.0)]
+    #[arg(
+        long,
+        global = true,
+        env = "MOAT_DB_CONNECT_TIMEOUT",
+        default_value_t = 5.0
+    )]
     pub db_connect_timeout: f64,
     /// On an error, print the whole chain of causes, not only the one-line summary.
     #[arg(long, short, global = true)]

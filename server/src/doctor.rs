@@ -127,7 +127,8 @@ pub async fn run(config: &DoctorConfig) -> Report {
     Report { checks }
 }
 
-const ANY_COMMAND: &str = "any moat command applies them (moat serve does at start; or moat study list)";
+const ANY_COMMAND: &str =
+    "any moat command applies them (moat serve does at start; or moat study list)";
 
 async fn check_database(url: &str, timeout: Duration) -> Check {
     const AREA: &str = "database";
@@ -142,7 +143,9 @@ async fn check_database(url: &str, timeout: Duration) -> Check {
             return if folder.is_dir() || !folder.exists() {
                 Check::ok(
                     AREA,
-                    format!("{what}: not created yet; the first moat command creates and migrates it"),
+                    format!(
+                        "{what}: not created yet; the first moat command creates and migrates it"
+                    ),
                 )
             } else {
                 Check::fail(
@@ -213,36 +216,39 @@ async fn check_database(url: &str, timeout: Duration) -> Check {
         format!("PostgreSQL {version}")
     };
     let known: Vec<i64> = migrator.iter().map(|m| m.version).collect();
-    let applied = sqlx::query("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+    // `WHERE success` reads a BOOLEAN on PostgreSQL and an integer on SQLite alike.
+    let versions = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
+    let applied = versions("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(&mut conn)
+        .await;
+    let failed = versions("SELECT version FROM _sqlx_migrations WHERE NOT success")
         .fetch_all(&mut conn)
         .await;
     let _ = conn.close().await;
-    let applied: Vec<(i64, bool)> = match applied {
-        Ok(rows) => rows
-            .iter()
-            .map(|row| {
-                (
-                    row.try_get::<i64, _>(0).unwrap_or_default(),
-                    row.try_get::<bool, _>(1).unwrap_or(true),
-                )
-            })
-            .collect(),
-        // No migrations table: an empty database.
-        Err(_) => Vec::new(),
+    let (applied, failed) = match (applied, failed) {
+        (Ok(applied), Ok(failed)) => (applied, failed),
+        (Err(error), _) | (_, Err(error)) => {
+            let text = error.to_string();
+            // No migrations table: an empty database.
+            if text.contains("no such table") || text.contains("does not exist") {
+                (Vec::new(), Vec::new())
+            } else {
+                return Check::fail(
+                    AREA,
+                    format!("{what} ({engine}): reading its migrations failed: {text}"),
+                    None,
+                );
+            }
+        }
     };
     let unknown: Vec<i64> = applied
         .iter()
-        .map(|(v, _)| *v)
+        .copied()
         .filter(|v| !known.contains(v))
-        .collect();
-    let failed: Vec<i64> = applied
-        .iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(v, _)| *v)
         .collect();
     let pending = known
         .iter()
-        .filter(|v| !applied.iter().any(|(a, _)| a == *v))
+        .filter(|v| !applied.contains(v) && !failed.contains(v))
         .count();
     let latest = known.last().copied().unwrap_or_default();
     if !unknown.is_empty() {
@@ -441,7 +447,10 @@ fn check_disk(folder: &Path, min_free: u64) -> Check {
                 folder.display(),
                 human_bytes(free),
                 if probe != folder {
-                    format!(" (on the disk of {}; the folder is created on first use)", probe.display())
+                    format!(
+                        " (on the disk of {}; the folder is created on first use)",
+                        probe.display()
+                    )
                 } else {
                     String::new()
                 }

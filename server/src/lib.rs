@@ -2,13 +2,13 @@
 //! command line and calls into here, so tests can start the same application on port 0.
 
 pub mod analysis;
-pub mod doctor;
 pub mod arena;
 pub mod assign;
 pub mod bench;
 pub mod bench_llm;
 pub mod cli;
 pub mod client;
+pub mod doctor;
 pub mod domain;
 pub mod export;
 pub mod export_cli;
@@ -269,21 +269,25 @@ impl Application {
         if has_models {
             backend.set_arena(Arc::new(arena::Arena::new(models.clone())));
         }
-        let router = http::router(backend.clone(), &config.site, leptos_options(addr, &config.site))
-            .merge(serving::router(serving::ServingState::new(
-                backend.clone(),
-                models,
-            )))
-            .merge(arena::router(backend.clone()))
-            // Ordinary requests end after `limits.request_timeout`; streams and uploads are exempt
-            // (`http::exempt_from_timeout`) and uploads have an idle timeout of their own.
-            .layer(axum::middleware::from_fn(http::request_timeout))
-            .layer(axum::Extension(config.limits))
-            // Around every route: the origin check and the security headers (SECURITY.md).
-            .layer(axum::middleware::from_fn_with_state(
-                security::Guard::new(),
-                security::harden,
-            ));
+        let router = http::router(
+            backend.clone(),
+            &config.site,
+            leptos_options(addr, &config.site),
+        )
+        .merge(serving::router(serving::ServingState::new(
+            backend.clone(),
+            models,
+        )))
+        .merge(arena::router(backend.clone()))
+        // Ordinary requests end after `limits.request_timeout`; streams and uploads are exempt
+        // (`http::exempt_from_timeout`) and uploads have an idle timeout of their own.
+        .layer(axum::middleware::from_fn(http::request_timeout))
+        .layer(axum::Extension(config.limits))
+        // Around every route: the origin check and the security headers (SECURITY.md).
+        .layer(axum::middleware::from_fn_with_state(
+            security::Guard::new(),
+            security::harden,
+        ));
         Ok(Application {
             addr,
             backend,

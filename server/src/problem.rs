@@ -157,7 +157,9 @@ pub fn sqlite_open_problem(path: &Path, error: sqlx::Error) -> Problem {
                     folder.display()
                 )
             } else if message.contains("not a database") {
-                format!("{message}: the file is something else; move it away or choose another path")
+                format!(
+                    "{message}: the file is something else; move it away or choose another path"
+                )
             } else {
                 message
             }
@@ -166,7 +168,10 @@ pub fn sqlite_open_problem(path: &Path, error: sqlx::Error) -> Problem {
         other => other.to_string(),
     };
     Problem::caused_by(
-        format!("cannot open the SQLite database {}: {reason}", path.display()),
+        format!(
+            "cannot open the SQLite database {}: {reason}",
+            path.display()
+        ),
         error,
     )
 }

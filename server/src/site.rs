@@ -107,7 +107,9 @@ impl SiteAssets {
     }
 
     fn find(&self, served: &str) -> Option<&EmbeddedFile> {
-        self.files.iter().find(|f| self.served_name(f.name) == served)
+        self.files
+            .iter()
+            .find(|f| self.served_name(f.name) == served)
     }
 }
 
@@ -220,7 +222,10 @@ mod tests {
     fn gzip_is_accepted_only_when_listed_with_a_weight() {
         let with = |value: &str| {
             let mut headers = HeaderMap::new();
-            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(value).unwrap());
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_str(value).unwrap(),
+            );
             accepts_gzip(&headers)
         };
         assert!(with("gzip, deflate, br"));

@@ -378,7 +378,19 @@ impl Store {
         let file = problem::sqlite_path(&url);
         match (dialect, &file) {
             (Dialect::Postgres, _) => problem::check_postgres(&url, timeout).await?,
-            (Dialect::Sqlite, Some(path)) => problem::prepare_sqlite_path(path)?,
+            (Dialect::Sqlite, Some(path)) => {
+                problem::prepare_sqlite_path(path)?;
+                // The pool retries a connection whose setup fails (a file that is not a database)
+                // until its acquire timeout: open and set up one connection alone first.
+                let opened = async {
+                    let mut conn = <AnyConnection as sqlx::Connection>::connect(&url).await?;
+                    sqlite_pragmas(&mut conn).await?;
+                    sqlx::Connection::close(conn).await
+                };
+                opened
+                    .await
+                    .map_err(|error| problem::sqlite_open_problem(path, error))?;
+            }
             (Dialect::Sqlite, None) => {}
         }
         let options = AnyConnectOptions::from_str(&url).map_err(|e| {
@@ -402,7 +414,10 @@ impl Store {
             .map_err(|error| match &file {
                 Some(path) => problem::sqlite_open_problem(path, error),
                 None => Problem::caused_by(
-                    format!("cannot connect to the {}: {error}", problem::describe_database(&url)),
+                    format!(
+                        "cannot connect to the {}: {error}",
+                        problem::describe_database(&url)
+                    ),
                     error,
                 ),
             })?;

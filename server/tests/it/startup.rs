@@ -180,7 +180,12 @@ async fn sqlite_errors_name_the_path_and_a_missing_folder_is_created() {
     // The same through --data-dir.
     let run = moat(
         dir.path(),
-        &["--data-dir", &blocker.join("data").display().to_string(), "study", "list"],
+        &[
+            "--data-dir",
+            &blocker.join("data").display().to_string(),
+            "study",
+            "list",
+        ],
         &[],
     )
     .await;
@@ -195,13 +200,21 @@ async fn sqlite_errors_name_the_path_and_a_missing_folder_is_created() {
     std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
     let run = moat(
         dir.path(),
-        &["--database-url", &format!("sqlite://{}", junk.display()), "study", "list"],
+        &[
+            "--database-url",
+            &format!("sqlite://{}", junk.display()),
+            "study",
+            "list",
+        ],
         &[],
     )
     .await;
     let line = one_error_line(&run, Duration::from_secs(4));
     assert!(
-        line.contains(&format!("cannot open the SQLite database {}", junk.display())),
+        line.contains(&format!(
+            "cannot open the SQLite database {}",
+            junk.display()
+        )),
         "{line}"
     );
     assert_eq!(line.matches("not a database").count(), 1, "{line}");
@@ -209,7 +222,12 @@ async fn sqlite_errors_name_the_path_and_a_missing_folder_is_created() {
     // A path that is a folder.
     let run = moat(
         dir.path(),
-        &["--database-url", &format!("sqlite://{}", dir.path().display()), "study", "list"],
+        &[
+            "--database-url",
+            &format!("sqlite://{}", dir.path().display()),
+            "study",
+            "list",
+        ],
         &[],
     )
     .await;
@@ -220,7 +238,12 @@ async fn sqlite_errors_name_the_path_and_a_missing_folder_is_created() {
     let nested = dir.path().join("x").join("y").join("moat.db");
     let run = moat(
         dir.path(),
-        &["--database-url", &format!("sqlite://{}", nested.display()), "study", "list"],
+        &[
+            "--database-url",
+            &format!("sqlite://{}", nested.display()),
+            "study",
+            "list",
+        ],
         &[],
     )
     .await;
@@ -258,7 +281,13 @@ async fn doctor_reports_database_site_models_and_disk_without_printing_keys() {
     let created = moat(cwd, &["study", "list"], &[]).await;
     assert_eq!(created.code, Some(0), "{}", created.stderr);
     let healthy = moat(cwd, &["doctor"], &[]).await;
-    assert_eq!(healthy.code, Some(0), "{}\n{}", healthy.stdout, healthy.stderr);
+    assert_eq!(
+        healthy.code,
+        Some(0),
+        "{}\n{}",
+        healthy.stdout,
+        healthy.stderr
+    );
     assert!(
         healthy
             .stdout
@@ -327,7 +356,9 @@ path = "missing.gguf"
             "a FAIL line with {needle:?}:\n{out}"
         )
     };
-    fail(&format!("model refusing: http://127.0.0.1:{port}/v1 does not answer: connection refused"));
+    fail(&format!(
+        "model refusing: http://127.0.0.1:{port}/v1 does not answer: connection refused"
+    ));
     fail("model keyless: the key variable MOAT_DOCTOR_UNSET_KEY is not set");
     fail("model local-gone: the local model file");
     fail("/nonexistent-site has no pkg/moat.js");
@@ -388,9 +419,19 @@ async fn embedded_assets_go_out_under_hashed_names_with_long_cache_lifetimes() {
     tokio::spawn(app.run());
     let http = reqwest::Client::builder().no_gzip().build().unwrap();
 
-    let page = http.get(format!("{base}/")).send().await.unwrap().text().await.unwrap();
+    let page = http
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("/pkg/moat-feedc0de12345678.js"), "{page}");
-    assert!(page.contains("/pkg/moat-feedc0de12345678_bg.wasm"), "{page}");
+    assert!(
+        page.contains("/pkg/moat-feedc0de12345678_bg.wasm"),
+        "{page}"
+    );
 
     let wasm_url = format!("{base}/pkg/moat-feedc0de12345678_bg.wasm");
     let zipped = http
@@ -436,7 +477,11 @@ async fn embedded_assets_go_out_under_hashed_names_with_long_cache_lifetimes() {
         .to_str()
         .unwrap()
         .starts_with("text/javascript"));
-    for stale in ["/pkg/moat.js", "/pkg/moat_bg.wasm", "/pkg/moat-0000000000000000.js"] {
+    for stale in [
+        "/pkg/moat.js",
+        "/pkg/moat_bg.wasm",
+        "/pkg/moat-0000000000000000.js",
+    ] {
         let response = http.get(format!("{base}{stale}")).send().await.unwrap();
         assert_eq!(response.status(), 404, "{stale}");
     }
@@ -455,8 +500,15 @@ fn the_binarys_embed_is_complete_or_empty() {
     }
     assert_eq!(assets.hash.len(), 16);
     let names: Vec<&str> = assets.files.iter().map(|f| f.name).collect();
-    assert!(names.contains(&"moat.js") && names.contains(&"moat_bg.wasm"), "{names:?}");
-    let wasm = assets.files.iter().find(|f| f.name == "moat_bg.wasm").unwrap();
+    assert!(
+        names.contains(&"moat.js") && names.contains(&"moat_bg.wasm"),
+        "{names:?}"
+    );
+    let wasm = assets
+        .files
+        .iter()
+        .find(|f| f.name == "moat_bg.wasm")
+        .unwrap();
     assert!(wasm.body.starts_with(b"\0asm"));
     assert!(wasm.gzip.is_some_and(|gz| gz.len() < wasm.body.len()));
 }
