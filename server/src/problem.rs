@@ -287,7 +287,7 @@ mod tests {
 
     #[test]
     fn one_line_stops_at_the_problem_and_leaves_repeats_out() {
-        let inner = std::io::Error::new(std::io::ErrorKind::Other, "driver detail");
+        let inner = std::io::Error::other("driver detail");
         let error = anyhow::Error::new(Problem::caused_by("cannot open X: it is gone", inner))
             .context("starting the server");
         assert_eq!(
