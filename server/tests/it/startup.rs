@@ -115,15 +115,18 @@ async fn an_unreachable_postgres_fails_fast_naming_host_port_and_database() {
         verbose.stderr
     );
 
-    // A host that never answers: the configurable timeout, not the pool's 30 s.
-    // 192.0.2.1 is TEST-NET-1 (RFC 5737): packets to it go nowhere.
+    // A server that accepts the connection and never answers: the configurable timeout, not the
+    // pool's 30 s.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let url = format!("postgres://moatuser@127.0.0.1:{silent_port}/moatdb");
     let run = moat(
         dir.path(),
         &[
             "--db-connect-timeout",
             "1",
             "--database-url",
-            "postgres://moatuser@192.0.2.1:5432/moatdb",
+            &url,
             "study",
             "list",
         ],
@@ -131,8 +134,11 @@ async fn an_unreachable_postgres_fails_fast_naming_host_port_and_database() {
     )
     .await;
     let line = one_error_line(&run, Duration::from_secs(4));
-    assert!(line.contains("192.0.2.1:5432"), "{line}");
+    assert!(run.took >= Duration::from_secs(1), "{:?}", run.took);
+    assert!(line.contains(&format!("127.0.0.1:{silent_port}")), "{line}");
     assert!(line.contains("database moatdb"), "{line}");
+    assert!(line.contains("no answer within 1 s"), "{line}");
+    drop(silent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
