@@ -1,7 +1,7 @@
 // Starts the real `moat` binary on a free port with a fresh SQLite data directory, and a headless
 // Debian Chromium driven by playwright-core (never a browser Playwright would download).
 import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { chmodSync, copyFileSync, linkSync, mkdtempSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,14 +20,32 @@ function freePort() {
   });
 }
 
-export async function startMoat(extraArgs = []) {
-  const binary = process.env.MOAT_BIN;
+/// Starts `moat serve`. By default with the freshly built site as `--site-root`; with
+/// `{ standalone: true }` the binary is copied into an empty temporary folder and started there, with
+/// no `--site-root`: everything it serves comes from the binary itself.
+export async function startMoat(extraArgs = [], { standalone = false } = {}) {
+  let binary = process.env.MOAT_BIN;
   const siteRoot = process.env.MOAT_SITE_ROOT;
-  if (!binary || !siteRoot) throw new Error('set MOAT_BIN and MOAT_SITE_ROOT (scripts/test.sh does)');
+  if (!binary || (!siteRoot && !standalone)) throw new Error('set MOAT_BIN and MOAT_SITE_ROOT (scripts/test.sh does)');
   const dataDir = mkdtempSync(join(tmpdir(), 'moat-e2e-'));
+  let cwd;
+  if (standalone) {
+    cwd = mkdtempSync(join(tmpdir(), 'moat-e2e-empty-'));
+    // A hard link where the file system allows it (a debug build is hundreds of MB), else a copy.
+    try {
+      linkSync(binary, join(cwd, 'moat'));
+    } catch {
+      copyFileSync(binary, join(cwd, 'moat'));
+      chmodSync(join(cwd, 'moat'), 0o755);
+    }
+    binary = join(cwd, 'moat');
+  }
   const port = await freePort();
-  const child = spawn(binary, ['--data-dir', dataDir, 'serve', '--addr', `127.0.0.1:${port}`, '--site-root', siteRoot, ...extraArgs], {
-    env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'DATABASE_URL')), MOAT_ADMIN_TOKEN: ADMIN_TOKEN },
+  const site = standalone ? [] : ['--site-root', siteRoot];
+  const hidden = new Set(['DATABASE_URL', 'MOAT_SITE_ROOT']);
+  const child = spawn(binary, ['--data-dir', dataDir, 'serve', '--addr', `127.0.0.1:${port}`, ...site, ...extraArgs], {
+    cwd,
+    env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !hidden.has(k))), MOAT_ADMIN_TOKEN: ADMIN_TOKEN },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let log = '';
@@ -37,7 +55,7 @@ export async function startMoat(extraArgs = []) {
   for (let i = 0; i < 200; i++) {
     try {
       await fetch(base + '/');
-      return { base, child, log: () => log };
+      return { base, child, cwd, log: () => log };
     } catch {
       await new Promise((r) => setTimeout(r, 50));
     }

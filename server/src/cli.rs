@@ -24,6 +24,17 @@ pub struct Cli {
     /// Where the default SQLite database lives.
     #[arg(long, global = true, env = "MOAT_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
+    /// Seconds to wait for a PostgreSQL server to answer before giving up with the reason.
+    #[arg(
+        long,
+        global = true,
+        env = "MOAT_DB_CONNECT_TIMEOUT",
+        default_value_t = 5.0
+    )]
+    pub db_connect_timeout: f64,
+    /// On an error, print the whole chain of causes, not only the one-line summary.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -39,9 +50,10 @@ pub enum Command {
         /// Load and open the demo study (if it is not there yet).
         #[arg(long)]
         demo: bool,
-        /// Folder holding pkg/moat.js and pkg/moat_bg.wasm (built by scripts/build.sh).
-        #[arg(long, env = "MOAT_SITE_ROOT", default_value = "target/site")]
-        site_root: PathBuf,
+        /// Serve the hydration module from this folder (pkg/moat.js and pkg/moat_bg.wasm, as
+        /// scripts/build.sh writes them) instead of the copy built into the binary: for development.
+        #[arg(long)]
+        site_root: Option<PathBuf>,
         /// The admin token; if unset, one is generated at first start and printed once.
         #[arg(long, env = "MOAT_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
@@ -148,6 +160,22 @@ pub enum Command {
     /// Create, open, close, list and show studies.
     #[command(subcommand)]
     Study(crate::study_cli::StudyCommand),
+    /// Check the database (reachable, migrated, version), the web app's hydration module, the model
+    /// registry (endpoints answer, key variables set) and the free disk space, and say how to fix
+    /// what is wrong. Changes nothing.
+    Doctor {
+        /// The model registry to check (as given to moat serve --models).
+        #[arg(long, env = "MOAT_MODELS")]
+        models: Option<PathBuf>,
+        /// Check this folder instead of the hydration module built into the binary.
+        #[arg(long)]
+        site_root: Option<PathBuf>,
+        /// Less free space than this many MiB for the data folder is a warning.
+        #[arg(long, default_value_t = 1024)]
+        min_free_mib: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -249,19 +277,27 @@ pub enum BenchCommand {
 }
 
 impl Cli {
-    pub fn database_url(&self) -> anyhow::Result<String> {
+    /// The database URL: `--database-url`, or the SQLite file `moat.db` in the data folder (the
+    /// folder is created when the store first opens it).
+    pub fn database_url(&self) -> String {
         if let Some(url) = self
             .database_url
             .as_ref()
             .filter(|url| !url.trim().is_empty())
         {
-            return Ok(url.clone());
+            return url.clone();
         }
-        std::fs::create_dir_all(&self.data_dir)?;
-        Ok(format!(
-            "sqlite://{}",
-            self.data_dir.join("moat.db").display()
-        ))
+        format!("sqlite://{}", self.data_dir.join("moat.db").display())
+    }
+
+    /// `--db-connect-timeout`, at least 0.1 s.
+    pub fn connect_timeout(&self) -> std::time::Duration {
+        let seconds = if self.db_connect_timeout.is_finite() {
+            self.db_connect_timeout.clamp(0.1, 3600.0)
+        } else {
+            5.0
+        };
+        std::time::Duration::from_secs_f64(seconds)
     }
 }
 
@@ -303,10 +339,11 @@ pub fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let verbose = cli.verbose;
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("{}", crate::problem::render(&error, verbose));
             ExitCode::FAILURE
         }
     }
@@ -325,7 +362,8 @@ where
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let database_url = cli.database_url()?;
+    let database_url = cli.database_url();
+    let connect_timeout = cli.connect_timeout();
     match cli.command {
         Command::Serve {
             addr,
@@ -340,16 +378,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             upload_idle_timeout,
             header_read_timeout,
         } => {
-            if !site_root.join("pkg").join("moat.js").exists() {
+            let site = match site_root {
+                Some(dir) => crate::site::Site::Dir(dir),
+                None => crate::site::Site::embedded(),
+            };
+            if !site.has_module() {
                 tracing::warn!(
-                    "{} has no pkg/moat.js: pages work as plain HTML forms, without hydration; run scripts/build.sh",
-                    site_root.display()
+                    "{}: pages work as plain HTML forms, without hydration (build the web app with scripts/build.sh before the server, or pass --site-root DIR; moat doctor checks this)",
+                    match &site {
+                        crate::site::Site::Dir(dir) => format!("{} has no pkg/moat.js", dir.display()),
+                        crate::site::Site::Assets(_) => site.describe(),
+                    }
                 );
             }
             let app = Application::build(ServeConfig {
                 database_url,
+                db_connect_timeout: connect_timeout,
                 addr,
-                site_root,
+                site,
                 admin_token: admin_token.map(Secret),
                 demo,
                 models,
@@ -396,7 +442,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(|m| ModelSpec::parse_flag(m))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(anyhow::Error::msg)?;
-            let store = Store::connect(&database_url).await?;
+            let store = Store::connect_within(&database_url, connect_timeout).await?;
             if format != "moat" {
                 let format = moat_exports::import::ImportFormat::parse(&format).ok_or_else(|| {
                     anyhow::anyhow!("unknown import format {format:?}; use moat, hh-rlhf, oasst, arena, trl or votes")
@@ -453,7 +499,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 return Ok(());
             }
             let slug = study.expect("clap requires --study or --battles");
-            let store = Store::connect(&database_url).await?;
+            let store = Store::connect_within(&database_url, connect_timeout).await?;
             let backend = crate::web::AppBackend::new(store, String::new());
             let (_, analysis) = backend
                 .analysis(&slug, options, include_flagged, drop_flagged)
@@ -512,7 +558,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             study: Some(slug),
             args,
         } => {
-            let store = Store::connect(&database_url).await?;
+            let store = Store::connect_within(&database_url, connect_timeout).await?;
             let backend = crate::web::AppBackend::new(store, String::new());
             let study = backend.store.study(&slug).await?;
             let records = backend.study_records(&study).await?;
@@ -559,13 +605,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_report(&report, args.json)
         }
         Command::Export(args) => {
-            let store = Store::connect(&database_url).await?;
+            let store = Store::connect_within(&database_url, connect_timeout).await?;
             crate::export_cli::run(&store, args).await?;
             store.close().await;
             Ok(())
         }
         Command::Generate(args) => {
-            let store = Store::connect(&database_url).await?;
+            let store = Store::connect_within(&database_url, connect_timeout).await?;
             let report = crate::generate::run(&store, args).await;
             store.close().await;
             let report = report?;
@@ -576,14 +622,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::AdminToken(command) => {
-            let store = Store::connect(&database_url).await?;
+            let store = Store::connect_within(&database_url, connect_timeout).await?;
             let result = run_admin_token(&store, command).await;
             store.close().await;
             println!("{}", result?);
             Ok(())
         }
         Command::Audit { limit } => {
-            let store = Store::connect(&database_url).await?;
+            let store = Store::connect_within(&database_url, connect_timeout).await?;
             let entries = store.audit_log(limit.max(1)).await;
             store.close().await;
             for entry in entries? {
@@ -599,7 +645,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Key(command) => {
-            let store = Store::connect(&database_url).await?;
+            let store = Store::connect_within(&database_url, connect_timeout).await?;
             let result = match command {
                 KeyCommand::Create { name } => store.create_api_key(&name).await.map(|key| {
                     format!("API key {name:?} (shown once; only its digest is stored):\n{key}")
@@ -629,8 +675,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", result?);
             Ok(())
         }
+        Command::Doctor {
+            models,
+            site_root,
+            min_free_mib,
+            json,
+        } => {
+            let report = crate::doctor::run(&crate::doctor::DoctorConfig {
+                database_url,
+                connect_timeout,
+                data_dir: cli.data_dir.clone(),
+                site: match site_root {
+                    Some(dir) => crate::site::Site::Dir(dir),
+                    None => crate::site::Site::embedded(),
+                },
+                models,
+                min_free_bytes: min_free_mib << 20,
+            })
+            .await;
+            print_report(&report, json)?;
+            match report.failures() {
+                0 => Ok(()),
+                n => Err(crate::problem::Problem::new(format!(
+                    "moat doctor found {n} problem{} (FAIL above)",
+                    if n == 1 { "" } else { "s" }
+                ))
+                .into()),
+            }
+        }
         Command::Study(command) => {
-            let store = Store::connect(&database_url).await?;
+            let store = Store::connect_within(&database_url, connect_timeout).await?;
             let backend = crate::web::AppBackend::new(store, String::new());
             let result = crate::study_cli::run(&backend, command).await;
             backend.store.close().await;

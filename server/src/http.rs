@@ -238,12 +238,11 @@ where
     Ok(spool)
 }
 
-pub fn router(backend: Arc<AppBackend>, leptos_options: LeptosOptions) -> Router {
-    // The hydration module is 1.2 MB of wasm, 0.37 MB gzipped: `scripts/build.sh` writes `.gz` copies
-    // beside it, served to browsers that accept gzip (raters on slow connections wait 3× less).
-    let pkg_dir =
-        std::path::Path::new(&*leptos_options.site_root).join(&*leptos_options.site_pkg_dir);
-    let pkg_route = format!("/{}", leptos_options.site_pkg_dir);
+pub fn router(
+    backend: Arc<AppBackend>,
+    site: &crate::site::Site,
+    leptos_options: LeptosOptions,
+) -> Router {
     let routes = generate_route_list(App);
     let shared: SharedBackend = backend.clone();
     let pages = Router::new()
@@ -274,11 +273,17 @@ pub fn router(backend: Arc<AppBackend>, leptos_options: LeptosOptions) -> Router
             // The form's file is spooled by `spool_upload`, which enforces its own limit.
             post(import_form).layer(axum::extract::DefaultBodyLimit::disable()),
         )
-        .with_state(backend)
-        .nest_service(
-            &pkg_route,
-            tower_http::services::ServeDir::new(pkg_dir).precompressed_gzip(),
-        );
+        .with_state(backend);
+    let api = match site {
+        crate::site::Site::Assets(assets) => api.merge(crate::site::router(assets.clone())),
+        // The hydration module is 1.2 MB of wasm, 0.37 MB gzipped: `scripts/build.sh` writes `.gz`
+        // copies beside it, served to browsers that accept gzip (raters on slow connections wait 3×
+        // less).
+        crate::site::Site::Dir(dir) => api.nest_service(
+            "/pkg",
+            tower_http::services::ServeDir::new(dir.join("pkg")).precompressed_gzip(),
+        ),
+    };
     api.merge(pages)
 }
 

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod bench_llm;
 pub mod cli;
 pub mod client;
+pub mod doctor;
 pub mod domain;
 pub mod export;
 pub mod export_cli;
@@ -16,8 +17,10 @@ pub mod http;
 pub mod identity;
 pub mod import;
 pub mod markdown;
+pub mod problem;
 pub mod security;
 pub mod serving;
+pub mod site;
 pub mod store;
 pub mod study_cli;
 pub mod web;
@@ -47,8 +50,11 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub database_url: String,
+    /// How long to wait for a PostgreSQL server to answer (`--db-connect-timeout`).
+    pub db_connect_timeout: std::time::Duration,
     pub addr: SocketAddr,
-    pub site_root: PathBuf,
+    /// The hydration module: embedded in the binary, or a folder (`--site-root`).
+    pub site: site::Site,
     pub admin_token: Option<Secret>,
     pub demo: bool,
     /// The model registry file (`--models`): its models are served under `/v1`.
@@ -200,10 +206,18 @@ pub async fn ensure_demo_arena(store: &Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn leptos_options(addr: SocketAddr, site_root: &std::path::Path) -> LeptosOptions {
+/// Where Leptos would look for files when the site is embedded: a path that cannot exist, so that
+/// nothing from the working folder is ever served or read (the embedded files have their own route).
+const EMBEDDED_SITE_ROOT: &str = "/nonexistent/moat-site-is-embedded";
+
+pub fn leptos_options(addr: SocketAddr, site: &site::Site) -> LeptosOptions {
+    let (output_name, site_root) = match site {
+        site::Site::Assets(assets) => (assets.output_name(), EMBEDDED_SITE_ROOT.to_string()),
+        site::Site::Dir(dir) => ("moat".to_string(), dir.to_string_lossy().to_string()),
+    };
     LeptosOptions::builder()
-        .output_name("moat")
-        .site_root(site_root.to_string_lossy().to_string())
+        .output_name(output_name)
+        .site_root(site_root)
         .site_pkg_dir("pkg")
         .site_addr(addr)
         .build()
@@ -219,16 +233,18 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects the store, prepares the admin token and the demo, and binds the listener
-    /// (port 0 picks a free port).
+    /// Binds the listener (port 0 picks a free port), connects the store, loads the models and the
+    /// demo, and only then prepares the admin token: a server that cannot start never prints a
+    /// token. Each failure says what and where (the busy address, the unreachable database).
     pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
-        let store = Store::connect(&config.database_url).await?;
-        let hash = admin_token_hash(&store, config.admin_token.as_ref()).await?;
+        let listener = tokio::net::TcpListener::bind(config.addr)
+            .await
+            .map_err(|e| problem::bind_problem(config.addr, e))?;
+        let addr = listener.local_addr()?;
+        let store = Store::connect_within(&config.database_url, config.db_connect_timeout).await?;
         if config.demo {
             ensure_demo(&store).await?;
         }
-        let listener = tokio::net::TcpListener::bind(config.addr).await?;
-        let addr = listener.local_addr()?;
         let hub = match (&config.models, config.demo) {
             (Some(path), _) => serving::ModelHub::load_file(path).await?,
             (None, true) => match default_smollm2_path().filter(|p| p.is_file()) {
@@ -245,8 +261,7 @@ impl Application {
         if config.demo && !hub.registry().models.is_empty() {
             ensure_demo_arena(&store).await?;
         }
-        // The arena exists when the server has models, or a registry file that the admin page can
-        // fill later.
+        let hash = admin_token_hash(&store, config.admin_token.as_ref()).await?;
         let has_models = !hub.registry().models.is_empty() || config.models.is_some();
         let models = Arc::new(serving::Models::new(hub, config.models.clone()));
         let backend = AppBackend::new(store, hash);
@@ -254,21 +269,25 @@ impl Application {
         if has_models {
             backend.set_arena(Arc::new(arena::Arena::new(models.clone())));
         }
-        let router = http::router(backend.clone(), leptos_options(addr, &config.site_root))
-            .merge(serving::router(serving::ServingState::new(
-                backend.clone(),
-                models,
-            )))
-            .merge(arena::router(backend.clone()))
-            // Ordinary requests end after `limits.request_timeout`; streams and uploads are exempt
-            // (`http::exempt_from_timeout`) and uploads have an idle timeout of their own.
-            .layer(axum::middleware::from_fn(http::request_timeout))
-            .layer(axum::Extension(config.limits))
-            // Around every route: the origin check and the security headers (SECURITY.md).
-            .layer(axum::middleware::from_fn_with_state(
-                security::Guard::new(),
-                security::harden,
-            ));
+        let router = http::router(
+            backend.clone(),
+            &config.site,
+            leptos_options(addr, &config.site),
+        )
+        .merge(serving::router(serving::ServingState::new(
+            backend.clone(),
+            models,
+        )))
+        .merge(arena::router(backend.clone()))
+        // Ordinary requests end after `limits.request_timeout`; streams and uploads are exempt
+        // (`http::exempt_from_timeout`) and uploads have an idle timeout of their own.
+        .layer(axum::middleware::from_fn(http::request_timeout))
+        .layer(axum::Extension(config.limits))
+        // Around every route: the origin check and the security headers (SECURITY.md).
+        .layer(axum::middleware::from_fn_with_state(
+            security::Guard::new(),
+            security::harden,
+        ));
         Ok(Application {
             addr,
             backend,

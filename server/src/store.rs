@@ -120,6 +120,9 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// How long `Store::connect` waits for a PostgreSQL server to answer (`--db-connect-timeout`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
@@ -345,15 +348,27 @@ fn sqlite_pragmas(
 
 impl Store {
     /// Connects to `url` (`sqlite://…` or `postgres://…`), creating a SQLite file if it is missing,
-    /// and applies the migrations of that dialect.
+    /// and applies the migrations of that dialect; gives up on an unreachable PostgreSQL server after
+    /// [`DEFAULT_CONNECT_TIMEOUT`].
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        Store::connect_within(url, DEFAULT_CONNECT_TIMEOUT).await
+    }
+
+    /// [`Store::connect`], waiting at most `timeout` for the PostgreSQL server to answer. A failure
+    /// is a [`crate::problem::Problem`] naming the database (host, port, name; a SQLite file's path),
+    /// the reason and the fix.
+    pub async fn connect_within(url: &str, timeout: Duration) -> anyhow::Result<Store> {
+        use crate::problem::{self, Problem};
         sqlx::any::install_default_drivers();
         let dialect = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Dialect::Postgres
         } else if url.starts_with("sqlite:") {
             Dialect::Sqlite
         } else {
-            anyhow::bail!("unsupported database URL {url:?}: use sqlite://PATH or postgres://…");
+            return Err(Problem::new(format!(
+                "unsupported database URL {url:?}: use sqlite://PATH or postgres://USER@HOST/DATABASE"
+            ))
+            .into());
         };
         let url = match dialect {
             Dialect::Sqlite if !url.contains("mode=") => {
@@ -362,7 +377,32 @@ impl Store {
             }
             _ => url.to_string(),
         };
-        let options = AnyConnectOptions::from_str(&url)?;
+        // One plain connection first: the pool retries a refused connection until its acquire
+        // timeout and then reports only that it timed out.
+        let file = problem::sqlite_path(&url);
+        match (dialect, &file) {
+            (Dialect::Postgres, _) => problem::check_postgres(&url, timeout).await?,
+            (Dialect::Sqlite, Some(path)) => {
+                problem::prepare_sqlite_path(path)?;
+                // The pool retries a connection whose setup fails (a file that is not a database)
+                // until its acquire timeout: open and set up one connection alone first.
+                let opened = async {
+                    let mut conn = <AnyConnection as sqlx::Connection>::connect(&url).await?;
+                    sqlite_pragmas(&mut conn).await?;
+                    sqlx::Connection::close(conn).await
+                };
+                opened
+                    .await
+                    .map_err(|error| problem::sqlite_open_problem(path, error))?;
+            }
+            (Dialect::Sqlite, None) => {}
+        }
+        let options = AnyConnectOptions::from_str(&url).map_err(|e| {
+            Problem::caused_by(
+                format!("the database URL does not parse ({e}): use sqlite://PATH or postgres://USER@HOST/DATABASE"),
+                e,
+            )
+        })?;
         let pool = AnyPoolOptions::new()
             .max_connections(match dialect {
                 Dialect::Sqlite => 8,
@@ -374,7 +414,17 @@ impl Store {
                 Dialect::Postgres => Box::pin(async { Ok(()) }),
             })
             .connect_with(options)
-            .await?;
+            .await
+            .map_err(|error| match &file {
+                Some(path) => problem::sqlite_open_problem(path, error),
+                None => Problem::caused_by(
+                    format!(
+                        "cannot connect to the {}: {error}",
+                        problem::describe_database(&url)
+                    ),
+                    error,
+                ),
+            })?;
         let write_lock = Arc::new(Mutex::new(()));
         let group_writer = match dialect {
             Dialect::Sqlite => Some(GroupWriter::start(pool.clone(), write_lock.clone())),
@@ -398,7 +448,12 @@ impl Store {
             group_writer,
             sqlite_path,
         };
-        store.migrate().await?;
+        store.migrate().await.map_err(|error| {
+            anyhow::Error::new(error).context(format!(
+                "cannot bring the {} up to date (migrations)",
+                problem::describe_database(&url)
+            ))
+        })?;
         Ok(store)
     }
 

@@ -12,5 +12,6 @@ mod rigging;
 mod security;
 mod serving;
 mod sessions;
+mod startup;
 mod store_suite;
 mod support;

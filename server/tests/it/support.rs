@@ -165,8 +165,9 @@ async fn spawn_configured(
 ) -> TestServer {
     let app = Application::build(ServeConfig {
         database_url: database_url.to_string(),
+        db_connect_timeout: moat_server::store::DEFAULT_CONNECT_TIMEOUT,
         addr: "127.0.0.1:0".parse().unwrap(),
-        site_root: site_root.to_path_buf(),
+        site: moat_server::site::Site::Dir(site_root.to_path_buf()),
         admin_token: Some(Secret(ADMIN_TOKEN.into())),
         demo: false,
         models: models.map(Path::to_path_buf),
