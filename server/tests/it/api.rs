@@ -266,14 +266,19 @@ async fn blindness_before_the_vote() {
             "total",
             "ask_source",
             "ask_rationale",
+            // Multi-turn arena battles: earlier turns' HTML, and the follow-ups allowed (counters).
+            "earlier",
+            "follow_ups_left",
+            "max_prompt_chars",
         ];
         expected.sort_unstable();
         assert_eq!(
             keys, expected,
             "the comparison's wire type changed: check it for identities"
         );
-        // The only numbers are the progress counters (position and total).
-        assert_eq!(numbers.len(), 2, "{numbers:?}");
+        // The only numbers are the progress counters (position and total) and the study's
+        // follow-up limits (the same for every comparison of the study).
+        assert_eq!(numbers.len(), 4, "{numbers:?}");
         let assignment = comparison["assignment"].as_str().unwrap().to_string();
         assert!(
             assignment.len() >= 32 && !response_ids.iter().any(|id| assignment == id.to_string())
