@@ -571,8 +571,11 @@ fn BattleStream(slug: String, battle: String, live: bool, refresh: RwSignal<u32>
     };
     view! {
         <p class="notice" id="arena-waiting">{waiting}</p>
+        // No `<meta http-equiv="refresh">` here: rendered by the browser's own code (JavaScript on),
+        // an inserted refresh element is obeyed even inside `<noscript>`, and reloaded the page of
+        // any battle that streamed for longer than its delay. Without JavaScript the prompt form
+        // waits for both answers; a page opened mid-battle offers this link.
         <noscript>
-            <meta http-equiv="refresh" content="2"/>
             <p><a href=format!("/s/{slug}/compare")>"Reload"</a>" to see the answers."</p>
         </noscript>
         <div class="pair">

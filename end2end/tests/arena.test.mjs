@@ -2,7 +2,7 @@
 // while they stream, the vote buttons appear when both are done, the vote reveals the models, and the
 // next battle starts; with JavaScript off the same flow works with plain form posts. The contestants
 // are served by a local server that speaks the OpenAI chat-completions protocol and streams a word
-// every 120 ms, so growth can be watched.
+// every 200 ms, so growth can be watched (and a first answer takes ~3 s: longer than any refresh delay).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
@@ -35,7 +35,7 @@ function fakeUpstream() {
         `data: ${JSON.stringify({ id: 'chatcmpl-e2e', object: 'chat.completion.chunk', created: 1, model, choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
       response.write(chunk({ role: 'assistant', content: '' }));
       for (const word of text.split(/(?<= )/)) {
-        await new Promise((r) => setTimeout(r, 120));
+        await new Promise((r) => setTimeout(r, 200));
         if (response.destroyed) return;
         response.write(chunk({ content: word }));
       }
