@@ -2,6 +2,7 @@
 //! `model_a`, `model_b` and `winner` ∈ `model_a` / `model_b` / `tie` / `tie (bothbad)`. Other fields
 //! (`judge`, `conversation_a`, `tstamp`, …) are ignored. An error names the line and the field.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -10,7 +11,10 @@ use serde::de::{Deserializer, Error as _};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::model::{Battle, Outcome};
+use crate::categories::{is_english, tag_prompt, CategoryIndex};
+use crate::dedup::prompt_key;
+use crate::model::{Battle, BattleStyle, Outcome, StyleFeatures};
+use crate::style::style_features;
 
 /// Why a battles file could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -197,6 +201,238 @@ pub fn write_battles_jsonl(battles: &[Battle], mut writer: impl Write) -> io::Re
     Ok(())
 }
 
+/// One turn of an Arena conversation (`conversation_a` / `conversation_b`).
+#[derive(Deserialize)]
+struct Turn {
+    role: String,
+    #[serde(default)]
+    content: Value,
+}
+
+impl Turn {
+    fn text(&self) -> &str {
+        self.content.as_str().unwrap_or("")
+    }
+}
+
+/// Arena's precomputed style counts (`conv_metadata`), used when the texts are absent.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ConversationMetadata {
+    sum_assistant_a_tokens: Option<f64>,
+    sum_assistant_b_tokens: Option<f64>,
+    header_count_a: BTreeMap<String, f64>,
+    header_count_b: BTreeMap<String, f64>,
+    list_count_a: BTreeMap<String, f64>,
+    list_count_b: BTreeMap<String, f64>,
+    bold_count_a: BTreeMap<String, f64>,
+    bold_count_b: BTreeMap<String, f64>,
+}
+
+#[derive(Deserialize)]
+struct RawArenaBattle {
+    #[serde(deserialize_with = "model_a")]
+    model_a: String,
+    #[serde(deserialize_with = "model_b")]
+    model_b: String,
+    #[serde(deserialize_with = "winner")]
+    winner: Outcome,
+    #[serde(default)]
+    conversation_a: Option<Vec<Turn>>,
+    #[serde(default)]
+    conversation_b: Option<Vec<Turn>>,
+    #[serde(default)]
+    conv_metadata: Option<ConversationMetadata>,
+    #[serde(default)]
+    category: Option<Value>,
+    #[serde(default)]
+    language: Option<Value>,
+    #[serde(default)]
+    tstamp: Option<Value>,
+}
+
+/// Battles with what the per-category, de-duplicated and history views need, as read from an
+/// Arena file: the prompt of each battle (its key, for de-duplication), its categories and its
+/// time. Style features are filled from the response texts (`conversation_a` / `_b`) or from
+/// Arena's `conv_metadata` counts, when the file has either.
+#[derive(Clone, Debug, Default)]
+pub struct ArenaBattles {
+    pub battles: Vec<Battle>,
+    /// `prompt_keys[i]`: battle `i`'s prompt key ([`crate::dedup::prompt_key`] of its user turns);
+    /// empty when no battle carries a conversation.
+    pub prompt_keys: Vec<Option<u64>>,
+    pub categories: CategoryIndex,
+    /// `timestamps[i]`: battle `i`'s `tstamp` in seconds since the epoch; empty when none has one.
+    pub timestamps: Vec<Option<f64>>,
+}
+
+impl ArenaBattles {
+    /// Keeps the battles whose `keep` entry is true, with their prompts, times and categories
+    /// (categories left empty are dropped).
+    pub fn retain(&mut self, keep: &[bool]) {
+        let mut new_index = vec![u32::MAX; keep.len()];
+        let mut next = 0u32;
+        for (index, &kept) in keep.iter().enumerate() {
+            if kept {
+                new_index[index] = next;
+                next += 1;
+            }
+        }
+        let mut flags = keep.iter();
+        self.battles.retain(|_| *flags.next().unwrap_or(&true));
+        if !self.prompt_keys.is_empty() {
+            let mut flags = keep.iter();
+            self.prompt_keys.retain(|_| *flags.next().unwrap_or(&true));
+        }
+        if !self.timestamps.is_empty() {
+            let mut flags = keep.iter();
+            self.timestamps.retain(|_| *flags.next().unwrap_or(&true));
+        }
+        let mut categories = CategoryIndex::default();
+        for (name, members) in self.categories.names.iter().zip(&self.categories.members) {
+            for &member in members {
+                if keep.get(member as usize).copied().unwrap_or(true) {
+                    categories.add(name, new_index[member as usize] as usize);
+                }
+            }
+        }
+        self.categories = categories;
+    }
+}
+
+fn style_from_metadata(meta: &ConversationMetadata) -> Option<BattleStyle> {
+    let side = |tokens: Option<f64>,
+                headers: &BTreeMap<String, f64>,
+                lists: &BTreeMap<String, f64>,
+                bold: &BTreeMap<String, f64>| {
+        let sum = |map: &BTreeMap<String, f64>| map.values().sum::<f64>().max(0.0) as u32;
+        Some(StyleFeatures {
+            length: tokens?.max(0.0) as u32,
+            headers: sum(headers),
+            lists: sum(lists),
+            bold: sum(bold),
+        })
+    };
+    Some(BattleStyle {
+        a: side(
+            meta.sum_assistant_a_tokens,
+            &meta.header_count_a,
+            &meta.list_count_a,
+            &meta.bold_count_a,
+        )?,
+        b: side(
+            meta.sum_assistant_b_tokens,
+            &meta.header_count_b,
+            &meta.list_count_b,
+            &meta.bold_count_b,
+        )?,
+    })
+}
+
+fn assistant_style(turns: &[Turn]) -> StyleFeatures {
+    let text: Vec<&str> = turns
+        .iter()
+        .filter(|t| t.role == "assistant")
+        .map(Turn::text)
+        .collect();
+    style_features(&text.join("\n"))
+}
+
+/// Adds one parsed record to the collection.
+fn push_arena(out: &mut ArenaBattles, raw: RawArenaBattle) {
+    let index = out.battles.len();
+    let mut battle = Battle::new(raw.model_a, raw.model_b, raw.winner);
+    let user_turns: Option<Vec<&str>> = raw.conversation_a.as_ref().map(|turns| {
+        turns
+            .iter()
+            .filter(|t| t.role == "user")
+            .map(Turn::text)
+            .collect()
+    });
+    battle.style = match (&raw.conversation_a, &raw.conversation_b) {
+        (Some(a), Some(b)) if a.iter().chain(b).any(|t| t.role == "assistant") => {
+            Some(BattleStyle {
+                a: assistant_style(a),
+                b: assistant_style(b),
+            })
+        }
+        _ => raw.conv_metadata.as_ref().and_then(style_from_metadata),
+    };
+    if let Some(turns) = user_turns.as_ref().filter(|t| !t.is_empty()) {
+        if out.prompt_keys.len() < index {
+            out.prompt_keys.resize(index, None);
+        }
+        out.prompt_keys.push(Some(prompt_key(turns)));
+    }
+    let language = raw.language.as_ref().and_then(Value::as_str);
+    if let Some(category) = raw.category.as_ref().and_then(Value::as_str) {
+        if !category.trim().is_empty() {
+            out.categories.add(category.trim(), index);
+        }
+    }
+    if let Some(turns) = &user_turns {
+        for tag in tag_prompt(turns, language) {
+            out.categories.add(tag, index);
+        }
+    } else if language.is_some_and(|l| !l.trim().is_empty() && !is_english(l)) {
+        out.categories.add(crate::categories::NON_ENGLISH, index);
+    }
+    let tstamp = raw.tstamp.as_ref().and_then(|t| match t {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    });
+    if let Some(tstamp) = tstamp {
+        if out.timestamps.len() < index {
+            out.timestamps.resize(index, None);
+        }
+        out.timestamps.push(Some(tstamp));
+    }
+    out.battles.push(battle);
+}
+
+/// Parses an Arena battles file with its prompts, categories, times and style features (see
+/// [`ArenaBattles`]); the same formats as [`parse_battles`].
+pub fn parse_arena_battles(text: &str) -> Result<ArenaBattles, BattlesError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut out = ArenaBattles::default();
+    if text.trim_start().starts_with('[') {
+        let raw: Vec<RawArenaBattle> = serde_json::from_str(text)
+            .map_err(|error| located(&error, error.line(), error.column()))?;
+        for record in raw {
+            push_arena(&mut out, record);
+        }
+    } else {
+        for (index, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let raw: RawArenaBattle = serde_json::from_str(line)
+                .map_err(|error| located(&error, index + 1, error.column()))?;
+            push_arena(&mut out, raw);
+        }
+    }
+    let n = out.battles.len();
+    if !out.prompt_keys.is_empty() {
+        out.prompt_keys.resize(n, None);
+    }
+    if !out.timestamps.is_empty() {
+        out.timestamps.resize(n, None);
+    }
+    Ok(out)
+}
+
+/// Reads an Arena battles file with its prompts and categories (see [`parse_arena_battles`]).
+pub fn read_arena_battles_file(path: &Path) -> Result<ArenaBattles, BattlesError> {
+    let text = std::fs::read_to_string(path).map_err(|error| BattlesError {
+        line: 0,
+        column: 0,
+        field: None,
+        message: format!("could not read {}: {error}", path.display()),
+    })?;
+    parse_arena_battles(&text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +512,40 @@ mod tests {
             parse_battles(std::str::from_utf8(&buffer).unwrap()).unwrap(),
             battles
         );
+    }
+
+    #[test]
+    fn arena_records_carry_prompts_categories_times_and_style() {
+        let text = r#"{"model_a": "x", "model_b": "y", "winner": "model_a", "tstamp": 1700000000.5, "language": "English", "conversation_a": [{"role": "user", "content": "Write a Python function."}, {"role": "assistant", "content": "- one\n- two"}], "conversation_b": [{"role": "user", "content": "Write a Python function."}, {"role": "assistant", "content": "ok"}]}
+{"model_a": "y", "model_b": "x", "winner": "tie", "category": "writing", "language": "German"}
+{"model_a": "x", "model_b": "y", "winner": "model_b", "conv_metadata": {"sum_assistant_a_tokens": 120, "sum_assistant_b_tokens": 40, "header_count_a": {"h1": 1, "h2": 2}, "header_count_b": {}, "list_count_a": {"ordered": 3, "unordered": 0}, "list_count_b": {}, "bold_count_a": {"**": 2, "__": 0}, "bold_count_b": {}}}
+"#;
+        let file = parse_arena_battles(text).unwrap();
+        assert_eq!(file.battles.len(), 3);
+        assert_eq!(
+            file.prompt_keys,
+            vec![Some(prompt_key(&["Write a Python function."])), None, None]
+        );
+        assert_eq!(file.timestamps, vec![Some(1_700_000_000.5), None, None]);
+        assert_eq!(file.categories.members_of("code"), Some(&[0u32][..]));
+        assert_eq!(file.categories.members_of("writing"), Some(&[1u32][..]));
+        assert_eq!(file.categories.members_of("non-english"), Some(&[1u32][..]));
+        let style = file.battles[0].style.unwrap();
+        assert_eq!((style.a.lists, style.a.length, style.b.length), (2, 11, 2));
+        assert!(file.battles[1].style.is_none());
+        let style = file.battles[2].style.unwrap();
+        assert_eq!(
+            (
+                style.a.length,
+                style.a.headers,
+                style.a.lists,
+                style.a.bold,
+                style.b.length
+            ),
+            (120, 3, 3, 2, 40)
+        );
+        // The plain reader reads the same battles.
+        let plain = parse_battles(text).unwrap();
+        assert_eq!(plain.len(), 3);
     }
 }

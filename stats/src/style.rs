@@ -117,6 +117,44 @@ pub(crate) fn fit_style_controlled(
     battles: &[Battle],
     options: &LeaderboardOptions,
 ) -> Option<StyleControlled> {
+    fit_style(battles, options).map(|fit| fit.report(options))
+}
+
+/// The fitted style-controlled model: ratings and style coefficients in natural units, with their
+/// sandwich covariance, so that contrasts (a pair of models, two groups) get standard errors.
+pub(crate) struct StyleFit {
+    /// Sorted by name.
+    pub(crate) models: Vec<String>,
+    /// Ratings of `models` (natural units), then one coefficient per style feature.
+    pub(crate) beta: Vec<f64>,
+    /// Sandwich covariance of `beta`; `None` when the information matrix was singular.
+    pub(crate) covariance: Option<Matrix>,
+    pub(crate) n_battles: u64,
+    pub(crate) converged: bool,
+}
+
+impl StyleFit {
+    pub(crate) fn index_of(&self, model: &str) -> Option<usize> {
+        self.models
+            .binary_search_by(|candidate| candidate.as_str().cmp(model))
+            .ok()
+    }
+
+    /// The value and standard error (natural units) of `Σ contrast[i] · θᵢ` over the models.
+    pub(crate) fn contrast(&self, contrast: &[f64]) -> (f64, Option<f64>) {
+        let value = contrast.iter().zip(&self.beta).map(|(c, b)| c * b).sum();
+        let standard_error = self.covariance.as_ref().and_then(|c| {
+            let mut full = vec![0.0; self.beta.len()];
+            full[..contrast.len()].copy_from_slice(contrast);
+            let variance = c.quadratic_form(&full);
+            (variance.is_finite() && variance >= 0.0).then(|| variance.sqrt())
+        });
+        (value, standard_error)
+    }
+}
+
+/// Fits the style-controlled model to the battles that carry style features; `None` when none do.
+pub(crate) fn fit_style(battles: &[Battle], options: &LeaderboardOptions) -> Option<StyleFit> {
     let styled: Vec<&Battle> = battles
         .iter()
         .filter(|b| b.style.is_some() && b.model_a != b.model_b)
@@ -225,64 +263,86 @@ pub(crate) fn fit_style_controlled(
         inverse.multiply(&score_covariance).multiply(&inverse)
     });
 
-    let scaling = Scaling::new(&models, options);
-    let ratings = scaling.apply(&beta[..n]);
-    let z = z_for_level(options.confidence);
-    let mut model_rows: Vec<StyleRating> = (0..n)
-        .map(|i| {
-            let standard_error = covariance.as_ref().and_then(|c| {
-                let mut contrast = vec![0.0; parameters];
-                contrast[..n].copy_from_slice(&scaling.contrast(i, n));
-                let variance = c.quadratic_form(&contrast);
-                (variance >= 0.0).then(|| variance.sqrt() * ELO_POINTS_PER_UNIT)
-            });
-            StyleRating {
-                model: models[i].clone(),
-                rating: ratings[i],
-                ci: standard_error.map(|se| {
-                    Interval::new(ratings[i] - z * se, ratings[i] + z * se, options.confidence)
-                }),
-                standard_error,
-            }
-        })
-        .collect();
-    model_rows.sort_by(|x, y| {
-        y.rating
-            .total_cmp(&x.rating)
-            .then_with(|| x.model.cmp(&y.model))
-    });
-    let coefficients = (0..FEATURES)
-        .map(|k| {
-            let standard_error = covariance.as_ref().and_then(|c| {
-                let variance = c.get(n + k, n + k);
-                (variance >= 0.0).then(|| variance.sqrt())
-            });
-            StyleCoefficient {
-                feature: STYLE_FEATURE_NAMES[k].to_string(),
-                coefficient: beta[n + k],
-                standard_error,
-                ci: standard_error.map(|se| {
-                    Interval::new(
-                        beta[n + k] - z * se,
-                        beta[n + k] + z * se,
-                        options.confidence,
-                    )
-                }),
-            }
-        })
-        .collect();
-    Some(StyleControlled {
+    Some(StyleFit {
+        models,
+        beta,
+        covariance,
+        n_battles: rows.len() as u64,
+        converged,
+    })
+}
+
+impl StyleFit {
+    /// The ratings on the leaderboard's scale with intervals, and the style coefficients.
+    fn report(self, options: &LeaderboardOptions) -> StyleControlled {
+        let StyleFit {
+            models,
+            beta,
+            covariance,
+            n_battles,
+            converged,
+        } = self;
+        let n = models.len();
+        let parameters = beta.len();
+        let scaling = Scaling::new(&models, options);
+        let ratings = scaling.apply(&beta[..n]);
+        let z = z_for_level(options.confidence);
+        let mut model_rows: Vec<StyleRating> = (0..n)
+            .map(|i| {
+                let standard_error = covariance.as_ref().and_then(|c| {
+                    let mut contrast = vec![0.0; parameters];
+                    contrast[..n].copy_from_slice(&scaling.contrast(i, n));
+                    let variance = c.quadratic_form(&contrast);
+                    (variance >= 0.0).then(|| variance.sqrt() * ELO_POINTS_PER_UNIT)
+                });
+                StyleRating {
+                    model: models[i].clone(),
+                    rating: ratings[i],
+                    ci: standard_error.map(|se| {
+                        Interval::new(ratings[i] - z * se, ratings[i] + z * se, options.confidence)
+                    }),
+                    standard_error,
+                }
+            })
+            .collect();
+        model_rows.sort_by(|x, y| {
+            y.rating
+                .total_cmp(&x.rating)
+                .then_with(|| x.model.cmp(&y.model))
+        });
+        let coefficients = (0..FEATURES)
+            .map(|k| {
+                let standard_error = covariance.as_ref().and_then(|c| {
+                    let variance = c.get(n + k, n + k);
+                    (variance >= 0.0).then(|| variance.sqrt())
+                });
+                StyleCoefficient {
+                    feature: STYLE_FEATURE_NAMES[k].to_string(),
+                    coefficient: beta[n + k],
+                    standard_error,
+                    ci: standard_error.map(|se| {
+                        Interval::new(
+                            beta[n + k] - z * se,
+                            beta[n + k] + z * se,
+                            options.confidence,
+                        )
+                    }),
+                }
+            })
+            .collect();
+        StyleControlled {
         method: format!(
             "Bradley-Terry logistic regression with standardised covariates (a-b)/(a+b+1) for {}, ties as half; \
              ratings with style held equal on the leaderboard's scale; {:.0}% intervals from the sandwich covariance",
             STYLE_FEATURE_NAMES.join(", "),
             options.confidence * 100.0
         ),
-        n_battles: rows.len() as u64,
+        n_battles,
         models: model_rows,
         coefficients,
         converged,
-    })
+    }
+    }
 }
 
 #[inline]
@@ -344,6 +404,72 @@ fn derivatives(rows: &[Row], beta: &[f64], n: usize, prior: f64) -> (Vec<f64>, M
         }
     }
     (gradient, information)
+}
+
+/// One model in the plain and the style-controlled leaderboards.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StyleComparisonRow {
+    pub model: String,
+    /// Rank (upper bound) and rating in the plain leaderboard.
+    pub rank: usize,
+    pub rating: f64,
+    /// Rank (upper bound, from the sandwich intervals) and rating with style held equal.
+    pub style_rank: usize,
+    pub style_rating: f64,
+    pub style_ci: Option<Interval>,
+    /// `rank − style_rank`: positive when the model moves up once style is held equal.
+    pub rank_change: i64,
+}
+
+/// Both leaderboards side by side, in the order of the style-controlled one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StyleComparison {
+    pub method: String,
+    pub rows: Vec<StyleComparisonRow>,
+    pub coefficients: Vec<StyleCoefficient>,
+}
+
+/// The plain leaderboard beside its style-controlled ratings; `None` without style control.
+pub fn style_comparison(board: &crate::leaderboard::Leaderboard) -> Option<StyleComparison> {
+    let style = board.style_control.as_ref()?;
+    let rank_of = |i: usize| {
+        let upper = style.models[i]
+            .ci
+            .map_or(style.models[i].rating, |c| c.upper);
+        1 + style
+            .models
+            .iter()
+            .enumerate()
+            .filter(|&(j, other)| j != i && other.ci.is_some_and(|c| c.lower > upper))
+            .count()
+    };
+    let rows = style
+        .models
+        .iter()
+        .enumerate()
+        .filter_map(|(i, styled)| {
+            let plain = board.models.iter().find(|m| m.model == styled.model)?;
+            let style_rank = rank_of(i);
+            Some(StyleComparisonRow {
+                model: styled.model.clone(),
+                rank: plain.rank_upper_bound,
+                rating: plain.rating,
+                style_rank,
+                style_rating: styled.rating,
+                style_ci: styled.ci,
+                rank_change: plain.rank_upper_bound as i64 - style_rank as i64,
+            })
+        })
+        .collect();
+    Some(StyleComparison {
+        method: format!(
+            "ranks are rank upper bounds (1 + models whose interval lies wholly above); the \
+             style-controlled ones use the sandwich intervals. {}",
+            style.method
+        ),
+        rows,
+        coefficients: style.coefficients.clone(),
+    })
 }
 
 #[cfg(test)]
