@@ -615,3 +615,231 @@ pub fn preference_pairs(
         .collect();
     (pairs, skipped)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moat_exports::record::Message;
+
+    fn record(
+        id: i64,
+        (left, left_openness): (&str, Openness),
+        (right, right_openness): (&str, Openness),
+        choice: Choice,
+        prompt: &str,
+        category: Option<&str>,
+    ) -> VoteRecord {
+        VoteRecord {
+            vote_id: id,
+            study: "s".into(),
+            prompt_id: format!("p{id}"),
+            conversation: vec![Message::new("user", prompt)],
+            category: category.map(str::to_string),
+            language: None,
+            left_model: left.into(),
+            left_openness,
+            left_response: format!("answer {id} from {left}"),
+            right_model: right.into(),
+            right_openness,
+            right_response: format!("answer {id} from {right}"),
+            choice,
+            rater: format!("r{}", id % 7),
+            created_ms: 1_700_000_000_000 + id * 60_000,
+            source_guess: None,
+            source_confidence: None,
+            rationale: None,
+            time_on_page_ms: Some(20_000),
+            assignment_kind: "normal".into(),
+            completion_code: None,
+        }
+    }
+
+    /// vicuna-13b (open) beats gpt35 70–30 and loses to gpt4 20–80, sides alternating; the
+    /// even-numbered votes carry the imported category "writing", and every fifth prompt asks
+    /// for Python code. Pooled, 90 of 200 (45.0%) is inconclusive; each pair has its own verdict.
+    fn fixture() -> Vec<VoteRecord> {
+        let mut records = Vec::new();
+        let mut id = 0;
+        for (closed, wins, losses) in [("gpt35", 70, 30), ("gpt4", 20, 80)] {
+            for k in 0..(wins + losses) {
+                let open_won = k < wins;
+                let prompt = if id % 5 == 0 {
+                    format!("Write a Python function number {id}.")
+                } else {
+                    format!("Tell me a story about the number {id}.")
+                };
+                let category = (id % 2 == 0).then_some("writing");
+                let (left, right, choice) = if k % 2 == 0 {
+                    let choice = if open_won {
+                        Choice::Left
+                    } else {
+                        Choice::Right
+                    };
+                    (
+                        ("vicuna-13b", Openness::Open),
+                        (closed, Openness::Closed),
+                        choice,
+                    )
+                } else {
+                    let choice = if open_won {
+                        Choice::Right
+                    } else {
+                        Choice::Left
+                    };
+                    (
+                        (closed, Openness::Closed),
+                        ("vicuna-13b", Openness::Open),
+                        choice,
+                    )
+                };
+                records.push(record(id, left, right, choice, &prompt, category));
+                id += 1;
+            }
+        }
+        records
+    }
+
+    fn options() -> LeaderboardOptions {
+        LeaderboardOptions {
+            bootstrap_rounds: 50,
+            ..LeaderboardOptions::default()
+        }
+    }
+
+    #[test]
+    fn parity_per_pair_names_the_models_beside_the_pooled_verdict() {
+        let analysis = analyse("s", &fixture(), &options());
+        let parity = analysis.parity_by_pair.as_ref().expect("both groups voted");
+        assert_eq!(parity.pooled.win_rate, Some(0.45));
+        assert_eq!(
+            parity.pooled.verdict,
+            moat_stats::ParityVerdict::Inconclusive
+        );
+        assert_eq!(
+            analysis.parity_open_vs_closed.as_ref(),
+            Some(&parity.pooled)
+        );
+        let pairs: Vec<(&str, &str, Option<f64>)> = parity
+            .pairs
+            .iter()
+            .map(|p| (p.model_a.as_str(), p.model_b.as_str(), p.parity.win_rate))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("vicuna-13b", "gpt35", Some(0.7)),
+                ("vicuna-13b", "gpt4", Some(0.2))
+            ]
+        );
+        assert!(parity.pairs[0]
+            .parity
+            .summary
+            .starts_with("vicuna-13b vs gpt35: vicuna-13b ahead."));
+        // The votes carry the response texts, so each pair also has a style-controlled verdict.
+        assert!(parity.pairs.iter().all(|p| p.style_controlled.is_some()));
+        let view = page_view("s", "S", &analysis, &BTreeMap::new());
+        assert_eq!(view.parity_rows.len(), 3);
+        assert!(view.parity_rows[2].pooled);
+        assert_eq!(view.parity_rows[0].verdict, "a_better");
+        assert_eq!(view.parity_rows[1].verdict, "b_better");
+        assert_eq!(view.parity_rows[2].verdict, "inconclusive");
+        assert!(view.parity_rows[2].votes_needed.is_some());
+    }
+
+    #[test]
+    fn categories_come_from_the_import_and_from_tags() {
+        let records = fixture();
+        let analysis = analyse("s", &records, &options());
+        let counts: BTreeMap<&str, u64> = analysis
+            .categories
+            .iter()
+            .map(|c| (c.category.as_str(), c.battles))
+            .collect();
+        // 200 votes: ids 0..200, even ids are "writing", ids divisible by 5 ask for code.
+        assert_eq!(counts.get("writing"), Some(&100));
+        assert_eq!(counts.get("code"), Some(&40));
+        let ranks = analysis.ranks_by_category.as_ref().expect("categories");
+        assert_eq!(ranks.models.len(), 3);
+        assert!(ranks
+            .models
+            .iter()
+            .all(|m| m.ranks.len() == ranks.categories.len()));
+
+        let query = StudyQuery {
+            category: Some("code".into()),
+            ..StudyQuery::default()
+        };
+        let code = analyse_with("s", &records, &options(), &query, false).unwrap();
+        assert_eq!(code.leaderboard.n_battles, 40);
+        assert_eq!(code.category.as_deref(), Some("code"));
+        assert!(code.ranks_by_category.is_none());
+        let query = StudyQuery {
+            category: Some("poetry".into()),
+            ..StudyQuery::default()
+        };
+        let error = analyse_with("s", &records, &options(), &query, false).unwrap_err();
+        assert!(
+            error.contains("\"poetry\"") && error.contains("writing (100 votes)"),
+            "{error}"
+        );
+    }
+
+    /// 150 prompts asked once and one ("hi") asked 50 times: pandas' 99.99th percentile of the
+    /// 151 counts is at position 150 × 0.9999 = 149.985, between 1 and 50: 1 + 0.985 × 49 =
+    /// 49.265, so "hi" keeps 49 votes and 1 is left out. On by default for arena studies only.
+    #[test]
+    fn arena_studies_deduplicate_prompts_by_default() {
+        let mut records = fixture();
+        for r in records.iter_mut().take(50) {
+            r.conversation = vec![Message::new("user", "hi")];
+        }
+        let arena = analyse_with("s", &records, &options(), &StudyQuery::default(), true).unwrap();
+        let report = arena.deduplication.clone().expect("on for arena studies");
+        assert_eq!(report.distinct_prompts, 151);
+        assert!((report.cutoff - 49.265).abs() < 1e-9, "{}", report.cutoff);
+        assert_eq!(report.high_frequency_prompts, 1);
+        assert_eq!(report.battles_left_out, 1);
+        assert_eq!(arena.leaderboard.n_battles, 199);
+        assert_eq!(arena.leaderboard.deduplication.as_ref(), Some(&report));
+        let view = page_view("s", "S", &arena, &BTreeMap::new());
+        assert!(view
+            .deduplication
+            .unwrap()
+            .starts_with("Prompt de-duplication left out 1 of 200 votes"));
+        let static_study =
+            analyse_with("s", &records, &options(), &StudyQuery::default(), false).unwrap();
+        assert!(static_study.deduplication.is_none());
+        assert_eq!(static_study.leaderboard.n_battles, 200);
+        // Asked for explicitly, a static study is de-duplicated too.
+        let asked = StudyQuery {
+            deduplicate: Some(true),
+            ..StudyQuery::default()
+        };
+        let asked = analyse_with("s", &records, &options(), &asked, false).unwrap();
+        assert_eq!(asked.leaderboard.n_battles, 199);
+    }
+
+    #[test]
+    fn history_by_day_counts_top3_changes() {
+        let records = fixture();
+        let query = StudyQuery {
+            history_step: Some(moat_stats::HistoryStep::Votes(50)),
+            history_window: 100,
+            ..StudyQuery::default()
+        };
+        let analysis = analyse_with("s", &records, &options(), &query, false).unwrap();
+        let history = analysis.history.as_ref().unwrap();
+        let votes: Vec<u64> = history.points.iter().map(|p| p.votes).collect();
+        assert_eq!(votes, vec![50, 100, 150, 200]);
+        // gpt4 first appears after vote 100, so the top 3 changes once it has votes.
+        assert_eq!(history.points[0].models.len(), 2);
+        assert_eq!(history.points[3].models.len(), 3);
+        assert_eq!(history.stability.checkpoints, 2);
+        let view = page_view("s", "S", &analysis, &BTreeMap::new());
+        assert!(view.history_svg.unwrap().starts_with("<svg"));
+        assert!(view
+            .history_summary
+            .unwrap()
+            .starts_with("The top 3 changed at"));
+    }
+}

@@ -204,7 +204,7 @@ pub fn history(
         let last = i + 1 == battles.len();
         let due = match (&days, step) {
             (Some(days), _) => last || days[i + 1] != days[i],
-            (None, HistoryStep::Votes(every)) => last || counted % every == 0,
+            (None, HistoryStep::Votes(every)) => last || counted.is_multiple_of(every),
             (None, HistoryStep::Day) => unreachable!("days are computed for a daily step"),
         };
         if due && !counts.is_empty() && points.last().is_none_or(|p| p.votes != counted) {

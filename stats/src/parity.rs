@@ -288,18 +288,30 @@ pub fn parity_from_counts_named(
     }
 }
 
-/// The verdict in words, naming both sides: `what` is the quantity compared with 50% ("the win
-/// rate", or the style-controlled one).
-fn verdict_in_words(
+/// What a summary reports: the verdict and the figures behind it.
+struct Finding {
     verdict: ParityVerdict,
     win_rate: Option<f64>,
-    (a, b): (&str, &str),
-    what: &str,
     n: u64,
     tost_p_value: Option<f64>,
     votes_needed: Option<u64>,
+}
+
+/// The verdict in words, naming both sides: `what` is the quantity compared with 50% ("the win
+/// rate", or the style-controlled one).
+fn verdict_in_words(
+    finding: Finding,
+    (a, b): (&str, &str),
+    what: &str,
     options: &ParityOptions,
 ) -> String {
+    let Finding {
+        verdict,
+        win_rate,
+        n,
+        tost_p_value,
+        votes_needed,
+    } = finding;
     let percent = |x: f64| format!("{:.1}%", x * 100.0);
     let margin = percent(options.margin);
     let p_value = tost_p_value.map_or_else(String::new, |p| format!("TOST p = {p:.3}, "));
@@ -333,7 +345,6 @@ fn verdict_in_words(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn summary_in_words(
     verdict: ParityVerdict,
     win_rate: Option<f64>,
@@ -344,13 +355,15 @@ fn summary_in_words(
     options: &ParityOptions,
 ) -> String {
     verdict_in_words(
-        verdict,
-        win_rate,
+        Finding {
+            verdict,
+            win_rate,
+            n,
+            tost_p_value,
+            votes_needed,
+        },
         labels,
         "The win rate",
-        n,
-        tost_p_value,
-        votes_needed,
         options,
     )
 }
@@ -574,13 +587,15 @@ fn style_parity_from_log_odds(
     let z = z_for_level(options.confidence);
     let win_rate = sigmoid(log_odds);
     let summary = verdict_in_words(
-        verdict,
-        Some(win_rate),
+        Finding {
+            verdict,
+            win_rate: Some(win_rate),
+            n,
+            tost_p_value: Some(tost.p_value),
+            votes_needed,
+        },
         labels,
         "With style held equal, the win rate",
-        n,
-        Some(tost.p_value),
-        votes_needed,
         options,
     );
     Some(StyleParity {

@@ -408,6 +408,55 @@ async fn leaderboard_and_exports_over_http() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 
+    // Parity for each open model against the closed one, named, beside the pooled verdict.
+    let pairs = analysis["parity_by_pair"]["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 2, "{}", analysis["parity_by_pair"]);
+    assert!(pairs.iter().all(|p| p["model_b"] == "gpt-hidden-4"
+        && p["parity"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains(" vs gpt-hidden-4: ")
+        && p["style_controlled"]["summary"].is_string()));
+    assert_eq!(
+        analysis["parity_by_pair"]["pooled"],
+        analysis["parity_open_vs_closed"]
+    );
+    // Every prompt was imported with the category "test".
+    assert_eq!(analysis["categories"][0]["category"], "test");
+    let get = |query: &str| {
+        server.admin(server.http.get(format!(
+            "{}/api/v1/studies/lb/leaderboard?rounds=10&{query}",
+            server.base
+        )))
+    };
+    let unknown = get("category=poetry").send().await.unwrap();
+    assert_eq!(unknown.status(), 400);
+    assert!(unknown.text().await.unwrap().contains("\"poetry\""));
+    let options: serde_json::Value = get("category=test&reweight=true&history=12&dedup=true")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(options["category"], "test");
+    assert!(options["leaderboard"]["reweighting"]["effective_battles"].is_number());
+    let points = options["history"]["points"].as_array().unwrap();
+    let counted: Vec<u64> = points
+        .iter()
+        .map(|p| p["votes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        counted.last().copied(),
+        options["leaderboard"]["n_battles"].as_u64()
+    );
+    assert!(
+        counted[..counted.len() - 1].iter().all(|v| v % 12 == 0),
+        "{counted:?}"
+    );
+    assert_eq!(options["deduplication"]["distinct_prompts"], 12);
+    assert_eq!(get("history=0").send().await.unwrap().status(), 400);
+
     // Arena battles file through the API.
     let battles = "{\"model_a\":\"x\",\"model_b\":\"y\",\"winner\":\"model_a\"}\n{\"model_a\":\"y\",\"model_b\":\"x\",\"winner\":\"tie (bothbad)\"}\n";
     let board = server
