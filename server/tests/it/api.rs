@@ -431,7 +431,12 @@ async fn leaderboard_and_exports_over_http() {
     };
     let unknown = get("category=poetry").send().await.unwrap();
     assert_eq!(unknown.status(), 400);
-    assert!(unknown.text().await.unwrap().contains("\"poetry\""));
+    let message: serde_json::Value = unknown.json().await.unwrap();
+    let message = message["error"].as_str().unwrap();
+    assert!(
+        message.contains("\"poetry\"") && message.contains("test (48 votes)"),
+        "{message}"
+    );
     let options: serde_json::Value = get("category=test&reweight=true&history=12&dedup=true")
         .send()
         .await
