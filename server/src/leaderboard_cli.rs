@@ -364,7 +364,7 @@ pub fn render_extras(
     if let Some(r) = &board.reweighting {
         let _ = writeln!(
             out,
-            "\nReweighting: {} pairs down-weighted; effective sample {:.0} of {} votes{}. {}",
+            "\nReweighting: {} pairs down-weighted; effective sample {:.0} of {} votes{} ({}).",
             r.pairs_down_weighted,
             r.effective_battles,
             board.n_battles,

@@ -226,9 +226,15 @@ pub fn history(
     let summary = format!(
         "The top 3 changed at {changes} of the {checkpoints} checkpoints in the last {} votes{}.",
         counted.min(window_votes),
-        points
-            .last()
-            .map_or(String::new(), |p| format!("; now {}", p.top3.join(", ")))
+        points.last().map_or(String::new(), |p| format!(
+            "; now {}",
+            p.models
+                .iter()
+                .take(3)
+                .map(|m| m.model.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
     );
     Ok(History {
         method: format!(

@@ -462,6 +462,45 @@ async fn leaderboard_and_exports_over_http() {
     assert_eq!(options["deduplication"]["distinct_prompts"], 12);
     assert_eq!(get("history=0").send().await.unwrap().status(), 400);
 
+    // The page: the parity table per pair, the category selector and ranks, the style switch.
+    let page = |query: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .http
+                .get(format!(
+                    "{}/admin/studies/lb/leaderboard{query}",
+                    server.base
+                ))
+                .header("Cookie", server.owner_cookie().await)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let html = page("").await;
+    for expected in [
+        r#"id="parity-pairs""#,
+        "llama-secret-7b vs gpt-hidden-4",
+        "open-weights models vs closed API models (pooled)",
+        r#"id="category""#,
+        r#"<option value="test""#,
+        r#"id="category-ranks""#,
+        r#"id="style-control""#,
+    ] {
+        assert!(
+            html.contains(expected),
+            "{expected:?} missing from the page"
+        );
+    }
+    assert!(!html.contains(r#"id="style-table""#));
+    let html = page("?category=test&style=true").await;
+    assert!(html.contains(r#"id="style-table""#) && html.contains("Rank change"));
+    assert!(html.contains("Leaderboard: ") && html.contains(" — test"));
+
     // Arena battles file through the API.
     let battles = "{\"model_a\":\"x\",\"model_b\":\"y\",\"winner\":\"model_a\"}\n{\"model_a\":\"y\",\"model_b\":\"x\",\"winner\":\"tie (bothbad)\"}\n";
     let board = server
