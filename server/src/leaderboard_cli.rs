@@ -99,6 +99,34 @@ impl LeaderboardArgs {
     }
 }
 
+/// Reads a battles file: Parquet (by its `PAR1` magic bytes; one row per battle, the same
+/// columns as the JSON), else a JSON array or JSON Lines.
+pub fn read_battles_any(path: &std::path::Path) -> anyhow::Result<ArenaBattles> {
+    use std::io::Read as _;
+    let mut magic = [0u8; 4];
+    let is_parquet = std::fs::File::open(path)
+        .and_then(|mut file| file.read_exact(&mut magic))
+        .is_ok()
+        && &magic == b"PAR1";
+    if !is_parquet {
+        return moat_stats::battles::read_arena_battles_file(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
+    }
+    let rows = moat_exports::read::open_rows(path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut file = ArenaBattles::default();
+    for row in rows {
+        let (row, object) = row.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        file.push_value(serde_json::Value::Object(object), row as usize)
+            .map_err(|e| {
+                let field = e.field.map_or(String::new(), |f| format!(", field `{f}`"));
+                anyhow::anyhow!("{}: row {row}{field}: {}", path.display(), e.message)
+            })?;
+    }
+    file.finish();
+    Ok(file)
+}
+
 /// What `--battles --json` prints: the leaderboard's fields, then what was asked beside it.
 #[derive(Serialize)]
 struct BattlesReport {
@@ -211,8 +239,7 @@ pub async fn run(args: LeaderboardArgs, database_url: &str) -> anyhow::Result<()
     if let Some(path) = args.battles.first().cloned() {
         let report = tokio::task::spawn_blocking(
             move || -> anyhow::Result<(BattlesReport, LeaderboardArgs)> {
-                let file = moat_stats::battles::read_arena_battles_file(&path)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                let file = read_battles_any(&path)?;
                 let mut report = battles_report(file, &args, &options, history_step)?;
                 if let Some(history) = &report.history {
                     report.history_text = Some(render_history(history));
@@ -584,9 +611,9 @@ async fn run_composite(
         backend.store.close().await;
     }
     for path in &args.battles {
-        let battles = moat_stats::battles::read_battles_file(path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        named.push((path.display().to_string(), battles));
+        let owned = path.clone();
+        let file = tokio::task::spawn_blocking(move || read_battles_any(&owned)).await??;
+        named.push((path.display().to_string(), file.battles));
     }
     let options = options.clone();
     let result = tokio::task::spawn_blocking(move || {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
 
 use serde::de::{Deserializer, Error as _};
@@ -391,46 +391,101 @@ fn push_arena(out: &mut ArenaBattles, raw: RawArenaBattle) {
     out.battles.push(battle);
 }
 
+impl ArenaBattles {
+    /// Adds one record given as a JSON value (a row of a Parquet file, say); `line` is reported in
+    /// errors. Call [`ArenaBattles::finish`] after the last.
+    pub fn push_value(&mut self, row: Value, line: usize) -> Result<(), BattlesError> {
+        let raw: RawArenaBattle =
+            serde_json::from_value(row).map_err(|error| located(&error, line, 0))?;
+        push_arena(self, raw);
+        Ok(())
+    }
+
+    /// Pads the per-battle columns to the number of battles.
+    pub fn finish(&mut self) {
+        let n = self.battles.len();
+        if !self.prompt_keys.is_empty() {
+            self.prompt_keys.resize(n, None);
+        }
+        if !self.timestamps.is_empty() {
+            self.timestamps.resize(n, None);
+        }
+    }
+}
+
 /// Parses an Arena battles file with its prompts, categories, times and style features (see
 /// [`ArenaBattles`]); the same formats as [`parse_battles`].
 pub fn parse_arena_battles(text: &str) -> Result<ArenaBattles, BattlesError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    read_arena_battles(io::Cursor::new(text.as_bytes()))
+}
+
+/// Reads Arena battles from a reader: a JSON array (read whole) or JSON Lines, read line by line
+/// so that a large file is never held in memory as text.
+pub fn read_arena_battles(mut reader: impl BufRead) -> Result<ArenaBattles, BattlesError> {
+    let unreadable = |error: io::Error| BattlesError {
+        line: 0,
+        column: 0,
+        field: None,
+        message: format!("could not read the battles: {error}"),
+    };
+    // Skip a byte-order mark and leading white space to see whether this is an array.
+    let first = loop {
+        let buffer = reader.fill_buf().map_err(unreadable)?;
+        if buffer.is_empty() {
+            break None;
+        }
+        if buffer.starts_with("\u{feff}".as_bytes()) {
+            reader.consume(3);
+            continue;
+        }
+        match buffer.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(at) => break Some(buffer[at]),
+            None => {
+                let length = buffer.len();
+                reader.consume(length);
+            }
+        }
+    };
     let mut out = ArenaBattles::default();
-    if text.trim_start().starts_with('[') {
-        let raw: Vec<RawArenaBattle> = serde_json::from_str(text)
+    if first == Some(b'[') {
+        let mut text = String::new();
+        reader.read_to_string(&mut text).map_err(unreadable)?;
+        let raw: Vec<RawArenaBattle> = serde_json::from_str(&text)
             .map_err(|error| located(&error, error.line(), error.column()))?;
+        drop(text);
         for record in raw {
             push_arena(&mut out, record);
         }
     } else {
-        for (index, line) in text.lines().enumerate() {
+        let mut line = String::new();
+        let mut number = 0;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).map_err(unreadable)? == 0 {
+                break;
+            }
+            number += 1;
             if line.trim().is_empty() {
                 continue;
             }
-            let raw: RawArenaBattle = serde_json::from_str(line)
-                .map_err(|error| located(&error, index + 1, error.column()))?;
+            let raw: RawArenaBattle = serde_json::from_str(&line)
+                .map_err(|error| located(&error, number, error.column()))?;
             push_arena(&mut out, raw);
         }
     }
-    let n = out.battles.len();
-    if !out.prompt_keys.is_empty() {
-        out.prompt_keys.resize(n, None);
-    }
-    if !out.timestamps.is_empty() {
-        out.timestamps.resize(n, None);
-    }
+    out.finish();
     Ok(out)
 }
 
-/// Reads an Arena battles file with its prompts and categories (see [`parse_arena_battles`]).
+/// Reads an Arena battles file with its prompts and categories (see [`read_arena_battles`]).
 pub fn read_arena_battles_file(path: &Path) -> Result<ArenaBattles, BattlesError> {
-    let text = std::fs::read_to_string(path).map_err(|error| BattlesError {
+    let file = std::fs::File::open(path).map_err(|error| BattlesError {
         line: 0,
         column: 0,
         field: None,
-        message: format!("could not read {}: {error}", path.display()),
+        message: format!("could not open {}: {error}", path.display()),
     })?;
-    parse_arena_battles(&text)
+    read_arena_battles(io::BufReader::with_capacity(1 << 20, file))
 }
 
 #[cfg(test)]

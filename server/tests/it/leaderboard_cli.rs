@@ -199,3 +199,94 @@ fn a_composite_of_two_files_weighs_each_source() {
     .unwrap();
     assert!(text.contains("S2: ") && text.contains("weight 1"), "{text}");
 }
+
+/// Votes exported as Arena battles in Parquet and in JSON Lines read back to the same leaderboard
+/// (Parquet by its magic bytes, with conversations, languages and times).
+#[test]
+fn parquet_battles_read_like_json_lines() {
+    use moat_exports::{
+        writer_for, Choice, Container, ExportOptions, Format, Message, Openness, VoteRecord,
+    };
+    let records: Vec<VoteRecord> = (0..120i64)
+        .map(|id| {
+            let (left, right) = match id % 3 {
+                0 => ("x", "y"),
+                1 => ("y", "z"),
+                _ => ("z", "x"),
+            };
+            VoteRecord {
+                vote_id: id,
+                study: "s".into(),
+                prompt_id: format!("p{id}"),
+                conversation: vec![Message::new(
+                    "user",
+                    if id % 4 == 0 {
+                        "Write Python code, please."
+                    } else {
+                        "Tell me a joke."
+                    },
+                )],
+                category: None,
+                language: Some("en".into()),
+                left_model: left.into(),
+                left_openness: Openness::Open,
+                left_response: format!("answer {id} from {left}"),
+                right_model: right.into(),
+                right_openness: Openness::Closed,
+                right_response: format!("{right} says hi"),
+                choice: [
+                    Choice::Left,
+                    Choice::Right,
+                    Choice::Left,
+                    Choice::Tie,
+                    Choice::BothBad,
+                ][id as usize % 5],
+                rater: "r".into(),
+                created_ms: 1_700_000_000_000 + id * 1_000,
+                source_guess: None,
+                source_confidence: None,
+                rationale: None,
+                time_on_page_ms: None,
+                assignment_kind: "normal".into(),
+                completion_code: None,
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, container: Container| {
+        let path = dir.path().join(name);
+        let options = ExportOptions {
+            container,
+            ..ExportOptions::default()
+        };
+        let file = std::fs::File::create(&path).unwrap();
+        let mut writer = writer_for(Format::Arena, &options, Box::new(file)).unwrap();
+        for record in &records {
+            writer.write_record(record).unwrap();
+        }
+        writer.finish().unwrap();
+        path
+    };
+    let parquet = write("battles.parquet", Container::Parquet);
+    let jsonl = write("battles.jsonl", Container::Jsonl);
+    let board = |path: &Path| -> serde_json::Value {
+        let args = [
+            "leaderboard",
+            "--battles",
+            path.to_str().unwrap(),
+            "--rounds",
+            "30",
+            "--json",
+            "--by-category",
+            "--no-dedup",
+        ];
+        serde_json::from_str(&moat(&args).unwrap()).unwrap()
+    };
+    let (from_parquet, from_jsonl) = (board(&parquet), board(&jsonl));
+    assert_eq!(from_parquet["n_battles"], 120);
+    assert_eq!(from_parquet["models"], from_jsonl["models"]);
+    assert_eq!(from_parquet["categories"], from_jsonl["categories"]);
+    // Every fourth prompt asks for code: 30 battles.
+    assert_eq!(from_parquet["categories"][0]["category"], "code");
+    assert_eq!(from_parquet["categories"][0]["battles"], 30);
+}
