@@ -69,6 +69,16 @@ fn reweighted_pairs_count_equally() {
     assert!(width(&board) > width(&unweighted));
 }
 
+#[test]
+fn reweighting_needs_ties_as_half_a_win() {
+    let options = LeaderboardOptions {
+        reweight_pairs: true,
+        tie_model: moat_stats::TieModel::Davidson,
+        ..LeaderboardOptions::default()
+    };
+    assert!(options.validate().unwrap_err().contains("Davidson"));
+}
+
 /// With no pair above 50 battles every weight is 1: the same leaderboard as without reweighting.
 #[test]
 fn small_pairs_are_left_as_they_are() {
