@@ -735,8 +735,27 @@ mod tests {
             .parity
             .summary
             .starts_with("vicuna-13b vs gpt35: vicuna-13b ahead."));
-        // The votes carry the response texts, so each pair also has a style-controlled verdict.
-        assert!(parity.pairs.iter().all(|p| p.style_controlled.is_some()));
+        // The votes carry the response texts, so each pair also has a style-controlled verdict,
+        // from the same fit as the leaderboard's style-controlled ratings.
+        let styled = analysis.leaderboard.style_control.as_ref().unwrap();
+        let rating = |model: &str| {
+            styled
+                .models
+                .iter()
+                .find(|m| m.model == model)
+                .unwrap()
+                .rating
+        };
+        for pair in &parity.pairs {
+            let style = pair.style_controlled.as_ref().unwrap();
+            let gap =
+                (rating(&pair.model_a) - rating(&pair.model_b)) / moat_stats::ELO_POINTS_PER_UNIT;
+            assert!(
+                (style.log_odds - gap).abs() < 1e-9,
+                "{} vs {gap}",
+                style.log_odds
+            );
+        }
         let view = page_view("s", "S", &analysis, &BTreeMap::new());
         assert_eq!(view.parity_rows.len(), 3);
         assert!(view.parity_rows[2].pooled);
