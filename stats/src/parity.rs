@@ -595,7 +595,7 @@ fn style_parity_from_log_odds(
             votes_needed,
         },
         labels,
-        "With style held equal, the win rate",
+        "With style held equal (the style-controlled ratings, fitted to all votes), the expected win rate",
         options,
     );
     Some(StyleParity {
@@ -816,7 +816,7 @@ mod tests {
             style.summary
         );
         assert!(style.summary.starts_with(
-            "llama vs gpt35: parity shown. With style held equal, the win rate of llama against gpt35 is 50.0%"
+            "llama vs gpt35: parity shown. With style held equal (the style-controlled ratings, fitted to all votes), the expected win rate of llama against gpt35 is 50.0%"
         ));
         // One pair: the pooled style-controlled comparison is that pair's.
         let pooled = result.pooled_style_controlled.as_ref().unwrap();
