@@ -2,7 +2,6 @@
 //! `model_a`, `model_b` and `winner` ∈ `model_a` / `model_b` / `tie` / `tie (bothbad)`. Other fields
 //! (`judge`, `conversation_a`, `tstamp`, …) are ignored. An error names the line and the field.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
@@ -215,18 +214,51 @@ impl Turn {
     }
 }
 
+/// The sum of the values of a JSON object of counts (`{"h1": 2, "h2": 1}` is 3), read without
+/// allocating its keys: Arena files carry six such objects per battle.
+#[derive(Default, Clone, Copy)]
+struct SummedCounts(f64);
+
+impl<'de> Deserialize<'de> for SummedCounts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SummedCounts;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of counts")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<SummedCounts, A::Error> {
+                let mut sum = 0.0;
+                while let Some((_, count)) =
+                    map.next_entry::<serde::de::IgnoredAny, Option<f64>>()?
+                {
+                    sum += count.unwrap_or(0.0);
+                }
+                Ok(SummedCounts(sum))
+            }
+            fn visit_unit<E>(self) -> Result<SummedCounts, E> {
+                Ok(SummedCounts(0.0))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// Arena's precomputed style counts (`conv_metadata`), used when the texts are absent.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct ConversationMetadata {
     sum_assistant_a_tokens: Option<f64>,
     sum_assistant_b_tokens: Option<f64>,
-    header_count_a: BTreeMap<String, f64>,
-    header_count_b: BTreeMap<String, f64>,
-    list_count_a: BTreeMap<String, f64>,
-    list_count_b: BTreeMap<String, f64>,
-    bold_count_a: BTreeMap<String, f64>,
-    bold_count_b: BTreeMap<String, f64>,
+    header_count_a: SummedCounts,
+    header_count_b: SummedCounts,
+    list_count_a: SummedCounts,
+    list_count_b: SummedCounts,
+    bold_count_a: SummedCounts,
+    bold_count_b: SummedCounts,
 }
 
 #[derive(Deserialize)]
@@ -301,30 +333,28 @@ impl ArenaBattles {
 }
 
 fn style_from_metadata(meta: &ConversationMetadata) -> Option<BattleStyle> {
-    let side = |tokens: Option<f64>,
-                headers: &BTreeMap<String, f64>,
-                lists: &BTreeMap<String, f64>,
-                bold: &BTreeMap<String, f64>| {
-        let sum = |map: &BTreeMap<String, f64>| map.values().sum::<f64>().max(0.0) as u32;
-        Some(StyleFeatures {
-            length: tokens?.max(0.0) as u32,
-            headers: sum(headers),
-            lists: sum(lists),
-            bold: sum(bold),
-        })
-    };
+    let side =
+        |tokens: Option<f64>, headers: SummedCounts, lists: SummedCounts, bold: SummedCounts| {
+            let count = |counts: SummedCounts| counts.0.max(0.0) as u32;
+            Some(StyleFeatures {
+                length: tokens?.max(0.0) as u32,
+                headers: count(headers),
+                lists: count(lists),
+                bold: count(bold),
+            })
+        };
     Some(BattleStyle {
         a: side(
             meta.sum_assistant_a_tokens,
-            &meta.header_count_a,
-            &meta.list_count_a,
-            &meta.bold_count_a,
+            meta.header_count_a,
+            meta.list_count_a,
+            meta.bold_count_a,
         )?,
         b: side(
             meta.sum_assistant_b_tokens,
-            &meta.header_count_b,
-            &meta.list_count_b,
-            &meta.bold_count_b,
+            meta.header_count_b,
+            meta.list_count_b,
+            meta.bold_count_b,
         )?,
     })
 }

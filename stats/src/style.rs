@@ -216,11 +216,16 @@ pub(crate) fn fit_style(battles: &[Battle], options: &LeaderboardOptions) -> Opt
     let prior = options.prior_strength;
     let mut beta = vec![0.0; parameters];
     let objective_of = |beta: &[f64]| -> f64 {
-        let mut total = 0.0;
-        for row in &rows {
-            let eta = linear_predictor(row, beta, n);
-            total += row.score * log_sigmoid(eta) + (1.0 - row.score) * log_sigmoid(-eta);
-        }
+        let total: f64 = over_chunks(&rows, |chunk| {
+            let mut total = 0.0;
+            for row in chunk {
+                let eta = linear_predictor(row, beta, n);
+                total += row.score * log_sigmoid(eta) + (1.0 - row.score) * log_sigmoid(-eta);
+            }
+            total
+        })
+        .into_iter()
+        .sum();
         total - 0.5 * prior * beta[..n].iter().map(|t| t * t).sum::<f64>()
     };
     let mut objective = objective_of(&beta);
@@ -253,11 +258,17 @@ pub(crate) fn fit_style(battles: &[Battle], options: &LeaderboardOptions) -> Opt
     let (_, information) = derivatives(&rows, &beta, n, prior);
 
     // Sandwich covariance: A⁻¹ M A⁻¹ with M the sum of squared per-battle scores.
-    let mut score_covariance = Matrix::zeros(parameters);
-    for row in &rows {
-        let residual = row.score - sigmoid(linear_predictor(row, &beta, n));
-        add_outer(&mut score_covariance, row, n, residual * residual);
-    }
+    let score_covariance = sum_matrices(
+        parameters,
+        over_chunks(&rows, |chunk| {
+            let mut partial = Matrix::zeros(parameters);
+            for row in chunk {
+                let residual = row.score - sigmoid(linear_predictor(row, &beta, n));
+                add_outer(&mut partial, row, n, residual * residual);
+            }
+            partial
+        }),
+    );
     let covariance = Cholesky::new(&information).map(|factor| {
         let inverse = factor.inverse();
         inverse.multiply(&score_covariance).multiply(&inverse)
@@ -372,21 +383,61 @@ fn add_outer(matrix: &mut Matrix, row: &Row, n: usize, weight: f64) {
     }
 }
 
+/// Rows per chunk of the passes over all battles.
+const CHUNK_ROWS: usize = 1 << 16;
+
+/// Runs `work` on fixed chunks of the rows (in parallel with the `parallel` feature) and returns
+/// the chunks' results in order: sums taken in that order are the same on any number of threads.
+fn over_chunks<T: Send>(rows: &[Row], work: impl Fn(&[Row]) -> T + Sync + Send) -> Vec<T> {
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        rows.par_chunks(CHUNK_ROWS).map(work).collect()
+    }
+    #[cfg(not(feature = "parallel"))]
+    {
+        rows.chunks(CHUNK_ROWS).map(work).collect()
+    }
+}
+
+/// The sum of the matrices, in order.
+fn sum_matrices(size: usize, matrices: Vec<Matrix>) -> Matrix {
+    let mut total = Matrix::zeros(size);
+    for matrix in matrices {
+        for (t, m) in total.data.iter_mut().zip(&matrix.data) {
+            *t += m;
+        }
+    }
+    total
+}
+
 /// Gradient and regularised negative Hessian of the penalised log-likelihood.
 fn derivatives(rows: &[Row], beta: &[f64], n: usize, prior: f64) -> (Vec<f64>, Matrix) {
     let parameters = n + FEATURES;
-    let mut gradient = vec![0.0; parameters];
-    let mut information = Matrix::zeros(parameters);
-    for row in rows {
-        let q = sigmoid(linear_predictor(row, beta, n));
-        let residual = row.score - q;
-        gradient[row.a] += residual;
-        gradient[row.b] -= residual;
-        for k in 0..FEATURES {
-            gradient[n + k] += residual * row.covariates[k];
+    let partials = over_chunks(rows, |chunk| {
+        let mut gradient = vec![0.0; parameters];
+        let mut information = Matrix::zeros(parameters);
+        for row in chunk {
+            let q = sigmoid(linear_predictor(row, beta, n));
+            let residual = row.score - q;
+            gradient[row.a] += residual;
+            gradient[row.b] -= residual;
+            for k in 0..FEATURES {
+                gradient[n + k] += residual * row.covariates[k];
+            }
+            add_outer(&mut information, row, n, q * (1.0 - q));
         }
-        add_outer(&mut information, row, n, q * (1.0 - q));
+        (gradient, information)
+    });
+    let mut gradient = vec![0.0; parameters];
+    let mut matrices = Vec::with_capacity(partials.len());
+    for (partial_gradient, partial_information) in partials {
+        for (total, part) in gradient.iter_mut().zip(&partial_gradient) {
+            *total += part;
+        }
+        matrices.push(partial_information);
     }
+    let mut information = sum_matrices(parameters, matrices);
     for i in 0..n {
         gradient[i] -= prior * beta[i];
     }
