@@ -237,6 +237,9 @@ pub async fn run(args: LeaderboardArgs, database_url: &str) -> anyhow::Result<()
         anyhow::bail!("--weights is for several sources (--study and --battles repeated)");
     }
     if let Some(path) = args.battles.first().cloned() {
+        if args.drop_flagged {
+            anyhow::bail!("--drop-flagged is for studies: a battles file has no raters");
+        }
         let report = tokio::task::spawn_blocking(
             move || -> anyhow::Result<(BattlesReport, LeaderboardArgs)> {
                 let file = read_battles_any(&path)?;
@@ -573,10 +576,15 @@ async fn run_composite(
     database_url: &str,
     options: &LeaderboardOptions,
 ) -> anyhow::Result<()> {
-    if args.category.is_some() || args.by_category || args.history.is_some() || args.dedup {
+    if args.category.is_some()
+        || args.by_category
+        || args.history.is_some()
+        || args.dedup
+        || args.drop_flagged
+    {
         anyhow::bail!(
-            "--category, --by-category, --history and --dedup work on one source; a composite \
-             ranking takes whole sources"
+            "--category, --by-category, --history, --dedup and --drop-flagged work on one source; \
+             a composite ranking takes whole sources"
         );
     }
     let sources = args.study.len() + args.battles.len();
