@@ -86,12 +86,12 @@ fn LeaderboardBody(view: LeaderboardView) -> impl IntoView {
             (0, false) => None,
             (n, false) => Some(view! {
                 <p class="hint">{format!("{n} flagged rater{} counted. ", if n == 1 { "" } else { "s" })}
-                    <a id="drop-flagged" href=format!("/admin/studies/{}/leaderboard?drop_flagged=true", view.slug)>"Leave out flagged raters"</a>
+                    <a id="drop-flagged" href=page_link(&view, true)>"Leave out flagged raters"</a>
                 </p>
             }.into_any()),
             (n, true) => Some(view! {
                 <p class="hint">{format!("{n} flagged rater{} left out. ", if n == 1 { "" } else { "s" })}
-                    <a id="count-flagged" href=format!("/admin/studies/{}/leaderboard", view.slug)>"Count all raters"</a>
+                    <a id="count-flagged" href=page_link(&view, false)>"Count all raters"</a>
                 </p>
             }.into_any()),
         }}
@@ -115,6 +115,35 @@ fn LeaderboardBody(view: LeaderboardView) -> impl IntoView {
         })}
         {sections}
     }
+}
+
+/// This page with flagged raters left out or counted, keeping the category and the style switch.
+fn page_link(view: &LeaderboardView, drop_flagged: bool) -> String {
+    let mut query = Vec::new();
+    if drop_flagged {
+        query.push("drop_flagged=true".to_string());
+    }
+    if let Some(category) = &view.category {
+        let encoded: String = category
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        query.push(format!("category={encoded}"));
+    }
+    if view.style_control {
+        query.push("style=true".to_string());
+    }
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", query.join("&"))
+    };
+    format!("/admin/studies/{}/leaderboard{query}", view.slug)
 }
 
 /// A GET form: the category and the style-control switch (works without JavaScript).

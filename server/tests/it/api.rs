@@ -500,6 +500,12 @@ async fn leaderboard_and_exports_over_http() {
     let html = page("?category=test&style=true").await;
     assert!(html.contains(r#"id="style-table""#) && html.contains("Rank change"));
     assert!(html.contains("Leaderboard: ") && html.contains(" — test"));
+    // The flagged-raters switch keeps the category and the style switch.
+    assert!(
+        html.contains("leaderboard?drop_flagged=true&amp;category=test&amp;style=true")
+            || html.contains("leaderboard?drop_flagged=true&category=test&style=true"),
+        "no link that keeps the page's choices"
+    );
 
     // Arena battles file through the API.
     let battles = "{\"model_a\":\"x\",\"model_b\":\"y\",\"winner\":\"model_a\"}\n{\"model_a\":\"y\",\"model_b\":\"x\",\"winner\":\"tie (bothbad)\"}\n";
