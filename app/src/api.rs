@@ -542,10 +542,19 @@ pub async fn get_study_report(slug: String) -> Result<StudyReport, ServerFnError
 pub async fn get_leaderboard(
     slug: String,
     drop_flagged: bool,
+    category: Option<String>,
+    style_control: bool,
 ) -> Result<LeaderboardView, ServerFnError> {
     let (backend, _) = ssr::require_admin(Permission::ReadStudy(&slug)).await?;
     backend
-        .leaderboard(&slug, drop_flagged)
+        .leaderboard_page(
+            &slug,
+            LeaderboardPageQuery {
+                drop_flagged,
+                category,
+                style_control,
+            },
+        )
         .await
         .map_err(ssr::fail)
 }

@@ -164,6 +164,21 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         slug: &str,
         drop_flagged: bool,
+    ) -> Result<LeaderboardView, BackendError> {
+        self.leaderboard_page(
+            slug,
+            LeaderboardPageQuery {
+                drop_flagged,
+                ..LeaderboardPageQuery::default()
+            },
+        )
+        .await
+    }
+    /// The leaderboard page restricted to a category, with the style-controlled table when asked.
+    async fn leaderboard_page(
+        &self,
+        slug: &str,
+        query: LeaderboardPageQuery,
     ) -> Result<LeaderboardView, BackendError>;
     /// Marks a rater `excluded` (left out of statistics and exports) or `active`.
     async fn set_rater_status(

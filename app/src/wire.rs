@@ -478,6 +478,96 @@ pub struct LeaderboardView {
     pub flagged_raters: u64,
     #[serde(default)]
     pub flagged_raters_left_out: bool,
+    /// The category the page is restricted to (`None`: all votes), and every category there is.
+    #[serde(default)]
+    pub category: Option<String>,
+    #[serde(default)]
+    pub categories: Vec<CategoryOption>,
+    /// Each model's rank per category (shown on the overall page).
+    #[serde(default)]
+    pub category_ranks: Option<CategoryRanksView>,
+    /// Whether the page shows the style-controlled table beside the plain one.
+    #[serde(default)]
+    pub style_control: bool,
+    #[serde(default)]
+    pub style_rows: Vec<StyleRow>,
+    /// Parity of each open model against each closed model, then the groups pooled.
+    #[serde(default)]
+    pub parity_rows: Vec<ParityRow>,
+    /// What prompt de-duplication left out, in words (`None` when it was off).
+    #[serde(default)]
+    pub deduplication: Option<String>,
+    /// Ratings as votes arrived (daily), drawn on the server, and the top-3 stability in words.
+    #[serde(default)]
+    pub history_svg: Option<String>,
+    #[serde(default)]
+    pub history_summary: Option<String>,
+}
+
+/// What the leaderboard page shows: which raters count, which category, whether style is held equal.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LeaderboardPageQuery {
+    pub drop_flagged: bool,
+    pub category: Option<String>,
+    pub style_control: bool,
+}
+
+/// A category on the page's selector.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CategoryOption {
+    pub name: String,
+    pub votes: u64,
+}
+
+/// Ranks (upper bounds) of each model per category.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CategoryRanksView {
+    pub categories: Vec<String>,
+    pub rows: Vec<CategoryRankRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CategoryRankRow {
+    pub model: String,
+    pub overall: u32,
+    /// In the order of [`CategoryRanksView::categories`]; `None` without votes there.
+    pub ranks: Vec<Option<u32>>,
+}
+
+/// One model in the plain and the style-controlled tables.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StyleRow {
+    pub model: String,
+    pub rank: u32,
+    pub rating: f64,
+    pub style_rank: u32,
+    pub style_rating: f64,
+    pub style_lower: Option<f64>,
+    pub style_upper: Option<f64>,
+    /// Positive when the model moves up with style held equal.
+    pub rank_change: i64,
+}
+
+/// Parity of one open model against one closed model (or the two groups pooled).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParityRow {
+    pub model_a: String,
+    pub model_b: String,
+    pub pooled: bool,
+    pub votes: u64,
+    pub win_rate: Option<f64>,
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+    /// `equivalent`, `a_better`, `b_better` or `inconclusive`.
+    pub verdict: String,
+    pub tost_p_value: Option<f64>,
+    pub votes_needed: Option<u64>,
+    pub summary: String,
+    /// The same with style held equal, where the votes carry style features.
+    pub style_win_rate: Option<f64>,
+    pub style_verdict: Option<String>,
+    pub style_votes_needed: Option<u64>,
+    pub style_summary: Option<String>,
 }
 
 /// An arena study's battles, for the researcher.

@@ -112,35 +112,7 @@ pub enum Command {
     },
     /// Ratings with confidence intervals, and the study's questions (parity, distinguishability,
     /// bias, agreement), for a study or for a Chatbot Arena battles file.
-    Leaderboard {
-        #[arg(long, conflicts_with = "battles", required_unless_present = "battles")]
-        study: Option<String>,
-        /// A Chatbot Arena battles file (JSON array or JSONL: model_a, model_b, winner).
-        #[arg(long)]
-        battles: Option<PathBuf>,
-        #[arg(long, conflicts_with = "csv")]
-        json: bool,
-        #[arg(long)]
-        csv: bool,
-        /// Seed of the bootstrap (same data and seed give the same numbers).
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Bootstrap rounds.
-        #[arg(long, default_value_t = 1000)]
-        rounds: usize,
-        /// Davidson's tie model instead of ties as half a win.
-        #[arg(long)]
-        davidson: bool,
-        /// Count the votes on comparisons where a response names a model or its maker (identity
-        /// flags); by default they are left out, as Chatbot Arena drops such battles.
-        #[arg(long)]
-        include_flagged: bool,
-        /// Leave out the votes of raters the rigging and carelessness tests flag (votes the crowd
-        /// rarely gives, loyalty to one model, one side, too fast); by default they are counted
-        /// and listed.
-        #[arg(long, conflicts_with = "battles")]
-        drop_flagged: bool,
-    },
+    Leaderboard(crate::leaderboard_cli::LeaderboardArgs),
     /// Train a reward model (Bradley–Terry) on preference pairs: a file (--data) or a study's decided
     /// votes (--study).
     Train {
@@ -472,83 +444,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
-        Command::Leaderboard {
-            study,
-            battles,
-            json,
-            csv,
-            seed,
-            rounds,
-            davidson,
-            include_flagged,
-            drop_flagged,
-        } => {
-            let options = crate::analysis::leaderboard_options(Some(seed), Some(rounds), davidson);
-            options.validate().map_err(anyhow::Error::msg)?;
-            if let Some(path) = battles {
-                let battles = moat_stats::battles::read_battles_file(&path)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                let board = moat_stats::leaderboard(&battles, &options);
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&board)?);
-                } else if csv {
-                    print!("{}", moat_stats::to_csv(&board));
-                } else {
-                    print!("{}", moat_stats::render_table(&board));
-                }
-                return Ok(());
-            }
-            let slug = study.expect("clap requires --study or --battles");
-            let store = Store::connect_within(&database_url, connect_timeout).await?;
-            let backend = crate::web::AppBackend::new(store, String::new());
-            let (_, analysis) = backend
-                .analysis(&slug, options, include_flagged, drop_flagged)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&analysis)?);
-            } else if csv {
-                print!("{}", moat_stats::to_csv(&analysis.leaderboard));
-            } else {
-                print!("{}", moat_stats::render_table(&analysis.leaderboard));
-                if let Some(parity) = &analysis.parity_open_vs_closed {
-                    println!("\nParity (open vs closed): {}", parity.summary);
-                }
-                if let Some(d) = &analysis.distinguishability {
-                    println!("\nDistinguishability: {}", d.overall.summary);
-                }
-                println!("\nBias: {}", analysis.bias.summary);
-                println!("\nAgreement: {}", analysis.agreement.summary);
-                if !analysis.flagged_raters.is_empty() {
-                    println!(
-                        "\nFlagged raters ({} votes, {}):",
-                        analysis.flagged_rater_votes,
-                        if analysis.flagged_raters_left_out {
-                            "left out"
-                        } else {
-                            "counted; --drop-flagged leaves them out"
-                        }
-                    );
-                    for check in &analysis.flagged_raters {
-                        for flag in &check.flags {
-                            println!("  {}: {}", check.rater, flag.reason);
-                        }
-                    }
-                }
-                if analysis.flagged_votes > 0 {
-                    println!(
-                        "\nIdentity flags: {} votes on comparisons where a response names a model or its maker {}.",
-                        analysis.flagged_votes,
-                        if analysis.flagged_votes_left_out {
-                            "are left out (--include-flagged counts them)"
-                        } else {
-                            "are counted"
-                        }
-                    );
-                }
-            }
-            backend.store.close().await;
-            Ok(())
+        Command::Leaderboard(args) => {
+            crate::leaderboard_cli::run(args, &database_url, connect_timeout).await
         }
         Command::Train { study: None, args } => {
             tokio::task::spawn_blocking(move || moat_trainer::cli::run_train(args)).await??;

@@ -874,11 +874,41 @@ struct LeaderboardQuery {
     include_flagged: Option<bool>,
     /// Leave out the votes of raters the rigging and carelessness tests flag (counted by default).
     drop_flagged: Option<bool>,
+    /// Only the votes of this category (an imported category, or an automatic tag: code, math,
+    /// non-english, multi-turn, long-query).
+    category: Option<String>,
+    /// De-duplicate prompts as LMArena does (default: on for arena studies).
+    dedup: Option<bool>,
+    /// Reweight over-represented pairs of models (1/max(n, 50) per battle).
+    reweight: Option<bool>,
+    /// Recompute the ratings as votes arrived: `day` or a number of votes.
+    history: Option<String>,
 }
 
 impl LeaderboardQuery {
     fn options(&self) -> moat_stats::LeaderboardOptions {
-        crate::analysis::leaderboard_options(self.seed, self.rounds, self.davidson == Some(true))
+        moat_stats::LeaderboardOptions {
+            reweight_pairs: self.reweight == Some(true),
+            ..crate::analysis::leaderboard_options(
+                self.seed,
+                self.rounds,
+                self.davidson == Some(true),
+            )
+        }
+    }
+
+    fn study_query(&self) -> Result<crate::analysis::StudyQuery, ApiError> {
+        Ok(crate::analysis::StudyQuery {
+            category: self.category.clone().filter(|c| !c.trim().is_empty()),
+            deduplicate: self.dedup,
+            history_step: self
+                .history
+                .as_deref()
+                .map(moat_stats::HistoryStep::parse)
+                .transpose()
+                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
+            history_window: 1000,
+        })
     }
 }
 
@@ -905,11 +935,12 @@ async fn study_leaderboard(
     let Query(query) = query.map_err(ApiError::from)?;
     admin.may(&backend, Permission::ReadStudy(&slug)).await?;
     let (_, analysis) = backend
-        .analysis(
+        .analysis_with(
             &slug,
             query.options(),
             query.include_flagged == Some(true),
             query.drop_flagged == Some(true),
+            query.study_query()?,
         )
         .await?;
     Ok(Json(analysis))

@@ -16,6 +16,7 @@ pub mod generate;
 pub mod http;
 pub mod identity;
 pub mod import;
+pub mod leaderboard_cli;
 pub mod markdown;
 pub mod problem;
 pub mod security;

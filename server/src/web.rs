@@ -287,6 +287,26 @@ impl AppBackend {
         include_flagged: bool,
         drop_flagged_raters: bool,
     ) -> Result<(StudyRow, crate::analysis::StudyAnalysis), BackendError> {
+        self.analysis_with(
+            slug,
+            options,
+            include_flagged,
+            drop_flagged_raters,
+            crate::analysis::StudyQuery::default(),
+        )
+        .await
+    }
+
+    /// [`AppBackend::analysis`] restricted to a category and with de-duplication chosen
+    /// (`crate::analysis::StudyQuery`); an unknown category is a bad request naming those there are.
+    pub async fn analysis_with(
+        &self,
+        slug: &str,
+        options: moat_stats::LeaderboardOptions,
+        include_flagged: bool,
+        drop_flagged_raters: bool,
+        query: crate::analysis::StudyQuery,
+    ) -> Result<(StudyRow, crate::analysis::StudyAnalysis), BackendError> {
         options.validate().map_err(BackendError::BadRequest)?;
         let study = self.open_study(slug).await?;
         let mut records = self.study_records(&study).await?;
@@ -302,6 +322,7 @@ impl AppBackend {
             records.retain(|r| !flagged.contains(&r.vote_id));
         }
         let name = study.slug.clone();
+        let arena = study.settings.is_arena();
         let analysis = tokio::task::spawn_blocking(move || {
             let checks: Vec<moat_stats::RaterCheck> =
                 moat_stats::check_raters(&tested, &moat_stats::RiggingOptions::default())
@@ -317,20 +338,38 @@ impl AppBackend {
             if drop_flagged_raters {
                 records.retain(|r| !flagged_raters.contains(r.rater.as_str()));
             }
-            let mut analysis = crate::analysis::analyse(&name, &records, &options);
+            let mut analysis =
+                crate::analysis::analyse_with(&name, &records, &options, &query, arena)?;
             analysis.flagged_votes = flagged_votes;
             analysis.flagged_votes_left_out = !include_flagged;
             analysis.flagged_rater_votes = flagged_rater_votes;
             analysis.flagged_raters_left_out = drop_flagged_raters;
             analysis.flagged_raters = checks;
-            analysis
+            Ok(analysis)
         })
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "analysis task failed");
             BackendError::Internal
-        })?;
+        })?
+        .map_err(BackendError::BadRequest)?;
         Ok((study, analysis))
+    }
+
+    /// A study's votes as battles (identity-flagged comparisons left out unless `include_flagged`),
+    /// for a composite ranking across sources.
+    pub async fn study_battles(
+        &self,
+        slug: &str,
+        include_flagged: bool,
+    ) -> Result<Vec<moat_stats::Battle>, BackendError> {
+        let study = self.open_study(slug).await?;
+        let mut records = self.study_records(&study).await?;
+        if !include_flagged {
+            let flagged = self.store.flagged_vote_ids(study.id).await?;
+            records.retain(|r| !flagged.contains(&r.vote_id));
+        }
+        Ok(crate::analysis::battles(&records))
     }
 
     /// The rigging and carelessness tests (`moat_stats::rigging`) on the study's preference votes,
@@ -1495,17 +1534,23 @@ impl Backend for AppBackend {
         Ok(())
     }
 
-    async fn leaderboard(
+    async fn leaderboard_page(
         &self,
         slug: &str,
-        drop_flagged: bool,
+        query: LeaderboardPageQuery,
     ) -> Result<LeaderboardView, BackendError> {
         let (study, analysis) = self
-            .analysis(
+            .analysis_with(
                 slug,
                 moat_stats::LeaderboardOptions::default(),
                 false,
-                drop_flagged,
+                query.drop_flagged,
+                crate::analysis::StudyQuery {
+                    category: query.category.clone().filter(|c| !c.trim().is_empty()),
+                    deduplicate: None,
+                    history_step: Some(moat_stats::HistoryStep::Day),
+                    history_window: 1000,
+                },
             )
             .await?;
         let openness = self
@@ -1516,6 +1561,7 @@ impl Backend for AppBackend {
             .map(|m| (m.name, m.openness))
             .collect();
         let mut view = crate::analysis::page_view(&study.slug, &study.title, &analysis, &openness);
+        view.style_control = query.style_control;
         // What the figures above leave out, so nobody has to guess.
         let excluded = self.store.excluded_raters(study.id).await?.len();
         let (check_votes, _) = self.store.study_checks(study.id).await?;

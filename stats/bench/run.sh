@@ -2,6 +2,7 @@
 # Benchmark moat-stats against FastChat's Bradley–Terry code on the same synthetic battles.
 #
 #   stats/bench/run.sh [BATTLES] [MODELS] [ROUNDS]      (defaults 1000000 120 100)
+#   END_TO_END=1 stats/bench/run.sh 10000000 120 100    (also the end-to-end run with style control)
 #
 # Needs python3 with numpy, scipy, pandas and tqdm (VENV, default /work/.venv-stats) and FastChat's
 # fastchat/serve/monitor/rating_systems.py (FASTCHAT_RATING_SYSTEMS, default
@@ -24,4 +25,11 @@ BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/bench_bt
 PYTHONPATH="$(dirname "$RATING_SYSTEMS")" "$VENV/bin/python" "$HERE/fastchat_bt.py" \
     "$WORK/battles.jsonl" "$ROUNDS" "$WORK/fastchat.json"
 "$BIN" --rounds "$ROUNDS" --read "$WORK/battles.jsonl" --fastchat "$WORK/fastchat.json"
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+# END_TO_END=1: also what `moat leaderboard --battles FILE --style-control` does, once, on battles
+# that carry Arena's conv_metadata style counts: reading, bootstrap, style control, peak memory.
+# (FastChat's side of this measurement is not scripted yet.)
+if [ "${END_TO_END:-0}" = 1 ]; then
+  "$BIN" --battles "$BATTLES" --models "$MODELS" --style --write "$WORK/battles-style.jsonl"
+  "$BIN" --rounds "$ROUNDS" --end-to-end "$WORK/battles-style.jsonl"
+fi
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg)"

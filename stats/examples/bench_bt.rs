@@ -5,8 +5,12 @@
 //! cargo run -p moat-stats --release --example bench_bt -- --battles 1000000 --models 120 --rounds 100
 //!     [--seed N] [--write FILE] [--read FILE] [--fastchat RESULTS.json]
 //! ```
-//! `--write` stores the generated battles (Arena JSON Lines) and exits; `--read` benchmarks a file;
-//! `--fastchat` compares with the ratings and intervals the Python script wrote.
+//! `--write` stores the generated battles (Arena JSON Lines) and exits (with `--style`, each line
+//! also carries Arena's `conv_metadata` style counts, drawn so that longer answers win more);
+//! `--read` benchmarks a file; `--fastchat` compares with the ratings and intervals the Python
+//! script wrote. `--end-to-end FILE` times what `moat leaderboard --battles FILE --style-control`
+//! does, once: reading the file with its metadata, the leaderboard with bootstrap and the
+//! style-controlled fit, and reports the peak resident memory of the process.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +28,8 @@ struct Arguments {
     write: Option<PathBuf>,
     read: Option<PathBuf>,
     fastchat: Option<PathBuf>,
+    style: bool,
+    end_to_end: Option<PathBuf>,
 }
 
 fn parse_arguments() -> Arguments {
@@ -35,6 +41,8 @@ fn parse_arguments() -> Arguments {
         write: None,
         read: None,
         fastchat: None,
+        style: false,
+        end_to_end: None,
     };
     let mut iterator = std::env::args().skip(1);
     while let Some(flag) = iterator.next() {
@@ -51,6 +59,8 @@ fn parse_arguments() -> Arguments {
             "--write" => arguments.write = Some(value().into()),
             "--read" => arguments.read = Some(value().into()),
             "--fastchat" => arguments.fastchat = Some(value().into()),
+            "--style" => arguments.style = true,
+            "--end-to-end" => arguments.end_to_end = Some(value().into()),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -80,10 +90,18 @@ fn main() {
         rating_sd: 100.0,
         seed: arguments.seed,
     };
+    if let Some(path) = &arguments.end_to_end {
+        end_to_end(path, &arguments);
+        return;
+    }
     if let Some(path) = &arguments.write {
         let simulation = simulate(&config);
         let file = std::io::BufWriter::new(std::fs::File::create(path).expect("create file"));
-        write_battles_jsonl(&simulation.battles, file).expect("write battles");
+        if arguments.style {
+            write_with_style(&simulation.battles, file, arguments.seed);
+        } else {
+            write_battles_jsonl(&simulation.battles, file).expect("write battles");
+        }
         eprintln!(
             "wrote {} battles to {}",
             simulation.battles.len(),
@@ -257,4 +275,83 @@ fn compare(
 fn percentile(values: &mut [f64], p: f64) -> f64 {
     values.sort_by(f64::total_cmp);
     moat_stats::intervals::quantile_sorted(values, p)
+}
+
+/// Arena JSON Lines with `conv_metadata`: answer lengths drawn around 400 tokens, and the winner's
+/// answer made longer in 60% of decided battles, so style control has something to find.
+fn write_with_style(battles: &[moat_stats::Battle], mut out: impl std::io::Write, seed: u64) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5717e);
+    for battle in battles {
+        let (mut a, mut b): (u32, u32) = (rng.gen_range(50..800), rng.gen_range(50..800));
+        let longer_wins = rng.gen_bool(0.6);
+        let swap = match battle.outcome {
+            moat_stats::Outcome::AWins => (a < b) == longer_wins,
+            moat_stats::Outcome::BWins => (a > b) == longer_wins,
+            _ => false,
+        };
+        if swap {
+            std::mem::swap(&mut a, &mut b);
+        }
+        let record = serde_json::json!({
+            "model_a": battle.model_a,
+            "model_b": battle.model_b,
+            "winner": moat_stats::battles::winner_label(battle.outcome),
+            "conv_metadata": {
+                "sum_assistant_a_tokens": a,
+                "sum_assistant_b_tokens": b,
+                "header_count_a": {"h1": rng.gen_range(0..3), "h2": 0},
+                "header_count_b": {"h1": rng.gen_range(0..3), "h2": 0},
+                "list_count_a": {"ordered": rng.gen_range(0..6), "unordered": 0},
+                "list_count_b": {"ordered": rng.gen_range(0..6), "unordered": 0},
+                "bold_count_a": {"**": rng.gen_range(0..4), "__": 0},
+                "bold_count_b": {"**": rng.gen_range(0..4), "__": 0}
+            }
+        });
+        serde_json::to_writer(&mut out, &record).expect("write battle");
+        out.write_all(b"\n").expect("write battle");
+    }
+}
+
+/// Peak resident set size of this process, in bytes (Linux `VmHWM`).
+fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kilobytes * 1024)
+}
+
+/// Once, as `moat leaderboard --battles FILE --style-control --rounds N` computes it.
+fn end_to_end(path: &std::path::Path, arguments: &Arguments) {
+    let start = Instant::now();
+    let file = moat_stats::battles::read_arena_battles_file(path).expect("read battles");
+    let read_seconds = start.elapsed().as_secs_f64();
+    let options = LeaderboardOptions {
+        bootstrap_rounds: arguments.rounds,
+        seed: arguments.seed,
+        style_control: true,
+        ..LeaderboardOptions::default()
+    };
+    let board = leaderboard(&file.battles, &options);
+    let total_seconds = start.elapsed().as_secs_f64();
+    let styled = board.style_control.as_ref().map_or(0, |s| s.n_battles);
+    println!(
+        "end to end: {} battles ({} with style features), {} models, {} rounds",
+        file.battles.len(),
+        styled,
+        board.models.len(),
+        arguments.rounds
+    );
+    println!("read (with metadata)                : {read_seconds:>9.2} s");
+    println!(
+        "leaderboard + bootstrap + style     : {:>9.2} s",
+        total_seconds - read_seconds
+    );
+    println!("total                               : {total_seconds:>9.2} s");
+    if let Some(bytes) = peak_memory() {
+        println!(
+            "peak resident memory                : {:>9.2} GB",
+            bytes as f64 / 1e9
+        );
+    }
 }

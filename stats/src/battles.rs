@@ -3,14 +3,17 @@
 //! (`judge`, `conversation_a`, `tstamp`, …) are ignored. An error names the line and the field.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
 
 use serde::de::{Deserializer, Error as _};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::model::{Battle, Outcome};
+use crate::categories::{is_english, tag_prompt, CategoryIndex};
+use crate::dedup::prompt_key;
+use crate::model::{Battle, BattleStyle, Outcome, StyleFeatures};
+use crate::style::style_features;
 
 /// Why a battles file could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -197,6 +200,324 @@ pub fn write_battles_jsonl(battles: &[Battle], mut writer: impl Write) -> io::Re
     Ok(())
 }
 
+/// One turn of an Arena conversation (`conversation_a` / `conversation_b`).
+#[derive(Deserialize)]
+struct Turn {
+    role: String,
+    #[serde(default)]
+    content: Value,
+}
+
+impl Turn {
+    fn text(&self) -> &str {
+        self.content.as_str().unwrap_or("")
+    }
+}
+
+/// The sum of the values of a JSON object of counts (`{"h1": 2, "h2": 1}` is 3), read without
+/// allocating its keys: Arena files carry six such objects per battle.
+#[derive(Default, Clone, Copy)]
+struct SummedCounts(f64);
+
+impl<'de> Deserialize<'de> for SummedCounts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SummedCounts;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of counts")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<SummedCounts, A::Error> {
+                let mut sum = 0.0;
+                while let Some((_, count)) =
+                    map.next_entry::<serde::de::IgnoredAny, Option<f64>>()?
+                {
+                    sum += count.unwrap_or(0.0);
+                }
+                Ok(SummedCounts(sum))
+            }
+            fn visit_unit<E>(self) -> Result<SummedCounts, E> {
+                Ok(SummedCounts(0.0))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Arena's precomputed style counts (`conv_metadata`), used when the texts are absent.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ConversationMetadata {
+    sum_assistant_a_tokens: Option<f64>,
+    sum_assistant_b_tokens: Option<f64>,
+    header_count_a: SummedCounts,
+    header_count_b: SummedCounts,
+    list_count_a: SummedCounts,
+    list_count_b: SummedCounts,
+    bold_count_a: SummedCounts,
+    bold_count_b: SummedCounts,
+}
+
+#[derive(Deserialize)]
+struct RawArenaBattle {
+    #[serde(deserialize_with = "model_a")]
+    model_a: String,
+    #[serde(deserialize_with = "model_b")]
+    model_b: String,
+    #[serde(deserialize_with = "winner")]
+    winner: Outcome,
+    #[serde(default)]
+    conversation_a: Option<Vec<Turn>>,
+    #[serde(default)]
+    conversation_b: Option<Vec<Turn>>,
+    #[serde(default)]
+    conv_metadata: Option<ConversationMetadata>,
+    #[serde(default)]
+    category: Option<Value>,
+    #[serde(default)]
+    language: Option<Value>,
+    #[serde(default)]
+    tstamp: Option<Value>,
+}
+
+/// Battles with what the per-category, de-duplicated and history views need, as read from an
+/// Arena file: the prompt of each battle (its key, for de-duplication), its categories and its
+/// time. Style features are filled from the response texts (`conversation_a` / `_b`) or from
+/// Arena's `conv_metadata` counts, when the file has either.
+#[derive(Clone, Debug, Default)]
+pub struct ArenaBattles {
+    pub battles: Vec<Battle>,
+    /// `prompt_keys[i]`: battle `i`'s prompt key ([`crate::dedup::prompt_key`] of its user turns);
+    /// empty when no battle carries a conversation.
+    pub prompt_keys: Vec<Option<u64>>,
+    pub categories: CategoryIndex,
+    /// `timestamps[i]`: battle `i`'s `tstamp` in seconds since the epoch; empty when none has one.
+    pub timestamps: Vec<Option<f64>>,
+}
+
+impl ArenaBattles {
+    /// Keeps the battles whose `keep` entry is true, with their prompts, times and categories
+    /// (categories left empty are dropped).
+    pub fn retain(&mut self, keep: &[bool]) {
+        let mut new_index = vec![u32::MAX; keep.len()];
+        let mut next = 0u32;
+        for (index, &kept) in keep.iter().enumerate() {
+            if kept {
+                new_index[index] = next;
+                next += 1;
+            }
+        }
+        let mut flags = keep.iter();
+        self.battles.retain(|_| *flags.next().unwrap_or(&true));
+        if !self.prompt_keys.is_empty() {
+            let mut flags = keep.iter();
+            self.prompt_keys.retain(|_| *flags.next().unwrap_or(&true));
+        }
+        if !self.timestamps.is_empty() {
+            let mut flags = keep.iter();
+            self.timestamps.retain(|_| *flags.next().unwrap_or(&true));
+        }
+        let mut categories = CategoryIndex::default();
+        for (name, members) in self.categories.names.iter().zip(&self.categories.members) {
+            for &member in members {
+                if keep.get(member as usize).copied().unwrap_or(true) {
+                    categories.add(name, new_index[member as usize] as usize);
+                }
+            }
+        }
+        self.categories = categories;
+    }
+}
+
+fn style_from_metadata(meta: &ConversationMetadata) -> Option<BattleStyle> {
+    let side =
+        |tokens: Option<f64>, headers: SummedCounts, lists: SummedCounts, bold: SummedCounts| {
+            let count = |counts: SummedCounts| counts.0.max(0.0) as u32;
+            Some(StyleFeatures {
+                length: tokens?.max(0.0) as u32,
+                headers: count(headers),
+                lists: count(lists),
+                bold: count(bold),
+            })
+        };
+    Some(BattleStyle {
+        a: side(
+            meta.sum_assistant_a_tokens,
+            meta.header_count_a,
+            meta.list_count_a,
+            meta.bold_count_a,
+        )?,
+        b: side(
+            meta.sum_assistant_b_tokens,
+            meta.header_count_b,
+            meta.list_count_b,
+            meta.bold_count_b,
+        )?,
+    })
+}
+
+fn assistant_style(turns: &[Turn]) -> StyleFeatures {
+    let text: Vec<&str> = turns
+        .iter()
+        .filter(|t| t.role == "assistant")
+        .map(Turn::text)
+        .collect();
+    style_features(&text.join("\n"))
+}
+
+/// Adds one parsed record to the collection.
+fn push_arena(out: &mut ArenaBattles, raw: RawArenaBattle) {
+    let index = out.battles.len();
+    let mut battle = Battle::new(raw.model_a, raw.model_b, raw.winner);
+    let user_turns: Option<Vec<&str>> = raw.conversation_a.as_ref().map(|turns| {
+        turns
+            .iter()
+            .filter(|t| t.role == "user")
+            .map(Turn::text)
+            .collect()
+    });
+    battle.style = match (&raw.conversation_a, &raw.conversation_b) {
+        (Some(a), Some(b)) if a.iter().chain(b).any(|t| t.role == "assistant") => {
+            Some(BattleStyle {
+                a: assistant_style(a),
+                b: assistant_style(b),
+            })
+        }
+        _ => raw.conv_metadata.as_ref().and_then(style_from_metadata),
+    };
+    if let Some(turns) = user_turns.as_ref().filter(|t| !t.is_empty()) {
+        if out.prompt_keys.len() < index {
+            out.prompt_keys.resize(index, None);
+        }
+        out.prompt_keys.push(Some(prompt_key(turns)));
+    }
+    let language = raw.language.as_ref().and_then(Value::as_str);
+    if let Some(category) = raw.category.as_ref().and_then(Value::as_str) {
+        if !category.trim().is_empty() {
+            out.categories.add(category.trim(), index);
+        }
+    }
+    if let Some(turns) = &user_turns {
+        for tag in tag_prompt(turns, language) {
+            out.categories.add(tag, index);
+        }
+    } else if language.is_some_and(|l| !l.trim().is_empty() && !is_english(l)) {
+        out.categories.add(crate::categories::NON_ENGLISH, index);
+    }
+    let tstamp = raw.tstamp.as_ref().and_then(|t| match t {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    });
+    if let Some(tstamp) = tstamp {
+        if out.timestamps.len() < index {
+            out.timestamps.resize(index, None);
+        }
+        out.timestamps.push(Some(tstamp));
+    }
+    out.battles.push(battle);
+}
+
+impl ArenaBattles {
+    /// Adds one record given as a JSON value (a row of a Parquet file, say); `line` is reported in
+    /// errors. Call [`ArenaBattles::finish`] after the last.
+    pub fn push_value(&mut self, row: Value, line: usize) -> Result<(), BattlesError> {
+        let raw: RawArenaBattle =
+            serde_json::from_value(row).map_err(|error| located(&error, line, 0))?;
+        push_arena(self, raw);
+        Ok(())
+    }
+
+    /// Pads the per-battle columns to the number of battles.
+    pub fn finish(&mut self) {
+        let n = self.battles.len();
+        if !self.prompt_keys.is_empty() {
+            self.prompt_keys.resize(n, None);
+        }
+        if !self.timestamps.is_empty() {
+            self.timestamps.resize(n, None);
+        }
+    }
+}
+
+/// Parses an Arena battles file with its prompts, categories, times and style features (see
+/// [`ArenaBattles`]); the same formats as [`parse_battles`].
+pub fn parse_arena_battles(text: &str) -> Result<ArenaBattles, BattlesError> {
+    read_arena_battles(io::Cursor::new(text.as_bytes()))
+}
+
+/// Reads Arena battles from a reader: a JSON array (read whole) or JSON Lines, read line by line
+/// so that a large file is never held in memory as text.
+pub fn read_arena_battles(mut reader: impl BufRead) -> Result<ArenaBattles, BattlesError> {
+    let unreadable = |error: io::Error| BattlesError {
+        line: 0,
+        column: 0,
+        field: None,
+        message: format!("could not read the battles: {error}"),
+    };
+    // Skip a byte-order mark and leading white space to see whether this is an array.
+    let first = loop {
+        let buffer = reader.fill_buf().map_err(unreadable)?;
+        if buffer.is_empty() {
+            break None;
+        }
+        if buffer.starts_with("\u{feff}".as_bytes()) {
+            reader.consume(3);
+            continue;
+        }
+        match buffer.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(at) => break Some(buffer[at]),
+            None => {
+                let length = buffer.len();
+                reader.consume(length);
+            }
+        }
+    };
+    let mut out = ArenaBattles::default();
+    if first == Some(b'[') {
+        let mut text = String::new();
+        reader.read_to_string(&mut text).map_err(unreadable)?;
+        let raw: Vec<RawArenaBattle> = serde_json::from_str(&text)
+            .map_err(|error| located(&error, error.line(), error.column()))?;
+        drop(text);
+        for record in raw {
+            push_arena(&mut out, record);
+        }
+    } else {
+        let mut line = String::new();
+        let mut number = 0;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).map_err(unreadable)? == 0 {
+                break;
+            }
+            number += 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let raw: RawArenaBattle = serde_json::from_str(&line)
+                .map_err(|error| located(&error, number, error.column()))?;
+            push_arena(&mut out, raw);
+        }
+    }
+    out.finish();
+    Ok(out)
+}
+
+/// Reads an Arena battles file with its prompts and categories (see [`read_arena_battles`]).
+pub fn read_arena_battles_file(path: &Path) -> Result<ArenaBattles, BattlesError> {
+    let file = std::fs::File::open(path).map_err(|error| BattlesError {
+        line: 0,
+        column: 0,
+        field: None,
+        message: format!("could not open {}: {error}", path.display()),
+    })?;
+    read_arena_battles(io::BufReader::with_capacity(1 << 20, file))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +597,40 @@ mod tests {
             parse_battles(std::str::from_utf8(&buffer).unwrap()).unwrap(),
             battles
         );
+    }
+
+    #[test]
+    fn arena_records_carry_prompts_categories_times_and_style() {
+        let text = r#"{"model_a": "x", "model_b": "y", "winner": "model_a", "tstamp": 1700000000.5, "language": "English", "conversation_a": [{"role": "user", "content": "Write a Python function."}, {"role": "assistant", "content": "- one\n- two"}], "conversation_b": [{"role": "user", "content": "Write a Python function."}, {"role": "assistant", "content": "ok"}]}
+{"model_a": "y", "model_b": "x", "winner": "tie", "category": "writing", "language": "German"}
+{"model_a": "x", "model_b": "y", "winner": "model_b", "conv_metadata": {"sum_assistant_a_tokens": 120, "sum_assistant_b_tokens": 40, "header_count_a": {"h1": 1, "h2": 2}, "header_count_b": {}, "list_count_a": {"ordered": 3, "unordered": 0}, "list_count_b": {}, "bold_count_a": {"**": 2, "__": 0}, "bold_count_b": {}}}
+"#;
+        let file = parse_arena_battles(text).unwrap();
+        assert_eq!(file.battles.len(), 3);
+        assert_eq!(
+            file.prompt_keys,
+            vec![Some(prompt_key(&["Write a Python function."])), None, None]
+        );
+        assert_eq!(file.timestamps, vec![Some(1_700_000_000.5), None, None]);
+        assert_eq!(file.categories.members_of("code"), Some(&[0u32][..]));
+        assert_eq!(file.categories.members_of("writing"), Some(&[1u32][..]));
+        assert_eq!(file.categories.members_of("non-english"), Some(&[1u32][..]));
+        let style = file.battles[0].style.unwrap();
+        assert_eq!((style.a.lists, style.a.length, style.b.length), (2, 11, 2));
+        assert!(file.battles[1].style.is_none());
+        let style = file.battles[2].style.unwrap();
+        assert_eq!(
+            (
+                style.a.length,
+                style.a.headers,
+                style.a.lists,
+                style.a.bold,
+                style.b.length
+            ),
+            (120, 3, 3, 2, 40)
+        );
+        // The plain reader reads the same battles.
+        let plain = parse_battles(text).unwrap();
+        assert_eq!(plain.len(), 3);
     }
 }

@@ -377,7 +377,8 @@ pub(crate) fn fit_davidson(
 }
 
 /// Sandwich covariance `H⁻¹ M H⁻¹` of the ratings of a Bradley–Terry fit, with `H` the Fisher
-/// information and `M` the empirical covariance of per-battle scores, so it stays honest when ties
+/// information and `M` the empirical covariance of per-battle scores (with battle weights `w`,
+/// `pairs` holds the weighted counts and `M` sums `w²` times the squared scores), so it stays honest when ties
 /// do not behave like half-wins. Valid for contrasts (vectors summing to zero) such as "this model
 /// minus the mean" or "this model minus the anchor".
 pub(crate) fn bt_sandwich_covariance(
@@ -385,10 +386,11 @@ pub(crate) fn bt_sandwich_covariance(
     pairs: &[PairData],
     theta: &[f64],
     prior: f64,
+    weights: Option<&[f64]>,
 ) -> Option<Matrix> {
     let mut information = Matrix::zeros(n);
     let mut score_covariance = Matrix::zeros(n);
-    for pair in pairs {
+    for (index, pair) in pairs.iter().enumerate() {
         let q = sigmoid(theta[pair.first] - theta[pair.second]);
         add_laplacian_edge(
             &mut information,
@@ -400,15 +402,56 @@ pub(crate) fn bt_sandwich_covariance(
         let squared_scores = pair.first_wins * (1.0 - q) * (1.0 - q)
             + pair.second_wins * q * q
             + pair.ties * (0.5 - q) * (0.5 - q);
+        // With weights the cells already carry one factor w; the scores' covariance needs w².
+        let weight = weights.map_or(1.0, |w| w[index]);
         add_laplacian_edge(
             &mut score_covariance,
             pair.first,
             pair.second,
-            squared_scores,
+            squared_scores * weight,
         );
     }
     regularise(&mut information, n, prior);
     // For contrasts c (cᵀ1 = 0) the added 1 1ᵀ/n term does not change cᵀ A⁻¹ c, see regularise.
+    let fisher = Cholesky::new(&information)?.inverse();
+    Some(fisher.multiply(&score_covariance).multiply(&fisher))
+}
+
+/// Sandwich covariance of a Bradley–Terry fit to weighted cells: `cells` holds each cell's raw
+/// counts and its weight (several cells may share a pair, one per source), `combined` their
+/// weighted sum per pair as fitted. `H` comes from the combined counts, `M` sums `w²` times each
+/// cell's squared scores.
+pub(crate) fn bt_sandwich_covariance_cells(
+    n: usize,
+    combined: &[PairData],
+    cells: &[(PairData, f64)],
+    theta: &[f64],
+    prior: f64,
+) -> Option<Matrix> {
+    let mut information = Matrix::zeros(n);
+    for pair in combined {
+        let q = sigmoid(theta[pair.first] - theta[pair.second]);
+        add_laplacian_edge(
+            &mut information,
+            pair.first,
+            pair.second,
+            pair.total() * q * (1.0 - q),
+        );
+    }
+    let mut score_covariance = Matrix::zeros(n);
+    for (pair, weight) in cells {
+        let q = sigmoid(theta[pair.first] - theta[pair.second]);
+        let squared_scores = pair.first_wins * (1.0 - q) * (1.0 - q)
+            + pair.second_wins * q * q
+            + pair.ties * (0.5 - q) * (0.5 - q);
+        add_laplacian_edge(
+            &mut score_covariance,
+            pair.first,
+            pair.second,
+            squared_scores * weight * weight,
+        );
+    }
+    regularise(&mut information, n, prior);
     let fisher = Cholesky::new(&information)?.inverse();
     Some(fisher.multiply(&score_covariance).multiply(&fisher))
 }

@@ -66,7 +66,15 @@ pub struct LeaderboardOptions {
     pub elo_k: f64,
     /// Fit style-controlled ratings from the battles that carry style features. Default true.
     pub style_control: bool,
+    /// Reweight over-represented pairs of models: each battle of a pair with `n` battles weighs
+    /// `1 / max(n, 50)` (LMArena's 2025 rule), rescaled so the weights sum to the number of
+    /// battles; intervals then come from the weighted sandwich and a bootstrap that keeps the
+    /// weights. Ties as half a win only. Default false.
+    pub reweight_pairs: bool,
 }
+
+/// Below this many battles a pair is not down-weighted further (LMArena's floor).
+pub const REWEIGHT_FLOOR: u64 = 50;
 
 impl Default for LeaderboardOptions {
     fn default() -> Self {
@@ -81,6 +89,7 @@ impl Default for LeaderboardOptions {
             min_votes: 50,
             elo_k: 4.0,
             style_control: true,
+            reweight_pairs: false,
         }
     }
 }
@@ -120,6 +129,12 @@ impl LeaderboardOptions {
             || self.anchor.as_ref().is_some_and(|a| !a.rating.is_finite())
         {
             return Err("ratings must be finite numbers".to_string());
+        }
+        if self.reweight_pairs && self.tie_model == TieModel::Davidson {
+            return Err(
+                "pair reweighting works with ties as half a win, not with the Davidson tie model"
+                    .to_string(),
+            );
         }
         Ok(())
     }
@@ -199,6 +214,24 @@ pub struct Leaderboard {
     pub style_control: Option<StyleControlled>,
     /// Whether the main fit converged.
     pub converged: bool,
+    /// The pair reweighting and its effect, when `reweight_pairs` is set.
+    #[serde(default)]
+    pub reweighting: Option<Reweighting>,
+    /// What prompt de-duplication left out before the fit, when the caller de-duplicated.
+    #[serde(default)]
+    pub deduplication: Option<crate::dedup::Deduplication>,
+}
+
+/// The effect of reweighting over-represented pairs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reweighting {
+    pub method: String,
+    /// Pairs with more than [`REWEIGHT_FLOOR`] battles, whose battles weigh less than the others'.
+    pub pairs_down_weighted: u64,
+    /// Kish's effective sample size `(Σw)² / Σw²`, against `n_battles` unweighted.
+    pub effective_battles: f64,
+    /// The model whose rating moved most against the unweighted fit, and by how many points.
+    pub largest_change: Option<(String, f64)>,
 }
 
 /// Computes the leaderboard of `battles` (given in chronological order, which only online Elo uses).
@@ -308,15 +341,58 @@ fn build(
     style_control: Option<StyleControlled>,
 ) -> Leaderboard {
     let n = aggregated.models.len();
-    let pairs = aggregated.pair_data();
+    let raw_pairs = aggregated.pair_data();
+    let weights: Option<Vec<f64>> = options.reweight_pairs.then(|| pair_weights(&raw_pairs));
+    let pairs = match &weights {
+        Some(weights) => weighted(&raw_pairs, weights),
+        None => raw_pairs.clone(),
+    };
     let scaling = Scaling::new(&aggregated.models, options);
     let (theta, log_tie, converged) = fit_theta(n, &pairs, options, None);
     let ratings = scaling.apply(&theta);
 
-    let bootstrap = bootstrap_intervals(aggregated, &pairs, &theta, log_tie, &scaling, options);
+    let bootstrap = bootstrap_intervals(
+        aggregated,
+        &raw_pairs,
+        weights.as_deref(),
+        &pairs,
+        &theta,
+        log_tie,
+        &scaling,
+        options,
+    );
+    let reweighting = weights.as_ref().map(|weights| {
+        let unweighted = scaling.apply(&fit_theta(n, &raw_pairs, options, None).0);
+        let largest_change = (0..n)
+            .map(|i| (i, ratings[i] - unweighted[i]))
+            .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+            .map(|(i, change)| (aggregated.models[i].clone(), change));
+        let (sum, sum_squares) = raw_pairs.iter().zip(weights).fold((0.0, 0.0), |(s, q), (p, w)| {
+            (s + p.total() * w, q + p.total() * w * w)
+        });
+        Reweighting {
+            method: format!(
+                "each battle of a pair with n battles weighs 1/max(n, {REWEIGHT_FLOOR}), rescaled so the \
+                 weights sum to the number of battles (LMArena's 2025 rule); weighted sandwich \
+                 intervals, and a bootstrap that resamples battles and keeps their weights"
+            ),
+            pairs_down_weighted: raw_pairs
+                .iter()
+                .filter(|p| p.total() > REWEIGHT_FLOOR as f64)
+                .count() as u64,
+            effective_battles: if sum_squares > 0.0 { sum * sum / sum_squares } else { 0.0 },
+            largest_change,
+        }
+    });
 
     let covariance: Option<Matrix> = match options.tie_model {
-        TieModel::HalfWin => bt_sandwich_covariance(n, &pairs, &theta, options.prior_strength),
+        TieModel::HalfWin => bt_sandwich_covariance(
+            n,
+            &pairs,
+            &theta,
+            options.prior_strength,
+            weights.as_deref(),
+        ),
         TieModel::Davidson => davidson_covariance(
             n,
             &pairs,
@@ -401,9 +477,14 @@ fn build(
         (Some(anchor), Some(_)) => format!("{} fixed at {}", anchor.model, anchor.rating),
         _ => format!("mean {}", options.mean_rating),
     };
+    let weighting_description = if options.reweight_pairs {
+        format!(" (pairs reweighted: 1/max(n, {REWEIGHT_FLOOR}) per battle)")
+    } else {
+        String::new()
+    };
     Leaderboard {
         method: format!(
-            "Bradley-Terry maximum likelihood on aggregated pair counts, {tie_description}; \
+            "Bradley-Terry maximum likelihood on aggregated pair counts{weighting_description}, {tie_description}; \
              Elo scale (400/ln 10 points per log-odds unit, {scale_description}); \
              {interval_description}; second interval from the {covariance_description}; \
              rank upper bound = 1 + models whose lower bound exceeds this model's upper bound"
@@ -418,7 +499,41 @@ fn build(
         win_matrix,
         style_control,
         converged,
+        reweighting,
+        deduplication: None,
     }
+}
+
+/// Per-pair battle weights `c / max(n, 50)`, with `c` chosen so the weights of all battles sum to
+/// their number.
+fn pair_weights(pairs: &[PairData]) -> Vec<f64> {
+    let raw: Vec<f64> = pairs
+        .iter()
+        .map(|p| 1.0 / p.total().max(REWEIGHT_FLOOR as f64))
+        .collect();
+    let battles: f64 = pairs.iter().map(PairData::total).sum();
+    let weighted: f64 = pairs.iter().zip(&raw).map(|(p, w)| p.total() * w).sum();
+    let scale = if weighted > 0.0 {
+        battles / weighted
+    } else {
+        1.0
+    };
+    raw.iter().map(|w| w * scale).collect()
+}
+
+/// The pairs' counts multiplied by their weights.
+fn weighted(pairs: &[PairData], weights: &[f64]) -> Vec<PairData> {
+    pairs
+        .iter()
+        .zip(weights)
+        .map(|(p, w)| PairData {
+            first: p.first,
+            second: p.second,
+            first_wins: p.first_wins * w,
+            second_wins: p.second_wins * w,
+            ties: p.ties * w,
+        })
+        .collect()
 }
 
 /// Arena's rank: 1 + the number of models whose lower bound is above this model's upper bound.
@@ -438,7 +553,11 @@ fn assign_ranks(rows: &mut [ModelRating]) {
 /// Draws one multinomial resample of the cells (first wins, second wins, ties of each pair) with
 /// the original total, by sequential conditional binomials: O(cells), independent of the number of
 /// battles.
-fn resample_pairs(pairs: &[PairData], total: u64, rng: &mut ChaCha8Rng) -> Vec<PairData> {
+pub(crate) fn resample_pairs(
+    pairs: &[PairData],
+    total: u64,
+    rng: &mut ChaCha8Rng,
+) -> Vec<PairData> {
     let mut remaining_draws = total;
     let mut remaining_mass = total;
     let mut draw = |count: f64| -> f64 {
@@ -468,8 +587,11 @@ fn resample_pairs(pairs: &[PairData], total: u64, rng: &mut ChaCha8Rng) -> Vec<P
 }
 
 /// Percentile bootstrap intervals in rating points, or `None` when no rounds are requested.
+#[allow(clippy::too_many_arguments)]
 fn bootstrap_intervals(
     aggregated: &AggregatedBattles,
+    raw_pairs: &[PairData],
+    weights: Option<&[f64]>,
     pairs: &[PairData],
     theta: &[f64],
     log_tie: Option<f64>,
@@ -494,7 +616,10 @@ fn bootstrap_intervals(
         .map(|round| {
             let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
             rng.set_stream(round as u64);
-            let resampled = resample_pairs(pairs, total, &mut rng);
+            let mut resampled = resample_pairs(raw_pairs, total, &mut rng);
+            if let Some(weights) = weights {
+                resampled = weighted(&resampled, weights);
+            }
             let replicate = match &chord_factor {
                 Some(factor) => {
                     fit_bradley_terry_chord(n, &resampled, options.prior_strength, theta, factor)

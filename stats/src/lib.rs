@@ -6,8 +6,14 @@
 //!   ([`style_features()`] measures a response). [`leaderboard_from_counts()`] starts from counts a
 //!   database already aggregated.
 //! - [`parity()`]: the win rate of one model or group over another with a TOST equivalence test and
-//!   a verdict; [`distinguishability()`], [`bias()`], [`agreement()`] and the [`planning`] functions
+//!   a verdict; [`parity_by_pair()`] gives it for each pair of an A model and a B model as well as
+//!   pooled, with names, and at equal style (style-controlled log-odds); [`distinguishability()`], [`bias()`], [`agreement()`] and the [`planning`] functions
 //!   answer the other questions a study asks.
+//! - [`categories`] tags prompts (code, math, non-English, multi-turn, long query) and ranks each
+//!   model per category; [`dedup`] down-samples prompts asked far more often than the rest, as
+//!   LMArena does; `reweight_pairs` weighs over-represented pairs down; [`composite()`] fits one
+//!   rating vector to several sources with per-source weights; [`history()`] recomputes the
+//!   ratings as votes arrive and counts changes of the top 3.
 //! - [`svg`] draws a forest plot and a win-matrix heatmap; [`render_table()`] and [`to_csv()`] are
 //!   for the CLI; [`battles`] reads and writes Chatbot Arena battle files.
 //! - [`check_raters()`] flags raters whose votes look rigged or careless (Chatbot Arena's likelihood
@@ -49,8 +55,12 @@ pub mod agreement;
 pub mod battles;
 pub mod bias;
 mod bt;
+pub mod categories;
+pub mod composite;
+pub mod dedup;
 pub mod distinguish;
 pub mod elo;
+pub mod history;
 pub mod intervals;
 pub mod leaderboard;
 mod linalg;
@@ -68,19 +78,24 @@ pub mod svg;
 pub use aggregate::{AggregatedBattles, PairCounts};
 pub use agreement::{agreement, Agreement, AgreementOptions, Reliability};
 pub use bias::{bias, Bias, PositionChoice, PositionVote, RaterVotes};
+pub use categories::{category_ranks, tag_prompt, CategoryIndex, CategoryRanks};
+pub use composite::{composite, Composite, CompositeRating, Source, SourceSummary};
+pub use dedup::{deduplicate, prompt_key, Deduplication};
 pub use distinguish::{
     distinguishability, DPrime, Distinguishability, DistinguishabilityOptions, IdentificationGuess,
     PairDistinguishability,
 };
 pub use elo::online_elo;
+pub use history::{history, History, HistoryPoint, HistoryStep, TopStability};
 pub use leaderboard::{
     leaderboard, leaderboard_from_counts, Anchor, Leaderboard, LeaderboardOptions, ModelRating,
-    TieModel, WinCell, WinMatrix, ELO_POINTS_PER_UNIT, MAX_BOOTSTRAP_ROUNDS,
+    Reweighting, TieModel, WinCell, WinMatrix, ELO_POINTS_PER_UNIT, MAX_BOOTSTRAP_ROUNDS,
+    REWEIGHT_FLOOR,
 };
 pub use model::{Battle, BattleStyle, Interval, Outcome, Proportion, StyleFeatures};
 pub use parity::{
-    parity, parity_between_models, parity_from_counts, Parity, ParityOptions, ParityVerdict, Side,
-    Tost,
+    parity, parity_between_models, parity_by_pair, parity_from_counts, parity_from_counts_named,
+    GroupParity, PairParity, Parity, ParityOptions, ParityVerdict, Side, StyleParity, Tost,
 };
 pub use planning::{
     votes_for_equivalence, votes_for_interval_width, votes_to_detect_difference, Plan,
@@ -89,4 +104,7 @@ pub use render::{render_table, to_csv};
 pub use rigging::{
     check_raters, flagged_raters, FlagKind, RaterCheck, RaterFlag, RaterVote, RiggingOptions,
 };
-pub use style::{style_features, StyleCoefficient, StyleControlled, StyleRating};
+pub use style::{
+    style_comparison, style_features, StyleCoefficient, StyleComparison, StyleComparisonRow,
+    StyleControlled, StyleRating,
+};

@@ -117,6 +117,44 @@ pub(crate) fn fit_style_controlled(
     battles: &[Battle],
     options: &LeaderboardOptions,
 ) -> Option<StyleControlled> {
+    fit_style(battles, options).map(|fit| fit.report(options))
+}
+
+/// The fitted style-controlled model: ratings and style coefficients in natural units, with their
+/// sandwich covariance, so that contrasts (a pair of models, two groups) get standard errors.
+pub(crate) struct StyleFit {
+    /// Sorted by name.
+    pub(crate) models: Vec<String>,
+    /// Ratings of `models` (natural units), then one coefficient per style feature.
+    pub(crate) beta: Vec<f64>,
+    /// Sandwich covariance of `beta`; `None` when the information matrix was singular.
+    pub(crate) covariance: Option<Matrix>,
+    pub(crate) n_battles: u64,
+    pub(crate) converged: bool,
+}
+
+impl StyleFit {
+    pub(crate) fn index_of(&self, model: &str) -> Option<usize> {
+        self.models
+            .binary_search_by(|candidate| candidate.as_str().cmp(model))
+            .ok()
+    }
+
+    /// The value and standard error (natural units) of `Σ contrast[i] · θᵢ` over the models.
+    pub(crate) fn contrast(&self, contrast: &[f64]) -> (f64, Option<f64>) {
+        let value = contrast.iter().zip(&self.beta).map(|(c, b)| c * b).sum();
+        let standard_error = self.covariance.as_ref().and_then(|c| {
+            let mut full = vec![0.0; self.beta.len()];
+            full[..contrast.len()].copy_from_slice(contrast);
+            let variance = c.quadratic_form(&full);
+            (variance.is_finite() && variance >= 0.0).then(|| variance.sqrt())
+        });
+        (value, standard_error)
+    }
+}
+
+/// Fits the style-controlled model to the battles that carry style features; `None` when none do.
+pub(crate) fn fit_style(battles: &[Battle], options: &LeaderboardOptions) -> Option<StyleFit> {
     let styled: Vec<&Battle> = battles
         .iter()
         .filter(|b| b.style.is_some() && b.model_a != b.model_b)
@@ -178,11 +216,16 @@ pub(crate) fn fit_style_controlled(
     let prior = options.prior_strength;
     let mut beta = vec![0.0; parameters];
     let objective_of = |beta: &[f64]| -> f64 {
-        let mut total = 0.0;
-        for row in &rows {
-            let eta = linear_predictor(row, beta, n);
-            total += row.score * log_sigmoid(eta) + (1.0 - row.score) * log_sigmoid(-eta);
-        }
+        let total: f64 = over_chunks(&rows, |chunk| {
+            let mut total = 0.0;
+            for row in chunk {
+                let eta = linear_predictor(row, beta, n);
+                total += row.score * log_sigmoid(eta) + (1.0 - row.score) * log_sigmoid(-eta);
+            }
+            total
+        })
+        .into_iter()
+        .sum();
         total - 0.5 * prior * beta[..n].iter().map(|t| t * t).sum::<f64>()
     };
     let mut objective = objective_of(&beta);
@@ -215,74 +258,102 @@ pub(crate) fn fit_style_controlled(
     let (_, information) = derivatives(&rows, &beta, n, prior);
 
     // Sandwich covariance: A⁻¹ M A⁻¹ with M the sum of squared per-battle scores.
-    let mut score_covariance = Matrix::zeros(parameters);
-    for row in &rows {
-        let residual = row.score - sigmoid(linear_predictor(row, &beta, n));
-        add_outer(&mut score_covariance, row, n, residual * residual);
-    }
+    let score_covariance = sum_matrices(
+        parameters,
+        over_chunks(&rows, |chunk| {
+            let mut partial = Matrix::zeros(parameters);
+            for row in chunk {
+                let residual = row.score - sigmoid(linear_predictor(row, &beta, n));
+                add_outer(&mut partial, row, n, residual * residual);
+            }
+            partial
+        }),
+    );
     let covariance = Cholesky::new(&information).map(|factor| {
         let inverse = factor.inverse();
         inverse.multiply(&score_covariance).multiply(&inverse)
     });
 
-    let scaling = Scaling::new(&models, options);
-    let ratings = scaling.apply(&beta[..n]);
-    let z = z_for_level(options.confidence);
-    let mut model_rows: Vec<StyleRating> = (0..n)
-        .map(|i| {
-            let standard_error = covariance.as_ref().and_then(|c| {
-                let mut contrast = vec![0.0; parameters];
-                contrast[..n].copy_from_slice(&scaling.contrast(i, n));
-                let variance = c.quadratic_form(&contrast);
-                (variance >= 0.0).then(|| variance.sqrt() * ELO_POINTS_PER_UNIT)
-            });
-            StyleRating {
-                model: models[i].clone(),
-                rating: ratings[i],
-                ci: standard_error.map(|se| {
-                    Interval::new(ratings[i] - z * se, ratings[i] + z * se, options.confidence)
-                }),
-                standard_error,
-            }
-        })
-        .collect();
-    model_rows.sort_by(|x, y| {
-        y.rating
-            .total_cmp(&x.rating)
-            .then_with(|| x.model.cmp(&y.model))
-    });
-    let coefficients = (0..FEATURES)
-        .map(|k| {
-            let standard_error = covariance.as_ref().and_then(|c| {
-                let variance = c.get(n + k, n + k);
-                (variance >= 0.0).then(|| variance.sqrt())
-            });
-            StyleCoefficient {
-                feature: STYLE_FEATURE_NAMES[k].to_string(),
-                coefficient: beta[n + k],
-                standard_error,
-                ci: standard_error.map(|se| {
-                    Interval::new(
-                        beta[n + k] - z * se,
-                        beta[n + k] + z * se,
-                        options.confidence,
-                    )
-                }),
-            }
-        })
-        .collect();
-    Some(StyleControlled {
+    Some(StyleFit {
+        models,
+        beta,
+        covariance,
+        n_battles: rows.len() as u64,
+        converged,
+    })
+}
+
+impl StyleFit {
+    /// The ratings on the leaderboard's scale with intervals, and the style coefficients.
+    fn report(self, options: &LeaderboardOptions) -> StyleControlled {
+        let StyleFit {
+            models,
+            beta,
+            covariance,
+            n_battles,
+            converged,
+        } = self;
+        let n = models.len();
+        let parameters = beta.len();
+        let scaling = Scaling::new(&models, options);
+        let ratings = scaling.apply(&beta[..n]);
+        let z = z_for_level(options.confidence);
+        let mut model_rows: Vec<StyleRating> = (0..n)
+            .map(|i| {
+                let standard_error = covariance.as_ref().and_then(|c| {
+                    let mut contrast = vec![0.0; parameters];
+                    contrast[..n].copy_from_slice(&scaling.contrast(i, n));
+                    let variance = c.quadratic_form(&contrast);
+                    (variance >= 0.0).then(|| variance.sqrt() * ELO_POINTS_PER_UNIT)
+                });
+                StyleRating {
+                    model: models[i].clone(),
+                    rating: ratings[i],
+                    ci: standard_error.map(|se| {
+                        Interval::new(ratings[i] - z * se, ratings[i] + z * se, options.confidence)
+                    }),
+                    standard_error,
+                }
+            })
+            .collect();
+        model_rows.sort_by(|x, y| {
+            y.rating
+                .total_cmp(&x.rating)
+                .then_with(|| x.model.cmp(&y.model))
+        });
+        let coefficients = (0..FEATURES)
+            .map(|k| {
+                let standard_error = covariance.as_ref().and_then(|c| {
+                    let variance = c.get(n + k, n + k);
+                    (variance >= 0.0).then(|| variance.sqrt())
+                });
+                StyleCoefficient {
+                    feature: STYLE_FEATURE_NAMES[k].to_string(),
+                    coefficient: beta[n + k],
+                    standard_error,
+                    ci: standard_error.map(|se| {
+                        Interval::new(
+                            beta[n + k] - z * se,
+                            beta[n + k] + z * se,
+                            options.confidence,
+                        )
+                    }),
+                }
+            })
+            .collect();
+        StyleControlled {
         method: format!(
             "Bradley-Terry logistic regression with standardised covariates (a-b)/(a+b+1) for {}, ties as half; \
              ratings with style held equal on the leaderboard's scale; {:.0}% intervals from the sandwich covariance",
             STYLE_FEATURE_NAMES.join(", "),
             options.confidence * 100.0
         ),
-        n_battles: rows.len() as u64,
+        n_battles,
         models: model_rows,
         coefficients,
         converged,
-    })
+    }
+    }
 }
 
 #[inline]
@@ -312,21 +383,61 @@ fn add_outer(matrix: &mut Matrix, row: &Row, n: usize, weight: f64) {
     }
 }
 
+/// Rows per chunk of the passes over all battles.
+const CHUNK_ROWS: usize = 1 << 16;
+
+/// Runs `work` on fixed chunks of the rows (in parallel with the `parallel` feature) and returns
+/// the chunks' results in order: sums taken in that order are the same on any number of threads.
+fn over_chunks<T: Send>(rows: &[Row], work: impl Fn(&[Row]) -> T + Sync + Send) -> Vec<T> {
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        rows.par_chunks(CHUNK_ROWS).map(work).collect()
+    }
+    #[cfg(not(feature = "parallel"))]
+    {
+        rows.chunks(CHUNK_ROWS).map(work).collect()
+    }
+}
+
+/// The sum of the matrices, in order.
+fn sum_matrices(size: usize, matrices: Vec<Matrix>) -> Matrix {
+    let mut total = Matrix::zeros(size);
+    for matrix in matrices {
+        for (t, m) in total.data.iter_mut().zip(&matrix.data) {
+            *t += m;
+        }
+    }
+    total
+}
+
 /// Gradient and regularised negative Hessian of the penalised log-likelihood.
 fn derivatives(rows: &[Row], beta: &[f64], n: usize, prior: f64) -> (Vec<f64>, Matrix) {
     let parameters = n + FEATURES;
-    let mut gradient = vec![0.0; parameters];
-    let mut information = Matrix::zeros(parameters);
-    for row in rows {
-        let q = sigmoid(linear_predictor(row, beta, n));
-        let residual = row.score - q;
-        gradient[row.a] += residual;
-        gradient[row.b] -= residual;
-        for k in 0..FEATURES {
-            gradient[n + k] += residual * row.covariates[k];
+    let partials = over_chunks(rows, |chunk| {
+        let mut gradient = vec![0.0; parameters];
+        let mut information = Matrix::zeros(parameters);
+        for row in chunk {
+            let q = sigmoid(linear_predictor(row, beta, n));
+            let residual = row.score - q;
+            gradient[row.a] += residual;
+            gradient[row.b] -= residual;
+            for k in 0..FEATURES {
+                gradient[n + k] += residual * row.covariates[k];
+            }
+            add_outer(&mut information, row, n, q * (1.0 - q));
         }
-        add_outer(&mut information, row, n, q * (1.0 - q));
+        (gradient, information)
+    });
+    let mut gradient = vec![0.0; parameters];
+    let mut matrices = Vec::with_capacity(partials.len());
+    for (partial_gradient, partial_information) in partials {
+        for (total, part) in gradient.iter_mut().zip(&partial_gradient) {
+            *total += part;
+        }
+        matrices.push(partial_information);
     }
+    let mut information = sum_matrices(parameters, matrices);
     for i in 0..n {
         gradient[i] -= prior * beta[i];
     }
@@ -344,6 +455,72 @@ fn derivatives(rows: &[Row], beta: &[f64], n: usize, prior: f64) -> (Vec<f64>, M
         }
     }
     (gradient, information)
+}
+
+/// One model in the plain and the style-controlled leaderboards.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StyleComparisonRow {
+    pub model: String,
+    /// Rank (upper bound) and rating in the plain leaderboard.
+    pub rank: usize,
+    pub rating: f64,
+    /// Rank (upper bound, from the sandwich intervals) and rating with style held equal.
+    pub style_rank: usize,
+    pub style_rating: f64,
+    pub style_ci: Option<Interval>,
+    /// `rank − style_rank`: positive when the model moves up once style is held equal.
+    pub rank_change: i64,
+}
+
+/// Both leaderboards side by side, in the order of the style-controlled one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StyleComparison {
+    pub method: String,
+    pub rows: Vec<StyleComparisonRow>,
+    pub coefficients: Vec<StyleCoefficient>,
+}
+
+/// The plain leaderboard beside its style-controlled ratings; `None` without style control.
+pub fn style_comparison(board: &crate::leaderboard::Leaderboard) -> Option<StyleComparison> {
+    let style = board.style_control.as_ref()?;
+    let rank_of = |i: usize| {
+        let upper = style.models[i]
+            .ci
+            .map_or(style.models[i].rating, |c| c.upper);
+        1 + style
+            .models
+            .iter()
+            .enumerate()
+            .filter(|&(j, other)| j != i && other.ci.is_some_and(|c| c.lower > upper))
+            .count()
+    };
+    let rows = style
+        .models
+        .iter()
+        .enumerate()
+        .filter_map(|(i, styled)| {
+            let plain = board.models.iter().find(|m| m.model == styled.model)?;
+            let style_rank = rank_of(i);
+            Some(StyleComparisonRow {
+                model: styled.model.clone(),
+                rank: plain.rank_upper_bound,
+                rating: plain.rating,
+                style_rank,
+                style_rating: styled.rating,
+                style_ci: styled.ci,
+                rank_change: plain.rank_upper_bound as i64 - style_rank as i64,
+            })
+        })
+        .collect();
+    Some(StyleComparison {
+        method: format!(
+            "ranks are rank upper bounds (1 + models whose interval lies wholly above); the \
+             style-controlled ones use the sandwich intervals. {}",
+            style.method
+        ),
+        rows,
+        coefficients: style.coefficients.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use std::fmt::Write;
 
 use crate::leaderboard::Leaderboard;
+use crate::model::Interval;
 
 /// Escapes text for SVG/XML content and attribute values.
 pub fn escape(text: &str) -> String {
@@ -262,6 +263,134 @@ pub fn win_matrix_heatmap(board: &Leaderboard) -> String {
                 }
             }
         }
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+const LINE_COLOURS: [&str; 8] = [
+    "#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#4b5563",
+];
+
+/// Ratings over time: one line per model (the `limit` best at the last checkpoint), x = votes
+/// counted, with each model's interval as a faint band. Names are escaped.
+pub fn history_plot(history: &crate::history::History, limit: usize) -> String {
+    let (left, right, top, bottom) = (60.0, 180.0, 40.0, 50.0);
+    let (plot_width, plot_height) = (520.0, 300.0);
+    let (width, height) = (left + plot_width + right, top + plot_height + bottom);
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"Ratings as votes arrived\" {FONT}><title>Ratings as votes arrived</title><rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>"
+    );
+    let Some(last) = history.points.last() else {
+        let _ = write!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">No votes yet</text></svg>",
+            width / 2.0,
+            height / 2.0
+        );
+        return svg;
+    };
+    let shown: Vec<&str> = last
+        .models
+        .iter()
+        .take(limit)
+        .map(|m| m.model.as_str())
+        .collect();
+    let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
+    for point in &history.points {
+        for m in point
+            .models
+            .iter()
+            .filter(|m| shown.contains(&m.model.as_str()))
+        {
+            let (l, h) = m.ci.map_or((m.rating, m.rating), |c| (c.lower, c.upper));
+            low = low.min(l).min(m.rating);
+            high = high.max(h).max(m.rating);
+        }
+    }
+    if (high - low).partial_cmp(&1e-9) != Some(std::cmp::Ordering::Greater) {
+        low -= 10.0;
+        high += 10.0;
+    }
+    let max_votes = last.votes.max(1) as f64;
+    let x = |votes: u64| left + votes as f64 / max_votes * plot_width;
+    let y = |rating: f64| top + (high - rating) / (high - low) * plot_height;
+    let step = nice_step(high - low, 6.0);
+    let mut tick = (low / step).ceil() * step;
+    while tick <= high {
+        let _ = write!(
+            svg,
+            "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{1:.1}\" y2=\"{1:.1}\" stroke=\"#e5e7eb\"/><text x=\"{2}\" y=\"{1:.1}\" text-anchor=\"end\" dominant-baseline=\"middle\" fill=\"#4b5563\">{3}</text>",
+            left + plot_width,
+            y(tick),
+            left - 6.0,
+            tick.round()
+        );
+        tick += step;
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"#111827\">Votes counted ({} checkpoints, {})</text><text x=\"{left}\" y=\"24\" font-weight=\"600\" fill=\"#111827\">Ratings as votes arrived</text>",
+        left + plot_width / 2.0,
+        top + plot_height + 34.0,
+        history.points.len(),
+        match history.step {
+            crate::history::HistoryStep::Day => "daily".to_string(),
+            crate::history::HistoryStep::Votes(n) => format!("every {n} votes"),
+        }
+    );
+    for (k, model) in shown.iter().enumerate() {
+        let colour = LINE_COLOURS[k % LINE_COLOURS.len()];
+        let series: Vec<(u64, f64, Option<Interval>)> = history
+            .points
+            .iter()
+            .filter_map(|p| {
+                p.models
+                    .iter()
+                    .find(|m| m.model == *model)
+                    .map(|m| (p.votes, m.rating, m.ci))
+            })
+            .collect();
+        let band_top: Vec<String> = series
+            .iter()
+            .filter_map(|(v, _, ci)| ci.map(|c| format!("{:.1},{:.1}", x(*v), y(c.upper))))
+            .collect();
+        let band_bottom: Vec<String> = series
+            .iter()
+            .rev()
+            .filter_map(|(v, _, ci)| ci.map(|c| format!("{:.1},{:.1}", x(*v), y(c.lower))))
+            .collect();
+        let line: Vec<String> = series
+            .iter()
+            .map(|(v, r, _)| format!("{:.1},{:.1}", x(*v), y(*r)))
+            .collect();
+        let name = escape(model);
+        let _ = write!(svg, "<g><title>{name}</title>");
+        if band_top.len() > 1 {
+            let _ = write!(
+                svg,
+                "<polygon points=\"{} {}\" fill=\"{colour}\" fill-opacity=\"0.08\" stroke=\"none\"/>",
+                band_top.join(" "),
+                band_bottom.join(" ")
+            );
+        }
+        let _ = write!(
+            svg,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/>",
+            line.join(" ")
+        );
+        if let Some((v, r, _)) = series.last() {
+            let _ = write!(
+                svg,
+                "<text x=\"{:.1}\" y=\"{:.1}\" dominant-baseline=\"middle\" fill=\"{colour}\">{}</text>",
+                x(*v) + 6.0,
+                y(*r),
+                escape(&label(model, 22))
+            );
+        }
+        svg.push_str("</g>");
     }
     svg.push_str("</svg>");
     svg

@@ -413,6 +413,105 @@ async fn leaderboard_and_exports_over_http() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 
+    // Parity for each open model against the closed one, named, beside the pooled verdict.
+    let pairs = analysis["parity_by_pair"]["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 2, "{}", analysis["parity_by_pair"]);
+    assert!(pairs.iter().all(|p| p["model_b"] == "gpt-hidden-4"
+        && p["parity"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains(" vs gpt-hidden-4: ")
+        && p["style_controlled"]["summary"].is_string()));
+    assert_eq!(
+        analysis["parity_by_pair"]["pooled"],
+        analysis["parity_open_vs_closed"]
+    );
+    // Every prompt was imported with the category "test".
+    assert_eq!(analysis["categories"][0]["category"], "test");
+    let get = |query: &str| {
+        server.admin(server.http.get(format!(
+            "{}/api/v1/studies/lb/leaderboard?rounds=10&{query}",
+            server.base
+        )))
+    };
+    let unknown = get("category=poetry").send().await.unwrap();
+    assert_eq!(unknown.status(), 400);
+    let message: serde_json::Value = unknown.json().await.unwrap();
+    let message = message["error"].as_str().unwrap();
+    assert!(
+        message.contains("\"poetry\"") && message.contains("test (48 votes)"),
+        "{message}"
+    );
+    let options: serde_json::Value = get("category=test&reweight=true&history=12&dedup=true")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(options["category"], "test");
+    assert!(options["leaderboard"]["reweighting"]["effective_battles"].is_number());
+    let points = options["history"]["points"].as_array().unwrap();
+    let counted: Vec<u64> = points
+        .iter()
+        .map(|p| p["votes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        counted.last().copied(),
+        options["leaderboard"]["n_battles"].as_u64()
+    );
+    assert!(
+        counted[..counted.len() - 1].iter().all(|v| v % 12 == 0),
+        "{counted:?}"
+    );
+    assert_eq!(options["deduplication"]["distinct_prompts"], 12);
+    assert_eq!(get("history=0").send().await.unwrap().status(), 400);
+
+    // The page: the parity table per pair, the category selector and ranks, the style switch.
+    let page = |query: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .http
+                .get(format!(
+                    "{}/admin/studies/lb/leaderboard{query}",
+                    server.base
+                ))
+                .header("Cookie", server.owner_cookie().await)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let html = page("").await;
+    for expected in [
+        r#"id="parity-pairs""#,
+        "llama-secret-7b vs gpt-hidden-4",
+        "open-weights models vs closed API models (pooled)",
+        r#"id="category""#,
+        r#"<option value="test""#,
+        r#"id="category-ranks""#,
+        r#"id="style-control""#,
+    ] {
+        assert!(
+            html.contains(expected),
+            "{expected:?} missing from the page"
+        );
+    }
+    assert!(!html.contains(r#"id="style-table""#));
+    let html = page("?category=test&style=true").await;
+    assert!(html.contains(r#"id="style-table""#) && html.contains("Rank change"));
+    assert!(html.contains("Leaderboard: ") && html.contains(" — test"));
+    // The flagged-raters switch keeps the category and the style switch.
+    assert!(
+        html.contains("leaderboard?drop_flagged=true&amp;category=test&amp;style=true")
+            || html.contains("leaderboard?drop_flagged=true&category=test&style=true"),
+        "no link that keeps the page's choices"
+    );
+
     // Arena battles file through the API.
     let battles = "{\"model_a\":\"x\",\"model_b\":\"y\",\"winner\":\"model_a\"}\n{\"model_a\":\"y\",\"model_b\":\"x\",\"winner\":\"tie (bothbad)\"}\n";
     let board = server

@@ -68,3 +68,44 @@ fn battle_order_changes_only_online_elo() {
             .collect::<Vec<_>>()
     );
 }
+
+/// The style-controlled fit sums its passes over battles in chunks of 65,536 (in parallel): with
+/// 150,000 battles in three chunks, one thread and many give the same bytes.
+#[test]
+fn style_control_is_identical_on_any_thread_count() {
+    let simulation = simulate(&SimulationConfig {
+        models: 8,
+        battles: 150_000,
+        tie_rate: 0.2,
+        ..SimulationConfig::default()
+    });
+    let battles: Vec<moat_stats::Battle> = simulation
+        .battles
+        .into_iter()
+        .enumerate()
+        .map(|(i, battle)| {
+            let length = |k: usize| moat_stats::StyleFeatures {
+                length: (37 * k % 900 + 50) as u32,
+                lists: (k % 5) as u32,
+                ..Default::default()
+            };
+            battle.with_style(moat_stats::BattleStyle {
+                a: length(i),
+                b: length(i * 7 + 3),
+            })
+        })
+        .collect();
+    let options = LeaderboardOptions {
+        bootstrap_rounds: 0,
+        ..LeaderboardOptions::default()
+    };
+    let style_json =
+        || serde_json::to_string(&leaderboard(&battles, &options).style_control.unwrap()).unwrap();
+    let many = style_json();
+    let single_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(style_json);
+    assert_eq!(many, single_thread);
+}
