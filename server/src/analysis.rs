@@ -654,6 +654,8 @@ mod tests {
             time_on_page_ms: Some(20_000),
             assignment_kind: "normal".into(),
             completion_code: None,
+            left_history: Vec::new(),
+            right_history: Vec::new(),
         }
     }
 

@@ -249,6 +249,8 @@ fn parquet_battles_read_like_json_lines() {
                 time_on_page_ms: None,
                 assignment_kind: "normal".into(),
                 completion_code: None,
+                left_history: Vec::new(),
+                right_history: Vec::new(),
             }
         })
         .collect();
