@@ -126,6 +126,31 @@ mod tests {
         }
     }
 
+    /// `moat rm eval` takes a file or a study, never both, and needs one of them.
+    #[test]
+    fn rm_eval_takes_a_file_or_a_study() {
+        use crate::cli::{Cli, Command};
+        use clap::{CommandFactory, Parser};
+        Cli::command().debug_assert();
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from([&["moat", "rm", "eval", "--model", "m"], args].concat())
+        };
+        let cli = parse(&["--study", "s", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Rm(RmCommand::Eval { study: Some(ref slug), ref args }) if slug == "s" && args.json
+        ));
+        let cli = parse(&["--data", "f.jsonl", "--format", "rewardbench2"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Rm(RmCommand::Eval { study: None, ref args })
+                if args.format == moat_trainer::benchmark::BenchFormat::Rewardbench2
+        ));
+        assert!(parse(&[]).is_err(), "neither a file nor a study");
+        assert!(parse(&["--data", "f", "--study", "s"]).is_err(), "both");
+        assert!(parse(&["--data", "f", "--format", "csv"]).is_err());
+    }
+
     /// Votes with the models on either side land in one item per prompt and pair, counted for the
     /// right model; ties are not decided and are left out.
     #[test]
