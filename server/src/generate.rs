@@ -95,6 +95,7 @@ pub fn generation_metadata(spec: &ModelSpec, completion: &Completion) -> serde_j
             .path
             .file_name()
             .map(|name| name.to_string_lossy().into_owned()),
+        Endpoint::BestOfN(best) => Some(format!("best of {} from {}", best.n, best.base)),
     };
     serde_json::json!({
         "generated_by": "moat generate",

@@ -70,8 +70,22 @@ impl ModelHub {
                     remote,
                     &spec.sampling,
                 )?),
+                // Wrapped below, once every model they may wrap is loaded.
+                Endpoint::BestOfN(_) => continue,
             };
             engines.insert(spec.name.clone(), engine);
+        }
+        for spec in &registry.models {
+            if let Endpoint::BestOfN(best) = &spec.endpoint {
+                // The registry checked that the base exists and is not best-of-n itself.
+                let base = engines.get(&best.base).cloned().ok_or_else(|| {
+                    anyhow::anyhow!("model `{}`: no base `{}`", spec.name, best.base)
+                })?;
+                let base_seed = registry.get(&best.base).and_then(|base| base.sampling.seed);
+                let engine =
+                    crate::best_of_n::BestOfN::load(&spec.name, best, base, base_seed).await?;
+                engines.insert(spec.name.clone(), Arc::new(engine));
+            }
         }
         Ok(ModelHub { registry, engines })
     }

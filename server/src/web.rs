@@ -1464,6 +1464,18 @@ impl Backend for AppBackend {
                             .unwrap_or_default(),
                         None,
                     ),
+                    Endpoint::BestOfN(best) => (
+                        format!(
+                            "best of {} from {} by reward model {}",
+                            best.n,
+                            best.base,
+                            best.reward_model
+                                .file_name()
+                                .map(|n| n.to_string_lossy().into_owned())
+                                .unwrap_or_default()
+                        ),
+                        None,
+                    ),
                 };
                 RegistryModelView {
                     name: spec.name.clone(),

@@ -271,3 +271,199 @@ pub fn run_score(args: ScoreArgs) -> anyhow::Result<()> {
     out.flush()?;
     Ok(())
 }
+
+/// Evaluate a trained reward model on a benchmark file (RewardBench v1 or 2, TRL or HH-RLHF pairs).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RmEvalArgs {
+    /// A folder written by `moat train --out`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The benchmark file: JSON Lines, a JSON array, gzip or Parquet. (Optional here so that a front
+    /// end can offer another source, such as a study's votes.)
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = crate::benchmark::BenchFormat::Auto)]
+    pub format: crate::benchmark::BenchFormat,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The base encoder's folder, when it moved since training (bert).
+    #[arg(long)]
+    pub model_dir: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceChoice,
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl RmEvalArgs {
+    /// Loads the model named by `--model`.
+    pub fn load_model(&self) -> anyhow::Result<crate::train::TrainedModel> {
+        set_threads(self.threads);
+        let device = self.device.device()?;
+        load_trained(&self.model, self.model_dir.as_deref(), &device)
+    }
+}
+
+/// `moat rm eval --data FILE`: per-subset scores with intervals and the format's summary scores.
+pub fn run_rm_eval(args: RmEvalArgs) -> anyhow::Result<()> {
+    let data = args.data.clone().context("--data FILE is required")?;
+    let file = crate::benchmark::read_bench_file(&data, args.format)?;
+    let trained = args.load_model()?;
+    eprintln!(
+        "{}: {} items from {} rows{}",
+        data.display(),
+        file.items.len(),
+        file.rows_read,
+        file.skipped
+            .iter()
+            .map(|(reason, count)| format!("; skipped {count}: {reason}"))
+            .collect::<String>()
+    );
+    let scores = crate::benchmark::score_items(&trained.model, &file.items)?;
+    let report = crate::benchmark::bench_report(file.format, &file.items, &scores);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
+
+/// `moat rm eval --study SLUG`: the agreement ceiling of a study's multiply-rated items.
+pub fn run_rm_ceiling(
+    args: RmEvalArgs,
+    items: Vec<crate::ceiling::RatedItem>,
+) -> anyhow::Result<crate::ceiling::CeilingReport> {
+    let trained = args.load_model()?;
+    let report = crate::ceiling::model_ceiling(&trained.model, &items)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(report)
+}
+
+/// The active-sampling simulation on real HH-RLHF pairs (see [`crate::active`]).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ActiveBenchArgs {
+    /// Pairs file: the pool the simulated raters vote on and the held-out pairs.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "1-2000")]
+    pub pool_rows: RowRange,
+    #[arg(long, default_value = "2001-2312")]
+    pub eval_rows: RowRange,
+    /// Policies to compare.
+    #[arg(long, value_delimiter = ',', default_value = "uniform,uncertainty")]
+    pub policies: Vec<crate::active::ActivePolicy>,
+    /// Seeds (one simulated study per policy and seed; the same raters' luck for every policy).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub seeds: Vec<u64>,
+    /// Probability that a simulated vote agrees with the dataset's choice.
+    #[arg(long, default_value_t = 0.8)]
+    pub rater_accuracy: f64,
+    #[arg(long, default_value_t = 100)]
+    pub first_votes: usize,
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub max_votes: usize,
+    #[arg(long, default_value_t = 0.60)]
+    pub target: f64,
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Every run of the active-sampling simulation, and per policy the mean curve.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ActiveBenchReport {
+    pub config: crate::active::SimulationConfig,
+    pub pool_pairs: usize,
+    pub eval_pairs: usize,
+    pub runs: Vec<crate::active::SimulationRun>,
+}
+
+impl std::fmt::Display for ActiveBenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "pool {} pairs, held out {}, raters agree with the data {:.0}% of the time, target {:.3}",
+            self.pool_pairs,
+            self.eval_pairs,
+            self.config.rater_accuracy * 100.0,
+            self.config.target
+        )?;
+        let mut policies: Vec<crate::active::ActivePolicy> = Vec::new();
+        for run in &self.runs {
+            if !policies.contains(&run.policy) {
+                policies.push(run.policy);
+            }
+        }
+        let votes: Vec<usize> = self.runs[0].curve.iter().map(|&(v, _)| v).collect();
+        write!(f, "{:<14}", "votes")?;
+        for v in &votes {
+            write!(f, "{v:>7}")?;
+        }
+        writeln!(f, "   votes to target (per seed)")?;
+        for policy in policies {
+            let runs: Vec<_> = self.runs.iter().filter(|r| r.policy == policy).collect();
+            write!(f, "{:<14}", policy.name())?;
+            for index in 0..votes.len() {
+                let mean = runs
+                    .iter()
+                    .filter_map(|r| r.curve.get(index).map(|&(_, a)| a))
+                    .sum::<f64>()
+                    / runs.len() as f64;
+                write!(f, "{mean:>7.3}")?;
+            }
+            let reached: Vec<String> = runs
+                .iter()
+                .map(|r| {
+                    r.votes_to_target
+                        .map_or("never".to_string(), |v| v.to_string())
+                })
+                .collect();
+            writeln!(f, "   {}", reached.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// `moat bench active`.
+pub fn run_active_bench(args: ActiveBenchArgs) -> anyhow::Result<ActiveBenchReport> {
+    let (pool, _) = load_pairs(&args.data, Some(args.pool_rows))?;
+    let (held_out, _) = load_pairs(&args.data, Some(args.eval_rows))?;
+    let config = crate::active::SimulationConfig {
+        rater_accuracy: args.rater_accuracy,
+        first_votes: args.first_votes,
+        batch: args.batch,
+        max_votes: args.max_votes,
+        target: args.target,
+        epochs: args.epochs,
+    };
+    let mut runs = Vec::new();
+    for &seed in &args.seeds {
+        for &policy in &args.policies {
+            let run = crate::active::simulate(&pool, &held_out, policy, &config, seed)?;
+            eprintln!(
+                "seed {seed} {}: {:?}",
+                policy.name(),
+                run.curve
+                    .iter()
+                    .map(|&(v, a)| format!("{v}:{a:.3}"))
+                    .collect::<Vec<_>>()
+            );
+            runs.push(run);
+        }
+    }
+    Ok(ActiveBenchReport {
+        config,
+        pool_pairs: pool.len(),
+        eval_pairs: held_out.len(),
+        runs,
+    })
+}

@@ -52,10 +52,18 @@ pub fn wilson_interval(successes: f64, n: usize) -> (f64, f64) {
     let denominator = 1.0 + z * z / n;
     let center = (p + z * z / (2.0 * n)) / denominator;
     let half_width = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denominator;
-    (
-        (center - half_width).max(0.0),
-        (center + half_width).min(1.0),
-    )
+    // At p = 0 or 1 the bound is exactly 0 or 1; rounding would otherwise leave it a hair inside.
+    let low = if successes <= 0.0 {
+        0.0
+    } else {
+        (center - half_width).max(0.0)
+    };
+    let high = if successes >= n {
+        1.0
+    } else {
+        (center + half_width).min(1.0)
+    };
+    (low, high)
 }
 
 fn win(difference: f64) -> f64 {

@@ -5,7 +5,9 @@
 //! - [`bert`]: a BERT-family encoder from a local folder, trained head-only, top-N layers or with LoRA.
 //! - [`train()`]: the loop (AdamW with warmup and decay, gradient accumulation, length-bucketed batches,
 //!   evaluation, early stopping, checkpoints and `--resume`); [`eval::EvalReport`] the held-out report.
-//! - [`cli`]: `moat train` / `moat score` arguments and entry points.
+//! - [`benchmark`]: `moat rm eval` on RewardBench v1/v2, TRL and HH-RLHF files; [`ceiling`]: the raters'
+//!   own agreement next to the model's on a study's multiply-rated items.
+//! - [`cli`]: `moat train` / `moat score` / `moat rm eval` arguments and entry points.
 //!
 //! Measured figures, commands and seeds are in `trainer/BENCHMARKS.md`. Freed attention-sized buffers
 //! that go back to the OS cost a fifth or more of bert training's time: the `moat` binary (mimalloc)
@@ -15,7 +17,10 @@
 //! **Determinism:** everything random (splits, batch order, initialisation) comes from `--seed`.
 //! **Scoring is batch-invariant:** rows are scored one at a time (see [`model::RewardModel`]).
 
+pub mod active;
+pub mod benchmark;
 pub mod bert;
+pub mod ceiling;
 pub mod cli;
 pub mod data;
 pub mod eval;
@@ -30,7 +35,10 @@ pub mod train;
 #[cfg(test)]
 mod tests;
 
-pub use cli::{run_score, run_train, run_train_on, ScoreArgs, TrainArgs};
+pub use cli::{
+    run_rm_ceiling, run_rm_eval, run_score, run_train, run_train_on, RmEvalArgs, ScoreArgs,
+    TrainArgs,
+};
 pub use data::PreferencePair;
 pub use eval::EvalReport;
 pub use train::{load_trained, train, BackboneConfig, TrainConfig, TrainReport};

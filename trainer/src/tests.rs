@@ -742,3 +742,222 @@ fn training_is_deterministic_for_a_seed() {
     let other = train(train_pairs.to_vec(), Some(eval_pairs.to_vec()), &config).unwrap();
     assert_ne!(first.history, other.history, "the seed matters");
 }
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// A hashed model trained on 300 HH-RLHF pairs, saved and loaded back as `moat rm eval` loads it.
+fn trained_hashed_model(dir: &Path) -> crate::train::TrainedModel {
+    let mut config = hashed_config(Some(dir.to_path_buf()));
+    config.epochs = 3;
+    train(hh_pairs("1-300"), Some(hh_pairs("301-340")), &config).unwrap();
+    load_trained(dir, None, &Device::Cpu).unwrap()
+}
+
+/// `moat rm eval` on the RewardBench v1 fixture: the format is recognised, every subset is scored with
+/// the rewards `moat score` gives the same pairs (strict v1 rule: a tie is wrong), the four section
+/// scores are the count-weighted means of their subsets, and the overall score is their mean.
+#[test]
+fn rm_eval_scores_the_rewardbench_v1_fixture_like_moat_score() {
+    use crate::benchmark::{bench_report, read_bench_file, score_items, BenchFormat};
+    let dir = tempfile::tempdir().unwrap();
+    let trained = trained_hashed_model(dir.path());
+    let file = read_bench_file(&fixture("rewardbench-v1.jsonl"), BenchFormat::Auto).unwrap();
+    assert_eq!(file.format, BenchFormat::Rewardbench);
+    assert_eq!((file.items.len(), file.rows_read), (36, 36));
+    let scores = score_items(&trained.model, &file.items).unwrap();
+    let report = bench_report(file.format, &file.items, &scores);
+    assert_eq!(report.subsets.len(), 9);
+    assert_eq!(report.subsets.iter().map(|s| s.items).sum::<usize>(), 36);
+    let pairs: Vec<PreferencePair> = file
+        .items
+        .iter()
+        .map(|item| PreferencePair {
+            prompt: item.prompt.clone(),
+            chosen: item.chosen[0].clone(),
+            rejected: item.rejected[0].clone(),
+            category: Some(item.subset.clone()),
+            margin: None,
+        })
+        .collect();
+    let pair_scores = trained.model.score_pairs(&pairs).unwrap();
+    for subset in &report.subsets {
+        let (mut right, mut n) = (0usize, 0usize);
+        for (pair, score) in pairs.iter().zip(&pair_scores) {
+            if pair.category.as_deref() == Some(subset.subset.as_str()) {
+                n += 1;
+                right += usize::from(score.chosen > score.rejected);
+            }
+        }
+        assert_eq!(subset.items, n);
+        assert_eq!(subset.score, right as f64 / n as f64, "{}", subset.subset);
+        let (low, high) = (subset.low.unwrap(), subset.high.unwrap());
+        assert!(low <= subset.score && subset.score <= high);
+    }
+    assert_eq!(report.sections.len(), 4);
+    let score_of = |name: &str| {
+        report
+            .subsets
+            .iter()
+            .find(|s| s.subset == name)
+            .unwrap()
+            .score
+    };
+    let safety = report
+        .sections
+        .iter()
+        .find(|s| s.section == "Safety")
+        .unwrap();
+    let expected = (score_of("refusals-dangerous") * 100.0
+        + score_of("xstest-should-respond") * 250.0
+        + score_of("donotanswer") * 136.0)
+        / 486.0;
+    assert!((safety.score - expected).abs() < 1e-12);
+    assert_eq!(
+        safety.missing_subsets,
+        vec!["refusals-offensive", "xstest-should-refuse"]
+    );
+    let mean = report.sections.iter().map(|s| s.score).sum::<f64>() / 4.0;
+    assert!((report.overall.unwrap() - mean).abs() < 1e-12);
+    let text = report.to_string();
+    assert!(
+        text.contains("section Reasoning") && text.contains("overall"),
+        "{text}"
+    );
+}
+
+/// `moat rm eval` on the RewardBench 2 fixture: best-of-4 items, the Ties subset by its own rule, and
+/// the overall score as the mean of the six subsets.
+#[test]
+fn rm_eval_scores_the_rewardbench_v2_fixture() {
+    use crate::benchmark::{
+        bench_report, item_result, read_bench_file, score_items, BenchFormat, TieRule,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let trained = trained_hashed_model(dir.path());
+    let file = read_bench_file(&fixture("rewardbench-v2.jsonl"), BenchFormat::Auto).unwrap();
+    assert_eq!(file.format, BenchFormat::Rewardbench2);
+    assert_eq!(file.items.len(), 32);
+    let scores = score_items(&trained.model, &file.items).unwrap();
+    assert!(scores
+        .iter()
+        .zip(&file.items)
+        .all(|(s, i)| s.chosen.len() == i.chosen.len() && s.rejected.len() == i.rejected.len()));
+    let report = bench_report(file.format, &file.items, &scores);
+    assert_eq!(report.subsets.len(), 6);
+    let focus: Vec<usize> = (0..file.items.len())
+        .filter(|&i| file.items[i].subset == "Focus")
+        .collect();
+    assert_eq!(focus.len(), 4);
+    let expected = focus
+        .iter()
+        .map(|&i| item_result(&scores[i], TieRule::Split))
+        .sum::<f64>()
+        / 4.0;
+    let reported = report.subsets.iter().find(|s| s.subset == "Focus").unwrap();
+    assert_eq!(reported.score, expected);
+    let ties = report.subsets.iter().find(|s| s.subset == "Ties").unwrap();
+    let parts = ties.ties.as_ref().unwrap();
+    assert_eq!((parts.ref_prompts, parts.tied_prompts), (6, 6));
+    assert!(ties.low.is_none());
+    let mean = report.subsets.iter().map(|s| s.score).sum::<f64>() / 6.0;
+    assert!((report.overall.unwrap() - mean).abs() < 1e-12);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["format"], "rewardbench2");
+    assert!(json["subsets"][5]["ties"]["ref_accuracy"].is_number());
+}
+
+/// Malformed benchmark rows are refused with the line and the field.
+#[test]
+fn rm_eval_names_the_line_and_field_of_a_bad_row() {
+    use crate::benchmark::{read_bench_file, BenchFormat};
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            BenchFormat::Rewardbench2,
+            r#"{"prompt": "p", "chosen": ["a"], "rejected": ["b", "c", "d"], "subset": "Math", "id": 1}
+{"prompt": "p", "chosen": ["a"], "rejected": ["b"], "num_correct": 2, "subset": "Math", "id": 2}"#,
+            "line 2, field `num_correct`",
+        ),
+        (
+            BenchFormat::Rewardbench2,
+            r#"{"prompt": "p", "chosen": ["a", "b"], "rejected": ["c"], "subset": "Ties", "id": "7"}"#,
+            "line 1, field `id`: a Ties row needs an id `ref:N` or `tied:N`",
+        ),
+        (
+            BenchFormat::Rewardbench2,
+            r#"{"prompt": "p", "chosen": ["a"], "rejected": [3], "subset": "Math"}"#,
+            "line 1, field `rejected[0]`: expected a string",
+        ),
+        (
+            BenchFormat::Rewardbench,
+            r#"{"prompt": "p", "chosen": "a", "rejected": "b", "id": 4}"#,
+            "line 1, field `subset`: missing",
+        ),
+    ];
+    for (format, text, expected) in cases {
+        let path = dir.path().join("bad.jsonl");
+        std::fs::write(&path, text).unwrap();
+        let error = format!("{:#}", read_bench_file(&path, format).unwrap_err());
+        assert!(
+            error.contains(expected),
+            "{error} should contain {expected}"
+        );
+    }
+    // TRL pairs and HH-RLHF transcripts read as pair formats with the category (or `all`) as subset.
+    let file = read_bench_file(&crate::test_data::hh_rlhf(), BenchFormat::Auto).unwrap();
+    assert_eq!(file.format, BenchFormat::HhRlhf);
+    assert!(file.items.iter().all(|item| item.subset == "all"));
+}
+
+/// The active-sampling simulation on real pairs (pool: HH-RLHF rows 1–600, held out: 2001–2312),
+/// simulated raters who agree with the dataset 80% of the time, three seeds (all the seeds tried):
+/// uncertainty sampling reaches 0.58 held-out accuracy after 100, 200 and 100 votes, uniform after
+/// 150, never (within 300) and 100; its mean learning curve is above uniform's from 100 votes on.
+/// Seeded, so deterministic; the figures at full scale are in trainer/BENCHMARKS.md.
+#[test]
+fn uncertainty_sampling_reaches_the_target_with_fewer_votes_than_uniform() {
+    use crate::active::{simulate, ActivePolicy, SimulationConfig};
+    let pool = hh_pairs("1-600");
+    let held_out = hh_pairs("2001-2312");
+    let config = SimulationConfig {
+        rater_accuracy: 0.8,
+        first_votes: 50,
+        batch: 50,
+        max_votes: 300,
+        target: 0.58,
+        epochs: 5,
+    };
+    // Votes to the target summed over seeds (a run that never reaches it counts one batch past the
+    // end), and the mean held-out accuracy over each run's curve after the shared first batch.
+    let mut votes = [0usize; 2];
+    let mut area = [0.0f64; 2];
+    for seed in [1, 2, 3] {
+        for (index, policy) in [ActivePolicy::Uniform, ActivePolicy::Uncertainty]
+            .into_iter()
+            .enumerate()
+        {
+            let run = simulate(&pool, &held_out, policy, &config, seed).unwrap();
+            println!(
+                "seed {seed} {policy:?}: {:?} -> {:?}",
+                run.curve, run.votes_to_target
+            );
+            assert_eq!(run.curve.len(), 6);
+            votes[index] += run
+                .votes_to_target
+                .unwrap_or(config.max_votes + config.batch);
+            area[index] += run.curve[1..].iter().map(|&(_, a)| a).sum::<f64>() / 15.0;
+        }
+    }
+    println!("votes to target {votes:?}, mean accuracy {area:?}");
+    assert!(
+        votes[1] < votes[0],
+        "uncertainty {} vs uniform {} votes",
+        votes[1],
+        votes[0]
+    );
+    assert!(area[1] > area[0] + 0.01, "{area:?}");
+}

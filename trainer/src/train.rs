@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use moat_exports::Message;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -270,6 +271,14 @@ impl AnyModel {
         }
     }
 
+    /// The reward of one response to `prompt`, computed alone.
+    pub fn score_response(&self, prompt: &[Message], response: &str) -> anyhow::Result<f32> {
+        Ok(match self {
+            AnyModel::Hashed(model) => model.score(&model.encode(prompt, response)?)?,
+            AnyModel::Bert(model) => model.score(&model.encode(prompt, response)?)?,
+        })
+    }
+
     /// The rewards of both sides of every pair, each row scored alone.
     pub fn score_pairs(&self, pairs: &[PreferencePair]) -> anyhow::Result<Vec<PairScore>> {
         match self {
@@ -456,6 +465,16 @@ pub fn train(
     eval_pairs: Option<Vec<PreferencePair>>,
     config: &TrainConfig,
 ) -> anyhow::Result<TrainReport> {
+    train_keeping_model(train_pairs, eval_pairs, config).map(|(report, _)| report)
+}
+
+/// [`train`], also returning the trained model (for callers that score with it at once, such as the
+/// active-sampling loop, without a round trip through the checkpoint folder).
+pub fn train_keeping_model(
+    train_pairs: Vec<PreferencePair>,
+    eval_pairs: Option<Vec<PreferencePair>>,
+    config: &TrainConfig,
+) -> anyhow::Result<(TrainReport, AnyModel)> {
     let device = config.run.device.device()?;
     let (train_pairs, eval_pairs, seen) = match eval_pairs {
         Some(eval) => {
@@ -487,7 +506,7 @@ pub fn train(
         write_json(&out.join(files::REPORT_JSON), &report)?;
         std::fs::write(out.join(files::REPORT_TEXT), format!("{report}\n"))?;
     }
-    Ok(report)
+    Ok((report, model))
 }
 
 fn progress_bar(total: usize, show: bool) -> ProgressBar {
