@@ -52,7 +52,22 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut pairs = read_pairs(&hh_path)?;
     pairs.truncate(pair_count);
-    let records = sample_records(&pairs);
+    let mut records = sample_records(&pairs);
+    // Every fourth record is a multi-turn arena battle (a follow-up question before the vote), so
+    // the real clients read the history columns with messages in them, as a live arena writes them.
+    for record in records.iter_mut().skip(3).step_by(4) {
+        let question = moat_exports::Message::new("user", "Could you say more about that?");
+        record.left_history = vec![
+            moat_exports::Message::new("assistant", record.left_response.clone()),
+            question.clone(),
+        ];
+        record.right_history = vec![
+            moat_exports::Message::new("assistant", record.right_response.clone()),
+            question,
+        ];
+        record.left_response = format!("{} (more)", record.left_response);
+        record.right_response = format!("{} (more)", record.right_response);
+    }
 
     let mut files = Vec::new();
     let mut configs = Vec::new();
