@@ -348,6 +348,29 @@ async fn check_models(file: Option<&Path>) -> Vec<Check> {
                     )),
                 }
             }
+            moat_llm::registry::Endpoint::BestOfN(best) => {
+                // Its base model is checked as a model of its own; here, the reward model.
+                if best.reward_model.join("config.json").is_file() {
+                    checks.push(Check::ok(
+                        AREA,
+                        format!(
+                            "{label}: best of {} from {}, reward model {}",
+                            best.n,
+                            best.base,
+                            best.reward_model.display()
+                        ),
+                    ));
+                } else {
+                    checks.push(Check::fail(
+                        AREA,
+                        format!(
+                            "{label}: the reward model {} has no config.json",
+                            best.reward_model.display()
+                        ),
+                        Some("fix `reward_model` (a folder written by `moat train --out`)".into()),
+                    ));
+                }
+            }
             moat_llm::registry::Endpoint::Openai(remote) => {
                 let key = match &remote.api_key_env {
                     None => None,

@@ -123,6 +123,8 @@ mod tests {
             time_on_page_ms: None,
             assignment_kind: "regular".into(),
             completion_code: None,
+            left_history: Vec::new(),
+            right_history: Vec::new(),
         }
     }
 
