@@ -479,14 +479,13 @@ impl Arena {
             side.push(question.clone());
             side
         });
-        let outcome = tokio::select! {
-            outcome = self.generate_both(&running, &battle.models, [&conversations[0], &conversations[1]]) => outcome,
-            () = watchdog(&running) => Err((None, LlmError::Cancelled, "the rater left".to_string())),
-            () = tokio::time::sleep(BATTLE_DEADLINE) => Err((None, LlmError::Timeout {
-                endpoint: "arena".into(),
-                what: format!("the battle ran past {} s", BATTLE_DEADLINE.as_secs()),
-            }, String::new())),
-        };
+        let outcome = self
+            .answer_watched(
+                &running,
+                &battle.models,
+                [&conversations[0], &conversations[1]],
+            )
+            .await;
         let end = match outcome {
             Ok([a, b]) => {
                 for name in &battle.models {
@@ -526,17 +525,9 @@ impl Arena {
                 }
             }
             Err((failed, error, context)) => {
-                if let Some(index) = failed {
-                    self.record_outcome(&battle.models[index], false);
-                }
-                let side = failed.map_or("battle", |i| if i == 0 { "A" } else { "B" });
-                let detail = if context.is_empty() {
-                    error.to_string()
-                } else {
-                    context
-                };
+                let record = self.failure_record(&battle.models, failed, &error, context);
                 let turn = battle.turns + 1;
-                self.void_follow_up(&store, &battle, &format!("turn {turn}, {side}: {detail}"))
+                self.void_follow_up(&store, &battle, &format!("turn {turn}, {record}"))
                     .await;
                 BattleEnd::Void(rater_notice(&error).to_string())
             }
@@ -577,16 +568,7 @@ impl Arena {
             (&models[0], &models[1]),
             &conversation,
         );
-        let generate = async {
-            tokio::select! {
-                outcome = self.generate_both(&battle, &models, [&conversation, &conversation]) => outcome,
-                () = watchdog(&battle) => Err((None, LlmError::Cancelled, "the rater left".to_string())),
-                () = tokio::time::sleep(BATTLE_DEADLINE) => Err((None, LlmError::Timeout {
-                    endpoint: "arena".into(),
-                    what: format!("the battle ran past {} s", BATTLE_DEADLINE.as_secs()),
-                }, String::new())),
-            }
-        };
+        let generate = self.answer_watched(&battle, &models, [&conversation, &conversation]);
         let (inserted, outcome) = tokio::join!(insert, generate);
         if let Err(error) = inserted {
             tracing::error!("recording arena battle {}: {error}", battle.public_id);
@@ -622,17 +604,8 @@ impl Arena {
                 }
             }
             Err((failed, error, context)) => {
-                if let Some(index) = failed {
-                    self.record_outcome(&models[index], false);
-                }
-                let side = failed.map_or("battle", |i| if i == 0 { "A" } else { "B" });
-                let detail = if context.is_empty() {
-                    error.to_string()
-                } else {
-                    context
-                };
+                let record = self.failure_record(&models, failed, &error, context);
                 self.forget_pair(study_id, &models);
-                let record = format!("{side}: {detail}");
                 if let Err(store_error) = store.void_battle(&battle.public_id, &record).await {
                     tracing::error!("voiding arena battle {}: {store_error}", battle.public_id);
                 }
@@ -641,6 +614,45 @@ impl Arena {
         };
         battle.state.send_modify(|state| state.end = Some(end));
         self.running().remove(&battle.public_id);
+    }
+
+    /// [`Arena::generate_both`], cancelled when the rater leaves or the battle runs past
+    /// [`BATTLE_DEADLINE`].
+    async fn answer_watched(
+        &self,
+        battle: &RunningBattle,
+        models: &[String; 2],
+        conversations: [&[Message]; 2],
+    ) -> Result<[(Completion, ModelSpec); 2], (Option<usize>, LlmError, String)> {
+        tokio::select! {
+            outcome = self.generate_both(battle, models, conversations) => outcome,
+            () = watchdog(battle) => Err((None, LlmError::Cancelled, "the rater left".to_string())),
+            () = tokio::time::sleep(BATTLE_DEADLINE) => Err((None, LlmError::Timeout {
+                endpoint: "arena".into(),
+                what: format!("the battle ran past {} s", BATTLE_DEADLINE.as_secs()),
+            }, String::new())),
+        }
+    }
+
+    /// A failed turn: the failing model's health is noted, and the researcher's record of the error
+    /// is returned (`A: …`, `B: …` or `battle: …`; never shown to the rater).
+    fn failure_record(
+        &self,
+        models: &[String; 2],
+        failed: Option<usize>,
+        error: &LlmError,
+        context: String,
+    ) -> String {
+        if let Some(index) = failed {
+            self.record_outcome(&models[index], false);
+        }
+        let side = failed.map_or("battle", |i| if i == 0 { "A" } else { "B" });
+        let detail = if context.is_empty() {
+            error.to_string()
+        } else {
+            context
+        };
+        format!("{side}: {detail}")
     }
 
     /// Both models answer at once, each side's text broadcast as it arrives. The first failure ends
