@@ -371,7 +371,7 @@ pub fn analyse_with(
         distinguishability,
         bias: bias(&positions, options.confidence),
         agreement,
-        // The records carry no flags: the caller that chose them says (`AppBackend::analysis`).
+        // The records carry no flags: the caller that chose them says (`AppService::analysis`).
         flagged_votes: 0,
         flagged_votes_left_out: false,
         flagged_raters: Vec::new(),

@@ -32,9 +32,9 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use crate::domain::{now_ms, random_hex};
+use crate::service::AppService;
 use crate::serving::ModelHub;
 use crate::store::{ContestantAnswer, Store, StudyRow};
-use crate::web::AppBackend;
 
 /// A model that failed this many battles in a row is sampled out for [`SICK_FOR`], then tried again.
 const FAILURES_BEFORE_SICK: u32 = 3;
@@ -851,7 +851,7 @@ pub async fn wait_for_end(battle: &RunningBattle) -> BattleEnd {
 
 /// `GET /s/{slug}/battles/{id}/events`: the battle's text as it is written, for the rater who
 /// started it (the study's rater cookie).
-pub fn router(backend: Arc<AppBackend>) -> Router {
+pub fn router(backend: Arc<AppService>) -> Router {
     Router::new()
         .route("/s/{slug}/battles/{battle}/events", get(battle_events))
         .with_state(backend)
@@ -863,7 +863,7 @@ fn sse_text(text: &str) -> String {
 }
 
 async fn battle_events(
-    State(backend): State<Arc<AppBackend>>,
+    State(backend): State<Arc<AppService>>,
     Path((slug, battle_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {

@@ -377,7 +377,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 admin_token: admin_token.map(Secret),
                 demo,
                 models,
-                cookies: crate::web::CookiePolicy {
+                cookies: crate::service::CookiePolicy {
                     always_secure: secure_cookies,
                     trust_proxy,
                 },
@@ -462,7 +462,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             args,
         } => {
             let store = Store::connect_within(&database_url, connect_timeout).await?;
-            let backend = crate::web::AppBackend::new(store, String::new());
+            let backend = crate::service::AppService::new(store, String::new());
             let study = backend.store.study(&slug).await?;
             let records = backend.study_records(&study).await?;
             let (pairs, undecided) = crate::analysis::preference_pairs(&records);
@@ -616,7 +616,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Study(command) => {
             let store = Store::connect_within(&database_url, connect_timeout).await?;
-            let backend = crate::web::AppBackend::new(store, String::new());
+            let backend = crate::service::AppService::new(store, String::new());
             let result = crate::study_cli::run(&backend, command).await;
             backend.store.close().await;
             println!("{}", result?);

@@ -1,11 +1,27 @@
 //! Domain values parsed at the edge (slugs, statuses, choices) and small pure helpers.
 
 use moat_app::wire::ModelResult;
-use moat_exports::Choice;
+use moat_exports::{Choice, Openness};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::store::{ModelRow, VoteTally};
+/// A model of a study, as stored.
+#[derive(Debug, Clone)]
+pub struct ModelRow {
+    pub id: i64,
+    pub name: String,
+    pub provider: String,
+    pub openness: Openness,
+}
+
+/// One aggregated line of a study's votes: left model, right model, choice, count.
+#[derive(Debug, Clone)]
+pub struct VoteTally {
+    pub left_model: i64,
+    pub right_model: i64,
+    pub choice: Choice,
+    pub count: i64,
+}
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

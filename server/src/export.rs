@@ -32,6 +32,17 @@ pub enum ExportError {
     Disconnected,
 }
 
+impl From<crate::store::RecordReadError> for ExportError {
+    fn from(error: crate::store::RecordReadError) -> ExportError {
+        match error {
+            crate::store::RecordReadError::Read(message) => {
+                ExportError::Io(std::io::Error::other(message))
+            }
+            crate::store::RecordReadError::Invalid(message) => ExportError::Invalid(message),
+        }
+    }
+}
+
 /// What to export and how: the format, its container, and which records.
 #[derive(Debug, Clone)]
 pub struct ExportRequest {
@@ -330,7 +341,7 @@ fn pump_sqlite<S: RecordSink>(
                         batches.send((full, filled)).map_err(|_| writer_stopped())?;
                         filled = 0;
                     }
-                    Ok(())
+                    Ok::<(), ExportError>(())
                 })?;
                 if filled > 0 {
                     batches

@@ -75,7 +75,7 @@ pub async fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
     };
 
     if args.card {
-        let backend = crate::web::AppBackend::new(store.clone(), String::new());
+        let backend = crate::service::AppService::new(store.clone(), String::new());
         let mut records = backend.study_records(&study).await?;
         let flagged = store.flagged_vote_ids(study.id).await?;
         let flagged_votes = records

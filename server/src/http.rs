@@ -15,7 +15,7 @@ use futures::StreamExt;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use moat_app::api::ssr::cookie_value;
-use moat_app::backend::{Backend, BackendError, SharedBackend};
+use moat_app::backend::{BackendError, SharedBackend};
 use moat_app::wire::StudyChanges;
 use moat_app::wire::{NewStudy, Permission, Principal};
 use moat_app::{shell, App};
@@ -29,7 +29,7 @@ use utoipa_axum::routes;
 use crate::domain::StudySlug;
 use crate::export::{export_study, ExportRequest};
 use crate::import::{import_jsonl, ImportError};
-use crate::web::AppBackend;
+use crate::service::AppService;
 
 /// An API error: status and a message meant for the client.
 pub struct ApiError(StatusCode, String);
@@ -82,12 +82,12 @@ impl From<ImportError> for ApiError {
 /// `Backend::authorize` whether this principal may do what the route does.
 pub struct Admin(pub Principal);
 
-impl FromRequestParts<Arc<AppBackend>> for Admin {
+impl FromRequestParts<Arc<AppService>> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        backend: &Arc<AppBackend>,
+        backend: &Arc<AppService>,
     ) -> Result<Self, Self::Rejection> {
         let bearer = parts
             .headers
@@ -114,7 +114,7 @@ impl Admin {
     /// This principal, if it may do `permission` (else 403, or 404 for a study it may not see).
     async fn may(
         self,
-        backend: &AppBackend,
+        backend: &AppService,
         permission: Permission<'_>,
     ) -> Result<Principal, ApiError> {
         backend.authorize(&self.0, permission).await?;
@@ -239,7 +239,7 @@ where
 }
 
 pub fn router(
-    backend: Arc<AppBackend>,
+    backend: Arc<AppService>,
     site: &crate::site::Site,
     leptos_options: LeptosOptions,
 ) -> Router {
@@ -351,7 +351,7 @@ impl utoipa::Modify for BearerScheme {
 /// (each handler's `#[utoipa::path]`), so a route cannot be served without being described.
 /// `api::openapi_document_lists_every_api_route` also checks that no `/api/v1` path is routed
 /// anywhere else.
-pub fn api_routes() -> OpenApiRouter<Arc<AppBackend>> {
+pub fn api_routes() -> OpenApiRouter<Arc<AppService>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(openapi_document))
         .routes(routes!(list_studies, create_study))
@@ -402,7 +402,7 @@ const SLUG: &str = "the study's slug (lowercase letters, digits and dashes)";
 )]
 async fn list_studies(
     Admin(who): Admin,
-    State(backend): State<Arc<AppBackend>>,
+    State(backend): State<Arc<AppService>>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(backend.list_studies_for(&who).await?))
 }
@@ -422,7 +422,7 @@ async fn list_studies(
 )]
 async fn create_study(
     admin: Admin,
-    State(backend): State<Arc<AppBackend>>,
+    State(backend): State<Arc<AppService>>,
     body: Result<Json<NewStudy>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(study) = body.map_err(|e| {
@@ -454,7 +454,7 @@ async fn create_study(
 )]
 async fn update_study(
     admin: Admin,
-    State(backend): State<Arc<AppBackend>>,
+    State(backend): State<Arc<AppService>>,
     Path(slug): Path<String>,
     body: Result<Json<StudyChanges>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -483,7 +483,7 @@ async fn update_study(
 )]
 async fn study_report(
     admin: Admin,
-    State(backend): State<Arc<AppBackend>>,
+    State(backend): State<Arc<AppService>>,
     Path(slug): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     admin.may(&backend, Permission::ReadStudy(&slug)).await?;
@@ -527,7 +527,7 @@ struct RaterStatusAnswer {
 )]
 async fn set_status(
     admin: Admin,
-    State(backend): State<Arc<AppBackend>>,
+    State(backend): State<Arc<AppService>>,
     Path(slug): Path<String>,
     body: Result<Json<StatusBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -559,7 +559,7 @@ fn default_import_format() -> String {
 /// Imports a spooled upload in `format` (`moat` JSONL or a public dataset's format); only now is the
 /// store's write lock taken.
 async fn import_spooled(
-    backend: &AppBackend,
+    backend: &AppService,
     slug: &StudySlug,
     format: &str,
     spool: &tempfile::NamedTempFile,
@@ -620,7 +620,7 @@ enum ImportAnswer {
 )]
 async fn import_body(
     admin: Admin,
-    State(backend): State<Arc<AppBackend>>,
+    State(backend): State<Arc<AppService>>,
     axum::Extension(limits): axum::Extension<Limits>,
     Path(slug): Path<String>,
     query: Result<Query<ImportQuery>, QueryRejection>,
@@ -639,7 +639,7 @@ async fn import_body(
 
 /// The admin page's upload form (multipart, field `file`); answers with a redirect back to the page.
 async fn import_form(
-    State(backend): State<Arc<AppBackend>>,
+    State(backend): State<Arc<AppService>>,
     axum::Extension(limits): axum::Extension<Limits>,
     Path(slug): Path<String>,
     headers: HeaderMap,
@@ -790,7 +790,7 @@ impl ExportQuery {
 )]
 async fn export(
     admin: Admin,
-    State(backend): State<Arc<AppBackend>>,
+    State(backend): State<Arc<AppService>>,
     Path(slug): Path<String>,
     query: Result<Query<ExportQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -928,7 +928,7 @@ impl LeaderboardQuery {
 )]
 async fn study_leaderboard(
     admin: Admin,
-    State(backend): State<Arc<AppBackend>>,
+    State(backend): State<Arc<AppService>>,
     Path(slug): Path<String>,
     query: Result<Query<LeaderboardQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -969,7 +969,7 @@ async fn study_leaderboard(
 )]
 async fn battles_leaderboard(
     admin: Admin,
-    State(backend): State<Arc<AppBackend>>,
+    State(backend): State<Arc<AppService>>,
     axum::Extension(limits): axum::Extension<Limits>,
     query: Result<Query<LeaderboardQuery>, QueryRejection>,
     body: Body,
@@ -1019,7 +1019,7 @@ async fn battles_leaderboard(
 )]
 async fn set_rater_status(
     admin: Admin,
-    State(backend): State<Arc<AppBackend>>,
+    State(backend): State<Arc<AppService>>,
     Path((slug, pseudonym)): Path<(String, String)>,
     body: Result<Json<StatusBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -1060,7 +1060,7 @@ async fn set_rater_status(
 )]
 async fn verify_completion_code(
     admin: Admin,
-    State(backend): State<Arc<AppBackend>>,
+    State(backend): State<Arc<AppService>>,
     Path((slug, code)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     admin.may(&backend, Permission::ReadStudy(&slug)).await?;
@@ -1092,7 +1092,7 @@ struct NewAdminToken {
 )]
 async fn create_admin_token(
     Admin(who): Admin,
-    State(backend): State<Arc<AppBackend>>,
+    State(backend): State<Arc<AppService>>,
     body: Result<Json<NewAdminToken>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     backend.authorize(&who, Permission::ManageTokens).await?;
@@ -1126,7 +1126,7 @@ async fn create_admin_token(
 )]
 async fn list_admin_tokens(
     Admin(who): Admin,
-    State(backend): State<Arc<AppBackend>>,
+    State(backend): State<Arc<AppService>>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(backend.admin_tokens(&who).await?))
 }
@@ -1146,7 +1146,7 @@ async fn list_admin_tokens(
 )]
 async fn revoke_admin_token(
     Admin(who): Admin,
-    State(backend): State<Arc<AppBackend>>,
+    State(backend): State<Arc<AppService>>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     backend.revoke_admin_token(&who, &name).await?;
@@ -1174,7 +1174,7 @@ struct AuditQuery {
 )]
 async fn audit_log(
     admin: Admin,
-    State(backend): State<Arc<AppBackend>>,
+    State(backend): State<Arc<AppService>>,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(query) = query.map_err(ApiError::from)?;
@@ -1215,7 +1215,7 @@ async fn whoami(Admin(who): Admin) -> impl IntoResponse {
     )
 )]
 async fn logout(
-    State(backend): State<Arc<AppBackend>>,
+    State(backend): State<Arc<AppService>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if let Some(session) = cookie_value(&headers, moat_app::api::ADMIN_COOKIE) {

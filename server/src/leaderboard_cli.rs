@@ -282,7 +282,7 @@ pub async fn run(
         .cloned()
         .expect("clap requires --study or --battles");
     let store = Store::connect_within(database_url, connect_timeout).await?;
-    let backend = crate::web::AppBackend::new(store, String::new());
+    let backend = crate::service::AppService::new(store, String::new());
     let result = backend
         .analysis_with(
             &slug,
@@ -607,7 +607,7 @@ async fn run_composite(
     let mut named: Vec<(String, Vec<moat_stats::Battle>)> = Vec::new();
     if !args.study.is_empty() {
         let store = Store::connect_within(database_url, connect_timeout).await?;
-        let backend = crate::web::AppBackend::new(store, String::new());
+        let backend = crate::service::AppService::new(store, String::new());
         for slug in &args.study {
             let battles = backend
                 .study_battles(slug, args.include_flagged)

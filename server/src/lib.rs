@@ -22,11 +22,11 @@ pub mod markdown;
 pub mod problem;
 pub mod rm_cli;
 pub mod security;
+pub mod service;
 pub mod serving;
 pub mod site;
 pub mod store;
 pub mod study_cli;
-pub mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,8 +35,8 @@ use std::sync::Arc;
 use leptos::prelude::LeptosOptions;
 
 use crate::domain::{random_hex, sha256_hex, StudySlug, StudyStatus};
+use crate::service::AppService;
 use crate::store::Store;
-use crate::web::AppBackend;
 
 const ADMIN_TOKEN_KEY: &str = "admin_token_sha256";
 
@@ -63,7 +63,7 @@ pub struct ServeConfig {
     /// The model registry file (`--models`): its models are served under `/v1`.
     pub models: Option<PathBuf>,
     /// When cookies get `Secure` (`--secure-cookies`, `--trust-proxy`).
-    pub cookies: web::CookiePolicy,
+    pub cookies: service::CookiePolicy,
     /// Upload size and idle limits and the ordinary request timeout.
     pub limits: http::Limits,
 }
@@ -229,7 +229,7 @@ pub fn leptos_options(addr: SocketAddr, site: &site::Site) -> LeptosOptions {
 /// A running server: its address and the task serving it.
 pub struct Application {
     pub addr: SocketAddr,
-    pub backend: Arc<AppBackend>,
+    pub backend: Arc<AppService>,
     listener: tokio::net::TcpListener,
     router: axum::Router,
     header_read: std::time::Duration,
@@ -267,7 +267,7 @@ impl Application {
         let hash = admin_token_hash(&store, config.admin_token.as_ref()).await?;
         let has_models = !hub.registry().models.is_empty() || config.models.is_some();
         let models = Arc::new(serving::Models::new(hub, config.models.clone()));
-        let backend = AppBackend::new(store, hash);
+        let backend = AppService::new(store, hash);
         backend.set_cookie_policy(config.cookies);
         if has_models {
             backend.set_arena(Arc::new(arena::Arena::new(models.clone())));

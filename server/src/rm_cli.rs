@@ -78,7 +78,7 @@ pub async fn run(command: RmCommand, database_url: &str) -> anyhow::Result<()> {
             args,
         } => {
             let store = Store::connect(database_url).await?;
-            let backend = crate::web::AppBackend::new(store, String::new());
+            let backend = crate::service::AppService::new(store, String::new());
             let study = backend.store.study(&slug).await?;
             let records = backend.study_records(&study).await?;
             backend.store.close().await;

@@ -28,8 +28,8 @@ use moat_llm::registry::{Endpoint, ModelSpec, Registry};
 use moat_llm::{Completion, Engine, GenerationRequest, LlmError, Role};
 
 use crate::domain::{random_hex, sha256_hex};
+use crate::service::AppService;
 use crate::store::API_KEY_PREFIX;
-use crate::web::AppBackend;
 
 /// The registry's models, each loaded once and shared by every request.
 pub struct ModelHub {
@@ -173,7 +173,7 @@ impl Models {
 /// What the `/v1` handlers need.
 #[derive(Clone)]
 pub struct ServingState {
-    pub backend: Arc<AppBackend>,
+    pub backend: Arc<AppService>,
     pub models: Arc<Models>,
     /// API keys (their digests) found live in the database, and when: each is trusted for
     /// [`KEY_CACHE_FOR`] without asking the database again, so a busy client costs no read per request.
@@ -185,7 +185,7 @@ pub struct ServingState {
 pub const KEY_CACHE_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl ServingState {
-    pub fn new(backend: Arc<AppBackend>, models: Arc<Models>) -> ServingState {
+    pub fn new(backend: Arc<AppService>, models: Arc<Models>) -> ServingState {
         ServingState {
             backend,
             models,
@@ -297,7 +297,6 @@ impl FromRequestParts<ServingState> for ModelClient {
         // A per-person admin token may use the models when its role may (owner, researcher; not a
         // viewer, whose role is read-only).
         if token.starts_with(crate::store::ADMIN_TOKEN_PREFIX) {
-            use moat_app::backend::Backend;
             let principal = state.backend.admin_bearer(token).await;
             return match principal {
                 Some(who)

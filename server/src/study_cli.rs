@@ -1,14 +1,13 @@
 //! `moat study`: create studies with their settings, open and close them, list and show them, from the
 //! command line (the same rules as the admin page and the JSON API: everything goes through
-//! [`AppBackend`]).
+//! [`AppService`]).
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use moat_app::backend::Backend;
 use moat_app::wire::{NewStudy, StudyChanges, StudySettings};
 
-use crate::web::AppBackend;
+use crate::service::AppService;
 
 #[derive(Subcommand, Debug)]
 pub enum StudyCommand {
@@ -274,7 +273,7 @@ fn read_instructions(path: &std::path::Path) -> anyhow::Result<String> {
 }
 
 /// Runs a `moat study` command; returns what to print.
-pub async fn run(backend: &AppBackend, command: StudyCommand) -> anyhow::Result<String> {
+pub async fn run(backend: &AppService, command: StudyCommand) -> anyhow::Result<String> {
     let fail = |e: moat_app::backend::BackendError| anyhow::anyhow!("{e}");
     match command {
         StudyCommand::Create {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use moat_server::client::RaterClient;
-use moat_server::web::{CookiePolicy, SessionLimits};
+use moat_server::service::{CookiePolicy, SessionLimits};
 use serde_json::json;
 
 use crate::on_both_backends;

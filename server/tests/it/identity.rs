@@ -6,8 +6,8 @@ use moat_app::backend::Backend;
 use moat_app::wire::{FlaggedResponse, NewStudy, RaterView, StudySettings, VoteInput};
 use moat_server::domain::StudySlug;
 use moat_server::import::import_jsonl;
+use moat_server::service::AppService;
 use moat_server::store::{GeneratedResponse, Store};
-use moat_server::web::AppBackend;
 
 use crate::on_both_backends;
 
@@ -28,7 +28,7 @@ fn fixture() -> String {
 
 /// Consents a new rater and votes `left` on every comparison until the session ends; returns the
 /// rendered prompts the rater was shown.
-async fn rate_everything(backend: &AppBackend, slug: &str, participant: &str) -> Vec<String> {
+async fn rate_everything(backend: &AppService, slug: &str, participant: &str) -> Vec<String> {
     let token = backend
         .consent(slug, Some(participant), None)
         .await
@@ -61,7 +61,7 @@ async fn rate_everything(backend: &AppBackend, slug: &str, participant: &str) ->
 
 async fn identity_leaks_are_flagged_hidden_listed_and_counted(url: &str) {
     let store = Store::connect(url).await.unwrap();
-    let backend = AppBackend::new(store, String::new());
+    let backend = AppService::new(store, String::new());
     backend
         .create_study(NewStudy {
             slug: "leaks".into(),
@@ -327,7 +327,7 @@ async fn generated_responses_are_flagged(url: &str) {
     let moat_server::cli::Command::Study(command) = cli.command else {
         panic!("parsed as study")
     };
-    let backend = AppBackend::new(store.clone(), String::new());
+    let backend = AppService::new(store.clone(), String::new());
     let said = moat_server::study_cli::run(&backend, command)
         .await
         .unwrap();

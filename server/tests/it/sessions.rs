@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use moat_app::backend::{Backend, BackendError};
 use moat_app::wire::{RaterView, StudySettings};
-use moat_server::web::AppBackend;
+use moat_server::service::AppService;
 
 use crate::on_both_backends;
 use crate::support::{backend_with_open_study, vote, MODELS};
@@ -16,7 +16,7 @@ fn ip(text: &str) -> Option<IpAddr> {
 }
 
 /// The comparison the rater's page shows, voted `choice`; panics if the page shows anything else.
-async fn vote_next(backend: &AppBackend, slug: &str, token: &str, choice: &str) -> String {
+async fn vote_next(backend: &AppService, slug: &str, token: &str, choice: &str) -> String {
     let view = backend.rater_view(slug, token).await.unwrap();
     let RaterView::Compare(shown) = view else {
         panic!("expected a comparison, got {view:?}")
@@ -586,7 +586,7 @@ async fn behind_a_trusted_proxy_the_forwarded_address_counts() {
     assert_eq!(consent("198.51.100.2").await, 429);
     server
         .backend
-        .set_cookie_policy(moat_server::web::CookiePolicy {
+        .set_cookie_policy(moat_server::service::CookiePolicy {
             always_secure: false,
             trust_proxy: true,
         });

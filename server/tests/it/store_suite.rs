@@ -6,8 +6,8 @@ use moat_app::backend::{Backend, BackendError};
 use moat_app::wire::{NewStudy, RaterView, StudySettings};
 use moat_server::domain::StudySlug;
 use moat_server::import::{import_jsonl, ImportError};
+use moat_server::service::AppService;
 use moat_server::store::Store;
-use moat_server::web::AppBackend;
 
 use crate::on_both_backends;
 use crate::support::{backend_with_open_study, sample_jsonl, vote};
@@ -17,7 +17,7 @@ async fn backend_with_study(
     slug: &str,
     prompts: usize,
     items_per_rater: u32,
-) -> std::sync::Arc<AppBackend> {
+) -> std::sync::Arc<AppService> {
     let settings = StudySettings {
         items_per_rater,
         ..Default::default()
@@ -358,7 +358,7 @@ async fn imports_public_datasets_with_votes(url: &str) {
     assert_eq!(report.votes_imported, 754, "{report}");
     assert_eq!(report.prompts_imported, 212, "{report}");
     let study = store.study("oasst").await.unwrap();
-    let backend = AppBackend::new(store.clone(), String::new());
+    let backend = AppService::new(store.clone(), String::new());
     let records = backend.study_records(&study).await.unwrap();
     assert_eq!(records.len(), 754);
     assert!(
@@ -461,7 +461,7 @@ async fn train_and_score_from_a_study() {
 /// the next comparison comes after the rater moves on.
 async fn reveal_after_vote(url: &str) {
     let store = Store::connect(url).await.unwrap();
-    let backend = AppBackend::new(store, String::new());
+    let backend = AppService::new(store, String::new());
     let settings = StudySettings {
         reveal_after_vote: true,
         items_per_rater: 2,
@@ -783,7 +783,7 @@ async fn sqlite_export_pipeline_matches_the_pool() {
         .collect();
     std::fs::write(&battles, lines.join("\n")).unwrap();
     let (_, study) = import_arena(&store, "pipe", &battles).await;
-    let backend = AppBackend::new(store.clone(), String::new());
+    let backend = AppService::new(store.clone(), String::new());
     let expected = backend.study_records(&study).await.unwrap();
     assert_eq!(expected.len(), 3000);
     let votes = moat_server::export::ExportRequest::new("votes").unwrap();
@@ -849,7 +849,7 @@ fn sample_with_checks(prompts: usize) -> String {
 /// tallies, the leaderboard and the preference exports, and are in the raw votes with their kind.
 async fn quality_checks_score_raters(url: &str) {
     let store = Store::connect(url).await.unwrap();
-    let backend = AppBackend::new(store, String::new());
+    let backend = AppService::new(store, String::new());
     let new_study = |slug: &str, settings: StudySettings| NewStudy {
         slug: slug.into(),
         title: "Checks".into(),
@@ -1169,7 +1169,7 @@ on_both_backends!(a_prompt_is_assigned_to_a_rater_once);
 async fn studies_from_the_command_line(url: &str) {
     use moat_server::study_cli::{run, StudyCommand};
     let store = Store::connect(url).await.unwrap();
-    let backend = AppBackend::new(store, String::new());
+    let backend = AppService::new(store, String::new());
     let dir = tempfile::tempdir().unwrap();
     let instructions = dir.path().join("instructions.md");
     std::fs::write(&instructions, "Pick the **better** answer.").unwrap();
@@ -1325,7 +1325,7 @@ on_both_backends!(studies_from_the_command_line);
 /// screen-out page with its code next, instead of more comparisons; others finish as usual.
 async fn excluded_raters_are_screened_out(url: &str) {
     let store = Store::connect(url).await.unwrap();
-    let backend = AppBackend::new(store, String::new());
+    let backend = AppService::new(store, String::new());
     let settings = StudySettings {
         items_per_rater: 6,
         check_rate: 0.5,

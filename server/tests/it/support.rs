@@ -131,7 +131,7 @@ macro_rules! on_both_backends {
 
 pub struct TestServer {
     pub base: String,
-    pub backend: std::sync::Arc<moat_server::web::AppBackend>,
+    pub backend: std::sync::Arc<moat_server::service::AppService>,
     pub http: reqwest::Client,
 }
 
@@ -289,12 +289,12 @@ pub async fn backend_with_open_study(
     slug: &str,
     prompts: usize,
     settings: moat_app::wire::StudySettings,
-) -> std::sync::Arc<moat_server::web::AppBackend> {
+) -> std::sync::Arc<moat_server::service::AppService> {
     use moat_app::backend::Backend;
     let store = moat_server::store::Store::connect(url)
         .await
         .expect("connect and migrate");
-    let backend = moat_server::web::AppBackend::new(store, String::new());
+    let backend = moat_server::service::AppService::new(store, String::new());
     backend
         .create_study(moat_app::wire::NewStudy {
             slug: slug.into(),

@@ -1,0 +1,381 @@
+//! The rater path's reads and writes: candidate prompts and quality checks for the assigner, pair
+//! counts, and recording an assignment and a vote (through the group-commit writer on SQLite).
+
+use super::*;
+
+impl Store {
+    /// Up to `limit` prompts of the study this rater has not been assigned, least-assigned first,
+    /// with their responses, in one query. (Every prompt has two or more responses: import checks.)
+    pub async fn candidate_prompts(
+        &self,
+        study_id: i64,
+        rater_id: i64,
+        limit: i64,
+        show_flagged: bool,
+    ) -> StoreResult<Vec<CandidatePrompt>> {
+        // Only columns of the index `prompts_assignable`: the prompts are read off it in order.
+        let rows = self
+            .unseen_prompt_rows(
+                unseen_prompts_sql!("IS NULL"),
+                (study_id, rater_id, limit),
+                show_flagged,
+            )
+            .await?;
+        let mut candidates: Vec<CandidatePrompt> = Vec::new();
+        for row in &rows {
+            let prompt_id: i64 = row.try_get("prompt_id")?;
+            let response = (row.try_get("id")?, row.try_get("model_id")?);
+            match candidates.last_mut() {
+                Some(last) if last.prompt_id == prompt_id => last.responses.push(response),
+                _ => candidates.push(CandidatePrompt {
+                    prompt_id,
+                    times_assigned: row.try_get("times_assigned")?,
+                    responses: vec![response],
+                }),
+            }
+        }
+        Ok(candidates)
+    }
+
+    /// Up to `limit` quality-check items of the study this rater has not been assigned, least-assigned
+    /// first, with their responses.
+    pub async fn candidate_checks(
+        &self,
+        study_id: i64,
+        rater_id: i64,
+        limit: i64,
+        show_flagged: bool,
+    ) -> StoreResult<Vec<CheckCandidate>> {
+        let sql = unseen_prompts_sql!(
+            "IS NOT NULL",
+            ", p.check_kind, p.check_model_id",
+            ", c.check_kind, c.check_model_id"
+        );
+        let rows = self
+            .unseen_prompt_rows(sql, (study_id, rater_id, limit), show_flagged)
+            .await?;
+        // A check item as its rows come in: its expected response may not be among the first.
+        struct Gathering {
+            prompt_id: i64,
+            kind: CheckKind,
+            times_assigned: i64,
+            better: Option<(i64, i64)>,
+            others: Vec<(i64, i64)>,
+        }
+        let mut gathered: Vec<Gathering> = Vec::new();
+        for row in &rows {
+            let prompt_id: i64 = row.try_get("prompt_id")?;
+            let response: (i64, i64) = (row.try_get("id")?, row.try_get("model_id")?);
+            let better_model: i64 = row.try_get("check_model_id")?;
+            if gathered
+                .last()
+                .is_none_or(|last| last.prompt_id != prompt_id)
+            {
+                let kind: String = row.try_get("check_kind")?;
+                gathered.push(Gathering {
+                    prompt_id,
+                    kind: CheckKind::parse(&kind).ok_or_else(|| {
+                        sqlx::Error::Decode(format!("unknown check kind {kind:?}").into())
+                    })?,
+                    times_assigned: row.try_get("times_assigned")?,
+                    better: None,
+                    others: Vec::new(),
+                });
+            }
+            let last = gathered.last_mut().expect("pushed above");
+            // The first response of the expected model is the one to show (import allows one per
+            // model in Moat's format, where checks come from).
+            if response.1 == better_model && last.better.is_none() {
+                last.better = Some(response);
+            } else {
+                last.others.push(response);
+            }
+        }
+        Ok(gathered
+            .into_iter()
+            .filter(|item| !item.others.is_empty())
+            .filter_map(|item| {
+                Some(CheckCandidate {
+                    prompt_id: item.prompt_id,
+                    kind: item.kind,
+                    times_assigned: item.times_assigned,
+                    better: item.better?,
+                    others: item.others,
+                })
+            })
+            .collect())
+    }
+
+    /// The responses of unseen prompts, by one of the [`unseen_prompts_sql`] queries.
+    async fn unseen_prompt_rows(
+        &self,
+        sql: &'static str,
+        (study_id, rater_id, limit): (i64, i64, i64),
+        show_flagged: bool,
+    ) -> StoreResult<Vec<AnyRow>> {
+        Ok(sqlx::query(sql)
+            .bind(study_id)
+            .bind(rater_id)
+            .bind(limit)
+            .bind(i64::from(show_flagged))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The rater's quality checks: issued, passed and failed.
+    pub async fn rater_checks(&self, rater_id: i64) -> StoreResult<CheckTally> {
+        let row = sqlx::query(concat!(
+            "SELECT COUNT(a.id) AS shown, ",
+            check_outcome_sums!(),
+            " FROM assignments a LEFT JOIN votes v ON v.assignment_id = a.id ",
+            check_outcome_joins!(),
+            " WHERE a.rater_id = $1 AND a.kind IN ('attention', 'gold')"
+        ))
+        .bind(rater_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(CheckTally {
+            shown: row.try_get("shown")?,
+            passed: row.try_get("passed")?,
+            failed: row.try_get("failed")?,
+        })
+    }
+
+    /// The study's quality checks: (votes on checks, failed ones).
+    pub async fn study_checks(&self, study_id: i64) -> StoreResult<(i64, i64)> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            check_outcome_sums!(),
+            " FROM assignments a JOIN votes v ON v.assignment_id = a.id ",
+            check_outcome_joins!(),
+            " WHERE p.study_id = $1 AND a.kind IN ('attention', 'gold')"
+        ))
+        .bind(study_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let passed: i64 = row.try_get("passed")?;
+        let failed: i64 = row.try_get("failed")?;
+        Ok((passed + failed, failed))
+    }
+
+    /// How often each (lower model id, higher model id) pair was shown in the study.
+    pub async fn pair_counts(&self, study_id: i64) -> StoreResult<HashMap<(i64, i64), i64>> {
+        let rows =
+            sqlx::query("SELECT model_low, model_high, shown FROM pair_counts WHERE study_id = $1")
+                .bind(study_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    (row.try_get("model_low")?, row.try_get("model_high")?),
+                    row.try_get("shown")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Records an assignment before it is shown. Returns `None` if the rater was given this prompt
+    /// concurrently (the caller shows that one instead).
+    pub async fn insert_assignment(&self, new: &NewAssignment) -> StoreResult<Option<String>> {
+        match &self.group_writer {
+            Some(writer) => {
+                writer
+                    .submit(WriteOp::Assign(new.clone()))
+                    .await
+                    .map(|done| match done {
+                        WriteDone::Assigned(id) => id,
+                        _ => unreachable!("an assignment answers with an assignment"),
+                    })
+            }
+            None => {
+                let mut tx = self.begin_write().await?;
+                let id = insert_assignment_in(&mut tx.tx, new).await?;
+                tx.commit().await?;
+                Ok(id)
+            }
+        }
+    }
+
+    // ----- votes -----
+
+    /// Records a vote for an assignment issued to this rater. A repeat of the same choice is
+    /// harmless; a different choice for an assignment already voted on is a conflict. Returns only
+    /// once the vote is committed.
+    pub async fn record_vote(&self, vote: &VoteToRecord) -> StoreResult<VoteOutcome> {
+        match &self.group_writer {
+            Some(writer) => {
+                writer
+                    .submit(WriteOp::Vote(vote.clone()))
+                    .await
+                    .map(|done| match done {
+                        WriteDone::Voted(outcome) => outcome,
+                        _ => unreachable!("a vote answers with a vote"),
+                    })
+            }
+            None => {
+                let mut tx = self.begin_write().await?;
+                let outcome = record_vote_in(&mut tx.tx, vote).await?;
+                tx.commit().await?;
+                Ok(outcome)
+            }
+        }
+    }
+}
+
+/// Records an assignment before it is shown. Returns `None` if the rater was given this prompt
+/// concurrently (the caller shows that one instead).
+pub(super) async fn insert_assignment_in(
+    conn: &mut AnyConnection,
+    new: &NewAssignment,
+) -> StoreResult<Option<String>> {
+    let public_id = random_hex(16);
+    let (low, high) = {
+        let (a, b) = (new.left_response.1, new.right_response.1);
+        (a.min(b), a.max(b))
+    };
+    if is_postgres(conn) {
+        // The rater's requests take turns here, so the checks below see each other's rows (on
+        // SQLite every write already holds the one writer lock).
+        sqlx::query("SELECT id FROM raters WHERE id = $1 FOR UPDATE")
+            .bind(new.rater_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    // One unvoted comparison at a time and at most `max_for_rater` in the session, checked where the
+    // row is written: parallel requests of one rater get the same answer as serial ones. The unique
+    // index `assignments_once` (a rater sees a prompt once) turns a concurrent second assignment of
+    // the same prompt into no row, without an error that would end the transaction.
+    let inserted = sqlx::query(
+        "INSERT INTO assignments (public_id, rater_id, prompt_id, left_response_id, right_response_id, \
+         model_low, model_high, kind, issued_ms, state, expires_ms) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'issued', $11 \
+         WHERE NOT EXISTS (SELECT 1 FROM assignments WHERE rater_id = $2 AND state = 'issued') \
+         AND (SELECT COUNT(*) FROM assignments WHERE rater_id = $2) < $10 \
+         ON CONFLICT DO NOTHING RETURNING id",
+    )
+    .bind(&public_id)
+    .bind(new.rater_id)
+    .bind(new.prompt_id)
+    .bind(new.left_response.0)
+    .bind(new.right_response.0)
+    .bind(low)
+    .bind(high)
+    .bind(new.check.map_or("regular", CheckKind::as_str))
+    .bind(now_ms())
+    .bind(i64::from(new.max_for_rater))
+    .bind(new.expires_ms)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if inserted.is_none() {
+        return Ok(None);
+    }
+    sqlx::query("UPDATE prompts SET times_assigned = times_assigned + 1 WHERE id = $1")
+        .bind(new.prompt_id)
+        .execute(&mut *conn)
+        .await?;
+    if new.check.is_some() {
+        return Ok(Some(public_id));
+    }
+    sqlx::query(
+        "INSERT INTO pair_counts (study_id, model_low, model_high, shown) VALUES ($1, $2, $3, 1) \
+         ON CONFLICT (study_id, model_low, model_high) DO UPDATE SET shown = pair_counts.shown + 1",
+    )
+    .bind(new.study_id)
+    .bind(low)
+    .bind(high)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Some(public_id))
+}
+
+fn is_postgres(conn: &AnyConnection) -> bool {
+    conn.backend_name().eq_ignore_ascii_case("postgresql")
+}
+
+/// Records a vote for an assignment issued to this rater. A repeat of the same choice is
+/// harmless; a different choice for an assignment already voted on is a conflict.
+pub(super) async fn record_vote_in(
+    conn: &mut AnyConnection,
+    vote: &VoteToRecord,
+) -> StoreResult<VoteOutcome> {
+    if is_postgres(conn) {
+        // Two racing votes on one assignment take turns: the second then reads the first's vote
+        // and gets the answer a serial repeat gets (recorded already, or a conflict), not a unique-key
+        // error. (SQLite's writer lock serializes them already.)
+        sqlx::query("SELECT id FROM assignments WHERE public_id = $1 AND rater_id = $2 FOR UPDATE")
+            .bind(&vote.assignment_public_id)
+            .bind(vote.rater_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    // One read: the assignment, its vote if any, and what a quality check expects.
+    let row = sqlx::query(
+        "SELECT a.id, a.issued_ms, a.kind, v.id AS vote_id, v.choice, p.check_model_id, \
+         lr.model_id AS left_model, rr.model_id AS right_model \
+         FROM assignments a LEFT JOIN votes v ON v.assignment_id = a.id \
+         JOIN prompts p ON p.id = a.prompt_id \
+         JOIN responses lr ON lr.id = a.left_response_id JOIN responses rr ON rr.id = a.right_response_id \
+         WHERE a.public_id = $1 AND a.rater_id = $2",
+    )
+    .bind(&vote.assignment_public_id)
+    .bind(vote.rater_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| {
+        StoreError::NotFound(
+            "this comparison is not open for you (it may have expired unvoted); \
+             reload the page for your next one"
+                .into(),
+        )
+    })?;
+    let assignment_id: i64 = row.try_get("id")?;
+    let issued_ms: i64 = row.try_get("issued_ms")?;
+    let kind: String = row.try_get("kind")?;
+    if let Some(vote_id) = row.try_get::<Option<i64>, _>("vote_id")? {
+        let choice: String = row.try_get("choice")?;
+        return if db_choice(&choice)? == vote.choice {
+            Ok(VoteOutcome::AlreadyRecorded { vote_id })
+        } else {
+            Err(StoreError::Conflict(format!(
+                "this comparison was already answered with {choice:?}; a vote cannot be changed"
+            )))
+        };
+    }
+    let now = now_ms();
+    let vote_id: i64 = sqlx::query(
+        "INSERT INTO votes (assignment_id, choice, source_guess, source_confidence, rationale, time_on_page_ms, created_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(assignment_id)
+    .bind(vote.choice.as_str())
+    .bind(vote.source_guess.clone())
+    .bind(vote.source_confidence)
+    .bind(vote.rationale.clone())
+    .bind(now - issued_ms)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get("id")?;
+    sqlx::query("UPDATE assignments SET state = $1 WHERE id = $2")
+        .bind(if vote.reveal { "voted" } else { "done" })
+        .bind(assignment_id)
+        .execute(&mut *conn)
+        .await?;
+    let check_passed = match CheckKind::parse(&kind) {
+        None => None,
+        Some(_) => {
+            let expected: Option<i64> = row.try_get("check_model_id")?;
+            let chosen: Option<i64> = match vote.choice {
+                Choice::Left => Some(row.try_get("left_model")?),
+                Choice::Right => Some(row.try_get("right_model")?),
+                Choice::Tie | Choice::BothBad => None,
+            };
+            Some(chosen.is_some() && chosen == expected)
+        }
+    };
+    Ok(VoteOutcome::Recorded {
+        vote_id,
+        check_passed,
+    })
+}

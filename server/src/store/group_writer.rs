@@ -1,0 +1,94 @@
+//! Group commit on SQLite: the hot writes (assignments, votes, arena battle rows) queue to one task
+//! that commits whatever has queued as one transaction and answers each caller after the commit.
+
+use super::*;
+
+/// A write that goes through the group-commit writer.
+pub(super) enum WriteOp {
+    Assign(NewAssignment),
+    Vote(VoteToRecord),
+    /// An arena battle's row as it starts.
+    Battle(arena::NewBattle),
+}
+
+pub(super) enum WriteDone {
+    Assigned(Option<String>),
+    Voted(VoteOutcome),
+    BattleRecorded,
+}
+
+type Reply = tokio::sync::oneshot::Sender<StoreResult<WriteDone>>;
+
+/// On SQLite, the hot writes (assignments and votes) are queued to one task that commits whatever has
+/// queued up as one transaction: one fsync for many writes, and no lock hand-offs between requests.
+/// Each caller is answered only after that transaction committed. A write that is refused (not
+/// found, conflict) is detected by reads before it writes anything, so it never spoils the batch; an
+/// unexpected database error fails every write of the batch, none of which is then acknowledged.
+#[derive(Clone)]
+pub(super) struct GroupWriter {
+    queue: tokio::sync::mpsc::Sender<(WriteOp, Reply)>,
+}
+
+/// Most writes one transaction takes.
+const GROUP_COMMIT_MAX: usize = 512;
+
+impl GroupWriter {
+    pub(super) fn start(pool: AnyPool, write_lock: Arc<Mutex<()>>) -> GroupWriter {
+        let (queue, mut receiver) = tokio::sync::mpsc::channel::<(WriteOp, Reply)>(4096);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
+            while receiver.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
+                let _guard = write_lock.lock().await;
+                let results = Self::commit_batch(&pool, &batch).await;
+                match results {
+                    Ok(results) => {
+                        for ((_, reply), result) in batch.drain(..).zip(results) {
+                            let _ = reply.send(result);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, writes = batch.len(), "group commit failed");
+                        for (_, reply) in batch.drain(..) {
+                            let _ = reply.send(Err(StoreError::Database(sqlx::Error::Protocol(
+                                "the transaction of this write failed".into(),
+                            ))));
+                        }
+                    }
+                }
+            }
+        });
+        GroupWriter { queue }
+    }
+
+    async fn commit_batch(
+        pool: &AnyPool,
+        batch: &[(WriteOp, Reply)],
+    ) -> Result<Vec<StoreResult<WriteDone>>, StoreError> {
+        let mut tx = pool.begin().await?;
+        let mut results = Vec::with_capacity(batch.len());
+        for (op, _) in batch {
+            let result = match op {
+                WriteOp::Assign(new) => insert_assignment_in(&mut tx, new)
+                    .await
+                    .map(WriteDone::Assigned),
+                WriteOp::Vote(vote) => record_vote_in(&mut tx, vote).await.map(WriteDone::Voted),
+                WriteOp::Battle(battle) => arena::insert_battle_in(&mut tx, battle)
+                    .await
+                    .map(|()| WriteDone::BattleRecorded),
+            };
+            match result {
+                Err(StoreError::Database(error)) => return Err(StoreError::Database(error)),
+                other => results.push(other),
+            }
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    pub(super) async fn submit(&self, op: WriteOp) -> StoreResult<WriteDone> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let closed = || StoreError::Database(sqlx::Error::PoolClosed);
+        self.queue.send((op, reply)).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+}
