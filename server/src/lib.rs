@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod arena;
+pub mod arena_events;
 pub mod assign;
 pub mod bench;
 pub mod bench_llm;
@@ -19,6 +20,7 @@ pub mod identity;
 pub mod import;
 pub mod leaderboard_cli;
 pub mod markdown;
+pub mod openai_api;
 pub mod problem;
 pub mod rm_cli;
 pub mod security;
@@ -277,11 +279,11 @@ impl Application {
             &config.site,
             leptos_options(addr, &config.site),
         )
-        .merge(serving::router(serving::ServingState::new(
+        .merge(openai_api::router(openai_api::ServingState::new(
             backend.clone(),
             models,
         )))
-        .merge(arena::router(backend.clone()))
+        .merge(arena_events::router(backend.clone()))
         // Ordinary requests end after `limits.request_timeout`; streams and uploads are exempt
         // (`http::exempt_from_timeout`) and uploads have an idle timeout of their own.
         .layer(axum::middleware::from_fn(http::request_timeout))

@@ -231,7 +231,7 @@ async fn chat_completions_with_the_local_model_streamed_whole_and_through_the_cl
     );
     server.backend.store.revoke_api_key("tests").await.unwrap();
     // A checked key is trusted for a few seconds without a database read; then the revocation holds.
-    tokio::time::sleep(moat_server::serving::KEY_CACHE_FOR).await;
+    tokio::time::sleep(moat_server::openai_api::KEY_CACHE_FOR).await;
     let revoked = post_chat(
         &server,
         &key,
