@@ -12,6 +12,7 @@ mod properties;
 mod rigging;
 mod security;
 mod serving;
+mod settings;
 mod sessions;
 mod startup;
 mod store_suite;
