@@ -320,7 +320,9 @@ pub fn field_errors(text: &str, key: &str) -> Vec<String> {
 
 /// Whether an error text names a setting (the form then shows it beside the field instead).
 pub fn names_a_setting(part: &str) -> bool {
-    SETTINGS.iter().any(|s| !field_errors(part, s.key).is_empty())
+    SETTINGS
+        .iter()
+        .any(|s| !field_errors(part, s.key).is_empty())
 }
 
 /// Parses contestants written `name` or `name=weight`, separated by commas: the names in order and
@@ -449,9 +451,8 @@ impl StudySettings {
         let key = setting.key;
         let trimmed = text.trim();
         let default = || StudySettings::default().value(key).unwrap_or_default();
-        let number = |what: &str| {
-            SettingError::new(key, format!("must be {what}, got {trimmed:?}"))
-        };
+        let number =
+            |what: &str| SettingError::new(key, format!("must be {what}, got {trimmed:?}"));
         use serde_json::Value;
         let mut object = self.object();
         let value = match setting.kind {
@@ -678,10 +679,12 @@ impl SettingsInput {
             let text = match setting.kind {
                 Kind::Switch if settings.value(setting.key) != Some(true.into()) => continue,
                 Kind::Switch => "on".to_string(),
-                Kind::Share { .. } => {
-                    (settings.value(setting.key).and_then(|v| v.as_f64()).unwrap_or(0.0) * 100.0)
-                        .to_string()
-                }
+                Kind::Share { .. } => (settings
+                    .value(setting.key)
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(0.0)
+                    * 100.0)
+                    .to_string(),
                 _ => settings.text(setting.key).unwrap_or_default(),
             };
             fields.insert(setting.form_field().to_string(), text);

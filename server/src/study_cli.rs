@@ -114,9 +114,11 @@ impl clap::Args for SettingsFlags {
                 Kind::Count { .. } | Kind::OptionalCount { .. } => arg.value_name("N"),
                 Kind::Share { .. } => arg.value_name("SHARE"),
                 Kind::Link => arg.value_name("URL"),
-                Kind::Choice(choices) => arg.value_parser(clap::builder::PossibleValuesParser::new(
-                    choices.iter().map(|(value, _)| *value),
-                )),
+                Kind::Choice(choices) => {
+                    arg.value_parser(clap::builder::PossibleValuesParser::new(
+                        choices.iter().map(|(value, _)| *value),
+                    ))
+                }
                 Kind::Lines { .. } => {
                     help.push_str(" Given as a text file, one per line.");
                     arg.value_name("FILE")

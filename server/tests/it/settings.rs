@@ -5,9 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use moat_app::settings::{
-    field_errors, setting, Kind, SettingsInput, StudySettings, SETTINGS,
-};
+use moat_app::settings::{field_errors, setting, Kind, SettingsInput, StudySettings, SETTINGS};
 use serde_json::{json, Value};
 
 use crate::support::{spawn_server, TestDb};
@@ -28,14 +26,22 @@ fn every_field_has_one_entry_whose_kind_fits_its_default() {
     let mut flags = std::collections::HashSet::new();
     let mut form_fields = std::collections::HashSet::new();
     for setting in SETTINGS {
-        assert!(!setting.label.trim().is_empty(), "{} has a label", setting.key);
+        assert!(
+            !setting.label.trim().is_empty(),
+            "{} has a label",
+            setting.key
+        );
         let help = setting.help();
         assert!(
             help.len() > 20 && help.ends_with('.') && !help.contains("  "),
             "{}'s help is a sentence: {help:?}",
             setting.key
         );
-        assert!(flags.insert(setting.flag()), "{} has its own flag", setting.key);
+        assert!(
+            flags.insert(setting.flag()),
+            "{} has its own flag",
+            setting.key
+        );
         assert!(
             form_fields.insert(setting.form_field()),
             "{} has its own form field",
@@ -58,9 +64,17 @@ fn every_field_has_one_entry_whose_kind_fits_its_default() {
             Kind::Lines { .. } | Kind::Contestants => default.is_array(),
             Kind::Weights => default.is_object(),
         };
-        assert!(fits, "{}: the default {default} fits {:?}", setting.key, setting.kind);
+        assert!(
+            fits,
+            "{}: the default {default} fits {:?}",
+            setting.key, setting.kind
+        );
     }
-    assert_eq!(StudySettings::default().validate(), Ok(()), "the defaults are valid");
+    assert_eq!(
+        StudySettings::default().validate(),
+        Ok(()),
+        "the defaults are valid"
+    );
 }
 
 /// A study that differs from the defaults in every setting.
@@ -118,11 +132,22 @@ fn text_and_the_admin_form_round_trip_every_setting() {
     assert_eq!(form.0["items_per_rater"], "10");
     assert_eq!(form.0["check_percent"], "0");
     assert_eq!(form.0["reveal_at_end"], "on");
-    assert!(!form.0.contains_key("ask_source"), "an unchecked box is absent");
-    assert!(!form.0.contains_key("weights"), "the weights travel with the contestants");
+    assert!(
+        !form.0.contains_key("ask_source"),
+        "an unchecked box is absent"
+    );
+    assert!(
+        !form.0.contains_key("weights"),
+        "the weights travel with the contestants"
+    );
     // Empty text: none for an optional setting, the default for a required one.
     let mut settings = every_setting_changed();
-    for key in ["completion_code", "max_failed_checks", "participant_param", "kind"] {
+    for key in [
+        "completion_code",
+        "max_failed_checks",
+        "participant_param",
+        "kind",
+    ] {
         settings.set_text(key, " ").unwrap();
     }
     assert_eq!(settings.completion_code, None);
@@ -134,20 +159,76 @@ fn text_and_the_admin_form_round_trip_every_setting() {
 #[test]
 fn validation_names_the_field_and_finds_every_wrong_one() {
     let cases: Vec<(Value, Vec<&str>, &str)> = vec![
-        (json!({ "items_per_rater": 0 }), vec!["items_per_rater"], "must be at least 1, got 0"),
-        (json!({ "ratings_per_item": 0 }), vec!["ratings_per_item"], "at least 1"),
-        (json!({ "check_rate": 1.5 }), vec!["check_rate"], "between 0 and 1"),
-        (json!({ "max_turns": 50 }), vec!["max_turns"], "between 1 and 20, got 50"),
-        (json!({ "max_prompt_chars": 0 }), vec!["max_prompt_chars"], "between 1 and 100000"),
-        (json!({ "battles_per_hour": 0 }), vec!["battles_per_hour"], "at least 1"),
-        (json!({ "kind": "duel" }), vec!["kind"], "must be static or arena"),
-        (json!({ "stream": "sometimes" }), vec!["stream"], "must be live or together"),
-        (json!({ "participant_param": " " }), vec!["participant_param"], "must not be empty"),
-        (json!({ "redirect_url": "javascript:alert(1)" }), vec!["redirect_url"], "http:// or https://"),
-        (json!({ "screen_out_url": "data:x" }), vec!["screen_out_url"], "http:// or https://"),
-        (json!({ "contestants": ["a", "a"] }), vec!["contestants"], "empty or twice"),
-        (json!({ "kind": "arena", "contestants": ["a"] }), vec!["contestants"], "at least two"),
-        (json!({ "weights": { "a": -1.0 } }), vec!["weights"], "a weight is 0 or more"),
+        (
+            json!({ "items_per_rater": 0 }),
+            vec!["items_per_rater"],
+            "must be at least 1, got 0",
+        ),
+        (
+            json!({ "ratings_per_item": 0 }),
+            vec!["ratings_per_item"],
+            "at least 1",
+        ),
+        (
+            json!({ "check_rate": 1.5 }),
+            vec!["check_rate"],
+            "between 0 and 1",
+        ),
+        (
+            json!({ "max_turns": 50 }),
+            vec!["max_turns"],
+            "between 1 and 20, got 50",
+        ),
+        (
+            json!({ "max_prompt_chars": 0 }),
+            vec!["max_prompt_chars"],
+            "between 1 and 100000",
+        ),
+        (
+            json!({ "battles_per_hour": 0 }),
+            vec!["battles_per_hour"],
+            "at least 1",
+        ),
+        (
+            json!({ "kind": "duel" }),
+            vec!["kind"],
+            "must be static or arena",
+        ),
+        (
+            json!({ "stream": "sometimes" }),
+            vec!["stream"],
+            "must be live or together",
+        ),
+        (
+            json!({ "participant_param": " " }),
+            vec!["participant_param"],
+            "must not be empty",
+        ),
+        (
+            json!({ "redirect_url": "javascript:alert(1)" }),
+            vec!["redirect_url"],
+            "http:// or https://",
+        ),
+        (
+            json!({ "screen_out_url": "data:x" }),
+            vec!["screen_out_url"],
+            "http:// or https://",
+        ),
+        (
+            json!({ "contestants": ["a", "a"] }),
+            vec!["contestants"],
+            "empty or twice",
+        ),
+        (
+            json!({ "kind": "arena", "contestants": ["a"] }),
+            vec!["contestants"],
+            "at least two",
+        ),
+        (
+            json!({ "weights": { "a": -1.0 } }),
+            vec!["weights"],
+            "a weight is 0 or more",
+        ),
         (
             json!({ "max_prompt_chars": 5, "sample_prompts": ["far too long"] }),
             vec!["sample_prompts"],
@@ -185,9 +266,16 @@ fn validation_names_the_field_and_finds_every_wrong_one() {
     ] {
         let error = settings.set_text(key, text).unwrap_err();
         assert_eq!(error.key, key);
-        assert!(error.to_string().starts_with(key) && error.message.contains(says), "{error}");
+        assert!(
+            error.to_string().starts_with(key) && error.message.contains(says),
+            "{error}"
+        );
     }
-    assert_eq!(settings, StudySettings::default(), "a refused text changes nothing");
+    assert_eq!(
+        settings,
+        StudySettings::default(),
+        "a refused text changes nothing"
+    );
     // The form: a percentage out of range, a number that is not one, a field that is no setting.
     let form = SettingsInput(BTreeMap::from([
         ("check_percent".to_string(), "150".to_string()),
@@ -240,7 +328,10 @@ async fn the_api_and_the_form_name_the_wrong_field_and_the_document_describes_ev
         .unwrap();
     assert_eq!(response.status(), 400);
     let body = response.text().await.unwrap();
-    assert!(body.contains("max_turns must be between 1 and 20, got 21"), "{body}");
+    assert!(
+        body.contains("max_turns must be between 1 and 20, got 21"),
+        "{body}"
+    );
     let response = server
         .http
         .post(format!("{}/rpc/create_study", server.base))
@@ -269,19 +360,27 @@ async fn the_api_and_the_form_name_the_wrong_field_and_the_document_describes_ev
     assert_eq!(study["settings"]["ask_source"], true);
     assert_eq!(study["settings"]["check_rate"], 0.125);
     assert_eq!(study["settings"]["sample_prompts"], json!(["One", "Two"]));
-    assert_eq!(study["settings"]["reveal_at_end"], false, "a box not posted is off");
+    assert_eq!(
+        study["settings"]["reveal_at_end"], false,
+        "a box not posted is off"
+    );
 
     let document = server.admin_get_json("/api/v1/openapi.json").await;
     let schema = &document["components"]["schemas"]["StudySettings"];
     let properties = schema["properties"].as_object().expect("properties");
     let keys: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
     assert_eq!(
-        properties.keys().map(String::as_str).collect::<std::collections::BTreeSet<_>>(),
+        properties
+            .keys()
+            .map(String::as_str)
+            .collect::<std::collections::BTreeSet<_>>(),
         keys.iter().copied().collect(),
         "{schema}"
     );
     for entry in SETTINGS {
-        let description = properties[entry.key]["description"].as_str().unwrap_or_default();
+        let description = properties[entry.key]["description"]
+            .as_str()
+            .unwrap_or_default();
         assert_eq!(
             description.split_whitespace().collect::<Vec<_>>().join(" "),
             entry.help(),
@@ -313,7 +412,17 @@ fn the_command_line_has_a_flag_per_setting_and_set_takes_any() {
         assert!(longs.contains(&"set") && longs.contains(&"models"));
     }
     let parsed = <moat_server::cli::Cli as clap::Parser>::try_parse_from([
-        "moat", "study", "create", "x", "--title", "X", "--stream", "sometimes",
+        "moat",
+        "study",
+        "create",
+        "x",
+        "--title",
+        "X",
+        "--stream",
+        "sometimes",
     ]);
-    assert!(parsed.is_err(), "a choice outside its values is refused by clap");
+    assert!(
+        parsed.is_err(),
+        "a choice outside its values is refused by clap"
+    );
 }
