@@ -6,6 +6,7 @@ use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::api::*;
 use crate::error_text;
+use crate::settings::{field_errors, names_a_setting, Group, Kind, Setting, SETTINGS};
 use crate::wire::*;
 
 #[component]
@@ -63,7 +64,7 @@ pub fn AdminHome() -> impl IntoView {
             })}
         </Suspense>
         {move || login.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error">{error_text(&e)}</p> })}
-        {move || create.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error">{error_text(&e)}</p> })}
+        {move || create.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error" id="create-error">{form_error_summary(&error_text(&e))}</p> })}
     }
 }
 
@@ -192,85 +193,195 @@ fn StudyList(studies: Vec<StudySummary>) -> impl IntoView {
 
 #[component]
 fn CreateStudyForm(create: ServerAction<CreateStudy>) -> impl IntoView {
+    let error = Signal::derive(move || {
+        create
+            .value()
+            .get()
+            .and_then(|r| r.err())
+            .map(|e| error_text(&e))
+    });
     view! {
         <h2>"New study"</h2>
-        <ActionForm action=create attr:class="create-study">
-            <label>"Slug " <input name="slug" required=true pattern="[a-z0-9][a-z0-9-]{0,62}" placeholder="open-vs-closed"/></label>
-            <label>"Title " <input name="title" required=true/></label>
-            <label>"Instructions (markdown) " <textarea name="instructions" rows="4"></textarea></label>
-            <SettingsInputs settings=StudySettings::default()/>
+        <ActionForm action=create attr:class="create-study settings-form">
+            <SettingsFieldsets settings=StudySettings::default() error=error>
+                <div class="field">
+                    <label for="new-slug">"Slug"</label>
+                    <input id="new-slug" name="slug" required=true pattern="[a-z0-9][a-z0-9-]{0,62}" placeholder="open-vs-closed" aria-describedby="help-slug"/>
+                    <p class="help" id="help-slug">"The study's name in its links (/s/slug): lower-case letters, digits and dashes; it cannot be changed later."</p>
+                </div>
+                <TitleAndInstructions title=String::new() instructions=String::new()/>
+            </SettingsFieldsets>
             <button type="submit" id="create-study">"Create study"</button>
         </ActionForm>
+    }
+}
+
+/// The study's title and instructions, the first rows of the Study fieldset.
+#[component]
+fn TitleAndInstructions(title: String, instructions: String) -> impl IntoView {
+    view! {
+        <div class="field">
+            <label for="study-title">"Title"</label>
+            <input id="study-title" name="title" required=true value=title aria-describedby="help-title"/>
+            <p class="help" id="help-title">"Shown to raters above the instructions and on the admin pages."</p>
+        </div>
+        <div class="field">
+            <label for="study-instructions">"Instructions (markdown)"</label>
+            <textarea id="study-instructions" name="instructions" rows="4" aria-describedby="help-instructions">{instructions}</textarea>
+            <p class="help" id="help-instructions">"What raters read before they consent."</p>
+        </div>
     }
 }
 
 /// The study's title, instructions and settings, editable (raters see the change on their next page).
 #[component]
 fn SettingsForm(report: StudyReport, action: ServerAction<UpdateStudy>) -> impl IntoView {
+    let error = Signal::derive(move || {
+        action
+            .value()
+            .get()
+            .and_then(|r| r.err())
+            .map(|e| error_text(&e))
+    });
     view! {
         <h2>"Settings"</h2>
-        <ActionForm action=action attr:class="study-settings">
+        <ActionForm action=action attr:class="study-settings settings-form">
             <input type="hidden" name="slug" value=report.summary.slug/>
-            <label>"Title " <input name="title" required=true value=report.summary.title/></label>
-            <label>"Instructions (markdown) " <textarea name="instructions" rows="4">{report.instructions}</textarea></label>
-            <SettingsInputs settings=report.settings/>
+            <SettingsFieldsets settings=report.settings error=error>
+                <TitleAndInstructions title=report.summary.title instructions=report.instructions/>
+            </SettingsFieldsets>
             <button type="submit" id="save-settings">"Save settings"</button>
         </ActionForm>
     }
 }
 
-/// The settings fields of the create and settings forms, filled with `settings`; they post as the
-/// server functions' `settings: SettingsInput` argument.
-#[component]
-fn SettingsInputs(settings: StudySettings) -> impl IntoView {
-    let arena = settings.is_arena();
-    let together = settings.stream == "together";
-    let contestants = settings.contestants_line();
-    let favour_least_shown = settings.favour_least_shown;
-    let sample_prompts = settings.sample_prompts.join("\n");
-    view! {
-        <label>"Comparisons per rater " <input name="settings[items_per_rater]" type="number" min="1" value=settings.items_per_rater.to_string()/></label>
-        <label>"Ratings per prompt (before others are preferred) " <input name="settings[ratings_per_item]" type="number" min="1" value=settings.ratings_per_item.to_string()/></label>
-        <label><input type="checkbox" name="settings[ask_source]" checked=settings.ask_source/>" Ask which response comes from a closed model"</label>
-        <label><input type="checkbox" name="settings[ask_rationale]" checked=settings.ask_rationale/>" Ask for a reason"</label>
-        <label><input type="checkbox" name="settings[reveal_at_end]" checked=settings.reveal_at_end/>" Reveal the models of every comparison at the end of the session"</label>
-        <label><input type="checkbox" name="settings[reveal_after_vote]" checked=settings.reveal_after_vote/>" Reveal the models after each vote"</label>
-        <p class="hint" id="reveal-warning">"A reveal after each vote lets a script that opens many sessions learn which model wrote every response, then vote knowing who wrote what. The reveal at the end comes when the session can no longer vote; a study whose raters must stay blind across sessions reveals neither."</p>
-        <label><input type="checkbox" name="settings[show_flagged]" checked=settings.show_flagged/>" Show items whose responses name a model or its maker (see Identity flags)"</label>
-        <label>"Completion code " <input name="settings[completion_code]" value=settings.completion_code.unwrap_or_default()/></label>
-        <label>"Completion redirect URL " <input name="settings[redirect_url]" type="url" value=settings.redirect_url.unwrap_or_default()/></label>
-        <label>"Participant id parameter " <input name="settings[participant_param]" value=settings.participant_param.clone()/></label>
-        <label><input type="checkbox" name="settings[require_participant]" checked=settings.require_participant/>" Require a participant id (a link without one starts no session)"</label>
-        <fieldset class="limits">
-            <legend>"Limits against floods (0: none)"</legend>
-            <label>"Sessions per network address " <input name="settings[sessions_per_ip]" type="number" min="0" value=settings.sessions_per_ip.to_string()/></label>
-            <label>"New sessions per minute, whole study " <input name="settings[consents_per_minute]" type="number" min="0" value=settings.consents_per_minute.to_string()/></label>
-            <label>"Votes per participant per day " <input name="settings[votes_per_day]" type="number" min="0" value=settings.votes_per_day.to_string()/></label>
-            <label>"Minutes before an unvoted comparison is given to someone else " <input name="settings[assignment_minutes]" type="number" min="0" value=settings.assignment_minutes.to_string()/></label>
-        </fieldset>
-        <label>"Quality checks, % of comparisons " <input name="settings[check_percent]" type="number" min="0" max="100" step="any" value=(settings.check_rate * 100.0).to_string()/></label>
-        <label>"Exclude a rater after more failed checks than " <input name="settings[max_failed_checks]" type="number" min="0" placeholder="never" value=settings.max_failed_checks.map(|n| n.to_string()).unwrap_or_default()/></label>
-        <label><input type="checkbox" name="settings[end_excluded_sessions]" checked=settings.end_excluded_sessions/>" End the session of an excluded rater"</label>
-        <label>"Screen-out code " <input name="settings[screen_out_code]" value=settings.screen_out_code.unwrap_or_default()/></label>
-        <label>"Screen-out redirect URL " <input name="settings[screen_out_url]" type="url" value=settings.screen_out_url.unwrap_or_default()/></label>
-        <fieldset class="arena-settings">
-            <legend>"Kind of study"</legend>
-            <label>"Kind " <select name="settings[kind]" id="settings-kind">
-                <option value="static" selected=!arena>"static: imported prompts and responses"</option>
-                <option value="arena" selected=arena>"arena: raters write prompts, two models answer live"</option>
-            </select></label>
-            <label>"Arena contestants (registry names, comma-separated, each optionally name=weight; empty: all) " <input name="settings[contestants]" value=contestants/></label>
-            <label><input type="checkbox" name="settings[favour_least_shown]" checked=favour_least_shown/>" Favour the pairs shown least (then draw by weight)"</label>
-            <label>"Answers " <select name="settings[stream]">
-                <option value="live" selected=!together>"stream in as they are written"</option>
-                <option value="together" selected=together>"appear together when both are done (hides speed)"</option>
-            </select></label>
-            <label>"Longest prompt (characters) " <input name="settings[max_prompt_chars]" type="number" min="1" value=settings.max_prompt_chars.to_string()/></label>
-            <label>"Battles per rater per hour " <input name="settings[battles_per_hour]" type="number" min="1" value=settings.battles_per_hour.to_string()/></label>
-            <label>"Turns per battle (1: no follow-up questions) " <input name="settings[max_turns]" type="number" min="1" max="20" value=settings.max_turns.to_string()/></label>
-            <label>"Sample prompts a rater may use (one per line) " <textarea name="settings[sample_prompts]" rows="3">{sample_prompts}</textarea></label>
-        </fieldset>
+/// The general message above or below a settings form: the parts of the error that name no setting
+/// (those are shown beside their fields), or a pointer to the fields.
+fn form_error_summary(text: &str) -> String {
+    let general: Vec<&str> = text
+        .split("; ")
+        .filter(|part| !names_a_setting(part))
+        .collect();
+    if general.is_empty() {
+        "Nothing was saved: see the messages beside the settings.".to_string()
+    } else {
+        general.join("; ")
     }
+}
+
+/// The settings fields of the create and settings forms, filled with `settings`: one fieldset per
+/// group of the settings table (`moat_app::settings::SETTINGS`) and one row per setting, with its
+/// label, its field, its help and its own error (the part of `error` that names it). `children`
+/// are the first rows of the Study fieldset. The fields post as the server functions'
+/// `settings: SettingsInput` argument.
+#[component]
+fn SettingsFieldsets(
+    settings: StudySettings,
+    error: Signal<Option<String>>,
+    children: Children,
+) -> impl IntoView {
+    let form = SettingsInput::from_settings(&settings);
+    let mut study_rows = Some(children);
+    Group::ALL
+        .into_iter()
+        .map(|group| {
+            let first = if group == Group::Study {
+                study_rows.take().map(|rows| rows())
+            } else {
+                None
+            };
+            let rows = SETTINGS
+                .iter()
+                .filter(|setting| setting.group == group && setting.has_own_field())
+                .map(|setting| {
+                    let value = form.0.get(setting.form_field()).cloned();
+                    setting_row(setting, value, error)
+                })
+                .collect_view();
+            view! {
+                <fieldset class=format!("settings-group settings-group-{}", group.name()) id=format!("settings-group-{}", group.name())>
+                    <legend>{group.legend()}</legend>
+                    {first}
+                    {rows}
+                </fieldset>
+            }
+        })
+        .collect_view()
+}
+
+/// One setting's row: label, field, help, and the error that names it (if any).
+fn setting_row(
+    setting: &'static Setting,
+    value: Option<String>,
+    error: Signal<Option<String>>,
+) -> AnyView {
+    let key = setting.key;
+    let id = format!("settings-{key}");
+    let name = format!("settings[{}]", setting.form_field());
+    let help_id = format!("help-{key}");
+    let error_id = format!("error-{key}");
+    let text = value.clone().unwrap_or_default();
+    let control = match setting.kind {
+        Kind::Switch => view! {
+            <input type="checkbox" id=id.clone() name=name checked=value.is_some() aria-describedby=help_id.clone()/>
+        }
+        .into_any(),
+        Kind::Count { min, max } | Kind::OptionalCount { min, max } => {
+            let optional = matches!(setting.kind, Kind::OptionalCount { .. });
+            view! {
+                <input type="number" id=id.clone() name=name min=min.to_string()
+                    max=(max != u32::MAX).then(|| max.to_string())
+                    placeholder=optional.then_some("none") value=text aria-describedby=help_id.clone()/>
+            }
+            .into_any()
+        }
+        Kind::Share { .. } => view! {
+            <input type="number" id=id.clone() name=name min="0" max="100" step="any" value=text aria-describedby=help_id.clone()/>
+        }
+        .into_any(),
+        Kind::Link => view! {
+            <input type="url" id=id.clone() name=name value=text aria-describedby=help_id.clone()/>
+        }
+        .into_any(),
+        Kind::Choice(choices) => {
+            let options = choices
+                .iter()
+                .map(|(choice, meaning)| {
+                    view! { <option value=*choice selected=text == *choice>{*meaning}</option> }
+                })
+                .collect_view();
+            view! { <select id=id.clone() name=name aria-describedby=help_id.clone()>{options}</select> }
+                .into_any()
+        }
+        Kind::Lines { .. } => view! {
+            <textarea id=id.clone() name=name rows="3" aria-describedby=help_id.clone()>{text}</textarea>
+        }
+        .into_any(),
+        Kind::Text | Kind::OptionalText | Kind::Contestants | Kind::Weights => view! {
+            <input id=id.clone() name=name value=text aria-describedby=help_id.clone()/>
+        }
+        .into_any(),
+    };
+    let field_error = move || {
+        error
+            .get()
+            .map(|text| field_errors(&text, key).join("; "))
+            .filter(|text| !text.is_empty())
+    };
+    let label = view! { <label for=id>{setting.label}</label> };
+    let (class, body) = if setting.kind == Kind::Switch {
+        ("field field-switch", view! { {control} {label} }.into_any())
+    } else {
+        ("field", view! { {label} {control} }.into_any())
+    };
+    view! {
+        <div class=class data-setting=key>
+            {body}
+            <p class="help" id=help_id>{setting.help()}</p>
+            {move || field_error().map(|text| view! { <p class="field-error" id=error_id.clone()>{text}</p> })}
+        </div>
+    }
+    .into_any()
 }
 
 #[component]
@@ -315,7 +426,7 @@ pub fn AdminStudy() -> impl IntoView {
             })}
         </Suspense>
         {move || status_action.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error">{error_text(&e)}</p> })}
-        {move || settings_action.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error" id="settings-error">{error_text(&e)}</p> })}
+        {move || settings_action.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error" id="settings-error">{form_error_summary(&error_text(&e))}</p> })}
     }
 }
 

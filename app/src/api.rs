@@ -356,120 +356,17 @@ pub async fn admin_studies() -> Result<Option<Vec<StudySummary>>, ServerFnError>
         .map_err(ssr::fail)
 }
 
-/// The study settings fields of the admin's create and settings forms, as the browser posts them
-/// (`settings[items_per_rater]`, …; an unchecked box is absent).
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SettingsInput {
-    pub items_per_rater: Option<String>,
-    pub ratings_per_item: Option<String>,
-    pub ask_source: Option<String>,
-    pub ask_rationale: Option<String>,
-    pub reveal_after_vote: Option<String>,
-    pub show_flagged: Option<String>,
-    pub completion_code: Option<String>,
-    pub redirect_url: Option<String>,
-    pub participant_param: Option<String>,
-    pub check_percent: Option<String>,
-    pub max_failed_checks: Option<String>,
-    pub end_excluded_sessions: Option<String>,
-    pub screen_out_code: Option<String>,
-    pub screen_out_url: Option<String>,
-    pub kind: Option<String>,
-    /// Comma-separated registry model names, each optionally `=weight`.
-    pub contestants: Option<String>,
-    pub favour_least_shown: Option<String>,
-    pub stream: Option<String>,
-    pub max_prompt_chars: Option<String>,
-    pub battles_per_hour: Option<String>,
-    pub max_turns: Option<String>,
-    /// One sample prompt per line.
-    pub sample_prompts: Option<String>,
-    pub require_participant: Option<String>,
-    pub sessions_per_ip: Option<String>,
-    pub consents_per_minute: Option<String>,
-    pub votes_per_day: Option<String>,
-    pub assignment_minutes: Option<String>,
-    pub reveal_at_end: Option<String>,
-}
+pub use crate::settings::SettingsInput;
 
+/// The settings a form posted, or a 400 naming every field that is wrong (the form shows each
+/// message beside its field).
 #[cfg(feature = "ssr")]
-impl SettingsInput {
-    /// The settings, or a 400 naming the field that does not parse.
-    fn parse(self) -> Result<StudySettings, ServerFnError> {
-        fn number<T: std::str::FromStr>(
-            text: Option<String>,
-            what: &str,
-        ) -> Result<Option<T>, ServerFnError> {
-            match text.filter(|s| !s.trim().is_empty()) {
-                None => Ok(None),
-                Some(text) => text.trim().parse().map(Some).map_err(|_| {
-                    ssr::fail(crate::backend::BackendError::BadRequest(format!(
-                        "{what} must be a number, got {text:?}"
-                    )))
-                }),
-            }
-        }
-        let defaults = StudySettings::default();
-        let text = |field: Option<String>| field.filter(|s| !s.trim().is_empty());
-        let contestants = parse_contestants(&self.contestants.clone().unwrap_or_default())
-            .map_err(|e| ssr::fail(crate::backend::BackendError::BadRequest(e)))?;
-        Ok(StudySettings {
-            items_per_rater: number(self.items_per_rater, "comparisons per rater")?
-                .unwrap_or(defaults.items_per_rater),
-            ratings_per_item: number(self.ratings_per_item, "ratings per prompt")?
-                .unwrap_or(defaults.ratings_per_item),
-            ask_source: self.ask_source.is_some(),
-            ask_rationale: self.ask_rationale.is_some(),
-            reveal_after_vote: self.reveal_after_vote.is_some(),
-            show_flagged: self.show_flagged.is_some(),
-            completion_code: text(self.completion_code),
-            redirect_url: text(self.redirect_url),
-            participant_param: text(self.participant_param)
-                .map(|p| p.trim().to_string())
-                .unwrap_or(defaults.participant_param),
-            check_rate: number::<f64>(self.check_percent, "the share of quality checks")?
-                .map_or(defaults.check_rate, |percent| percent / 100.0),
-            max_failed_checks: number(self.max_failed_checks, "failed checks allowed")?,
-            end_excluded_sessions: self.end_excluded_sessions.is_some(),
-            screen_out_code: text(self.screen_out_code),
-            screen_out_url: text(self.screen_out_url),
-            kind: text(self.kind)
-                .map(|k| k.trim().to_string())
-                .unwrap_or(defaults.kind),
-            contestants: contestants.0,
-            weights: contestants.1,
-            favour_least_shown: self.favour_least_shown.is_some(),
-            stream: text(self.stream)
-                .map(|k| k.trim().to_string())
-                .unwrap_or(defaults.stream),
-            max_prompt_chars: number(self.max_prompt_chars, "the longest prompt")?
-                .unwrap_or(defaults.max_prompt_chars),
-            battles_per_hour: number(self.battles_per_hour, "battles per hour")?
-                .unwrap_or(defaults.battles_per_hour),
-            max_turns: number(self.max_turns, "turns per battle")?.unwrap_or(defaults.max_turns),
-            require_participant: self.require_participant.is_some(),
-            sessions_per_ip: number(self.sessions_per_ip, "sessions per address")?
-                .unwrap_or(defaults.sessions_per_ip),
-            consents_per_minute: number(self.consents_per_minute, "new sessions per minute")?
-                .unwrap_or(defaults.consents_per_minute),
-            votes_per_day: number(self.votes_per_day, "votes per participant per day")?
-                .unwrap_or(defaults.votes_per_day),
-            assignment_minutes: number(
-                self.assignment_minutes,
-                "minutes before a comparison expires",
-            )?
-            .unwrap_or(defaults.assignment_minutes),
-            reveal_at_end: self.reveal_at_end.is_some(),
-            sample_prompts: self
-                .sample_prompts
-                .unwrap_or_default()
-                .lines()
-                .map(str::trim)
-                .filter(|line| !line.is_empty())
-                .map(str::to_string)
-                .collect(),
-        })
-    }
+fn parse_settings(input: &SettingsInput) -> Result<StudySettings, ServerFnError> {
+    input.parse().map_err(|errors| {
+        ssr::fail(crate::backend::BackendError::BadRequest(
+            crate::settings::join_errors(&errors),
+        ))
+    })
 }
 
 #[server(prefix = "/rpc", endpoint = "create_study")]
@@ -484,7 +381,7 @@ pub async fn create_study(
         slug: slug.clone(),
         title,
         instructions,
-        settings: settings.parse()?,
+        settings: parse_settings(&settings)?,
     };
     backend
         .create_study_for(&principal, study)
@@ -506,7 +403,7 @@ pub async fn update_study(
     let changes = StudyChanges {
         title,
         instructions,
-        settings: settings.parse()?,
+        settings: parse_settings(&settings)?,
     };
     backend
         .update_study(&slug, changes)

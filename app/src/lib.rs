@@ -8,6 +8,7 @@ pub mod api;
 pub mod backend;
 pub mod leaderboard;
 pub mod rater;
+pub mod settings;
 pub mod wire;
 
 use leptos::prelude::*;

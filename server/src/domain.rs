@@ -124,28 +124,7 @@ impl CheckKind {
 /// http(s) URL with a host, so a `javascript:` or `data:` link can never reach the completion page.
 /// The error names the field.
 pub fn check_study_link(field: &str, url: &str) -> Result<(), String> {
-    let refuse = || {
-        Err(format!(
-            "{field} must be an http:// or https:// URL, got {url:?}"
-        ))
-    };
-    let lower = url.to_ascii_lowercase();
-    let Some(rest) = lower
-        .strip_prefix("https://")
-        .or_else(|| lower.strip_prefix("http://"))
-    else {
-        return refuse();
-    };
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = host.rsplit('@').next().unwrap_or("");
-    if host.is_empty()
-        || host.starts_with(':')
-        || url.chars().any(|c| c.is_whitespace() || c.is_control())
-        || url.contains(['<', '>', '"', '\\'])
-    {
-        return refuse();
-    }
-    Ok(())
+    moat_app::settings::check_link(field, url)
 }
 
 /// Wins, ties, both-bad and losses per model from vote tallies, sorted by win rate (best first).

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
@@ -20,13 +19,12 @@ use moat_llm::protocol::{
     AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
     ChunkChoice, Delta, ErrorBody, ErrorObject, ModelList, ModelObject,
 };
-use moat_llm::registry::{Endpoint, ModelSpec, Registry};
 use moat_llm::{Completion, Engine, GenerationRequest, LlmError, Role};
 
 use crate::domain::{random_hex, sha256_hex};
 use crate::service::AppService;
+use crate::serving::Models;
 use crate::store::API_KEY_PREFIX;
-use crate::serving::{ModelHub, Models};
 
 /// What the `/v1` handlers need.
 #[derive(Clone)]

@@ -4,29 +4,11 @@
 //! and never reaches the caller).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::sse::{Event, Sse};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use futures::Stream;
-use moat_llm::protocol::{
-    AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
-    ChunkChoice, Delta, ErrorBody, ErrorObject, ModelList, ModelObject,
-};
 use moat_llm::registry::{Endpoint, ModelSpec, Registry};
-use moat_llm::{Completion, Engine, GenerationRequest, LlmError, Role};
-
-use crate::domain::{random_hex, sha256_hex};
-use crate::service::AppService;
-use crate::store::API_KEY_PREFIX;
+use moat_llm::Engine;
 
 /// The registry's models, each loaded once and shared by every request.
 pub struct ModelHub {

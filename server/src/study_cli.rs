@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
+use moat_app::settings::{Kind, SETTINGS};
 use moat_app::wire::{NewStudy, StudyChanges, StudySettings};
 
 use crate::service::AppService;
@@ -51,202 +52,136 @@ pub enum StudyCommand {
     VerifyCode { slug: String, code: String },
 }
 
-/// Study settings as flags; a flag not given leaves the setting (or its default) as it is. Yes/no
-/// settings take `--ask-source` or `--ask-source false`; an empty text clears a text setting.
-#[derive(clap::Args, Debug)]
+/// Study settings as flags, one per setting of [`moat_app::settings::SETTINGS`] (`--items-per-rater
+/// 5`, `--ask-source` or `--ask-source false`, `--sample-prompts FILE` for a setting of lines), and
+/// `--set key=value` for any setting; a flag not given leaves the setting (or its default) as it is.
+/// An empty text clears an optional setting and restores a required one's default. Built with
+/// clap's builder from the table, so a new setting has its flag without a line here.
+#[derive(Debug, Default, Clone)]
 pub struct SettingsFlags {
-    /// Comparisons asked of each rater [default: 10].
-    #[arg(long)]
-    pub items_per_rater: Option<u32>,
-    /// Votes each prompt should get before others are preferred [default: 3].
-    #[arg(long)]
-    pub ratings_per_item: Option<u32>,
-    /// Ask which response comes from a closed model, with a confidence.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub ask_source: Option<bool>,
-    /// Ask for a free-text reason.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub ask_rationale: Option<bool>,
-    /// Show the models after each vote.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub reveal_after_vote: Option<bool>,
-    /// Show raters the items whose responses name a model or its maker (identity flags).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub show_flagged: Option<bool>,
-    /// Shown on the completion page (e.g. a Prolific completion code).
-    #[arg(long)]
-    pub completion_code: Option<String>,
-    /// Where the completion page sends the rater.
-    #[arg(long)]
-    pub redirect_url: Option<String>,
-    /// The study link's query parameter that carries the participant id [default: PROLIFIC_PID].
-    #[arg(long)]
-    pub participant_param: Option<String>,
-    /// Share of each rater's comparisons that are quality checks (the study's `check` items), 0 to 1.
-    #[arg(long)]
-    pub check_rate: Option<f64>,
-    /// Exclude a rater who fails more quality checks than this.
-    #[arg(long)]
-    pub max_failed_checks: Option<u32>,
-    /// End the session of an excluded rater (the screen-out page instead of more comparisons).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub end_excluded_sessions: Option<bool>,
-    /// Shown to a screened-out rater instead of the completion code.
-    #[arg(long)]
-    pub screen_out_code: Option<String>,
-    /// Where the screen-out page sends the rater.
-    #[arg(long)]
-    pub screen_out_url: Option<String>,
-    /// `static` (imported prompts and responses) or `arena` (raters write prompts, two registry
-    /// models answer live) [default: static].
-    #[arg(long)]
-    pub kind: Option<String>,
-    /// Arena: the competing registry models, comma-separated, each optionally `name=weight`
-    /// (default: every model of --models, weight 1).
-    #[arg(long)]
-    pub contestants: Option<String>,
-    /// Arena: draw among the pairs shown least so far, then by weight [default: true].
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub favour_least_shown: Option<bool>,
-    /// Arena: `live` (answers stream in) or `together` (shown when both are done) [default: live].
-    #[arg(long)]
-    pub stream: Option<String>,
-    /// Arena: the longest prompt, in characters [default: 4000].
-    #[arg(long)]
-    pub max_prompt_chars: Option<u32>,
-    /// Arena: battles a rater may start per hour [default: 60].
-    #[arg(long)]
-    pub battles_per_hour: Option<u32>,
-    /// Arena: turns per battle, the prompt and its follow-up questions; 1 for none [default: 3].
-    #[arg(long)]
-    pub max_turns: Option<u32>,
-    /// Refuse a session whose study link carries no participant id.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub require_participant: Option<bool>,
-    /// Most sessions one network address may start in the study, 0 for no limit [default: 20].
-    #[arg(long)]
-    pub sessions_per_ip: Option<u32>,
-    /// Most new sessions the study takes per minute, 0 for no limit [default: 120].
-    #[arg(long)]
-    pub consents_per_minute: Option<u32>,
-    /// Most votes per participant per 24 hours, 0 for no limit [default: 0].
-    #[arg(long)]
-    pub votes_per_day: Option<u32>,
-    /// Minutes before an unvoted comparison goes to someone else, 0 for never [default: 60].
-    #[arg(long)]
-    pub assignment_minutes: Option<u32>,
-    /// Show the models of every comparison at the end of the session [default: true].
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub reveal_at_end: Option<bool>,
-    /// Arena: a text file of sample prompts (one per line) a rater may use instead of writing one.
-    #[arg(long)]
-    pub sample_prompts: Option<PathBuf>,
+    /// (setting key, text) for each setting flag given, in the table's order.
+    values: Vec<(&'static str, String)>,
+    /// `--set key=value`, in the order given (after the named flags).
+    sets: Vec<String>,
     /// A model registry file: arena contestants must be among its models (and are all of them when
     /// --contestants is not given).
-    #[arg(long)]
-    pub models: Option<PathBuf>,
+    models: Option<PathBuf>,
+}
+
+impl clap::FromArgMatches for SettingsFlags {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = SettingsFlags::default();
+        flags.update_from_arg_matches(matches)?;
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        for setting in SETTINGS.iter().filter(|s| s.has_own_field()) {
+            if let Some(text) = matches.get_one::<String>(setting.key) {
+                self.values.push((setting.key, text.clone()));
+            }
+        }
+        if let Some(sets) = matches.get_many::<String>("set") {
+            self.sets.extend(sets.cloned());
+        }
+        if let Some(models) = matches.get_one::<PathBuf>("models") {
+            self.models = Some(models.clone());
+        }
+        Ok(())
+    }
+}
+
+impl clap::Args for SettingsFlags {
+    fn augment_args(mut command: clap::Command) -> clap::Command {
+        use clap::{Arg, ArgAction};
+        let defaults = StudySettings::default();
+        for setting in SETTINGS.iter().filter(|s| s.has_own_field()) {
+            // clap keeps flag names as `&'static str`; the table is static and the command is
+            // built once per process, so leaking the few dashed names is bounded.
+            let long: &'static str = Box::leak(setting.flag().into_boxed_str());
+            let mut help = setting.help();
+            let default = defaults.text(setting.key).unwrap_or_default();
+            let mut arg = Arg::new(setting.key)
+                .long(long)
+                .action(ArgAction::Set)
+                .value_parser(clap::value_parser!(String));
+            arg = match setting.kind {
+                Kind::Switch => arg
+                    .num_args(0..=1)
+                    .default_missing_value("true")
+                    .value_name("true|false"),
+                Kind::Count { .. } | Kind::OptionalCount { .. } => arg.value_name("N"),
+                Kind::Share { .. } => arg.value_name("SHARE"),
+                Kind::Link => arg.value_name("URL"),
+                Kind::Choice(choices) => {
+                    arg.value_parser(clap::builder::PossibleValuesParser::new(
+                        choices.iter().map(|(value, _)| *value),
+                    ))
+                }
+                Kind::Lines { .. } => {
+                    help.push_str(" Given as a text file, one per line.");
+                    arg.value_name("FILE")
+                }
+                Kind::Contestants => arg.value_name("NAME[=WEIGHT],..."),
+                Kind::Text | Kind::OptionalText | Kind::Weights => arg.value_name("TEXT"),
+            };
+            if !default.is_empty() && !matches!(setting.kind, Kind::Choice(_)) {
+                help.push_str(&format!(" [default: {default}]"));
+            }
+            command = command.arg(arg.help(help));
+        }
+        command
+            .arg(
+                Arg::new("set")
+                    .long("set")
+                    .value_name("KEY=VALUE")
+                    .action(ArgAction::Append)
+                    .help("Any setting by its key (as in the JSON API), e.g. --set max_turns=1"),
+            )
+            .arg(
+                Arg::new("models")
+                    .long("models")
+                    .value_name("FILE")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .help(
+                        "A model registry file: arena contestants must be among its models (and \
+                         are all of them when --contestants is not given)",
+                    ),
+            )
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
 }
 
 impl SettingsFlags {
-    fn apply(&self, settings: &mut StudySettings) {
-        let text = |value: &Option<String>| value.clone().filter(|v| !v.trim().is_empty());
-        if let Some(n) = self.items_per_rater {
-            settings.items_per_rater = n;
+    /// Applies the flags given, in the table's order, then `--set`; the error names the flag.
+    fn apply(&self, settings: &mut StudySettings) -> anyhow::Result<()> {
+        for (key, text) in &self.values {
+            let setting = moat_app::settings::setting(key).expect("flags come from the table");
+            let text = match setting.kind {
+                Kind::Lines { .. } => read_instructions(std::path::Path::new(text))?,
+                _ => text.clone(),
+            };
+            settings
+                .set_text(key, &text)
+                .map_err(|e| anyhow::anyhow!("--{}: {e}", setting.flag()))?;
         }
-        if let Some(n) = self.ratings_per_item {
-            settings.ratings_per_item = n;
+        for pair in &self.sets {
+            let Some((key, text)) = pair.split_once('=') else {
+                anyhow::bail!("--set {pair:?}: write key=value");
+            };
+            settings
+                .set_text(&key.trim().replace('-', "_"), text)
+                .map_err(|e| anyhow::anyhow!("--set: {e}"))?;
         }
-        if let Some(on) = self.ask_source {
-            settings.ask_source = on;
-        }
-        if let Some(on) = self.ask_rationale {
-            settings.ask_rationale = on;
-        }
-        if let Some(on) = self.reveal_after_vote {
-            settings.reveal_after_vote = on;
-        }
-        if let Some(on) = self.show_flagged {
-            settings.show_flagged = on;
-        }
-        if self.completion_code.is_some() {
-            settings.completion_code = text(&self.completion_code);
-        }
-        if self.redirect_url.is_some() {
-            settings.redirect_url = text(&self.redirect_url);
-        }
-        if let Some(param) = text(&self.participant_param) {
-            settings.participant_param = param;
-        }
-        if let Some(rate) = self.check_rate {
-            settings.check_rate = rate;
-        }
-        if self.max_failed_checks.is_some() {
-            settings.max_failed_checks = self.max_failed_checks;
-        }
-        if let Some(on) = self.end_excluded_sessions {
-            settings.end_excluded_sessions = on;
-        }
-        if self.screen_out_code.is_some() {
-            settings.screen_out_code = text(&self.screen_out_code);
-        }
-        if self.screen_out_url.is_some() {
-            settings.screen_out_url = text(&self.screen_out_url);
-        }
-        if let Some(kind) = text(&self.kind) {
-            settings.kind = kind.trim().to_string();
-        }
-        if let Some(on) = self.require_participant {
-            settings.require_participant = on;
-        }
-        if let Some(n) = self.sessions_per_ip {
-            settings.sessions_per_ip = n;
-        }
-        if let Some(n) = self.consents_per_minute {
-            settings.consents_per_minute = n;
-        }
-        if let Some(n) = self.votes_per_day {
-            settings.votes_per_day = n;
-        }
-        if let Some(n) = self.assignment_minutes {
-            settings.assignment_minutes = n;
-        }
-        if let Some(on) = self.reveal_at_end {
-            settings.reveal_at_end = on;
-        }
-        if let Some(on) = self.favour_least_shown {
-            settings.favour_least_shown = on;
-        }
-        if let Some(stream) = text(&self.stream) {
-            settings.stream = stream.trim().to_string();
-        }
-        if let Some(n) = self.max_prompt_chars {
-            settings.max_prompt_chars = n;
-        }
-        if let Some(n) = self.max_turns {
-            settings.max_turns = n;
-        }
-        if let Some(n) = self.battles_per_hour {
-            settings.battles_per_hour = n;
-        }
+        Ok(())
     }
 
     /// Checks an arena's contestants against the registry file given with --models (and takes all
     /// of its models when none were named).
     fn check_contestants(&self, settings: &mut StudySettings) -> anyhow::Result<()> {
-        if let Some(path) = &self.sample_prompts {
-            settings.sample_prompts = read_instructions(path)?
-                .lines()
-                .map(str::trim)
-                .filter(|line| !line.is_empty())
-                .map(str::to_string)
-                .collect();
-        }
-        if let Some(line) = &self.contestants {
-            let (names, weights) =
-                moat_app::wire::parse_contestants(line).map_err(anyhow::Error::msg)?;
-            settings.contestants = names;
-            settings.weights = weights;
-        }
         let Some(path) = &self.models else {
             return Ok(());
         };
@@ -287,7 +222,7 @@ pub async fn run(backend: &AppService, command: StudyCommand) -> anyhow::Result<
                 None => String::new(),
             };
             let mut settings = StudySettings::default();
-            flags.apply(&mut settings);
+            flags.apply(&mut settings)?;
             flags.check_contestants(&mut settings)?;
             let summary = backend
                 .create_study(NewStudy {
@@ -314,7 +249,7 @@ pub async fn run(backend: &AppService, command: StudyCommand) -> anyhow::Result<
         } => {
             let current = backend.store.study(&slug).await?;
             let mut settings = current.settings;
-            flags.apply(&mut settings);
+            flags.apply(&mut settings)?;
             flags.check_contestants(&mut settings)?;
             let changes = StudyChanges {
                 title: title.unwrap_or(current.title),

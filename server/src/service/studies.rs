@@ -3,7 +3,8 @@
 
 use super::*;
 
-/// What a study's title and settings must satisfy, on creation and on every change.
+/// What a study's title and settings must satisfy, on creation and on every change (the settings'
+/// rules live with their definitions, `moat_app::settings`; the 400 names each wrong field).
 pub(super) fn check_study_fields(
     title: &str,
     settings: &StudySettings,
@@ -11,87 +12,9 @@ pub(super) fn check_study_fields(
     if title.trim().is_empty() {
         return Err(BackendError::BadRequest("title must not be empty".into()));
     }
-    if settings.items_per_rater == 0 {
-        return Err(BackendError::BadRequest(
-            "items_per_rater must be at least 1".into(),
-        ));
-    }
-    let rate = settings.check_rate;
-    if !(0.0..=1.0).contains(&rate) {
-        return Err(BackendError::BadRequest(format!(
-            "check_rate must be a share between 0 and 1, got {rate}"
-        )));
-    }
-    for (field, link) in [
-        ("redirect_url", &settings.redirect_url),
-        ("screen_out_url", &settings.screen_out_url),
-    ] {
-        if let Some(link) = link {
-            crate::domain::check_study_link(field, link).map_err(BackendError::BadRequest)?;
-        }
-    }
-    check_arena_settings(settings)?;
-    Ok(())
-}
-
-/// What an arena study's settings must satisfy.
-pub(super) fn check_arena_settings(settings: &StudySettings) -> Result<(), BackendError> {
-    let bad = |m: String| Err(BackendError::BadRequest(m));
-    if !matches!(settings.kind.as_str(), "static" | "arena") {
-        return bad(format!(
-            "kind must be static or arena, got {:?}",
-            settings.kind
-        ));
-    }
-    if !matches!(settings.stream.as_str(), "live" | "together") {
-        return bad(format!(
-            "stream must be live or together, got {:?}",
-            settings.stream
-        ));
-    }
-    if !(1..=100_000).contains(&settings.max_prompt_chars) {
-        return bad("max_prompt_chars must be between 1 and 100000".into());
-    }
-    if settings.sample_prompts.len() > 10_000
-        || settings
-            .sample_prompts
-            .iter()
-            .any(|p| p.chars().count() > settings.max_prompt_chars as usize)
-    {
-        return bad(format!(
-            "sample_prompts: at most 10000, each at most max_prompt_chars ({}) characters",
-            settings.max_prompt_chars
-        ));
-    }
-    if !(1..=20).contains(&settings.max_turns) {
-        return bad(format!(
-            "max_turns must be between 1 and 20 (the prompt and its follow-ups), got {}",
-            settings.max_turns
-        ));
-    }
-    if settings.battles_per_hour == 0 {
-        return bad("battles_per_hour must be at least 1".into());
-    }
-    let mut seen = std::collections::HashSet::new();
-    for name in &settings.contestants {
-        if name.trim().is_empty() || !seen.insert(name.as_str()) {
-            return bad(format!("contestants: {name:?} is empty or listed twice"));
-        }
-    }
-    for (name, weight) in &settings.weights {
-        if !(weight.is_finite() && *weight >= 0.0) {
-            return bad(format!(
-                "weights: {name:?} has the weight {weight}; a weight is 0 or more"
-            ));
-        }
-    }
-    if settings.is_arena() && settings.contestants.len() == 1 {
-        return bad(
-            "contestants: an arena needs at least two models (or none: every registry model)"
-                .into(),
-        );
-    }
-    Ok(())
+    settings
+        .validate()
+        .map_err(|errors| BackendError::BadRequest(moat_app::settings::join_errors(&errors)))
 }
 
 impl AppService {

@@ -13,6 +13,7 @@ mod rigging;
 mod security;
 mod serving;
 mod sessions;
+mod settings;
 mod startup;
 mod store_suite;
 mod support;
