@@ -31,6 +31,9 @@ pub struct VoteBenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Skip the ceiling run (the same writes straight through the store, after the HTTP run).
+    #[arg(long)]
+    pub no_ceiling: bool,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -47,6 +50,10 @@ pub struct VoteBenchReport {
     pub server_peak_rss_mb: f64,
     /// Bytes of the slow upload the server received during the run (0 without `--upload-mb`).
     pub upload_bytes_sent: u64,
+    /// The same writes without HTTP and assignment logic, in the same run (`None` with `--no-ceiling`).
+    pub ceiling: Option<crate::bench_ceiling::CeilingReport>,
+    /// Acknowledged votes/s over the ceiling's cycles/s.
+    pub share_of_ceiling: Option<f64>,
 }
 
 /// Sends `POST /api/v1/studies/{slug}/import` over a raw connection with a body of `total` bytes of
@@ -311,11 +318,29 @@ pub async fn run(args: VoteBenchArgs) -> anyhow::Result<VoteBenchReport> {
     let _ = server.wait().await;
     vote_ms.sort_by(f64::total_cmp);
     cycle_ms.sort_by(f64::total_cmp);
+    let votes_per_second = vote_ms.len() as f64 / elapsed;
+    let ceiling = if args.no_ceiling {
+        None
+    } else {
+        let dir = tempfile::tempdir()?;
+        Some(
+            crate::bench_ceiling::raw_group_commit(
+                dir.path(),
+                &study_file(args.prompts),
+                args.raters,
+                args.seconds,
+            )
+            .await?,
+        )
+    };
+    let share_of_ceiling = ceiling
+        .as_ref()
+        .map(|ceiling| votes_per_second / ceiling.cycles_per_second);
     Ok(VoteBenchReport {
         raters: args.raters,
         seconds: elapsed,
         votes: vote_ms.len(),
-        votes_per_second: vote_ms.len() as f64 / elapsed,
+        votes_per_second,
         vote_p50_ms: percentile(&vote_ms, 0.50),
         vote_p99_ms: percentile(&vote_ms, 0.99),
         cycle_p50_ms: percentile(&cycle_ms, 0.50),
@@ -323,6 +348,8 @@ pub async fn run(args: VoteBenchArgs) -> anyhow::Result<VoteBenchReport> {
         errors,
         server_peak_rss_mb: rss,
         upload_bytes_sent,
+        ceiling,
+        share_of_ceiling,
     })
 }
 
@@ -349,7 +376,11 @@ impl std::fmt::Display for VoteBenchReport {
             f,
             "slow upload received during the run: {:.0} MB",
             self.upload_bytes_sent as f64 / 1e6
-        )
+        )?;
+        if let (Some(ceiling), Some(share)) = (&self.ceiling, self.share_of_ceiling) {
+            write!(f, "\n{ceiling}\nthe rater path reaches {share:.2}x the ceiling")?;
+        }
+        Ok(())
     }
 }
 

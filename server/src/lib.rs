@@ -6,6 +6,7 @@ pub mod arena;
 pub mod arena_events;
 pub mod assign;
 pub mod bench;
+pub mod bench_ceiling;
 pub mod bench_llm;
 pub mod best_of_n;
 pub mod cli;
