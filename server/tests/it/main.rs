@@ -9,6 +9,7 @@ mod identity;
 mod leaderboard_cli;
 mod openapi;
 mod properties;
+mod repository;
 mod rigging;
 mod security;
 mod serving;
