@@ -17,6 +17,7 @@ pub mod generate;
 pub mod http;
 pub mod identity;
 pub mod import;
+pub mod incident;
 pub mod leaderboard_cli;
 pub mod markdown;
 pub mod problem;

@@ -105,10 +105,7 @@ impl From<StoreError> for BackendError {
             StoreError::Conflict(m) => BackendError::Conflict(m),
             StoreError::Limited(m) => BackendError::TooMany(m),
             StoreError::Invalid(m) => BackendError::BadRequest(m),
-            other => {
-                tracing::error!(error = ?other, "store failure");
-                BackendError::Internal
-            }
+            other => crate::incident::internal("store failure", &other),
         }
     }
 }
@@ -348,10 +345,7 @@ impl AppBackend {
             Ok(analysis)
         })
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "analysis task failed");
-            BackendError::Internal
-        })?
+        .map_err(|e| crate::incident::internal("analysis task failed", &e))?
         .map_err(BackendError::BadRequest)?;
         Ok((study, analysis))
     }

@@ -6,6 +6,7 @@ mod arena;
 mod bench_llm;
 mod durability;
 mod identity;
+mod internal_errors;
 mod leaderboard_cli;
 mod openapi;
 mod properties;
