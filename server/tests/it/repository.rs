@@ -27,7 +27,7 @@ fn source_files(dir: &Path, found: &mut Vec<PathBuf>) {
     }
 }
 
-/// Tests, examples, scripts and benchmarks once read `../shared/data/`, a folder beside the
+/// Tests, examples, scripts and benchmarks once read a `shared` data folder beside the
 /// repository that a user who clones Moat does not have (25 exports tests failed with "No such file
 /// or directory" on a fresh clone). The data now ships in `testdata/`; this fails, naming the file,
 /// when a source reaches outside the repository for it again.
