@@ -12,6 +12,7 @@ mod openapi;
 mod properties;
 mod repository;
 mod rigging;
+mod scale_out;
 mod security;
 mod serving;
 mod sessions;
