@@ -3,7 +3,7 @@
 Each of the first 24 trees whose first prompt has at least three ranked assistant replies becomes one
 prompt; its replies ranked 1st, 2nd and 3rd by OpenAssistant's volunteers become the responses of three
 pseudo-models named after the rank. Run from the repository root:
-    python3 demo/make_demo.py ../shared/data/oasst/en_100_tree.jsonl > demo/oasst-demo.jsonl
+    python3 demo/make_demo.py testdata/oasst/en_100_tree.jsonl > demo/oasst-demo.jsonl
 """
 import json
 import sys

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use crate::wire::*;
 
 /// An error a page or API call can show its user. `Internal` never carries the cause: the
-/// implementation logs it and gives a generic message.
+/// implementation logs it with a short random incident id, and the user sees only that id (to quote
+/// to whoever reads the log).
 #[derive(Debug, Clone, PartialEq)]
 pub enum BackendError {
     BadRequest(String),
@@ -19,7 +20,10 @@ pub enum BackendError {
     Conflict(String),
     /// A limit of the study was reached (sessions per address, consents per minute, votes per day).
     TooMany(String),
-    Internal,
+    /// Something failed inside the server; `incident` also appears in the log line with the cause.
+    Internal {
+        incident: String,
+    },
 }
 
 impl BackendError {
@@ -31,7 +35,7 @@ impl BackendError {
             BackendError::NotFound(_) => 404,
             BackendError::Conflict(_) => 409,
             BackendError::TooMany(_) => 429,
-            BackendError::Internal => 500,
+            BackendError::Internal { .. } => 500,
         }
     }
 }
@@ -45,7 +49,10 @@ impl std::fmt::Display for BackendError {
             | BackendError::NotFound(m)
             | BackendError::Conflict(m)
             | BackendError::TooMany(m) => f.write_str(m),
-            BackendError::Internal => f.write_str("internal error; the server log has the details"),
+            BackendError::Internal { incident } => write!(
+                f,
+                "internal error (incident {incident}); the server log has the details"
+            ),
         }
     }
 }

@@ -36,7 +36,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut directory: Option<PathBuf> = None;
     let mut hh_path = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/hh-rlhf/harmless-base-test.jsonl.gz"
+        "/../testdata/hh-rlhf/harmless-base-test.jsonl.gz"
     ));
     let mut pair_count = 40usize;
     while let Some(arg) = args.next() {

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use crate::domain::{now_ms, random_hex};
 use crate::serving::ModelHub;
-use crate::store::{ContestantAnswer, Store, StudyRow};
+use crate::store::{ContestantAnswer, Dialect, Store, StudyRow};
 
 /// A model that failed this many battles in a row is sampled out for [`SICK_FOR`], then tried again.
 const FAILURES_BEFORE_SICK: u32 = 3;
@@ -472,6 +472,7 @@ impl Arena {
         });
         let outcome = self
             .answer_watched(
+                &store,
                 &running,
                 &battle.models,
                 [&conversations[0], &conversations[1]],
@@ -559,7 +560,8 @@ impl Arena {
             (&models[0], &models[1]),
             &conversation,
         );
-        let generate = self.answer_watched(&battle, &models, [&conversation, &conversation]);
+        let generate =
+            self.answer_watched(&store, &battle, &models, [&conversation, &conversation]);
         let (inserted, outcome) = tokio::join!(insert, generate);
         if let Err(error) = inserted {
             tracing::error!("recording arena battle {}: {error}", battle.public_id);
@@ -611,13 +613,14 @@ impl Arena {
     /// [`BATTLE_DEADLINE`].
     async fn answer_watched(
         &self,
+        store: &Store,
         battle: &RunningBattle,
         models: &[String; 2],
         conversations: [&[Message]; 2],
     ) -> Result<[(Completion, ModelSpec); 2], (Option<usize>, LlmError, String)> {
         tokio::select! {
             outcome = self.generate_both(battle, models, conversations) => outcome,
-            () = watchdog(battle) => Err((None, LlmError::Cancelled, "the rater left".to_string())),
+            () = watchdog(store, battle) => Err((None, LlmError::Cancelled, "the rater left".to_string())),
             () = tokio::time::sleep(BATTLE_DEADLINE) => Err((None, LlmError::Timeout {
                 endpoint: "arena".into(),
                 what: format!("the battle ran past {} s", BATTLE_DEADLINE.as_secs()),
@@ -807,18 +810,33 @@ impl Arena {
 }
 
 /// Resolves once nobody has watched the battle for [`UNWATCHED_GRACE`]: the rater's page (its event
-/// stream) or a plain form post waiting for the answers each hold a receiver.
-async fn watchdog(battle: &RunningBattle) {
+/// stream) or a plain form post waiting for the answers each hold a receiver in this process; an
+/// event stream served by another process on the same database notes the time it last watched in
+/// the battle's row instead ([`wait_for_battle_end`]).
+async fn watchdog(store: &Store, battle: &RunningBattle) {
     let mut unwatched_since: Option<Instant> = None;
+    let mut last_alive = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
+        // Other processes serving this battle's events tell a running battle from an orphan by this.
+        if store.dialect() == Dialect::Postgres && last_alive.elapsed() >= OTHER_PROCESS_MARK {
+            if let Err(error) = store.mark_battle_alive(&battle.public_id).await {
+                tracing::warn!(battle = %battle.public_id, %error, "noting that a battle runs");
+            }
+            last_alive = Instant::now();
+        }
         if battle.state.receiver_count() > 0 {
             unwatched_since = None;
-        } else {
-            let since = *unwatched_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= UNWATCHED_GRACE {
-                return;
-            }
+            continue;
+        }
+        let since = *unwatched_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < UNWATCHED_GRACE {
+            continue;
+        }
+        let grace_ms = UNWATCHED_GRACE.as_millis() as i64;
+        match store.battle_watched_ms(&battle.public_id).await {
+            Ok(Some(watched)) if now_ms() - watched < grace_ms => unwatched_since = None,
+            _ => return,
         }
     }
 }
@@ -838,6 +856,75 @@ pub async fn wait_for_end(battle: &RunningBattle) -> BattleEnd {
                 .unwrap_or(BattleEnd::Void("The battle was cancelled.".into()));
         }
     }
+}
+
+/// A battle's row. On PostgreSQL it may be another process's battle whose row is still being
+/// written (the process running it writes the row while the models already answer, and the
+/// rater's event stream may arrive here first): it is waited for a few seconds.
+pub(crate) async fn stored_battle(
+    store: &Store,
+    public_id: &str,
+) -> Option<crate::store::BattleRow> {
+    let give_up = Instant::now() + ROW_WAIT;
+    loop {
+        match store.battle(public_id).await {
+            Ok(Some(row)) => return Some(row),
+            Ok(None) if store.dialect() == Dialect::Postgres && Instant::now() < give_up => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// How long an event stream waits for the row of a battle that another process is starting.
+const ROW_WAIT: Duration = Duration::from_secs(5);
+
+/// How a battle that is not running in this process ended, by its stored state.
+pub(crate) fn stored_battle_end(state: &str) -> BattleEnd {
+    match state {
+        "complete" => BattleEnd::Complete,
+        _ => BattleEnd::Void("This battle does not count.".into()),
+    }
+}
+
+/// How often a stream of a battle running in another process reads its state.
+const OTHER_PROCESS_POLL: Duration = Duration::from_millis(250);
+/// How often such a stream notes in the battle's row that the rater is watching (well within
+/// [`UNWATCHED_GRACE`]), and how often the running process notes that it is running it.
+const OTHER_PROCESS_MARK: Duration = Duration::from_secs(3);
+/// A `streaming` battle whose process has shown no sign of running it for this long was cut off
+/// (its process died); it never counts.
+const ORPHANED_AFTER: Duration = Duration::from_secs(15);
+
+/// Waits until the battle's row leaves `streaming` (another process finished or voided it), for at
+/// most the battle deadline and a margin: a row left `streaming` by a crashed process never counts.
+pub(crate) async fn wait_for_battle_end(store: &Store, public_id: &str) -> BattleEnd {
+    let give_up = Instant::now() + BATTLE_DEADLINE + Duration::from_secs(30);
+    let mut last_mark: Option<Instant> = None;
+    while Instant::now() < give_up {
+        // The running process ends a battle nobody watches; this stream is someone watching.
+        if last_mark.is_none_or(|at| at.elapsed() >= OTHER_PROCESS_MARK) {
+            if let Err(error) = store.mark_battle_watched(public_id).await {
+                tracing::warn!(battle = public_id, %error, "noting that a battle is watched");
+            }
+            last_mark = Some(Instant::now());
+        }
+        tokio::time::sleep(OTHER_PROCESS_POLL).await;
+        match store.battle_liveness(public_id).await {
+            Ok(Some((state, _))) if state != "streaming" => return stored_battle_end(&state),
+            Ok(Some((_, alive_ms))) => {
+                if now_ms() - alive_ms > ORPHANED_AFTER.as_millis() as i64 {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(error) => {
+                tracing::warn!(battle = public_id, %error, "reading a battle run by another process");
+            }
+        }
+    }
+    BattleEnd::Void("This battle does not count.".into())
 }
 
 #[cfg(test)]

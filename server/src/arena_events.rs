@@ -13,8 +13,9 @@ use axum::Router;
 use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 
-use crate::arena::{BattleEnd, BattleState};
+use crate::arena::{stored_battle, stored_battle_end, wait_for_battle_end, BattleEnd, BattleState};
 use crate::service::AppService;
+use crate::store::Dialect;
 
 /// `GET /s/{slug}/battles/{id}/events`: the battle's text as it is written, for the rater who
 /// started it (the study's rater cookie).
@@ -61,21 +62,38 @@ async fn battle_events(
                 return not_found();
             };
             // Finished (or run by another process): its end, from the database.
-            let Ok(Some(row)) = backend.store.battle(&battle_id).await else {
+            let Some(row) = stored_battle(&backend.store, &battle_id).await else {
                 return not_found();
             };
             if row.rater_id != rater.id {
                 return not_found();
             }
-            let end = match row.state.as_str() {
-                "complete" => BattleEnd::Complete,
-                _ => BattleEnd::Void("This battle does not count.".into()),
-            };
-            let (_, receiver) = watch::channel(BattleState {
-                end: Some(end),
-                ..Default::default()
-            });
-            receiver
+            if row.state == "streaming" && backend.store.dialect() == Dialect::Postgres {
+                // Running in another server process (several behind one load balancer): its text
+                // lives in that process's memory, so this stream carries only its end, read from
+                // the database once that process writes it.
+                let (sender, receiver) = watch::channel(BattleState::default());
+                let store = backend.store.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        end = wait_for_battle_end(&store, &row.public_id) => {
+                            let _ = sender.send(BattleState {
+                                end: Some(end),
+                                ..Default::default()
+                            });
+                        }
+                        // The rater went away: stop reading.
+                        () = sender.closed() => {}
+                    }
+                });
+                receiver
+            } else {
+                let (_, receiver) = watch::channel(BattleState {
+                    end: Some(stored_battle_end(&row.state)),
+                    ..Default::default()
+                });
+                receiver
+            }
         }
     };
     Sse::new(battle_stream(receiver, live))

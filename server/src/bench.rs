@@ -4,6 +4,10 @@
 //! creates and opens a study, then drives N concurrent simulated raters through the browser's protocol:
 //! ask for the next comparison, vote, repeat. Only acknowledged votes count. The server's peak memory is
 //! read from `/proc/PID/status` (VmHWM) at the end.
+//!
+//! With `--postgres URL --processes N` it runs N server processes on one fresh PostgreSQL database
+//! instead, as behind a load balancer without sticky sessions: each rater's requests go to the
+//! processes in turn (the comparison from one, the vote to the next).
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +32,13 @@ pub struct VoteBenchArgs {
     /// voting while a large body arrives, not the import's own transaction.
     #[arg(long, default_value_t = 0)]
     pub upload_mb: u64,
+    /// Run on PostgreSQL: a URL of the server (its database is used only to create a fresh database
+    /// for the run, dropped at the end). Default: a fresh SQLite file.
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
+    /// Server processes on the one database (more than one needs `--postgres`).
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -38,6 +49,9 @@ pub struct VoteBenchArgs {
 
 #[derive(Debug, serde::Serialize)]
 pub struct VoteBenchReport {
+    /// `sqlite` or `postgres`.
+    pub database: String,
+    pub processes: usize,
     pub raters: usize,
     pub seconds: f64,
     pub votes: usize,
@@ -47,6 +61,7 @@ pub struct VoteBenchReport {
     pub cycle_p50_ms: f64,
     pub cycle_p99_ms: f64,
     pub errors: usize,
+    /// The largest peak RSS of the server processes.
     pub server_peak_rss_mb: f64,
     /// Bytes of the slow upload the server received during the run (0 without `--upload-mb`).
     pub upload_bytes_sent: u64,
@@ -214,12 +229,74 @@ pub async fn spawn_server_process_with(
     Ok((child, base))
 }
 
+/// A fresh PostgreSQL database for one run, dropped by [`drop_postgres_database`].
+async fn create_postgres_database(server_url: &str) -> anyhow::Result<(String, String)> {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let name = format!("moat_bench_{}", crate::domain::random_hex(8));
+    let mut connection = sqlx::AnyConnection::connect(server_url).await?;
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+        .execute(&mut connection)
+        .await?;
+    connection.close().await?;
+    let (base, _) = server_url
+        .split_once('?')
+        .map_or(server_url, |(url, _)| url)
+        .rsplit_once('/')
+        .ok_or_else(|| anyhow::anyhow!("--postgres {server_url:?} names no database"))?;
+    Ok((format!("{base}/{name}"), name))
+}
+
+async fn drop_postgres_database(server_url: &str, name: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut connection = sqlx::AnyConnection::connect(server_url).await?;
+    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut connection)
+        .await?;
+    Ok(())
+}
+
 pub async fn run(args: VoteBenchArgs) -> anyhow::Result<VoteBenchReport> {
+    if args.processes == 0 || (args.processes > 1 && args.postgres.is_none()) {
+        anyhow::bail!(
+            "--processes {} needs --postgres URL: a SQLite file is one process's",
+            args.processes
+        );
+    }
+    let database = match &args.postgres {
+        Some(server_url) => Some((
+            server_url.clone(),
+            create_postgres_database(server_url).await?,
+        )),
+        None => None,
+    };
+    let result = run_on(&args, database.as_ref().map(|(_, (url, _))| url.as_str())).await;
+    if let Some((server_url, (_, name))) = &database {
+        drop_postgres_database(server_url, name).await?;
+    }
+    result
+}
+
+async fn run_on(args: &VoteBenchArgs, postgres: Option<&str>) -> anyhow::Result<VoteBenchReport> {
     let dir = tempfile::tempdir()?;
     let token = crate::domain::random_hex(16);
-    let (mut server, base) =
-        spawn_server_process(&std::env::current_exe()?, dir.path(), &token).await?;
-    let pid = server.id().unwrap_or(0);
+    let mut servers = Vec::new();
+    let mut bases = Vec::new();
+    for process in 0..args.processes {
+        let data_dir = dir.path().join(format!("process-{process}"));
+        std::fs::create_dir_all(&data_dir)?;
+        let serve_args: Vec<&str> = match postgres {
+            Some(url) => vec!["--database-url", url],
+            None => Vec::new(),
+        };
+        let (server, base) =
+            spawn_server_process_with(&std::env::current_exe()?, &data_dir, &token, &serve_args)
+                .await?;
+        servers.push(server);
+        bases.push(base);
+    }
+    let pids: Vec<u32> = servers.iter().map(|s| s.id().unwrap_or(0)).collect();
+    let base = bases[0].clone();
     let http = reqwest::Client::new();
     let admin = |r: reqwest::RequestBuilder| r.bearer_auth(&token);
     // Every simulated rater comes from this machine's address, and they start sessions as fast as
@@ -267,18 +344,31 @@ pub async fn run(args: VoteBenchArgs) -> anyhow::Result<VoteBenchReport> {
     };
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..args.raters {
-        let base = base.clone();
+    for rater_number in 0..args.raters {
+        let bases = bases.clone();
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let mut vote_ms = Vec::new();
             let mut cycle_ms = Vec::new();
             let mut errors = 0usize;
-            let Ok(rater) = RaterClient::join(&base, "bench", None).await else {
+            // The rater joins on one process and then speaks to each in turn (one client per
+            // process, sharing the cookies), as behind a round-robin load balancer.
+            let home = rater_number % bases.len();
+            let Ok(joined) = RaterClient::join(&bases[home], "bench", None).await else {
                 return (vote_ms, cycle_ms, 1);
             };
+            let mut clients = Vec::new();
+            for offset in 0..bases.len() {
+                match joined.rebased(&bases[(home + offset) % bases.len()]) {
+                    Ok(client) => clients.push(client),
+                    Err(_) => return (vote_ms, cycle_ms, 1),
+                }
+            }
+            let mut turn = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 let cycle = Instant::now();
+                let rater = &clients[turn % clients.len()];
+                turn += 1;
                 let comparison = match rater.next_comparison().await {
                     Ok(Some(c)) => c,
                     Ok(None) => break,
@@ -288,6 +378,7 @@ pub async fn run(args: VoteBenchArgs) -> anyhow::Result<VoteBenchReport> {
                     }
                 };
                 let vote = Instant::now();
+                let rater = &clients[turn % clients.len()];
                 match rater.vote(&comparison.assignment, "left").await {
                     Ok(()) => {
                         vote_ms.push(vote.elapsed().as_secs_f64() * 1000.0);
@@ -313,9 +404,14 @@ pub async fn run(args: VoteBenchArgs) -> anyhow::Result<VoteBenchReport> {
         Some(task) => task.await??,
         None => 0,
     };
-    let rss = peak_rss_mb(pid);
-    server.start_kill()?;
-    let _ = server.wait().await;
+    let rss = pids
+        .iter()
+        .map(|&pid| peak_rss_mb(pid))
+        .fold(f64::NAN, f64::max);
+    for server in &mut servers {
+        server.start_kill()?;
+        let _ = server.wait().await;
+    }
     vote_ms.sort_by(f64::total_cmp);
     cycle_ms.sort_by(f64::total_cmp);
     let votes_per_second = vote_ms.len() as f64 / elapsed;
@@ -337,6 +433,13 @@ pub async fn run(args: VoteBenchArgs) -> anyhow::Result<VoteBenchReport> {
         .as_ref()
         .map(|ceiling| votes_per_second / ceiling.cycles_per_second);
     Ok(VoteBenchReport {
+        database: if postgres.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+        .to_string(),
+        processes: args.processes,
         raters: args.raters,
         seconds: elapsed,
         votes: vote_ms.len(),
@@ -357,8 +460,8 @@ impl std::fmt::Display for VoteBenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "raters {}  duration {:.1} s  acknowledged votes {}  errors {}",
-            self.raters, self.seconds, self.votes, self.errors
+            "{} with {} server process(es)  raters {}  duration {:.1} s  acknowledged votes {}  errors {}",
+            self.database, self.processes, self.raters, self.seconds, self.votes, self.errors
         )?;
         writeln!(f, "votes/s {:.0}", self.votes_per_second)?;
         writeln!(
@@ -371,14 +474,21 @@ impl std::fmt::Display for VoteBenchReport {
             "cycle (next comparison + vote) p50 {:.2} ms  p99 {:.2} ms",
             self.cycle_p50_ms, self.cycle_p99_ms
         )?;
-        writeln!(f, "server peak RSS {:.0} MB", self.server_peak_rss_mb)?;
+        writeln!(
+            f,
+            "server peak RSS {:.0} MB (the largest process)",
+            self.server_peak_rss_mb
+        )?;
         write!(
             f,
             "slow upload received during the run: {:.0} MB",
             self.upload_bytes_sent as f64 / 1e6
         )?;
         if let (Some(ceiling), Some(share)) = (&self.ceiling, self.share_of_ceiling) {
-            write!(f, "\n{ceiling}\nthe rater path reaches {share:.2}x the ceiling")?;
+            write!(
+                f,
+                "\n{ceiling}\nthe rater path reaches {share:.2}x the ceiling"
+            )?;
         }
         Ok(())
     }

@@ -167,7 +167,7 @@ mod tests {
     async fn best_of_n_returns_the_answer_the_reward_model_prefers() {
         let dir = tempfile::tempdir().unwrap();
         let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/data/hh-rlhf/harmless-base-test.jsonl.gz");
+            .join("../testdata/hh-rlhf/harmless-base-test.jsonl.gz");
         let (pairs, _) =
             moat_trainer::data::load_pairs(&data, Some("1-300".parse().unwrap())).unwrap();
         let mut config = moat_trainer::TrainConfig::new(moat_trainer::BackboneConfig::Hashed(

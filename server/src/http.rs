@@ -29,6 +29,7 @@ use utoipa_axum::routes;
 use crate::domain::StudySlug;
 use crate::export::{export_study, ExportRequest};
 use crate::import::{import_jsonl, ImportError};
+use crate::incident::internal;
 use crate::service::AppService;
 
 /// An API error: status and a message meant for the client.
@@ -198,7 +199,8 @@ where
     E: std::fmt::Display,
 {
     use tokio::io::AsyncWriteExt;
-    let io = |e: std::io::Error| ApiError::from(ImportError::Io(e));
+    // The spool is the server's own file: failing to write it is not the client's mistake.
+    let io = |e: std::io::Error| ApiError::from(internal("spooling an upload", &e));
     let spool = tempfile::NamedTempFile::new().map_err(io)?;
     let mut file = tokio::fs::File::from_std(spool.reopen().map_err(io)?);
     let mut written: u64 = 0;
@@ -566,12 +568,12 @@ async fn import_spooled(
 ) -> Result<(String, String), ApiError> {
     let both = |json: Result<String, serde_json::Error>, text: String| {
         json.map(|json| (json, text))
-            .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))
+            .map_err(|e| ApiError::from(internal("encoding an import report", &e)))
     };
     if format == "moat" {
         let file = tokio::fs::File::open(spool.path())
             .await
-            .map_err(|e| ApiError::from(ImportError::Io(e)))?;
+            .map_err(|e| ApiError::from(internal("opening a spooled upload", &e)))?;
         let report = import_jsonl(&backend.store, slug, BufReader::new(file), &[]).await?;
         return both(serde_json::to_string(&report), report.to_string());
     }
@@ -808,13 +810,13 @@ async fn export(
         request
             .exclude_marked_raters(&backend.store, &study)
             .await
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            .map_err(|e| ApiError::from(internal("reading an export's exclusions", &e)))?;
     }
     if query.exclude_flagged {
         request
             .exclude_flagged_votes(&backend.store, &study)
             .await
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            .map_err(|e| ApiError::from(internal("reading an export's exclusions", &e)))?;
     }
     backend
         .audit(&who.name, "study.export", &slug, request.format.as_str())
@@ -994,7 +996,7 @@ async fn battles_leaderboard(
         Ok::<_, ApiError>(moat_stats::leaderboard(&battles, &options))
     })
     .await
-    .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))??;
+    .map_err(|e| ApiError::from(internal("leaderboard task failed", &e)))??;
     Ok(Json(board))
 }
 

@@ -19,6 +19,7 @@ pub mod generate;
 pub mod http;
 pub mod identity;
 pub mod import;
+pub mod incident;
 pub mod leaderboard_cli;
 pub mod markdown;
 pub mod openai_api;
@@ -87,9 +88,13 @@ pub async fn admin_token_hash(
     }
     let token = random_hex(24);
     let hash = sha256_hex(&token);
-    store.put_setting(ADMIN_TOKEN_KEY, &hash).await?;
-    println!("Admin token (shown once; only its hash is stored): {token}");
-    Ok(hash)
+    // Several processes starting at once on a new database: the first token stored is the one, and
+    // only the process that stored it prints it.
+    let stored = store.put_setting_if_absent(ADMIN_TOKEN_KEY, &hash).await?;
+    if stored == hash {
+        println!("Admin token (shown once; only its hash is stored): {token}");
+    }
+    Ok(stored)
 }
 
 pub const DEMO_SLUG: &str = "demo";

@@ -113,10 +113,29 @@ impl From<LlmError> for OpenAiError {
             | LlmError::Connection { .. }
             | LlmError::Protocol { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
         };
-        if status.is_server_error() {
-            tracing::warn!("model request failed: {error}");
+        if !status.is_server_error() {
+            return OpenAiError::new(status, kind, error.to_string());
         }
-        OpenAiError::new(status, kind, error.to_string())
+        // The cause names upstream addresses, local file paths and the engine's internals: it goes to
+        // the log with an incident id, and the client gets the id and what kind of failure it was.
+        let incident = crate::incident::new_id();
+        tracing::warn!(incident = %incident, "model request failed: {error}");
+        let what = match &error {
+            LlmError::Timeout { .. } => "the model did not answer in time".to_string(),
+            LlmError::Http { status, .. } => format!("the model's server answered HTTP {status}"),
+            LlmError::Stream { .. } | LlmError::Connection { .. } | LlmError::Protocol { .. } => {
+                "the model's server failed".to_string()
+            }
+            LlmError::MissingKey(_) | LlmError::Cancelled => {
+                "the model is not available".to_string()
+            }
+            _ => "the model failed".to_string(),
+        };
+        OpenAiError::new(
+            status,
+            kind,
+            format!("{what} (incident {incident}); the server log has the details"),
+        )
     }
 }
 
@@ -199,11 +218,11 @@ impl FromRequestParts<ServingState> for ModelClient {
                 }
                 Ok(None) => {}
                 Err(error) => {
-                    tracing::error!("reading API keys: {error}");
+                    let error = crate::incident::internal("reading API keys", &error);
                     return Err(OpenAiError::new(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "server_error",
-                        "internal error",
+                        error.to_string(),
                     ));
                 }
             }

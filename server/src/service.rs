@@ -120,10 +120,7 @@ impl From<StoreError> for BackendError {
             StoreError::Conflict(m) => BackendError::Conflict(m),
             StoreError::Limited(m) => BackendError::TooMany(m),
             StoreError::Invalid(m) => BackendError::BadRequest(m),
-            other => {
-                tracing::error!(error = ?other, "store failure");
-                BackendError::Internal
-            }
+            other => crate::incident::internal("store failure", &other),
         }
     }
 }

@@ -47,9 +47,9 @@ pub use train::{load_trained, train, BackboneConfig, TrainConfig, TrainReport};
 pub(crate) mod test_data {
     use std::path::PathBuf;
 
-    /// The shared HH-RLHF test file (read-only, outside the repository).
+    /// The HH-RLHF harmless-base test file shipped in `testdata/` (see its README).
     pub fn hh_rlhf() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/data/hh-rlhf/harmless-base-test.jsonl.gz")
+            .join("../testdata/hh-rlhf/harmless-base-test.jsonl.gz")
     }
 }

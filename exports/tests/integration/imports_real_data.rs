@@ -1,12 +1,12 @@
 use moat_exports::import::{read_import, ImportFormat};
 use moat_exports::Choice;
 
-use crate::shared_data;
+use crate::test_data;
 
 #[test]
 fn oasst_en_100_tree_gives_754_pairs_from_212_ranked_groups() {
     let (items, report) =
-        read_import(ImportFormat::Oasst, &shared_data("oasst/en_100_tree.jsonl")).unwrap();
+        read_import(ImportFormat::Oasst, &test_data("oasst/en_100_tree.jsonl")).unwrap();
     assert_eq!(report.rows_read, 100);
     assert_eq!(items.len(), 212);
     assert_eq!(
@@ -43,7 +43,7 @@ fn oasst_en_100_tree_gives_754_pairs_from_212_ranked_groups() {
 fn hh_rlhf_import_reports_rows_imported_and_skipped_with_reason() {
     let (items, report) = read_import(
         ImportFormat::HhRlhf,
-        &shared_data("hh-rlhf/harmless-base-test.jsonl.gz"),
+        &test_data("hh-rlhf/harmless-base-test.jsonl.gz"),
     )
     .unwrap();
     assert_eq!(report.rows_read, 2312);

@@ -11,14 +11,14 @@ use moat_exports::pairs::{read_pairs, PreferencePair};
 use moat_exports::sample::sample_records;
 use moat_exports::{writer_for, ExportOptions, ExportSummary, Format, VoteRecord};
 
-/// A file of the read-only shared data folder (see `shared/data/README.md`).
-pub fn shared_data(relative: &str) -> std::path::PathBuf {
-    std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data")).join(relative)
+/// A file of the repository's real test data (see `testdata/README.md`).
+pub fn test_data(relative: &str) -> std::path::PathBuf {
+    std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata")).join(relative)
 }
 
 /// The first `count` real HH-RLHF pairs.
 pub fn hh_pairs(count: usize) -> Vec<PreferencePair> {
-    let mut pairs = read_pairs(&shared_data("hh-rlhf/harmless-base-test.jsonl.gz")).unwrap();
+    let mut pairs = read_pairs(&test_data("hh-rlhf/harmless-base-test.jsonl.gz")).unwrap();
     pairs.truncate(count);
     pairs
 }

@@ -1,11 +1,11 @@
 use moat_exports::pairs::{read_pairs, read_pairs_with_report};
 use moat_exports::Message;
 
-use crate::shared_data;
+use crate::test_data;
 
 #[test]
 fn hh_rlhf_harmless_base_test_gives_2307_pairs_and_skips_the_5_with_differing_contexts() {
-    let path = shared_data("hh-rlhf/harmless-base-test.jsonl.gz");
+    let path = test_data("hh-rlhf/harmless-base-test.jsonl.gz");
     let (pairs, report) = read_pairs_with_report(&path).unwrap();
     // The data README: 2,312 rows, of which 2,307 share the context and differ only in the last turn.
     assert_eq!(report.rows_read, 2312);

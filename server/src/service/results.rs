@@ -93,10 +93,7 @@ impl AppService {
             Ok(analysis)
         })
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "analysis task failed");
-            BackendError::Internal
-        })?
+        .map_err(|e| crate::incident::internal("analysis task failed", &e))?
         .map_err(BackendError::BadRequest)?;
         Ok((study, analysis))
     }

@@ -139,14 +139,13 @@ impl AppService {
                 if let Some(salt) = self.store.get_setting("client_address_key").await? {
                     return Ok::<_, StoreError>(salt);
                 }
-                let salt = crate::domain::random_hex(32);
-                self.store.put_setting("client_address_key", &salt).await?;
-                // Another server on the same database may have written its own first.
-                Ok(self
-                    .store
-                    .get_setting("client_address_key")
-                    .await?
-                    .unwrap_or(salt))
+                // Another server process on the same database may write its own at the same
+                // moment: the first one written is the one every process uses. (A process that
+                // lost that race used to keep its own, so one address had a digest per process and
+                // `sessions_per_ip` allowed as many times the sessions.)
+                self.store
+                    .put_setting_if_absent("client_address_key", &crate::domain::random_hex(32))
+                    .await
             })
             .await?;
         let key = match client {

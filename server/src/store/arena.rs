@@ -323,6 +323,63 @@ impl Store {
         Ok(())
     }
 
+    /// Notes that the rater is watching a running battle's events through a process other than the
+    /// one running it (see [`Store::battle_watched_ms`]).
+    pub async fn mark_battle_watched(&self, public_id: &str) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE arena_battles SET watched_ms = $1 WHERE public_id = $2 AND state = 'streaming'",
+        )
+        .bind(now_ms())
+        .bind(public_id)
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// Notes that the process running this battle is still at it (PostgreSQL only: a SQLite file is
+    /// served by one process, which knows its own battles).
+    pub async fn mark_battle_alive(&self, public_id: &str) -> StoreResult<()> {
+        if self.dialect() == super::Dialect::Sqlite {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE arena_battles SET alive_ms = $1 WHERE public_id = $2 AND state = 'streaming'",
+        )
+        .bind(now_ms())
+        .bind(public_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A battle's state and when its process last showed it was running it (its start, if never).
+    pub async fn battle_liveness(&self, public_id: &str) -> StoreResult<Option<(String, i64)>> {
+        let row = sqlx::query(
+            "SELECT state, COALESCE(alive_ms, created_ms) AS alive FROM arena_battles \
+             WHERE public_id = $1",
+        )
+        .bind(public_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(row) => Some((row.try_get("state")?, row.try_get("alive")?)),
+            None => None,
+        })
+    }
+
+    /// When another process last noted that the rater watches this battle (ms), if ever.
+    pub async fn battle_watched_ms(&self, public_id: &str) -> StoreResult<Option<i64>> {
+        let row = sqlx::query("SELECT watched_ms FROM arena_battles WHERE public_id = $1")
+            .bind(public_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get::<Option<i64>, _>("watched_ms")?,
+            None => None,
+        })
+    }
+
     /// Marks a battle void with its error (kept for the researcher, never counted).
     pub async fn void_battle(&self, public_id: &str, error: &str) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;

@@ -171,18 +171,38 @@ impl Store {
             .transpose()?)
     }
 
+    /// Sets `key` to `value`. One statement (an upsert): two processes that set the same key at once
+    /// (both starting with `--admin-token`) both succeed, where a delete and an insert made the
+    /// second fail on the primary key.
     pub async fn put_setting(&self, key: &str, value: &str) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM settings WHERE key = $1")
-            .bind(key)
-            .execute(&mut *tx.tx)
-            .await?;
-        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2)")
-            .bind(key)
-            .bind(value)
-            .execute(&mut *tx.tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&mut *tx.tx)
+        .await?;
         tx.commit().await
+    }
+
+    /// Sets `key` to `value` unless it has a value already, and returns the value it has now: the
+    /// first of several processes to set it wins, and all of them then use that one.
+    pub async fn put_setting_if_absent(&self, key: &str, value: &str) -> StoreResult<String> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await?;
+        Ok(self
+            .get_setting(key)
+            .await?
+            .unwrap_or_else(|| value.to_string()))
     }
 
     // ----- studies -----

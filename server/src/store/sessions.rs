@@ -262,54 +262,48 @@ impl Store {
     /// (so the assigner offers them again), and the rater's `expired_assignments` goes up. Returns
     /// how many expired. A vote that races the expiry wins: a voted comparison is never deleted.
     pub async fn expire_assignments(&self, now: i64, rater_id: Option<i64>) -> StoreResult<u64> {
-        let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(
+        let select =
             "SELECT a.id, a.prompt_id, a.kind, a.model_low, a.model_high, a.rater_id, r.study_id \
              FROM assignments a JOIN raters r ON r.id = a.rater_id \
              WHERE a.state = 'issued' AND a.expires_ms IS NOT NULL AND a.expires_ms < $1 \
-             AND ($2 = 0 OR a.rater_id = $2) ORDER BY a.expires_ms LIMIT 1000",
-        )
-        .bind(now)
-        .bind(rater_id.unwrap_or(0))
-        .fetch_all(&mut *tx.tx)
-        .await?;
+             AND ($2 = 0 OR a.rater_id = $2) ORDER BY a.expires_ms LIMIT 1000";
+        if self.dialect == Dialect::Postgres {
+            // One transaction per comparison, which locks its rater first: the order in which an
+            // assignment takes its rows (rater, prompt, pair count). One transaction for many
+            // comparisons held one's prompt and pair rows while it waited for another's, and an
+            // assignment holding that other prompt and waiting for the pair made a deadlock, which
+            // PostgreSQL breaks by failing one of them (more likely with several processes, each
+            // running its own sweep).
+            let rows = sqlx::query(select)
+                .bind(now)
+                .bind(rater_id.unwrap_or(0))
+                .fetch_all(&self.pool)
+                .await?;
+            let mut expired = 0;
+            for row in &rows {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("SELECT id FROM raters WHERE id = $1 FOR UPDATE")
+                    .bind(row.try_get::<i64, _>("rater_id")?)
+                    .execute(&mut *tx.tx)
+                    .await?;
+                if expire_one(&mut tx.tx, row).await? {
+                    expired += 1;
+                }
+                tx.commit().await?;
+            }
+            return Ok(expired);
+        }
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(select)
+            .bind(now)
+            .bind(rater_id.unwrap_or(0))
+            .fetch_all(&mut *tx.tx)
+            .await?;
         let mut expired = 0;
         for row in &rows {
-            let id: i64 = row.try_get("id")?;
-            let deleted = sqlx::query(
-                "DELETE FROM assignments WHERE id = $1 AND state = 'issued' \
-                 AND NOT EXISTS (SELECT 1 FROM votes WHERE assignment_id = $1)",
-            )
-            .bind(id)
-            .execute(&mut *tx.tx)
-            .await?;
-            if deleted.rows_affected() == 0 {
-                continue;
+            if expire_one(&mut tx.tx, row).await? {
+                expired += 1;
             }
-            expired += 1;
-            sqlx::query(
-                "UPDATE prompts SET times_assigned = times_assigned - 1 WHERE id = $1 AND times_assigned > 0",
-            )
-            .bind(row.try_get::<i64, _>("prompt_id")?)
-            .execute(&mut *tx.tx)
-            .await?;
-            if row.try_get::<String, _>("kind")? == "regular" {
-                sqlx::query(
-                    "UPDATE pair_counts SET shown = shown - 1 WHERE study_id = $1 AND model_low = $2 \
-                     AND model_high = $3 AND shown > 0",
-                )
-                .bind(row.try_get::<i64, _>("study_id")?)
-                .bind(row.try_get::<i64, _>("model_low")?)
-                .bind(row.try_get::<i64, _>("model_high")?)
-                .execute(&mut *tx.tx)
-                .await?;
-            }
-            sqlx::query(
-                "UPDATE raters SET expired_assignments = expired_assignments + 1 WHERE id = $1",
-            )
-            .bind(row.try_get::<i64, _>("rater_id")?)
-            .execute(&mut *tx.tx)
-            .await?;
         }
         tx.commit().await?;
         Ok(expired)
@@ -351,4 +345,43 @@ impl Store {
         tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
+}
+
+/// Deletes one unvoted comparison past its time (a voted one is never deleted) and gives its prompt's
+/// and pair's showing back; `row` is one of [`Store::expire_assignments`]' selection. Whether it was
+/// deleted.
+async fn expire_one(conn: &mut AnyConnection, row: &AnyRow) -> StoreResult<bool> {
+    let id: i64 = row.try_get("id")?;
+    let deleted = sqlx::query(
+        "DELETE FROM assignments WHERE id = $1 AND state = 'issued' \
+         AND NOT EXISTS (SELECT 1 FROM votes WHERE assignment_id = $1)",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    if deleted.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE prompts SET times_assigned = times_assigned - 1 WHERE id = $1 AND times_assigned > 0",
+    )
+    .bind(row.try_get::<i64, _>("prompt_id")?)
+    .execute(&mut *conn)
+    .await?;
+    if row.try_get::<String, _>("kind")? == "regular" {
+        sqlx::query(
+            "UPDATE pair_counts SET shown = shown - 1 WHERE study_id = $1 AND model_low = $2 \
+             AND model_high = $3 AND shown > 0",
+        )
+        .bind(row.try_get::<i64, _>("study_id")?)
+        .bind(row.try_get::<i64, _>("model_low")?)
+        .bind(row.try_get::<i64, _>("model_high")?)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query("UPDATE raters SET expired_assignments = expired_assignments + 1 WHERE id = $1")
+        .bind(row.try_get::<i64, _>("rater_id")?)
+        .execute(&mut *conn)
+        .await?;
+    Ok(true)
 }

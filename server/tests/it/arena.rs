@@ -934,3 +934,46 @@ async fn the_admin_edits_the_registry_and_a_bad_edit_changes_nothing() {
         "every battle is between the two models left"
     );
 }
+
+/// Two server processes on one PostgreSQL database behind a load balancer without sticky sessions:
+/// the battle runs in the process that took the prompt, and the events stream lands on the other.
+/// That stream used to end at once with `void` ("This battle does not count") because the other
+/// process found the row still `streaming`; it now waits for the row's end and reports `complete`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_battle_running_in_another_process_ends_there_not_void() {
+    let db = crate::support::TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = fake_upstream().await;
+    let models = registry(dir.path(), &upstream);
+    let first = spawn_server_with_models(db.url(), &no_site(), Some(&models)).await;
+    let second = spawn_server_with_models(db.url(), &no_site(), Some(&models)).await;
+    open_arena(
+        &first,
+        "shared",
+        serde_json::json!({ "kind": "arena", "contestants": [ALPHA, BETA], "items_per_rater": 2 }),
+    )
+    .await;
+    let on_first = RaterClient::join(&first.base, "shared", None)
+        .await
+        .unwrap();
+    let on_second = on_first.rebased(&second.base).unwrap();
+    let battle = on_first
+        .arena_prompt("What is the capital of France?", true)
+        .await
+        .unwrap();
+    let body = on_second.battle_events(&battle).await.unwrap();
+    assert_eq!(
+        events(&body).last(),
+        Some(&("end".to_string(), "complete".to_string())),
+        "{body}"
+    );
+    // The comparison it became is served and voted on by the other process.
+    let Some(comparison) = on_second.next_comparison().await.unwrap() else {
+        panic!("the finished battle is a comparison on the other process")
+    };
+    on_second
+        .vote(&comparison.assignment, "left")
+        .await
+        .unwrap();
+    db.cleanup().await;
+}

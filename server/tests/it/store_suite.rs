@@ -344,7 +344,7 @@ fn chosen_model_index(name: &str) -> usize {
 
 async fn imports_public_datasets_with_votes(url: &str) {
     let store = Store::connect(url).await.unwrap();
-    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data");
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata");
     let oasst = StudySlug::parse("oasst").unwrap();
     let report = moat_server::import::import_dataset(
         &store,
