@@ -35,7 +35,8 @@ fi
 # then FastChat's leaderboard code on the same file (fastchat_end_to_end.py: read_json, online Elo,
 # compute_bt with its bootstrap, compute_style_control with its bootstrap, the tables), and the
 # ratios. END_TO_END=only skips the fit-only comparison above. STYLE_ROUNDS sets FastChat's
-# style-control bootstrap rounds when its full ROUNDS would not fit the machine (default ROUNDS).
+# style-control bootstrap rounds when its full ROUNDS would not fit the machine (default ROUNDS);
+# FASTCHAT_ARGS adds options of fastchat_end_to_end.py (e.g. --compact-read at 10M, --max-gb).
 if [ "${END_TO_END:-0}" != 0 ]; then
   [ -f "$WORK/battles-style-$BATTLES.jsonl" ] ||
     "$BIN" --battles "$BATTLES" --models "$MODELS" --style --write "$WORK/battles-style-$BATTLES.jsonl"
@@ -43,6 +44,6 @@ if [ "${END_TO_END:-0}" != 0 ]; then
   free -g | head -2
   PYTHONPATH="$(dirname "$RATING_SYSTEMS")" "$VENV/bin/python" "$HERE/fastchat_end_to_end.py" \
       "$WORK/battles-style-$BATTLES.jsonl" --rounds "$ROUNDS" --style-rounds "${STYLE_ROUNDS:-$ROUNDS}" \
-      --moat "$WORK/moat-end-to-end.json" --out "$WORK/fastchat-end-to-end.json"
+      --moat "$WORK/moat-end-to-end.json" --out "$WORK/fastchat-end-to-end.json" ${FASTCHAT_ARGS:-}
 fi
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg)"
