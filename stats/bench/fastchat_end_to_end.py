@@ -282,6 +282,7 @@ def main():
         nonlocal last
         now = time.perf_counter()
         seconds[memory.stage] = now - last
+        print(f"{memory.stage}: {now - last:.2f} s", file=sys.stderr, flush=True)
         last = now
         memory.enter(stage)
 
