@@ -10,7 +10,9 @@
 //! `--read` benchmarks a file; `--fastchat` compares with the ratings and intervals the Python
 //! script wrote. `--end-to-end FILE` times what `moat leaderboard --battles FILE --style-control`
 //! does, once: reading the file with its metadata, the leaderboard with bootstrap and the
-//! style-controlled fit, and reports the peak resident memory of the process.
+//! style-controlled fit, and reports the peak resident memory of the process; with `--json FILE`
+//! it also writes the timings, the peak memory and both tables' ratings there, for
+//! bench/fastchat_end_to_end.py to compare with FastChat's.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,6 +32,7 @@ struct Arguments {
     fastchat: Option<PathBuf>,
     style: bool,
     end_to_end: Option<PathBuf>,
+    json: Option<PathBuf>,
 }
 
 fn parse_arguments() -> Arguments {
@@ -43,6 +46,7 @@ fn parse_arguments() -> Arguments {
         fastchat: None,
         style: false,
         end_to_end: None,
+        json: None,
     };
     let mut iterator = std::env::args().skip(1);
     while let Some(flag) = iterator.next() {
@@ -61,6 +65,7 @@ fn parse_arguments() -> Arguments {
             "--fastchat" => arguments.fastchat = Some(value().into()),
             "--style" => arguments.style = true,
             "--end-to-end" => arguments.end_to_end = Some(value().into()),
+            "--json" => arguments.json = Some(value().into()),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -348,10 +353,34 @@ fn end_to_end(path: &std::path::Path, arguments: &Arguments) {
         total_seconds - read_seconds
     );
     println!("total                               : {total_seconds:>9.2} s");
-    if let Some(bytes) = peak_memory() {
+    let peak = peak_memory();
+    if let Some(bytes) = peak {
         println!(
             "peak resident memory                : {:>9.2} GB",
             bytes as f64 / 1e9
         );
+    }
+    if let Some(out) = &arguments.json {
+        let ratings: BTreeMap<&str, f64> = board
+            .models
+            .iter()
+            .map(|row| (row.model.as_str(), row.rating))
+            .collect();
+        let style_ratings: BTreeMap<&str, f64> = board
+            .style_control
+            .iter()
+            .flat_map(|style| &style.models)
+            .map(|row| (row.model.as_str(), row.rating))
+            .collect();
+        let record = serde_json::json!({
+            "battles": file.battles.len(),
+            "rounds": arguments.rounds,
+            "seconds_read": read_seconds,
+            "seconds_total": total_seconds,
+            "peak_memory_bytes": peak,
+            "rating": ratings,
+            "style_rating": style_ratings,
+        });
+        std::fs::write(out, record.to_string()).expect("write --json file");
     }
 }
