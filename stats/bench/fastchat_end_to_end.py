@@ -103,19 +103,60 @@ class Memory:
         self.peak_stage = "start"
         self.peak_by_stage = {}
         self.seconds = {}
+        Memory.guard = self.start_guard()
         thread = threading.Thread(target=self.run, daemon=True)
         thread.start()
 
+    def start_guard(self):
+        """A forked process that kills this one and its workers when memory runs short: a thread
+        cannot, since pd.read_json holds the GIL for minutes while it parses."""
+        parent = os.getpid()
+        pid = os.fork()
+        if pid:
+            return pid
+        Memory.guard = os.getpid()
+        start = time.perf_counter()
+        while os.getppid() == parent:
+            children = self.children(parent)
+            total = self.pss(parent) + sum(self.pss(c) for c in children)
+            available = self.available()
+            if available < self.min_available or total > self.max_bytes:
+                for victim in children + [parent]:
+                    try:
+                        os.kill(victim, signal.SIGKILL)
+                    except OSError:
+                        pass
+                print(
+                    json.dumps(
+                        {
+                            "aborted": f"MemAvailable {available / 1e9:.1f} GB (limit "
+                            f"{self.min_available / 1e9:.1f}), Pss {total / 1e9:.1f} GB (limit "
+                            f"{self.max_bytes / 1e9:.1f})",
+                            "seconds_since_start": round(time.perf_counter() - start, 1),
+                        }
+                    ),
+                    flush=True,
+                )
+                os._exit(3)
+            time.sleep(self.interval)
+        os._exit(0)
+
+    def stop_guard(self):
+        os.kill(Memory.guard, signal.SIGKILL)
+        os.waitpid(Memory.guard, 0)
+
+    guard = None
+
     @staticmethod
-    def children():
+    def children(pid="self"):
         pids = []
-        for task in os.listdir("/proc/self/task"):
+        for task in os.listdir(f"/proc/{pid}/task"):
             try:
-                with open(f"/proc/self/task/{task}/children") as f:
+                with open(f"/proc/{pid}/task/{task}/children") as f:
                     pids.extend(int(p) for p in f.read().split())
             except OSError:
                 pass
-        return pids
+        return [p for p in pids if p != Memory.guard]
 
     @staticmethod
     def pss(pid):
@@ -137,39 +178,14 @@ class Memory:
         return 0
 
     def sample(self):
-        children = self.children()
-        total = self.pss("self") + sum(self.pss(pid) for pid in children)
+        total = self.pss("self") + sum(self.pss(pid) for pid in self.children())
         if total > self.peak_total:
             self.peak_total, self.peak_stage = total, self.stage
         self.peak_by_stage[self.stage] = max(self.peak_by_stage.get(self.stage, 0), total)
-        return children, total
 
     def run(self):
         while True:
-            children, total = self.sample()
-            available = self.available()
-            if available < self.min_available or total > self.max_bytes:
-                for pid in children:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
-                print(
-                    json.dumps(
-                        {
-                            "aborted": f"MemAvailable {available / 1e9:.1f} GB (limit "
-                            f"{self.min_available / 1e9:.1f}), own Pss {total / 1e9:.1f} GB (limit "
-                            f"{self.max_bytes / 1e9:.1f})",
-                            "stage": self.stage,
-                            "seconds_since_start": round(time.perf_counter() - self.start, 1),
-                            "pss_total_gb": total / 1e9,
-                            "ru_maxrss_self_gb": maxrss(resource.RUSAGE_SELF) / 1e9,
-                            "seconds_so_far": self.seconds,
-                        }
-                    ),
-                    flush=True,
-                )
-                os._exit(3)
+            self.sample()
             time.sleep(self.interval)
 
     def enter(self, stage):
@@ -318,6 +334,7 @@ def main():
     win_fraction = elo_analysis.compute_pairwise_win_fraction(battles_no_ties, model_order)
     lap("done")
     total = time.perf_counter() - start
+    memory.stop_guard()
     peak_self = maxrss(resource.RUSAGE_SELF)
     peak_children = maxrss(resource.RUSAGE_CHILDREN)
 
