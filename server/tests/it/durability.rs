@@ -7,7 +7,7 @@ use std::time::Duration;
 use moat_server::client::RaterClient;
 use tokio::process::Child;
 
-use crate::support::{sample_jsonl, ADMIN_TOKEN};
+use crate::support::{open_study_at, ADMIN_TOKEN};
 
 async fn start(data_dir: &std::path::Path) -> (Child, String) {
     moat_server::bench::spawn_server_process(
@@ -25,22 +25,16 @@ async fn acknowledged_votes_survive_sigkill() {
     let (mut server, base) = start(dir.path()).await;
     let http = reqwest::Client::new();
     let admin = |r: reqwest::RequestBuilder| r.bearer_auth(ADMIN_TOKEN);
-    let created = admin(http.post(format!("{base}/api/v1/studies")))
-        .json(&serde_json::json!({ "slug": "kill", "title": "Kill", "settings": { "items_per_rater": 1000 } }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    admin(http.post(format!("{base}/api/v1/studies/kill/import")))
-        .body(sample_jsonl(400))
-        .send()
-        .await
-        .unwrap();
-    admin(http.post(format!("{base}/api/v1/studies/kill/status")))
-        .json(&serde_json::json!({ "status": "open" }))
-        .send()
-        .await
-        .unwrap();
+    let opened = open_study_at(
+        &http,
+        &base,
+        ADMIN_TOKEN,
+        "kill",
+        400,
+        serde_json::json!({ "items_per_rater": 1000 }),
+    )
+    .await;
+    assert_eq!(opened.status(), 200);
 
     // Eight raters vote as fast as they can; each remembers the votes the server acknowledged.
     let stop = Arc::new(AtomicBool::new(false));

@@ -7,7 +7,7 @@ use std::path::Path;
 use moat_server::client::{ClientError, RaterClient};
 use sqlx::{Connection, Row};
 
-use crate::support::{sample_jsonl, TestDb, ADMIN_TOKEN};
+use crate::support::{open_study_at, sample_jsonl, TestDb, ADMIN_TOKEN};
 
 const ITEMS_PER_RATER: usize = 5;
 const PROMPTS: usize = 12;
@@ -265,22 +265,8 @@ async fn two_processes_on_one_postgres_count_every_vote_once() {
     // process.
     let limited =
         serde_json::json!({ "items_per_rater": 1, "sessions_per_ip": 1, "consents_per_minute": 0 });
-    let created = admin(http.post(format!("{a}/api/v1/studies")))
-        .json(&serde_json::json!({ "slug": "limited", "title": "Limited", "settings": limited }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    admin(http.post(format!("{a}/api/v1/studies/limited/import")))
-        .body(sample_jsonl(2))
-        .send()
-        .await
-        .unwrap();
-    admin(http.post(format!("{a}/api/v1/studies/limited/status")))
-        .json(&serde_json::json!({ "status": "open" }))
-        .send()
-        .await
-        .unwrap();
+    let opened = open_study_at(&http, &a, ADMIN_TOKEN, "limited", 2, limited).await;
+    assert_eq!(opened.status(), 200);
     let consents = futures::future::join_all((0..6).map(|i| {
         let base = if i % 2 == 0 { a.clone() } else { b.clone() };
         async move { RaterClient::join(&base, "limited", None).await }

@@ -244,32 +244,42 @@ impl TestServer {
         prompts: usize,
         settings: serde_json::Value,
     ) -> reqwest::Response {
-        let created = self
-            .admin(self.http.post(format!("{}/api/v1/studies", self.base)))
-            .json(&serde_json::json!({ "slug": slug, "title": format!("Study {slug}"), "instructions": "Pick the **better** one.", "settings": settings }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
-        let imported = self
-            .admin(
-                self.http
-                    .post(format!("{}/api/v1/studies/{slug}/import", self.base)),
-            )
-            .body(sample_jsonl(prompts))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(imported.status(), 200, "{}", imported.text().await.unwrap());
-        self.admin(
-            self.http
-                .post(format!("{}/api/v1/studies/{slug}/status", self.base)),
-        )
+        open_study_at(&self.http, &self.base, ADMIN_TOKEN, slug, prompts, settings).await
+    }
+}
+
+/// Creates a study over the JSON API of the server at `base` (any process, with the admin `token`),
+/// imports `prompts` sample prompts and opens it; the response of the opening request.
+pub async fn open_study_at(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    slug: &str,
+    prompts: usize,
+    settings: serde_json::Value,
+) -> reqwest::Response {
+    let created = http
+        .post(format!("{base}/api/v1/studies"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "slug": slug, "title": format!("Study {slug}"), "instructions": "Pick the **better** one.", "settings": settings }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    let imported = http
+        .post(format!("{base}/api/v1/studies/{slug}/import"))
+        .bearer_auth(token)
+        .body(sample_jsonl(prompts))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(imported.status(), 200, "{}", imported.text().await.unwrap());
+    http.post(format!("{base}/api/v1/studies/{slug}/status"))
+        .bearer_auth(token)
         .json(&serde_json::json!({ "status": "open" }))
         .send()
         .await
         .unwrap()
-    }
 }
 
 /// A vote as the rater page posts it: an assignment and a choice, nothing else.
