@@ -64,6 +64,10 @@ pub struct VoteBenchReport {
     pub errors: usize,
     /// The largest peak RSS of the server processes.
     pub server_peak_rss_mb: f64,
+    /// The first server process's resident memory a quarter into the run (after warm-up) and at its
+    /// end: memory is flat when the two are about equal.
+    pub server_rss_quarter_mb: f64,
+    pub server_rss_end_mb: f64,
     /// Bytes of the slow upload the server received during the run (0 without `--upload-mb`).
     pub upload_bytes_sent: u64,
     /// The same writes without HTTP and assignment logic, in the same run (`None` with `--no-ceiling`).
@@ -138,12 +142,20 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 fn peak_rss_mb(pid: u32) -> f64 {
+    status_mb(pid, "VmHWM:")
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    status_mb(pid, "VmRSS:")
+}
+
+fn status_mb(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
@@ -391,7 +403,11 @@ async fn run_on(args: &VoteBenchArgs, postgres: Option<&str>) -> anyhow::Result<
             (vote_ms, cycle_ms, errors)
         }));
     }
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let quarter = Duration::from_secs_f64(args.seconds as f64 / 4.0);
+    tokio::time::sleep(quarter).await;
+    let rss_quarter = pids.first().map_or(f64::NAN, |&pid| rss_mb(pid));
+    tokio::time::sleep(Duration::from_secs(args.seconds).saturating_sub(quarter)).await;
+    let rss_end = pids.first().map_or(f64::NAN, |&pid| rss_mb(pid));
     stop.store(true, Ordering::Relaxed);
     let (mut vote_ms, mut cycle_ms, mut errors) = (Vec::new(), Vec::new(), 0);
     for task in tasks {
@@ -452,6 +468,8 @@ async fn run_on(args: &VoteBenchArgs, postgres: Option<&str>) -> anyhow::Result<
         cycle_p99_ms: percentile(&cycle_ms, 0.99),
         errors,
         server_peak_rss_mb: rss,
+        server_rss_quarter_mb: rss_quarter,
+        server_rss_end_mb: rss_end,
         upload_bytes_sent,
         ceiling,
         share_of_ceiling,
@@ -478,8 +496,8 @@ impl std::fmt::Display for VoteBenchReport {
         )?;
         writeln!(
             f,
-            "server peak RSS {:.0} MB (the largest process)",
-            self.server_peak_rss_mb
+            "server peak RSS {:.0} MB (the largest process); RSS a quarter into the run {:.0} MB, at its end {:.0} MB",
+            self.server_peak_rss_mb, self.server_rss_quarter_mb, self.server_rss_end_mb
         )?;
         write!(
             f,

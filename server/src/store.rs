@@ -113,6 +113,8 @@ mod generation;
 mod group_writer;
 mod identity_flags;
 mod import_tx;
+mod native_reader;
+mod native_writer;
 mod reports;
 mod sessions;
 mod studies;
@@ -146,6 +148,9 @@ pub enum StoreError {
     Limited(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// An error of the native SQLite writer (`store/native_writer.rs`).
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -163,6 +168,9 @@ pub struct Store {
     group_writer: Option<GroupWriter>,
     /// The database file, for readers that bypass the pool (exports).
     sqlite_path: Option<std::path::PathBuf>,
+    /// The SQLite file the rater path reads natively (`native_reader.rs`); `None` on PostgreSQL and
+    /// for an in-memory database.
+    native: Option<Arc<native_reader::NativeFile>>,
 }
 
 /// A study as stored.

@@ -21,23 +21,25 @@ pub struct NewBattle {
     pub created_ms: i64,
 }
 
+/// A battle's row as it starts (also run by the native SQLite writer).
+pub(super) const INSERT_BATTLE: &str =
+    "INSERT INTO arena_battles (public_id, study_id, rater_id, model_a, model_b, conversation, \
+     state, created_ms) VALUES ($1, $2, $3, $4, $5, $6, 'streaming', $7)";
+
 pub(super) async fn insert_battle_in(
     tx: &mut sqlx::AnyConnection,
     battle: &NewBattle,
 ) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO arena_battles (public_id, study_id, rater_id, model_a, model_b, conversation, \
-         state, created_ms) VALUES ($1, $2, $3, $4, $5, $6, 'streaming', $7)",
-    )
-    .bind(&battle.public_id)
-    .bind(battle.study_id)
-    .bind(battle.rater_id)
-    .bind(&battle.models[0])
-    .bind(&battle.models[1])
-    .bind(&battle.conversation)
-    .bind(battle.created_ms)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(INSERT_BATTLE)
+        .bind(&battle.public_id)
+        .bind(battle.study_id)
+        .bind(battle.rater_id)
+        .bind(&battle.models[0])
+        .bind(&battle.models[1])
+        .bind(&battle.conversation)
+        .bind(battle.created_ms)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 

@@ -14,6 +14,21 @@ impl Store {
         show_flagged: bool,
     ) -> StoreResult<Vec<CandidatePrompt>> {
         // Only columns of the index `prompts_assignable`: the prompts are read off it in order.
+        const SQL: &str = unseen_prompts_sql!("IS NULL");
+        let flagged = i64::from(show_flagged);
+        if let Some(read) = self.native_rows(
+            SQL,
+            &[&study_id, &rater_id, &limit, &flagged],
+            |row| -> StoreResult<(i64, i64, (i64, i64))> {
+                Ok((
+                    row.get("prompt_id")?,
+                    row.get("times_assigned")?,
+                    (row.get("id")?, row.get("model_id")?),
+                ))
+            },
+        ) {
+            return read.map(|rows| gather_candidates(rows.into_iter()));
+        }
         let rows = self
             .unseen_prompt_rows(
                 unseen_prompts_sql!("IS NULL"),
@@ -21,20 +36,17 @@ impl Store {
                 show_flagged,
             )
             .await?;
-        let mut candidates: Vec<CandidatePrompt> = Vec::new();
-        for row in &rows {
-            let prompt_id: i64 = row.try_get("prompt_id")?;
-            let response = (row.try_get("id")?, row.try_get("model_id")?);
-            match candidates.last_mut() {
-                Some(last) if last.prompt_id == prompt_id => last.responses.push(response),
-                _ => candidates.push(CandidatePrompt {
-                    prompt_id,
-                    times_assigned: row.try_get("times_assigned")?,
-                    responses: vec![response],
-                }),
-            }
-        }
-        Ok(candidates)
+        let rows = rows
+            .iter()
+            .map(|row| -> StoreResult<(i64, i64, (i64, i64))> {
+                Ok((
+                    row.try_get("prompt_id")?,
+                    row.try_get("times_assigned")?,
+                    (row.try_get("id")?, row.try_get("model_id")?),
+                ))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(gather_candidates(rows.into_iter()))
     }
 
     /// Up to `limit` quality-check items of the study this rater has not been assigned, least-assigned
@@ -160,11 +172,17 @@ impl Store {
 
     /// How often each (lower model id, higher model id) pair was shown in the study.
     pub async fn pair_counts(&self, study_id: i64) -> StoreResult<HashMap<(i64, i64), i64>> {
-        let rows =
-            sqlx::query("SELECT model_low, model_high, shown FROM pair_counts WHERE study_id = $1")
-                .bind(study_id)
-                .fetch_all(&self.pool)
-                .await?;
+        const SQL: &str =
+            "SELECT model_low, model_high, shown FROM pair_counts WHERE study_id = $1";
+        if let Some(read) = self.native_rows(SQL, &[&study_id], |row| {
+            Ok(((row.get(0)?, row.get(1)?), row.get(2)?))
+        }) {
+            return read.map(|rows| rows.into_iter().collect());
+        }
+        let rows = sqlx::query(SQL)
+            .bind(study_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok((
@@ -223,6 +241,68 @@ impl Store {
     }
 }
 
+/// Candidate prompts from rows of (prompt id, times assigned, (response id, model id)) in prompt
+/// order.
+fn gather_candidates(rows: impl Iterator<Item = (i64, i64, (i64, i64))>) -> Vec<CandidatePrompt> {
+    let mut candidates: Vec<CandidatePrompt> = Vec::new();
+    for (prompt_id, times_assigned, response) in rows {
+        match candidates.last_mut() {
+            Some(last) if last.prompt_id == prompt_id => last.responses.push(response),
+            _ => candidates.push(CandidatePrompt {
+                prompt_id,
+                times_assigned,
+                responses: vec![response],
+            }),
+        }
+    }
+    candidates
+}
+
+// The rater path's writes, shared by the `Any` code below and the native SQLite writer
+// (`native_writer.rs`), so both run the same SQL.
+
+/// One unvoted comparison at a time and at most `$10` in the session, checked where the row is
+/// written: parallel requests of one rater get the same answer as serial ones. The unique index
+/// `assignments_once` (a rater sees a prompt once) turns a concurrent second assignment of the same
+/// prompt into no row, without an error that would end the transaction.
+pub(super) const INSERT_ASSIGNMENT: &str =
+    "INSERT INTO assignments (public_id, rater_id, prompt_id, left_response_id, right_response_id, \
+     model_low, model_high, kind, issued_ms, state, expires_ms) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'issued', $11 \
+     WHERE NOT EXISTS (SELECT 1 FROM assignments WHERE rater_id = $2 AND state = 'issued') \
+     AND (SELECT COUNT(*) FROM assignments WHERE rater_id = $2) < $10 \
+     ON CONFLICT DO NOTHING RETURNING id";
+pub(super) const COUNT_PROMPT_ASSIGNED: &str =
+    "UPDATE prompts SET times_assigned = times_assigned + 1 WHERE id = $1";
+pub(super) const COUNT_PAIR_SHOWN: &str =
+    "INSERT INTO pair_counts (study_id, model_low, model_high, shown) VALUES ($1, $2, $3, 1) \
+     ON CONFLICT (study_id, model_low, model_high) DO UPDATE SET shown = pair_counts.shown + 1";
+/// The assignment a vote is for, its vote if any, and what a quality check expects.
+pub(super) const VOTE_TARGET: &str =
+    "SELECT a.id, a.issued_ms, a.kind, v.id AS vote_id, v.choice, p.check_model_id, \
+     lr.model_id AS left_model, rr.model_id AS right_model \
+     FROM assignments a LEFT JOIN votes v ON v.assignment_id = a.id \
+     JOIN prompts p ON p.id = a.prompt_id \
+     JOIN responses lr ON lr.id = a.left_response_id JOIN responses rr ON rr.id = a.right_response_id \
+     WHERE a.public_id = $1 AND a.rater_id = $2";
+pub(super) const INSERT_VOTE: &str =
+    "INSERT INTO votes (assignment_id, choice, source_guess, source_confidence, rationale, time_on_page_ms, created_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+pub(super) const MARK_VOTED: &str = "UPDATE assignments SET state = $1 WHERE id = $2";
+/// What a vote on an assignment already voted on is told when its choice differs.
+pub(super) fn vote_cannot_change(choice: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "this comparison was already answered with {choice:?}; a vote cannot be changed"
+    ))
+}
+pub(super) fn vote_target_missing() -> StoreError {
+    StoreError::NotFound(
+        "this comparison is not open for you (it may have expired unvoted); \
+         reload the page for your next one"
+            .into(),
+    )
+}
+
 /// Records an assignment before it is shown. Returns `None` if the rater was given this prompt
 /// concurrently (the caller shows that one instead).
 pub(super) async fn insert_assignment_in(
@@ -242,50 +322,37 @@ pub(super) async fn insert_assignment_in(
             .execute(&mut *conn)
             .await?;
     }
-    // One unvoted comparison at a time and at most `max_for_rater` in the session, checked where the
-    // row is written: parallel requests of one rater get the same answer as serial ones. The unique
-    // index `assignments_once` (a rater sees a prompt once) turns a concurrent second assignment of
-    // the same prompt into no row, without an error that would end the transaction.
-    let inserted = sqlx::query(
-        "INSERT INTO assignments (public_id, rater_id, prompt_id, left_response_id, right_response_id, \
-         model_low, model_high, kind, issued_ms, state, expires_ms) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'issued', $11 \
-         WHERE NOT EXISTS (SELECT 1 FROM assignments WHERE rater_id = $2 AND state = 'issued') \
-         AND (SELECT COUNT(*) FROM assignments WHERE rater_id = $2) < $10 \
-         ON CONFLICT DO NOTHING RETURNING id",
-    )
-    .bind(&public_id)
-    .bind(new.rater_id)
-    .bind(new.prompt_id)
-    .bind(new.left_response.0)
-    .bind(new.right_response.0)
-    .bind(low)
-    .bind(high)
-    .bind(new.check.map_or("regular", CheckKind::as_str))
-    .bind(now_ms())
-    .bind(i64::from(new.max_for_rater))
-    .bind(new.expires_ms)
-    .fetch_optional(&mut *conn)
-    .await?;
+    // One unvoted comparison at a time, at most `max_for_rater` (see `INSERT_ASSIGNMENT`).
+    let inserted = sqlx::query(INSERT_ASSIGNMENT)
+        .bind(&public_id)
+        .bind(new.rater_id)
+        .bind(new.prompt_id)
+        .bind(new.left_response.0)
+        .bind(new.right_response.0)
+        .bind(low)
+        .bind(high)
+        .bind(new.check.map_or("regular", CheckKind::as_str))
+        .bind(now_ms())
+        .bind(i64::from(new.max_for_rater))
+        .bind(new.expires_ms)
+        .fetch_optional(&mut *conn)
+        .await?;
     if inserted.is_none() {
         return Ok(None);
     }
-    sqlx::query("UPDATE prompts SET times_assigned = times_assigned + 1 WHERE id = $1")
+    sqlx::query(COUNT_PROMPT_ASSIGNED)
         .bind(new.prompt_id)
         .execute(&mut *conn)
         .await?;
     if new.check.is_some() {
         return Ok(Some(public_id));
     }
-    sqlx::query(
-        "INSERT INTO pair_counts (study_id, model_low, model_high, shown) VALUES ($1, $2, $3, 1) \
-         ON CONFLICT (study_id, model_low, model_high) DO UPDATE SET shown = pair_counts.shown + 1",
-    )
-    .bind(new.study_id)
-    .bind(low)
-    .bind(high)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(COUNT_PAIR_SHOWN)
+        .bind(new.study_id)
+        .bind(low)
+        .bind(high)
+        .execute(&mut *conn)
+        .await?;
     Ok(Some(public_id))
 }
 
@@ -310,25 +377,12 @@ pub(super) async fn record_vote_in(
             .await?;
     }
     // One read: the assignment, its vote if any, and what a quality check expects.
-    let row = sqlx::query(
-        "SELECT a.id, a.issued_ms, a.kind, v.id AS vote_id, v.choice, p.check_model_id, \
-         lr.model_id AS left_model, rr.model_id AS right_model \
-         FROM assignments a LEFT JOIN votes v ON v.assignment_id = a.id \
-         JOIN prompts p ON p.id = a.prompt_id \
-         JOIN responses lr ON lr.id = a.left_response_id JOIN responses rr ON rr.id = a.right_response_id \
-         WHERE a.public_id = $1 AND a.rater_id = $2",
-    )
-    .bind(&vote.assignment_public_id)
-    .bind(vote.rater_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| {
-        StoreError::NotFound(
-            "this comparison is not open for you (it may have expired unvoted); \
-             reload the page for your next one"
-                .into(),
-        )
-    })?;
+    let row = sqlx::query(VOTE_TARGET)
+        .bind(&vote.assignment_public_id)
+        .bind(vote.rater_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(vote_target_missing)?;
     let assignment_id: i64 = row.try_get("id")?;
     let issued_ms: i64 = row.try_get("issued_ms")?;
     let kind: String = row.try_get("kind")?;
@@ -337,27 +391,22 @@ pub(super) async fn record_vote_in(
         return if db_choice(&choice)? == vote.choice {
             Ok(VoteOutcome::AlreadyRecorded { vote_id })
         } else {
-            Err(StoreError::Conflict(format!(
-                "this comparison was already answered with {choice:?}; a vote cannot be changed"
-            )))
+            Err(vote_cannot_change(&choice))
         };
     }
     let now = now_ms();
-    let vote_id: i64 = sqlx::query(
-        "INSERT INTO votes (assignment_id, choice, source_guess, source_confidence, rationale, time_on_page_ms, created_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-    )
-    .bind(assignment_id)
-    .bind(vote.choice.as_str())
-    .bind(vote.source_guess.clone())
-    .bind(vote.source_confidence)
-    .bind(vote.rationale.clone())
-    .bind(now - issued_ms)
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await?
-    .try_get("id")?;
-    sqlx::query("UPDATE assignments SET state = $1 WHERE id = $2")
+    let vote_id: i64 = sqlx::query(INSERT_VOTE)
+        .bind(assignment_id)
+        .bind(vote.choice.as_str())
+        .bind(vote.source_guess.clone())
+        .bind(vote.source_confidence)
+        .bind(vote.rationale.clone())
+        .bind(now - issued_ms)
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("id")?;
+    sqlx::query(MARK_VOTED)
         .bind(if vote.reveal { "voted" } else { "done" })
         .bind(assignment_id)
         .execute(&mut *conn)

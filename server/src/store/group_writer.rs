@@ -1,5 +1,7 @@
-//! Group commit on SQLite: the hot writes (assignments, votes, arena battle rows) queue to one task
-//! that commits whatever has queued as one transaction and answers each caller after the commit.
+//! Group commit on SQLite: the hot writes (assignments, votes, arena battle rows) queue to one writer
+//! that commits whatever has queued as one transaction and answers each caller after the commit. On a
+//! SQLite file the writer is a thread with its own rusqlite connection (`native_writer.rs`); on an
+//! in-memory database, which only the pool's connections can see, it is a task on the pool.
 
 use super::*;
 
@@ -17,7 +19,7 @@ pub(super) enum WriteDone {
     BattleRecorded,
 }
 
-type Reply = tokio::sync::oneshot::Sender<StoreResult<WriteDone>>;
+pub(super) type Reply = tokio::sync::oneshot::Sender<StoreResult<WriteDone>>;
 
 /// On SQLite, the hot writes (assignments and votes) are queued to one task that commits whatever has
 /// queued up as one transaction: one fsync for many writes, and no lock hand-offs between requests.
@@ -30,9 +32,22 @@ pub(super) struct GroupWriter {
 }
 
 /// Most writes one transaction takes.
-const GROUP_COMMIT_MAX: usize = 512;
+pub(super) const GROUP_COMMIT_MAX: usize = 512;
 
 impl GroupWriter {
+    /// The writer of a SQLite file: a thread of its own (see `native_writer.rs`).
+    pub(super) fn start_native(
+        path: std::path::PathBuf,
+        write_lock: Arc<Mutex<()>>,
+    ) -> std::io::Result<GroupWriter> {
+        let (queue, receiver) = tokio::sync::mpsc::channel::<(WriteOp, Reply)>(4096);
+        std::thread::Builder::new()
+            .name("moat-sqlite-writer".into())
+            .spawn(move || super::native_writer::run(path, write_lock, receiver))?;
+        Ok(GroupWriter { queue })
+    }
+
+    /// The writer of an in-memory database: a task that writes through the pool.
     pub(super) fn start(pool: AnyPool, write_lock: Arc<Mutex<()>>) -> GroupWriter {
         let (queue, mut receiver) = tokio::sync::mpsc::channel::<(WriteOp, Reply)>(4096);
         tokio::spawn(async move {

@@ -112,15 +112,27 @@ impl Store {
         // The vote count comes along (one round trip fewer per page): an assignment leaves `issued` in
         // the transaction that records its vote, and imported votes are written `done`, so counting
         // the rater's non-issued assignments reads the (rater, state) index alone.
-        let row = sqlx::query(
-            "SELECT r.id, r.study_id, r.status, r.external_id, r.completion_code, \
+        const SQL: &str = "SELECT r.id, r.study_id, r.status, r.external_id, r.completion_code, \
              (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id AND a.state <> 'issued') AS votes \
-             FROM raters r WHERE r.token_hash = $1 AND r.study_id = $2",
-        )
-        .bind(sha256_hex(token))
-        .bind(study_id)
-        .fetch_optional(&self.pool)
-        .await?;
+             FROM raters r WHERE r.token_hash = $1 AND r.study_id = $2";
+        let hash = sha256_hex(token);
+        if let Some(read) = self.native_row(SQL, &[&hash, &study_id], |row| {
+            Ok(RaterRow {
+                id: row.get("id")?,
+                study_id: row.get("study_id")?,
+                votes: row.get("votes")?,
+                excluded: row.get::<_, String>("status")? == "excluded",
+                external_id: row.get("external_id")?,
+                completion_code: row.get("completion_code")?,
+            })
+        }) {
+            return read;
+        }
+        let row = sqlx::query(SQL)
+            .bind(hash)
+            .bind(study_id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(match row {
             Some(row) => Some(RaterRow {
                 id: row.try_get("id")?,
@@ -169,17 +181,31 @@ impl Store {
         rater_id: i64,
         state: &str,
     ) -> StoreResult<Option<ShownAssignment>> {
-        let row = sqlx::query(
-            "SELECT a.public_id, a.expires_ms, p.conversation, lr.content AS left_text, rr.content AS right_text, \
+        const SQL: &str = "SELECT a.public_id, a.expires_ms, p.conversation, lr.content AS left_text, rr.content AS right_text, \
              lr.history AS left_history, rr.history AS right_history \
              FROM assignments a JOIN prompts p ON p.id = a.prompt_id \
              JOIN responses lr ON lr.id = a.left_response_id JOIN responses rr ON rr.id = a.right_response_id \
-             WHERE a.rater_id = $1 AND a.state = $2 ORDER BY a.id LIMIT 1",
-        )
-        .bind(rater_id)
-        .bind(state)
-        .fetch_optional(&self.pool)
-        .await?;
+             WHERE a.rater_id = $1 AND a.state = $2 ORDER BY a.id LIMIT 1";
+        if let Some(read) = self.native_row(SQL, &[&rater_id, &state], |row| {
+            let conversation: String = row.get("conversation")?;
+            Ok(ShownAssignment {
+                public_id: row.get("public_id")?,
+                conversation: serde_json::from_str(&conversation)
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                left_text: row.get("left_text")?,
+                right_text: row.get("right_text")?,
+                left_history: history_of(row.get("left_history")?)?,
+                right_history: history_of(row.get("right_history")?)?,
+                expires_ms: row.get("expires_ms")?,
+            })
+        }) {
+            return read;
+        }
+        let row = sqlx::query(SQL)
+            .bind(rater_id)
+            .bind(state)
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let conversation: String = row.try_get("conversation")?;
         Ok(Some(ShownAssignment {
@@ -199,16 +225,25 @@ impl Store {
         &self,
         rater_id: i64,
     ) -> StoreResult<Option<(String, String, Choice)>> {
-        let row = sqlx::query(
-            "SELECT lm.name AS left_model, rm.name AS right_model, v.choice \
+        const SQL: &str = "SELECT lm.name AS left_model, rm.name AS right_model, v.choice \
              FROM assignments a JOIN votes v ON v.assignment_id = a.id \
              JOIN responses lr ON lr.id = a.left_response_id JOIN models lm ON lm.id = lr.model_id \
              JOIN responses rr ON rr.id = a.right_response_id JOIN models rm ON rm.id = rr.model_id \
-             WHERE a.rater_id = $1 AND a.state = 'voted' ORDER BY a.id LIMIT 1",
-        )
-        .bind(rater_id)
-        .fetch_optional(&self.pool)
-        .await?;
+             WHERE a.rater_id = $1 AND a.state = 'voted' ORDER BY a.id LIMIT 1";
+        if let Some(read) = self.native_row(SQL, &[&rater_id], |row| {
+            let choice: String = row.get("choice")?;
+            Ok((
+                row.get("left_model")?,
+                row.get("right_model")?,
+                db_choice(&choice)?,
+            ))
+        }) {
+            return read;
+        }
+        let row = sqlx::query(SQL)
+            .bind(rater_id)
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let choice: String = row.try_get("choice")?;
         Ok(Some((

@@ -1420,3 +1420,67 @@ async fn excluded_raters_are_screened_out(url: &str) {
     backend.store.close().await;
 }
 on_both_backends!(excluded_raters_are_screened_out);
+
+/// On a SQLite file the rater path reads through per-thread rusqlite connections and writes through
+/// a rusqlite writer thread. A database deleted and created again at the same path (a restored
+/// backup, a test's fresh file) must be read afresh, not through a connection still open on the old
+/// file; and what the native path recorded is what a new process reads through the pool.
+#[tokio::test]
+async fn native_sqlite_path_reads_the_file_of_its_own_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("moat.db").display());
+    let backend = backend_with_study(&url, "native", 3, 10).await;
+    let token = backend.consent("native", None, None).await.unwrap();
+    let RaterView::Compare(first) = backend.rater_view("native", &token).await.unwrap() else {
+        panic!("expected a comparison");
+    };
+    backend
+        .vote("native", &token, vote(&first.assignment, "left"))
+        .await
+        .unwrap();
+    let RaterView::Compare(second) = backend.rater_view("native", &token).await.unwrap() else {
+        panic!("expected a second comparison");
+    };
+    assert_ne!(first.assignment, second.assignment);
+    let rater = backend
+        .store
+        .rater_by_token(backend.store.study("native").await.unwrap().id, &token)
+        .await
+        .unwrap()
+        .expect("the rater is found");
+    assert_eq!(rater.votes, 1);
+    backend.store.close().await;
+    drop(backend);
+
+    // Read by a fresh store of the same file: the vote and the open assignment are there.
+    let again = Store::connect(&url).await.unwrap();
+    let study = again.study("native").await.unwrap();
+    let rater = again
+        .rater_by_token(study.id, &token)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rater.votes, 1);
+    let open = again.assignment_in_state(rater.id, "issued").await.unwrap();
+    assert_eq!(open.map(|a| a.public_id), Some(second.assignment.clone()));
+    again.close().await;
+    drop(again);
+
+    // The file replaced by a new database at the same path: the old rater is not found there.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("moat.db{suffix}")));
+    }
+    let fresh = backend_with_study(&url, "native", 3, 10).await;
+    let study = fresh.store.study("native").await.unwrap();
+    assert!(fresh
+        .store
+        .rater_by_token(study.id, &token)
+        .await
+        .unwrap()
+        .is_none());
+    let newcomer = fresh.consent("native", None, None).await.unwrap();
+    let RaterView::Compare(shown) = fresh.rater_view("native", &newcomer).await.unwrap() else {
+        panic!("expected a comparison in the new database");
+    };
+    assert_eq!(shown.position, 1);
+}

@@ -1,0 +1,246 @@
+//! The group-commit writer on a SQLite file, run natively: one OS thread owns a rusqlite connection
+//! and commits each group of queued writes as one transaction, with cached prepared statements. The
+//! `Any` driver runs every statement as a round trip to its connection's worker thread (about three
+//! per write, each a wake-up of two threads); here a write is a few calls into SQLite on the thread
+//! that already holds the transaction. The SQL is the same as the `Any` path's (`assignments.rs`,
+//! `arena.rs`), and so are the answers: each caller is told after its group committed.
+
+use rusqlite::{ToSql, TransactionBehavior};
+
+use super::arena::{NewBattle, INSERT_BATTLE};
+use super::assignments::{
+    vote_cannot_change, vote_target_missing, COUNT_PAIR_SHOWN, COUNT_PROMPT_ASSIGNED,
+    INSERT_ASSIGNMENT, INSERT_VOTE, MARK_VOTED, VOTE_TARGET,
+};
+use super::group_writer::{WriteDone, WriteOp, GROUP_COMMIT_MAX};
+use super::native_reader::bind;
+use super::*;
+
+/// Opens the writer's connection with the pool's settings (FULL synchronous: an acknowledged write
+/// survives a crash of the process and of the OS).
+pub(super) fn open(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; \
+         PRAGMA mmap_size=268435456;",
+    )?;
+    // Assignments, votes and battles: a handful of statements, each prepared once.
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+type Reply = tokio::sync::oneshot::Sender<StoreResult<WriteDone>>;
+
+/// The writer thread: waits for a write, takes whatever else has queued (up to
+/// [`GROUP_COMMIT_MAX`]), commits them as one transaction under the store's write lock, answers.
+pub(super) fn run(
+    path: std::path::PathBuf,
+    write_lock: Arc<Mutex<()>>,
+    mut receiver: tokio::sync::mpsc::Receiver<(WriteOp, Reply)>,
+) {
+    let mut conn: Option<rusqlite::Connection> = None;
+    let mut batch: Vec<(WriteOp, Reply)> = Vec::with_capacity(GROUP_COMMIT_MAX);
+    while let Some(first) = receiver.blocking_recv() {
+        batch.push(first);
+        while batch.len() < GROUP_COMMIT_MAX {
+            match receiver.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let outcome = {
+            let _guard = write_lock.blocking_lock();
+            // Opened at the first write, after `Store::connect` ran the migrations; reopened after
+            // a failure, so a broken connection does not fail every later group.
+            let opened = match conn.take() {
+                Some(open) => Ok(open),
+                None => open(&path),
+            };
+            match opened {
+                Ok(mut open) => {
+                    let outcome = commit_batch(&mut open, &batch);
+                    if outcome.is_ok() {
+                        conn = Some(open);
+                    }
+                    outcome
+                }
+                Err(error) => Err(error.into()),
+            }
+        };
+        match outcome {
+            Ok(results) => {
+                for ((_, reply), result) in batch.drain(..).zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, writes = batch.len(), "group commit failed");
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(StoreError::Database(sqlx::Error::Protocol(
+                        "the transaction of this write failed".into(),
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+fn commit_batch(
+    conn: &mut rusqlite::Connection,
+    batch: &[(WriteOp, Reply)],
+) -> Result<Vec<StoreResult<WriteDone>>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(batch.len());
+    for (op, _) in batch {
+        let result = match op {
+            WriteOp::Assign(new) => insert_assignment(&tx, new).map(WriteDone::Assigned),
+            WriteOp::Vote(vote) => record_vote(&tx, vote).map(WriteDone::Voted),
+            WriteOp::Battle(battle) => {
+                insert_battle(&tx, battle).map(|()| WriteDone::BattleRecorded)
+            }
+        };
+        match result {
+            // A refusal (not found, conflict) is found by reads before anything is written; a
+            // database error fails the whole group, none of which is then acknowledged.
+            Err(error @ (StoreError::Database(_) | StoreError::Sqlite(_))) => return Err(error),
+            other => results.push(other),
+        }
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+fn insert_assignment(
+    tx: &rusqlite::Transaction<'_>,
+    new: &NewAssignment,
+) -> StoreResult<Option<String>> {
+    let public_id = random_hex(16);
+    let (a, b) = (new.left_response.1, new.right_response.1);
+    let (low, high) = (a.min(b), a.max(b));
+    let kind = new.check.map_or("regular", CheckKind::as_str);
+    let inserted = {
+        let mut stmt = tx.prepare_cached(INSERT_ASSIGNMENT)?;
+        bind(
+            &mut stmt,
+            &[
+                &public_id,
+                &new.rater_id,
+                &new.prompt_id,
+                &new.left_response.0,
+                &new.right_response.0,
+                &low,
+                &high,
+                &kind,
+                &now_ms(),
+                &i64::from(new.max_for_rater),
+                &new.expires_ms,
+            ],
+        )?;
+        let mut rows = stmt.raw_query();
+        rows.next()?.is_some()
+    };
+    if !inserted {
+        return Ok(None);
+    }
+    execute(tx, COUNT_PROMPT_ASSIGNED, &[&new.prompt_id])?;
+    if new.check.is_none() {
+        execute(tx, COUNT_PAIR_SHOWN, &[&new.study_id, &low, &high])?;
+    }
+    Ok(Some(public_id))
+}
+
+fn execute(tx: &rusqlite::Transaction<'_>, sql: &str, values: &[&dyn ToSql]) -> StoreResult<()> {
+    let mut stmt = tx.prepare_cached(sql)?;
+    bind(&mut stmt, values)?;
+    stmt.raw_execute()?;
+    Ok(())
+}
+
+/// What [`VOTE_TARGET`] reads.
+struct Target {
+    assignment_id: i64,
+    issued_ms: i64,
+    kind: String,
+    vote: Option<(i64, String)>,
+    check_model: Option<i64>,
+    models: (i64, i64),
+}
+
+fn record_vote(tx: &rusqlite::Transaction<'_>, vote: &VoteToRecord) -> StoreResult<VoteOutcome> {
+    let target = {
+        let mut stmt = tx.prepare_cached(VOTE_TARGET)?;
+        bind(&mut stmt, &[&vote.assignment_public_id, &vote.rater_id])?;
+        let mut rows = stmt.raw_query();
+        let Some(row) = rows.next()? else {
+            return Err(vote_target_missing());
+        };
+        Target {
+            assignment_id: row.get("id")?,
+            issued_ms: row.get("issued_ms")?,
+            kind: row.get("kind")?,
+            vote: match row.get::<_, Option<i64>>("vote_id")? {
+                Some(id) => Some((id, row.get("choice")?)),
+                None => None,
+            },
+            check_model: row.get("check_model_id")?,
+            models: (row.get("left_model")?, row.get("right_model")?),
+        }
+    };
+    if let Some((vote_id, choice)) = target.vote {
+        return if db_choice(&choice)? == vote.choice {
+            Ok(VoteOutcome::AlreadyRecorded { vote_id })
+        } else {
+            Err(vote_cannot_change(&choice))
+        };
+    }
+    let now = now_ms();
+    let vote_id: i64 = {
+        let mut stmt = tx.prepare_cached(INSERT_VOTE)?;
+        bind(
+            &mut stmt,
+            &[
+                &target.assignment_id,
+                &vote.choice.as_str(),
+                &vote.source_guess,
+                &vote.source_confidence,
+                &vote.rationale,
+                &(now - target.issued_ms),
+                &now,
+            ],
+        )?;
+        let mut rows = stmt.raw_query();
+        let row = rows.next()?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+        row.get(0)?
+    };
+    let state = if vote.reveal { "voted" } else { "done" };
+    execute(tx, MARK_VOTED, &[&state, &target.assignment_id])?;
+    let check_passed = CheckKind::parse(&target.kind).map(|_| {
+        let chosen = match vote.choice {
+            Choice::Left => Some(target.models.0),
+            Choice::Right => Some(target.models.1),
+            Choice::Tie | Choice::BothBad => None,
+        };
+        chosen.is_some() && chosen == target.check_model
+    });
+    Ok(VoteOutcome::Recorded {
+        vote_id,
+        check_passed,
+    })
+}
+
+fn insert_battle(tx: &rusqlite::Transaction<'_>, battle: &NewBattle) -> StoreResult<()> {
+    execute(
+        tx,
+        INSERT_BATTLE,
+        &[
+            &battle.public_id,
+            &battle.study_id,
+            &battle.rater_id,
+            &battle.models[0],
+            &battle.models[1],
+            &battle.conversation,
+            &battle.created_ms,
+        ],
+    )
+}
