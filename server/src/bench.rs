@@ -65,9 +65,13 @@ pub struct VoteBenchReport {
     /// The largest peak RSS of the server processes.
     pub server_peak_rss_mb: f64,
     /// The first server process's resident memory a quarter into the run (after warm-up) and at its
-    /// end: memory is flat when the two are about equal.
+    /// end, all of it and its anonymous part (heap and stacks; the rest is mostly the database file's
+    /// mapped pages, which grow with the file): the heap is flat when the two anonymous figures are
+    /// about equal.
     pub server_rss_quarter_mb: f64,
     pub server_rss_end_mb: f64,
+    pub server_anon_quarter_mb: f64,
+    pub server_anon_end_mb: f64,
     /// Bytes of the slow upload the server received during the run (0 without `--upload-mb`).
     pub upload_bytes_sent: u64,
     /// The same writes without HTTP and assignment logic, in the same run (`None` with `--no-ceiling`).
@@ -145,8 +149,9 @@ fn peak_rss_mb(pid: u32) -> f64 {
     status_mb(pid, "VmHWM:")
 }
 
-fn rss_mb(pid: u32) -> f64 {
-    status_mb(pid, "VmRSS:")
+/// (all resident memory, its anonymous part) of a process, in MB.
+fn rss_mb(pid: u32) -> (f64, f64) {
+    (status_mb(pid, "VmRSS:"), status_mb(pid, "RssAnon:"))
 }
 
 fn status_mb(pid: u32, field: &str) -> f64 {
@@ -405,9 +410,13 @@ async fn run_on(args: &VoteBenchArgs, postgres: Option<&str>) -> anyhow::Result<
     }
     let quarter = Duration::from_secs_f64(args.seconds as f64 / 4.0);
     tokio::time::sleep(quarter).await;
-    let rss_quarter = pids.first().map_or(f64::NAN, |&pid| rss_mb(pid));
+    let rss_quarter = pids
+        .first()
+        .map_or((f64::NAN, f64::NAN), |&pid| rss_mb(pid));
     tokio::time::sleep(Duration::from_secs(args.seconds).saturating_sub(quarter)).await;
-    let rss_end = pids.first().map_or(f64::NAN, |&pid| rss_mb(pid));
+    let rss_end = pids
+        .first()
+        .map_or((f64::NAN, f64::NAN), |&pid| rss_mb(pid));
     stop.store(true, Ordering::Relaxed);
     let (mut vote_ms, mut cycle_ms, mut errors) = (Vec::new(), Vec::new(), 0);
     for task in tasks {
@@ -468,8 +477,10 @@ async fn run_on(args: &VoteBenchArgs, postgres: Option<&str>) -> anyhow::Result<
         cycle_p99_ms: percentile(&cycle_ms, 0.99),
         errors,
         server_peak_rss_mb: rss,
-        server_rss_quarter_mb: rss_quarter,
-        server_rss_end_mb: rss_end,
+        server_rss_quarter_mb: rss_quarter.0,
+        server_rss_end_mb: rss_end.0,
+        server_anon_quarter_mb: rss_quarter.1,
+        server_anon_end_mb: rss_end.1,
         upload_bytes_sent,
         ceiling,
         share_of_ceiling,
@@ -496,8 +507,13 @@ impl std::fmt::Display for VoteBenchReport {
         )?;
         writeln!(
             f,
-            "server peak RSS {:.0} MB (the largest process); RSS a quarter into the run {:.0} MB, at its end {:.0} MB",
-            self.server_peak_rss_mb, self.server_rss_quarter_mb, self.server_rss_end_mb
+            "server peak RSS {:.0} MB (the largest process); RSS a quarter into the run {:.0} MB \
+             (anonymous {:.0} MB), at its end {:.0} MB (anonymous {:.0} MB)",
+            self.server_peak_rss_mb,
+            self.server_rss_quarter_mb,
+            self.server_anon_quarter_mb,
+            self.server_rss_end_mb,
+            self.server_anon_end_mb
         )?;
         write!(
             f,
