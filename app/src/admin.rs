@@ -607,6 +607,9 @@ fn StudyReportView(
             report.summary.prompts, report.summary.models, report.summary.raters, report.summary.votes, seconds
         )}</p>
         {report.battles.clone().map(|battles| view! { <BattlesPanel battles=battles/> })}
+        {(report.settings.active_sampling != "uniform").then(|| view! {
+            <RewardModelPanel policy=report.settings.active_sampling.clone() model=report.reward_model.clone()/>
+        })}
         <h2>"Import prompts and responses"</h2>
         <form method="post" enctype="multipart/form-data" action=format!("/admin/studies/{}/import", report.summary.slug)>
             <select name="format">
@@ -696,6 +699,39 @@ fn BattlesPanel(battles: BattleReport) -> impl IntoView {
                 <tbody>{rows}</tbody>
             </table>
         })}
+    }
+}
+
+/// Active sampling: the reward model the assigner uses, and how well it predicts held-out votes.
+#[component]
+fn RewardModelPanel(policy: String, model: Option<RewardModelStatus>) -> impl IntoView {
+    let text = match &model {
+        None => format!(
+            "Assignment policy: {policy}. No reward model yet: it is trained in the background once the study has {} decided votes; until then comparisons are assigned uniformly.",
+            crate::wire::ACTIVE_FIRST_TRAINING_VOTES
+        ),
+        Some(m) => {
+            let accuracy = match (m.eval_accuracy, m.eval_accuracy_low, m.eval_accuracy_high) {
+                (Some(a), Some(low), Some(high)) => format!(
+                    "accuracy on {} held-out votes {:.1}% (95% interval {:.1}–{:.1}%)",
+                    m.eval_pairs,
+                    a * 100.0,
+                    low * 100.0,
+                    high * 100.0
+                ),
+                _ => "no held-out votes yet".to_string(),
+            };
+            format!(
+                "Assignment policy: {policy}. Reward model trained on {} votes: {accuracy}; {} responses scored{}.",
+                m.train_pairs,
+                m.responses_scored,
+                if m.retraining { "; retraining on newer votes now" } else { "" }
+            )
+        }
+    };
+    view! {
+        <h2>"Active sampling"</h2>
+        <p id="reward-model">{text}</p>
     }
 }
 

@@ -196,6 +196,16 @@ study_settings! {
         /// to the pool and the rater is given another (0: never).
         assignment_minutes: u32 = 60, "Minutes before an unvoted comparison goes to someone else",
             Kind::Count { min: 0, max: NO_MAX };
+        /// Which comparison a rater gets next. uniform: the model pair shown least often, then the
+        /// prompt assigned least often. uncertainty: a reward model is trained on the study's votes in
+        /// the background (hashed features, retrained as votes arrive, its held-out accuracy shown
+        /// on the study page), and among the rater's candidates the pair it is least sure about comes
+        /// first; uniform until it has been trained.
+        active_sampling: String = "uniform".to_string(), "Assignment policy",
+            Kind::Choice(&[
+                ("uniform", "uniform: every model pair and prompt about equally often"),
+                ("uncertainty", "uncertainty: the pairs a reward model of the votes is least sure about"),
+            ]);
     }
     Raters {
         /// Shown on the completion page (e.g. a Prolific completion code); each session gets its

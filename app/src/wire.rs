@@ -250,6 +250,32 @@ pub struct StudyReport {
     /// Arena studies: battles by state and the latest void ones with their errors.
     #[serde(default)]
     pub battles: Option<BattleReport>,
+    /// Studies with active sampling: the reward model the assigner uses, once one is trained.
+    #[serde(default)]
+    pub reward_model: Option<RewardModelStatus>,
+}
+
+/// Decided votes before a study's first reward model is trained (active sampling).
+pub const ACTIVE_FIRST_TRAINING_VOTES: usize = 20;
+
+/// The reward model behind a study's active sampling (`active_sampling`), trained in the background
+/// on the study's decided votes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct RewardModelStatus {
+    /// Decided votes (pairs) it was trained on, and the held-out pairs it was scored on (split by
+    /// prompt, so no held-out prompt was seen in training).
+    pub train_pairs: usize,
+    pub eval_pairs: usize,
+    /// Accuracy on the held-out pairs, with its 95% Wilson interval.
+    pub eval_accuracy: Option<f64>,
+    pub eval_accuracy_low: Option<f64>,
+    pub eval_accuracy_high: Option<f64>,
+    /// Responses of the study it scored (the assigner's input).
+    pub responses_scored: usize,
+    /// When it was trained (ms since the Unix epoch), and whether a newer one is being trained.
+    pub trained_ms: i64,
+    pub retraining: bool,
 }
 
 /// A new study, as the admin form and `POST /api/v1/studies` give it.

@@ -25,7 +25,7 @@ before(async () => {
   mkdirSync(SHOTS, { recursive: true });
   await api(moat.base, 'POST', '/api/v1/studies', {
     slug: 'shots', title: 'E2E settings form', instructions: 'Pick one.',
-    settings: { completion_code: 'DONE-shots', check_rate: 0.1 },
+    settings: { completion_code: 'DONE-shots', check_rate: 0.1, active_sampling: 'uncertainty' },
   });
 });
 
@@ -104,6 +104,9 @@ for (const { name, width, height } of WIDTHS) {
     await page.waitForSelector('body[data-hydrated]');
     assert.equal(await page.inputValue('form.study-settings input[name="settings[completion_code]"]'), 'DONE-shots');
     assert.equal(await page.inputValue('form.study-settings input[name="settings[check_percent]"]'), '10');
+    assert.equal(await page.inputValue('form.study-settings select[name="settings[active_sampling]"]'), 'uncertainty');
+    // No votes yet: the study page says how active sampling starts.
+    assert.match(await page.textContent('#reward-model'), /uncertainty\. No reward model yet: .* 20 decided votes/);
     await checkForm(page, 'form.study-settings', `settings-${name}`);
     await submitWrongTurns(page, 'form.study-settings', '#save-settings', `settings-error-${name}`);
     assert.match(await page.textContent('#settings-error'), /see the messages beside the settings/);

@@ -49,6 +49,53 @@ pub fn choose(
     Some(on_random_sides(prompt_id, first, second, rng))
 }
 
+/// Active sampling (`active_sampling = uncertainty`): among the candidates, the pair whose rewards
+/// (by response id, from the study's reward model) are closest, i.e. whose predicted preference is
+/// nearest a coin flip; then the least-shown pair and the least-assigned prompt, ties at random. A
+/// response the model has not scored (imported after its training) counts as reward 0.
+pub fn choose_uncertain(
+    candidates: &[CandidatePrompt],
+    pair_counts: &HashMap<(i64, i64), i64>,
+    rewards: &HashMap<i64, f64>,
+    rng: &mut impl Rng,
+) -> Option<Pick> {
+    let reward = |response: (i64, i64)| rewards.get(&response.0).copied().unwrap_or(0.0);
+    let mut options: Vec<(f64, CandidatePair)> = Vec::new();
+    for prompt in candidates {
+        for (i, &first) in prompt.responses.iter().enumerate() {
+            for &second in &prompt.responses[i + 1..] {
+                if first.1 == second.1 {
+                    continue;
+                }
+                let key = (first.1.min(second.1), first.1.max(second.1));
+                let shown = pair_counts.get(&key).copied().unwrap_or(0);
+                let priority = moat_trainer::active::priority(
+                    moat_trainer::active::ActivePolicy::Uncertainty,
+                    reward(first),
+                    reward(second),
+                    (0, 0),
+                );
+                options.push((
+                    priority,
+                    (
+                        shown,
+                        prompt.times_assigned,
+                        prompt.prompt_id,
+                        first,
+                        second,
+                    ),
+                ));
+            }
+        }
+    }
+    options.shuffle(rng);
+    options.sort_by(|(pa, (sa, ta, ..)), (pb, (sb, tb, ..))| {
+        pb.total_cmp(pa).then((sa, ta).cmp(&(sb, tb)))
+    });
+    let &(_, (_, _, prompt_id, first, second)) = options.first()?;
+    Some(on_random_sides(prompt_id, first, second, rng))
+}
+
 /// The two responses of a comparison on sides chosen by a fair coin (recorded with the assignment).
 fn on_random_sides(prompt_id: i64, a: (i64, i64), b: (i64, i64), rng: &mut impl Rng) -> Pick {
     if rng.gen_bool(0.5) {
@@ -137,6 +184,41 @@ mod tests {
         assert!(counts.values().all(|&n| n == 100), "{counts:?}");
         // Sides are a fair coin: 300 flips stay within 150 ± 45 except with vanishing probability.
         assert!((105..=195).contains(&left_first), "{left_first}");
+    }
+
+    #[test]
+    fn active_sampling_puts_the_least_certain_pair_first() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        // Prompt 1: rewards 3.0 / 0.0 / -3.0 (the model is sure of every pair); prompt 2: 1.0 / 1.1
+        // / 5.0 (it cannot tell its first two responses apart).
+        let candidates = [prompt(1, &[1, 2, 3]), prompt(2, &[1, 2, 3])];
+        let rewards: HashMap<i64, f64> = [
+            (101, 3.0),
+            (102, 0.0),
+            (103, -3.0),
+            (201, 1.0),
+            (202, 1.1),
+            (203, 5.0),
+        ]
+        .into_iter()
+        .collect();
+        // However often the pair was shown before: uncertainty comes first.
+        let counts: HashMap<(i64, i64), i64> = [((1, 2), 50), ((1, 3), 0), ((2, 3), 0)]
+            .into_iter()
+            .collect();
+        for _ in 0..50 {
+            let (prompt_id, left, right) =
+                choose_uncertain(&candidates, &counts, &rewards, &mut rng).unwrap();
+            assert_eq!(prompt_id, 2);
+            let mut responses = [left.0, right.0];
+            responses.sort();
+            assert_eq!(responses, [201, 202]);
+        }
+        // Equal rewards everywhere (no model knowledge): balance decides, as in the uniform policy.
+        let (_, left, right) =
+            choose_uncertain(&candidates, &counts, &HashMap::new(), &mut rng).unwrap();
+        assert_ne!((left.1.min(right.1), left.1.max(right.1)), (1, 2));
+        assert!(choose_uncertain(&[prompt(3, &[1])], &counts, &rewards, &mut rng).is_none());
     }
 
     #[test]

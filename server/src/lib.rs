@@ -1,6 +1,7 @@
 //! Moat's server: the store, imports and exports, and the HTTP application. `main.rs` only parses the
 //! command line and calls into here, so tests can start the same application on port 0.
 
+pub mod active_loop;
 pub mod analysis;
 pub mod arena;
 pub mod arena_events;

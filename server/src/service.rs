@@ -32,6 +32,8 @@ pub struct AppService {
     arena: std::sync::OnceLock<Arc<crate::arena::Arena>>,
     /// The secret that keys the digests of raters' addresses (made once per database).
     client_salt: tokio::sync::OnceCell<String>,
+    /// Active sampling: each study's reward model, retrained as votes arrive.
+    pub active: Arc<crate::active_loop::ActiveLoop>,
 }
 
 /// How long an admin session lives: it ends after `idle` without a request, and at the latest
@@ -135,6 +137,7 @@ impl AppService {
             cache: Default::default(),
             arena: Default::default(),
             client_salt: Default::default(),
+            active: Default::default(),
         })
     }
 

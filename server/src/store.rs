@@ -123,6 +123,7 @@ pub use crate::domain::{ModelRow, VoteTally};
 pub use admin::{AdminSessionRow, AdminTokenRow, ADMIN_TOKEN_PREFIX};
 pub use api_keys::{ApiKeyRow, API_KEY_PREFIX};
 pub use arena::{BattleRow, BattleSummary, BattleToContinue, ContestantAnswer, VoidBattle};
+pub use assignments::ResponseToScore;
 use assignments::{insert_assignment_in, record_vote_in};
 pub use export_reader::{sqlite_vote_records, RecordReadError, RowFiller, TextsFor};
 pub use generation::{GeneratedResponse, PromptToAnswer};

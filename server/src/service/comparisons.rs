@@ -156,8 +156,22 @@ impl AppService {
                     .candidate_prompts(study.id, rater.id, 16, study.settings.show_flagged)
                     .await?;
                 let pair_counts = self.store.pair_counts(study.id).await?;
-                pick = crate::assign::choose(&candidates, &pair_counts, &mut rand::thread_rng())
-                    .map(|pick| (pick, None));
+                let rewards = match crate::active_loop::policy_of(&study) {
+                    moat_trainer::active::ActivePolicy::Uniform => None,
+                    _ => self.active.rewards(study.id),
+                };
+                pick = match rewards {
+                    Some(model) => crate::assign::choose_uncertain(
+                        &candidates,
+                        &pair_counts,
+                        &model.rewards,
+                        &mut rand::thread_rng(),
+                    ),
+                    None => {
+                        crate::assign::choose(&candidates, &pair_counts, &mut rand::thread_rng())
+                    }
+                }
+                .map(|pick| (pick, None));
             }
             if pick.is_none() && check_rate > 0.0 {
                 // Regular items ran out before the session's end: the remaining checks fill it.
@@ -273,6 +287,9 @@ impl AppService {
                 reveal: study.settings.reveal_after_vote,
             })
             .await?;
+        if let VoteOutcome::Recorded { .. } = outcome {
+            self.active.note_vote(&self.store, &study);
+        }
         // A failed check past the study's limit excludes the rater. Only a failure does: a researcher
         // who includes the rater again is overruled by a new failure, not by other votes.
         if let (

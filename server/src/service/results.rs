@@ -286,6 +286,7 @@ impl AppService {
             flagged,
             flagged_total,
             battles,
+            reward_model: self.active.status(study.id),
         })
     }
 }

@@ -428,3 +428,35 @@ pub(super) async fn record_vote_in(
         check_passed,
     })
 }
+
+/// A response of a study's regular prompt, for scoring by a reward model (active sampling).
+#[derive(Debug, Clone)]
+pub struct ResponseToScore {
+    pub response_id: i64,
+    pub conversation: Vec<Message>,
+    pub content: String,
+}
+
+impl Store {
+    /// Every response of the study's regular prompts (quality checks left out), in prompt order.
+    pub async fn responses_to_score(&self, study_id: i64) -> StoreResult<Vec<ResponseToScore>> {
+        let rows = sqlx::query(
+            "SELECT r.id, p.conversation, r.content FROM responses r JOIN prompts p ON p.id = r.prompt_id \
+             WHERE p.study_id = $1 AND p.check_kind IS NULL ORDER BY p.id, r.id",
+        )
+        .bind(study_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let conversation: String = row.try_get("conversation")?;
+                Ok(ResponseToScore {
+                    response_id: row.try_get("id")?,
+                    conversation: serde_json::from_str(&conversation)
+                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                    content: row.try_get("content")?,
+                })
+            })
+            .collect()
+    }
+}

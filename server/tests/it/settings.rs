@@ -90,6 +90,7 @@ fn every_setting_changed() -> StudySettings {
         reveal_after_vote: true,
         show_flagged: true,
         assignment_minutes: 0,
+        active_sampling: "uncertainty".into(),
         completion_code: Some("DONE-7".into()),
         redirect_url: Some("https://app.prolific.com/submissions/complete?cc=DONE".into()),
         participant_param: "PID".into(),

@@ -1484,3 +1484,99 @@ async fn native_sqlite_path_reads_the_file_of_its_own_store() {
     };
     assert_eq!(shown.position, 1);
 }
+
+/// Active sampling in a running study: after enough votes a reward model is trained in the
+/// background, the study report shows its held-out accuracy, and the assigner then puts the pair the
+/// model cannot tell apart first. Model A writes long, careful answers and always wins; B and C write
+/// the same kind of short reply and split their meetings, so once the model has learnt A, the B–C
+/// pair is the uncertain one (uniform balancing would show it a third of the time).
+async fn active_sampling_prefers_the_uncertain_pair(url: &str) {
+    let models = ["careful-a", "terse-b", "terse-c"];
+    let mut lines = vec![
+        serde_json::json!({ "models": models.iter().map(|m| serde_json::json!({
+        "name": m, "provider": "Test", "openness": "open"
+    })).collect::<Vec<_>>() })
+        .to_string(),
+    ];
+    for i in 0..60 {
+        lines.push(
+            serde_json::json!({ "id": format!("q{i}"), "prompt": format!("How do I do task {i}?"),
+                "responses": {
+                    "careful-a": format!("Here is a careful, detailed and helpful walk through task {i}, step by step, with the reasons for each step."),
+                    "terse-b": format!("no idea {i}"),
+                    "terse-c": format!("dunno {i}"),
+                } })
+            .to_string(),
+        );
+    }
+    let store = Store::connect(url).await.unwrap();
+    let backend = AppService::new(store, String::new());
+    backend
+        .create_study(NewStudy {
+            slug: "active".into(),
+            title: "Active".into(),
+            instructions: String::new(),
+            settings: StudySettings {
+                items_per_rater: 60,
+                active_sampling: "uncertainty".into(),
+                ..Default::default()
+            },
+        })
+        .await
+        .unwrap();
+    import_jsonl(
+        &backend.store,
+        &StudySlug::parse("active").unwrap(),
+        (lines.join("\n") + "\n").as_bytes(),
+        &[],
+    )
+    .await
+    .unwrap();
+    backend.set_study_status("active", "open").await.unwrap();
+    let study = backend.store.study("active").await.unwrap();
+    let token = backend.consent("active", None, None).await.unwrap();
+    let is_careful = |html: &str| html.contains("careful, detailed");
+    // Votes as a careful rater casts them: A whenever it is shown, else the left one.
+    let mut terse_pairs_after_training = 0;
+    let mut shown_after_training = 0;
+    for round in 0..50 {
+        if round == 30 {
+            // 30 votes in: the training started at vote 21 (a first try at vote 1 found too few).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while backend.active.status(study.id).is_none() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no reward model after 60 s"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            let report = backend.study_report("active").await.unwrap();
+            let model = report.reward_model.expect("the report shows the model");
+            assert!(model.train_pairs + model.eval_pairs >= 20, "{model:?}");
+            assert_eq!(model.responses_scored, 180);
+            assert!(model.eval_pairs > 0, "{model:?}");
+            assert!(model
+                .eval_accuracy
+                .is_some_and(|a| (0.0..=1.0).contains(&a)));
+        }
+        let RaterView::Compare(shown) = backend.rater_view("active", &token).await.unwrap() else {
+            panic!("round {round}: expected a comparison");
+        };
+        let (left, right) = (is_careful(&shown.left_html), is_careful(&shown.right_html));
+        if round >= 30 {
+            shown_after_training += 1;
+            terse_pairs_after_training += usize::from(!left && !right);
+        }
+        let choice = if right && !left { "right" } else { "left" };
+        backend
+            .vote("active", &token, vote(&shown.assignment, choice))
+            .await
+            .unwrap();
+    }
+    assert!(
+        terse_pairs_after_training * 10 >= shown_after_training * 8,
+        "{terse_pairs_after_training} of {shown_after_training} comparisons after training were the uncertain pair"
+    );
+}
+
+on_both_backends!(active_sampling_prefers_the_uncertain_pair);

@@ -1,0 +1,189 @@
+//! Active sampling in a running study (the study setting `active_sampling`): a reward model trained
+//! on the study's decided votes in the background, retrained as votes arrive, whose rewards of the
+//! study's responses the assigner reads to put the pair it is least sure about first.
+//!
+//! - Training uses the hashed backbone (`moat_trainer::hashed`: no weights to download, seconds on a
+//!   CPU) on the same pairs `moat train --study` reads: decided votes, quality checks and excluded
+//!   raters left out. A fifth of the prompts is held out; the accuracy on them is what the study page
+//!   shows, so a researcher sees whether the model has learnt anything before trusting its choices.
+//! - A study is retrained after [`FIRST_TRAINING_VOTES`] votes, then whenever the votes since the last
+//!   training reach a fifth of those it used (at least [`RETRAIN_EVERY`]); one training per study at
+//!   a time, on the blocking pool. Until the first model exists the policy is uniform.
+//! - State is per process and rebuilt from the database (the first votes a process sees after a
+//!   restart retrain it); several processes each train their own model of the same votes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use moat_app::wire::RewardModelStatus;
+use moat_trainer::active::ActivePolicy;
+use moat_trainer::hashed::HashedConfig;
+use moat_trainer::train::{train_keeping_model, BackboneConfig, RunOptions, TrainConfig};
+
+use crate::store::{Store, StudyRow};
+
+/// Decided votes before the first model is trained.
+pub const FIRST_TRAINING_VOTES: usize = moat_app::wire::ACTIVE_FIRST_TRAINING_VOTES;
+/// Fewest new votes between two trainings.
+pub const RETRAIN_EVERY: usize = 10;
+
+/// A trained model's rewards of the study's responses, by response id.
+#[derive(Debug)]
+pub struct StudyRewards {
+    pub rewards: HashMap<i64, f64>,
+    pub status: RewardModelStatus,
+}
+
+#[derive(Default)]
+struct StudyLoop {
+    latest: Option<Arc<StudyRewards>>,
+    training: bool,
+    /// A training was started since this process began (it may have found too few votes).
+    tried: bool,
+    /// Votes recorded through this process since the last training started.
+    votes_since: usize,
+    /// Decided votes the last training used.
+    trained_on: usize,
+}
+
+/// Every study's active-sampling state in this process.
+#[derive(Default)]
+pub struct ActiveLoop {
+    studies: Mutex<HashMap<i64, StudyLoop>>,
+}
+
+/// The study's policy (`uniform` for anything this server does not know).
+pub fn policy_of(study: &StudyRow) -> ActivePolicy {
+    ActivePolicy::parse(&study.settings.active_sampling).unwrap_or(ActivePolicy::Uniform)
+}
+
+impl ActiveLoop {
+    /// The latest model's rewards for the study, if one has been trained.
+    pub fn rewards(&self, study_id: i64) -> Option<Arc<StudyRewards>> {
+        self.lock().get(&study_id).and_then(|s| s.latest.clone())
+    }
+
+    /// What the study page shows: the latest model, and whether a newer one is being trained.
+    pub fn status(&self, study_id: i64) -> Option<RewardModelStatus> {
+        let studies = self.lock();
+        let state = studies.get(&study_id)?;
+        let mut status = state.latest.as_ref()?.status.clone();
+        status.retraining = state.training;
+        Some(status)
+    }
+
+    /// Notes a recorded vote of a study with active sampling; starts a training when enough votes
+    /// have come since the last one. Returns the training's task (tests wait for it).
+    pub fn note_vote(
+        self: &Arc<Self>,
+        store: &Store,
+        study: &StudyRow,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if policy_of(study) == ActivePolicy::Uniform {
+            return None;
+        }
+        {
+            let mut studies = self.lock();
+            let state = studies.entry(study.id).or_default();
+            state.votes_since += 1;
+            let due = if !state.tried {
+                // A restarted process does not know how many votes exist: the first vote it sees
+                // starts a training (which counts them), and then the rule below applies.
+                true
+            } else {
+                state.votes_since >= RETRAIN_EVERY.max(state.trained_on / 5)
+            };
+            if !due || state.training {
+                return None;
+            }
+            state.training = true;
+            state.tried = true;
+            state.votes_since = 0;
+        }
+        let (this, store, study) = (self.clone(), store.clone(), study.clone());
+        Some(tokio::spawn(async move {
+            let outcome = this.train(&store, &study).await;
+            let mut studies = this.lock();
+            let state = studies.entry(study.id).or_default();
+            state.training = false;
+            match outcome {
+                Ok(Some((rewards, used))) => {
+                    state.trained_on = used;
+                    state.latest = Some(Arc::new(rewards));
+                }
+                // Too few decided votes yet: tried again after the next RETRAIN_EVERY.
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(study = %study.slug, %error, "active sampling: training failed");
+                }
+            }
+        }))
+    }
+
+    /// Trains on the study's decided votes and scores its responses; `None` while there are fewer
+    /// than [`FIRST_TRAINING_VOTES`].
+    async fn train(
+        &self,
+        store: &Store,
+        study: &StudyRow,
+    ) -> anyhow::Result<Option<(StudyRewards, usize)>> {
+        use futures::TryStreamExt;
+        let excluded = store.excluded_raters(study.id).await?;
+        let records: Vec<moat_exports::VoteRecord> = store
+            .vote_records(study)
+            .try_filter(|r| {
+                futures::future::ready(!excluded.contains(&r.rater) && !r.is_quality_check())
+            })
+            .try_collect()
+            .await?;
+        let (pairs, _undecided) = crate::analysis::preference_pairs(&records);
+        if pairs.len() < FIRST_TRAINING_VOTES {
+            return Ok(None);
+        }
+        let responses = store.responses_to_score(study.id).await?;
+        let used = pairs.len();
+        let seed = study.id as u64;
+        let trained = tokio::task::spawn_blocking(move || -> anyhow::Result<StudyRewards> {
+            let mut config = TrainConfig::new(BackboneConfig::Hashed(HashedConfig::default()));
+            config.seed = seed;
+            config.eval_fraction = 0.2;
+            config.run = RunOptions {
+                out: None,
+                progress: false,
+                ..Default::default()
+            };
+            let (report, model) = train_keeping_model(pairs, None, &config)?;
+            let mut rewards = HashMap::with_capacity(responses.len());
+            for response in &responses {
+                let reward = model.score_response(&response.conversation, &response.content)?;
+                rewards.insert(response.response_id, f64::from(reward));
+            }
+            let eval = report.eval.as_ref();
+            Ok(StudyRewards {
+                status: RewardModelStatus {
+                    train_pairs: report.train_pairs,
+                    eval_pairs: report.eval_pairs,
+                    eval_accuracy: eval.map(|e| e.accuracy),
+                    eval_accuracy_low: eval.map(|e| e.accuracy_low),
+                    eval_accuracy_high: eval.map(|e| e.accuracy_high),
+                    responses_scored: rewards.len(),
+                    trained_ms: crate::domain::now_ms(),
+                    retraining: false,
+                },
+                rewards,
+            })
+        })
+        .await??;
+        tracing::info!(
+            study = %study.slug,
+            pairs = used,
+            accuracy = ?trained.status.eval_accuracy,
+            "active sampling: reward model retrained"
+        );
+        Ok(Some((trained, used)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, StudyLoop>> {
+        self.studies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
