@@ -200,11 +200,13 @@ study_settings! {
         /// prompt assigned least often. uncertainty: a reward model is trained on the study's votes in
         /// the background (hashed features, retrained as votes arrive, its held-out accuracy shown
         /// on the study page), and among the rater's candidates the pair it is least sure about comes
-        /// first; uniform until it has been trained.
+        /// first; disagreement: the pair whose votes so far contradict the model most (unvoted
+        /// pairs by uncertainty). Uniform until the model has been trained.
         active_sampling: String = "uniform".to_string(), "Assignment policy",
             Kind::Choice(&[
                 ("uniform", "uniform: every model pair and prompt about equally often"),
                 ("uncertainty", "uncertainty: the pairs a reward model of the votes is least sure about"),
+                ("disagreement", "disagreement: the pairs whose votes contradict that model most"),
             ]);
     }
     Raters {

@@ -1,6 +1,8 @@
 //! Active sampling in a running study (the study setting `active_sampling`): a reward model trained
 //! on the study's decided votes in the background, retrained as votes arrive, whose rewards of the
-//! study's responses the assigner reads to put the pair it is least sure about first.
+//! study's responses the assigner reads to put first the pair it is least sure about
+//! (`uncertainty`) or whose votes so far contradict it most (`disagreement`, with the votes as of
+//! the last training).
 //!
 //! - Training uses the hashed backbone (`moat_trainer::hashed`: no weights to download, seconds on a
 //!   CPU) on the same pairs `moat train --study` reads: decided votes, quality checks and excluded
@@ -27,10 +29,12 @@ pub const FIRST_TRAINING_VOTES: usize = moat_app::wire::ACTIVE_FIRST_TRAINING_VO
 /// Fewest new votes between two trainings.
 pub const RETRAIN_EVERY: usize = 10;
 
-/// A trained model's rewards of the study's responses, by response id.
+/// A trained model's rewards of the study's responses, by response id, and the decided votes on
+/// each pair of responses when it was trained (for the disagreement policy).
 #[derive(Debug)]
 pub struct StudyRewards {
     pub rewards: HashMap<i64, f64>,
+    pub votes: HashMap<(i64, i64), (u32, u32)>,
     pub status: RewardModelStatus,
 }
 
@@ -141,6 +145,7 @@ impl ActiveLoop {
             return Ok(None);
         }
         let responses = store.responses_to_score(study.id).await?;
+        let votes = store.response_pair_votes(study.id).await?;
         let used = pairs.len();
         let seed = study.id as u64;
         let trained = tokio::task::spawn_blocking(move || -> anyhow::Result<StudyRewards> {
@@ -171,6 +176,7 @@ impl ActiveLoop {
                     retraining: false,
                 },
                 rewards,
+                votes,
             })
         })
         .await??;

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+use moat_trainer::active::ActivePolicy;
+
 use crate::domain::CheckKind;
 use crate::store::{CandidatePrompt, CheckCandidate};
 
@@ -49,17 +51,28 @@ pub fn choose(
     Some(on_random_sides(prompt_id, first, second, rng))
 }
 
-/// Active sampling (`active_sampling = uncertainty`): among the candidates, the pair whose rewards
-/// (by response id, from the study's reward model) are closest, i.e. whose predicted preference is
-/// nearest a coin flip; then the least-shown pair and the least-assigned prompt, ties at random. A
-/// response the model has not scored (imported after its training) counts as reward 0.
-pub fn choose_uncertain(
+/// What active sampling knows of a study: its reward model's rewards by response id, and the decided
+/// votes on each pair of responses as of that training, keyed by (lower response id, higher) with
+/// (votes for the lower, votes for the higher).
+pub struct ActiveView<'a> {
+    pub policy: ActivePolicy,
+    pub rewards: &'a HashMap<i64, f64>,
+    pub votes: &'a HashMap<(i64, i64), (u32, u32)>,
+}
+
+/// Active sampling (`active_sampling = uncertainty | disagreement`): among the candidates, the pair
+/// of highest priority ([`moat_trainer::active::priority`]: for uncertainty, rewards closest, the
+/// predicted preference nearest a coin flip; for disagreement, the votes so far furthest from the
+/// model's prediction, and unvoted pairs by uncertainty); then the least-shown pair and the
+/// least-assigned prompt, ties at random. A response the model has not scored (imported after its
+/// training) counts as reward 0.
+pub fn choose_active(
     candidates: &[CandidatePrompt],
     pair_counts: &HashMap<(i64, i64), i64>,
-    rewards: &HashMap<i64, f64>,
+    active: &ActiveView<'_>,
     rng: &mut impl Rng,
 ) -> Option<Pick> {
-    let reward = |response: (i64, i64)| rewards.get(&response.0).copied().unwrap_or(0.0);
+    let reward = |response: (i64, i64)| active.rewards.get(&response.0).copied().unwrap_or(0.0);
     let mut options: Vec<(f64, CandidatePair)> = Vec::new();
     for prompt in candidates {
         for (i, &first) in prompt.responses.iter().enumerate() {
@@ -69,11 +82,21 @@ pub fn choose_uncertain(
                 }
                 let key = (first.1.min(second.1), first.1.max(second.1));
                 let shown = pair_counts.get(&key).copied().unwrap_or(0);
+                // The tally is keyed by response ids, lower first; `priority` wants (for first,
+                // for second).
+                let votes = match active
+                    .votes
+                    .get(&(first.0.min(second.0), first.0.max(second.0)))
+                {
+                    Some(&(low, high)) if first.0 < second.0 => (low, high),
+                    Some(&(low, high)) => (high, low),
+                    None => (0, 0),
+                };
                 let priority = moat_trainer::active::priority(
-                    moat_trainer::active::ActivePolicy::Uncertainty,
+                    active.policy,
                     reward(first),
                     reward(second),
-                    (0, 0),
+                    votes,
                 );
                 options.push((
                     priority,
@@ -207,18 +230,77 @@ mod tests {
             .into_iter()
             .collect();
         for _ in 0..50 {
-            let (prompt_id, left, right) =
-                choose_uncertain(&candidates, &counts, &rewards, &mut rng).unwrap();
+            let (prompt_id, left, right) = choose_active(
+                &candidates,
+                &counts,
+                &ActiveView {
+                    policy: ActivePolicy::Uncertainty,
+                    rewards: &rewards,
+                    votes: &HashMap::new(),
+                },
+                &mut rng,
+            )
+            .unwrap();
             assert_eq!(prompt_id, 2);
             let mut responses = [left.0, right.0];
             responses.sort();
             assert_eq!(responses, [201, 202]);
         }
         // Equal rewards everywhere (no model knowledge): balance decides, as in the uniform policy.
-        let (_, left, right) =
-            choose_uncertain(&candidates, &counts, &HashMap::new(), &mut rng).unwrap();
+        let nothing = HashMap::new();
+        let no_votes = HashMap::new();
+        let unknown = ActiveView {
+            policy: ActivePolicy::Uncertainty,
+            rewards: &nothing,
+            votes: &no_votes,
+        };
+        let (_, left, right) = choose_active(&candidates, &counts, &unknown, &mut rng).unwrap();
         assert_ne!((left.1.min(right.1), left.1.max(right.1)), (1, 2));
-        assert!(choose_uncertain(&[prompt(3, &[1])], &counts, &rewards, &mut rng).is_none());
+        assert!(choose_active(&[prompt(3, &[1])], &counts, &unknown, &mut rng).is_none());
+    }
+
+    #[test]
+    fn disagreement_puts_the_most_contradicted_pair_first() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        // One prompt, the model sure of every pair: 1 > 2 > 3 by three points each.
+        let candidates = [prompt(1, &[1, 2, 3])];
+        let rewards: HashMap<i64, f64> = [(101, 6.0), (102, 3.0), (103, 0.0)].into_iter().collect();
+        // People preferred 3 over 2 twice (against the model), and 1 over 3 twice (with it).
+        let votes: HashMap<(i64, i64), (u32, u32)> = [((102, 103), (0, 2)), ((101, 103), (2, 0))]
+            .into_iter()
+            .collect();
+        let view = ActiveView {
+            policy: ActivePolicy::Disagreement,
+            rewards: &rewards,
+            votes: &votes,
+        };
+        for _ in 0..20 {
+            let (_, left, right) =
+                choose_active(&candidates, &HashMap::new(), &view, &mut rng).unwrap();
+            let mut responses = [left.0, right.0];
+            responses.sort();
+            assert_eq!(responses, [102, 103], "the contradicted pair first");
+        }
+        // Under uncertainty the same model finds no pair uncertain enough to beat the others by
+        // votes: the closest rewards (3 apart) tie, and balance decides among all three.
+        let uncertainty = ActiveView {
+            policy: ActivePolicy::Uncertainty,
+            ..view
+        };
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..60 {
+            let (_, left, right) =
+                choose_active(&candidates, &HashMap::new(), &uncertainty, &mut rng).unwrap();
+            seen.insert((left.0.min(right.0), left.0.max(right.0)));
+        }
+        assert!(
+            seen.contains(&(101, 102)) && seen.contains(&(102, 103)),
+            "{seen:?}"
+        );
+        assert!(
+            !seen.contains(&(101, 103)),
+            "the surest pair never comes first: {seen:?}"
+        );
     }
 
     #[test]

@@ -156,15 +156,20 @@ impl AppService {
                     .candidate_prompts(study.id, rater.id, 16, study.settings.show_flagged)
                     .await?;
                 let pair_counts = self.store.pair_counts(study.id).await?;
-                let rewards = match crate::active_loop::policy_of(&study) {
+                let policy = crate::active_loop::policy_of(&study);
+                let model = match policy {
                     moat_trainer::active::ActivePolicy::Uniform => None,
                     _ => self.active.rewards(study.id),
                 };
-                pick = match rewards {
-                    Some(model) => crate::assign::choose_uncertain(
+                pick = match model {
+                    Some(model) => crate::assign::choose_active(
                         &candidates,
                         &pair_counts,
-                        &model.rewards,
+                        &crate::assign::ActiveView {
+                            policy,
+                            rewards: &model.rewards,
+                            votes: &model.votes,
+                        },
                         &mut rand::thread_rng(),
                     ),
                     None => {

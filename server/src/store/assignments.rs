@@ -460,3 +460,43 @@ impl Store {
             .collect()
     }
 }
+
+impl Store {
+    /// Decided votes on each pair of responses of the study's regular comparisons, keyed by (lower
+    /// response id, higher): (votes for the lower, votes for the higher). Excluded raters are left out.
+    pub async fn response_pair_votes(
+        &self,
+        study_id: i64,
+    ) -> StoreResult<HashMap<(i64, i64), (u32, u32)>> {
+        let rows = sqlx::query(
+            "SELECT a.left_response_id, a.right_response_id, v.choice FROM assignments a \
+             JOIN votes v ON v.assignment_id = a.id JOIN prompts p ON p.id = a.prompt_id \
+             JOIN raters r ON r.id = a.rater_id \
+             WHERE p.study_id = $1 AND a.kind = 'regular' AND r.status <> 'excluded' \
+             AND v.choice IN ('left', 'right')",
+        )
+        .bind(study_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut tallies: HashMap<(i64, i64), (u32, u32)> = HashMap::new();
+        for row in &rows {
+            let (left, right): (i64, i64) = (
+                row.try_get("left_response_id")?,
+                row.try_get("right_response_id")?,
+            );
+            let chosen = match row.try_get::<String, _>("choice")?.as_str() {
+                "left" => left,
+                _ => right,
+            };
+            let tally = tallies
+                .entry((left.min(right), left.max(right)))
+                .or_default();
+            if chosen == left.min(right) {
+                tally.0 += 1;
+            } else {
+                tally.1 += 1;
+            }
+        }
+        Ok(tallies)
+    }
+}

@@ -1558,6 +1558,14 @@ async fn active_sampling_prefers_the_uncertain_pair(url: &str) {
             assert!(model
                 .eval_accuracy
                 .is_some_and(|a| (0.0..=1.0).contains(&a)));
+            // The tallies the disagreement policy reads: each of the 30 votes chose a side, each on
+            // a pair of its own prompt.
+            let tallies = backend.store.response_pair_votes(study.id).await.unwrap();
+            assert_eq!(tallies.len(), 30);
+            assert_eq!(
+                tallies.values().map(|&(low, high)| low + high).sum::<u32>(),
+                30
+            );
         }
         let RaterView::Compare(shown) = backend.rater_view("active", &token).await.unwrap() else {
             panic!("round {round}: expected a comparison");
