@@ -713,25 +713,72 @@ fn RewardModelPanel(policy: String, model: Option<RewardModelStatus>) -> impl In
         Some(m) => {
             let accuracy = match (m.eval_accuracy, m.eval_accuracy_low, m.eval_accuracy_high) {
                 (Some(a), Some(low), Some(high)) => format!(
-                    "accuracy on {} held-out votes {:.1}% (95% interval {:.1}–{:.1}%)",
-                    m.eval_pairs,
+                    "accuracy on them {:.1}% (95% interval {:.1}–{:.1}%)",
                     a * 100.0,
                     low * 100.0,
                     high * 100.0
                 ),
-                _ => "no held-out votes yet".to_string(),
+                _ => "no accuracy yet".to_string(),
             };
             format!(
-                "Assignment policy: {policy}. Reward model trained on {} votes: {accuracy}; {} responses scored{}.",
+                "Assignment policy: {policy}. Reward model from {} decided votes, {} to train and {} held out (other prompts): {accuracy}; {} responses scored{}.",
+                m.train_pairs + m.eval_pairs,
                 m.train_pairs,
+                m.eval_pairs,
                 m.responses_scored,
                 if m.retraining { "; retraining on newer votes now" } else { "" }
             )
         }
     };
+    let history = model.map(|m| m.history).unwrap_or_default();
     view! {
         <h2>"Active sampling"</h2>
         <p id="reward-model">{text}</p>
+        {(!history.is_empty()).then(|| view! { <AccuracyChart points=history/> })}
+    }
+}
+
+/// Held-out accuracy (with its 95% interval) against the votes each training used: a line over
+/// 50–100% with a bar per training, drawn as SVG on the server (no script needed).
+#[component]
+fn AccuracyChart(points: Vec<AccuracyPoint>) -> impl IntoView {
+    const WIDTH: f64 = 480.0;
+    const HEIGHT: f64 = 160.0;
+    const PAD: f64 = 28.0;
+    let most_votes = points.iter().map(|p| p.votes).max().unwrap_or(1).max(1) as f64;
+    let x = move |votes: usize| PAD + (WIDTH - 2.0 * PAD) * votes as f64 / most_votes;
+    // Accuracy below a coin flip is drawn at the bottom edge.
+    let y = move |accuracy: f64| {
+        PAD + (HEIGHT - 2.0 * PAD) * (1.0 - ((accuracy - 0.5) / 0.5).clamp(0.0, 1.0))
+    };
+    let line = points
+        .iter()
+        .map(|p| format!("{:.1},{:.1}", x(p.votes), y(p.accuracy)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let bars = points
+        .iter()
+        .map(|p| {
+            view! {
+                <line class="interval" x1=format!("{:.1}", x(p.votes)) x2=format!("{:.1}", x(p.votes))
+                    y1=format!("{:.1}", y(p.low)) y2=format!("{:.1}", y(p.high))>
+                    <title>{format!("{} votes: {:.1}% ({:.1}–{:.1}%)", p.votes, p.accuracy * 100.0, p.low * 100.0, p.high * 100.0)}</title>
+                </line>
+            }
+        })
+        .collect_view();
+    let last = points.last().map(|p| p.votes).unwrap_or(0);
+    view! {
+        <svg id="accuracy-chart" class="accuracy-chart" role="img" viewBox=format!("0 0 {WIDTH} {HEIGHT}")
+            aria-label=format!("Held-out accuracy of the reward model after each of {} trainings, up to {last} votes", points.len())>
+            <line class="axis" x1=PAD x2=WIDTH - PAD y1=HEIGHT - PAD y2=HEIGHT - PAD/>
+            <line class="axis" x1=PAD x2=PAD y1=PAD y2=HEIGHT - PAD/>
+            <text x=2 y=PAD + 4.0>"100%"</text>
+            <text x=2 y=HEIGHT - PAD + 4.0>"50%"</text>
+            <text x=WIDTH - PAD y=HEIGHT - 6.0 text-anchor="end">{format!("{last} votes")}</text>
+            {bars}
+            <polyline class="accuracy" points=line fill="none"/>
+        </svg>
     }
 }
 

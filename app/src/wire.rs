@@ -276,6 +276,21 @@ pub struct RewardModelStatus {
     /// When it was trained (ms since the Unix epoch), and whether a newer one is being trained.
     pub trained_ms: i64,
     pub retraining: bool,
+    /// Every training of this server process so far, oldest first (the last 100): how the held-out
+    /// accuracy moved as votes arrived.
+    #[serde(default)]
+    pub history: Vec<AccuracyPoint>,
+}
+
+/// One training of a study's reward model: the decided votes it used and its held-out accuracy with
+/// the 95% Wilson interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct AccuracyPoint {
+    pub votes: usize,
+    pub accuracy: f64,
+    pub low: f64,
+    pub high: f64,
 }
 
 /// A new study, as the admin form and `POST /api/v1/studies` give it.

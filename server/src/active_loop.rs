@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use moat_app::wire::RewardModelStatus;
+use moat_app::wire::{AccuracyPoint, RewardModelStatus};
 use moat_trainer::active::ActivePolicy;
 use moat_trainer::hashed::HashedConfig;
 use moat_trainer::train::{train_keeping_model, BackboneConfig, RunOptions, TrainConfig};
@@ -28,6 +28,8 @@ use crate::store::{Store, StudyRow};
 pub const FIRST_TRAINING_VOTES: usize = moat_app::wire::ACTIVE_FIRST_TRAINING_VOTES;
 /// Fewest new votes between two trainings.
 pub const RETRAIN_EVERY: usize = 10;
+/// Trainings kept for the study page's accuracy curve.
+const HISTORY_POINTS: usize = 100;
 
 /// A trained model's rewards of the study's responses, by response id, and the decided votes on
 /// each pair of responses when it was trained (for the disagreement policy).
@@ -111,8 +113,31 @@ impl ActiveLoop {
             let state = studies.entry(study.id).or_default();
             state.training = false;
             match outcome {
-                Ok(Some((rewards, used))) => {
+                Ok(Some((mut rewards, used))) => {
                     state.trained_on = used;
+                    // The curve so far, and this training's point on it.
+                    let mut history = state
+                        .latest
+                        .as_ref()
+                        .map(|latest| latest.status.history.clone())
+                        .unwrap_or_default();
+                    let status = &rewards.status;
+                    if let (Some(accuracy), Some(low), Some(high)) = (
+                        status.eval_accuracy,
+                        status.eval_accuracy_low,
+                        status.eval_accuracy_high,
+                    ) {
+                        history.push(AccuracyPoint {
+                            votes: used,
+                            accuracy,
+                            low,
+                            high,
+                        });
+                    }
+                    if history.len() > HISTORY_POINTS {
+                        history.drain(..history.len() - HISTORY_POINTS);
+                    }
+                    rewards.status.history = history;
                     state.latest = Some(Arc::new(rewards));
                 }
                 // Too few decided votes yet: tried again after the next RETRAIN_EVERY.
@@ -174,6 +199,7 @@ impl ActiveLoop {
                     responses_scored: rewards.len(),
                     trained_ms: crate::domain::now_ms(),
                     retraining: false,
+                    history: Vec::new(),
                 },
                 rewards,
                 votes,

@@ -1509,8 +1509,8 @@ async fn active_sampling_prefers_the_uncertain_pair(url: &str) {
             .to_string(),
         );
     }
-    let store = Store::connect(url).await.unwrap();
-    let backend = AppService::new(store, String::new());
+    let server = crate::support::spawn_server(url, std::path::Path::new("/nonexistent-site")).await;
+    let backend = server.backend.clone();
     backend
         .create_study(NewStudy {
             slug: "active".into(),
@@ -1558,6 +1558,27 @@ async fn active_sampling_prefers_the_uncertain_pair(url: &str) {
             assert!(model
                 .eval_accuracy
                 .is_some_and(|a| (0.0..=1.0).contains(&a)));
+            // The study page's curve: one point per training so far, the last one this model's.
+            let last = model.history.last().expect("a point per training");
+            assert_eq!(Some(last.accuracy), model.eval_accuracy);
+            assert_eq!(last.votes, model.train_pairs + model.eval_pairs);
+            assert!(last.low <= last.accuracy && last.accuracy <= last.high);
+            // The study page shows the model's accuracy and its curve (drawn on the server).
+            let page = server
+                .http
+                .get(format!("{}/admin/studies/active", server.base))
+                .header("Cookie", server.owner_cookie().await)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert!(page.contains("id=\"accuracy-chart\""), "no accuracy chart");
+            assert!(
+                page.contains("held out (other prompts): accuracy on them"),
+                "no accuracy line"
+            );
             // The tallies the disagreement policy reads: each of the 30 votes chose a side, each on
             // a pair of its own prompt.
             let tallies = backend.store.response_pair_votes(study.id).await.unwrap();
