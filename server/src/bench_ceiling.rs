@@ -91,7 +91,7 @@ pub async fn raw_group_commit(
                     continue;
                 };
                 let vote = VoteToRecord {
-                    assignment_public_id: public_id,
+                    assignment: public_id,
                     rater_id,
                     choice: Choice::Left,
                     source_guess: None,

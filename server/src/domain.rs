@@ -68,6 +68,51 @@ impl StudySlug {
     }
 }
 
+/// The public id of an assignment (a comparison recorded for one rater): 32 random lowercase hex
+/// digits, the only name a page and a vote give it. Anything else a client sends is refused before
+/// the database is asked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AssignmentId(String);
+
+impl AssignmentId {
+    /// A new random id.
+    pub fn random() -> AssignmentId {
+        AssignmentId(random_hex(16))
+    }
+
+    /// An id as a client sends it (surrounding spaces are ignored).
+    pub fn parse(text: &str) -> Result<AssignmentId, String> {
+        let text = text.trim();
+        if text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(AssignmentId(text.to_string()))
+        } else {
+            Err(format!(
+                "assignment must be the 32-character id of a comparison (lowercase hex), got {:?}",
+                text.chars().take(40).collect::<String>()
+            ))
+        }
+    }
+
+    /// An id read back from the database (written by [`AssignmentId::random`]).
+    pub fn stored(text: String) -> AssignmentId {
+        AssignmentId(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::fmt::Display for AssignmentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StudyStatus {
     Draft,
@@ -191,6 +236,27 @@ pub fn median(values: &mut [i64]) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn assignment_ids_are_32_lowercase_hex_digits() {
+        let id = AssignmentId::random();
+        assert_eq!(AssignmentId::parse(id.as_str()), Ok(id.clone()));
+        assert_eq!(AssignmentId::parse(&format!("  {id} ")), Ok(id));
+        for bad in [
+            "",
+            "deadbeef",
+            &"A".repeat(32),
+            &"g".repeat(32),
+            &"0".repeat(33),
+            "' OR 1=1 --",
+        ] {
+            let error = AssignmentId::parse(bad).unwrap_err();
+            assert!(error.starts_with("assignment must be"), "{bad:?}: {error}");
+        }
+        // A huge value is quoted short in the message.
+        assert!(AssignmentId::parse(&"x".repeat(1 << 20)).unwrap_err().len() < 200);
+    }
+
     use super::*;
     use moat_exports::Openness;
 

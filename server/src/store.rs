@@ -25,7 +25,9 @@ use sqlx::AnyConnection;
 use sqlx::{Any, AnyPool, Row, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::domain::{now_ms, random_hex, sha256_hex, CheckKind, StudySlug, StudyStatus};
+use crate::domain::{
+    now_ms, random_hex, sha256_hex, AssignmentId, CheckKind, StudySlug, StudyStatus,
+};
 
 /// The join behind every export record, with the given ORDER BY.
 macro_rules! vote_records_sql {
@@ -216,7 +218,7 @@ pub struct JoinLimits {
 /// An assignment with the two texts the rater sees (but not who wrote them).
 #[derive(Debug, Clone)]
 pub struct ShownAssignment {
-    pub public_id: String,
+    pub public_id: AssignmentId,
     pub conversation: Vec<Message>,
     pub left_text: String,
     pub right_text: String,
@@ -273,7 +275,7 @@ pub struct NewAssignment {
 
 #[derive(Debug, Clone)]
 pub struct VoteToRecord {
-    pub assignment_public_id: String,
+    pub assignment: AssignmentId,
     pub rater_id: i64,
     pub choice: Choice,
     pub source_guess: Option<String>,

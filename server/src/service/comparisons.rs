@@ -10,7 +10,7 @@ pub(super) fn render_comparison(
     study: &StudyRow,
 ) -> Comparison {
     Comparison {
-        assignment: shown.public_id,
+        assignment: shown.public_id.into_string(),
         turns: shown
             .conversation
             .iter()
@@ -224,6 +224,8 @@ impl AppService {
                 study.status.as_str()
             )));
         }
+        let assignment = crate::domain::AssignmentId::parse(&vote.assignment)
+            .map_err(BackendError::BadRequest)?;
         let choice = Choice::parse(&vote.choice).ok_or_else(|| {
             BackendError::BadRequest(format!(
                 "choice must be left, right, tie or both_bad, got {:?}",
@@ -283,7 +285,7 @@ impl AppService {
         let outcome = self
             .store
             .record_vote(&VoteToRecord {
-                assignment_public_id: vote.assignment.trim().to_string(),
+                assignment,
                 rater_id: rater.id,
                 choice,
                 source_guess,

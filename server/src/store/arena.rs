@@ -409,7 +409,7 @@ impl Store {
         rater_id: i64,
         conversation: &[Message],
         answers: [&ContestantAnswer<'_>; 2],
-    ) -> StoreResult<String> {
+    ) -> StoreResult<crate::domain::AssignmentId> {
         let mut tx = self.begin_write().await?;
         let mut models = tx.models(study_id).await?;
         let mut response_ids = Vec::with_capacity(2);
@@ -483,7 +483,7 @@ impl Store {
              WHERE public_id = $4 AND state = 'streaming'",
         )
         .bind(prompt_id)
-        .bind(&assignment)
+        .bind(assignment.as_str())
         .bind(now_ms())
         .bind(public_id)
         .execute(&mut *tx.tx)

@@ -195,7 +195,10 @@ impl Store {
 
     /// Records an assignment before it is shown. Returns `None` if the rater was given this prompt
     /// concurrently (the caller shows that one instead).
-    pub async fn insert_assignment(&self, new: &NewAssignment) -> StoreResult<Option<String>> {
+    pub async fn insert_assignment(
+        &self,
+        new: &NewAssignment,
+    ) -> StoreResult<Option<AssignmentId>> {
         match &self.group_writer {
             Some(writer) => {
                 writer
@@ -308,8 +311,8 @@ pub(super) fn vote_target_missing() -> StoreError {
 pub(super) async fn insert_assignment_in(
     conn: &mut AnyConnection,
     new: &NewAssignment,
-) -> StoreResult<Option<String>> {
-    let public_id = random_hex(16);
+) -> StoreResult<Option<AssignmentId>> {
+    let public_id = AssignmentId::random();
     let (low, high) = {
         let (a, b) = (new.left_response.1, new.right_response.1);
         (a.min(b), a.max(b))
@@ -324,7 +327,7 @@ pub(super) async fn insert_assignment_in(
     }
     // One unvoted comparison at a time, at most `max_for_rater` (see `INSERT_ASSIGNMENT`).
     let inserted = sqlx::query(INSERT_ASSIGNMENT)
-        .bind(&public_id)
+        .bind(public_id.as_str())
         .bind(new.rater_id)
         .bind(new.prompt_id)
         .bind(new.left_response.0)
@@ -371,14 +374,14 @@ pub(super) async fn record_vote_in(
         // and gets the answer a serial repeat gets (recorded already, or a conflict), not a unique-key
         // error. (SQLite's writer lock serializes them already.)
         sqlx::query("SELECT id FROM assignments WHERE public_id = $1 AND rater_id = $2 FOR UPDATE")
-            .bind(&vote.assignment_public_id)
+            .bind(vote.assignment.as_str())
             .bind(vote.rater_id)
             .execute(&mut *conn)
             .await?;
     }
     // One read: the assignment, its vote if any, and what a quality check expects.
     let row = sqlx::query(VOTE_TARGET)
-        .bind(&vote.assignment_public_id)
+        .bind(vote.assignment.as_str())
         .bind(vote.rater_id)
         .fetch_optional(&mut *conn)
         .await?

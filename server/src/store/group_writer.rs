@@ -14,7 +14,7 @@ pub(super) enum WriteOp {
 }
 
 pub(super) enum WriteDone {
-    Assigned(Option<String>),
+    Assigned(Option<AssignmentId>),
     Voted(VoteOutcome),
     BattleRecorded,
 }

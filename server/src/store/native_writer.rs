@@ -114,8 +114,8 @@ fn commit_batch(
 fn insert_assignment(
     tx: &rusqlite::Transaction<'_>,
     new: &NewAssignment,
-) -> StoreResult<Option<String>> {
-    let public_id = random_hex(16);
+) -> StoreResult<Option<AssignmentId>> {
+    let public_id = AssignmentId::random();
     let (a, b) = (new.left_response.1, new.right_response.1);
     let (low, high) = (a.min(b), a.max(b));
     let kind = new.check.map_or("regular", CheckKind::as_str);
@@ -124,7 +124,7 @@ fn insert_assignment(
         bind(
             &mut stmt,
             &[
-                &public_id,
+                &public_id.as_str(),
                 &new.rater_id,
                 &new.prompt_id,
                 &new.left_response.0,
@@ -170,7 +170,7 @@ struct Target {
 fn record_vote(tx: &rusqlite::Transaction<'_>, vote: &VoteToRecord) -> StoreResult<VoteOutcome> {
     let target = {
         let mut stmt = tx.prepare_cached(VOTE_TARGET)?;
-        bind(&mut stmt, &[&vote.assignment_public_id, &vote.rater_id])?;
+        bind(&mut stmt, &[&vote.assignment.as_str(), &vote.rater_id])?;
         let mut rows = stmt.raw_query();
         let Some(row) = rows.next()? else {
             return Err(vote_target_missing());

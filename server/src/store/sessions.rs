@@ -189,7 +189,7 @@ impl Store {
         if let Some(read) = self.native_row(SQL, &[&rater_id, &state], |row| {
             let conversation: String = row.get("conversation")?;
             Ok(ShownAssignment {
-                public_id: row.get("public_id")?,
+                public_id: AssignmentId::stored(row.get("public_id")?),
                 conversation: serde_json::from_str(&conversation)
                     .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
                 left_text: row.get("left_text")?,
@@ -209,7 +209,7 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         let conversation: String = row.try_get("conversation")?;
         Ok(Some(ShownAssignment {
-            public_id: row.try_get("public_id")?,
+            public_id: AssignmentId::stored(row.try_get("public_id")?),
             conversation: serde_json::from_str(&conversation)
                 .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             left_text: row.try_get("left_text")?,

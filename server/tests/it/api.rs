@@ -140,9 +140,14 @@ async fn rater_protocol_over_http() {
         Err(ClientError::Status { status: 409, .. }) => {}
         other => panic!("expected 409, got {other:?}"),
     }
-    match rater.vote("0123456789abcdef", "left").await {
+    // No comparison of this rater's: 404. Not an assignment id at all: 400.
+    match rater.vote("0123456789abcdef0123456789abcdef", "left").await {
         Err(ClientError::Status { status: 404, .. }) => {}
         other => panic!("expected 404, got {other:?}"),
+    }
+    match rater.vote("0123456789abcdef", "left").await {
+        Err(ClientError::Status { status: 400, .. }) => {}
+        other => panic!("expected 400, got {other:?}"),
     }
     let second = rater.next_comparison().await.unwrap().unwrap();
     match rater.vote(&second.assignment, "sideways").await {

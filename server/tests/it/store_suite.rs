@@ -80,9 +80,20 @@ async fn full_rater_session(url: &str) {
         backend.vote("session", &other, vote(stolen, "left")).await,
         Err(BackendError::NotFound(_))
     ));
+    // An id that is no assignment id at all is refused before the database is asked, naming the
+    // field; a well-formed one that names no assignment of this rater is not found.
+    match backend
+        .vote("session", &other, vote("deadbeef", "left"))
+        .await
+    {
+        Err(BackendError::BadRequest(message)) => {
+            assert!(message.starts_with("assignment must be"), "{message}")
+        }
+        other => panic!("a malformed assignment id: {other:?}"),
+    }
     assert!(matches!(
         backend
-            .vote("session", &other, vote("deadbeef", "left"))
+            .vote("session", &other, vote(&"0".repeat(32), "left"))
             .await,
         Err(BackendError::NotFound(_))
     ));
@@ -1462,7 +1473,10 @@ async fn native_sqlite_path_reads_the_file_of_its_own_store() {
         .unwrap();
     assert_eq!(rater.votes, 1);
     let open = again.assignment_in_state(rater.id, "issued").await.unwrap();
-    assert_eq!(open.map(|a| a.public_id), Some(second.assignment.clone()));
+    assert_eq!(
+        open.map(|a| a.public_id.into_string()),
+        Some(second.assignment.clone())
+    );
     again.close().await;
     drop(again);
 
