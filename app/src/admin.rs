@@ -720,8 +720,13 @@ fn RewardModelPanel(policy: String, model: Option<RewardModelStatus>) -> impl In
                 ),
                 _ => "no accuracy yet".to_string(),
             };
+            let of_all = if m.votes > m.train_pairs + m.eval_pairs {
+                format!(" (the latest of {})", m.votes)
+            } else {
+                String::new()
+            };
             format!(
-                "Assignment policy: {policy}. Reward model from {} decided votes, {} to train and {} held out (other prompts): {accuracy}; {} responses scored{}.",
+                "Assignment policy: {policy}. Reward model from {} decided votes{of_all}, {} to train and {} held out (other prompts): {accuracy}; {} responses scored{}.",
                 m.train_pairs + m.eval_pairs,
                 m.train_pairs,
                 m.eval_pairs,

@@ -263,6 +263,9 @@ pub const ACTIVE_FIRST_TRAINING_VOTES: usize = 20;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct RewardModelStatus {
+    /// Decided votes of the study when it was trained (it uses the latest few thousand of them).
+    #[serde(default)]
+    pub votes: usize,
     /// Decided votes (pairs) it was trained on, and the held-out pairs it was scored on (split by
     /// prompt, so no held-out prompt was seen in training).
     pub train_pairs: usize,

@@ -9,8 +9,9 @@
 //!   raters left out. A fifth of the prompts is held out; the accuracy on them is what the study page
 //!   shows, so a researcher sees whether the model has learnt anything before trusting its choices.
 //! - A study is retrained after [`FIRST_TRAINING_VOTES`] votes, then whenever the votes since the last
-//!   training reach a fifth of those it used (at least [`RETRAIN_EVERY`]); one training per study at
-//!   a time, on the blocking pool. Until the first model exists the policy is uniform.
+//!   training reach a fifth of those it used (at least [`RETRAIN_EVERY`]) and [`RETRAIN_INTERVAL`]
+//!   has passed; one training per study at a time, on the blocking pool. Until the first model exists
+//!   the policy is uniform.
 //! - State is per process and rebuilt from the database (the first votes a process sees after a
 //!   restart retrain it); several processes each train their own model of the same votes.
 
@@ -28,6 +29,14 @@ use crate::store::{Store, StudyRow};
 pub const FIRST_TRAINING_VOTES: usize = moat_app::wire::ACTIVE_FIRST_TRAINING_VOTES;
 /// Fewest new votes between two trainings.
 pub const RETRAIN_EVERY: usize = 10;
+/// Shortest time between two trainings of a study once it has a model: a busy study would
+/// otherwise retrain back to back (a fifth more votes comes quickly at thousands of votes a second),
+/// taking CPU from the raters for a model that barely changes.
+pub const RETRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Most decided votes one training uses: the latest ones. A hashed model's held-out accuracy
+/// levels off long before (trainer/BENCHMARKS.md), and training on every vote of a busy study took
+/// minutes and half a gigabyte (`moat bench votes --active-sampling uncertainty`, BENCHMARKS.md).
+pub const MAX_TRAINING_VOTES: usize = 4_000;
 /// Trainings kept for the study page's accuracy curve.
 const HISTORY_POINTS: usize = 100;
 
@@ -50,6 +59,8 @@ struct StudyLoop {
     votes_since: usize,
     /// Decided votes the last training used.
     trained_on: usize,
+    /// When the last successful training started.
+    trained_at: Option<std::time::Instant>,
 }
 
 /// Every study's active-sampling state in this process.
@@ -98,6 +109,9 @@ impl ActiveLoop {
                 true
             } else {
                 state.votes_since >= RETRAIN_EVERY.max(state.trained_on / 5)
+                    && state
+                        .trained_at
+                        .is_none_or(|at| at.elapsed() >= RETRAIN_INTERVAL)
             };
             if !due || state.training {
                 return None;
@@ -107,6 +121,7 @@ impl ActiveLoop {
             state.votes_since = 0;
         }
         let (this, store, study) = (self.clone(), store.clone(), study.clone());
+        let started = std::time::Instant::now();
         Some(tokio::spawn(async move {
             let outcome = this.train(&store, &study).await;
             let mut studies = this.lock();
@@ -115,6 +130,7 @@ impl ActiveLoop {
             match outcome {
                 Ok(Some((mut rewards, used))) => {
                     state.trained_on = used;
+                    state.trained_at = Some(started);
                     // The curve so far, and this training's point on it.
                     let mut history = state
                         .latest
@@ -158,20 +174,30 @@ impl ActiveLoop {
     ) -> anyhow::Result<Option<(StudyRewards, usize)>> {
         use futures::TryStreamExt;
         let excluded = store.excluded_raters(study.id).await?;
-        let records: Vec<moat_exports::VoteRecord> = store
-            .vote_records(study)
-            .try_filter(|r| {
-                futures::future::ready(!excluded.contains(&r.rater) && !r.is_quality_check())
-            })
-            .try_collect()
-            .await?;
-        let (pairs, _undecided) = crate::analysis::preference_pairs(&records);
-        if pairs.len() < FIRST_TRAINING_VOTES {
+        // The latest MAX_TRAINING_VOTES decided votes (records come in vote order), and how many
+        // there are in all; the older ones are read and dropped, so memory stays bounded.
+        let mut pairs = std::collections::VecDeque::new();
+        let mut decided = 0usize;
+        let mut records = std::pin::pin!(store.vote_records(study));
+        while let Some(record) = records.try_next().await? {
+            if excluded.contains(&record.rater) || record.is_quality_check() {
+                continue;
+            }
+            if let Some(pair) = crate::analysis::preference_pair(&record) {
+                decided += 1;
+                if pairs.len() == MAX_TRAINING_VOTES {
+                    pairs.pop_front();
+                }
+                pairs.push_back(pair);
+            }
+        }
+        if decided < FIRST_TRAINING_VOTES {
             return Ok(None);
         }
+        let pairs: Vec<_> = pairs.into();
         let responses = store.responses_to_score(study.id).await?;
         let votes = store.response_pair_votes(study.id).await?;
-        let used = pairs.len();
+        let used = decided;
         let seed = study.id as u64;
         let trained = tokio::task::spawn_blocking(move || -> anyhow::Result<StudyRewards> {
             let mut config = TrainConfig::new(BackboneConfig::Hashed(HashedConfig::default()));
@@ -191,6 +217,7 @@ impl ActiveLoop {
             let eval = report.eval.as_ref();
             Ok(StudyRewards {
                 status: RewardModelStatus {
+                    votes: used,
                     train_pairs: report.train_pairs,
                     eval_pairs: report.eval_pairs,
                     eval_accuracy: eval.map(|e| e.accuracy),

@@ -602,21 +602,26 @@ pub fn preference_pairs(
     let mut skipped = 0;
     let pairs = records
         .iter()
-        .filter_map(|r| match r.chosen_rejected_text() {
-            Some((_, chosen, _, rejected)) => Some(moat_exports::pairs::PreferencePair {
-                prompt: r.conversation.clone(),
-                chosen: chosen.into_owned(),
-                rejected: rejected.into_owned(),
-                category: r.category.clone(),
-                margin: None,
-            }),
-            None => {
-                skipped += 1;
-                None
-            }
+        .filter_map(|r| {
+            let pair = preference_pair(r);
+            skipped += usize::from(pair.is_none());
+            pair
         })
         .collect();
     (pairs, skipped)
+}
+
+/// One decided vote as a training pair (`None` for a tie or both-bad vote); see
+/// [`preference_pairs`].
+pub fn preference_pair(record: &VoteRecord) -> Option<moat_exports::pairs::PreferencePair> {
+    let (_, chosen, _, rejected) = record.chosen_rejected_text()?;
+    Some(moat_exports::pairs::PreferencePair {
+        prompt: record.conversation.clone(),
+        chosen: chosen.into_owned(),
+        rejected: rejected.into_owned(),
+        category: record.category.clone(),
+        margin: None,
+    })
 }
 
 #[cfg(test)]

@@ -46,6 +46,10 @@ pub struct VoteBenchArgs {
     /// after the HTTP run).
     #[arg(long)]
     pub no_ceiling: bool,
+    /// The study's assignment policy (`active_sampling`): uniform, or uncertainty / disagreement,
+    /// which retrain a reward model in the server while the raters vote.
+    #[arg(long, default_value = "uniform")]
+    pub active_sampling: String,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -72,6 +76,9 @@ pub struct VoteBenchReport {
     pub server_rss_end_mb: f64,
     pub server_anon_quarter_mb: f64,
     pub server_anon_end_mb: f64,
+    /// With `--active-sampling`: the study's reward model at the end of the run, as the study
+    /// report gives it (`null`: none trained).
+    pub reward_model: Option<serde_json::Value>,
     /// Bytes of the slow upload the server received during the run (0 without `--upload-mb`).
     pub upload_bytes_sent: u64,
     /// The same writes without HTTP and assignment logic, in the same run (`None` with `--no-ceiling`).
@@ -326,6 +333,7 @@ async fn run_on(args: &VoteBenchArgs, postgres: Option<&str>) -> anyhow::Result<
         "show_flagged": true,
         "sessions_per_ip": 0,
         "consents_per_minute": 0,
+        "active_sampling": args.active_sampling,
     });
     admin(http.post(format!("{base}/api/v1/studies")))
         .json(&serde_json::json!({ "slug": "bench", "title": "Bench", "settings": settings }))
@@ -434,6 +442,21 @@ async fn run_on(args: &VoteBenchArgs, postgres: Option<&str>) -> anyhow::Result<
         .iter()
         .map(|&pid| peak_rss_mb(pid))
         .fold(f64::NAN, f64::max);
+    // Active sampling: what the first process trained while the raters voted.
+    let reward_model = if args.active_sampling == "uniform" {
+        None
+    } else {
+        let report: serde_json::Value = admin(http.get(format!("{base}/api/v1/studies/bench")))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        report
+            .get("reward_model")
+            .filter(|model| !model.is_null())
+            .cloned()
+    };
     for server in &mut servers {
         server.start_kill()?;
         let _ = server.wait().await;
@@ -481,6 +504,7 @@ async fn run_on(args: &VoteBenchArgs, postgres: Option<&str>) -> anyhow::Result<
         server_rss_end_mb: rss_end.0,
         server_anon_quarter_mb: rss_quarter.1,
         server_anon_end_mb: rss_end.1,
+        reward_model,
         upload_bytes_sent,
         ceiling,
         share_of_ceiling,
@@ -520,6 +544,20 @@ impl std::fmt::Display for VoteBenchReport {
             "slow upload received during the run: {:.0} MB",
             self.upload_bytes_sent as f64 / 1e6
         )?;
+        if let Some(model) = &self.reward_model {
+            let number = |key: &str| model.get(key).and_then(serde_json::Value::as_f64);
+            let trainings = model
+                .get("history")
+                .and_then(serde_json::Value::as_array)
+                .map_or(0, Vec::len);
+            write!(
+                f,
+                "\nreward model (active sampling): {trainings} training(s) during the run, the last on {:.0} + {:.0} held-out votes, held-out accuracy {:.3}",
+                number("train_pairs").unwrap_or(f64::NAN),
+                number("eval_pairs").unwrap_or(f64::NAN),
+                number("eval_accuracy").unwrap_or(f64::NAN)
+            )?;
+        }
         if let (Some(ceiling), Some(share)) = (&self.ceiling, self.share_of_ceiling) {
             write!(
                 f,
