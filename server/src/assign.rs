@@ -20,11 +20,12 @@ pub type Pick = (i64, (i64, i64), (i64, i64));
 /// (times the pair was shown, times the prompt was assigned, prompt id, first, second response).
 type CandidatePair = (i64, i64, i64, (i64, i64), (i64, i64));
 
-pub fn choose(
+/// Every pair of responses by two different models of each candidate prompt, with how often its
+/// model pair was shown and its prompt assigned.
+fn candidate_pairs(
     candidates: &[CandidatePrompt],
     pair_counts: &HashMap<(i64, i64), i64>,
-    rng: &mut impl Rng,
-) -> Option<Pick> {
+) -> Vec<CandidatePair> {
     let mut options: Vec<CandidatePair> = Vec::new();
     for prompt in candidates {
         for (i, &first) in prompt.responses.iter().enumerate() {
@@ -44,6 +45,15 @@ pub fn choose(
             }
         }
     }
+    options
+}
+
+pub fn choose(
+    candidates: &[CandidatePrompt],
+    pair_counts: &HashMap<(i64, i64), i64>,
+    rng: &mut impl Rng,
+) -> Option<Pick> {
+    let mut options = candidate_pairs(candidates, pair_counts);
     // Shuffle first so the stable sort leaves equal options in random order.
     options.shuffle(rng);
     options.sort_by_key(|&(shown, times, ..)| (shown, times));
@@ -73,44 +83,25 @@ pub fn choose_active(
     rng: &mut impl Rng,
 ) -> Option<Pick> {
     let reward = |response: (i64, i64)| active.rewards.get(&response.0).copied().unwrap_or(0.0);
-    let mut options: Vec<(f64, CandidatePair)> = Vec::new();
-    for prompt in candidates {
-        for (i, &first) in prompt.responses.iter().enumerate() {
-            for &second in &prompt.responses[i + 1..] {
-                if first.1 == second.1 {
-                    continue;
-                }
-                let key = (first.1.min(second.1), first.1.max(second.1));
-                let shown = pair_counts.get(&key).copied().unwrap_or(0);
-                // The tally is keyed by response ids, lower first; `priority` wants (for first,
-                // for second).
-                let votes = match active
-                    .votes
-                    .get(&(first.0.min(second.0), first.0.max(second.0)))
-                {
-                    Some(&(low, high)) if first.0 < second.0 => (low, high),
-                    Some(&(low, high)) => (high, low),
-                    None => (0, 0),
-                };
-                let priority = moat_trainer::active::priority(
-                    active.policy,
-                    reward(first),
-                    reward(second),
-                    votes,
-                );
-                options.push((
-                    priority,
-                    (
-                        shown,
-                        prompt.times_assigned,
-                        prompt.prompt_id,
-                        first,
-                        second,
-                    ),
-                ));
-            }
-        }
-    }
+    let mut options: Vec<(f64, CandidatePair)> = candidate_pairs(candidates, pair_counts)
+        .into_iter()
+        .map(|option| {
+            let (.., first, second) = option;
+            // The tally is keyed by response ids, lower first; `priority` wants (for first, for
+            // second).
+            let votes = match active
+                .votes
+                .get(&(first.0.min(second.0), first.0.max(second.0)))
+            {
+                Some(&(low, high)) if first.0 < second.0 => (low, high),
+                Some(&(low, high)) => (high, low),
+                None => (0, 0),
+            };
+            let priority =
+                moat_trainer::active::priority(active.policy, reward(first), reward(second), votes);
+            (priority, option)
+        })
+        .collect();
     options.shuffle(rng);
     options.sort_by(|(pa, (sa, ta, ..)), (pb, (sb, tb, ..))| {
         pb.total_cmp(pa).then((sa, ta).cmp(&(sb, tb)))

@@ -34,6 +34,29 @@ pub(super) struct GroupWriter {
 /// Most writes one transaction takes.
 pub(super) const GROUP_COMMIT_MAX: usize = 512;
 
+/// Answers every write of a group: each its own result once the group committed, or all of them
+/// the group's failure (none of them is then acknowledged). Empties `batch`.
+pub(super) fn answer(
+    batch: &mut Vec<(WriteOp, Reply)>,
+    outcome: Result<Vec<StoreResult<WriteDone>>, StoreError>,
+) {
+    match outcome {
+        Ok(results) => {
+            for ((_, reply), result) in batch.drain(..).zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, writes = batch.len(), "group commit failed");
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Err(StoreError::Database(sqlx::Error::Protocol(
+                    "the transaction of this write failed".into(),
+                ))));
+            }
+        }
+    }
+}
+
 impl GroupWriter {
     /// The writer of a SQLite file: a thread of its own (see `native_writer.rs`).
     pub(super) fn start_native(
@@ -54,22 +77,8 @@ impl GroupWriter {
             let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
             while receiver.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
                 let _guard = write_lock.lock().await;
-                let results = Self::commit_batch(&pool, &batch).await;
-                match results {
-                    Ok(results) => {
-                        for ((_, reply), result) in batch.drain(..).zip(results) {
-                            let _ = reply.send(result);
-                        }
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, writes = batch.len(), "group commit failed");
-                        for (_, reply) in batch.drain(..) {
-                            let _ = reply.send(Err(StoreError::Database(sqlx::Error::Protocol(
-                                "the transaction of this write failed".into(),
-                            ))));
-                        }
-                    }
-                }
+                let outcome = Self::commit_batch(&pool, &batch).await;
+                answer(&mut batch, outcome);
             }
         });
         GroupWriter { queue }

@@ -12,7 +12,7 @@ use super::assignments::{
     vote_cannot_change, vote_target_missing, COUNT_PAIR_SHOWN, COUNT_PROMPT_ASSIGNED,
     INSERT_ASSIGNMENT, INSERT_VOTE, MARK_VOTED, VOTE_TARGET,
 };
-use super::group_writer::{WriteDone, WriteOp, GROUP_COMMIT_MAX};
+use super::group_writer::{answer, WriteDone, WriteOp, GROUP_COMMIT_MAX};
 use super::native_reader::bind;
 use super::*;
 
@@ -68,21 +68,7 @@ pub(super) fn run(
                 Err(error) => Err(error.into()),
             }
         };
-        match outcome {
-            Ok(results) => {
-                for ((_, reply), result) in batch.drain(..).zip(results) {
-                    let _ = reply.send(result);
-                }
-            }
-            Err(error) => {
-                tracing::error!(%error, writes = batch.len(), "group commit failed");
-                for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(StoreError::Database(sqlx::Error::Protocol(
-                        "the transaction of this write failed".into(),
-                    ))));
-                }
-            }
-        }
+        answer(&mut batch, outcome);
     }
 }
 
