@@ -477,18 +477,8 @@ async fn leaderboard_and_exports_over_http() {
         let server = &server;
         async move {
             server
-                .http
-                .get(format!(
-                    "{}/admin/studies/lb/leaderboard{query}",
-                    server.base
-                ))
-                .header("Cookie", server.owner_cookie().await)
-                .send()
+                .owner_page(&format!("/admin/studies/lb/leaderboard{query}"))
                 .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
         }
     };
     let html = page("").await;

@@ -398,16 +398,7 @@ async fn identity_flags_over_http(url: &str) {
     let study = server.admin_get_json("/api/v1/studies/leaks-http").await;
     assert_eq!(study["settings"]["show_flagged"], true);
 
-    let page = server
-        .http
-        .get(format!("{}/admin/studies/leaks-http", server.base))
-        .header("Cookie", server.owner_cookie().await)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = server.owner_page("/admin/studies/leaks-http").await;
     assert!(page.contains("Identity flags"), "{page}");
     assert!(page.contains(r#"id="flagged""#), "{page}");
     assert!(

@@ -1578,16 +1578,7 @@ async fn active_sampling_prefers_the_uncertain_pair(url: &str) {
             assert_eq!(last.votes, model.train_pairs + model.eval_pairs);
             assert!(last.low <= last.accuracy && last.accuracy <= last.high);
             // The study page shows the model's accuracy and its curve (drawn on the server).
-            let page = server
-                .http
-                .get(format!("{}/admin/studies/active", server.base))
-                .header("Cookie", server.owner_cookie().await)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let page = server.owner_page("/admin/studies/active").await;
             assert!(page.contains("id=\"accuracy-chart\""), "no accuracy chart");
             assert!(
                 page.contains("held out (other prompts): accuracy on them"),

@@ -222,6 +222,19 @@ impl TestServer {
         self.login_with(ADMIN_TOKEN).await.0
     }
 
+    /// The HTML of the page at `path`, fetched with a fresh owner session's cookie.
+    pub async fn owner_page(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .header("Cookie", self.owner_cookie().await)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn admin(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         request.bearer_auth(ADMIN_TOKEN)
     }
