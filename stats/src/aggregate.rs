@@ -167,7 +167,7 @@ impl AggregatedBattles {
 /// FNV-1a: model names are short and come from our own data, so a simple hash is safe here and
 /// several times faster than the DoS-resistant default on a million lookups.
 #[derive(Default)]
-struct Fnv1a(u64);
+pub(crate) struct Fnv1a(u64);
 
 impl Hasher for Fnv1a {
     fn write(&mut self, bytes: &[u8]) {

@@ -2,7 +2,10 @@
 //! `model_a`, `model_b` and `winner` ∈ `model_a` / `model_b` / `tie` / `tie (bothbad)`. Other fields
 //! (`judge`, `conversation_a`, `tstamp`, …) are ignored. An error names the line and the field.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
 
@@ -10,9 +13,10 @@ use serde::de::{Deserializer, Error as _};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::aggregate::Fnv1a;
 use crate::categories::{is_english, tag_prompt, CategoryIndex};
 use crate::dedup::prompt_key;
-use crate::model::{Battle, BattleStyle, Outcome, StyleFeatures};
+use crate::model::{Battle, BattleStyle, ModelName, Outcome, StyleFeatures};
 use crate::style::style_features;
 
 /// Why a battles file could not be read.
@@ -62,24 +66,86 @@ fn describe(value: &Value) -> String {
     }
 }
 
-fn model_name<'de, D: Deserializer<'de>>(deserializer: D, field: &str) -> Result<String, D::Error> {
-    match Value::deserialize(deserializer)? {
-        Value::String(name) if !name.trim().is_empty() => Ok(name),
-        Value::String(_) => Err(D::Error::custom(format!(
-            "field `{field}`: the model name is empty"
-        ))),
-        other => Err(D::Error::custom(format!(
-            "field `{field}`: expected a model name (string), found {}",
-            describe(&other)
-        ))),
+/// A model name as written in the file: borrowed from the line when it has no escapes. An empty
+/// name or a value of another type is an error naming the field and what was found.
+fn model_name<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    field: &'static str,
+) -> Result<Cow<'de, str>, D::Error> {
+    struct Name(&'static str);
+    impl Name {
+        fn found<E: serde::de::Error, T>(&self, what: String) -> Result<T, E> {
+            Err(E::custom(format!(
+                "field `{}`: expected a model name (string), found {what}",
+                self.0
+            )))
+        }
+        fn checked<'a, E: serde::de::Error>(&self, name: Cow<'a, str>) -> Result<Cow<'a, str>, E> {
+            if name.trim().is_empty() {
+                Err(E::custom(format!(
+                    "field `{}`: the model name is empty",
+                    self.0
+                )))
+            } else {
+                Ok(name)
+            }
+        }
     }
+    impl<'de> serde::de::Visitor<'de> for Name {
+        type Value = Cow<'de, str>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a model name (string)")
+        }
+        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            self.checked(Cow::Borrowed(v))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            self.checked(Cow::Owned(v.to_string()))
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+            self.checked(Cow::Owned(v))
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            self.found(format!("the boolean {v}"))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            self.found(format!("the number {v}"))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            self.found(format!("the number {v}"))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            self.found(format!("the number {}", describe(&Value::from(v))))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            self.found("null".to_string())
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            self.found("null".to_string())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            self.found("an array".to_string())
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            self.found("an object".to_string())
+        }
+    }
+    deserializer.deserialize_any(Name(field))
 }
 
 fn model_a<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    model_name(deserializer, "model_a")
+    model_name(deserializer, "model_a").map(Cow::into_owned)
 }
 
 fn model_b<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    model_name(deserializer, "model_b").map(Cow::into_owned)
+}
+
+fn borrowed_model_a<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Cow<'de, str>, D::Error> {
+    model_name(deserializer, "model_a")
+}
+
+fn borrowed_model_b<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Cow<'de, str>, D::Error> {
     model_name(deserializer, "model_b")
 }
 
@@ -262,11 +328,11 @@ struct ConversationMetadata {
 }
 
 #[derive(Deserialize)]
-struct RawArenaBattle {
-    #[serde(deserialize_with = "model_a")]
-    model_a: String,
-    #[serde(deserialize_with = "model_b")]
-    model_b: String,
+struct RawArenaBattle<'a> {
+    #[serde(borrow, deserialize_with = "borrowed_model_a")]
+    model_a: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "borrowed_model_b")]
+    model_b: Cow<'a, str>,
     #[serde(deserialize_with = "winner")]
     winner: Outcome,
     #[serde(default)]
@@ -281,6 +347,30 @@ struct RawArenaBattle {
     language: Option<Value>,
     #[serde(default)]
     tstamp: Option<Value>,
+    /// LMArena's LLM-judged tags; only the hard-prompt criteria are read.
+    #[serde(default)]
+    category_tag: Option<CategoryTag>,
+}
+
+/// `category_tag` of a public Arena record: `{"criteria_v0.1": {"specificity": true, …}, …}`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CategoryTag {
+    #[serde(rename = "criteria_v0.1")]
+    criteria: Option<std::collections::BTreeMap<String, Value>>,
+}
+
+impl CategoryTag {
+    /// Whether the judged criteria make the prompt hard (six or more of the seven are true).
+    fn is_hard(&self) -> bool {
+        self.criteria.as_ref().is_some_and(|criteria| {
+            crate::hard_prompt::CRITERIA
+                .iter()
+                .filter(|(key, _)| criteria.get(*key).and_then(Value::as_bool) == Some(true))
+                .count()
+                >= crate::hard_prompt::HARD_THRESHOLD
+        })
+    }
 }
 
 /// Battles with what the per-category, de-duplicated and history views need, as read from an
@@ -296,9 +386,53 @@ pub struct ArenaBattles {
     pub categories: CategoryIndex,
     /// `timestamps[i]`: battle `i`'s `tstamp` in seconds since the epoch; empty when none has one.
     pub timestamps: Vec<Option<f64>>,
+    /// The model names read so far, each held once.
+    names: HashMap<Box<str>, ModelName, BuildHasherDefault<Fnv1a>>,
 }
 
 impl ArenaBattles {
+    /// The shared copy of a model name.
+    fn intern(&mut self, name: &str) -> ModelName {
+        if let Some(shared) = self.names.get(name) {
+            return shared.clone();
+        }
+        let shared = ModelName::from(name);
+        self.names.insert(name.into(), shared.clone());
+        shared
+    }
+
+    /// Appends the battles of `other` (read from the lines after this one's), with their prompts,
+    /// times and categories. Both must be [`finish`](ArenaBattles::finish)ed.
+    fn append(&mut self, other: ArenaBattles) {
+        let offset = self.battles.len();
+        let total = offset + other.battles.len();
+        // A per-battle column is empty while no battle has a value, and then as long as the battles.
+        fn join<T: Clone>(
+            column: &mut Vec<Option<T>>,
+            theirs: Vec<Option<T>>,
+            offset: usize,
+            total: usize,
+        ) {
+            if theirs.is_empty() && column.is_empty() {
+                return;
+            }
+            column.resize(offset, None);
+            column.extend(theirs);
+            column.resize(total, None);
+        }
+        join(&mut self.prompt_keys, other.prompt_keys, offset, total);
+        join(&mut self.timestamps, other.timestamps, offset, total);
+        let shift = u32::try_from(offset).expect("fewer than 4 billion battles");
+        for (name, members) in other.categories.names.iter().zip(other.categories.members) {
+            self.categories
+                .extend_shifted(name, members.into_iter().map(|m| m + shift));
+        }
+        for (name, shared) in other.names {
+            self.names.entry(name).or_insert(shared);
+        }
+        self.battles.extend(other.battles);
+    }
+
     /// Keeps the battles whose `keep` entry is true, with their prompts, times and categories
     /// (categories left empty are dropped).
     pub fn retain(&mut self, keep: &[bool]) {
@@ -371,7 +505,8 @@ fn assistant_style(turns: &[Turn]) -> StyleFeatures {
 /// Adds one parsed record to the collection.
 fn push_arena(out: &mut ArenaBattles, raw: RawArenaBattle) {
     let index = out.battles.len();
-    let mut battle = Battle::new(raw.model_a, raw.model_b, raw.winner);
+    let (model_a, model_b) = (out.intern(&raw.model_a), out.intern(&raw.model_b));
+    let mut battle = Battle::new(model_a, model_b, raw.winner);
     let user_turns: Option<Vec<&str>> = raw.conversation_a.as_ref().map(|turns| {
         turns
             .iter()
@@ -407,6 +542,9 @@ fn push_arena(out: &mut ArenaBattles, raw: RawArenaBattle) {
     } else if language.is_some_and(|l| !l.trim().is_empty() && !is_english(l)) {
         out.categories.add(crate::categories::NON_ENGLISH, index);
     }
+    if raw.category_tag.as_ref().is_some_and(CategoryTag::is_hard) {
+        out.categories.add(crate::hard_prompt::HARD_PROMPT, index);
+    }
     let tstamp = raw.tstamp.as_ref().and_then(|t| match t {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse().ok(),
@@ -425,8 +563,7 @@ impl ArenaBattles {
     /// Adds one record given as a JSON value (a row of a Parquet file, say); `line` is reported in
     /// errors. Call [`ArenaBattles::finish`] after the last.
     pub fn push_value(&mut self, row: Value, line: usize) -> Result<(), BattlesError> {
-        let raw: RawArenaBattle =
-            serde_json::from_value(row).map_err(|error| located(&error, line, 0))?;
+        let raw = RawArenaBattle::deserialize(&row).map_err(|error| located(&error, line, 0))?;
         push_arena(self, raw);
         Ok(())
     }
@@ -482,29 +619,110 @@ pub fn read_arena_battles(mut reader: impl BufRead) -> Result<ArenaBattles, Batt
         reader.read_to_string(&mut text).map_err(unreadable)?;
         let raw: Vec<RawArenaBattle> = serde_json::from_str(&text)
             .map_err(|error| located(&error, error.line(), error.column()))?;
-        drop(text);
         for record in raw {
             push_arena(&mut out, record);
         }
     } else {
-        let mut line = String::new();
-        let mut number = 0;
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).map_err(unreadable)? == 0 {
-                break;
-            }
-            number += 1;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let raw: RawArenaBattle = serde_json::from_str(&line)
-                .map_err(|error| located(&error, number, error.column()))?;
-            push_arena(&mut out, raw);
-        }
+        read_json_lines(reader, &mut out)?;
     }
     out.finish();
     Ok(out)
+}
+
+/// Bytes of JSON Lines parsed as one block (a block ends at the end of a line).
+const BLOCK_BYTES: usize = 4 << 20;
+
+/// Reads JSON Lines in blocks of whole lines and parses the blocks on all cores (with the
+/// `parallel` feature), appending them in file order: the result is the one a line-by-line read
+/// gives, and at most a few blocks of text are held at a time.
+fn read_json_lines(mut reader: impl BufRead, out: &mut ArenaBattles) -> Result<(), BattlesError> {
+    #[cfg(feature = "parallel")]
+    let in_flight = 2 * rayon::current_num_threads().max(1);
+    #[cfg(not(feature = "parallel"))]
+    let in_flight = 1;
+    // Lines before the current batch of blocks; a block's errors name lines counted from its start.
+    let mut lines_before = 0;
+    loop {
+        let mut blocks: Vec<Vec<u8>> = Vec::with_capacity(in_flight);
+        while blocks.len() < in_flight {
+            let block = read_block(&mut reader)?;
+            if block.is_empty() {
+                break;
+            }
+            blocks.push(block);
+        }
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        #[cfg(feature = "parallel")]
+        let parsed: Vec<Result<(ArenaBattles, usize), BattlesError>> = {
+            use rayon::prelude::*;
+            blocks.par_iter().map(|block| parse_block(block)).collect()
+        };
+        #[cfg(not(feature = "parallel"))]
+        let parsed: Vec<Result<(ArenaBattles, usize), BattlesError>> =
+            blocks.iter().map(|block| parse_block(block)).collect();
+        for block in parsed {
+            match block {
+                Ok((battles, lines)) => {
+                    out.append(battles);
+                    lines_before += lines;
+                }
+                Err(mut error) => {
+                    error.line += lines_before;
+                    return Err(error);
+                }
+            }
+        }
+    }
+}
+
+/// The next block of whole lines (about [`BLOCK_BYTES`]; empty at the end of the input).
+fn read_block(reader: &mut impl BufRead) -> Result<Vec<u8>, BattlesError> {
+    let unreadable = |error: io::Error| BattlesError {
+        line: 0,
+        column: 0,
+        field: None,
+        message: format!("could not read the battles: {error}"),
+    };
+    let mut block = Vec::with_capacity(BLOCK_BYTES + 4096);
+    while block.len() < BLOCK_BYTES {
+        let buffer = reader.fill_buf().map_err(unreadable)?;
+        if buffer.is_empty() {
+            return Ok(block);
+        }
+        let take = buffer.len().min(BLOCK_BYTES - block.len());
+        block.extend_from_slice(&buffer[..take]);
+        reader.consume(take);
+    }
+    // Finish the line the block stopped in.
+    if block.last() != Some(&b'\n') {
+        reader.read_until(b'\n', &mut block).map_err(unreadable)?;
+    }
+    Ok(block)
+}
+
+/// Parses a block of whole JSON Lines: its battles and its number of lines, or the first error
+/// (its line counted from 1 at the block's first line).
+fn parse_block(block: &[u8]) -> Result<(ArenaBattles, usize), BattlesError> {
+    let mut out = ArenaBattles::default();
+    let mut lines = 0;
+    for line in block.split(|&b| b == b'\n') {
+        lines += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        // serde_json checks the UTF-8 of what it reads and borrows strings without escapes.
+        let raw: RawArenaBattle =
+            serde_json::from_slice(line).map_err(|error| located(&error, lines, error.column()))?;
+        push_arena(&mut out, raw);
+    }
+    // `split` yields an empty piece after a final newline, which is not a line.
+    if block.last() == Some(&b'\n') {
+        lines -= 1;
+    }
+    out.finish();
+    Ok((out, lines))
 }
 
 /// Reads an Arena battles file with its prompts and categories (see [`read_arena_battles`]).
@@ -632,5 +850,82 @@ mod tests {
         // The plain reader reads the same battles.
         let plain = parse_battles(text).unwrap();
         assert_eq!(plain.len(), 3);
+    }
+
+    #[test]
+    fn lmarena_judged_criteria_make_the_hard_prompt_category() {
+        // Six of seven criteria true: hard; five: not; a record without the tag: not.
+        let criteria = |true_count: usize| {
+            let fields: Vec<String> = crate::hard_prompt::CRITERIA
+                .iter()
+                .enumerate()
+                .map(|(i, (key, _))| format!("\"{key}\": {}", i < true_count))
+                .collect();
+            format!(
+                "{{\"criteria_v0.1\": {{{}}}, \"if_v0.1\": {{\"if\": true, \"score\": 4}}}}",
+                fields.join(", ")
+            )
+        };
+        let text = format!(
+            "{{\"model_a\": \"x\", \"model_b\": \"y\", \"winner\": \"model_a\", \"category_tag\": {}}}\n\
+             {{\"model_a\": \"x\", \"model_b\": \"y\", \"winner\": \"model_b\", \"category_tag\": {}}}\n\
+             {{\"model_a\": \"x\", \"model_b\": \"y\", \"winner\": \"tie\"}}\n\
+             {{\"model_a\": \"y\", \"model_b\": \"x\", \"winner\": \"tie\", \"category_tag\": {}}}\n",
+            criteria(6),
+            criteria(5),
+            criteria(7)
+        );
+        let file = parse_arena_battles(&text).unwrap();
+        assert_eq!(
+            file.categories.members_of(crate::hard_prompt::HARD_PROMPT),
+            Some(&[0u32, 3][..])
+        );
+    }
+
+    #[test]
+    fn a_file_of_many_blocks_reads_as_one_with_its_lines_counted() {
+        // About 11 MB: the reader parses it in blocks of 4 MB on several threads.
+        let lines = 40_000;
+        let mut text = String::new();
+        for k in 0..lines {
+            let category = if k % 7 == 0 {
+                ", \"category\": \"seventh\""
+            } else {
+                ""
+            };
+            let tstamp = if k % 1000 == 999 {
+                format!(", \"tstamp\": {k}")
+            } else {
+                String::new()
+            };
+            let padding = "x".repeat(200);
+            text.push_str(&format!(
+                "{{\"model_a\": \"m{}\", \"model_b\": \"m{}\", \"winner\": \"model_a\", \"note\": \"{padding}\"{category}{tstamp}}}\n",
+                k % 5,
+                (k + 1) % 5
+            ));
+            if k == 20_000 {
+                text.push('\n');
+            }
+        }
+        assert!(text.len() > 2 * BLOCK_BYTES);
+        let file = parse_arena_battles(&text).unwrap();
+        assert_eq!(file.battles.len(), lines);
+        assert_eq!(file.battles[12_345].model_a, "m0");
+        assert_eq!(file.battles[12_345].model_b, "m1");
+        let seventh: Vec<u32> = (0..lines as u32).filter(|k| k % 7 == 0).collect();
+        assert_eq!(file.categories.members_of("seventh"), Some(&seventh[..]));
+        assert_eq!(file.timestamps.len(), lines);
+        assert_eq!(file.timestamps[39_999], Some(39_999.0));
+        assert_eq!(file.timestamps.iter().flatten().count(), 40);
+        // The names are shared: one copy per block at most, not one per battle.
+        assert_eq!(file.names.len(), 5);
+
+        // An error in a late block names its line of the file (the blank line counts).
+        let mut broken: Vec<&str> = text.lines().collect();
+        broken[35_000] = "{\"model_a\": \"m0\", \"model_b\": \"m1\", \"winner\": \"draw\"}";
+        let error = parse_arena_battles(&(broken.join("\n") + "\n")).unwrap_err();
+        assert_eq!(error.line, 35_001);
+        assert_eq!(error.field.as_deref(), Some("winner"));
     }
 }

@@ -350,6 +350,20 @@ impl CategoryIndex {
         }
     }
 
+    /// Adds battles (in ascending order, after every battle already in the category) to category
+    /// `name`: one name lookup for all of them.
+    pub fn extend_shifted(&mut self, name: &str, battles: impl IntoIterator<Item = u32>) {
+        let index = match self.names.iter().position(|n| n == name) {
+            Some(index) => index,
+            None => {
+                self.names.push(name.to_string());
+                self.members.push(Vec::new());
+                self.names.len() - 1
+            }
+        };
+        self.members[index].extend(battles);
+    }
+
     pub fn members_of(&self, name: &str) -> Option<&[u32]> {
         self.names
             .iter()

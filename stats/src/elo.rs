@@ -15,11 +15,21 @@ pub fn online_elo(battles: &[Battle], k: f64, initial: f64) -> BTreeMap<String, 
         if battle.model_a == battle.model_b {
             continue;
         }
-        let rating_a = *ratings.entry(battle.model_a.clone()).or_insert(initial);
-        let rating_b = *ratings.entry(battle.model_b.clone()).or_insert(initial);
+        let mut rating = |name: &str| match ratings.get(name) {
+            Some(rating) => *rating,
+            None => {
+                ratings.insert(name.to_string(), initial);
+                initial
+            }
+        };
+        let (rating_a, rating_b) = (rating(&battle.model_a), rating(&battle.model_b));
         let change = elo_update(rating_a, rating_b, battle.outcome, k);
-        *ratings.get_mut(&battle.model_a).expect("inserted above") += change;
-        *ratings.get_mut(&battle.model_b).expect("inserted above") -= change;
+        *ratings
+            .get_mut(battle.model_a.as_str())
+            .expect("inserted above") += change;
+        *ratings
+            .get_mut(battle.model_b.as_str())
+            .expect("inserted above") -= change;
     }
     ratings
 }

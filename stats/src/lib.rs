@@ -60,6 +60,7 @@ pub mod composite;
 pub mod dedup;
 pub mod distinguish;
 pub mod elo;
+pub mod hard_prompt;
 pub mod history;
 pub mod intervals;
 pub mod leaderboard;
@@ -92,7 +93,7 @@ pub use leaderboard::{
     Reweighting, TieModel, WinCell, WinMatrix, ELO_POINTS_PER_UNIT, MAX_BOOTSTRAP_ROUNDS,
     REWEIGHT_FLOOR,
 };
-pub use model::{Battle, BattleStyle, Interval, Outcome, Proportion, StyleFeatures};
+pub use model::{Battle, BattleStyle, Interval, ModelName, Outcome, Proportion, StyleFeatures};
 pub use parity::{
     parity, parity_between_models, parity_by_pair, parity_from_counts, parity_from_counts_named,
     GroupParity, PairParity, Parity, ParityOptions, ParityVerdict, Side, StyleParity, Tost,

@@ -1,6 +1,108 @@
 //! The input and output vocabulary shared by every analysis: outcomes, battles, intervals.
 
+use std::borrow::Borrow;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+
+/// A model's name in a battle: shared, so that ten million battles of 120 models hold 120 strings,
+/// not twenty million (the battles readers intern names; [`Battle::new`] makes a fresh one).
+/// Compares, hashes and orders as its text; reads as `&str` through `Deref` and [`ModelName::as_str`].
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ModelName(Arc<str>);
+
+impl ModelName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for ModelName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for ModelName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for ModelName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for ModelName {
+    fn from(name: &str) -> ModelName {
+        ModelName(Arc::from(name))
+    }
+}
+
+impl From<String> for ModelName {
+    fn from(name: String) -> ModelName {
+        ModelName(Arc::from(name))
+    }
+}
+
+impl From<&String> for ModelName {
+    fn from(name: &String) -> ModelName {
+        ModelName(Arc::from(name.as_str()))
+    }
+}
+
+impl From<&ModelName> for ModelName {
+    fn from(name: &ModelName) -> ModelName {
+        name.clone()
+    }
+}
+
+impl PartialEq<str> for ModelName {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for ModelName {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for ModelName {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl fmt::Display for ModelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ModelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl Serialize for ModelName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ModelName, D::Error> {
+        String::deserialize(deserializer).map(ModelName::from)
+    }
+}
 
 /// What a rater decided about one comparison of model A (shown first in the record) against model B.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -77,8 +179,8 @@ pub struct BattleStyle {
 /// One vote between two models, identified by name.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Battle {
-    pub model_a: String,
-    pub model_b: String,
+    pub model_a: ModelName,
+    pub model_b: ModelName,
     pub outcome: Outcome,
     /// Style features of the two responses; needed only for style-controlled ratings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,7 +188,11 @@ pub struct Battle {
 }
 
 impl Battle {
-    pub fn new(model_a: impl Into<String>, model_b: impl Into<String>, outcome: Outcome) -> Battle {
+    pub fn new(
+        model_a: impl Into<ModelName>,
+        model_b: impl Into<ModelName>,
+        outcome: Outcome,
+    ) -> Battle {
         Battle {
             model_a: model_a.into(),
             model_b: model_b.into(),

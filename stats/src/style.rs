@@ -105,8 +105,9 @@ pub struct StyleControlled {
 }
 
 struct Row {
-    a: usize,
-    b: usize,
+    /// Model indices (u32 keeps a row at 48 bytes: 10M battles are 480 MB of rows).
+    a: u32,
+    b: u32,
     score: f64,
     covariates: [f64; FEATURES],
 }
@@ -155,26 +156,29 @@ impl StyleFit {
 
 /// Fits the style-controlled model to the battles that carry style features; `None` when none do.
 pub(crate) fn fit_style(battles: &[Battle], options: &LeaderboardOptions) -> Option<StyleFit> {
-    let styled: Vec<&Battle> = battles
-        .iter()
-        .filter(|b| b.style.is_some() && b.model_a != b.model_b)
+    let styled = || {
+        battles
+            .iter()
+            .filter(|b| b.style.is_some() && b.model_a != b.model_b)
+    };
+    // The distinct names first (a set, not a sorted copy of every battle's two names: at 10M
+    // battles that copy was 20M strings to allocate, sort and free).
+    let mut models: Vec<String> = styled()
+        .flat_map(|b| [b.model_a.as_str(), b.model_b.as_str()])
+        .collect::<std::collections::HashSet<&str>>()
+        .into_iter()
+        .map(str::to_string)
         .collect();
-    if styled.is_empty() {
+    if models.is_empty() {
         return None;
     }
-    let mut models: Vec<String> = styled
-        .iter()
-        .flat_map(|b| [b.model_a.clone(), b.model_b.clone()])
-        .collect();
     models.sort();
-    models.dedup();
     let index: HashMap<&str, usize> = models
         .iter()
         .enumerate()
         .map(|(i, m)| (m.as_str(), i))
         .collect();
-    let mut rows: Vec<Row> = styled
-        .iter()
+    let mut rows: Vec<Row> = styled()
         .map(|battle| {
             let style = battle.style.expect("filtered on style");
             let (a, b) = (style.a.as_array(), style.b.as_array());
@@ -184,8 +188,8 @@ pub(crate) fn fit_style(battles: &[Battle], options: &LeaderboardOptions) -> Opt
                 covariates[k] = (a[k] - b[k]) / (a[k] + b[k] + 1.0);
             }
             Row {
-                a: index[battle.model_a.as_str()],
-                b: index[battle.model_b.as_str()],
+                a: index[battle.model_a.as_str()] as u32,
+                b: index[battle.model_b.as_str()] as u32,
                 score: battle.outcome.score_a(),
                 covariates,
             }
@@ -358,7 +362,7 @@ impl StyleFit {
 
 #[inline]
 fn linear_predictor(row: &Row, beta: &[f64], n: usize) -> f64 {
-    let mut eta = beta[row.a] - beta[row.b];
+    let mut eta = beta[row.a as usize] - beta[row.b as usize];
     for k in 0..FEATURES {
         eta += beta[n + k] * row.covariates[k];
     }
@@ -367,16 +371,17 @@ fn linear_predictor(row: &Row, beta: &[f64], n: usize) -> f64 {
 
 /// Adds `weight · x xᵀ` for the row's design vector `x = eₐ − e_b ⊕ covariates`.
 fn add_outer(matrix: &mut Matrix, row: &Row, n: usize, weight: f64) {
-    matrix.add(row.a, row.a, weight);
-    matrix.add(row.b, row.b, weight);
-    matrix.add(row.a, row.b, -weight);
-    matrix.add(row.b, row.a, -weight);
+    let (a, b) = (row.a as usize, row.b as usize);
+    matrix.add(a, a, weight);
+    matrix.add(b, b, weight);
+    matrix.add(a, b, -weight);
+    matrix.add(b, a, -weight);
     for k in 0..FEATURES {
         let cross = weight * row.covariates[k];
-        matrix.add(row.a, n + k, cross);
-        matrix.add(n + k, row.a, cross);
-        matrix.add(row.b, n + k, -cross);
-        matrix.add(n + k, row.b, -cross);
+        matrix.add(a, n + k, cross);
+        matrix.add(n + k, a, cross);
+        matrix.add(b, n + k, -cross);
+        matrix.add(n + k, b, -cross);
         for l in 0..FEATURES {
             matrix.add(n + k, n + l, cross * row.covariates[l]);
         }
@@ -420,8 +425,8 @@ fn derivatives(rows: &[Row], beta: &[f64], n: usize, prior: f64) -> (Vec<f64>, M
         for row in chunk {
             let q = sigmoid(linear_predictor(row, beta, n));
             let residual = row.score - q;
-            gradient[row.a] += residual;
-            gradient[row.b] -= residual;
+            gradient[row.a as usize] += residual;
+            gradient[row.b as usize] -= residual;
             for k in 0..FEATURES {
                 gradient[n + k] += residual * row.covariates[k];
             }

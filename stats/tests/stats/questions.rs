@@ -80,8 +80,8 @@ fn groups_are_compared_through_a_side_function() {
     // Renaming gives two models per group; open-vs-open battles must be ignored.
     for (i, battle) in battles.iter_mut().enumerate() {
         if i % 4 < 2 {
-            battle.model_a = battle.model_a.replace("open", "open-2");
-            battle.model_b = battle.model_b.replace("open", "open-2");
+            battle.model_a = battle.model_a.replace("open", "open-2").into();
+            battle.model_b = battle.model_b.replace("open", "open-2").into();
         }
     }
     battles.push(Battle::new("open", "open-2", Outcome::AWins));
