@@ -174,27 +174,29 @@ impl ActiveLoop {
     ) -> anyhow::Result<Option<(StudyRewards, usize)>> {
         use futures::TryStreamExt;
         let excluded = store.excluded_raters(study.id).await?;
-        // The latest MAX_TRAINING_VOTES decided votes (records come in vote order), and how many
-        // there are in all; the older ones are read and dropped, so memory stays bounded.
-        let mut pairs = std::collections::VecDeque::new();
-        let mut decided = 0usize;
-        let mut records = std::pin::pin!(store.vote_records(study));
-        while let Some(record) = records.try_next().await? {
-            if excluded.contains(&record.rater) || record.is_quality_check() {
-                continue;
-            }
-            if let Some(pair) = crate::analysis::preference_pair(&record) {
-                decided += 1;
-                if pairs.len() == MAX_TRAINING_VOTES {
-                    pairs.pop_front();
+        // How many decided votes there are (one count), then the latest MAX_TRAINING_VOTES of them,
+        // read newest first so that the older records are never read at all.
+        let decided = store.decided_vote_count(study.id).await?;
+        let mut pairs = Vec::new();
+        if decided >= FIRST_TRAINING_VOTES {
+            let mut records = std::pin::pin!(store.vote_records_newest_first(study));
+            while let Some(record) = records.try_next().await? {
+                if excluded.contains(&record.rater) || record.is_quality_check() {
+                    continue;
                 }
-                pairs.push_back(pair);
+                if let Some(pair) = crate::analysis::preference_pair(&record) {
+                    pairs.push(pair);
+                    if pairs.len() == MAX_TRAINING_VOTES {
+                        break;
+                    }
+                }
             }
         }
+        // Oldest first, as the training has always seen them.
+        pairs.reverse();
         if decided < FIRST_TRAINING_VOTES {
             return Ok(None);
         }
-        let pairs: Vec<_> = pairs.into();
         let responses = store.responses_to_score(study.id).await?;
         let votes = store.response_pair_votes(study.id).await?;
         let used = decided;

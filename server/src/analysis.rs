@@ -126,6 +126,9 @@ pub struct StudyQuery {
     pub history_step: Option<moat_stats::HistoryStep>,
     /// The window, in votes, of the top-3 stability count (0: all votes).
     pub history_window: u64,
+    /// Categories an LLM judge gave prompts (`moat judge-prompts`), by prompt external id; filled
+    /// from the store, not by the person asking.
+    pub prompt_tags: std::collections::HashMap<String, Vec<String>>,
 }
 
 /// The user turns of a vote's prompt, with a multi-turn arena battle's follow-up questions (the same
@@ -140,9 +143,13 @@ fn user_turns(record: &VoteRecord) -> Vec<&str> {
         .collect()
 }
 
-/// A vote's categories: the category it was imported with, then the automatic tags of its prompt
-/// (`moat_stats::categories`).
-pub fn categories_of(record: &VoteRecord) -> Vec<String> {
+/// A vote's categories: the category it was imported with, the automatic tags of its prompt
+/// (`moat_stats::categories`), then the tags an LLM judge gave the prompt (`prompt_tags`, by prompt
+/// external id; `moat_stats::hard_prompt`).
+pub fn categories_of(
+    record: &VoteRecord,
+    prompt_tags: &std::collections::HashMap<String, Vec<String>>,
+) -> Vec<String> {
     let mut categories: Vec<String> = record
         .category
         .iter()
@@ -150,7 +157,15 @@ pub fn categories_of(record: &VoteRecord) -> Vec<String> {
         .filter(|c| !c.is_empty())
         .map(str::to_string)
         .collect();
-    for tag in moat_stats::tag_prompt(&user_turns(record), record.language.as_deref()) {
+    let judged = prompt_tags
+        .get(&record.prompt_id)
+        .into_iter()
+        .flatten()
+        .map(String::as_str);
+    for tag in moat_stats::tag_prompt(&user_turns(record), record.language.as_deref())
+        .into_iter()
+        .chain(judged)
+    {
         if !categories.iter().any(|c| c == tag) {
             categories.push(tag.to_string());
         }
@@ -158,10 +173,13 @@ pub fn categories_of(record: &VoteRecord) -> Vec<String> {
     categories
 }
 
-fn category_index(records: &[VoteRecord]) -> CategoryIndex {
+fn category_index(
+    records: &[VoteRecord],
+    prompt_tags: &std::collections::HashMap<String, Vec<String>>,
+) -> CategoryIndex {
     let mut index = CategoryIndex::default();
     for (i, record) in records.iter().enumerate() {
-        for category in categories_of(record) {
+        for category in categories_of(record, prompt_tags) {
             index.add(&category, i);
         }
     }
@@ -198,7 +216,7 @@ pub fn analyse_with(
         records.retain(|_| keep.next().unwrap_or(true));
         report
     });
-    let index = category_index(&records);
+    let index = category_index(&records, &query.prompt_tags);
     let categories = index.counts();
     let all_battles = battles(&records);
     if let Some(category) = &query.category {

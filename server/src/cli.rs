@@ -94,6 +94,10 @@ pub enum Command {
     },
     /// Fill a study's missing responses from a registry model (resumable).
     Generate(crate::generate::GenerateArgs),
+    /// Ask a registry model which of LMArena's hard-prompt criteria each prompt meets (resumable);
+    /// prompts meeting six or more form the leaderboard's `hard-prompt` category.
+    #[command(name = "judge-prompts")]
+    JudgePrompts(crate::judge::JudgeArgs),
     /// API keys for Moat's OpenAI-compatible endpoint (/v1).
     #[command(subcommand)]
     Key(KeyCommand),
@@ -529,6 +533,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{report}");
             if !report.failed.is_empty() {
                 anyhow::bail!("{} prompts failed", report.failed.len());
+            }
+            Ok(())
+        }
+        Command::JudgePrompts(args) => {
+            let store = Store::connect_within(&database_url, connect_timeout).await?;
+            let report = crate::judge::run(&store, args).await;
+            store.close().await;
+            let report = report?;
+            println!("{report}");
+            if !report.failed.is_empty() {
+                anyhow::bail!("{} prompts were not judged", report.failed.len());
             }
             Ok(())
         }

@@ -910,6 +910,7 @@ impl LeaderboardQuery {
                 .transpose()
                 .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
             history_window: 1000,
+            ..Default::default()
         })
     }
 }

@@ -294,6 +294,7 @@ pub async fn run(
                 deduplicate: args.deduplicate(),
                 history_step: history_step.or(Some(moat_stats::HistoryStep::Day)),
                 history_window: args.history_window,
+                ..Default::default()
             },
         )
         .await

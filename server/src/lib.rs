@@ -21,6 +21,7 @@ pub mod http;
 pub mod identity;
 pub mod import;
 pub mod incident;
+pub mod judge;
 pub mod leaderboard_cli;
 pub mod markdown;
 pub mod openai_api;

@@ -117,6 +117,7 @@ mod identity_flags;
 mod import_tx;
 mod native_reader;
 mod native_writer;
+mod prompt_judgements;
 mod reports;
 mod sessions;
 mod studies;
@@ -131,6 +132,7 @@ pub use export_reader::{sqlite_vote_records, RecordReadError, RowFiller, TextsFo
 pub use generation::{GeneratedResponse, PromptToAnswer};
 use group_writer::{GroupWriter, WriteDone, WriteOp};
 pub use import_tx::WriteTx;
+pub use prompt_judgements::PromptJudgements;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {

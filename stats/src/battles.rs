@@ -706,15 +706,31 @@ fn read_block(reader: &mut impl BufRead) -> Result<Vec<u8>, BattlesError> {
 /// (its line counted from 1 at the block's first line).
 fn parse_block(block: &[u8]) -> Result<(ArenaBattles, usize), BattlesError> {
     let mut out = ArenaBattles::default();
+    // One check of the whole block (fast on ASCII) spares serde_json a check of every string.
+    let text = std::str::from_utf8(block).map_err(|error| {
+        let line = 1 + block[..error.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        let line_start = block[..error.valid_up_to()]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |at| at + 1);
+        BattlesError {
+            line,
+            column: error.valid_up_to() - line_start + 1,
+            field: None,
+            message: "the line is not valid UTF-8".to_string(),
+        }
+    })?;
     let mut lines = 0;
-    for line in block.split(|&b| b == b'\n') {
+    for line in text.split('\n') {
         lines += 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
+        if line.trim().is_empty() {
             continue;
         }
-        // serde_json checks the UTF-8 of what it reads and borrows strings without escapes.
         let raw: RawArenaBattle =
-            serde_json::from_slice(line).map_err(|error| located(&error, lines, error.column()))?;
+            serde_json::from_str(line).map_err(|error| located(&error, lines, error.column()))?;
         push_arena(&mut out, raw);
     }
     // `split` yields an empty piece after a final newline, which is not a line.
@@ -927,5 +943,16 @@ mod tests {
         let error = parse_arena_battles(&(broken.join("\n") + "\n")).unwrap_err();
         assert_eq!(error.line, 35_001);
         assert_eq!(error.field.as_deref(), Some("winner"));
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_named() {
+        let mut bytes = b"{\"model_a\": \"x\", \"model_b\": \"y\", \"winner\": \"tie\"}\n".to_vec();
+        bytes.extend_from_slice(
+            b"{\"model_a\": \"x\xff\", \"model_b\": \"y\", \"winner\": \"tie\"}\n",
+        );
+        let error = read_arena_battles(io::Cursor::new(bytes)).unwrap_err();
+        assert_eq!((error.line, error.column), (2, 15), "{error}");
+        assert!(error.message.contains("UTF-8"), "{error}");
     }
 }

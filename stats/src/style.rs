@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bt::{log_sigmoid, sigmoid};
+use crate::bt::sigmoid;
 use crate::intervals::z_for_level;
 use crate::leaderboard::{LeaderboardOptions, Scaling, ELO_POINTS_PER_UNIT};
 use crate::linalg::{Cholesky, Matrix};
@@ -219,36 +219,24 @@ pub(crate) fn fit_style(battles: &[Battle], options: &LeaderboardOptions) -> Opt
     let parameters = n + FEATURES;
     let prior = options.prior_strength;
     let mut beta = vec![0.0; parameters];
-    let objective_of = |beta: &[f64]| -> f64 {
-        let total: f64 = over_chunks(&rows, |chunk| {
-            let mut total = 0.0;
-            for row in chunk {
-                let eta = linear_predictor(row, beta, n);
-                total += row.score * log_sigmoid(eta) + (1.0 - row.score) * log_sigmoid(-eta);
-            }
-            total
-        })
-        .into_iter()
-        .sum();
-        total - 0.5 * prior * beta[..n].iter().map(|t| t * t).sum::<f64>()
-    };
-    let mut objective = objective_of(&beta);
+    // Newton's method with step halving; each pass over the battles gives the objective and its
+    // derivatives at once, so an accepted step needs no second pass.
+    let mut state = evaluate(&rows, &beta, n, prior);
     let mut converged = false;
     for _ in 0..100 {
-        let (gradient, information) = derivatives(&rows, &beta, n, prior);
-        let Some(factor) = Cholesky::new(&information) else {
+        let Some(factor) = Cholesky::new(&state.information) else {
             break;
         };
-        let step = factor.solve(&gradient);
+        let step = factor.solve(&state.gradient);
         let largest = step.iter().fold(0.0_f64, |m, s| m.max(s.abs()));
         let mut scale = 1.0;
         let mut accepted = false;
         for _ in 0..40 {
             let candidate: Vec<f64> = beta.iter().zip(&step).map(|(b, s)| b + scale * s).collect();
-            let value = objective_of(&candidate);
-            if value >= objective - 1e-12 * (1.0 + objective.abs()) {
+            let at_candidate = evaluate(&rows, &candidate, n, prior);
+            if at_candidate.objective >= state.objective - 1e-12 * (1.0 + state.objective.abs()) {
                 beta = candidate;
-                objective = value;
+                state = at_candidate;
                 accepted = true;
                 break;
             }
@@ -259,7 +247,7 @@ pub(crate) fn fit_style(battles: &[Battle], options: &LeaderboardOptions) -> Opt
             break;
         }
     }
-    let (_, information) = derivatives(&rows, &beta, n, prior);
+    let information = state.information;
 
     // Sandwich covariance: A⁻¹ M A⁻¹ with M the sum of squared per-battle scores.
     let score_covariance = sum_matrices(
@@ -416,14 +404,33 @@ fn sum_matrices(size: usize, matrices: Vec<Matrix>) -> Matrix {
     total
 }
 
-/// Gradient and regularised negative Hessian of the penalised log-likelihood.
-fn derivatives(rows: &[Row], beta: &[f64], n: usize, prior: f64) -> (Vec<f64>, Matrix) {
+/// The penalised log-likelihood at one point with its gradient and regularised negative Hessian.
+struct Evaluation {
+    objective: f64,
+    gradient: Vec<f64>,
+    information: Matrix,
+}
+
+/// One pass over the battles: [`Evaluation`] at `beta`. Per battle one `exp` and one `ln_1p` give
+/// both log-probabilities and the fitted probability.
+fn evaluate(rows: &[Row], beta: &[f64], n: usize, prior: f64) -> Evaluation {
     let parameters = n + FEATURES;
     let partials = over_chunks(rows, |chunk| {
+        let mut total = 0.0;
         let mut gradient = vec![0.0; parameters];
         let mut information = Matrix::zeros(parameters);
         for row in chunk {
-            let q = sigmoid(linear_predictor(row, beta, n));
+            let eta = linear_predictor(row, beta, n);
+            let e = (-eta.abs()).exp();
+            let log_1p = e.ln_1p();
+            // log σ(η) and log σ(−η), each min(·, 0) − ln(1 + e^−|η|); σ(η) from the same e.
+            let (log_p, log_not_p) = (eta.min(0.0) - log_1p, (-eta).min(0.0) - log_1p);
+            total += row.score * log_p + (1.0 - row.score) * log_not_p;
+            let q = if eta >= 0.0 {
+                1.0 / (1.0 + e)
+            } else {
+                e / (1.0 + e)
+            };
             let residual = row.score - q;
             gradient[row.a as usize] += residual;
             gradient[row.b as usize] -= residual;
@@ -432,8 +439,31 @@ fn derivatives(rows: &[Row], beta: &[f64], n: usize, prior: f64) -> (Vec<f64>, M
             }
             add_outer(&mut information, row, n, q * (1.0 - q));
         }
-        (gradient, information)
+        (total, (gradient, information))
     });
+    let mut objective = 0.0;
+    let mut derivative_parts = Vec::with_capacity(partials.len());
+    for (total, part) in partials {
+        objective += total;
+        derivative_parts.push(part);
+    }
+    objective -= 0.5 * prior * beta[..n].iter().map(|t| t * t).sum::<f64>();
+    let (gradient, information) = combine_derivatives(derivative_parts, beta, n, prior);
+    Evaluation {
+        objective,
+        gradient,
+        information,
+    }
+}
+
+/// Sums the chunks' gradients and information matrices in order and adds the prior and the pin.
+fn combine_derivatives(
+    partials: Vec<(Vec<f64>, Matrix)>,
+    beta: &[f64],
+    n: usize,
+    prior: f64,
+) -> (Vec<f64>, Matrix) {
+    let parameters = n + FEATURES;
     let mut gradient = vec![0.0; parameters];
     let mut matrices = Vec::with_capacity(partials.len());
     for (partial_gradient, partial_information) in partials {

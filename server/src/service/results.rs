@@ -50,11 +50,12 @@ impl AppService {
         options: moat_stats::LeaderboardOptions,
         include_flagged: bool,
         drop_flagged_raters: bool,
-        query: crate::analysis::StudyQuery,
+        mut query: crate::analysis::StudyQuery,
     ) -> Result<(StudyRow, crate::analysis::StudyAnalysis), BackendError> {
         options.validate().map_err(BackendError::BadRequest)?;
         let study = self.open_study(slug).await?;
         let mut records = self.study_records(&study).await?;
+        query.prompt_tags = self.store.prompt_judgements(study.id).await?.tags;
         // The rigging tests see the same votes as the rater table's flags (`rater_checks`):
         // identity flags say nothing about the rater, so they do not decide which votes are tested.
         let tested = crate::analysis::rater_votes(&records);
@@ -146,6 +147,7 @@ impl AppService {
                     deduplicate: None,
                     history_step: Some(moat_stats::HistoryStep::Day),
                     history_window: 1000,
+                    ..Default::default()
                 },
             )
             .await?;

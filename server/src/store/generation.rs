@@ -26,6 +26,17 @@ pub struct GeneratedResponse<'a> {
     pub metadata: serde_json::Value,
 }
 
+/// A prompt row (`id`, `external_id`, `conversation`) as a [`PromptToAnswer`].
+pub(super) fn prompt_to_answer(row: &sqlx::any::AnyRow) -> StoreResult<PromptToAnswer> {
+    let conversation: String = row.try_get("conversation")?;
+    Ok(PromptToAnswer {
+        prompt_id: row.try_get("id")?,
+        external_id: row.try_get("external_id")?,
+        conversation: serde_json::from_str(&conversation)
+            .map_err(|e| StoreError::Invalid(format!("a stored conversation is not JSON: {e}")))?,
+    })
+}
+
 impl Store {
     /// The regular prompts of study `study_id` (quality checks excluded: their responses are written
     /// by the researcher) without a response of model `model_name`, in prompt order.
@@ -45,18 +56,7 @@ impl Store {
         .bind(model_name)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let conversation: String = row.try_get("conversation")?;
-                Ok(PromptToAnswer {
-                    prompt_id: row.try_get("id")?,
-                    external_id: row.try_get("external_id")?,
-                    conversation: serde_json::from_str(&conversation).map_err(|e| {
-                        StoreError::Invalid(format!("a stored conversation is not JSON: {e}"))
-                    })?,
-                })
-            })
-            .collect()
+        rows.iter().map(prompt_to_answer).collect()
     }
 
     /// Writes a generated response, creating the study's model row on first use. Returns false (and

@@ -106,6 +106,31 @@ impl Store {
         self.vote_records_ordered(study, false)
     }
 
+    /// The study's votes as export records, newest first (for a reader that wants only the latest).
+    pub fn vote_records_newest_first<'a>(
+        &'a self,
+        study: &'a StudyRow,
+    ) -> impl Stream<Item = StoreResult<VoteRecord>> + 'a {
+        self.records_in_order(study, vote_records_sql!("v.id DESC"))
+    }
+
+    /// How many training pairs the study's votes give: decided votes (`left` or `right`) on regular
+    /// comparisons (not quality checks) by raters who are not excluded, as `moat train --study`
+    /// reads them.
+    pub async fn decided_vote_count(&self, study_id: i64) -> StoreResult<usize> {
+        let count: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM votes v JOIN assignments a ON a.id = v.assignment_id \
+             JOIN prompts p ON p.id = a.prompt_id JOIN raters r ON r.id = a.rater_id \
+             WHERE p.study_id = $1 AND v.choice IN ('left', 'right') \
+             AND a.kind NOT IN ('attention', 'gold') AND r.status <> 'excluded'",
+        )
+        .bind(study_id)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        Ok(usize::try_from(count).unwrap_or(0))
+    }
+
     /// Every vote of the study as an export record, streamed; `by_item` groups the votes of each item
     /// (a prompt and a model pair) together, in vote order within the item.
     pub fn vote_records_ordered<'a>(
@@ -118,6 +143,15 @@ impl Store {
         } else {
             vote_records_sql!("v.id")
         };
+        self.records_in_order(study, sql)
+    }
+
+    /// The study's votes as export records, in the order `sql` (a [`vote_records_sql`]) gives.
+    fn records_in_order<'a>(
+        &'a self,
+        study: &'a StudyRow,
+        sql: &'static str,
+    ) -> impl Stream<Item = StoreResult<VoteRecord>> + 'a {
         sqlx::query(sql)
             .bind(study.id)
             .fetch(&self.pool)

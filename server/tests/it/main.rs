@@ -7,6 +7,7 @@ mod bench_llm;
 mod durability;
 mod identity;
 mod internal_errors;
+mod judge;
 mod leaderboard_cli;
 mod openapi;
 mod properties;
