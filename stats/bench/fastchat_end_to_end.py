@@ -31,7 +31,7 @@ call per row), sorting by `tstamp` and keeping `anony` battles (the synthetic fi
 column), language and per-user limits, outlier detection (off by default), and the plotly figures.
 --compact-read is not FastChat's pipeline but a reader of ours in front of its code, for files whose
 DataFrame does not fit in memory (about 4 KB a battle with conv_metadata as dicts, so ~40 GB at 10M):
-read_json in chunks of 200,000 lines, the eight style counts of each line summed into numpy columns,
+json.loads line by line (model names interned), the eight style counts of each line summed into numpy columns,
 and conv_metadata replaced by a small view object per row that answers `x[feature]` with the count
 (preprocess_for_style takes an int as it is). FastChat's functions then run unchanged.
 
@@ -206,25 +206,36 @@ class MetadataView:
         return int(self.columns[key][self.row])
 
 
-def compact_read(path, chunk_lines=200_000):
-    """read_json in chunks; the style counts go to numpy columns and each row's conv_metadata
-    becomes a MetadataView of them."""
+def compact_read(path):
+    """Line by line with json.loads: model names interned, the style counts summed into numpy
+    columns, and each row's conv_metadata a MetadataView of them. (A first version used
+    pd.read_json in chunks of 200,000 lines; with pandas 3.1 its memory kept growing, past 19 GB
+    before the end of a 10M file.)"""
+    import json
+    from array import array
+
     elements = rating_systems.STYLE_CONTROL_ELEMENTS_V1
 
     def count(value):
         return value if isinstance(value, int) else sum(value.values())
 
-    frames, columns = [], {key: [] for key in elements}
-    for chunk in pd.read_json(path, lines=True, chunksize=chunk_lines):
-        metadata = chunk.pop("conv_metadata")
-        for key in elements:
-            columns[key].append(
-                np.fromiter((count(m[key]) for m in metadata), dtype=np.int64, count=len(chunk))
-            )
-        frames.append(chunk)
-        del metadata
-    battles = pd.concat(frames, ignore_index=True)
-    store = {key: np.concatenate(parts) for key, parts in columns.items()}
+    names = {}
+    model_a, model_b, winner = [], [], []
+    columns = {key: array("q") for key in elements}
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            model_a.append(names.setdefault(row["model_a"], row["model_a"]))
+            model_b.append(names.setdefault(row["model_b"], row["model_b"]))
+            winner.append(names.setdefault(row["winner"], row["winner"]))
+            metadata = row["conv_metadata"]
+            for key in elements:
+                columns[key].append(count(metadata[key]))
+    battles = pd.DataFrame({"model_a": model_a, "model_b": model_b, "winner": winner})
+    del model_a, model_b, winner
+    store = {key: np.frombuffer(column, dtype=np.int64) for key, column in columns.items()}
     battles["conv_metadata"] = [MetadataView(store, row) for row in range(len(battles))]
     return battles
 
@@ -343,7 +354,7 @@ def main():
         "models": len(bt_final),
         "rounds": arguments.rounds,
         "style_rounds": style_rounds,
-        "reader": "compact (ours, chunked)" if arguments.compact_read else "pd.read_json(lines=True)",
+        "reader": "compact (ours, line by line)" if arguments.compact_read else "pd.read_json(lines=True)",
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "seconds_total": round(total, 3),
         "seconds_per_style_round": round(seconds["style_bootstrap"] / style_rounds, 3)
