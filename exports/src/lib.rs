@@ -18,6 +18,7 @@
 //! **Output is deterministic**: the same records and options give byte-identical files (stable column
 //! and key order, no clock, Parquet metadata without timestamps).
 
+pub mod arena_parquet;
 pub mod card;
 pub mod format;
 pub mod hh;

@@ -467,30 +467,99 @@ impl ArenaBattles {
 }
 
 fn style_from_metadata(meta: &ConversationMetadata) -> Option<BattleStyle> {
-    let side =
-        |tokens: Option<f64>, headers: SummedCounts, lists: SummedCounts, bold: SummedCounts| {
-            let count = |counts: SummedCounts| counts.0.max(0.0) as u32;
-            Some(StyleFeatures {
-                length: tokens?.max(0.0) as u32,
-                headers: count(headers),
-                lists: count(lists),
-                bold: count(bold),
-            })
+    Some(style_from_counts([
+        meta.sum_assistant_a_tokens?,
+        meta.sum_assistant_b_tokens?,
+        meta.header_count_a.0,
+        meta.header_count_b.0,
+        meta.list_count_a.0,
+        meta.list_count_b.0,
+        meta.bold_count_a.0,
+        meta.bold_count_b.0,
+    ]))
+}
+
+/// Style features from Arena's `conv_metadata` counts, in its order: answer tokens of A and B,
+/// then headers, lists and bold of A and B (each count object summed; negatives count as zero).
+pub fn style_from_counts(counts: [f64; 8]) -> BattleStyle {
+    let count = |value: f64| value.max(0.0) as u32;
+    BattleStyle {
+        a: StyleFeatures {
+            length: count(counts[0]),
+            headers: count(counts[2]),
+            lists: count(counts[4]),
+            bold: count(counts[6]),
+        },
+        b: StyleFeatures {
+            length: count(counts[1]),
+            headers: count(counts[3]),
+            lists: count(counts[5]),
+            bold: count(counts[7]),
+        },
+    }
+}
+
+/// One battle from a columnar source (a Parquet file read by column): what the JSON Lines reader
+/// takes from a record without conversations.
+#[derive(Clone, Copy, Debug)]
+pub struct ArenaRecord<'a> {
+    pub model_a: &'a str,
+    pub model_b: &'a str,
+    /// `model_a`, `model_b`, `tie` or `tie (bothbad)`.
+    pub winner: &'a str,
+    pub style: Option<BattleStyle>,
+    /// LMArena's judged criteria make the prompt hard.
+    pub hard: bool,
+    pub category: Option<&'a str>,
+    pub language: Option<&'a str>,
+    pub tstamp: Option<f64>,
+}
+
+impl ArenaBattles {
+    /// Adds one battle read by column; the error (naming the field) is the JSON reader's for the
+    /// same values. Call [`ArenaBattles::finish`] after the last.
+    pub fn push_record(&mut self, record: ArenaRecord<'_>) -> Result<(), String> {
+        for (field, name) in [("model_a", record.model_a), ("model_b", record.model_b)] {
+            if name.trim().is_empty() {
+                return Err(format!("field `{field}`: the model name is empty"));
+            }
+        }
+        let outcome = match record.winner {
+            "model_a" => Outcome::AWins,
+            "model_b" => Outcome::BWins,
+            "tie" => Outcome::Tie,
+            "tie (bothbad)" => Outcome::BothBad,
+            other => {
+                return Err(format!(
+                    "field `winner`: expected \"model_a\", \"model_b\", \"tie\" or \"tie (bothbad)\", found {other:?}"
+                ))
+            }
         };
-    Some(BattleStyle {
-        a: side(
-            meta.sum_assistant_a_tokens,
-            meta.header_count_a,
-            meta.list_count_a,
-            meta.bold_count_a,
-        )?,
-        b: side(
-            meta.sum_assistant_b_tokens,
-            meta.header_count_b,
-            meta.list_count_b,
-            meta.bold_count_b,
-        )?,
-    })
+        let index = self.battles.len();
+        let (model_a, model_b) = (self.intern(record.model_a), self.intern(record.model_b));
+        let mut battle = Battle::new(model_a, model_b, outcome);
+        battle.style = record.style;
+        if let Some(category) = record.category.map(str::trim).filter(|c| !c.is_empty()) {
+            self.categories.add(category, index);
+        }
+        if record
+            .language
+            .is_some_and(|l| !l.trim().is_empty() && !is_english(l))
+        {
+            self.categories.add(crate::categories::NON_ENGLISH, index);
+        }
+        if record.hard {
+            self.categories.add(crate::hard_prompt::HARD_PROMPT, index);
+        }
+        if let Some(tstamp) = record.tstamp {
+            if self.timestamps.len() < index {
+                self.timestamps.resize(index, None);
+            }
+            self.timestamps.push(Some(tstamp));
+        }
+        self.battles.push(battle);
+        Ok(())
+    }
 }
 
 fn assistant_style(turns: &[Turn]) -> StyleFeatures {
@@ -703,7 +772,7 @@ fn read_json_lines(
                 }
             }
         }
-        spare.extend(current.drain(..));
+        spare.append(&mut current);
         current = next?;
     }
     Ok(())

@@ -292,3 +292,166 @@ fn parquet_battles_read_like_json_lines() {
     assert_eq!(from_parquet["categories"][0]["category"], "code");
     assert_eq!(from_parquet["categories"][0]["battles"], 30);
 }
+
+/// A Parquet file shaped like LMArena's battles without texts (style counts as nested structs, the
+/// judged hard-prompt criteria, times) is read by column and gives the same leaderboard as the
+/// same battles in JSON Lines, with the hard-prompt category.
+#[test]
+fn arena_parquet_with_style_counts_reads_by_column_like_json_lines() {
+    use std::sync::Arc;
+
+    use arrow::array::{
+        ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, StructArray,
+    };
+    use arrow::datatypes::{Field, Schema};
+    use arrow::record_batch::RecordBatch;
+
+    let n = 300usize;
+    let models = ["x", "y", "z"];
+    let model_a: Vec<&str> = (0..n).map(|i| models[i % 3]).collect();
+    let model_b: Vec<&str> = (0..n).map(|i| models[(i + 1) % 3]).collect();
+    let winner: Vec<&str> = (0..n)
+        .map(|i| ["model_a", "model_b", "model_a", "tie"][(i * 7 / 3) % 4])
+        .collect();
+    let tokens_a: Vec<i64> = (0..n as i64).map(|i| 100 + (i * 37) % 400).collect();
+    let tokens_b: Vec<i64> = (0..n as i64).map(|i| 80 + (i * 53) % 300).collect();
+    let headers: Vec<i64> = (0..n as i64).map(|i| i % 3).collect();
+    let hard: Vec<bool> = (0..n).map(|i| i % 5 == 0).collect();
+    let field =
+        |name: &str, array: &ArrayRef| Arc::new(Field::new(name, array.data_type().clone(), true));
+    let structure = |children: Vec<(&str, ArrayRef)>| -> ArrayRef {
+        Arc::new(StructArray::from(
+            children
+                .into_iter()
+                .map(|(name, a)| (field(name, &a), a))
+                .collect::<Vec<_>>(),
+        ))
+    };
+    let ints = |values: &[i64]| -> ArrayRef { Arc::new(Int64Array::from(values.to_vec())) };
+    let criteria = structure(
+        moat_stats::hard_prompt::CRITERIA
+            .iter()
+            .map(|(key, _)| (*key, Arc::new(BooleanArray::from(hard.clone())) as ArrayRef))
+            .collect(),
+    );
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("model_a", Arc::new(StringArray::from(model_a.clone()))),
+        ("model_b", Arc::new(StringArray::from(model_b.clone()))),
+        ("winner", Arc::new(StringArray::from(winner.clone()))),
+        (
+            "conv_metadata",
+            structure(vec![
+                ("sum_assistant_a_tokens", ints(&tokens_a)),
+                ("sum_assistant_b_tokens", ints(&tokens_b)),
+                ("header_count_a", structure(vec![("h1", ints(&headers))])),
+                ("header_count_b", structure(vec![("h1", ints(&vec![0; n]))])),
+                (
+                    "list_count_a",
+                    structure(vec![("ordered", ints(&vec![0; n]))]),
+                ),
+                ("list_count_b", structure(vec![("ordered", ints(&headers))])),
+                ("bold_count_a", structure(vec![("**", ints(&vec![1; n]))])),
+                ("bold_count_b", structure(vec![("**", ints(&vec![0; n]))])),
+            ]),
+        ),
+        ("category_tag", structure(vec![("criteria_v0.1", criteria)])),
+        (
+            "tstamp",
+            Arc::new(Float64Array::from(
+                (0..n)
+                    .map(|i| 1.7e9 + 3600.0 * i as f64)
+                    .collect::<Vec<_>>(),
+            )),
+        ),
+    ];
+    let schema = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|(name, a)| field(name, a))
+            .collect::<Vec<_>>(),
+    ));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let parquet = dir.path().join("battles.parquet");
+    let mut writer = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&parquet).unwrap(),
+        schema,
+        None,
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            let counts = |key: &str, value: i64| serde_json::json!({ key: value });
+            serde_json::json!({
+                "model_a": model_a[i], "model_b": model_b[i], "winner": winner[i],
+                "tstamp": 1.7e9 + 3600.0 * i as f64,
+                "conv_metadata": {
+                    "sum_assistant_a_tokens": tokens_a[i], "sum_assistant_b_tokens": tokens_b[i],
+                    "header_count_a": counts("h1", headers[i]), "header_count_b": counts("h1", 0),
+                    "list_count_a": counts("ordered", 0), "list_count_b": counts("ordered", headers[i]),
+                    "bold_count_a": counts("**", 1), "bold_count_b": counts("**", 0),
+                },
+                "category_tag": { "criteria_v0.1": moat_stats::hard_prompt::CRITERIA.iter()
+                    .map(|(key, _)| (key.to_string(), serde_json::json!(hard[i])))
+                    .collect::<serde_json::Map<_, _>>() },
+            })
+            .to_string()
+        })
+        .collect();
+    let jsonl = dir.path().join("battles.jsonl");
+    std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();
+    let board = |path: &Path, category: Option<&str>| -> serde_json::Value {
+        let mut args = vec![
+            "leaderboard",
+            "--battles",
+            path.to_str().unwrap(),
+            "--style-control",
+            "--rounds",
+            "10",
+            "--json",
+        ];
+        if let Some(category) = category {
+            args.extend(["--category", category]);
+        }
+        serde_json::from_str(&moat(&args).unwrap()).unwrap()
+    };
+    let ratings = |report: &serde_json::Value, table: &str| -> Vec<(String, f64)> {
+        let rows = if table == "style" {
+            &report["style_control"]["models"]
+        } else {
+            &report["models"]
+        };
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["model"].as_str().unwrap().to_string(),
+                    r["rating"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (from_parquet, from_json) = (board(&parquet, None), board(&jsonl, None));
+    assert_eq!(
+        ratings(&from_parquet, "plain"),
+        ratings(&from_json, "plain")
+    );
+    assert_eq!(
+        ratings(&from_parquet, "style"),
+        ratings(&from_json, "style")
+    );
+    assert!(!ratings(&from_parquet, "style").is_empty());
+    let hard_parquet = board(&parquet, Some("hard-prompt"));
+    assert_eq!(hard_parquet["n_battles"], n as u64 / 5, "{hard_parquet}");
+    assert_eq!(
+        ratings(&hard_parquet, "plain"),
+        ratings(&board(&jsonl, Some("hard-prompt")), "plain")
+    );
+}
