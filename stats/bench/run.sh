@@ -6,7 +6,9 @@
 #                                                          Moat's then FastChat's, with the ratios)
 #   END_TO_END=only BENCH_DIR=DIR stats/bench/run.sh …   (only that; reuses DIR/battles-style-BATTLES.jsonl)
 #
-# Needs python3 with numpy, scipy, pandas and tqdm (VENV, default /work/.venv-stats) and FastChat's
+#   PARQUET=1 …                                         (also Moat on the same battles as Parquet)
+#
+# Needs python3 with numpy, scipy, pandas and tqdm (and pyarrow for PARQUET=1) (VENV, default /work/.venv-stats) and FastChat's
 # fastchat/serve/monitor/rating_systems.py (FASTCHAT_RATING_SYSTEMS, default
 # /work/fastchat/rating_systems.py), with elo_analysis.py from the same folder beside it for the
 # end-to-end run. fschat on PyPI (0.2.36) predates that file, so take it from the
@@ -45,5 +47,13 @@ if [ "${END_TO_END:-0}" != 0 ]; then
   PYTHONPATH="$(dirname "$RATING_SYSTEMS")" "$VENV/bin/python" "$HERE/fastchat_end_to_end.py" \
       "$WORK/battles-style-$BATTLES.jsonl" --rounds "$ROUNDS" --style-rounds "${STYLE_ROUNDS:-$ROUNDS}" \
       --moat "$WORK/moat-end-to-end.json" --out "$WORK/fastchat-end-to-end.json" ${FASTCHAT_ARGS:-}
+fi
+# PARQUET=1: the same battles as Parquet (pyarrow in VENV converts them once), read by column by
+# `moat leaderboard --battles FILE.parquet`'s reader (exports/examples/bench_arena_parquet.rs).
+if [ "${PARQUET:-0}" != 0 ]; then
+  [ -f "$WORK/battles-style-$BATTLES.parquet" ] ||
+    "$VENV/bin/python" "$HERE/to_parquet.py" "$WORK/battles-style-$BATTLES.jsonl" "$WORK/battles-style-$BATTLES.parquet"
+  cargo build -p moat-exports --release --example bench_arena_parquet
+  "${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/bench_arena_parquet" "$WORK/battles-style-$BATTLES.parquet" "$ROUNDS"
 fi
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg)"
