@@ -67,6 +67,25 @@ impl std::fmt::Display for GenerateReport {
     }
 }
 
+/// A progress bar over `prompts` prompts (hidden with `quiet`), for the commands that ask a model
+/// about each prompt of a study (`moat generate`, `moat judge-prompts`).
+pub fn prompt_progress(prompts: usize, quiet: bool, message: String) -> indicatif::ProgressBar {
+    let progress = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(prompts as u64)
+    };
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} prompts, {elapsed} elapsed, about {eta} left",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    progress.set_message(message);
+    progress
+}
+
 /// Turns a stored conversation into the protocol's messages; an unknown role is an error naming it.
 pub fn chat_messages(conversation: &[Message]) -> Result<Vec<ChatMessage>, String> {
     conversation
@@ -153,19 +172,11 @@ async fn generate_all(
     prompts: Vec<PromptToAnswer>,
     args: &GenerateArgs,
 ) -> anyhow::Result<GenerateReport> {
-    let progress = if args.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(prompts.len() as u64)
-    };
-    progress.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {pos}/{len} prompts, {elapsed} elapsed, about {eta} left",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
+    let progress = prompt_progress(
+        prompts.len(),
+        args.quiet,
+        format!("generating with {}", spec.name),
     );
-    progress.set_message(format!("generating with {}", spec.name));
     let mut report = GenerateReport::default();
     let answers = futures::stream::iter(prompts)
         .map(|prompt| {

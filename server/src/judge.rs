@@ -113,19 +113,11 @@ pub async fn run(store: &Store, args: JudgeArgs) -> anyhow::Result<JudgeReport> 
     if let Some(limit) = args.limit {
         prompts.truncate(limit);
     }
-    let progress = if args.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(prompts.len() as u64)
-    };
-    progress.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {pos}/{len} prompts, {elapsed} elapsed, about {eta} left",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
+    let progress = crate::generate::prompt_progress(
+        prompts.len(),
+        args.quiet,
+        format!("judging with {}", args.judge),
     );
-    progress.set_message(format!("judging with {}", args.judge));
     let answers = futures::stream::iter(prompts)
         .map(|prompt| {
             let engine = engine.clone();

@@ -336,14 +336,7 @@ pub struct CategoryIndex {
 impl CategoryIndex {
     /// Adds battle `battle` to category `name`.
     pub fn add(&mut self, name: &str, battle: usize) {
-        let index = match self.names.iter().position(|n| n == name) {
-            Some(index) => index,
-            None => {
-                self.names.push(name.to_string());
-                self.members.push(Vec::new());
-                self.names.len() - 1
-            }
-        };
+        let index = self.slot(name);
         let battle = u32::try_from(battle).expect("fewer than 4 billion battles");
         if self.members[index].last() != Some(&battle) {
             self.members[index].push(battle);
@@ -353,15 +346,20 @@ impl CategoryIndex {
     /// Adds battles (in ascending order, after every battle already in the category) to category
     /// `name`: one name lookup for all of them.
     pub fn extend_shifted(&mut self, name: &str, battles: impl IntoIterator<Item = u32>) {
-        let index = match self.names.iter().position(|n| n == name) {
+        let index = self.slot(name);
+        self.members[index].extend(battles);
+    }
+
+    /// The index of category `name`, added (empty) if it is new.
+    fn slot(&mut self, name: &str) -> usize {
+        match self.names.iter().position(|n| n == name) {
             Some(index) => index,
             None => {
                 self.names.push(name.to_string());
                 self.members.push(Vec::new());
                 self.names.len() - 1
             }
-        };
-        self.members[index].extend(battles);
+        }
     }
 
     pub fn members_of(&self, name: &str) -> Option<&[u32]> {
