@@ -53,18 +53,29 @@ impl std::fmt::Display for GenerateReport {
         if self.already_answered > 0 {
             write!(f, ", {} already answered meanwhile", self.already_answered)?;
         }
-        if !self.failed.is_empty() {
-            write!(
-                f,
-                ", {} failed (run again to retry them):",
-                self.failed.len()
-            )?;
-            for (prompt, error) in &self.failed {
-                write!(f, "\n  prompt {prompt}: {error}")?;
-            }
-        }
-        Ok(())
+        write_failed(f, ", ", &self.failed)
     }
+}
+
+/// `{separator}N failed (run again to retry them):` and one line per failed prompt (nothing when
+/// none failed), for the reports of the commands that ask a model about each prompt.
+pub fn write_failed(
+    f: &mut std::fmt::Formatter<'_>,
+    separator: &str,
+    failed: &[(String, String)],
+) -> std::fmt::Result {
+    if failed.is_empty() {
+        return Ok(());
+    }
+    write!(
+        f,
+        "{separator}{} failed (run again to retry them):",
+        failed.len()
+    )?;
+    for (prompt, error) in failed {
+        write!(f, "\n  prompt {prompt}: {error}")?;
+    }
+    Ok(())
 }
 
 /// A progress bar over `prompts` prompts (hidden with `quiet`), for the commands that ask a model

@@ -64,17 +64,7 @@ impl std::fmt::Display for JudgeReport {
             hard_prompt::HARD_THRESHOLD,
             hard_prompt::CRITERIA.len()
         )?;
-        if !self.failed.is_empty() {
-            write!(
-                f,
-                "; {} failed (run again to retry them):",
-                self.failed.len()
-            )?;
-            for (prompt, error) in &self.failed {
-                write!(f, "\n  prompt {prompt}: {error}")?;
-            }
-        }
-        Ok(())
+        crate::generate::write_failed(f, "; ", &self.failed)
     }
 }
 
