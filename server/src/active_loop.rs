@@ -144,7 +144,9 @@ impl ActiveLoop {
                         status.eval_accuracy_high,
                     ) {
                         history.push(AccuracyPoint {
-                            votes: used,
+                            // The votes this model learnt from (a vote cast between the count
+                            // and the read can make them one more than `used`).
+                            votes: status.train_pairs + status.eval_pairs,
                             accuracy,
                             low,
                             high,
@@ -199,7 +201,9 @@ impl ActiveLoop {
         }
         let responses = store.responses_to_score(study.id).await?;
         let votes = store.response_pair_votes(study.id).await?;
-        let used = decided;
+        // A vote committed between the count and the read is among the pairs: never report fewer
+        // decided votes than were trained on.
+        let used = decided.max(pairs.len());
         let seed = study.id as u64;
         let trained = tokio::task::spawn_blocking(move || -> anyhow::Result<StudyRewards> {
             let mut config = TrainConfig::new(BackboneConfig::Hashed(HashedConfig::default()));
