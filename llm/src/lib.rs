@@ -13,6 +13,7 @@
 //! Every engine implements [`Engine`]: a request in, text deltas out through a channel, and one
 //! [`Completion`] with the generation metadata at the end. No database, no HTTP server.
 
+mod llama;
 pub mod local;
 pub mod openai;
 pub mod protocol;

@@ -16,9 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use candle_transformers::generation::LogitsProcessor;
-use candle_transformers::models::quantized_llama::{ModelWeights, MAX_SEQ_LEN};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -27,6 +26,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, Tokenizer};
 
+use crate::llama::{Llama, MAX_POSITIONS};
 use crate::registry::{LocalEndpoint, Sampling};
 use crate::{
     ChatMessage, Completion, DeltaSender, Engine, FinishReason, GenerationRequest, LlmError, Role,
@@ -112,7 +112,7 @@ impl Drop for CancelOnDrop {
 /// What the worker thread owns.
 struct Worker {
     name: String,
-    model: ModelWeights,
+    model: Llama,
     token_bytes: Arc<Vec<Vec<u8>>>,
     stop_ids: Vec<u32>,
     generated: Arc<AtomicU64>,
@@ -188,20 +188,19 @@ impl LocalModel {
                 .values()
                 .any(|info| is_scalar_type(info.ggml_dtype));
         let model = if convert {
-            requantized(content, &mut file).and_then(|(content, mut reader)| {
-                ModelWeights::from_gguf(content, &mut reader, &Device::Cpu)
-            })
+            requantized(content, &mut file)
+                .and_then(|(content, mut reader)| Llama::from_gguf(&content, &mut reader))
         } else {
-            ModelWeights::from_gguf(content, &mut file, &Device::Cpu)
+            Llama::from_gguf(&content, &mut file)
         }
         .map_err(|e| fail(format!("cannot load the weights: {e}")))?;
 
-        // The rotary tables of candle's llama are computed for MAX_SEQ_LEN positions only, so a
-        // longer context would fail mid-answer rather than at the door.
+        // The rotary tables are computed for MAX_POSITIONS positions only, so a longer context
+        // would fail mid-answer rather than at the door.
         let context_length = endpoint
             .max_context
             .min(model_context)
-            .min(MAX_SEQ_LEN as u32)
+            .min(MAX_POSITIONS as u32)
             .max(1);
         let queue_capacity = endpoint.queue.max(1);
         let (jobs, inbox) = sync_channel::<Job>(queue_capacity);
@@ -462,17 +461,11 @@ impl Worker {
             message: e.to_string(),
         };
         let mut sampler = LogitsProcessor::new(seed, Some(temperature), top_p);
-        // Position 0 makes candle start a fresh KV cache, but clearing it also frees the previous
-        // request's keys and values while this one's prompt is processed.
-        self.model.clear_kv_cache();
-        let input = Tensor::new(prompt, &Device::Cpu)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(fail)?;
-        let logits = self.model.forward(&input, 0).map_err(fail)?;
-        let mut next = logits
-            .squeeze(0)
-            .and_then(|l| sampler.sample(&l))
-            .map_err(fail)?;
+        // Position 0 starts a fresh sequence; clearing first also frees the previous request's
+        // keys and values while this one's prompt is processed.
+        self.model.clear_cache();
+        let logits = self.model.forward(prompt, 0).map_err(fail)?;
+        let mut next = sampler.sample(&logits).map_err(fail)?;
 
         let mut text = String::new();
         let mut pending: Vec<u8> = Vec::new();
@@ -502,14 +495,8 @@ impl Worker {
                 return Err(LlmError::Cancelled);
             }
             let position = prompt.len() + completion_tokens as usize - 1;
-            let input = Tensor::new(&[next], &Device::Cpu)
-                .and_then(|t| t.unsqueeze(0))
-                .map_err(fail)?;
-            let logits = self.model.forward(&input, position).map_err(fail)?;
-            next = logits
-                .squeeze(0)
-                .and_then(|l| sampler.sample(&l))
-                .map_err(fail)?;
+            let logits = self.model.forward(&[next], position).map_err(fail)?;
+            next = sampler.sample(&logits).map_err(fail)?;
         };
         // Bytes left over are the start of a character the answer was cut before; they are dropped
         // so that the text holds no U+FFFD and still equals the concatenated deltas.
@@ -800,7 +787,7 @@ impl TokenizerParts {
 
 /// Rewrites the file's Q4_1, Q5_0 and Q5_1 matrices as Q8_0 into an in-memory GGUF that candle then
 /// loads as usual.
-fn requantized(
+pub(crate) fn requantized(
     content: gguf_file::Content,
     file: &mut File,
 ) -> candle_core::Result<(gguf_file::Content, Cursor<Vec<u8>>)> {
