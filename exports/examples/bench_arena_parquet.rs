@@ -8,8 +8,7 @@
 
 use std::time::Instant;
 
-use moat_exports::arena_parquet::read_arena_parquet;
-use moat_stats::battles::{style_from_counts, ArenaBattles, ArenaRecord};
+use moat_exports::arena_parquet::read_arena_parquet_battles;
 use moat_stats::{leaderboard, LeaderboardOptions};
 
 fn peak_memory() -> Option<u64> {
@@ -31,27 +30,9 @@ fn main() {
         .position(|a| a == "--json")
         .and_then(|i| arguments.get(i + 1));
     let start = Instant::now();
-    let mut file = ArenaBattles::default();
-    let columnar = read_arena_parquet(&path, |row, _| {
-        file.push_record(ArenaRecord {
-            model_a: row.model_a,
-            model_b: row.model_b,
-            winner: row.winner,
-            style: row.style.map(style_from_counts),
-            hard: row
-                .criteria_met
-                .is_some_and(|n| n >= moat_stats::hard_prompt::HARD_THRESHOLD),
-            category: row.category,
-            language: row.language,
-            tstamp: row.tstamp,
-        })
-    })
-    .expect("read the Parquet file");
-    assert!(
-        columnar,
-        "the file needs the row reader (it has columns the columnar one skips)"
-    );
-    file.finish();
+    let file = read_arena_parquet_battles(&path)
+        .expect("read the Parquet file")
+        .expect("the file needs the row reader (it has columns the columnar one skips)");
     let read_seconds = start.elapsed().as_secs_f64();
     let options = LeaderboardOptions {
         bootstrap_rounds: rounds,

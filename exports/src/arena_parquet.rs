@@ -17,6 +17,8 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
+use moat_stats::battles::{style_from_counts, ArenaBattles, ArenaRecord};
+
 use crate::read::ReadError;
 
 /// One battle as the columns give it.
@@ -34,6 +36,38 @@ pub struct ArenaRow<'a> {
     pub category: Option<&'a str>,
     pub language: Option<&'a str>,
     pub tstamp: Option<f64>,
+}
+
+impl<'a> ArenaRow<'a> {
+    /// The battle as the leaderboard takes it: the style counts as its style features, and the
+    /// judged criteria as a hard prompt when enough of them are met.
+    pub fn record(self) -> ArenaRecord<'a> {
+        ArenaRecord {
+            model_a: self.model_a,
+            model_b: self.model_b,
+            winner: self.winner,
+            style: self.style.map(style_from_counts),
+            hard: self
+                .criteria_met
+                .is_some_and(|n| n >= moat_stats::hard_prompt::HARD_THRESHOLD),
+            category: self.category,
+            language: self.language,
+            tstamp: self.tstamp,
+        }
+    }
+}
+
+/// The battles of a Parquet file read by column ([`read_arena_parquet`], each row as
+/// [`ArenaRow::record`]), finished; `None` when the file needs the row reader.
+pub fn read_arena_parquet_battles(
+    path: &std::path::Path,
+) -> Result<Option<ArenaBattles>, ReadError> {
+    let mut battles = ArenaBattles::default();
+    if !read_arena_parquet(path, |row, _| battles.push_record(row.record()))? {
+        return Ok(None);
+    }
+    battles.finish();
+    Ok(Some(battles))
 }
 
 /// Columns the fast path reads; any other top-level column sends the file to the row reader,
@@ -305,7 +339,6 @@ mod tests {
     use super::*;
     use arrow::array::{BooleanArray, Float64Array, Int64Array};
     use arrow::datatypes::{Field, Fields, Schema};
-    use moat_stats::battles::{style_from_counts, ArenaBattles, ArenaRecord};
 
     fn strings(values: &[Option<&str>]) -> ArrayRef {
         Arc::new(StringArray::from(values.to_vec()))
@@ -351,22 +384,9 @@ mod tests {
 
     /// The file read by column, and row by row as JSON objects the way the JSON reader takes them.
     fn both_ways(path: &std::path::Path) -> (ArenaBattles, ArenaBattles) {
-        let mut columnar = ArenaBattles::default();
-        let read = read_arena_parquet(path, |row, _| {
-            columnar.push_record(ArenaRecord {
-                model_a: row.model_a,
-                model_b: row.model_b,
-                winner: row.winner,
-                style: row.style.map(style_from_counts),
-                hard: row.criteria_met.is_some_and(|n| n >= 6),
-                category: row.category,
-                language: row.language,
-                tstamp: row.tstamp,
-            })
-        })
-        .unwrap();
-        assert!(read, "read by column");
-        columnar.finish();
+        let columnar = read_arena_parquet_battles(path)
+            .unwrap()
+            .expect("read by column");
         let mut rows = ArenaBattles::default();
         for row in crate::read::open_rows(path).unwrap() {
             let (number, object) = row.unwrap();
@@ -490,19 +510,8 @@ mod tests {
             ],
         );
         let mut battles = ArenaBattles::default();
-        let push = |battles: &mut ArenaBattles, row: ArenaRow<'_>| {
-            battles.push_record(ArenaRecord {
-                model_a: row.model_a,
-                model_b: row.model_b,
-                winner: row.winner,
-                style: None,
-                hard: false,
-                category: None,
-                language: None,
-                tstamp: None,
-            })
-        };
-        let error = read_arena_parquet(&bad, |row, _| push(&mut battles, row)).unwrap_err();
+        let error =
+            read_arena_parquet(&bad, |row, _| battles.push_record(row.record())).unwrap_err();
         assert_eq!(error.line(), Some(1));
         assert!(
             error.to_string().contains("field `winner`") && error.to_string().contains("\"draw\""),

@@ -113,24 +113,9 @@ pub fn read_battles_any(path: &std::path::Path) -> anyhow::Result<ArenaBattles> 
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
     }
     // Files shaped like LMArena's battles without their texts are read by column; others row by row.
-    let mut file = ArenaBattles::default();
-    let columnar = moat_exports::arena_parquet::read_arena_parquet(path, |row, _| {
-        file.push_record(moat_stats::battles::ArenaRecord {
-            model_a: row.model_a,
-            model_b: row.model_b,
-            winner: row.winner,
-            style: row.style.map(moat_stats::battles::style_from_counts),
-            hard: row
-                .criteria_met
-                .is_some_and(|n| n >= moat_stats::hard_prompt::HARD_THRESHOLD),
-            category: row.category,
-            language: row.language,
-            tstamp: row.tstamp,
-        })
-    })
-    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    if columnar {
-        file.finish();
+    if let Some(file) = moat_exports::arena_parquet::read_arena_parquet_battles(path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+    {
         return Ok(file);
     }
     let mut file = ArenaBattles::default();
