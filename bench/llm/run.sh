@@ -2,10 +2,10 @@
 # Moat's local engine (candle) against llama.cpp on the same GGUF, prompt, thread count and sampling
 # (greedy), in one run, so that both see the same machine load. Prints both and the ratios.
 #
-#   bench/llm/run.sh [--threads 2] [--runs 5] [--tokens 128] [--weights q8_0|as-stored]
+#   bench/llm/run.sh [--threads 2] [--runs 5] [--tokens 128] [--weights as-stored|q8_0]
 #
-# `--weights q8_0` is Moat's default (Q4_1/Q5_x matrices converted to Q8_0 at load, see
-# moat_llm::local::WeightFormat); `--weights as-stored` measures candle on the file's own Q4_1.
+# `--weights as-stored` is Moat's default (the engine multiplies the file's own Q4_1 blocks, see
+# moat_llm::local::WeightFormat); `--weights q8_0` converts Q4_1/Q5_x matrices to Q8_0 at load.
 # llama.cpp comes from llama-cpp-python, built from source into a virtual environment under
 # $MOAT_CACHE/venv-llama the first time (about 5 minutes on two cores). Not part of CI.
 set -euo pipefail
@@ -17,14 +17,14 @@ source "$root/scripts/env.sh"
 threads=2
 runs=5
 tokens=128
-weights=q8_0
+weights=as-stored
 while [ $# -gt 0 ]; do
     case "$1" in
         --threads) threads="$2"; shift 2 ;;
         --runs) runs="$2"; shift 2 ;;
         --tokens) tokens="$2"; shift 2 ;;
         --weights) weights="$2"; shift 2 ;;
-        *) echo "usage: $0 [--threads N] [--runs N] [--tokens N] [--weights q8_0|as-stored]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--threads N] [--runs N] [--tokens N] [--weights as-stored|q8_0]" >&2; exit 2 ;;
     esac
 done
 

@@ -17,6 +17,7 @@ mod llama;
 pub mod local;
 pub mod openai;
 pub mod protocol;
+mod qmatrix;
 pub mod registry;
 pub mod sse;
 

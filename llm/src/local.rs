@@ -42,14 +42,14 @@ const TOKEN_TYPE_CONTROL: i32 = 3;
 /// How the weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightFormat {
-    /// Exactly as stored in the file.
+    /// Exactly as stored in the file (the default): the engine's own kernels multiply Q4_0, Q4_1 and
+    /// Q8_0 blocks as they are; other types are converted to 8 bits a weight while loading.
+    #[default]
     AsStored,
     /// Q4_1, Q5_0 and Q5_1 matrices are converted to Q8_0 while loading; other types stay as stored.
-    /// candle 0.11 has no SIMD kernel for those three (their dot products are scalar code) but an
-    /// AVX2 one for Q8_0, which makes prompt processing several times faster. The price is memory
-    /// (8.5 instead of 5 or 6 bits a weight) and a difference from the stored values of at most half
-    /// a Q8_0 step, a small fraction of the 4- or 5-bit rounding the weights already carry.
-    #[default]
+    /// This was the default while the engine used candle's quantized kernels (scalar code for those
+    /// three types); it now only costs memory and reads (8.5 instead of 5 or 6 bits a weight), and
+    /// is kept for comparison (`cargo bench -p moat-llm --bench local -- --weights q8_0`).
     Q8_0ForScalarTypes,
 }
 
@@ -409,26 +409,29 @@ impl Engine for LocalModel {
 
 impl Worker {
     fn run(mut self, inbox: Receiver<Job>) {
-        // candle's CPU kernels run on its own thread pool; installing it once for the worker's life
-        // keeps its threads warm between the many short parallel sections of a forward pass.
-        Device::Cpu.with_context(move || {
-            while let Ok(job) = inbox.recv() {
-                if job.cancel.load(Ordering::Relaxed) {
-                    // The caller went away while the job waited in the queue.
-                    continue;
-                }
-                let Job {
-                    prompt,
-                    max_tokens,
-                    temperature,
-                    top_p,
-                    seed,
-                    deltas,
-                    cancel,
-                    started,
-                    reply,
-                } = job;
-                let result = self.answer(
+        while let Ok(job) = inbox.recv() {
+            if job.cancel.load(Ordering::Relaxed) {
+                // The caller went away while the job waited in the queue.
+                continue;
+            }
+            let Job {
+                prompt,
+                max_tokens,
+                temperature,
+                top_p,
+                seed,
+                deltas,
+                cancel,
+                started,
+                reply,
+            } = job;
+            // candle's CPU kernels run on its own thread pool; an answer is computed inside it
+            // so that its many short parallel sections start on warm threads. Only the answer,
+            // never the wait for the next job: a worker parked in the pool would hold one of its
+            // threads for good, and with as many local models as cores the next one would wait
+            // forever for a thread (it did, in the tests, with two models on two cores).
+            let result = Device::Cpu.with_context(|| {
+                self.answer(
                     &prompt,
                     max_tokens,
                     temperature,
@@ -437,11 +440,11 @@ impl Worker {
                     deltas.as_ref(),
                     &cancel,
                     started,
-                );
-                // The caller may have gone away meanwhile; nothing to do then.
-                let _ = reply.send(result);
-            }
-        })
+                )
+            });
+            // The caller may have gone away meanwhile; nothing to do then.
+            let _ = reply.send(result);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
