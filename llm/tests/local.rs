@@ -277,3 +277,35 @@ async fn max_tokens_is_clamped_to_the_context() {
         assert!(usage.total_tokens < 64);
     }
 }
+
+/// Each model's worker waits for its next request outside candle's thread pool (one thread per
+/// core): when it waited inside, every loaded model held a pool thread for good, and with as many
+/// models as cores the next request to any of them never started. More models than cores, all
+/// asked at once, twice, must all answer.
+#[tokio::test]
+async fn more_local_models_than_cores_all_answer() {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let endpoint = LocalEndpoint {
+        path: gguf(),
+        max_context: 256,
+        queue: 4,
+    };
+    let models: Vec<LocalModel> = (0..=cores)
+        .map(|index| {
+            LocalModel::load(&format!("smollm2-{index}"), &endpoint, &sampling(None))
+                .expect("load the model")
+        })
+        .collect();
+    for _round in 0..2 {
+        let answers = tokio::time::timeout(
+            Duration::from_secs(300),
+            futures::future::join_all(models.iter().map(|m| m.generate(ask("Hi!", 2), None))),
+        )
+        .await
+        .expect("every model answers");
+        for answer in answers {
+            let tokens = answer.expect("an answer").usage.unwrap().completion_tokens;
+            assert!((1..=2).contains(&tokens), "{tokens} tokens");
+        }
+    }
+}
