@@ -451,6 +451,14 @@ mod tests {
             .unwrap()
     }
 
+    /// The prompt's expansion, transposed back, equals candle's dequantization of the same blocks.
+    fn assert_expansion_is_exact(ours: &QMatrix, quantized: &QTensor) {
+        let flat = |t: Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+        let expanded = flat(ours.dequantize_transposed().unwrap().t().unwrap());
+        let reference = flat(quantized.dequantize(&Device::Cpu).unwrap());
+        assert_eq!(expanded, reference, "{:?}", quantized.dtype());
+    }
+
     /// 4-bit blocks give candle's reference arithmetic bit for bit (its Q4_1 kernel is the scalar
     /// reference one), rows that do not fill the last group included.
     #[test]
@@ -474,23 +482,7 @@ mod tests {
                     );
                 }
             }
-            let expanded: Vec<f32> = ours
-                .dequantize_transposed()
-                .unwrap()
-                .t()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let reference: Vec<f32> = quantized
-                .dequantize(&Device::Cpu)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            assert_eq!(expanded, reference, "{dtype:?}");
+            assert_expansion_is_exact(&ours, &quantized);
         }
     }
 
@@ -506,23 +498,7 @@ mod tests {
             assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{a} {b}");
         }
         // Q8_0's values and scales are kept exactly.
-        let expanded: Vec<f32> = ours
-            .dequantize_transposed()
-            .unwrap()
-            .t()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let reference: Vec<f32> = q8
-            .dequantize(&Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        assert_eq!(expanded, reference);
+        assert_expansion_is_exact(&ours, &q8);
         // A K-quant is converted: the product stays within the 8-bit rounding of the weights.
         let (rows, cols) = (20, 256);
         let f32s = matrix(rows, cols);
