@@ -464,7 +464,8 @@ mod tests {
     #[test]
     fn q4_products_equal_candles_and_dequantization_is_exact() {
         for dtype in [GgmlDType::Q4_1, GgmlDType::Q4_0] {
-            let (rows, cols) = (37, 96);
+            // An even number of blocks: candle's Q4_1 kernel asserts it in debug builds.
+            let (rows, cols) = (37, 128);
             let quantized = QTensor::quantize(&matrix(rows, cols), dtype).unwrap();
             let ours = QMatrix::from_qtensor(&quantized).unwrap();
             let x = input(cols);
