@@ -34,6 +34,7 @@ use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -514,28 +515,42 @@ impl OpenAiClient {
         let mut stream = response.bytes_stream();
         let mut parser = SseParser::new();
         let mut answer = Answer::default();
+        // Both waits are set up once per stream, not once per chunk: the idle timer fires at most
+        // once per `idle_timeout` and is then moved on from the last chunk's time if one came
+        // (a timer re-armed on every chunk was a measurable part of the relay's CPU at thousands
+        // of streams, `moat bench proxy`).
+        let idle_timeout = self.endpoint.idle_timeout;
+        let mut last_chunk = Instant::now();
+        let idle = tokio::time::sleep_until((last_chunk + idle_timeout).min(deadline));
+        tokio::pin!(idle);
+        // A caller that stopped listening ends the request at once, even while the server is silent.
+        let gone = receiver_gone(deltas);
+        tokio::pin!(gone);
         loop {
-            let idle_deadline = (Instant::now() + self.endpoint.idle_timeout).min(deadline);
             let next = tokio::select! {
-                // A caller that stopped listening ends the request at once, even while the server
-                // is silent.
-                _ = receiver_gone(deltas) => return Err(Failure::Final(LlmError::Cancelled)),
-                next = tokio::time::timeout_at(idle_deadline, stream.next()) => next,
-            };
-            let (events, ended) = match next {
-                Err(_) if idle_deadline >= deadline => {
-                    return Err(Failure::Final(self.whole_timeout()))
-                }
-                Err(_) => {
+                biased;
+                next = stream.next() => next,
+                () = &mut gone => return Err(Failure::Final(LlmError::Cancelled)),
+                () = &mut idle => {
+                    let due = (last_chunk + idle_timeout).min(deadline);
+                    if Instant::now() < due {
+                        idle.as_mut().reset(due);
+                        continue;
+                    }
+                    if due >= deadline {
+                        return Err(Failure::Final(self.whole_timeout()));
+                    }
                     return Err(Failure::Final(LlmError::Timeout {
                         endpoint: self.label.clone(),
                         what: format!(
                             "the stream was silent for {} (idle_timeout)",
-                            seconds(self.endpoint.idle_timeout)
+                            seconds(idle_timeout)
                         ),
-                    }))
+                    }));
                 }
-                Ok(Some(Err(e))) => {
+            };
+            let (events, ended) = match next {
+                Some(Err(e)) => {
                     let failure = self.transport_failure(&e, key);
                     return Err(match failure {
                         // Text already went to the caller; a retry would repeat it.
@@ -545,8 +560,8 @@ impl OpenAiClient {
                         other => other,
                     });
                 }
-                Ok(Some(Ok(bytes))) => (parser.feed(&bytes), false),
-                Ok(None) => (parser.finish().into_iter().collect(), true),
+                Some(Ok(bytes)) => (parser.feed(&bytes), false),
+                None => (parser.finish().into_iter().collect(), true),
             };
             for event in events {
                 if self
@@ -556,6 +571,8 @@ impl OpenAiClient {
                     return Ok(answer.finish(start));
                 }
             }
+            // Silence counts from here: a caller slow to take the text is not the server's silence.
+            last_chunk = Instant::now();
             if ended {
                 let error = LlmError::Connection {
                     endpoint: self.label.clone(),
@@ -595,23 +612,12 @@ impl OpenAiClient {
         if data.is_empty() {
             return Ok(false);
         }
-        let value: serde_json::Value = serde_json::from_str(data).map_err(|e| {
-            self.protocol_error(
-                key,
-                format!("malformed JSON in the stream ({e})"),
-                data.as_bytes(),
-            )
-        })?;
-        if let Some(message) = embedded_error(&value) {
-            return Err(self.stream_error(key, message));
-        }
-        let chunk: WireChunk = serde_json::from_value(value).map_err(|e| {
-            self.protocol_error(
-                key,
-                format!("a stream event that is not a chat.completion.chunk ({e})"),
-                data.as_bytes(),
-            )
-        })?;
+        // One typed parse for an ordinary chunk; an error object, or anything that does not parse
+        // as a chunk, takes the slower path through a JSON value for its exact message.
+        let chunk = match serde_json::from_str::<WireChunk>(data) {
+            Ok(chunk) if chunk.error.is_none() && chunk.object != Some(ObjectKind::Error) => chunk,
+            _ => self.unusual_event(data, key)?,
+        };
         if let Some(usage) = chunk.usage {
             answer.usage = Some(usage.into_usage());
         }
@@ -631,6 +637,14 @@ impl OpenAiClient {
             }
             answer.text.push_str(&text);
             if let Some(deltas) = deltas {
+                // Room in the channel is the usual case: no timer for it.
+                let text = match deltas.try_send(text) {
+                    Ok(()) => continue,
+                    Err(TrySendError::Closed(_)) => {
+                        return Err(Failure::Final(LlmError::Cancelled))
+                    }
+                    Err(TrySendError::Full(text)) => text,
+                };
                 match tokio::time::timeout_at(deadline, deltas.send(text)).await {
                     Err(_) => return Err(Failure::Final(self.whole_timeout())),
                     Ok(Err(_)) => return Err(Failure::Final(LlmError::Cancelled)),
@@ -639,6 +653,27 @@ impl OpenAiClient {
             }
         }
         Ok(false)
+    }
+
+    /// An event that is not a plain chunk: the error it carries, or why it is not a chunk.
+    fn unusual_event(&self, data: &str, key: Option<&ApiKey>) -> Result<WireChunk, Failure> {
+        let value: serde_json::Value = serde_json::from_str(data).map_err(|e| {
+            self.protocol_error(
+                key,
+                format!("malformed JSON in the stream ({e})"),
+                data.as_bytes(),
+            )
+        })?;
+        if let Some(message) = embedded_error(&value) {
+            return Err(self.stream_error(key, message));
+        }
+        serde_json::from_value(value).map_err(|e| {
+            self.protocol_error(
+                key,
+                format!("a stream event that is not a chat.completion.chunk ({e})"),
+                data.as_bytes(),
+            )
+        })
     }
 
     fn stream_error(&self, key: Option<&ApiKey>, message: String) -> Failure {
@@ -887,6 +922,20 @@ struct WireChunk {
     choices: Vec<WireChunkChoice>,
     #[serde(default)]
     usage: Option<WireUsage>,
+    /// Set (not null) when the event is an error object.
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    object: Option<ObjectKind>,
+}
+
+/// A chunk's `object`, only as far as telling vLLM's older error objects apart.
+#[derive(Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum ObjectKind {
+    Error,
+    #[serde(other)]
+    Other,
 }
 
 #[derive(Deserialize)]

@@ -27,6 +27,9 @@ pub fn router(backend: Arc<AppService>) -> Router {
 
 /// SSE text cannot hold a carriage return; answers keep their line breaks as `\n`.
 fn sse_text(text: &str) -> String {
+    if !text.contains('\r') {
+        return text.to_string();
+    }
     text.replace("\r\n", "\n").replace('\r', "\n")
 }
 
@@ -114,27 +117,31 @@ fn battle_stream(
                 return None;
             }
             loop {
-                let state = receiver.borrow_and_update().clone();
                 let mut events: Vec<Result<Event, Infallible>> = Vec::new();
                 let (mut next_a, mut next_b) = (sent_a, sent_b);
-                if live {
-                    if state.a.len() > sent_a {
-                        events.push(Ok(Event::default()
-                            .event("a")
-                            .data(sse_text(&state.a[sent_a..]))));
-                        next_a = state.a.len();
+                // Only the new text is copied out, under the channel's read lock (not the whole
+                // state, whose texts grow with every token).
+                let ended = {
+                    let state = receiver.borrow_and_update();
+                    if live {
+                        if state.a.len() > sent_a {
+                            events.push(Ok(Event::default()
+                                .event("a")
+                                .data(sse_text(&state.a[sent_a..]))));
+                            next_a = state.a.len();
+                        }
+                        if state.b.len() > sent_b {
+                            events.push(Ok(Event::default()
+                                .event("b")
+                                .data(sse_text(&state.b[sent_b..]))));
+                            next_b = state.b.len();
+                        }
                     }
-                    if state.b.len() > sent_b {
-                        events.push(Ok(Event::default()
-                            .event("b")
-                            .data(sse_text(&state.b[sent_b..]))));
-                        next_b = state.b.len();
-                    }
-                }
-                let ended = state.end.as_ref().map(|end| match end {
-                    BattleEnd::Complete => "complete",
-                    BattleEnd::Void(_) => "void",
-                });
+                    state.end.as_ref().map(|end| match end {
+                        BattleEnd::Complete => "complete",
+                        BattleEnd::Void(_) => "void",
+                    })
+                };
                 if let Some(end) = ended {
                     events.push(Ok(Event::default().event("end").data(end)));
                 }

@@ -207,7 +207,7 @@ pub async fn spawn_server_process(
     data_dir: &std::path::Path,
     admin_token: &str,
 ) -> anyhow::Result<(tokio::process::Child, String)> {
-    spawn_server_process_with(binary, data_dir, admin_token, &[]).await
+    spawn_server_process_with(binary, data_dir, admin_token, &[], None).await
 }
 
 /// [`spawn_server_process`] with more `moat serve` arguments (e.g. `--models FILE`).
@@ -216,9 +216,12 @@ pub async fn spawn_server_process_with(
     data_dir: &std::path::Path,
     admin_token: &str,
     serve_args: &[&str],
+    cpus: Option<&crate::bench_cpus::CpuPlan>,
 ) -> anyhow::Result<(tokio::process::Child, String)> {
     use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(binary)
+    let (program, leading) = cpus.cloned().unwrap_or_default().wrap(binary);
+    let mut child = tokio::process::Command::new(program)
+        .args(leading)
         .arg("--data-dir")
         .arg(data_dir)
         .args([
@@ -314,9 +317,14 @@ async fn run_on(args: &VoteBenchArgs, postgres: Option<&str>) -> anyhow::Result<
             Some(url) => vec!["--database-url", url],
             None => Vec::new(),
         };
-        let (server, base) =
-            spawn_server_process_with(&std::env::current_exe()?, &data_dir, &token, &serve_args)
-                .await?;
+        let (server, base) = spawn_server_process_with(
+            &std::env::current_exe()?,
+            &data_dir,
+            &token,
+            &serve_args,
+            None,
+        )
+        .await?;
         servers.push(server);
         bases.push(base);
     }

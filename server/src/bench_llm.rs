@@ -58,6 +58,19 @@ pub struct ProxyBenchArgs {
     /// Authenticate with the admin token instead of an API key (no key lookup in the database).
     #[arg(long)]
     pub admin_token: bool,
+    /// Measured rounds, each a direct round followed by a proxied one (after one unmeasured
+    /// warm-up round of each); the report gives the median round's figures and every round's.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// How the server and the load generator (clients, fake upstream) share the CPUs: `split` (the
+    /// default) puts the server on half of them and the load generator on the other half, as if the
+    /// clients were another machine; `shared` runs everything on every CPU.
+    #[arg(long, value_enum, default_value_t = crate::bench_cpus::CpuMode::Split)]
+    pub cpus: crate::bench_cpus::CpuMode,
+    /// The `moat` binary to start as the server (default: this one), e.g. an older build to
+    /// compare against with the same load generator.
+    #[arg(long)]
+    pub server_binary: Option<std::path::PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -77,6 +90,15 @@ pub struct ArenaBenchArgs {
     /// Spread the starts over this many milliseconds (default: half a stream's length; 0: all at once).
     #[arg(long)]
     pub ramp_ms: Option<u64>,
+    /// How the server and the load generator (clients, fake upstream) share the CPUs: `split` (the
+    /// default) puts the server on half of them and the load generator on the other half, as if the
+    /// clients were another machine; `shared` runs everything on every CPU.
+    #[arg(long, value_enum, default_value_t = crate::bench_cpus::CpuMode::Split)]
+    pub cpus: crate::bench_cpus::CpuMode,
+    /// The `moat` binary to start as the server (default: this one), e.g. an older build to
+    /// compare against with the same load generator.
+    #[arg(long)]
+    pub server_binary: Option<std::path::PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -159,16 +181,39 @@ pub struct ProxyBenchReport {
     pub token_ms: u64,
     pub ramp_ms: u64,
     pub auth: String,
+    /// Which CPUs the server and the load generator ran on.
+    pub cpus: String,
     pub direct: StreamPhase,
     pub proxied: StreamPhase,
-    /// p50 of proxied minus p50 of direct time to first content.
+    /// p50 of proxied minus p50 of direct time to first content (median over the rounds).
     pub added_p50_ms: f64,
-    /// p99 of proxied minus p99 of direct time to first content.
+    /// p99 of proxied minus p99 of direct time to first content (median over the rounds).
     pub added_p99_ms: f64,
+    /// Each measured round's figures, in the order run.
+    pub rounds: Vec<RoundAdded>,
     pub server: ServerMemory,
     /// `/proc/loadavg` at the start and at the end.
     pub load_average: [String; 2],
     pub total_seconds: f64,
+}
+
+/// One measured round of `moat bench proxy`: a direct round and the proxied round after it.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct RoundAdded {
+    pub direct_p99_ms: f64,
+    pub proxied_p99_ms: f64,
+    pub added_p50_ms: f64,
+    pub added_p99_ms: f64,
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -177,6 +222,8 @@ pub struct ArenaBenchReport {
     pub tokens: usize,
     pub token_ms: u64,
     pub ramp_ms: u64,
+    /// Which CPUs the server and the load generator ran on.
+    pub cpus: String,
     /// 2N streams straight to the upstream (each battle is two upstream streams).
     pub direct: StreamPhase,
     pub completed: usize,
@@ -683,6 +730,7 @@ async fn start_server(
     data_dir: &Path,
     upstream: &str,
     concurrency: usize,
+    cpus: &crate::bench_cpus::CpuPlan,
 ) -> anyhow::Result<ServerUnderTest> {
     let registry = data_dir.join("bench-models.toml");
     std::fs::write(&registry, registry_text(upstream, concurrency))?;
@@ -693,6 +741,7 @@ async fn start_server(
         data_dir,
         &admin_token,
         &["--models", &registry_arg],
+        Some(cpus),
     )
     .await?;
     let pid = child.id().unwrap_or(0);
@@ -722,6 +771,8 @@ pub async fn run_proxy(args: ProxyBenchArgs, binary: &Path) -> anyhow::Result<Pr
     let started = Instant::now();
     let load_start = load_average();
     let ramp = default_ramp(args.ramp_ms, args.tokens, args.token_ms);
+    // Before the upstream's thread starts, so that it inherits the load generator's CPUs.
+    let cpus = crate::bench_cpus::CpuPlan::apply(args.cpus);
     let upstream = FakeUpstream::start(args.tokens, args.token_ms)?;
     let dir = tempfile::tempdir()?;
     let key = if args.admin_token {
@@ -734,18 +785,27 @@ pub async fn run_proxy(args: ProxyBenchArgs, binary: &Path) -> anyhow::Result<Pr
         dir.path(),
         &upstream.base_url,
         2 * args.streams + 16,
+        &cpus,
     )
     .await?;
     let bearer = key.unwrap_or_else(|| server.admin_token.clone());
 
-    let direct = direct_phase(&upstream.base_url, args.streams, ramp, args.tokens).await?;
+    let direct_http = stream_client()?;
+    let direct_url = format!("{}/chat/completions", upstream.base_url);
+    let body = chat_body("bench-a", args.tokens);
+    let direct_request = |_: usize| {
+        direct_http
+            .post(&direct_url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.clone())
+    };
+    stream_round(args.streams, ramp, args.tokens, direct_request).await;
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle_kb = status_kb(server.pid, "VmRSS:").unwrap_or(0);
     let sampler = RssSampler::start(server.pid);
     let http = stream_client()?;
     let url = format!("{}/v1/chat/completions", server.base);
-    let body = chat_body("bench-a", args.tokens);
     let request = |_: usize| {
         http.post(&url)
             .bearer_auth(&bearer)
@@ -754,26 +814,56 @@ pub async fn run_proxy(args: ProxyBenchArgs, binary: &Path) -> anyhow::Result<Pr
     };
     stream_round(args.streams, ramp, args.tokens, request).await;
     let server_pid = server.pid.to_string();
-    let (cpu, server_cpu) = (cpu_seconds("self"), cpu_seconds(&server_pid));
-    let mut proxied = stream_round(args.streams, ramp, args.tokens, request).await;
-    proxied.bench_cpu_s = cpu_seconds("self") - cpu;
-    proxied.server_cpu_s = Some(cpu_seconds(&server_pid) - server_cpu);
+    // Direct and proxied rounds alternate, so that both see the machine as it is at that moment
+    // (its noise comes and goes over seconds).
+    let mut measured = Vec::new();
+    for _ in 0..args.rounds.max(1) {
+        let cpu = cpu_seconds("self");
+        let mut direct = stream_round(args.streams, ramp, args.tokens, direct_request).await;
+        direct.bench_cpu_s = cpu_seconds("self") - cpu;
+        let (cpu, server_cpu) = (cpu_seconds("self"), cpu_seconds(&server_pid));
+        let mut proxied = stream_round(args.streams, ramp, args.tokens, request).await;
+        proxied.bench_cpu_s = cpu_seconds("self") - cpu;
+        proxied.server_cpu_s = Some(cpu_seconds(&server_pid) - server_cpu);
+        measured.push((direct, proxied));
+    }
     let peak_kb = sampler.stop();
     let server_memory = memory(server.pid, idle_kb, peak_kb, args.streams);
     server.stop().await;
     drop(upstream);
+    let rounds: Vec<RoundAdded> = measured
+        .iter()
+        .map(|(direct, proxied)| RoundAdded {
+            direct_p99_ms: direct.first_content.p99_ms,
+            proxied_p99_ms: proxied.first_content.p99_ms,
+            added_p50_ms: proxied.first_content.p50_ms - direct.first_content.p50_ms,
+            added_p99_ms: proxied.first_content.p99_ms - direct.first_content.p99_ms,
+        })
+        .collect();
+    let added_p99_ms = median(rounds.iter().map(|r| r.added_p99_ms));
+    // The phases shown in full are those of the round nearest the median.
+    let shown = (0..rounds.len())
+        .min_by(|&a, &b| {
+            (rounds[a].added_p99_ms - added_p99_ms)
+                .abs()
+                .total_cmp(&(rounds[b].added_p99_ms - added_p99_ms).abs())
+        })
+        .unwrap_or(0);
+    let (direct, proxied) = measured.swap_remove(shown);
     Ok(ProxyBenchReport {
         streams: args.streams,
         tokens: args.tokens,
         token_ms: args.token_ms,
         ramp_ms: ramp.as_millis() as u64,
+        cpus: cpus.describe(),
         auth: if args.admin_token {
             "admin token".into()
         } else {
             "API key".into()
         },
-        added_p50_ms: proxied.first_content.p50_ms - direct.first_content.p50_ms,
-        added_p99_ms: proxied.first_content.p99_ms - direct.first_content.p99_ms,
+        added_p50_ms: median(rounds.iter().map(|r| r.added_p50_ms)),
+        added_p99_ms,
+        rounds,
         direct,
         proxied,
         server: server_memory,
@@ -891,6 +981,8 @@ pub async fn run_arena(args: ArenaBenchArgs, binary: &Path) -> anyhow::Result<Ar
     let started = Instant::now();
     let load_start = load_average();
     let ramp = default_ramp(args.ramp_ms, args.tokens, args.token_ms);
+    // Before the upstream's thread starts, so that it inherits the load generator's CPUs.
+    let cpus = crate::bench_cpus::CpuPlan::apply(args.cpus);
     let upstream = FakeUpstream::start(args.tokens, args.token_ms)?;
     let dir = tempfile::tempdir()?;
     let server = start_server(
@@ -898,6 +990,7 @@ pub async fn run_arena(args: ArenaBenchArgs, binary: &Path) -> anyhow::Result<Ar
         dir.path(),
         &upstream.base_url,
         2 * args.battles + 16,
+        &cpus,
     )
     .await?;
     let http = reqwest::Client::new();
@@ -967,6 +1060,7 @@ pub async fn run_arena(args: ArenaBenchArgs, binary: &Path) -> anyhow::Result<Ar
         tokens: args.tokens,
         token_ms: args.token_ms,
         ramp_ms: ramp.as_millis() as u64,
+        cpus: cpus.describe(),
         added_p50_ms: first_text.p50_ms - direct.first_content.p50_ms,
         added_p99_ms: first_text.p99_ms - direct.first_content.p99_ms,
         direct,
@@ -1024,12 +1118,30 @@ impl std::fmt::Display for ProxyBenchReport {
             "{} concurrent streams, {} chunks every {} ms, starts over {} ms, auth: {}",
             self.streams, self.tokens, self.token_ms, self.ramp_ms, self.auth
         )?;
-        writeln!(f, "direct to the upstream (baseline):\n{}", self.direct)?;
-        writeln!(f, "through moat /v1/chat/completions:\n{}", self.proxied)?;
+        writeln!(f, "{}", self.cpus)?;
         writeln!(
             f,
-            "added to the first content: p50 {:+.2} ms  p99 {:+.2} ms (target p99 <= 5 ms)",
-            self.added_p50_ms, self.added_p99_ms
+            "direct to the upstream (baseline; the round nearest the median):\n{}",
+            self.direct
+        )?;
+        writeln!(f, "through moat /v1/chat/completions:\n{}", self.proxied)?;
+        for (index, round) in self.rounds.iter().enumerate() {
+            writeln!(
+                f,
+                "round {}: first content p99 direct {:.2} ms, through moat {:.2} ms: added p50 {:+.2} ms  p99 {:+.2} ms",
+                index + 1,
+                round.direct_p99_ms,
+                round.proxied_p99_ms,
+                round.added_p50_ms,
+                round.added_p99_ms
+            )?;
+        }
+        writeln!(
+            f,
+            "added to the first content, median of {} rounds: p50 {:+.2} ms  p99 {:+.2} ms (target p99 <= 5 ms)",
+            self.rounds.len(),
+            self.added_p50_ms,
+            self.added_p99_ms
         )?;
         writeln!(f, "{}", self.server)?;
         write!(
@@ -1047,6 +1159,7 @@ impl std::fmt::Display for ArenaBenchReport {
             "{} concurrent battles, {} chunks every {} ms per side, starts over {} ms",
             self.battles, self.tokens, self.token_ms, self.ramp_ms
         )?;
+        writeln!(f, "{}", self.cpus)?;
         writeln!(
             f,
             "direct to the upstream (baseline, 2 streams per battle):\n{}",

@@ -496,12 +496,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Proxy(args)) => {
             let json = args.json;
-            let report = crate::bench_llm::run_proxy(args, &std::env::current_exe()?).await?;
+            let binary = args
+                .server_binary
+                .clone()
+                .map_or_else(std::env::current_exe, Ok)?;
+            let report = crate::bench_llm::run_proxy(args, &binary).await?;
             print_report(&report, json)
         }
         Command::Bench(BenchCommand::Arena(args)) => {
             let json = args.json;
-            let report = crate::bench_llm::run_arena(args, &std::env::current_exe()?).await?;
+            let binary = args
+                .server_binary
+                .clone()
+                .map_or_else(std::env::current_exe, Ok)?;
+            let report = crate::bench_llm::run_arena(args, &binary).await?;
             print_report(&report, json)
         }
         Command::Bench(BenchCommand::Active(args)) => {

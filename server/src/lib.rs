@@ -8,6 +8,7 @@ pub mod arena_events;
 pub mod assign;
 pub mod bench;
 pub mod bench_ceiling;
+pub mod bench_cpus;
 pub mod bench_llm;
 pub mod best_of_n;
 pub mod cli;

@@ -805,6 +805,7 @@ async fn kill_9_mid_stream_leaves_no_counted_half_battle() {
         &data,
         crate::support::ADMIN_TOKEN,
         &["--models", registry_arg],
+        None,
     )
     .await
     .unwrap();
@@ -836,6 +837,7 @@ async fn kill_9_mid_stream_leaves_no_counted_half_battle() {
         &data,
         crate::support::ADMIN_TOKEN,
         &["--models", registry_arg],
+        None,
     )
     .await
     .unwrap();

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use moat_server::bench_cpus::CpuMode;
 use moat_server::bench_llm::{run_arena, run_proxy, ArenaBenchArgs, ProxyBenchArgs};
 
 fn binary() -> &'static Path {
@@ -18,6 +19,10 @@ async fn proxy_bench_runs_at_tiny_size() {
             token_ms: 5,
             ramp_ms: None,
             admin_token: false,
+            // Split would pin this whole test process (every test's threads) to half the CPUs.
+            cpus: CpuMode::Shared,
+            rounds: 2,
+            server_binary: None,
             json: false,
         },
         binary(),
@@ -32,6 +37,8 @@ async fn proxy_bench_runs_at_tiny_size() {
     // The first content cannot come before the upstream's first token is due.
     assert!(report.direct.first_content.p50_ms >= 5.0, "{report}");
     assert!(report.added_p99_ms.is_finite(), "{report}");
+    assert_eq!(report.rounds.len(), 2, "{report}");
+    assert_eq!(report.cpus, "CPUs: shared", "{report}");
     assert!(report.server.peak_rss_mb > 0.0, "{report}");
     assert!(report.server.per_open_kb.is_finite(), "{report}");
 }
@@ -44,6 +51,8 @@ async fn arena_bench_runs_at_tiny_size() {
             tokens: 4,
             token_ms: 5,
             ramp_ms: None,
+            cpus: CpuMode::Shared,
+            server_binary: None,
             json: false,
         },
         binary(),

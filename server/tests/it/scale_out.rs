@@ -20,6 +20,7 @@ async fn start_process(database_url: &str, data_dir: &Path) -> (tokio::process::
         data_dir,
         ADMIN_TOKEN,
         &["--database-url", database_url],
+        None,
     )
     .await
     .expect("moat serve starts")

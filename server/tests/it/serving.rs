@@ -380,3 +380,109 @@ async fn generate_fills_missing_responses(url: &str) {
     );
 }
 on_both_backends!(generate_fills_missing_responses);
+
+/// An OpenAI-compatible upstream that streams one content chunk every 20 ms for 10 s and notes when
+/// its response body is dropped (its client, here Moat, closed the connection) and how many chunks
+/// it had sent by then.
+async fn slow_upstream() -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    struct Dropped(Arc<AtomicBool>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (flag, count) = (dropped.clone(), sent.clone());
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || {
+            let (flag, count) = (flag.clone(), count.clone());
+            async move {
+                let guard = Dropped(flag);
+                let chunks = futures::stream::unfold((0usize, guard), move |(k, guard)| {
+                    let count = count.clone();
+                    async move {
+                        if k == 500 {
+                            return None;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let chunk = serde_json::json!({
+                            "id": "x", "object": "chat.completion.chunk", "created": 0, "model": "slow",
+                            "choices": [{"index": 0, "delta": {"content": format!("w{k} ")}, "finish_reason": null}]
+                        });
+                        let event = format!("data: {chunk}\n\n");
+                        Some((
+                            Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(event)),
+                            (k + 1, guard),
+                        ))
+                    }
+                });
+                axum::response::Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(axum::body::Body::from_stream(chunks))
+                    .unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, dropped, sent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_goes_away_mid_stream_cancels_the_upstream_request() {
+    use std::sync::atomic::Ordering;
+    let (upstream, dropped, sent) = slow_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("models.toml");
+    std::fs::write(
+        &registry,
+        format!(
+            "[[model]]\nname = \"slow\"\nprovider = \"test\"\nopenness = \"open\"\nkind = \"openai\"\n\
+             base_url = \"{upstream}/v1\"\nmodel = \"slow\"\nretries = 0\n"
+        ),
+    )
+    .unwrap();
+    let db = TestDb::sqlite();
+    let server = spawn_server_with_models(db.url(), &no_site(), Some(&registry)).await;
+    let key = server.backend.store.create_api_key("caller").await.unwrap();
+    let mut response = post_chat(
+        &server,
+        &key,
+        serde_json::json!({ "model": "slow", "messages": question(), "stream": true }),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    // Read until the first words arrive, then hang up.
+    let mut seen = String::new();
+    while !seen.contains("w0 ") {
+        let chunk = response
+            .chunk()
+            .await
+            .unwrap()
+            .expect("the stream ended early");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!dropped.load(Ordering::SeqCst));
+    drop(response);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !dropped.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the upstream request was still open 5 s after the caller left"
+    );
+    let at_cancel = sent.load(Ordering::SeqCst);
+    assert!(at_cancel < 500, "the upstream sent its whole answer");
+    db.cleanup().await;
+}
