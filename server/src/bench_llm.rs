@@ -204,6 +204,8 @@ pub struct RoundAdded {
     pub proxied_p99_ms: f64,
     pub added_p50_ms: f64,
     pub added_p99_ms: f64,
+    /// The server's CPU time during the proxied round.
+    pub server_cpu_s: f64,
 }
 
 fn median(values: impl Iterator<Item = f64>) -> f64 {
@@ -838,6 +840,7 @@ pub async fn run_proxy(args: ProxyBenchArgs, binary: &Path) -> anyhow::Result<Pr
             proxied_p99_ms: proxied.first_content.p99_ms,
             added_p50_ms: proxied.first_content.p50_ms - direct.first_content.p50_ms,
             added_p99_ms: proxied.first_content.p99_ms - direct.first_content.p99_ms,
+            server_cpu_s: proxied.server_cpu_s.unwrap_or(f64::NAN),
         })
         .collect();
     let added_p99_ms = median(rounds.iter().map(|r| r.added_p99_ms));
@@ -1128,12 +1131,13 @@ impl std::fmt::Display for ProxyBenchReport {
         for (index, round) in self.rounds.iter().enumerate() {
             writeln!(
                 f,
-                "round {}: first content p99 direct {:.2} ms, through moat {:.2} ms: added p50 {:+.2} ms  p99 {:+.2} ms",
+                "round {}: first content p99 direct {:.2} ms, through moat {:.2} ms: added p50 {:+.2} ms  p99 {:+.2} ms; server CPU {:.2} s",
                 index + 1,
                 round.direct_p99_ms,
                 round.proxied_p99_ms,
                 round.added_p50_ms,
-                round.added_p99_ms
+                round.added_p99_ms,
+                round.server_cpu_s
             )?;
         }
         writeln!(

@@ -38,6 +38,10 @@ async fn proxy_bench_runs_at_tiny_size() {
     assert!(report.direct.first_content.p50_ms >= 5.0, "{report}");
     assert!(report.added_p99_ms.is_finite(), "{report}");
     assert_eq!(report.rounds.len(), 2, "{report}");
+    assert!(
+        report.rounds.iter().all(|r| r.server_cpu_s.is_finite()),
+        "{report}"
+    );
     assert_eq!(report.cpus, "CPUs: shared", "{report}");
     assert!(report.server.peak_rss_mb > 0.0, "{report}");
     assert!(report.server.per_open_kb.is_finite(), "{report}");
