@@ -39,6 +39,20 @@ pub struct Activation {
     integer_sums: Vec<i32>,
 }
 
+/// ggml's Q8_0 rounding of one block, for activations and weights alike: the scale `d` is the
+/// largest magnitude over 127, and each value divided by it is rounded to the nearest integer and
+/// given to `each` with its index. Returns `d`.
+#[inline(always)]
+fn q8_block(block: &[f32], mut each: impl FnMut(usize, i8)) -> f32 {
+    let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for (j, &v) in block.iter().enumerate() {
+        each(j, (v * inverse).round() as i8);
+    }
+    d
+}
+
 impl Activation {
     /// Quantizes `x`, whose length must be a multiple of [`BLOCK`].
     pub fn quantize(x: &[f32]) -> Activation {
@@ -49,15 +63,11 @@ impl Activation {
         let mut sums = Vec::with_capacity(blocks);
         let mut integer_sums = Vec::with_capacity(blocks);
         for (block, out) in x.chunks_exact(BLOCK).zip(values.chunks_exact_mut(BLOCK)) {
-            let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
             let mut sum = 0i32;
-            for (q, &v) in out.iter_mut().zip(block) {
-                let rounded = (v * inverse).round() as i8;
-                *q = i16::from(rounded);
+            let d = q8_block(block, |j, rounded| {
+                out[j] = i16::from(rounded);
                 sum += i32::from(rounded);
-            }
+            });
             let d16 = f16::from_f32(d);
             scales.push(d16.to_f32());
             sums.push((f16::from_f32(sum as f32) * d16).to_f32());
@@ -178,14 +188,9 @@ impl QMatrix {
         let mut scales = vec![f16::ZERO; groups * blocks * LANES];
         for (index, block) in values.chunks_exact(BLOCK).enumerate() {
             let (row, b) = (index / blocks, index % blocks);
-            let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
-            scales[((row / LANES) * blocks + b) * LANES + row % LANES] = f16::from_f32(d);
             let base = ((row / LANES) * blocks + b) * 512 + row % LANES;
-            for (j, &v) in block.iter().enumerate() {
-                bytes[base + j * LANES] = (v * inverse).round() as i8;
-            }
+            let d = q8_block(block, |j, rounded| bytes[base + j * LANES] = rounded);
+            scales[((row / LANES) * blocks + b) * LANES + row % LANES] = f16::from_f32(d);
         }
         QMatrix {
             rows,
