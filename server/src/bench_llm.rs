@@ -670,6 +670,30 @@ fn chat_body(model: &str, tokens: usize) -> String {
     .to_string()
 }
 
+/// Streamed requests straight to the upstream: the baseline's.
+struct DirectRequests {
+    http: reqwest::Client,
+    url: String,
+    body: String,
+}
+
+impl DirectRequests {
+    fn new(upstream: &str, tokens: usize) -> anyhow::Result<DirectRequests> {
+        Ok(DirectRequests {
+            http: stream_client()?,
+            url: format!("{upstream}/chat/completions"),
+            body: chat_body("bench-a", tokens),
+        })
+    }
+
+    fn request(&self) -> reqwest::RequestBuilder {
+        self.http
+            .post(&self.url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(self.body.clone())
+    }
+}
+
 /// The direct baseline: a warm-up round, then a measured one, straight to the upstream.
 async fn direct_phase(
     upstream: &str,
@@ -677,14 +701,8 @@ async fn direct_phase(
     ramp: Duration,
     tokens: usize,
 ) -> anyhow::Result<StreamPhase> {
-    let http = stream_client()?;
-    let url = format!("{upstream}/chat/completions");
-    let body = chat_body("bench-a", tokens);
-    let request = |_: usize| {
-        http.post(&url)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body.clone())
-    };
+    let direct = DirectRequests::new(upstream, tokens)?;
+    let request = |_: usize| direct.request();
     stream_round(count, ramp, tokens, request).await;
     let cpu = cpu_seconds("self");
     let mut phase = stream_round(count, ramp, tokens, request).await;
@@ -792,15 +810,8 @@ pub async fn run_proxy(args: ProxyBenchArgs, binary: &Path) -> anyhow::Result<Pr
     .await?;
     let bearer = key.unwrap_or_else(|| server.admin_token.clone());
 
-    let direct_http = stream_client()?;
-    let direct_url = format!("{}/chat/completions", upstream.base_url);
-    let body = chat_body("bench-a", args.tokens);
-    let direct_request = |_: usize| {
-        direct_http
-            .post(&direct_url)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body.clone())
-    };
+    let direct = DirectRequests::new(&upstream.base_url, args.tokens)?;
+    let direct_request = |_: usize| direct.request();
     stream_round(args.streams, ramp, args.tokens, direct_request).await;
 
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -808,6 +819,7 @@ pub async fn run_proxy(args: ProxyBenchArgs, binary: &Path) -> anyhow::Result<Pr
     let sampler = RssSampler::start(server.pid);
     let http = stream_client()?;
     let url = format!("{}/v1/chat/completions", server.base);
+    let body = chat_body("bench-a", args.tokens);
     let request = |_: usize| {
         http.post(&url)
             .bearer_auth(&bearer)

@@ -423,15 +423,11 @@ fn answer_stream(
     }
 }
 
-type Generation = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Completion, LlmError>> + Send + 'static>,
->;
-
 struct AnswerStream {
     ids: StreamIds,
     content: ContentChunks,
     /// Until it finishes; then its outcome waits in `outcome` for the deltas before it to be sent.
-    generation: Option<Generation>,
+    generation: Option<futures::future::BoxFuture<'static, Result<Completion, LlmError>>>,
     outcome: Option<Result<Completion, LlmError>>,
     deltas: tokio::sync::mpsc::Receiver<String>,
     include_usage: bool,
@@ -522,15 +518,12 @@ impl ContentChunks {
             None,
         ))
         .expect("protocol types serialize");
-        let marker = "\"content\":\"\"";
-        let at = template
-            .rfind(marker)
-            .expect("a content chunk has a content field")
-            + marker.len()
-            - 2;
+        let (head, tail) = template
+            .rsplit_once(r#""content":"""#)
+            .expect("a content chunk has a content field");
         ContentChunks {
-            before: template[..at].to_string(),
-            after: template[at + 2..].to_string(),
+            before: format!(r#"{head}"content":"#),
+            after: tail.to_string(),
         }
     }
 
