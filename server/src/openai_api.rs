@@ -386,22 +386,34 @@ fn json_event<T: serde::Serialize>(value: &T) -> Event {
     Event::default().data(serde_json::to_string(value).expect("protocol types serialize"))
 }
 
+/// Aborts the generation task when the response stream is dropped (the client went away), which
+/// cancels the upstream request or stops the local model at its next token.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<Completion, LlmError>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The streamed answer: a role chunk, one chunk per text delta, a chunk with the finish reason, a
 /// usage chunk if asked for, then `[DONE]`; an error after the stream began is sent as an error
 /// object and the stream ends without `[DONE]` (as OpenAI and vLLM do).
 ///
-/// The generation is polled by the response stream itself, in the connection's task: a delta goes
-/// from the engine to the client without waking another task (the relay's CPU per chunk is what
-/// `moat bench proxy` measures at 1,000 streams). It advances as the client reads, and dropping the
-/// stream (the client went away) drops the generation, which cancels the upstream request or stops
-/// the local model at its next token.
+/// The generation runs in a task of its own, so that it keeps its deadline even when the client
+/// stops reading; the response stream takes each delta from its channel and writes the chunk, with
+/// no task in between (one hand-off per token, not two: the relay's CPU per chunk is what `moat
+/// bench proxy` measures at 1,000 streams). Dropping the stream aborts the generation.
 fn answer_stream(
     engine: Arc<dyn Engine>,
     generation: GenerationRequest,
     ids: StreamIds,
     include_usage: bool,
-) -> AnswerStream {
+) -> impl Stream<Item = Result<Event, Infallible>> {
     let (sender, deltas) = tokio::sync::mpsc::channel::<String>(64);
+    let task = AbortOnDrop(tokio::spawn(async move {
+        engine.generate(generation, Some(sender)).await
+    }));
     let role = json_event(&ids.chunk(
         Delta {
             role: Some(Role::Assistant),
@@ -409,75 +421,60 @@ fn answer_stream(
         },
         None,
     ));
-    AnswerStream {
+    let state = AnswerStream {
         content: ContentChunks::new(&ids),
         ids,
-        generation: Some(Box::pin(async move {
-            engine.generate(generation, Some(sender)).await
-        })),
-        outcome: None,
         deltas,
+        task,
         include_usage,
         pending: std::collections::VecDeque::from([role]),
         ended: false,
-    }
+    };
+    futures::stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(event) = state.pending.pop_front() {
+                return Some((Ok(event), state));
+            }
+            if state.ended {
+                return None;
+            }
+            match state.deltas.recv().await {
+                Some(text) => {
+                    let event = state.content.event(&text);
+                    return Some((Ok(event), state));
+                }
+                None => {
+                    state.ended = true;
+                    let outcome = state.outcome().await;
+                    let ending = state.ending(outcome);
+                    state.pending.extend(ending);
+                }
+            }
+        }
+    })
 }
 
 struct AnswerStream {
     ids: StreamIds,
     content: ContentChunks,
-    /// Until it finishes; then its outcome waits in `outcome` for the deltas before it to be sent.
-    generation: Option<futures::future::BoxFuture<'static, Result<Completion, LlmError>>>,
-    outcome: Option<Result<Completion, LlmError>>,
     deltas: tokio::sync::mpsc::Receiver<String>,
+    task: AbortOnDrop,
     include_usage: bool,
     pending: std::collections::VecDeque<Event>,
     ended: bool,
 }
 
-impl Stream for AnswerStream {
-    type Item = Result<Event, Infallible>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        use std::task::Poll;
-        let this = &mut *self;
-        loop {
-            if let Some(event) = this.pending.pop_front() {
-                return Poll::Ready(Some(Ok(event)));
-            }
-            if this.ended {
-                return Poll::Ready(None);
-            }
-            if let Some(generation) = this.generation.as_mut() {
-                if let Poll::Ready(outcome) = generation.as_mut().poll(cx) {
-                    this.generation = None;
-                    this.outcome = Some(outcome);
-                }
-            }
-            match this.deltas.poll_recv(cx) {
-                Poll::Ready(Some(text)) => {
-                    return Poll::Ready(Some(Ok(this.content.event(&text))));
-                }
-                // Every sender is gone and every delta sent: the outcome comes next, once the
-                // generation has one (an engine may drop its sender before it returns).
-                Poll::Ready(None) => match this.outcome.take() {
-                    Some(outcome) => {
-                        this.ended = true;
-                        let ending = this.ending(outcome);
-                        this.pending.extend(ending);
-                    }
-                    None => return Poll::Pending,
-                },
-                Poll::Pending => return Poll::Pending,
-            }
+impl AnswerStream {
+    async fn outcome(&mut self) -> Result<Completion, LlmError> {
+        match (&mut self.task.0).await {
+            Ok(outcome) => outcome,
+            Err(join_error) => Err(LlmError::Engine {
+                model: self.ids.model.clone(),
+                message: format!("generation task failed: {join_error}"),
+            }),
         }
     }
-}
 
-impl AnswerStream {
     /// The events after the last delta.
     fn ending(&self, outcome: Result<Completion, LlmError>) -> Vec<Event> {
         match outcome {
