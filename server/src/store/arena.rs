@@ -43,6 +43,189 @@ pub(super) async fn insert_battle_in(
     Ok(())
 }
 
+/// A finished battle to store as ordinary rows (owned: it travels to the group-commit writer).
+#[derive(Debug, Clone)]
+pub(super) struct BattleCompletion {
+    pub public_id: String,
+    pub study_id: i64,
+    pub rater_id: i64,
+    /// The rater's messages, as JSON.
+    pub conversation: String,
+    /// A's answer, then B's.
+    pub answers: [AnswerRow; 2],
+    pub finished_ms: i64,
+}
+
+/// One contestant's answer as it is stored.
+#[derive(Debug, Clone)]
+pub(super) struct AnswerRow {
+    pub model_name: String,
+    pub provider: String,
+    pub openness: Openness,
+    pub version: String,
+    pub content: String,
+    /// The generation metadata, as JSON.
+    pub metadata: String,
+    pub identity_flag: Option<String>,
+}
+
+/// A battle that ends void, with its error.
+#[derive(Debug, Clone)]
+pub(super) struct BattleVoid {
+    pub public_id: String,
+    pub error: String,
+    pub finished_ms: i64,
+}
+
+// The statements of a battle's completion and voiding, shared by the `Any` path below and the
+// native SQLite writer (`native_writer.rs`).
+pub(super) const BATTLE_STREAMING: &str =
+    "SELECT 1 AS x FROM arena_battles WHERE public_id = $1 AND state = 'streaming'";
+pub(super) const MODEL_ID: &str = "SELECT id FROM models WHERE study_id = $1 AND name = $2";
+/// A contestant's model row on its first battle; two battles ending together (on PostgreSQL, in two
+/// transactions) may both find it missing: the second waits for the first and then reads its row.
+pub(super) const INSERT_MODEL: &str =
+    "INSERT INTO models (study_id, name, provider, openness, version) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (study_id, name) DO NOTHING";
+pub(super) const INSERT_BATTLE_PROMPT: &str =
+    "INSERT INTO prompts (study_id, external_id, conversation) VALUES ($1, $2, $3) RETURNING id";
+pub(super) const INSERT_BATTLE_RESPONSE: &str =
+    "INSERT INTO responses (prompt_id, model_id, content, metadata, identity_flag) \
+     VALUES ($1, $2, $3, $4, $5) RETURNING id";
+pub(super) const FLAG_PROMPT: &str = "UPDATE prompts SET identity_flagged = 1 WHERE id = $1";
+pub(super) const MARK_BATTLE_COMPLETE: &str =
+    "UPDATE arena_battles SET state = 'complete', prompt_id = $1, \
+     assignment_id = (SELECT id FROM assignments WHERE public_id = $2), finished_ms = $3 \
+     WHERE public_id = $4 AND state = 'streaming'";
+pub(super) const VOID_BATTLE: &str =
+    "UPDATE arena_battles SET state = 'void', error = $1, finished_ms = $2 \
+     WHERE public_id = $3 AND state = 'streaming'";
+
+/// What a completion of a battle that is no longer running is told.
+pub(super) fn battle_not_running() -> StoreError {
+    StoreError::Conflict("the battle is no longer running".into())
+}
+
+/// The external id of a battle's prompt.
+pub(super) fn battle_prompt_id(public_id: &str) -> String {
+    format!("arena-{public_id}")
+}
+
+/// The issued assignment a battle's comparison becomes: A on the left, B on the right.
+pub(super) fn battle_assignment(
+    completion: &BattleCompletion,
+    prompt_id: i64,
+    responses: [(i64, i64); 2],
+) -> NewAssignment {
+    NewAssignment {
+        rater_id: completion.rater_id,
+        study_id: completion.study_id,
+        prompt_id,
+        left_response: responses[0],
+        right_response: responses[1],
+        check: None,
+        // The arena's own limits (one running battle, a vote before the next) apply; a battle's
+        // comparison never expires: the rater wrote its prompt.
+        max_for_rater: u32::MAX,
+        expires_ms: None,
+    }
+}
+
+/// [`Store::complete_battle`] on an open transaction (the pool's writer or PostgreSQL). Refusals are
+/// found before anything is written.
+pub(super) async fn complete_battle_in(
+    conn: &mut sqlx::AnyConnection,
+    completion: &BattleCompletion,
+) -> StoreResult<crate::domain::AssignmentId> {
+    let running = sqlx::query(BATTLE_STREAMING)
+        .bind(&completion.public_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if running.is_none() {
+        return Err(battle_not_running());
+    }
+    let prompt_id: i64 = sqlx::query(INSERT_BATTLE_PROMPT)
+        .bind(completion.study_id)
+        .bind(battle_prompt_id(&completion.public_id))
+        .bind(&completion.conversation)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("id")?;
+    let mut responses = [(0, 0); 2];
+    for (slot, answer) in responses.iter_mut().zip(&completion.answers) {
+        let known = sqlx::query(MODEL_ID)
+            .bind(completion.study_id)
+            .bind(&answer.model_name)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let model_id: i64 = match known {
+            Some(row) => row.try_get("id")?,
+            None => {
+                sqlx::query(INSERT_MODEL)
+                    .bind(completion.study_id)
+                    .bind(&answer.model_name)
+                    .bind(&answer.provider)
+                    .bind(answer.openness.as_str())
+                    .bind(&answer.version)
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query(MODEL_ID)
+                    .bind(completion.study_id)
+                    .bind(&answer.model_name)
+                    .fetch_one(&mut *conn)
+                    .await?
+                    .try_get("id")?
+            }
+        };
+        let response_id: i64 = sqlx::query(INSERT_BATTLE_RESPONSE)
+            .bind(prompt_id)
+            .bind(model_id)
+            .bind(&answer.content)
+            .bind(&answer.metadata)
+            .bind(answer.identity_flag.clone())
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("id")?;
+        if answer.identity_flag.is_some() {
+            sqlx::query(FLAG_PROMPT)
+                .bind(prompt_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        *slot = (response_id, model_id);
+    }
+    let assignment =
+        insert_assignment_in(conn, &battle_assignment(completion, prompt_id, responses))
+            .await?
+            .ok_or_else(|| StoreError::Conflict("the battle's prompt was assigned twice".into()))?;
+    let updated = sqlx::query(MARK_BATTLE_COMPLETE)
+        .bind(prompt_id)
+        .bind(assignment.as_str())
+        .bind(completion.finished_ms)
+        .bind(&completion.public_id)
+        .execute(&mut *conn)
+        .await?;
+    if updated.rows_affected() != 1 {
+        // Voided meanwhile by another process (PostgreSQL): nothing of it may count.
+        return Err(battle_not_running());
+    }
+    Ok(assignment)
+}
+
+/// [`Store::void_battle`] on an open transaction.
+pub(super) async fn void_battle_in(
+    conn: &mut sqlx::AnyConnection,
+    void: &BattleVoid,
+) -> StoreResult<()> {
+    sqlx::query(VOID_BATTLE)
+        .bind(&void.error)
+        .bind(void.finished_ms)
+        .bind(&void.public_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// A battle as stored, for the rater's page and the events stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BattleRow {
@@ -120,14 +303,17 @@ impl Store {
     /// When each battle the rater started since `since_ms` started, oldest first (void ones
     /// included: each cost the models work).
     pub async fn battle_starts_since(&self, rater_id: i64, since_ms: i64) -> StoreResult<Vec<i64>> {
-        let rows = sqlx::query(
-            "SELECT created_ms FROM arena_battles WHERE rater_id = $1 AND created_ms >= $2 \
-             ORDER BY created_ms",
-        )
-        .bind(rater_id)
-        .bind(since_ms)
-        .fetch_all(&self.pool)
-        .await?;
+        const SQL: &str = "SELECT created_ms FROM arena_battles WHERE rater_id = $1 \
+             AND created_ms >= $2 ORDER BY created_ms";
+        // On a rater's first battle start: read where the request is (`native_reader.rs`).
+        if let Some(read) = self.native_rows(SQL, &[&rater_id, &since_ms], |row| Ok(row.get(0)?)) {
+            return read;
+        }
+        let rows = sqlx::query(SQL)
+            .bind(rater_id)
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| row.try_get("created_ms").map_err(StoreError::from))
             .collect()
@@ -156,12 +342,24 @@ impl Store {
     }
 
     pub async fn battle(&self, public_id: &str) -> StoreResult<Option<BattleRow>> {
-        let row = sqlx::query(
-            "SELECT public_id, rater_id, state, error, finished_ms FROM arena_battles WHERE public_id = $1",
-        )
-        .bind(public_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        const SQL: &str =
+            "SELECT public_id, rater_id, state, error, finished_ms FROM arena_battles \
+             WHERE public_id = $1";
+        if let Some(read) = self.native_row(SQL, &[&public_id], |row| {
+            Ok(BattleRow {
+                public_id: row.get("public_id")?,
+                rater_id: row.get("rater_id")?,
+                state: row.get("state")?,
+                error: row.get("error")?,
+                finished_ms: row.get("finished_ms")?,
+            })
+        }) {
+            return read;
+        }
+        let row = sqlx::query(SQL)
+            .bind(public_id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|row| battle_from_row(&row))
             .transpose()
             .map_err(StoreError::from)
@@ -382,26 +580,33 @@ impl Store {
         })
     }
 
-    /// Marks a battle void with its error (kept for the researcher, never counted).
+    /// Marks a battle void with its error (kept for the researcher, never counted). On SQLite it goes
+    /// through the group-commit writer.
     pub async fn void_battle(&self, public_id: &str, error: &str) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE arena_battles SET state = 'void', error = $1, finished_ms = $2 \
-             WHERE public_id = $3 AND state = 'streaming'",
-        )
-        .bind(error)
-        .bind(now_ms())
-        .bind(public_id)
-        .execute(&mut *tx.tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        let void = BattleVoid {
+            public_id: public_id.to_string(),
+            error: error.to_string(),
+            finished_ms: now_ms(),
+        };
+        match &self.group_writer {
+            Some(writer) => writer
+                .submit(super::WriteOp::VoidBattle(void))
+                .await
+                .map(|_| ()),
+            None => {
+                let mut tx = self.begin_write().await?;
+                void_battle_in(&mut tx.tx, &void).await?;
+                tx.commit().await
+            }
+        }
     }
 
     /// Turns a finished battle into ordinary rows in one transaction: the models (created on first
     /// use), a prompt holding the conversation, the two responses with their generation metadata, and
     /// an issued assignment of the rater with A on the left and B on the right. Returns the
-    /// assignment's public id.
+    /// assignment's public id. Refused (nothing written) if the battle is no longer `streaming`
+    /// (voided meanwhile: the rater left). On SQLite it goes through the group-commit writer: the
+    /// battles that end together share one fsync, as votes do.
     pub async fn complete_battle(
         &self,
         public_id: &str,
@@ -410,92 +615,42 @@ impl Store {
         conversation: &[Message],
         answers: [&ContestantAnswer<'_>; 2],
     ) -> StoreResult<crate::domain::AssignmentId> {
-        let mut tx = self.begin_write().await?;
-        let mut models = tx.models(study_id).await?;
-        let mut response_ids = Vec::with_capacity(2);
-        let prompt_id = tx
-            .insert_prompt(
-                study_id,
-                &format!("arena-{public_id}"),
-                conversation,
-                None,
-                None,
-            )
-            .await?;
-        for answer in answers {
-            let model_id = match models.get(answer.model_name) {
-                Some(id) => *id,
-                None => {
-                    let id = tx
-                        .insert_model(
-                            study_id,
-                            answer.model_name,
-                            answer.provider,
-                            answer.openness,
-                            answer.version,
-                        )
-                        .await?;
-                    models.insert(answer.model_name.to_string(), id);
-                    id
-                }
-            };
-            // An answer that names a model or its maker is flagged (crate::identity): the rater has
-            // seen it already, but the leaderboard leaves such battles out by default. The caller
-            // checks the text before the transaction (a detector is costly to build, and this
-            // transaction holds SQLite's write lock).
-            let identity_flag = answer.identity_flag.clone();
-            let response_id: i64 = sqlx::query(
-                "INSERT INTO responses (prompt_id, model_id, content, metadata, identity_flag) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            )
-            .bind(prompt_id)
-            .bind(model_id)
-            .bind(answer.content)
-            .bind(answer.metadata.to_string())
-            .bind(identity_flag.clone())
-            .fetch_one(&mut *tx.tx)
-            .await?
-            .try_get("id")?;
-            if identity_flag.is_some() {
-                tx.flag_prompt(prompt_id).await?;
+        let row = |answer: &ContestantAnswer<'_>| AnswerRow {
+            model_name: answer.model_name.to_string(),
+            provider: answer.provider.to_string(),
+            openness: answer.openness,
+            version: answer.version.to_string(),
+            content: answer.content.to_string(),
+            metadata: answer.metadata.to_string(),
+            // An answer that names a model or its maker is flagged (crate::identity): the rater
+            // has seen it already, but the leaderboard leaves such battles out by default. The
+            // caller checks the text before (a detector is costly to build, and the write holds
+            // SQLite's write lock).
+            identity_flag: answer.identity_flag.clone(),
+        };
+        let completion = BattleCompletion {
+            public_id: public_id.to_string(),
+            study_id,
+            rater_id,
+            conversation: serde_json::to_string(conversation).expect("messages serialize"),
+            answers: [row(answers[0]), row(answers[1])],
+            finished_ms: now_ms(),
+        };
+        match &self.group_writer {
+            Some(writer) => writer
+                .submit(super::WriteOp::CompleteBattle(Box::new(completion)))
+                .await
+                .map(|done| match done {
+                    super::WriteDone::BattleCompleted(id) => id,
+                    _ => unreachable!("a battle's completion answers with its assignment"),
+                }),
+            None => {
+                let mut tx = self.begin_write().await?;
+                let assignment = complete_battle_in(&mut tx.tx, &completion).await?;
+                tx.commit().await?;
+                Ok(assignment)
             }
-            response_ids.push((response_id, model_id));
         }
-        let assignment = insert_assignment_in(
-            &mut tx.tx,
-            &NewAssignment {
-                rater_id,
-                study_id,
-                prompt_id,
-                left_response: response_ids[0],
-                right_response: response_ids[1],
-                check: None,
-                // The arena's own limits (one running battle, a vote before the next) apply;
-                // a battle's comparison never expires: the rater wrote its prompt.
-                max_for_rater: u32::MAX,
-                expires_ms: None,
-            },
-        )
-        .await?
-        .ok_or_else(|| StoreError::Conflict("the battle's prompt was assigned twice".into()))?;
-        let updated = sqlx::query(
-            "UPDATE arena_battles SET state = 'complete', prompt_id = $1, \
-             assignment_id = (SELECT id FROM assignments WHERE public_id = $2), finished_ms = $3 \
-             WHERE public_id = $4 AND state = 'streaming'",
-        )
-        .bind(prompt_id)
-        .bind(assignment.as_str())
-        .bind(now_ms())
-        .bind(public_id)
-        .execute(&mut *tx.tx)
-        .await?;
-        if updated.rows_affected() != 1 {
-            // Voided meanwhile (the rater left): nothing of it may count.
-            return Err(StoreError::Conflict(
-                "the battle is no longer running".into(),
-            ));
-        }
-        tx.commit().await?;
-        Ok(assignment)
     }
 
     /// Battles of a study by state, and the latest errors of void ones, for the researcher.

@@ -11,12 +11,18 @@ pub(super) enum WriteOp {
     Vote(VoteToRecord),
     /// An arena battle's row as it starts.
     Battle(arena::NewBattle),
+    /// A finished battle's rows (prompt, responses, assignment); all or nothing within the group.
+    CompleteBattle(Box<arena::BattleCompletion>),
+    /// A battle that ends void.
+    VoidBattle(arena::BattleVoid),
 }
 
 pub(super) enum WriteDone {
     Assigned(Option<AssignmentId>),
     Voted(VoteOutcome),
     BattleRecorded,
+    BattleCompleted(AssignmentId),
+    BattleVoided,
 }
 
 pub(super) type Reply = tokio::sync::oneshot::Sender<StoreResult<WriteDone>>;
@@ -99,6 +105,26 @@ impl GroupWriter {
                 WriteOp::Battle(battle) => arena::insert_battle_in(&mut tx, battle)
                     .await
                     .map(|()| WriteDone::BattleRecorded),
+                WriteOp::VoidBattle(void) => arena::void_battle_in(&mut tx, void)
+                    .await
+                    .map(|()| WriteDone::BattleVoided),
+                WriteOp::CompleteBattle(completion) => {
+                    // Several statements, the last of which may find the battle voided: under a
+                    // savepoint, so that a refusal or a failure leaves the rest of the group whole.
+                    sqlx::query("SAVEPOINT battle").execute(&mut *tx).await?;
+                    match arena::complete_battle_in(&mut tx, completion).await {
+                        Ok(assignment) => {
+                            sqlx::query("RELEASE battle").execute(&mut *tx).await?;
+                            results.push(Ok(WriteDone::BattleCompleted(assignment)));
+                        }
+                        Err(error) => {
+                            sqlx::query("ROLLBACK TO battle").execute(&mut *tx).await?;
+                            sqlx::query("RELEASE battle").execute(&mut *tx).await?;
+                            results.push(Err(error));
+                        }
+                    }
+                    continue;
+                }
             };
             match result {
                 Err(StoreError::Database(error)) => return Err(StoreError::Database(error)),

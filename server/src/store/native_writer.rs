@@ -7,7 +7,11 @@
 
 use rusqlite::{ToSql, TransactionBehavior};
 
-use super::arena::{NewBattle, INSERT_BATTLE};
+use super::arena::{
+    battle_assignment, battle_not_running, battle_prompt_id, BattleCompletion, BattleVoid,
+    NewBattle, BATTLE_STREAMING, FLAG_PROMPT, INSERT_BATTLE, INSERT_BATTLE_PROMPT,
+    INSERT_BATTLE_RESPONSE, INSERT_MODEL, MARK_BATTLE_COMPLETE, MODEL_ID, VOID_BATTLE,
+};
 use super::assignments::{
     vote_cannot_change, vote_target_missing, COUNT_PAIR_SHOWN, COUNT_PROMPT_ASSIGNED,
     INSERT_ASSIGNMENT, INSERT_VOTE, MARK_VOTED, VOTE_TARGET,
@@ -85,6 +89,23 @@ fn commit_batch(
             WriteOp::Battle(battle) => {
                 insert_battle(&tx, battle).map(|()| WriteDone::BattleRecorded)
             }
+            WriteOp::VoidBattle(void) => void_battle(&tx, void).map(|()| WriteDone::BattleVoided),
+            WriteOp::CompleteBattle(completion) => {
+                // Several statements, the last of which may find the battle voided: under a
+                // savepoint, so that a refusal or a failure leaves the rest of the group whole.
+                tx.execute_batch("SAVEPOINT battle")?;
+                match complete_battle(&tx, completion) {
+                    Ok(assignment) => {
+                        tx.execute_batch("RELEASE battle")?;
+                        results.push(Ok(WriteDone::BattleCompleted(assignment)));
+                    }
+                    Err(error) => {
+                        tx.execute_batch("ROLLBACK TO battle; RELEASE battle")?;
+                        results.push(Err(error));
+                    }
+                }
+                continue;
+            }
         };
         match result {
             // A refusal (not found, conflict) is found by reads before anything is written; a
@@ -98,7 +119,7 @@ fn commit_batch(
 }
 
 fn insert_assignment(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     new: &NewAssignment,
 ) -> StoreResult<Option<AssignmentId>> {
     let public_id = AssignmentId::random();
@@ -136,7 +157,7 @@ fn insert_assignment(
     Ok(Some(public_id))
 }
 
-fn execute(tx: &rusqlite::Transaction<'_>, sql: &str, values: &[&dyn ToSql]) -> StoreResult<()> {
+fn execute(tx: &rusqlite::Connection, sql: &str, values: &[&dyn ToSql]) -> StoreResult<()> {
     let mut stmt = tx.prepare_cached(sql)?;
     bind(&mut stmt, values)?;
     stmt.raw_execute()?;
@@ -153,7 +174,7 @@ struct Target {
     models: (i64, i64),
 }
 
-fn record_vote(tx: &rusqlite::Transaction<'_>, vote: &VoteToRecord) -> StoreResult<VoteOutcome> {
+fn record_vote(tx: &rusqlite::Connection, vote: &VoteToRecord) -> StoreResult<VoteOutcome> {
     let target = {
         let mut stmt = tx.prepare_cached(VOTE_TARGET)?;
         bind(&mut stmt, &[&vote.assignment.as_str(), &vote.rater_id])?;
@@ -215,7 +236,7 @@ fn record_vote(tx: &rusqlite::Transaction<'_>, vote: &VoteToRecord) -> StoreResu
     })
 }
 
-fn insert_battle(tx: &rusqlite::Transaction<'_>, battle: &NewBattle) -> StoreResult<()> {
+fn insert_battle(tx: &rusqlite::Connection, battle: &NewBattle) -> StoreResult<()> {
     execute(
         tx,
         INSERT_BATTLE,
@@ -229,4 +250,98 @@ fn insert_battle(tx: &rusqlite::Transaction<'_>, battle: &NewBattle) -> StoreRes
             &battle.created_ms,
         ],
     )
+}
+
+fn void_battle(tx: &rusqlite::Connection, void: &BattleVoid) -> StoreResult<()> {
+    execute(
+        tx,
+        VOID_BATTLE,
+        &[&void.error, &void.finished_ms, &void.public_id],
+    )
+}
+
+/// The first column of the one row `sql` returns (an id), `None` when it returns none.
+fn returned_id(
+    tx: &rusqlite::Connection,
+    sql: &str,
+    values: &[&dyn ToSql],
+) -> StoreResult<Option<i64>> {
+    let mut stmt = tx.prepare_cached(sql)?;
+    bind(&mut stmt, values)?;
+    let mut rows = stmt.raw_query();
+    match rows.next()? {
+        Some(row) => Ok(Some(row.get(0)?)),
+        None => Ok(None),
+    }
+}
+
+/// [`Store::complete_battle`]'s rows, as `arena::complete_battle_in` writes them on the `Any` path.
+fn complete_battle(
+    tx: &rusqlite::Connection,
+    completion: &BattleCompletion,
+) -> StoreResult<AssignmentId> {
+    let inserted = |sql: &str, values: &[&dyn ToSql]| -> StoreResult<i64> {
+        returned_id(tx, sql, values)?
+            .ok_or_else(|| StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+    };
+    if returned_id(tx, BATTLE_STREAMING, &[&completion.public_id])?.is_none() {
+        return Err(battle_not_running());
+    }
+    let prompt_id = inserted(
+        INSERT_BATTLE_PROMPT,
+        &[
+            &completion.study_id,
+            &battle_prompt_id(&completion.public_id),
+            &completion.conversation,
+        ],
+    )?;
+    let mut responses = [(0, 0); 2];
+    for (slot, answer) in responses.iter_mut().zip(&completion.answers) {
+        let model_id = match returned_id(tx, MODEL_ID, &[&completion.study_id, &answer.model_name])?
+        {
+            Some(id) => id,
+            None => {
+                execute(
+                    tx,
+                    INSERT_MODEL,
+                    &[
+                        &completion.study_id,
+                        &answer.model_name,
+                        &answer.provider,
+                        &answer.openness.as_str(),
+                        &answer.version,
+                    ],
+                )?;
+                inserted(MODEL_ID, &[&completion.study_id, &answer.model_name])?
+            }
+        };
+        let response_id = inserted(
+            INSERT_BATTLE_RESPONSE,
+            &[
+                &prompt_id,
+                &model_id,
+                &answer.content,
+                &answer.metadata,
+                &answer.identity_flag,
+            ],
+        )?;
+        if answer.identity_flag.is_some() {
+            execute(tx, FLAG_PROMPT, &[&prompt_id])?;
+        }
+        *slot = (response_id, model_id);
+    }
+    let assignment =
+        insert_assignment(tx, &battle_assignment(completion, prompt_id, responses))?
+            .ok_or_else(|| StoreError::Conflict("the battle's prompt was assigned twice".into()))?;
+    execute(
+        tx,
+        MARK_BATTLE_COMPLETE,
+        &[
+            &prompt_id,
+            &assignment.as_str(),
+            &completion.finished_ms,
+            &completion.public_id,
+        ],
+    )?;
+    Ok(assignment)
 }

@@ -80,12 +80,24 @@ impl Store {
     }
 
     pub async fn models(&self, study_id: i64) -> StoreResult<Vec<ModelRow>> {
-        let rows = sqlx::query(
-            "SELECT id, name, provider, openness FROM models WHERE study_id = $1 ORDER BY id",
-        )
-        .bind(study_id)
-        .fetch_all(&self.pool)
-        .await?;
+        const SQL: &str =
+            "SELECT id, name, provider, openness FROM models WHERE study_id = $1 ORDER BY id";
+        // Read at each arena battle's end (its identity check): where the request is, on a file.
+        if let Some(read) = self.native_rows(SQL, &[&study_id], |row| {
+            let openness: String = row.get("openness")?;
+            Ok(ModelRow {
+                id: row.get("id")?,
+                name: row.get("name")?,
+                provider: row.get("provider")?,
+                openness: db_openness(&openness)?,
+            })
+        }) {
+            return read;
+        }
+        let rows = sqlx::query(SQL)
+            .bind(study_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 let openness: String = row.try_get("openness")?;

@@ -979,3 +979,131 @@ async fn a_battle_running_in_another_process_ends_there_not_void() {
         .unwrap();
     db.cleanup().await;
 }
+
+/// A battle's completion goes through the group-commit writer on SQLite (with the votes and battle
+/// rows that commit beside it): one voided meanwhile is refused with nothing of it written, and the
+/// battle completing with it in the same moment is stored whole.
+async fn a_voided_battle_is_refused_and_its_neighbour_stored_whole(url: &str) {
+    use moat_app::wire::StudySettings;
+    use moat_exports::{Message, Openness};
+    use moat_server::store::{ContestantAnswer, JoinLimits, Store, StoreError};
+
+    let store = Store::connect(url).await.unwrap();
+    let slug = moat_server::domain::StudySlug::parse("group-arena").unwrap();
+    let settings = StudySettings {
+        kind: "arena".into(),
+        ..Default::default()
+    };
+    let study = store
+        .create_study(&slug, "Arena", "", &settings)
+        .await
+        .unwrap();
+    let mut raters = Vec::new();
+    for _ in 0..3 {
+        let token = store
+            .join_rater(study.id, None, &JoinLimits::default())
+            .await
+            .unwrap();
+        raters.push(
+            store
+                .rater_by_token(study.id, &token)
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+        );
+    }
+    let conversation = [Message::new("user", "What is the capital of France?")];
+    for (battle, rater) in ["b-voided", "b-kept", "b-flagged"].into_iter().zip(&raters) {
+        store
+            .insert_battle(battle, study.id, *rater, (ALPHA, BETA), &conversation)
+            .await
+            .unwrap();
+    }
+    store
+        .void_battle("b-voided", "the rater left")
+        .await
+        .unwrap();
+    let answer =
+        |model: &'static str, content: &'static str, flag: Option<&str>| ContestantAnswer {
+            model_name: model,
+            provider: "Lab",
+            openness: Openness::Open,
+            version: "1",
+            content,
+            metadata: serde_json::json!({ "latency_ms": 5 }),
+            identity_flag: flag.map(str::to_string),
+        };
+    let (a, b) = (
+        answer(ALPHA, "Paris.", None),
+        answer(BETA, "It is Paris.", None),
+    );
+    let flagged = answer(BETA, "I am made by Lab: Paris.", Some("Lab"));
+    let (voided, kept, with_flag) = tokio::join!(
+        store.complete_battle("b-voided", study.id, raters[0], &conversation, [&a, &b]),
+        store.complete_battle("b-kept", study.id, raters[1], &conversation, [&a, &b]),
+        store.complete_battle(
+            "b-flagged",
+            study.id,
+            raters[2],
+            &conversation,
+            [&a, &flagged]
+        ),
+    );
+    assert!(
+        matches!(&voided, Err(StoreError::Conflict(message)) if message.contains("no longer running")),
+        "{voided:?}"
+    );
+    let kept = kept.unwrap();
+    with_flag.unwrap();
+    // Completing it again is refused too, and writes nothing.
+    let again = store
+        .complete_battle("b-kept", study.id, raters[1], &conversation, [&a, &b])
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+
+    let summary = store.battle_summary(study.id).await.unwrap();
+    assert_eq!(
+        (summary.complete, summary.void, summary.streaming),
+        (2, 1, 0)
+    );
+    assert_eq!(summary.recent_void[0].error, "the rater left");
+    // The models were created once each, on first use; the two stored battles are two prompts.
+    let models = store.models(study.id).await.unwrap();
+    let mut names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, [BETA, ALPHA]);
+    assert_eq!(
+        store
+            .comparable_prompts(study.id, true, true)
+            .await
+            .unwrap(),
+        2
+    );
+    // The answer that names its maker flagged its battle's prompt.
+    assert_eq!(
+        store
+            .comparable_prompts(study.id, true, false)
+            .await
+            .unwrap(),
+        1
+    );
+    // The kept battle's comparison is the rater's issued assignment; the voided one's rater has none.
+    let issued = store
+        .assignment_in_state(raters[1], "issued")
+        .await
+        .unwrap()
+        .expect("the kept battle's comparison is issued");
+    assert_eq!(issued.public_id, kept);
+    assert!(store
+        .assignment_in_state(raters[0], "issued")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store.battle("b-kept").await.unwrap().unwrap().state,
+        "complete"
+    );
+}
+
+on_both_backends!(a_voided_battle_is_refused_and_its_neighbour_stored_whole);
