@@ -1,7 +1,8 @@
-//! Group commit on SQLite: the hot writes (assignments, votes, arena battle rows) queue to one writer
-//! that commits whatever has queued as one transaction and answers each caller after the commit. On a
-//! SQLite file the writer is a thread with its own rusqlite connection (`native_writer.rs`); on an
-//! in-memory database, which only the pool's connections can see, it is a task on the pool.
+//! Group commit on SQLite: the hot writes (assignments, votes, arena battles as they start, complete
+//! or end void) queue to one writer that commits whatever has queued as one transaction and answers
+//! each caller after the commit. On a SQLite file the writer is a thread with its own rusqlite
+//! connection (`native_writer.rs`); on an in-memory database, which only the pool's connections can
+//! see, it is a task on the pool.
 
 use super::*;
 
@@ -27,7 +28,7 @@ pub(super) enum WriteDone {
 
 pub(super) type Reply = tokio::sync::oneshot::Sender<StoreResult<WriteDone>>;
 
-/// On SQLite, the hot writes (assignments and votes) are queued to one task that commits whatever has
+/// On SQLite, the hot writes (assignments, votes, battles) are queued to one task that commits whatever has
 /// queued up as one transaction: one fsync for many writes, and no lock hand-offs between requests.
 /// Each caller is answered only after that transaction committed. A write that is refused (not
 /// found, conflict) is detected by reads before it writes anything, so it never spoils the batch; an
