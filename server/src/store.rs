@@ -109,6 +109,7 @@ mod admin;
 mod api_keys;
 mod arena;
 mod assignments;
+mod battle_rows;
 mod connection;
 mod export_reader;
 mod generation;

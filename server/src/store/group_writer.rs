@@ -11,11 +11,11 @@ pub(super) enum WriteOp {
     Assign(NewAssignment),
     Vote(VoteToRecord),
     /// An arena battle's row as it starts.
-    Battle(arena::NewBattle),
+    Battle(battle_rows::NewBattle),
     /// A finished battle's rows (prompt, responses, assignment); all or nothing within the group.
-    CompleteBattle(Box<arena::BattleCompletion>),
+    CompleteBattle(Box<battle_rows::BattleCompletion>),
     /// A battle that ends void.
-    VoidBattle(arena::BattleVoid),
+    VoidBattle(battle_rows::BattleVoid),
 }
 
 pub(super) enum WriteDone {
@@ -103,17 +103,17 @@ impl GroupWriter {
                     .await
                     .map(WriteDone::Assigned),
                 WriteOp::Vote(vote) => record_vote_in(&mut tx, vote).await.map(WriteDone::Voted),
-                WriteOp::Battle(battle) => arena::insert_battle_in(&mut tx, battle)
+                WriteOp::Battle(battle) => battle_rows::insert_battle_in(&mut tx, battle)
                     .await
                     .map(|()| WriteDone::BattleRecorded),
-                WriteOp::VoidBattle(void) => arena::void_battle_in(&mut tx, void)
+                WriteOp::VoidBattle(void) => battle_rows::void_battle_in(&mut tx, void)
                     .await
                     .map(|()| WriteDone::BattleVoided),
                 WriteOp::CompleteBattle(completion) => {
                     // Several statements, the last of which may find the battle voided: under a
                     // savepoint, so that a refusal or a failure leaves the rest of the group whole.
                     sqlx::query("SAVEPOINT battle").execute(&mut *tx).await?;
-                    match arena::complete_battle_in(&mut tx, completion).await {
+                    match battle_rows::complete_battle_in(&mut tx, completion).await {
                         Ok(assignment) => {
                             sqlx::query("RELEASE battle").execute(&mut *tx).await?;
                             results.push(Ok(WriteDone::BattleCompleted(assignment)));

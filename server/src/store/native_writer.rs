@@ -7,14 +7,14 @@
 
 use rusqlite::{ToSql, TransactionBehavior};
 
-use super::arena::{
-    battle_assignment, battle_not_running, battle_prompt_id, BattleCompletion, BattleVoid,
-    NewBattle, BATTLE_STREAMING, FLAG_PROMPT, INSERT_BATTLE, INSERT_BATTLE_PROMPT,
-    INSERT_BATTLE_RESPONSE, INSERT_MODEL, MARK_BATTLE_COMPLETE, MODEL_ID, VOID_BATTLE,
-};
 use super::assignments::{
     vote_cannot_change, vote_target_missing, COUNT_PAIR_SHOWN, COUNT_PROMPT_ASSIGNED,
     INSERT_ASSIGNMENT, INSERT_VOTE, MARK_VOTED, VOTE_TARGET,
+};
+use super::battle_rows::{
+    battle_assignment, battle_not_running, battle_prompt_id, BattleCompletion, BattleVoid,
+    NewBattle, BATTLE_STREAMING, FLAG_PROMPT, INSERT_BATTLE, INSERT_BATTLE_PROMPT,
+    INSERT_BATTLE_RESPONSE, INSERT_MODEL, MARK_BATTLE_COMPLETE, MODEL_ID, VOID_BATTLE,
 };
 use super::group_writer::{answer, WriteDone, WriteOp, GROUP_COMMIT_MAX};
 use super::native_reader::bind;
