@@ -7,7 +7,7 @@
 # out by the TRL script). Prints each side's pairs/s, held-out accuracy and peak RSS. Not part of CI.
 #
 #   bench/rm/run.sh [--threads 2] [--epochs 1] [--lr 5e-5] [--max-length 256] [--rows 1-2000]
-#                   [--eval-rows 2001-2312] [--max-steps N] [--out DIR] [--moat-mode top-2]
+#                   [--eval-rows 2001-2312] [--max-steps N] [--out DIR] [--moat-mode top-2] [--seed 0]
 #
 # TRL 1.16.0 and torch 2.15.0 come from PyPI into a virtual environment under $MOAT_CACHE/venv-trl the
 # first time (about 3 minutes, 5.9 GB). PyPI's Linux torch wheel is the CUDA build: it pulls the nvidia-*
@@ -25,6 +25,7 @@ epochs=1
 rows=1-2000
 eval_rows=2001-2312
 max_length=256
+seed=0
 moat_args=()
 args=()
 while [ $# -gt 0 ]; do
@@ -36,8 +37,9 @@ while [ $# -gt 0 ]; do
         --eval-rows) eval_rows="$2"; args+=("$1" "$2"); shift 2 ;;
         --max-length) max_length="$2"; args+=("$1" "$2"); shift 2 ;;
         --max-steps) moat_args+=("$1" "$2"); args+=("$1" "$2"); shift 2 ;;
+        --seed) seed="$2"; args+=("$1" "$2"); shift 2 ;;
         --lr|--out) args+=("$1" "$2"); shift 2 ;;
-        *) echo "usage: $0 [--threads N] [--epochs N] [--lr X] [--max-length N] [--rows A-B] [--eval-rows A-B] [--max-steps N] [--out DIR] [--moat-mode top-N|head|lora]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--threads N] [--epochs N] [--lr X] [--max-length N] [--rows A-B] [--eval-rows A-B] [--max-steps N] [--out DIR] [--moat-mode top-N|head|lora] [--seed N]" >&2; exit 2 ;;
     esac
 done
 
@@ -79,7 +81,7 @@ moat_run() {
     local label="$1"; shift
     MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_TOP_PAD_=1073741824 \
         /usr/bin/time -v -o "$log" "$moat" train "$@" --backbone bert --model-dir "$model" \
-        --mode "$moat_mode" --epochs "$epochs" --max-length "$max_length" --threads "$threads" --seed 0 \
+        --mode "$moat_mode" --epochs "$epochs" --max-length "$max_length" --threads "$threads" --seed "$seed" \
         --out "$kept/moat-$label" --quiet "${moat_args[@]}" > "$kept/moat-$label.txt"
     echo "moat $moat_mode, $label: $(grep -E 'pairs/s' "$kept/moat-$label.txt" | head -1 | sed 's/^ *//')"
     echo "moat $moat_mode, $label: $(grep -E '^held-out' "$kept/moat-$label.txt" | head -1)"

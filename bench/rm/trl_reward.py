@@ -65,13 +65,14 @@ def main():
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--max-steps", type=int, default=-1, help="stop after N steps (a quick probe)")
     ap.add_argument("--out", default="/tmp/trl-reward")
+    ap.add_argument("--seed", type=int, default=0, help="the head's initialisation and the data order")
     ap.add_argument(
         "--kept-out", help="folder to write the pairs TRL kept (train.jsonl, eval.jsonl) for the other side"
     )
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
-    set_seed(0)  # before loading: the head is initialised at random
+    set_seed(args.seed)  # before loading: the head is initialised at random
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
@@ -94,7 +95,7 @@ def main():
     config = RewardConfig(
         output_dir=args.out,
         use_cpu=True,
-        seed=0,
+        seed=args.seed,
         per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=args.batch_size,
         num_train_epochs=args.epochs,
