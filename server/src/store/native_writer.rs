@@ -275,7 +275,8 @@ fn returned_id(
     }
 }
 
-/// [`Store::complete_battle`]'s rows, as `arena::complete_battle_in` writes them on the `Any` path.
+/// [`Store::complete_battle`]'s rows, as `battle_rows::complete_battle_in` writes them on the `Any`
+/// path.
 fn complete_battle(
     tx: &rusqlite::Connection,
     completion: &BattleCompletion,
