@@ -8,9 +8,9 @@
 //! fail with SQLITE_BUSY instead of waiting. All write transactions therefore take `write_lock` first
 //! on SQLite, which turns contention into a queue. PostgreSQL needs no such lock.
 //!
-//! The hot writes on SQLite (assignments, votes, arena battles) go through a group-commit writer: one task commits
-//! whatever has queued as one transaction (one fsync for many writes) and answers each caller after the
-//! commit, so an acknowledged vote is always a committed one.
+//! The hot writes on SQLite (assignments, votes, arena battles) go through a group-commit writer: one
+//! task commits whatever has queued as one transaction (one fsync for many writes) and answers each
+//! caller after the commit, so an acknowledged vote is always a committed one.
 
 use std::collections::HashMap;
 use std::str::FromStr;

@@ -6,6 +6,7 @@
 use moat_exports::Openness;
 use sqlx::Row;
 
+pub(super) use super::identity_flags::FLAG_PROMPT;
 use super::{insert_assignment_in, NewAssignment, StoreError, StoreResult};
 
 /// A battle's row as it starts.
@@ -91,7 +92,6 @@ pub(super) const INSERT_BATTLE_PROMPT: &str =
 pub(super) const INSERT_BATTLE_RESPONSE: &str =
     "INSERT INTO responses (prompt_id, model_id, content, metadata, identity_flag) \
      VALUES ($1, $2, $3, $4, $5) RETURNING id";
-pub(super) const FLAG_PROMPT: &str = "UPDATE prompts SET identity_flagged = 1 WHERE id = $1";
 pub(super) const MARK_BATTLE_COMPLETE: &str =
     "UPDATE arena_battles SET state = 'complete', prompt_id = $1, \
      assignment_id = (SELECT id FROM assignments WHERE public_id = $2), finished_ms = $3 \
@@ -130,8 +130,8 @@ pub(super) fn battle_assignment(
     }
 }
 
-/// [`super::Store::complete_battle`] on an open transaction (the pool's writer or PostgreSQL). Refusals are
-/// found before anything is written.
+/// [`super::Store::complete_battle`] on an open transaction (the pool's writer or PostgreSQL).
+/// Refusals are found before anything is written.
 pub(super) async fn complete_battle_in(
     conn: &mut sqlx::AnyConnection,
     completion: &BattleCompletion,

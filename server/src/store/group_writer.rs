@@ -28,9 +28,9 @@ pub(super) enum WriteDone {
 
 pub(super) type Reply = tokio::sync::oneshot::Sender<StoreResult<WriteDone>>;
 
-/// On SQLite, the hot writes (assignments, votes, battles) are queued to one task that commits whatever has
-/// queued up as one transaction: one fsync for many writes, and no lock hand-offs between requests.
-/// Each caller is answered only after that transaction committed. A write that is refused (not
+/// On SQLite, the hot writes (assignments, votes, battles) are queued to one task that commits
+/// whatever has queued up as one transaction: one fsync for many writes, and no lock hand-offs
+/// between requests. Each caller is answered only after that transaction committed. A write that is refused (not
 /// found, conflict) is detected by reads before it writes anything, so it never spoils the batch; an
 /// unexpected database error fails every write of the batch, none of which is then acknowledged.
 #[derive(Clone)]

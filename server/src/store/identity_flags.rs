@@ -116,10 +116,13 @@ impl Store {
     }
 }
 
+/// Marks a prompt as having a response that names its maker (shared with the arena's writes).
+pub(super) const FLAG_PROMPT: &str = "UPDATE prompts SET identity_flagged = 1 WHERE id = $1";
+
 impl WriteTx<'_> {
     /// Marks a prompt as holding an identity-flagged response (`prompts.identity_flagged`).
     pub async fn flag_prompt(&mut self, prompt_id: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE prompts SET identity_flagged = 1 WHERE id = $1")
+        sqlx::query(FLAG_PROMPT)
             .bind(prompt_id)
             .execute(&mut *self.tx)
             .await?;
