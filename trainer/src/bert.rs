@@ -489,8 +489,7 @@ impl BertRewardModel {
             let query = split((layer.query.forward(&x, train)? * scale)?)?;
             let key = split(layer.key.forward(&x, train)?)?;
             let value = split(layer.value.forward(&x, train)?)?;
-            let scores = query.matmul(&key.t()?)?;
-            let probabilities = ops::softmax_last_dim_masked(&scores, Some(&mask_add))?;
+            let probabilities = ops::attention_probabilities(&query, &key, &mask_add)?;
             let context = probabilities
                 .matmul(&value)?
                 .transpose(1, 2)?

@@ -62,6 +62,10 @@ pub struct TrainArgs {
     /// Micro-batches per optimizer step. Defaults: 1 (hashed), 2 (bert).
     #[arg(long)]
     pub grad_accum: Option<usize>,
+    /// Workers that share each micro-batch's pairs, each on one CPU thread. Default: one per
+    /// `--threads` for the transformer modes on the CPU, else 1 (1: the whole batch on all threads).
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// Stop after this many optimizer steps.
     #[arg(long)]
     pub max_steps: Option<usize>,
@@ -151,6 +155,7 @@ impl TrainArgs {
         config.epochs = self.epochs.unwrap_or(config.epochs);
         config.batch_size = self.batch_size.unwrap_or(config.batch_size);
         config.grad_accum = self.grad_accum.unwrap_or(config.grad_accum);
+        config.workers = self.workers.unwrap_or(config.workers);
         config.max_steps = self.max_steps;
         config.lr = self.lr.unwrap_or(config.lr);
         config.head_lr = self.head_lr.unwrap_or(config.head_lr);
@@ -193,7 +198,16 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
 /// both-bad already left out); `args.data` is ignored, `--eval` still applies.
 pub fn run_train_on(args: TrainArgs, train_pairs: Vec<PreferencePair>) -> anyhow::Result<()> {
     set_threads(args.threads);
-    let config = args.config()?;
+    let mut config = args.config()?;
+    if config.workers == 0 {
+        config.workers = crate::train::default_workers(&config);
+    }
+    if config.workers > 1 && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // candle runs large element-wise ops on one process-wide pool behind a lock, so workers
+        // sharing a batch would take turns at it; with this each op stays on its worker's thread.
+        // Edition 2021: `set_var` is safe; no candle op has run yet, so the pool is not built.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     let eval_pairs = match &args.eval {
         Some(path) => {
             let (pairs, summary) = load_pairs(path, args.eval_rows)?;

@@ -5,6 +5,7 @@
 //! - [`bert`]: a BERT-family encoder from a local folder, trained head-only, top-N layers or with LoRA.
 //! - [`train()`]: the loop (AdamW with warmup and decay, gradient accumulation, length-bucketed batches,
 //!   evaluation, early stopping, checkpoints and `--resume`); [`eval::EvalReport`] the held-out report.
+//!   Each micro-batch's pairs are shared among one-thread workers (`step.rs`) on the CPU.
 //! - [`benchmark`]: `moat rm eval` on RewardBench v1/v2, TRL and HH-RLHF files; [`ceiling`]: the raters'
 //!   own agreement next to the model's on a study's multiply-rated items.
 //! - [`cli`]: `moat train` / `moat score` / `moat rm eval` arguments and entry points.
@@ -30,6 +31,7 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod params;
+mod step;
 pub mod train;
 
 #[cfg(test)]

@@ -19,6 +19,12 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+mod attention;
+mod layer_norm;
+mod math;
+pub use attention::attention_probabilities;
+pub use layer_norm::layer_norm_trainable;
+
 /// A custom op on `input` whose forward returns `value` (handed over once, then dropped: the graph keeps
 /// only the output, not a second copy of it) and whose backward returns `backward(input, output, grad)`.
 struct AttachGradient<F> {
@@ -143,11 +149,11 @@ pub fn softmax_last_dim_masked(x: &Tensor, mask: Option<&Tensor>) -> Result<Tens
 /// Layer normalisation over the last dimension with *frozen* `gamma` and `beta` (plain tensors):
 /// candle's fast kernel forward, hand-written input gradient
 /// `dx = (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)) / σ` with `ĝ = g ⊙ γ`.
-/// When `gamma` or `beta` are trainable, [`candle_nn::ops::layer_norm_slow`] is used instead: it is
-/// built from differentiable primitives and so also yields their gradients.
+/// When `gamma` or `beta` are trainable, [`layer_norm_trainable`] is used instead: it also yields
+/// their gradients.
 pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
     if gamma.track_op() || beta.track_op() {
-        return candle_nn::ops::layer_norm_slow(x, gamma, beta, eps as f32);
+        return layer_norm_trainable(x, gamma, beta, eps);
     }
     // The fast kernel exists for f32 only; other dtypes (the f64 gradient tests) take the slow forward
     // but still this module's backward.
@@ -217,8 +223,8 @@ enum BackwardKernel {
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
 fn gelu_derivative(x: f32) -> f32 {
-    0.5 * (1.0 + candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
-        + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
+    0.5 * (1.0 + math::erf(x * std::f32::consts::FRAC_1_SQRT_2))
+        + x * INV_SQRT_2PI * math::exp(-0.5 * x * x)
 }
 
 impl BackwardKernel {
@@ -326,10 +332,7 @@ impl CustomOp1 for GeluForward {
             .zip(x.par_chunks(16_384))
             .for_each(|(out, x)| {
                 for (out, &x) in out.iter_mut().zip(x) {
-                    *out = 0.5
-                        * x
-                        * (1.0
-                            + candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
+                    *out = 0.5 * x * (1.0 + math::erf(x * std::f32::consts::FRAC_1_SQRT_2));
                 }
             });
         Ok((CpuStorage::F32(out), layout.shape().clone()))

@@ -571,6 +571,84 @@ fn bert_head_and_top_modes_train() {
     }
 }
 
+/// Sharing a batch's pairs among two workers (`step.rs`) gives the gradient of the whole batch: for
+/// top-1 and LoRA on pairs of uneven length (so the shares pad differently), the summed gradient of
+/// every parameter, the rewards and the loss equal one worker's to float rounding.
+#[test]
+fn two_workers_give_the_gradient_of_the_whole_batch() {
+    use crate::step::{batch_pass, EncodedPair, Workers};
+    let mut raw = synthetic_pairs(7, 3);
+    for (index, pair) in raw.iter_mut().enumerate() {
+        pair.chosen.push_str(&" and more".repeat(index % 4));
+    }
+    let workers = Workers::new(2).unwrap();
+    for mode in [
+        FineTune::Top { layers: 1 },
+        FineTune::Lora {
+            rank: 2,
+            alpha: 4.0,
+        },
+    ] {
+        let model = tiny_model(mode);
+        let pairs: Vec<_> = raw
+            .iter()
+            .enumerate()
+            .map(|(index, pair)| {
+                let chosen = model.encode(&pair.prompt, &pair.chosen).unwrap();
+                let rejected = model.encode(&pair.prompt, &pair.rejected).unwrap();
+                EncodedPair {
+                    cost: chosen.ids.len().max(rejected.ids.len()),
+                    chosen,
+                    rejected,
+                    margin: if index % 3 == 0 { 0.5 } else { 0.0 },
+                }
+            })
+            .collect();
+        let batch: Vec<usize> = (0..pairs.len()).collect();
+        let one = batch_pass(&model, &pairs, &batch, 0.5, 0.01, None).unwrap();
+        let two = batch_pass(&model, &pairs, &batch, 0.5, 0.01, Some(&workers)).unwrap();
+        assert_eq!((one.grads.len(), two.grads.len()), (1, 2));
+        assert!((one.loss_sum - two.loss_sum).abs() < 1e-5 * one.loss_sum);
+        let sorted = |values: &[f32]| {
+            let mut values = values.to_vec();
+            values.sort_by(f32::total_cmp);
+            values
+        };
+        for (a, b) in sorted(&one.chosen).iter().zip(sorted(&two.chosen)) {
+            assert!((a - b).abs() < 1e-5, "{mode}: reward {a} vs {b}");
+        }
+        let mut compared = 0;
+        for param in model.params().iter() {
+            let whole = one.grads[0].get(param.var.as_tensor()).unwrap();
+            let shared = (two.grads[0].get(param.var.as_tensor()).unwrap()
+                + two.grads[1].get(param.var.as_tensor()).unwrap())
+            .unwrap();
+            let scale = whole
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let difference = (whole - shared)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                difference <= 1e-4 * scale.max(1e-3),
+                "{mode}: {} differs by {difference} (largest {scale})",
+                param.name
+            );
+            compared += 1;
+        }
+        assert!(compared > 2, "{mode}: {compared} parameters");
+    }
+}
+
 /// Left truncation keeps the response whole and the end of the context.
 #[test]
 fn truncation_keeps_the_response_and_cuts_the_context_from_the_left() {

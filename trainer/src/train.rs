@@ -17,10 +17,10 @@ use crate::bert::{BertRewardModel, BertSpec};
 use crate::data::{split_by_prompt, PreferencePair};
 use crate::eval::{EvalReport, PairScore};
 use crate::hashed::{HashedConfig, HashedModel};
-use crate::loss::bradley_terry_loss;
 use crate::model::RewardModel;
 use crate::optim::{schedule, AdamW, AdamWConfig};
 use crate::params::ParamGroup;
+use crate::step::{batch_pass, EncodedPair, Workers};
 
 /// Where the model runs. `cuda` needs the crate's `cuda` feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -117,6 +117,10 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Micro-batches summed into one optimizer step (effective batch = batch_size × grad_accum).
     pub grad_accum: usize,
+    /// Workers that share each micro-batch's pairs, each on one CPU thread (`step.rs`); 0: one per
+    /// candle thread where the model gains from it (the transformer modes on the CPU), else 1.
+    #[serde(default)]
+    pub workers: usize,
     /// Stop after this many optimizer steps (the schedule is planned for them).
     pub max_steps: Option<usize>,
     /// Learning rate of the encoder parameters (LoRA adapters, top layers).
@@ -156,6 +160,7 @@ impl TrainConfig {
             epochs: if bert { 1 } else { 10 },
             batch_size: if bert { 8 } else { 32 },
             grad_accum: if bert { 2 } else { 1 },
+            workers: 0,
             max_steps: None,
             // LoRA adapters start at zero and take a large rate; whole pretrained layers a small one.
             lr: match &backbone {
@@ -432,11 +437,19 @@ pub fn load_trained(
     Ok(TrainedModel { config, model })
 }
 
-struct EncodedPair<I> {
-    chosen: I,
-    rejected: I,
-    margin: f32,
-    cost: usize,
+/// The workers that share each micro-batch when `workers` is 0: one per candle thread for the
+/// transformer modes on the CPU (their passes are long and much of them single-threaded element-wise
+/// work), else 1.
+pub fn default_workers(config: &TrainConfig) -> usize {
+    match &config.backbone {
+        BackboneConfig::Bert(spec)
+            if spec.mode != crate::bert::FineTune::Head
+                && config.run.device == DeviceChoice::Cpu =>
+        {
+            candle_core::utils::get_num_threads()
+        }
+        _ => 1,
+    }
 }
 
 /// Micro-batches of one epoch: a seeded shuffle, then within windows of 32 batches the pairs are sorted
@@ -575,7 +588,7 @@ fn evaluate<M: RewardModel>(
     Ok(EvalReport::compute(pairs, &scores))
 }
 
-fn train_model<M: RewardModel>(
+fn train_model<M: RewardModel + Sync>(
     model: &M,
     any: &AnyModel,
     train_pairs: &[PreferencePair],
@@ -605,6 +618,15 @@ fn train_model<M: RewardModel>(
     let total_steps = config.max_steps.map_or(planned, |max| max.min(planned));
     let warmup = ((total_steps as f64) * config.warmup_ratio).ceil() as usize;
     let mut optimizer = AdamW::new(params, config.optimizer)?;
+    let worker_count = match config.workers {
+        0 => default_workers(config),
+        count => count,
+    };
+    let workers = if worker_count > 1 {
+        Some(Workers::new(worker_count)?)
+    } else {
+        None
+    };
     let out = config.run.out.as_deref();
     let mut state = TrainerState::default();
     if config.run.resume {
@@ -660,28 +682,25 @@ fn train_model<M: RewardModel>(
             if epoch == state.epoch && batch_index < state.batches_done {
                 continue;
             }
-            let inputs: Vec<&M::Input> = batch
-                .iter()
-                .map(|&i| &train[i].chosen)
-                .chain(batch.iter().map(|&i| &train[i].rejected))
-                .collect();
-            let rewards = model.rewards(&inputs, true)?;
+            let pass = batch_pass(
+                model,
+                &train,
+                batch,
+                1.0 / config.grad_accum as f64,
+                config.center_coef,
+                workers.as_ref(),
+            )?;
+            for grads in &pass.grads {
+                optimizer.accumulate(params, grads)?;
+            }
             let n = batch.len();
-            let chosen = rewards.narrow(0, 0, n)?;
-            let rejected = rewards.narrow(0, n, n)?;
-            let margins: Vec<f32> = batch.iter().map(|&i| train[i].margin).collect();
-            let margin = if margins.iter().any(|&m| m != 0.0) {
-                Some(Tensor::new(margins.as_slice(), device)?)
-            } else {
-                None
-            };
-            let loss = bradley_terry_loss(&chosen, &rejected, margin.as_ref(), config.center_coef)?;
-            let grads = (&loss / config.grad_accum as f64)?.backward()?;
-            optimizer.accumulate(params, &grads)?;
-            drop(grads);
-            let (chosen, rejected) = (chosen.to_vec1::<f32>()?, rejected.to_vec1::<f32>()?);
-            window_hits += chosen.iter().zip(&rejected).filter(|(c, r)| c > r).count();
-            window_loss += loss.to_scalar::<f32>()? as f64 * n as f64;
+            window_hits += pass
+                .chosen
+                .iter()
+                .zip(&pass.rejected)
+                .filter(|(c, r)| c > r)
+                .count();
+            window_loss += pass.loss_sum;
             window_pairs += n;
             state.pairs_seen += n;
             state.batches_done = batch_index + 1;
