@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Reward-model training side by side, in one run: Hugging Face TRL's RewardTrainer (PyTorch, full
 # fine-tuning of all-MiniLM-L6-v2 with a one-output head) and Moat's trainer (the same encoder, `--mode`
-# as given, top-2 by default) on the HH-RLHF harmless-base pairs of testdata/, CPU only, each under
+# as given, top-3 by default) on the HH-RLHF harmless-base pairs of testdata/, CPU only, each under
 # /usr/bin/time -v. TRL drops every pair with a side over --max-length tokens; Moat keeps them, cutting
 # the context from the left. So Moat runs twice: on all the pairs, and on the pairs TRL kept (written
 # out by the TRL script). Prints each side's pairs/s, held-out accuracy and peak RSS. Not part of CI.
 #
 #   bench/rm/run.sh [--threads 2] [--epochs 1] [--lr 5e-5] [--max-length 256] [--rows 1-2000]
-#                   [--eval-rows 2001-2312] [--max-steps N] [--out DIR] [--moat-mode top-2] [--seed 0]
+#                   [--eval-rows 2001-2312] [--max-steps N] [--out DIR] [--moat-mode top-3] [--seed 0]
 #
 # TRL 1.16.0 and torch 2.15.0 come from PyPI into a virtual environment under $MOAT_CACHE/venv-trl the
 # first time (about 3 minutes, 5.9 GB). PyPI's Linux torch wheel is the CUDA build: it pulls the nvidia-*
@@ -20,7 +20,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$root/scripts/env.sh"
 
 threads=2
-moat_mode=top-2
+moat_mode=top-3
 epochs=1
 rows=1-2000
 eval_rows=2001-2312
@@ -74,7 +74,8 @@ echo "trl process: $(grep -E 'Maximum resident set size' "$log" | sed -E 's/.*: 
 echo "load after TRL: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 
-# Moat's side: the same encoder, pairs, epochs, threads and seed. The example binary uses glibc's
+# Moat's side: the same encoder, pairs, epochs, threads and seed, and one optimizer step per batch of 8
+# pairs as TRL takes (Moat's bert default accumulates two batches per step: half as many steps). The example binary uses glibc's
 # allocator; the MALLOC_* setting keeps attention-sized buffers instead of returning them to the kernel
 # at every step (trainer/BENCHMARKS.md; the `moat` binary gets the same from mimalloc).
 moat_run() {
@@ -82,7 +83,7 @@ moat_run() {
     MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_TOP_PAD_=1073741824 \
         /usr/bin/time -v -o "$log" "$moat" train "$@" --backbone bert --model-dir "$model" \
         --mode "$moat_mode" --epochs "$epochs" --max-length "$max_length" --threads "$threads" --seed "$seed" \
-        --out "$kept/moat-$label" --quiet "${moat_args[@]}" > "$kept/moat-$label.txt"
+        --grad-accum 1 --out "$kept/moat-$label" --quiet "${moat_args[@]}" > "$kept/moat-$label.txt"
     echo "moat $moat_mode, $label: $(grep -E 'pairs/s' "$kept/moat-$label.txt" | head -1 | sed 's/^ *//')"
     echo "moat $moat_mode, $label: $(grep -E '^held-out' "$kept/moat-$label.txt" | head -1)"
     echo "moat $moat_mode, $label: $(grep -E 'Maximum resident set size' "$log" | sed -E 's/.*: ([0-9]+)/\1/' | awk '{printf "peak RSS %.0f MB", $1 / 1024}'), wall $(grep 'Elapsed (wall clock)' "$log" | sed 's/.*): //'), CPU $(grep 'Percent of CPU' "$log" | sed 's/.*: //')"

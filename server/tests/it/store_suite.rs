@@ -279,6 +279,45 @@ async fn bad_imports_write_nothing(url: &str) {
 }
 on_both_backends!(bad_imports_write_nothing);
 
+/// Two writers create the same new model of a study at once (two imports, `moat generate`, a battle's
+/// end): the second waits for the first and then reuses its row. Before, on PostgreSQL, it failed on
+/// the unique key `models(study_id, name)` and its whole import was rolled back.
+async fn a_model_created_meanwhile_is_reused(url: &str) {
+    use moat_exports::Openness;
+    let store = std::sync::Arc::new(Store::connect(url).await.unwrap());
+    let slug = StudySlug::parse("race").unwrap();
+    let header = r#"{"models":[{"name":"a","provider":"P","openness":"open"},{"name":"b","provider":"Q","openness":"closed"}]}"#;
+    let good = r#"{"id":"1","prompt":"q","responses":{"a":"x","b":"y"}}"#;
+    import_jsonl(&store, &slug, format!("{header}\n{good}\n").as_bytes(), &[])
+        .await
+        .unwrap();
+    let study_id = store.study("race").await.unwrap().id;
+    let mut first = store.begin_write().await.unwrap();
+    let created = first
+        .insert_model(study_id, "c", "P", Openness::Open, "")
+        .await
+        .unwrap();
+    let other = store.clone();
+    let second = tokio::spawn(async move {
+        let mut tx = other.begin_write().await.unwrap();
+        let id = tx
+            .insert_model(study_id, "c", "P", Openness::Open, "")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        id
+    });
+    // Let the second writer reach its INSERT (and wait on the first) before the first commits.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    first.commit().await.unwrap();
+    assert_eq!(second.await.unwrap(), created);
+    let models = store.models(study_id).await.unwrap();
+    assert_eq!(models.len(), 3);
+    assert_eq!(models.iter().filter(|m| m.name == "c").count(), 1);
+    store.close().await;
+}
+on_both_backends!(a_model_created_meanwhile_is_reused);
+
 async fn export_streams_decided_votes(url: &str) {
     let backend = backend_with_study(url, "exp", 6, 6).await;
     let token = backend.consent("exp", None, None).await.unwrap();
