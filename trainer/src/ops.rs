@@ -263,6 +263,14 @@ impl BackwardKernel {
     }
 }
 
+/// Elements per parallel task of the fused CPU kernels: enough to amortise rayon's scheduling.
+const TASK_ELEMENTS: usize = 16_384;
+
+/// Whole rows of `row` elements per parallel task (at least one).
+fn rows_per_task(row: usize) -> usize {
+    (TASK_ELEMENTS / row.max(1)).max(1)
+}
+
 /// The contiguous f32 data of a CPU storage, if it is that.
 fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Option<&'a [f32]> {
     match storage {
@@ -290,13 +298,9 @@ impl CustomOp2 for BackwardKernel {
         };
         let row = *l1.dims().last().unwrap_or(&1);
         let mut out = vec![0f32; a.len()];
-        // Rows in parallel, in chunks big enough to amortise the scheduling.
-        let rows_per_chunk = (16_384 / row.max(1)).max(1);
-        out.par_chunks_mut(row * rows_per_chunk)
-            .zip(
-                a.par_chunks(row * rows_per_chunk)
-                    .zip(g.par_chunks(row * rows_per_chunk)),
-            )
+        let chunk = row * rows_per_task(row);
+        out.par_chunks_mut(chunk)
+            .zip(a.par_chunks(chunk).zip(g.par_chunks(chunk)))
             .for_each(|(out, (a, g))| {
                 for ((out, a), g) in out.chunks_mut(row).zip(a.chunks(row)).zip(g.chunks(row)) {
                     self.run(a, g, out);
@@ -328,8 +332,8 @@ impl CustomOp1 for GeluForward {
             candle_core::bail!("fused GELU takes a contiguous f32 tensor")
         };
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(16_384)
-            .zip(x.par_chunks(16_384))
+        out.par_chunks_mut(TASK_ELEMENTS)
+            .zip(x.par_chunks(TASK_ELEMENTS))
             .for_each(|(out, x)| {
                 for (out, &x) in out.iter_mut().zip(x) {
                     *out = 0.5 * x * (1.0 + math::erf(x * std::f32::consts::FRAC_1_SQRT_2));

@@ -15,7 +15,7 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use super::{contiguous_f32, fused_cpu, softmax_last_dim_masked, BackwardKernel};
+use super::{contiguous_f32, fused_cpu, rows_per_task, softmax_last_dim_masked, BackwardKernel};
 
 /// `softmax(q · kᵀ + mask)` over the last dimension for `q`, `k` of shape `(batch, heads, tokens,
 /// head_size)` and an additive key mask of shape `(batch, 1, 1, tokens)` (0 for real tokens, the most
@@ -59,11 +59,6 @@ struct MaskedSoftmax {
 }
 
 impl MaskedSoftmax {
-    /// Rows per parallel task: big enough to amortise the scheduling.
-    fn rows_per_task(&self) -> usize {
-        (16_384 / self.tokens.max(1)).max(1)
-    }
-
     fn check(&self, layout: &Layout) -> Result<()> {
         let rows = layout.shape().elem_count() / self.tokens.max(1);
         if layout.dims().last() != Some(&self.tokens)
@@ -103,7 +98,7 @@ impl MaskedSoftmax {
 
     /// [`Self::run`] over all rows, in parallel.
     fn run_all(&self, rows: &mut [f32]) {
-        let per_task = self.rows_per_task();
+        let per_task = rows_per_task(self.tokens);
         rows.par_chunks_mut(self.tokens * per_task)
             .enumerate()
             .for_each(|(task, rows)| self.run(task * per_task, rows));

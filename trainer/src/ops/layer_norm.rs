@@ -7,12 +7,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::contiguous_f32;
-
-/// Rows per parallel task: big enough to amortise the scheduling.
-fn rows_per_task(row: usize) -> usize {
-    (16_384 / row.max(1)).max(1)
-}
+use super::{contiguous_f32, rows_per_task};
 
 /// `(x − mean) / σ · γ + β` over the last dimension, `σ = √(var + eps)`; on the CPU in f32 one fused
 /// op, elsewhere [`candle_nn::ops::layer_norm_slow`].
