@@ -130,6 +130,33 @@ pub(super) fn battle_assignment(
     }
 }
 
+/// Creates a study's model row unless another transaction has (on PostgreSQL a plain INSERT would
+/// fail on the unique key `models(study_id, name)` when two writers create the same model at once;
+/// the second waits for the first), and returns its id, whoever created it.
+pub(super) async fn create_model_in(
+    conn: &mut sqlx::AnyConnection,
+    study_id: i64,
+    name: &str,
+    provider: &str,
+    openness: Openness,
+    version: &str,
+) -> StoreResult<i64> {
+    sqlx::query(INSERT_MODEL)
+        .bind(study_id)
+        .bind(name)
+        .bind(provider)
+        .bind(openness.as_str())
+        .bind(version)
+        .execute(&mut *conn)
+        .await?;
+    Ok(sqlx::query(MODEL_ID)
+        .bind(study_id)
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("id")?)
+}
+
 /// [`super::Store::complete_battle`] on an open transaction (the pool's writer or PostgreSQL).
 /// Refusals are found before anything is written.
 pub(super) async fn complete_battle_in(
@@ -160,20 +187,15 @@ pub(super) async fn complete_battle_in(
         let model_id: i64 = match known {
             Some(row) => row.try_get("id")?,
             None => {
-                sqlx::query(INSERT_MODEL)
-                    .bind(completion.study_id)
-                    .bind(&answer.model_name)
-                    .bind(&answer.provider)
-                    .bind(answer.openness.as_str())
-                    .bind(&answer.version)
-                    .execute(&mut *conn)
-                    .await?;
-                sqlx::query(MODEL_ID)
-                    .bind(completion.study_id)
-                    .bind(&answer.model_name)
-                    .fetch_one(&mut *conn)
-                    .await?
-                    .try_get("id")?
+                create_model_in(
+                    conn,
+                    completion.study_id,
+                    &answer.model_name,
+                    &answer.provider,
+                    answer.openness,
+                    &answer.version,
+                )
+                .await?
             }
         };
         let response_id: i64 = sqlx::query(INSERT_BATTLE_RESPONSE)

@@ -130,23 +130,16 @@ impl WriteTx<'_> {
         openness: Openness,
         version: &str,
     ) -> StoreResult<i64> {
-        // Another transaction (a concurrent import, `moat generate`, a battle's end) may create the
-        // same model first; on PostgreSQL a plain INSERT would then fail this whole import on the
-        // unique key. The row is created if missing, then read: whoever created it, it is the study's.
-        sqlx::query(super::battle_rows::INSERT_MODEL)
-            .bind(study_id)
-            .bind(name)
-            .bind(provider)
-            .bind(openness.as_str())
-            .bind(version)
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(sqlx::query(super::battle_rows::MODEL_ID)
-            .bind(study_id)
-            .bind(name)
-            .fetch_one(&mut *self.tx)
-            .await?
-            .try_get("id")?)
+        // Another writer (a concurrent import, `moat generate`, a battle's end) may create it first.
+        super::battle_rows::create_model_in(
+            &mut self.tx,
+            study_id,
+            name,
+            provider,
+            openness,
+            version,
+        )
+        .await
     }
 
     pub async fn prompt_exists(&mut self, study_id: i64, external_id: &str) -> StoreResult<bool> {
