@@ -198,11 +198,8 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
 /// both-bad already left out); `args.data` is ignored, `--eval` still applies.
 pub fn run_train_on(args: TrainArgs, train_pairs: Vec<PreferencePair>) -> anyhow::Result<()> {
     set_threads(args.threads);
-    let mut config = args.config()?;
-    if config.workers == 0 {
-        config.workers = crate::train::default_workers(&config);
-    }
-    if config.workers > 1 && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+    let config = args.config()?;
+    if config.worker_count() > 1 && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // candle runs large element-wise ops on one process-wide pool behind a lock, so workers
         // sharing a batch would take turns at it; with this each op stays on its worker's thread.
         // Edition 2021: `set_var` is safe; no candle op has run yet, so the pool is not built.

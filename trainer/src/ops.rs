@@ -25,23 +25,31 @@ mod math;
 pub use attention::attention_probabilities;
 pub use layer_norm::layer_norm_trainable;
 
-/// A custom op on `input` whose forward returns `value` (handed over once, then dropped: the graph keeps
-/// only the output, not a second copy of it) and whose backward returns `backward(input, output, grad)`.
-struct AttachGradient<F> {
-    name: &'static str,
-    value: Mutex<Option<Tensor>>,
-    backward: F,
+/// A tensor computed before a custom op and handed to its forward pass once, then dropped: the graph
+/// keeps only the op's output, not a second copy of it.
+struct HandOver(Mutex<Option<Tensor>>);
+
+impl HandOver {
+    fn new(tensor: Tensor) -> Self {
+        HandOver(Mutex::new(Some(tensor)))
+    }
+
+    fn take(&self, op: &str) -> Result<Tensor> {
+        let mut slot = self
+            .0
+            .lock()
+            .map_err(|_| candle_core::Error::Msg(format!("{op}: poisoned hand-over slot")))?;
+        slot.take()
+            .ok_or_else(|| candle_core::Error::Msg(format!("{op}: forward ran twice")))
+    }
 }
 
-impl<F> AttachGradient<F> {
-    fn take_value(&self) -> Result<Tensor> {
-        let mut slot = self
-            .value
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("poisoned value slot".into()))?;
-        slot.take()
-            .ok_or_else(|| candle_core::Error::Msg(format!("{}: forward ran twice", self.name)))
-    }
+/// A custom op on `input` whose forward returns `value` and whose backward returns
+/// `backward(input, output, grad)`.
+struct AttachGradient<F> {
+    name: &'static str,
+    value: HandOver,
+    backward: F,
 }
 
 fn copy_exact(storage: &CpuStorage, layout: &Layout) -> Result<CpuStorage> {
@@ -67,7 +75,7 @@ where
     }
 
     fn cpu_fwd(&self, _input: &CpuStorage, _input_layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let value = self.take_value()?;
+        let value = self.value.take(self.name)?;
         let (storage, layout) = value.storage_and_layout();
         match &*storage {
             Storage::Cpu(storage) => Ok((copy_exact(storage, layout)?, layout.shape().clone())),
@@ -80,7 +88,7 @@ where
         _input: &CudaStorage,
         _input_layout: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        let value = self.take_value()?;
+        let value = self.value.take(self.name)?;
         let (storage, layout) = value.storage_and_layout();
         match &*storage {
             // `attach_gradient` hands over a contiguous value that starts at offset 0, so a clone of
@@ -118,7 +126,7 @@ where
     };
     input.apply_op1(AttachGradient {
         name,
-        value: Mutex::new(Some(value)),
+        value: HandOver::new(value),
         backward,
     })
 }
@@ -138,12 +146,18 @@ pub fn softmax_last_dim_masked(x: &Tensor, mask: Option<&Tensor>) -> Result<Tens
     };
     let value = candle_nn::ops::softmax_last_dim(&masked)?;
     attach_gradient(x, value, "softmax-last-dim", |_x, y, g| {
-        if let Some(fused) = fused_cpu(y, g, &BackwardKernel::Softmax)? {
-            return Ok(fused);
-        }
-        let dot = (g * y)?.sum_keepdim(D::Minus1)?;
-        y * g.broadcast_sub(&dot)?
+        softmax_backward(y, g)
     })
+}
+
+/// The gradient of a softmax's input from its output `y` and the output's gradient `g`:
+/// `y ⊙ (g − Σ g ⊙ y)` over the last dimension (one fused pass on the CPU).
+fn softmax_backward(y: &Tensor, g: &Tensor) -> Result<Tensor> {
+    if let Some(fused) = fused_cpu(y, g, &BackwardKernel::Softmax)? {
+        return Ok(fused);
+    }
+    let dot = (g * y)?.sum_keepdim(D::Minus1)?;
+    y * g.broadcast_sub(&dot)?
 }
 
 /// Layer normalisation over the last dimension with *frozen* `gamma` and `beta` (plain tensors):
@@ -227,6 +241,45 @@ fn gelu_derivative(x: f32) -> f32 {
         + x * INV_SQRT_2PI * math::exp(-0.5 * x * x)
 }
 
+/// The mean and 1/σ of one row, `σ = √(var + eps)`.
+fn row_moments(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let variance = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (variance + eps).sqrt())
+}
+
+/// One row of the layer-norm backward pass: writes `dx = (ĝ − mean ĝ − x̂ mean(ĝ ⊙ x̂)) / σ` with
+/// `ĝ = g ⊙ γ`, and, when `param_grads` is given, adds `g ⊙ x̂` to dγ and `g` to dβ.
+fn layer_norm_row_backward(
+    x: &[f32],
+    g: &[f32],
+    gamma: &[f32],
+    eps: f32,
+    dx: &mut [f32],
+    mut param_grads: Option<(&mut [f32], &mut [f32])>,
+) {
+    let n = x.len() as f32;
+    let (mean, inv_std) = row_moments(x, eps);
+    let (mut mean_grad, mut mean_grad_normalized) = (0.0f32, 0.0f32);
+    for (i, ((x, g), gamma)) in x.iter().zip(g).zip(gamma).enumerate() {
+        let normalized = (x - mean) * inv_std;
+        let scaled = g * gamma;
+        mean_grad += scaled;
+        mean_grad_normalized += scaled * normalized;
+        if let Some((d_gamma, d_beta)) = param_grads.as_mut() {
+            d_gamma[i] += g * normalized;
+            d_beta[i] += g;
+        }
+    }
+    mean_grad /= n;
+    mean_grad_normalized /= n;
+    for (((dx, x), g), gamma) in dx.iter_mut().zip(x).zip(g).zip(gamma) {
+        let normalized = (x - mean) * inv_std;
+        *dx = (g * gamma - mean_grad - normalized * mean_grad_normalized) * inv_std;
+    }
+}
+
 impl BackwardKernel {
     fn run(&self, a: &[f32], g: &[f32], out: &mut [f32]) {
         match self {
@@ -237,22 +290,7 @@ impl BackwardKernel {
                 }
             }
             BackwardKernel::LayerNorm { gamma, eps } => {
-                let n = a.len() as f32;
-                let mean = a.iter().sum::<f32>() / n;
-                let variance = a.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n;
-                let inv_std = 1.0 / (variance + eps).sqrt();
-                let (mut mean_grad, mut mean_grad_normalized) = (0.0f32, 0.0f32);
-                for ((x, g), gamma) in a.iter().zip(g).zip(gamma) {
-                    let scaled = g * gamma;
-                    mean_grad += scaled;
-                    mean_grad_normalized += scaled * (x - mean) * inv_std;
-                }
-                mean_grad /= n;
-                mean_grad_normalized /= n;
-                for (((out, x), g), gamma) in out.iter_mut().zip(a).zip(g).zip(gamma) {
-                    let normalized = (x - mean) * inv_std;
-                    *out = (g * gamma - mean_grad - normalized * mean_grad_normalized) * inv_std;
-                }
+                layer_norm_row_backward(a, g, gamma, *eps, out, None)
             }
             BackwardKernel::Gelu => {
                 for ((out, x), g) in out.iter_mut().zip(a).zip(g) {

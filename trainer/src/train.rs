@@ -152,6 +152,22 @@ pub struct RunOptions {
 }
 
 impl TrainConfig {
+    /// The workers that share each micro-batch: `workers`, or when that is 0 one per candle thread
+    /// for the transformer modes on the CPU (their passes are long and much of them single-threaded
+    /// element-wise work), else 1.
+    pub fn worker_count(&self) -> usize {
+        match (self.workers, &self.backbone) {
+            (0, BackboneConfig::Bert(spec))
+                if spec.mode != crate::bert::FineTune::Head
+                    && self.run.device == DeviceChoice::Cpu =>
+            {
+                candle_core::utils::get_num_threads()
+            }
+            (0, _) => 1,
+            (count, _) => count,
+        }
+    }
+
     /// Defaults that suit each backbone.
     pub fn new(backbone: BackboneConfig) -> Self {
         let bert = matches!(backbone, BackboneConfig::Bert(_));
@@ -437,21 +453,6 @@ pub fn load_trained(
     Ok(TrainedModel { config, model })
 }
 
-/// The workers that share each micro-batch when `workers` is 0: one per candle thread for the
-/// transformer modes on the CPU (their passes are long and much of them single-threaded element-wise
-/// work), else 1.
-pub fn default_workers(config: &TrainConfig) -> usize {
-    match &config.backbone {
-        BackboneConfig::Bert(spec)
-            if spec.mode != crate::bert::FineTune::Head
-                && config.run.device == DeviceChoice::Cpu =>
-        {
-            candle_core::utils::get_num_threads()
-        }
-        _ => 1,
-    }
-}
-
 /// Micro-batches of one epoch: a seeded shuffle, then within windows of 32 batches the pairs are sorted
 /// by length so each batch pads little, then the batches themselves are shuffled.
 fn epoch_batches(costs: &[usize], batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
@@ -618,10 +619,7 @@ fn train_model<M: RewardModel + Sync>(
     let total_steps = config.max_steps.map_or(planned, |max| max.min(planned));
     let warmup = ((total_steps as f64) * config.warmup_ratio).ceil() as usize;
     let mut optimizer = AdamW::new(params, config.optimizer)?;
-    let worker_count = match config.workers {
-        0 => default_workers(config),
-        count => count,
-    };
+    let worker_count = config.worker_count();
     let workers = if worker_count > 1 {
         Some(Workers::new(worker_count)?)
     } else {

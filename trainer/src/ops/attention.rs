@@ -8,14 +8,12 @@
 //! trained below), and the backward pass derives `dq = dS · k` and `dk = dSᵀ · q` from the probabilities
 //! `y` alone, with `dS = y ⊙ (g − Σ g ⊙ y)`.
 
-use std::sync::Mutex;
-
 use candle_core::{
-    CpuStorage, CustomOp2, DType, Device, InplaceOp1, Layout, Result, Shape, Tensor, D,
+    CpuStorage, CustomOp2, DType, Device, InplaceOp1, Layout, Result, Shape, Tensor,
 };
 use rayon::prelude::*;
 
-use super::{contiguous_f32, fused_cpu, rows_per_task, softmax_last_dim_masked, BackwardKernel};
+use super::{contiguous_f32, rows_per_task, softmax_backward, softmax_last_dim_masked, HandOver};
 
 /// `softmax(q · kᵀ + mask)` over the last dimension for `q`, `k` of shape `(batch, heads, tokens,
 /// head_size)` and an additive key mask of shape `(batch, 1, 1, tokens)` (0 for real tokens, the most
@@ -43,7 +41,7 @@ pub fn attention_probabilities(q: &Tensor, k: &Tensor, mask: &Tensor) -> Result<
     q.apply_op2(
         k,
         AttentionProbabilities {
-            scores: Mutex::new(Some(scores)),
+            scores: HandOver::new(scores),
             softmax,
         },
     )
@@ -126,7 +124,7 @@ impl InplaceOp1 for MaskedSoftmax {
 /// The graph node of [`attention_probabilities`]: inputs `q` and `k`, output the probabilities.
 struct AttentionProbabilities {
     /// The scores, computed without a graph, handed over once to the forward pass and then dropped.
-    scores: Mutex<Option<Tensor>>,
+    scores: HandOver,
     softmax: MaskedSoftmax,
 }
 
@@ -142,12 +140,7 @@ impl CustomOp2 for AttentionProbabilities {
         _k: &CpuStorage,
         _k_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let scores = self
-            .scores
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("poisoned scores slot".into()))?
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg("attention: forward ran twice".into()))?;
+        let scores = self.scores.take(self.name())?;
         let (storage, layout) = scores.storage_and_layout();
         let candle_core::Storage::Cpu(storage) = &*storage else {
             candle_core::bail!("attention: scores off the CPU")
@@ -168,13 +161,7 @@ impl CustomOp2 for AttentionProbabilities {
         probabilities: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let d_scores = match fused_cpu(probabilities, grad, &BackwardKernel::Softmax)? {
-            Some(fused) => fused,
-            None => {
-                let dot = (grad * probabilities)?.sum_keepdim(D::Minus1)?;
-                (probabilities * grad.broadcast_sub(&dot)?)?
-            }
-        };
+        let d_scores = softmax_backward(probabilities, grad)?;
         let d_q = if q.track_op() {
             Some(d_scores.matmul(&k.detach())?)
         } else {
@@ -192,7 +179,7 @@ impl CustomOp2 for AttentionProbabilities {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Var;
+    use candle_core::{Var, D};
 
     /// The fused op agrees with the same computation written in candle ops (matmul, mask, softmax), in
     /// value and in the gradients of `q` and `k`, with padding in one batch entry.

@@ -7,7 +7,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, rows_per_task};
+use super::{contiguous_f32, layer_norm_row_backward, row_moments, rows_per_task};
 
 /// `(x − mean) / σ · γ + β` over the last dimension, `σ = √(var + eps)`; on the CPU in f32 one fused
 /// op, elsewhere [`candle_nn::ops::layer_norm_slow`].
@@ -29,14 +29,6 @@ pub fn layer_norm_trainable(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64)
 
 struct TrainableLayerNorm {
     eps: f32,
-}
-
-/// The mean and 1/σ of one row.
-fn moments(x: &[f32], eps: f32) -> (f32, f32) {
-    let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let variance = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    (mean, 1.0 / (variance + eps).sqrt())
 }
 
 fn f32_of<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
@@ -68,7 +60,7 @@ impl CustomOp3 for TrainableLayerNorm {
             .zip(x.par_chunks(chunk))
             .for_each(|(out, x)| {
                 for (out, x) in out.chunks_mut(row).zip(x.chunks(row)) {
-                    let (mean, inv_std) = moments(x, self.eps);
+                    let (mean, inv_std) = row_moments(x, self.eps);
                     for (((out, x), gamma), beta) in out.iter_mut().zip(x).zip(gamma).zip(beta) {
                         *out = (x - mean) * inv_std * gamma + beta;
                     }
@@ -112,25 +104,14 @@ impl CustomOp3 for TrainableLayerNorm {
                 let mut d_gamma = vec![0f32; row];
                 let mut d_beta = vec![0f32; row];
                 for ((dx, x), g) in dx.chunks_mut(row).zip(x.chunks(row)).zip(g.chunks(row)) {
-                    let (mean, inv_std) = moments(x, self.eps);
-                    let (mut mean_grad, mut mean_grad_normalized) = (0f32, 0f32);
-                    for (i, (x, g)) in x.iter().zip(g).enumerate() {
-                        let normalized = (x - mean) * inv_std;
-                        let scaled = g * gamma_values[i];
-                        mean_grad += scaled;
-                        mean_grad_normalized += scaled * normalized;
-                        d_gamma[i] += g * normalized;
-                        d_beta[i] += g;
-                    }
-                    mean_grad /= row as f32;
-                    mean_grad_normalized /= row as f32;
-                    for (i, (dx, x)) in dx.iter_mut().zip(x).enumerate() {
-                        let normalized = (x - mean) * inv_std;
-                        *dx = (g[i] * gamma_values[i]
-                            - mean_grad
-                            - normalized * mean_grad_normalized)
-                            * inv_std;
-                    }
+                    layer_norm_row_backward(
+                        x,
+                        g,
+                        gamma_values,
+                        self.eps,
+                        dx,
+                        Some((&mut d_gamma, &mut d_beta)),
+                    );
                 }
                 (d_gamma, d_beta)
             })
