@@ -85,6 +85,7 @@ pub async fn raw_group_commit(
                     check: None,
                     max_for_rater: u32::MAX,
                     expires_ms: None,
+                    pair_shards: 1,
                 };
                 let Ok(Some(public_id)) = store.insert_assignment(&new).await else {
                     errors += 1;

@@ -127,8 +127,8 @@ pub use crate::domain::{ModelRow, VoteTally};
 pub use admin::{AdminSessionRow, AdminTokenRow, ADMIN_TOKEN_PREFIX};
 pub use api_keys::{ApiKeyRow, API_KEY_PREFIX};
 pub use arena::{BattleRow, BattleSummary, BattleToContinue, ContestantAnswer, VoidBattle};
-pub use assignments::ResponseToScore;
 use assignments::{insert_assignment_in, record_vote_in};
+pub use assignments::{pair_shards_for, ResponseToScore, MAX_PAIR_SHARDS};
 pub use export_reader::{sqlite_vote_records, RecordReadError, RowFiller, TextsFor};
 pub use generation::{GeneratedResponse, PromptToAnswer};
 use group_writer::{GroupWriter, WriteDone, WriteOp};
@@ -274,6 +274,9 @@ pub struct NewAssignment {
     pub max_for_rater: u32,
     /// When an unvoted comparison expires and gives its prompt and pair back (`None`: never).
     pub expires_ms: Option<i64>,
+    /// Over how many rows (1 to [`MAX_PAIR_SHARDS`]) the pair's shown count may be spread on
+    /// PostgreSQL, where one row per pair made concurrent raters take turns; SQLite writes one.
+    pub pair_shards: u32,
 }
 
 #[derive(Debug, Clone)]

@@ -134,6 +134,7 @@ impl AppService {
         let check_rate = study.settings.check_rate;
         // A concurrent request of the same rater may take the chosen prompt first; try again then.
         for _ in 0..3 {
+            let mut pair_shards = 1;
             let check_due = check_rate > 0.0 && {
                 let checks = self.store.rater_checks(rater.id).await?;
                 crate::assign::check_is_due(
@@ -156,6 +157,7 @@ impl AppService {
                     .candidate_prompts(study.id, rater.id, 16, study.settings.show_flagged)
                     .await?;
                 let pair_counts = self.store.pair_counts(study.id).await?;
+                pair_shards = crate::store::pair_shards_for(pair_counts.len());
                 let policy = crate::active_loop::policy_of(&study);
                 let model = match policy {
                     moat_trainer::active::ActivePolicy::Uniform => None,
@@ -194,6 +196,7 @@ impl AppService {
                 check,
                 max_for_rater: total,
                 expires_ms,
+                pair_shards,
             };
             if self.store.insert_assignment(&new).await?.is_some() {
                 break;

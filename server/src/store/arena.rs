@@ -7,10 +7,7 @@ use std::collections::HashMap;
 use moat_exports::{Message, Openness};
 use sqlx::Row;
 
-use super::battle_rows::{
-    complete_battle_in, insert_battle_in, void_battle_in, AnswerRow, BattleCompletion, BattleVoid,
-    NewBattle,
-};
+use super::battle_rows::{AnswerRow, BattleCompletion, BattleVoid, NewBattle};
 use super::{Store, StoreError, StoreResult};
 use crate::domain::now_ms;
 
@@ -74,18 +71,7 @@ impl Store {
             conversation: serde_json::to_string(conversation).expect("messages serialize"),
             created_ms: now_ms(),
         };
-        match &self.group_writer {
-            Some(writer) => writer
-                .submit(super::WriteOp::Battle(battle))
-                .await
-                .map(|_| ()),
-            None => {
-                let mut tx = self.begin_write().await?;
-                insert_battle_in(&mut tx.tx, &battle).await?;
-                tx.commit().await?;
-                Ok(())
-            }
-        }
+        self.write(super::WriteOp::Battle(battle)).await.map(|_| ())
     }
 
     /// When each battle the rater started since `since_ms` started, oldest first (void ones
@@ -376,17 +362,9 @@ impl Store {
             error: error.to_string(),
             finished_ms: now_ms(),
         };
-        match &self.group_writer {
-            Some(writer) => writer
-                .submit(super::WriteOp::VoidBattle(void))
-                .await
-                .map(|_| ()),
-            None => {
-                let mut tx = self.begin_write().await?;
-                void_battle_in(&mut tx.tx, &void).await?;
-                tx.commit().await
-            }
-        }
+        self.write(super::WriteOp::VoidBattle(void))
+            .await
+            .map(|_| ())
     }
 
     /// Turns a finished battle into ordinary rows in one transaction: the models (created on first
@@ -424,20 +402,12 @@ impl Store {
             answers: [row(answers[0]), row(answers[1])],
             finished_ms: now_ms(),
         };
-        match &self.group_writer {
-            Some(writer) => writer
-                .submit(super::WriteOp::CompleteBattle(Box::new(completion)))
-                .await
-                .map(|done| match done {
-                    super::WriteDone::BattleCompleted(id) => id,
-                    _ => unreachable!("a battle's completion answers with its assignment"),
-                }),
-            None => {
-                let mut tx = self.begin_write().await?;
-                let assignment = complete_battle_in(&mut tx.tx, &completion).await?;
-                tx.commit().await?;
-                Ok(assignment)
-            }
+        match self
+            .write(super::WriteOp::CompleteBattle(Box::new(completion)))
+            .await?
+        {
+            super::WriteDone::BattleCompleted(id) => Ok(id),
+            _ => unreachable!("a battle's completion answers with its assignment"),
         }
     }
 

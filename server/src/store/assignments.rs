@@ -13,7 +13,8 @@ impl Store {
         limit: i64,
         show_flagged: bool,
     ) -> StoreResult<Vec<CandidatePrompt>> {
-        // Only columns of the index `prompts_assignable`: the prompts are read off it in order.
+        // Only columns of the index `prompts_assignable` (SQLite; `prompts_next_regular` on
+        // PostgreSQL): the prompts are read off it in order.
         const SQL: &str = unseen_prompts_sql!("IS NULL");
         let flagged = i64::from(show_flagged);
         if let Some(read) = self.native_rows(
@@ -172,8 +173,9 @@ impl Store {
 
     /// How often each (lower model id, higher model id) pair was shown in the study.
     pub async fn pair_counts(&self, study_id: i64) -> StoreResult<HashMap<(i64, i64), i64>> {
-        const SQL: &str =
-            "SELECT model_low, model_high, shown FROM pair_counts WHERE study_id = $1";
+        // A pair's count may be spread over shards (see `COUNT_PAIR_SHOWN`).
+        const SQL: &str = "SELECT model_low, model_high, CAST(SUM(shown) AS BIGINT) AS shown \
+             FROM pair_counts WHERE study_id = $1 GROUP BY model_low, model_high";
         if let Some(read) = self.native_rows(SQL, &[&study_id], |row| {
             Ok(((row.get(0)?, row.get(1)?), row.get(2)?))
         }) {
@@ -199,22 +201,9 @@ impl Store {
         &self,
         new: &NewAssignment,
     ) -> StoreResult<Option<AssignmentId>> {
-        match &self.group_writer {
-            Some(writer) => {
-                writer
-                    .submit(WriteOp::Assign(new.clone()))
-                    .await
-                    .map(|done| match done {
-                        WriteDone::Assigned(id) => id,
-                        _ => unreachable!("an assignment answers with an assignment"),
-                    })
-            }
-            None => {
-                let mut tx = self.begin_write().await?;
-                let id = insert_assignment_in(&mut tx.tx, new).await?;
-                tx.commit().await?;
-                Ok(id)
-            }
+        match self.write(WriteOp::Assign(new.clone())).await? {
+            WriteDone::Assigned(id) => Ok(id),
+            _ => unreachable!("an assignment answers with an assignment"),
         }
     }
 
@@ -224,22 +213,9 @@ impl Store {
     /// harmless; a different choice for an assignment already voted on is a conflict. Returns only
     /// once the vote is committed.
     pub async fn record_vote(&self, vote: &VoteToRecord) -> StoreResult<VoteOutcome> {
-        match &self.group_writer {
-            Some(writer) => {
-                writer
-                    .submit(WriteOp::Vote(vote.clone()))
-                    .await
-                    .map(|done| match done {
-                        WriteDone::Voted(outcome) => outcome,
-                        _ => unreachable!("a vote answers with a vote"),
-                    })
-            }
-            None => {
-                let mut tx = self.begin_write().await?;
-                let outcome = record_vote_in(&mut tx.tx, vote).await?;
-                tx.commit().await?;
-                Ok(outcome)
-            }
+        match self.write(WriteOp::Vote(vote.clone())).await? {
+            WriteDone::Voted(outcome) => Ok(outcome),
+            _ => unreachable!("a vote answers with a vote"),
         }
     }
 }
@@ -277,9 +253,14 @@ pub(super) const INSERT_ASSIGNMENT: &str =
      ON CONFLICT DO NOTHING RETURNING id";
 pub(super) const COUNT_PROMPT_ASSIGNED: &str =
     "UPDATE prompts SET times_assigned = times_assigned + 1 WHERE id = $1";
+/// A pair's shown count is spread over shards (`$4`), summed when read: on PostgreSQL concurrent
+/// raters' transactions would otherwise queue behind one row's lock per pair, each holding it through
+/// its commit. SQLite's one writer always writes shard 0.
+/// `$5` is +1 for a new comparison, −1 for one that expired unvoted: a shard may go below zero,
+/// the sum is exact.
 pub(super) const COUNT_PAIR_SHOWN: &str =
-    "INSERT INTO pair_counts (study_id, model_low, model_high, shown) VALUES ($1, $2, $3, 1) \
-     ON CONFLICT (study_id, model_low, model_high) DO UPDATE SET shown = pair_counts.shown + 1";
+    "INSERT INTO pair_counts (study_id, model_low, model_high, shard, shown) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (study_id, model_low, model_high, shard) DO UPDATE SET shown = pair_counts.shown + $5";
 /// The assignment a vote is for, its vote if any, and what a quality check expects.
 pub(super) const VOTE_TARGET: &str =
     "SELECT a.id, a.issued_ms, a.kind, v.id AS vote_id, v.choice, p.check_model_id, \
@@ -350,13 +331,44 @@ pub(super) async fn insert_assignment_in(
     if new.check.is_some() {
         return Ok(Some(public_id));
     }
+    count_pair_shown(conn, new.study_id, (low, high), 1, new.pair_shards).await?;
+    Ok(Some(public_id))
+}
+
+/// Adds `delta` to a pair's shown count, in one of its `shards` rows on PostgreSQL (see
+/// `COUNT_PAIR_SHOWN`), in shard 0 on SQLite.
+pub(super) async fn count_pair_shown(
+    conn: &mut AnyConnection,
+    study_id: i64,
+    (low, high): (i64, i64),
+    delta: i64,
+    shards: u32,
+) -> StoreResult<()> {
+    let shard = if is_postgres(conn) {
+        use rand::Rng;
+        rand::thread_rng().gen_range(0..shards.clamp(1, MAX_PAIR_SHARDS)) as i32
+    } else {
+        0
+    };
     sqlx::query(COUNT_PAIR_SHOWN)
-        .bind(new.study_id)
+        .bind(study_id)
         .bind(low)
         .bind(high)
+        .bind(shard)
+        .bind(delta)
         .execute(&mut *conn)
         .await?;
-    Ok(Some(public_id))
+    Ok(())
+}
+
+/// Most rows a pair's shown count is spread over.
+pub const MAX_PAIR_SHARDS: u32 = 16;
+
+/// How many shards a pair's count gets in a study where `known_pairs` pairs were shown: about 64
+/// count rows in all, so that a study of a few models spreads its few pairs and one of many models,
+/// whose pairs are spread already, does not multiply the rows every assignment reads.
+pub fn pair_shards_for(known_pairs: usize) -> u32 {
+    (64 / known_pairs.max(1)).clamp(1, MAX_PAIR_SHARDS as usize) as u32
 }
 
 fn is_postgres(conn: &AnyConnection) -> bool {

@@ -127,6 +127,8 @@ pub(super) fn battle_assignment(
         // comparison never expires: the rater wrote its prompt.
         max_for_rater: u32::MAX,
         expires_ms: None,
+        // The arena samples its pairs from its own counts; only the admin page reads these.
+        pair_shards: super::MAX_PAIR_SHARDS,
     }
 }
 

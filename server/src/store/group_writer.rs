@@ -64,6 +64,42 @@ pub(super) fn answer(
     }
 }
 
+/// One write's statements on `conn`, inside a transaction the caller commits: the group writer's on
+/// an in-memory database, a transaction of its own on PostgreSQL (see [`Store::write`]).
+pub(super) async fn apply_in(conn: &mut AnyConnection, op: &WriteOp) -> StoreResult<WriteDone> {
+    match op {
+        WriteOp::Assign(new) => insert_assignment_in(conn, new)
+            .await
+            .map(WriteDone::Assigned),
+        WriteOp::Vote(vote) => record_vote_in(conn, vote).await.map(WriteDone::Voted),
+        WriteOp::Battle(battle) => battle_rows::insert_battle_in(conn, battle)
+            .await
+            .map(|()| WriteDone::BattleRecorded),
+        WriteOp::VoidBattle(void) => battle_rows::void_battle_in(conn, void)
+            .await
+            .map(|()| WriteDone::BattleVoided),
+        WriteOp::CompleteBattle(completion) => battle_rows::complete_battle_in(conn, completion)
+            .await
+            .map(WriteDone::BattleCompleted),
+    }
+}
+
+impl Store {
+    /// A hot write, acknowledged once committed: through the group-commit writer on SQLite, in a
+    /// transaction of its own on PostgreSQL (where concurrent transactions commit together anyway).
+    pub(super) async fn write(&self, op: WriteOp) -> StoreResult<WriteDone> {
+        match &self.group_writer {
+            Some(writer) => writer.submit(op).await,
+            None => {
+                let mut tx = self.begin_write().await?;
+                let done = apply_in(&mut tx.tx, &op).await?;
+                tx.commit().await?;
+                Ok(done)
+            }
+        }
+    }
+}
+
 impl GroupWriter {
     /// The writer of a SQLite file: a thread of its own (see `native_writer.rs`).
     pub(super) fn start_native(
@@ -98,36 +134,21 @@ impl GroupWriter {
         let mut tx = pool.begin().await?;
         let mut results = Vec::with_capacity(batch.len());
         for (op, _) in batch {
-            let result = match op {
-                WriteOp::Assign(new) => insert_assignment_in(&mut tx, new)
-                    .await
-                    .map(WriteDone::Assigned),
-                WriteOp::Vote(vote) => record_vote_in(&mut tx, vote).await.map(WriteDone::Voted),
-                WriteOp::Battle(battle) => battle_rows::insert_battle_in(&mut tx, battle)
-                    .await
-                    .map(|()| WriteDone::BattleRecorded),
-                WriteOp::VoidBattle(void) => battle_rows::void_battle_in(&mut tx, void)
-                    .await
-                    .map(|()| WriteDone::BattleVoided),
-                WriteOp::CompleteBattle(completion) => {
-                    // Several statements, the last of which may find the battle voided: under a
-                    // savepoint, so that a refusal or a failure leaves the rest of the group whole.
-                    sqlx::query("SAVEPOINT battle").execute(&mut *tx).await?;
-                    match battle_rows::complete_battle_in(&mut tx, completion).await {
-                        Ok(assignment) => {
-                            sqlx::query("RELEASE battle").execute(&mut *tx).await?;
-                            results.push(Ok(WriteDone::BattleCompleted(assignment)));
-                        }
-                        Err(error) => {
-                            sqlx::query("ROLLBACK TO battle").execute(&mut *tx).await?;
-                            sqlx::query("RELEASE battle").execute(&mut *tx).await?;
-                            results.push(Err(error));
-                        }
-                    }
-                    continue;
+            if let WriteOp::CompleteBattle(_) = op {
+                // Several statements, the last of which may find the battle voided: under a
+                // savepoint, so that a refusal or a failure leaves the rest of the group whole.
+                sqlx::query("SAVEPOINT battle").execute(&mut *tx).await?;
+                let result = apply_in(&mut tx, op).await;
+                if result.is_ok() {
+                    sqlx::query("RELEASE battle").execute(&mut *tx).await?;
+                } else {
+                    sqlx::query("ROLLBACK TO battle").execute(&mut *tx).await?;
+                    sqlx::query("RELEASE battle").execute(&mut *tx).await?;
                 }
-            };
-            match result {
+                results.push(result);
+                continue;
+            }
+            match apply_in(&mut tx, op).await {
                 Err(StoreError::Database(error)) => return Err(StoreError::Database(error)),
                 other => results.push(other),
             }

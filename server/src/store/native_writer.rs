@@ -152,7 +152,7 @@ fn insert_assignment(
     }
     execute(tx, COUNT_PROMPT_ASSIGNED, &[&new.prompt_id])?;
     if new.check.is_none() {
-        execute(tx, COUNT_PAIR_SHOWN, &[&new.study_id, &low, &high])?;
+        execute(tx, COUNT_PAIR_SHOWN, &[&new.study_id, &low, &high, &0, &1])?;
     }
     Ok(Some(public_id))
 }

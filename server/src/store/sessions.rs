@@ -404,14 +404,14 @@ async fn expire_one(conn: &mut AnyConnection, row: &AnyRow) -> StoreResult<bool>
     .execute(&mut *conn)
     .await?;
     if row.try_get::<String, _>("kind")? == "regular" {
-        sqlx::query(
-            "UPDATE pair_counts SET shown = shown - 1 WHERE study_id = $1 AND model_low = $2 \
-             AND model_high = $3 AND shown > 0",
+        let pair = (row.try_get("model_low")?, row.try_get("model_high")?);
+        super::assignments::count_pair_shown(
+            conn,
+            row.try_get("study_id")?,
+            pair,
+            -1,
+            MAX_PAIR_SHARDS,
         )
-        .bind(row.try_get::<i64, _>("study_id")?)
-        .bind(row.try_get::<i64, _>("model_low")?)
-        .bind(row.try_get::<i64, _>("model_high")?)
-        .execute(&mut *conn)
         .await?;
     }
     sqlx::query("UPDATE raters SET expired_assignments = expired_assignments + 1 WHERE id = $1")

@@ -265,6 +265,7 @@ async fn parallel_requests_never_exceed_items_per_rater(url: &str) {
             check: None,
             max_for_rater: 2,
             expires_ms: None,
+            pair_shards: 1,
         };
         tokio::spawn(async move { store.insert_assignment(&new).await.unwrap() })
     });
@@ -346,6 +347,86 @@ async fn unvoted_comparisons_expire(url: &str) {
     backend.store.close().await;
 }
 on_both_backends!(unvoted_comparisons_expire);
+
+/// Many raters at once: each pair's shown count is spread over several rows on PostgreSQL (one row
+/// per pair made their transactions take turns), and the counts read back are still exact, also
+/// after unvoted comparisons expire and give their pairs back.
+async fn pair_counts_spread_over_shards_stay_exact(url: &str) {
+    let settings = StudySettings {
+        items_per_rater: 10,
+        assignment_minutes: 5,
+        ..Default::default()
+    };
+    let backend = backend_with_open_study(url, "shards", 30, settings).await;
+    let study = backend.store.study("shards").await.unwrap();
+    let mut tokens = Vec::new();
+    for _ in 0..12 {
+        tokens.push(backend.consent("shards", None, None).await.unwrap());
+    }
+    // Three rounds: every rater fetches a comparison at the same moment; in the first two they vote.
+    let mut voted = 0;
+    for round in 0..3 {
+        let views = futures::future::join_all(
+            tokens
+                .iter()
+                .map(|token| backend.rater_view("shards", token)),
+        )
+        .await;
+        for (token, view) in tokens.iter().zip(views) {
+            let RaterView::Compare(shown) = view.unwrap() else {
+                panic!("a comparison")
+            };
+            if round < 2 {
+                backend
+                    .vote("shards", token, vote(&shown.assignment, "left"))
+                    .await
+                    .unwrap();
+                voted += 1;
+            }
+        }
+    }
+    let shown: i64 = backend
+        .store
+        .pair_counts(study.id)
+        .await
+        .unwrap()
+        .values()
+        .sum();
+    assert_eq!(shown, 36, "12 raters × 3 comparisons");
+    let rows = crate::properties::table_counts(url).await["pair_counts"];
+    let pairs = (MODELS.len() * (MODELS.len() - 1) / 2) as i64;
+    if url.starts_with("postgres") {
+        assert!(
+            rows > pairs,
+            "{rows} count rows for {pairs} pairs: not spread"
+        );
+    } else {
+        assert!(
+            rows <= pairs,
+            "SQLite's one writer keeps one row per pair: {rows}"
+        );
+    }
+    let now = moat_server::domain::now_ms();
+    let expired = backend
+        .store
+        .expire_assignments(now + 6 * 60_000, None)
+        .await
+        .unwrap();
+    assert_eq!(expired, 12);
+    let shown: i64 = backend
+        .store
+        .pair_counts(study.id)
+        .await
+        .unwrap()
+        .values()
+        .sum();
+    assert_eq!(
+        shown, voted,
+        "the expired comparisons gave their pairs back"
+    );
+    backend.store.close().await;
+}
+on_both_backends!(pair_counts_spread_over_shards_stay_exact);
 
 /// Votes per participant per day: past the limit the page says when to come back, and a new
 /// session with the same participant id does not reset the count (an anonymous one has its own).

@@ -1186,6 +1186,7 @@ async fn a_prompt_is_assigned_to_a_rater_once(url: &str) {
         check: None,
         max_for_rater: 5,
         expires_ms: None,
+        pair_shards: 1,
     };
     let (a, b) = tokio::join!(
         backend.store.insert_assignment(&new),
