@@ -3,6 +3,12 @@
 
 use super::*;
 
+/// The responses of the next regular prompts a rater may be given ([`unseen_prompts_sql`]; `$1`
+/// study, `$2` rater, `$3` how many prompts, `$4` 1 to include identity-flagged ones). Only columns of
+/// the index `prompts_assignable` (SQLite) or `prompts_next_regular` (PostgreSQL): the prompts are read
+/// off it in order. Public for the test that checks PostgreSQL's plan.
+pub const NEXT_REGULAR_PROMPTS_SQL: &str = unseen_prompts_sql!("IS NULL");
+
 impl Store {
     /// Up to `limit` prompts of the study this rater has not been assigned, least-assigned first,
     /// with their responses, in one query. (Every prompt has two or more responses: import checks.)
@@ -13,9 +19,7 @@ impl Store {
         limit: i64,
         show_flagged: bool,
     ) -> StoreResult<Vec<CandidatePrompt>> {
-        // Only columns of the index `prompts_assignable` (SQLite; `prompts_next_regular` on
-        // PostgreSQL): the prompts are read off it in order.
-        const SQL: &str = unseen_prompts_sql!("IS NULL");
+        const SQL: &str = NEXT_REGULAR_PROMPTS_SQL;
         let flagged = i64::from(show_flagged);
         if let Some(read) = self.native_rows(
             SQL,
@@ -32,7 +36,7 @@ impl Store {
         }
         let rows = self
             .unseen_prompt_rows(
-                unseen_prompts_sql!("IS NULL"),
+                NEXT_REGULAR_PROMPTS_SQL,
                 (study_id, rater_id, limit),
                 show_flagged,
             )

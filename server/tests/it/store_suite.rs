@@ -1216,6 +1216,49 @@ async fn a_prompt_is_assigned_to_a_rater_once(url: &str) {
 }
 on_both_backends!(a_prompt_is_assigned_to_a_rater_once);
 
+/// On PostgreSQL the next prompts are read off an index in (times assigned, id) order and the read
+/// stops after the first few, right after an import (no statistics yet) as later: `check_kind IS
+/// NULL` does not fix an index column there, so an index that leads with `check_kind` read and sorted
+/// every prompt of the study on each request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reads_the_next_prompts_in_index_order() {
+    let db = crate::support::TestDb::postgres().await;
+    let backend = backend_with_study(db.url(), "plan", 300, 10).await;
+    let study = backend.store.study("plan").await.unwrap();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(db.url())
+        .await
+        .unwrap();
+    let mut plans = Vec::new();
+    for analyze in [false, true] {
+        if analyze {
+            sqlx::query("ANALYZE").execute(&mut conn).await.unwrap();
+        }
+        let sql = format!("EXPLAIN {}", moat_server::store::NEXT_REGULAR_PROMPTS_SQL);
+        let lines = sqlx::query(&sql)
+            .bind(study.id)
+            .bind(1_i64)
+            .bind(16_i64)
+            .bind(0_i64)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        plans.push(
+            lines
+                .iter()
+                .map(|line| sqlx::Row::get::<String, _>(line, 0))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+    }
+    for plan in plans {
+        assert!(plan.contains("prompts_next_regular"), "{plan}");
+        assert!(!plan.contains("Seq Scan on prompts"), "{plan}");
+    }
+    drop(conn);
+    backend.store.close().await;
+    db.cleanup().await;
+}
+
 /// `moat study create | status | list | show`: settings from flags, the same checks as the API.
 async fn studies_from_the_command_line(url: &str) {
     use moat_server::study_cli::{run, StudyCommand};
