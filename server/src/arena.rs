@@ -82,6 +82,9 @@ pub struct Arena {
     /// Per rater: when each battle of the last hour started (ms), read from the database on the
     /// rater's first battle in this process; `battles_per_hour` is checked against it.
     recent_starts: Mutex<HashMap<i64, std::collections::VecDeque<i64>>>,
+    /// Per rater: why their last battle was refused as it started (the hourly limit, reached
+    /// through other server processes), until their page has shown it once.
+    refusals: Mutex<HashMap<i64, (Instant, String)>>,
 }
 
 /// How often each pair (by name, in name order) was drawn.
@@ -212,7 +215,21 @@ impl Arena {
             detectors: Mutex::new(HashMap::new()),
             pair_counts: Mutex::new(HashMap::new()),
             recent_starts: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn refusals(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (Instant, String)>> {
+        self.refusals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why this rater's last battle was refused as it started, once, if that was in the last ten
+    /// minutes (such a battle has no row whose error the page could show).
+    pub fn take_refusal(&self, rater_id: i64) -> Option<String> {
+        self.refusals()
+            .remove(&rater_id)
+            .filter(|(at, _)| at.elapsed() < Duration::from_secs(600))
+            .map(|(_, notice)| notice)
     }
 
     /// The models now (a saved registry replaces them for battles that start afterwards).
@@ -333,8 +350,8 @@ impl Arena {
             }
             let started = recent.len();
             if started >= study.settings.battles_per_hour as usize {
-                return Err(BackendError::Conflict(format!(
-                    "You have started {started} battles in the last hour, the most this study allows; please come back later."
+                return Err(BackendError::Conflict(crate::store::hourly_limit_message(
+                    started as u64,
                 )));
             }
             // Counted now (a void battle cost the models work too), so parallel starts cannot
@@ -387,13 +404,13 @@ impl Arena {
         self.running().insert(public_id.clone(), battle.clone());
         let arena = self.clone();
         let store = store.clone();
-        let study_id = study.id;
+        let (study_id, per_hour) = (study.id, study.settings.battles_per_hour);
         let task_battle = battle.clone();
         tokio::spawn(async move {
             arena
                 .run(
                     store,
-                    study_id,
+                    (study_id, per_hour),
                     task_battle,
                     [model_a, model_b],
                     conversation,
@@ -541,10 +558,11 @@ impl Arena {
         }
     }
 
+    /// Runs a battle of study `study_id` (whose `battles_per_hour` is `per_hour`) to its end.
     async fn run(
         self: Arc<Self>,
         store: Store,
-        study_id: i64,
+        (study_id, per_hour): (i64, u32),
         battle: Arc<RunningBattle>,
         models: [String; 2],
         conversation: Vec<Message>,
@@ -559,21 +577,48 @@ impl Arena {
             rater_id,
             (&models[0], &models[1]),
             &conversation,
+            per_hour,
         );
         let generate =
             self.answer_watched(&store, &battle, &models, [&conversation, &conversation]);
-        let (inserted, outcome) = tokio::join!(insert, generate);
+        tokio::pin!(insert, generate);
+        // Usually the row is written first; if the write refuses the battle (the rater's hourly
+        // limit, reached through other server processes), the models stop at once.
+        let mut finished = None;
+        let inserted = tokio::select! {
+            inserted = &mut insert => inserted,
+            outcome = &mut generate => {
+                finished = Some(outcome);
+                (&mut insert).await
+            }
+        };
         if let Err(error) = inserted {
-            tracing::error!("recording arena battle {}: {error}", battle.public_id);
+            let notice = match error {
+                crate::store::StoreError::Conflict(message) => {
+                    // This process's count of the rater's starts missed other processes' battles:
+                    // it is read again from the database at the rater's next start.
+                    self.starts().remove(&rater_id);
+                    let mut refusals = self.refusals();
+                    refusals.retain(|_, (at, _)| at.elapsed() < Duration::from_secs(600));
+                    refusals.insert(rater_id, (Instant::now(), message.clone()));
+                    message
+                }
+                error => {
+                    tracing::error!("recording arena battle {}: {error}", battle.public_id);
+                    "The battle could not be saved, so it does not count. Please try again.".into()
+                }
+            };
             self.forget_pair(study_id, &models);
-            battle.state.send_modify(|state| {
-                state.end = Some(BattleEnd::Void(
-                    "The battle could not be saved, so it does not count. Please try again.".into(),
-                ))
-            });
+            battle
+                .state
+                .send_modify(|state| state.end = Some(BattleEnd::Void(notice)));
             self.running().remove(&battle.public_id);
             return;
         }
+        let outcome = match finished {
+            Some(outcome) => outcome,
+            None => generate.await,
+        };
         let end = match outcome {
             Ok([a, b]) => {
                 for name in &models {

@@ -444,7 +444,12 @@ impl AppService {
                 Some(crate::arena::void_notice(last.error.as_deref()))
             }
             _ => None,
-        };
+        }
+        .or_else(|| {
+            self.arena()
+                .filter(|_| running.is_none())
+                .and_then(|arena| arena.take_refusal(rater.id))
+        });
         // A follow-up being answered: the conversation so far, above the streaming answers.
         let (mut context, mut earlier) = (Vec::new(), Vec::new());
         let question = self

@@ -54,7 +54,8 @@ pub struct ContestantAnswer<'a> {
 impl Store {
     /// Records a battle as it starts (`streaming`): a crash from here on leaves a row nothing counts.
     /// On SQLite it goes through the group-commit writer (one fsync for the battles that start
-    /// together), like votes.
+    /// together), like votes. Refused with a conflict, nothing written, if the rater has started
+    /// `per_hour` battles in the last hour (counted in the database: all server processes').
     pub async fn insert_battle(
         &self,
         public_id: &str,
@@ -62,6 +63,7 @@ impl Store {
         rater_id: i64,
         models: (&str, &str),
         conversation: &[Message],
+        per_hour: u32,
     ) -> StoreResult<()> {
         let battle = NewBattle {
             public_id: public_id.to_string(),
@@ -70,6 +72,7 @@ impl Store {
             models: [models.0.to_string(), models.1.to_string()],
             conversation: serde_json::to_string(conversation).expect("messages serialize"),
             created_ms: now_ms(),
+            per_hour,
         };
         self.write(super::WriteOp::Battle(battle)).await.map(|_| ())
     }

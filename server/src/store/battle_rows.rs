@@ -19,18 +19,38 @@ pub struct NewBattle {
     /// The rater's messages, as JSON.
     pub conversation: String,
     pub created_ms: i64,
+    /// The study's `battles_per_hour`: the row is written only if the rater started fewer battles in
+    /// the hour before `created_ms`, counted in the database, so that the limit holds across server
+    /// processes (each process also counts in memory, which stops a rater before any model answers).
+    pub per_hour: u32,
 }
 
-/// A battle's row as it starts (also run by the native SQLite writer).
+/// A battle's row as it starts, unless the rater has started `$9` battles in the hour since `$8`
+/// (also run by the native SQLite writer; on PostgreSQL the rater's row is locked first, so that two
+/// processes starting battles of one rater take turns).
 pub(super) const INSERT_BATTLE: &str =
     "INSERT INTO arena_battles (public_id, study_id, rater_id, model_a, model_b, conversation, \
-     state, created_ms) VALUES ($1, $2, $3, $4, $5, $6, 'streaming', $7)";
+     state, created_ms) SELECT $1, $2, $3, $4, $5, $6, 'streaming', $7 \
+     WHERE (SELECT COUNT(*) FROM arena_battles WHERE rater_id = $3 AND created_ms >= $8) < $9";
+
+/// What a rater who has started `started` battles in the last hour is told.
+pub fn hourly_limit_message(started: u64) -> String {
+    format!(
+        "You have started {started} battles in the last hour, the most this study allows; please come back later."
+    )
+}
 
 pub(super) async fn insert_battle_in(
     tx: &mut sqlx::AnyConnection,
     battle: &NewBattle,
 ) -> StoreResult<()> {
-    sqlx::query(INSERT_BATTLE)
+    if tx.backend_name().eq_ignore_ascii_case("postgresql") {
+        sqlx::query("SELECT id FROM raters WHERE id = $1 FOR UPDATE")
+            .bind(battle.rater_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let inserted = sqlx::query(INSERT_BATTLE)
         .bind(&battle.public_id)
         .bind(battle.study_id)
         .bind(battle.rater_id)
@@ -38,8 +58,15 @@ pub(super) async fn insert_battle_in(
         .bind(&battle.models[1])
         .bind(&battle.conversation)
         .bind(battle.created_ms)
+        .bind(battle.created_ms - 3_600_000)
+        .bind(i64::from(battle.per_hour))
         .execute(&mut *tx)
         .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(StoreError::Conflict(hourly_limit_message(
+            battle.per_hour.into(),
+        )));
+    }
     Ok(())
 }
 

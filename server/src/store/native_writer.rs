@@ -237,9 +237,9 @@ fn record_vote(tx: &rusqlite::Connection, vote: &VoteToRecord) -> StoreResult<Vo
 }
 
 fn insert_battle(tx: &rusqlite::Connection, battle: &NewBattle) -> StoreResult<()> {
-    execute(
-        tx,
-        INSERT_BATTLE,
+    let mut stmt = tx.prepare_cached(INSERT_BATTLE)?;
+    bind(
+        &mut stmt,
         &[
             &battle.public_id,
             &battle.study_id,
@@ -248,8 +248,16 @@ fn insert_battle(tx: &rusqlite::Connection, battle: &NewBattle) -> StoreResult<(
             &battle.models[1],
             &battle.conversation,
             &battle.created_ms,
+            &(battle.created_ms - 3_600_000),
+            &i64::from(battle.per_hour),
         ],
-    )
+    )?;
+    if stmt.raw_execute()? == 0 {
+        return Err(StoreError::Conflict(
+            super::battle_rows::hourly_limit_message(battle.per_hour.into()),
+        ));
+    }
+    Ok(())
 }
 
 fn void_battle(tx: &rusqlite::Connection, void: &BattleVoid) -> StoreResult<()> {

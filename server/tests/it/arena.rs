@@ -980,6 +980,73 @@ async fn a_battle_running_in_another_process_ends_there_not_void() {
     db.cleanup().await;
 }
 
+/// `battles_per_hour` holds across server processes: a rater whose prompts alternate between two
+/// processes (no sticky sessions) gets the study's number of battles in all, not that many per
+/// process. Each process counts the rater's starts in memory, read from the database only at the
+/// rater's first start there, so the first process still counted one of two when the third battle
+/// came; the battle's row, written as it starts, is now refused by a count in the database, the
+/// battle ends at once, and the rater's page says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn battles_per_hour_holds_across_processes() {
+    let db = crate::support::TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = fake_upstream().await;
+    let models = registry(dir.path(), &upstream);
+    let first = spawn_server_with_models(db.url(), &no_site(), Some(&models)).await;
+    let second = spawn_server_with_models(db.url(), &no_site(), Some(&models)).await;
+    open_arena(
+        &first,
+        "hourly",
+        serde_json::json!({ "kind": "arena", "contestants": [ALPHA, BETA],
+                            "battles_per_hour": 2, "items_per_rater": 5 }),
+    )
+    .await;
+    let on_first = RaterClient::join(&first.base, "hourly", None)
+        .await
+        .unwrap();
+    let on_second = on_first.rebased(&second.base).unwrap();
+    for rater in [&on_first, &on_second] {
+        rater
+            .arena_prompt("What is the capital of France?", false)
+            .await
+            .unwrap();
+        let comparison = rater.next_comparison().await.unwrap().unwrap();
+        rater.vote(&comparison.assignment, "left").await.unwrap();
+    }
+    on_first
+        .arena_prompt("And the capital of Spain?", false)
+        .await
+        .unwrap();
+    let view = on_first.next_raw().await.unwrap();
+    assert_blind("the page after a refused battle", &view);
+    let RaterView::Arena(turn) = serde_json::from_str(&view).unwrap() else {
+        panic!("a refused battle leaves no comparison: {view}")
+    };
+    assert!(
+        turn.notice
+            .as_deref()
+            .is_some_and(|notice| notice.contains("2 battles in the last hour")),
+        "{view}"
+    );
+    assert_eq!(turn.position, 3, "two votes so far");
+    // Nothing of it was written, and both processes now refuse at once.
+    for rater in [&on_first, &on_second] {
+        let refused = rater
+            .arena_prompt("Once more?", true)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("in the last hour"), "{refused}");
+    }
+    let study = first.backend.store.study("hourly").await.unwrap();
+    let summary = first.backend.store.battle_summary(study.id).await.unwrap();
+    assert_eq!(
+        (summary.complete, summary.void, summary.streaming),
+        (2, 0, 0)
+    );
+    db.cleanup().await;
+}
+
 /// A battle's completion goes through the group-commit writer on SQLite (with the votes and battle
 /// rows that commit beside it): one voided meanwhile is refused with nothing of it written, and the
 /// battle completing with it in the same moment is stored whole.
@@ -1016,7 +1083,7 @@ async fn a_voided_battle_is_refused_and_its_neighbour_stored_whole(url: &str) {
     let conversation = [Message::new("user", "What is the capital of France?")];
     for (battle, rater) in ["b-voided", "b-kept", "b-flagged"].into_iter().zip(&raters) {
         store
-            .insert_battle(battle, study.id, *rater, (ALPHA, BETA), &conversation)
+            .insert_battle(battle, study.id, *rater, (ALPHA, BETA), &conversation, 60)
             .await
             .unwrap();
     }
