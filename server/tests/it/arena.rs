@@ -937,28 +937,41 @@ async fn the_admin_edits_the_registry_and_a_bad_edit_changes_nothing() {
     );
 }
 
-/// Two server processes on one PostgreSQL database behind a load balancer without sticky sessions:
-/// the battle runs in the process that took the prompt, and the events stream lands on the other.
-/// That stream used to end at once with `void` ("This battle does not count") because the other
-/// process found the row still `streaming`; it now waits for the row's end and reports `complete`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_battle_running_in_another_process_ends_there_not_void() {
+/// Two server processes on one fresh PostgreSQL database with the test registry, an open arena
+/// `slug` with `settings`, and a rater who joined through the first; returns the database (to clean
+/// up), the registry's folder, both servers and the rater as each process sees them.
+async fn two_processes_with_a_rater(
+    slug: &str,
+    settings: serde_json::Value,
+) -> (
+    crate::support::TestDb,
+    tempfile::TempDir,
+    [TestServer; 2],
+    [RaterClient; 2],
+) {
     let db = crate::support::TestDb::postgres().await;
     let dir = tempfile::tempdir().unwrap();
     let upstream = fake_upstream().await;
     let models = registry(dir.path(), &upstream);
     let first = spawn_server_with_models(db.url(), &no_site(), Some(&models)).await;
     let second = spawn_server_with_models(db.url(), &no_site(), Some(&models)).await;
-    open_arena(
-        &first,
+    open_arena(&first, slug, settings).await;
+    let on_first = RaterClient::join(&first.base, slug, None).await.unwrap();
+    let on_second = on_first.rebased(&second.base).unwrap();
+    (db, dir, [first, second], [on_first, on_second])
+}
+
+/// Two server processes on one PostgreSQL database behind a load balancer without sticky sessions:
+/// the battle runs in the process that took the prompt, and the events stream lands on the other.
+/// That stream used to end at once with `void` ("This battle does not count") because the other
+/// process found the row still `streaming`; it now waits for the row's end and reports `complete`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_battle_running_in_another_process_ends_there_not_void() {
+    let (db, _dir, _servers, [on_first, on_second]) = two_processes_with_a_rater(
         "shared",
         serde_json::json!({ "kind": "arena", "contestants": [ALPHA, BETA], "items_per_rater": 2 }),
     )
     .await;
-    let on_first = RaterClient::join(&first.base, "shared", None)
-        .await
-        .unwrap();
-    let on_second = on_first.rebased(&second.base).unwrap();
     let battle = on_first
         .arena_prompt("What is the capital of France?", true)
         .await
@@ -988,23 +1001,12 @@ async fn a_battle_running_in_another_process_ends_there_not_void() {
 /// battle ends at once, and the rater's page says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn battles_per_hour_holds_across_processes() {
-    let db = crate::support::TestDb::postgres().await;
-    let dir = tempfile::tempdir().unwrap();
-    let upstream = fake_upstream().await;
-    let models = registry(dir.path(), &upstream);
-    let first = spawn_server_with_models(db.url(), &no_site(), Some(&models)).await;
-    let second = spawn_server_with_models(db.url(), &no_site(), Some(&models)).await;
-    open_arena(
-        &first,
+    let (db, _dir, [first, _second], [on_first, on_second]) = two_processes_with_a_rater(
         "hourly",
         serde_json::json!({ "kind": "arena", "contestants": [ALPHA, BETA],
                             "battles_per_hour": 2, "items_per_rater": 5 }),
     )
     .await;
-    let on_first = RaterClient::join(&first.base, "hourly", None)
-        .await
-        .unwrap();
-    let on_second = on_first.rebased(&second.base).unwrap();
     for rater in [&on_first, &on_second] {
         rater
             .arena_prompt("What is the capital of France?", false)
