@@ -1216,6 +1216,63 @@ async fn a_prompt_is_assigned_to_a_rater_once(url: &str) {
 }
 on_both_backends!(a_prompt_is_assigned_to_a_rater_once);
 
+/// A database made before the pair counts were sharded, holding counts, upgrades when Moat starts on
+/// it: every count reads back the same (SQLite copies the table, PostgreSQL changes its key).
+async fn pair_counts_survive_the_upgrade_to_shards(url: &str) {
+    sqlx::any::install_default_drivers();
+    let mut before = if url.starts_with("sqlite") {
+        sqlx::migrate!("../migrations/sqlite")
+    } else {
+        sqlx::migrate!("../migrations/postgres")
+    };
+    before.migrations = std::borrow::Cow::Owned(
+        before
+            .migrations
+            .iter()
+            .filter(|m| m.version < 20261130200001)
+            .cloned()
+            .collect(),
+    );
+    // Store::connect creates a missing SQLite file; a plain pool does so only when asked.
+    let create = if url.starts_with("sqlite") {
+        "?mode=rwc"
+    } else {
+        ""
+    };
+    let pool = sqlx::AnyPool::connect(&format!("{url}{create}"))
+        .await
+        .unwrap();
+    before.run(&pool).await.unwrap();
+    sqlx::query("INSERT INTO studies (slug, title, created_ms) VALUES ('old', 'Old', 0)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let study_id: i64 = sqlx::Row::get(
+        &sqlx::query("SELECT id FROM studies WHERE slug = 'old'")
+            .fetch_one(&pool)
+            .await
+            .unwrap(),
+        0,
+    );
+    sqlx::query(
+        "INSERT INTO pair_counts (study_id, model_low, model_high, shown) \
+         VALUES ($1, 1, 2, 5), ($1, 1, 3, 7)",
+    )
+    .bind(study_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let store = Store::connect(url).await.expect("the upgrade runs");
+    let counts = store.pair_counts(study_id).await.unwrap();
+    assert_eq!(
+        counts,
+        std::collections::HashMap::from([((1, 2), 5), ((1, 3), 7)])
+    );
+    store.close().await;
+}
+on_both_backends!(pair_counts_survive_the_upgrade_to_shards);
+
 /// On PostgreSQL the next prompts are read off an index in (times assigned, id) order and the read
 /// stops after the first few, right after an import (no statistics yet) as later: `check_kind IS
 /// NULL` does not fix an index column there, so an index that leads with `check_kind` read and sorted
