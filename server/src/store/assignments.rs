@@ -244,17 +244,36 @@ fn gather_candidates(rows: impl Iterator<Item = (i64, i64, (i64, i64))>) -> Vec<
 // The rater path's writes, shared by the `Any` code below and the native SQLite writer
 // (`native_writer.rs`), so both run the same SQL.
 
+/// The text of [`INSERT_ASSIGNMENT`], for the statements that include it.
+macro_rules! insert_assignment_sql {
+    () => {
+        "INSERT INTO assignments (public_id, rater_id, prompt_id, left_response_id, right_response_id, \
+         model_low, model_high, kind, issued_ms, state, expires_ms) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'issued', $11 \
+         WHERE NOT EXISTS (SELECT 1 FROM assignments WHERE rater_id = $2 AND state = 'issued') \
+         AND (SELECT COUNT(*) FROM assignments WHERE rater_id = $2) < $10 \
+         ON CONFLICT DO NOTHING RETURNING id"
+    };
+}
 /// One unvoted comparison at a time and at most `$10` in the session, checked where the row is
 /// written: parallel requests of one rater get the same answer as serial ones. The unique index
 /// `assignments_once` (a rater sees a prompt once) turns a concurrent second assignment of the same
 /// prompt into no row, without an error that would end the transaction.
-pub(super) const INSERT_ASSIGNMENT: &str =
-    "INSERT INTO assignments (public_id, rater_id, prompt_id, left_response_id, right_response_id, \
-     model_low, model_high, kind, issued_ms, state, expires_ms) \
-     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'issued', $11 \
-     WHERE NOT EXISTS (SELECT 1 FROM assignments WHERE rater_id = $2 AND state = 'issued') \
-     AND (SELECT COUNT(*) FROM assignments WHERE rater_id = $2) < $10 \
-     ON CONFLICT DO NOTHING RETURNING id";
+pub(super) const INSERT_ASSIGNMENT: &str = insert_assignment_sql!();
+/// PostgreSQL: [`INSERT_ASSIGNMENT`], the prompt's count (`COUNT_PROMPT_ASSIGNED`) and, for a
+/// regular comparison, the pair's (`COUNT_PAIR_SHOWN`, study `$12`, shard `$13`) as one statement:
+/// one round trip instead of three. The counts move only if the row was written. Run after the
+/// rater's row is locked, so its checks see the rater's other assignments as committed.
+const INSERT_ASSIGNMENT_COUNTED: &str = concat!(
+    "WITH ins AS (",
+    insert_assignment_sql!(),
+    "), counted AS (UPDATE prompts SET times_assigned = times_assigned + 1 \
+     WHERE id = $3 AND EXISTS (SELECT 1 FROM ins)), \
+     paired AS (INSERT INTO pair_counts (study_id, model_low, model_high, shard, shown) \
+     SELECT $12, $6, $7, $13, 1 FROM ins WHERE $8 = 'regular' \
+     ON CONFLICT (study_id, model_low, model_high, shard) DO UPDATE SET shown = pair_counts.shown + 1) \
+     SELECT id FROM ins"
+);
 pub(super) const COUNT_PROMPT_ASSIGNED: &str =
     "UPDATE prompts SET times_assigned = times_assigned + 1 WHERE id = $1";
 /// A pair's shown count is spread over shards (`$4`), summed when read: on PostgreSQL concurrent
@@ -273,9 +292,21 @@ pub(super) const VOTE_TARGET: &str =
      JOIN prompts p ON p.id = a.prompt_id \
      JOIN responses lr ON lr.id = a.left_response_id JOIN responses rr ON rr.id = a.right_response_id \
      WHERE a.public_id = $1 AND a.rater_id = $2";
-pub(super) const INSERT_VOTE: &str =
-    "INSERT INTO votes (assignment_id, choice, source_guess, source_confidence, rationale, time_on_page_ms, created_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+/// The text of [`INSERT_VOTE`], for the statements that include it.
+macro_rules! insert_vote_sql {
+    () => {
+        "INSERT INTO votes (assignment_id, choice, source_guess, source_confidence, rationale, time_on_page_ms, created_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id"
+    };
+}
+pub(super) const INSERT_VOTE: &str = insert_vote_sql!();
+/// PostgreSQL: [`INSERT_VOTE`] and the assignment's new state (`$8`, as `MARK_VOTED`) as one
+/// statement.
+const INSERT_VOTE_MARKED: &str = concat!(
+    "WITH v AS (",
+    insert_vote_sql!(),
+    "), marked AS (UPDATE assignments SET state = $8 WHERE id = $1) SELECT id FROM v"
+);
 pub(super) const MARK_VOTED: &str = "UPDATE assignments SET state = $1 WHERE id = $2";
 /// What a vote on an assignment already voted on is told when its choice differs.
 pub(super) fn vote_cannot_change(choice: &str) -> StoreError {
@@ -310,8 +341,15 @@ pub(super) async fn insert_assignment_in(
             .execute(&mut *conn)
             .await?;
     }
+    let postgres = is_postgres(conn);
     // One unvoted comparison at a time, at most `max_for_rater` (see `INSERT_ASSIGNMENT`).
-    let inserted = sqlx::query(INSERT_ASSIGNMENT)
+    let kind = new.check.map_or("regular", CheckKind::as_str);
+    let sql = if postgres {
+        INSERT_ASSIGNMENT_COUNTED
+    } else {
+        INSERT_ASSIGNMENT
+    };
+    let mut query = sqlx::query(sql)
         .bind(public_id.as_str())
         .bind(new.rater_id)
         .bind(new.prompt_id)
@@ -319,14 +357,19 @@ pub(super) async fn insert_assignment_in(
         .bind(new.right_response.0)
         .bind(low)
         .bind(high)
-        .bind(new.check.map_or("regular", CheckKind::as_str))
+        .bind(kind)
         .bind(now_ms())
         .bind(i64::from(new.max_for_rater))
-        .bind(new.expires_ms)
-        .fetch_optional(&mut *conn)
-        .await?;
+        .bind(new.expires_ms);
+    if postgres {
+        query = query.bind(new.study_id).bind(pair_shard(new.pair_shards));
+    }
+    let inserted = query.fetch_optional(&mut *conn).await?;
     if inserted.is_none() {
         return Ok(None);
+    }
+    if postgres {
+        return Ok(Some(public_id));
     }
     sqlx::query(COUNT_PROMPT_ASSIGNED)
         .bind(new.prompt_id)
@@ -349,8 +392,7 @@ pub(super) async fn count_pair_shown(
     shards: u32,
 ) -> StoreResult<()> {
     let shard = if is_postgres(conn) {
-        use rand::Rng;
-        rand::thread_rng().gen_range(0..shards.clamp(1, MAX_PAIR_SHARDS)) as i32
+        pair_shard(shards)
     } else {
         0
     };
@@ -373,6 +415,12 @@ pub const MAX_PAIR_SHARDS: u32 = 16;
 /// whose pairs are spread already, does not multiply the rows every assignment reads.
 pub fn pair_shards_for(known_pairs: usize) -> u32 {
     (64 / known_pairs.max(1)).clamp(1, MAX_PAIR_SHARDS as usize) as u32
+}
+
+/// One of a pair's `shards` count rows on PostgreSQL, at random.
+fn pair_shard(shards: u32) -> i32 {
+    use rand::Rng;
+    rand::thread_rng().gen_range(0..shards.clamp(1, MAX_PAIR_SHARDS)) as i32
 }
 
 fn is_postgres(conn: &AnyConnection) -> bool {
@@ -414,22 +462,29 @@ pub(super) async fn record_vote_in(
         };
     }
     let now = now_ms();
-    let vote_id: i64 = sqlx::query(INSERT_VOTE)
-        .bind(assignment_id)
-        .bind(vote.choice.as_str())
-        .bind(vote.source_guess.clone())
-        .bind(vote.source_confidence)
-        .bind(vote.rationale.clone())
-        .bind(now - issued_ms)
-        .bind(now)
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get("id")?;
-    sqlx::query(MARK_VOTED)
-        .bind(if vote.reveal { "voted" } else { "done" })
-        .bind(assignment_id)
-        .execute(&mut *conn)
-        .await?;
+    let state = if vote.reveal { "voted" } else { "done" };
+    let postgres = is_postgres(conn);
+    let insert = sqlx::query(if postgres {
+        INSERT_VOTE_MARKED
+    } else {
+        INSERT_VOTE
+    })
+    .bind(assignment_id)
+    .bind(vote.choice.as_str())
+    .bind(vote.source_guess.clone())
+    .bind(vote.source_confidence)
+    .bind(vote.rationale.clone())
+    .bind(now - issued_ms)
+    .bind(now);
+    let insert = if postgres { insert.bind(state) } else { insert };
+    let vote_id: i64 = insert.fetch_one(&mut *conn).await?.try_get("id")?;
+    if !postgres {
+        sqlx::query(MARK_VOTED)
+            .bind(state)
+            .bind(assignment_id)
+            .execute(&mut *conn)
+            .await?;
+    }
     let check_passed = match CheckKind::parse(&kind) {
         None => None,
         Some(_) => {
