@@ -940,7 +940,7 @@ const OTHER_PROCESS_POLL: Duration = Duration::from_millis(250);
 const OTHER_PROCESS_MARK: Duration = Duration::from_secs(3);
 /// A `streaming` battle whose process has shown no sign of running it for this long was cut off
 /// (its process died); it never counts.
-const ORPHANED_AFTER: Duration = Duration::from_secs(15);
+const ORPHANED_AFTER: Duration = Duration::from_millis(crate::store::BATTLE_ALIVE_FOR_MS as u64);
 
 /// Waits until the battle's row leaves `streaming` (another process finished or voided it), for at
 /// most the battle deadline and a margin: a row left `streaming` by a crashed process never counts.

@@ -110,7 +110,7 @@ mod api_keys;
 mod arena;
 mod assignments;
 mod battle_rows;
-pub use battle_rows::hourly_limit_message;
+pub use battle_rows::{hourly_limit_message, BATTLE_ALIVE_FOR_MS};
 mod connection;
 mod export_reader;
 mod generation;

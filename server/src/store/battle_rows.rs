@@ -25,19 +25,39 @@ pub struct NewBattle {
     pub per_hour: u32,
 }
 
-/// A battle's row as it starts, unless the rater has started `$9` battles in the hour since `$8`
-/// (also run by the native SQLite writer; on PostgreSQL the rater's row is locked first, so that two
-/// processes starting battles of one rater take turns).
+/// A battle's row as it starts, unless the rater has started `$9` battles in the hour since `$8`, or
+/// has another battle running: `streaming` and shown alive since `$10` (its process notes that every
+/// few seconds on PostgreSQL; a row left by a crashed process stops counting after that). Also run by
+/// the native SQLite writer. On PostgreSQL the rater's row is locked first, so that two processes
+/// starting battles of one rater take turns.
 pub(super) const INSERT_BATTLE: &str =
     "INSERT INTO arena_battles (public_id, study_id, rater_id, model_a, model_b, conversation, \
      state, created_ms) SELECT $1, $2, $3, $4, $5, $6, 'streaming', $7 \
-     WHERE (SELECT COUNT(*) FROM arena_battles WHERE rater_id = $3 AND created_ms >= $8) < $9";
+     WHERE (SELECT COUNT(*) FROM arena_battles WHERE rater_id = $3 AND created_ms >= $8) < $9 \
+     AND NOT EXISTS (SELECT 1 FROM arena_battles WHERE rater_id = $3 AND state = 'streaming' \
+     AND COALESCE(alive_ms, created_ms) >= $10)";
+/// How many battles the rater started since `$2` (why [`INSERT_BATTLE`] wrote nothing).
+pub(super) const BATTLES_SINCE: &str =
+    "SELECT COUNT(*) FROM arena_battles WHERE rater_id = $1 AND created_ms >= $2";
+
+/// How long a `streaming` row counts as a running battle after its process last noted it alive.
+pub const BATTLE_ALIVE_FOR_MS: i64 = 15_000;
 
 /// What a rater who has started `started` battles in the last hour is told.
 pub fn hourly_limit_message(started: u64) -> String {
     format!(
         "You have started {started} battles in the last hour, the most this study allows; please come back later."
     )
+}
+
+/// Why [`INSERT_BATTLE`] refused a battle, given how many the rater started in the last hour.
+pub(super) fn battle_refused(battle: &NewBattle, started: i64) -> StoreError {
+    StoreError::Conflict(if started >= i64::from(battle.per_hour) {
+        hourly_limit_message(started as u64)
+    } else {
+        "Your other battle is still being answered; please wait for it to finish, then vote on it."
+            .into()
+    })
 }
 
 pub(super) async fn insert_battle_in(
@@ -60,12 +80,17 @@ pub(super) async fn insert_battle_in(
         .bind(battle.created_ms)
         .bind(battle.created_ms - 3_600_000)
         .bind(i64::from(battle.per_hour))
+        .bind(battle.created_ms - BATTLE_ALIVE_FOR_MS)
         .execute(&mut *tx)
         .await?;
     if inserted.rows_affected() == 0 {
-        return Err(StoreError::Conflict(hourly_limit_message(
-            battle.per_hour.into(),
-        )));
+        let started: i64 = sqlx::query(BATTLES_SINCE)
+            .bind(battle.rater_id)
+            .bind(battle.created_ms - 3_600_000)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        return Err(battle_refused(battle, started));
     }
     Ok(())
 }

@@ -250,12 +250,16 @@ fn insert_battle(tx: &rusqlite::Connection, battle: &NewBattle) -> StoreResult<(
             &battle.created_ms,
             &(battle.created_ms - 3_600_000),
             &i64::from(battle.per_hour),
+            &(battle.created_ms - super::battle_rows::BATTLE_ALIVE_FOR_MS),
         ],
     )?;
     if stmt.raw_execute()? == 0 {
-        return Err(StoreError::Conflict(
-            super::battle_rows::hourly_limit_message(battle.per_hour.into()),
-        ));
+        let started: i64 = tx.query_row(
+            super::battle_rows::BATTLES_SINCE,
+            [battle.rater_id, battle.created_ms - 3_600_000],
+            |row| row.get(0),
+        )?;
+        return Err(super::battle_rows::battle_refused(battle, started));
     }
     Ok(())
 }

@@ -784,11 +784,9 @@ async fn slow_upstream() -> String {
     base
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kill_9_mid_stream_leaves_no_counted_half_battle() {
-    let dir = tempfile::tempdir().unwrap();
-    let upstream = slow_upstream().await;
-    let registry = dir.path().join("models.toml");
+/// A registry of ALPHA and BETA, both answering slowly from `upstream` ([`slow_upstream`]).
+fn slow_registry(dir: &Path, upstream: &str) -> PathBuf {
+    let registry = dir.join("models.toml");
     std::fs::write(
         &registry,
         format!(
@@ -797,6 +795,13 @@ async fn kill_9_mid_stream_leaves_no_counted_half_battle() {
         ),
     )
     .unwrap();
+    registry
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_mid_stream_leaves_no_counted_half_battle() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = slow_registry(dir.path(), &slow_upstream().await);
     let data = dir.path().join("data");
     let binary = Path::new(env!("CARGO_BIN_EXE_moat"));
     let registry_arg = registry.to_str().unwrap();
@@ -938,11 +943,13 @@ async fn the_admin_edits_the_registry_and_a_bad_edit_changes_nothing() {
 }
 
 /// Two server processes on one fresh PostgreSQL database with the test registry, an open arena
-/// `slug` with `settings`, and a rater who joined through the first; returns the database (to clean
+/// `slug` with `settings` (its models answering slowly if `slow`), and a rater who joined through the
+/// first; returns the database (to clean
 /// up), the registry's folder, both servers and the rater as each process sees them.
 async fn two_processes_with_a_rater(
     slug: &str,
     settings: serde_json::Value,
+    slow: bool,
 ) -> (
     crate::support::TestDb,
     tempfile::TempDir,
@@ -951,8 +958,11 @@ async fn two_processes_with_a_rater(
 ) {
     let db = crate::support::TestDb::postgres().await;
     let dir = tempfile::tempdir().unwrap();
-    let upstream = fake_upstream().await;
-    let models = registry(dir.path(), &upstream);
+    let models = if slow {
+        slow_registry(dir.path(), &slow_upstream().await)
+    } else {
+        registry(dir.path(), &fake_upstream().await)
+    };
     let first = spawn_server_with_models(db.url(), &no_site(), Some(&models)).await;
     let second = spawn_server_with_models(db.url(), &no_site(), Some(&models)).await;
     open_arena(&first, slug, settings).await;
@@ -970,6 +980,7 @@ async fn a_battle_running_in_another_process_ends_there_not_void() {
     let (db, _dir, _servers, [on_first, on_second]) = two_processes_with_a_rater(
         "shared",
         serde_json::json!({ "kind": "arena", "contestants": [ALPHA, BETA], "items_per_rater": 2 }),
+        false,
     )
     .await;
     let battle = on_first
@@ -1005,6 +1016,7 @@ async fn battles_per_hour_holds_across_processes() {
         "hourly",
         serde_json::json!({ "kind": "arena", "contestants": [ALPHA, BETA],
                             "battles_per_hour": 2, "items_per_rater": 5 }),
+        false,
     )
     .await;
     for rater in [&on_first, &on_second] {
@@ -1046,6 +1058,46 @@ async fn battles_per_hour_holds_across_processes() {
         (summary.complete, summary.void, summary.streaming),
         (2, 0, 0)
     );
+    db.cleanup().await;
+}
+
+/// One running battle per rater, also across server processes: while the rater's battle is being
+/// answered in one process, a prompt sent to another is refused as the battle's row is written (the
+/// running one is `streaming` and shown alive), stops at once, and the page says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_running_battle_per_rater_across_processes() {
+    let (db, _dir, [first, _second], [on_first, on_second]) = two_processes_with_a_rater(
+        "one-at-a-time",
+        serde_json::json!({ "kind": "arena", "contestants": [ALPHA, BETA] }),
+        true,
+    )
+    .await;
+    let running = on_first.arena_prompt("Count slowly.", true).await.unwrap();
+    let mut events = on_first.battle_events_response(&running).await.unwrap();
+    let mut seen = String::new();
+    while !seen.contains("word1") {
+        seen.push_str(std::str::from_utf8(&events.chunk().await.unwrap().unwrap()).unwrap());
+    }
+    let started = std::time::Instant::now();
+    on_second
+        .arena_prompt("And another one at once.", false)
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the refused battle stopped at once, not after the slow answers"
+    );
+    let view = on_second.next_raw().await.unwrap();
+    assert_blind("the page after a refused battle", &view);
+    assert!(view.contains("still being answered"), "{view}");
+    let study = first.backend.store.study("one-at-a-time").await.unwrap();
+    let summary = first.backend.store.battle_summary(study.id).await.unwrap();
+    assert_eq!(
+        (summary.complete + summary.void + summary.streaming),
+        1,
+        "only the running battle has a row"
+    );
+    drop(events);
     db.cleanup().await;
 }
 
