@@ -82,8 +82,8 @@ pub struct Arena {
     /// Per rater: when each battle of the last hour started (ms), read from the database on the
     /// rater's first battle in this process; `battles_per_hour` is checked against it.
     recent_starts: Mutex<HashMap<i64, std::collections::VecDeque<i64>>>,
-    /// Per rater: why their last battle was refused as it started (the hourly limit, reached
-    /// through other server processes), until their page has shown it once.
+    /// Per rater: why their last battle was refused as it started (the hourly limit reached, or
+    /// another battle running, through other server processes), until their page has shown it once.
     refusals: Mutex<HashMap<i64, (Instant, String)>>,
 }
 
@@ -583,7 +583,8 @@ impl Arena {
             self.answer_watched(&store, &battle, &models, [&conversation, &conversation]);
         tokio::pin!(insert, generate);
         // Usually the row is written first; if the write refuses the battle (the rater's hourly
-        // limit, reached through other server processes), the models stop at once.
+        // limit, or another battle of theirs running, through other server processes), the models
+        // stop at once.
         let mut finished = None;
         let inserted = tokio::select! {
             inserted = &mut insert => inserted,
