@@ -333,14 +333,8 @@ pub(super) async fn insert_assignment_in(
         let (a, b) = (new.left_response.1, new.right_response.1);
         (a.min(b), a.max(b))
     };
-    if is_postgres(conn) {
-        // The rater's requests take turns here, so the checks below see each other's rows (on
-        // SQLite every write already holds the one writer lock).
-        sqlx::query("SELECT id FROM raters WHERE id = $1 FOR UPDATE")
-            .bind(new.rater_id)
-            .execute(&mut *conn)
-            .await?;
-    }
+    // The rater's requests take turns here, so the checks below see each other's rows.
+    lock_rater(conn, new.rater_id).await?;
     let postgres = is_postgres(conn);
     // One unvoted comparison at a time, at most `max_for_rater` (see `INSERT_ASSIGNMENT`).
     let kind = new.check.map_or("regular", CheckKind::as_str);
@@ -421,6 +415,19 @@ pub fn pair_shards_for(known_pairs: usize) -> u32 {
 fn pair_shard(shards: u32) -> i32 {
     use rand::Rng;
     rand::thread_rng().gen_range(0..shards.clamp(1, MAX_PAIR_SHARDS)) as i32
+}
+
+/// On PostgreSQL, locks the rater's row until the transaction ends, so that the rater's writes in
+/// several requests (or server processes) take turns and each one's checks see the others' rows. On
+/// SQLite every write already holds the one writer lock.
+pub(super) async fn lock_rater(conn: &mut AnyConnection, rater_id: i64) -> StoreResult<()> {
+    if is_postgres(conn) {
+        sqlx::query("SELECT id FROM raters WHERE id = $1 FOR UPDATE")
+            .bind(rater_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 fn is_postgres(conn: &AnyConnection) -> bool {

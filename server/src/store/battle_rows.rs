@@ -25,6 +25,13 @@ pub struct NewBattle {
     pub per_hour: u32,
 }
 
+impl NewBattle {
+    /// The start of the hour `per_hour` counts over.
+    pub(super) fn hour_before(&self) -> i64 {
+        self.created_ms - 3_600_000
+    }
+}
+
 /// A battle's row as it starts, unless the rater has started `$9` battles in the hour since `$8`, or
 /// has another battle running: `streaming` and shown alive since `$10` (its process notes that every
 /// few seconds on PostgreSQL; a row left by a crashed process stops counting after that). Also run by
@@ -64,12 +71,7 @@ pub(super) async fn insert_battle_in(
     tx: &mut sqlx::AnyConnection,
     battle: &NewBattle,
 ) -> StoreResult<()> {
-    if tx.backend_name().eq_ignore_ascii_case("postgresql") {
-        sqlx::query("SELECT id FROM raters WHERE id = $1 FOR UPDATE")
-            .bind(battle.rater_id)
-            .execute(&mut *tx)
-            .await?;
-    }
+    super::assignments::lock_rater(tx, battle.rater_id).await?;
     let inserted = sqlx::query(INSERT_BATTLE)
         .bind(&battle.public_id)
         .bind(battle.study_id)
@@ -78,7 +80,7 @@ pub(super) async fn insert_battle_in(
         .bind(&battle.models[1])
         .bind(&battle.conversation)
         .bind(battle.created_ms)
-        .bind(battle.created_ms - 3_600_000)
+        .bind(battle.hour_before())
         .bind(i64::from(battle.per_hour))
         .bind(battle.created_ms - BATTLE_ALIVE_FOR_MS)
         .execute(&mut *tx)
@@ -86,7 +88,7 @@ pub(super) async fn insert_battle_in(
     if inserted.rows_affected() == 0 {
         let started: i64 = sqlx::query(BATTLES_SINCE)
             .bind(battle.rater_id)
-            .bind(battle.created_ms - 3_600_000)
+            .bind(battle.hour_before())
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;

@@ -248,7 +248,7 @@ fn insert_battle(tx: &rusqlite::Connection, battle: &NewBattle) -> StoreResult<(
             &battle.models[1],
             &battle.conversation,
             &battle.created_ms,
-            &(battle.created_ms - 3_600_000),
+            &battle.hour_before(),
             &i64::from(battle.per_hour),
             &(battle.created_ms - super::battle_rows::BATTLE_ALIVE_FOR_MS),
         ],
@@ -256,7 +256,7 @@ fn insert_battle(tx: &rusqlite::Connection, battle: &NewBattle) -> StoreResult<(
     if stmt.raw_execute()? == 0 {
         let started: i64 = tx.query_row(
             super::battle_rows::BATTLES_SINCE,
-            [battle.rater_id, battle.created_ms - 3_600_000],
+            [battle.rater_id, battle.hour_before()],
             |row| row.get(0),
         )?;
         return Err(super::battle_rows::battle_refused(battle, started));

@@ -317,10 +317,7 @@ impl Store {
             let mut expired = 0;
             for row in &rows {
                 let mut tx = self.begin_write().await?;
-                sqlx::query("SELECT id FROM raters WHERE id = $1 FOR UPDATE")
-                    .bind(row.try_get::<i64, _>("rater_id")?)
-                    .execute(&mut *tx.tx)
-                    .await?;
+                super::assignments::lock_rater(&mut tx.tx, row.try_get("rater_id")?).await?;
                 if expire_one(&mut tx.tx, row).await? {
                     expired += 1;
                 }
