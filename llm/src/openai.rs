@@ -469,8 +469,8 @@ impl OpenAiClient {
         body: &ChatCompletionRequest,
         key: Option<&ApiKey>,
         deltas: Option<&DeltaSender>,
-        start: Instant,
-        deadline: Instant,
+        (start, deadline): (Instant, Instant),
+        read_every: Option<Duration>,
     ) -> Result<Completion, Failure> {
         let response = self
             .send(
@@ -526,7 +526,18 @@ impl OpenAiClient {
         // A caller that stopped listening ends the request at once, even while the server is silent.
         let gone = receiver_gone(deltas);
         tokio::pin!(gone);
+        // With `read_every`, when the stream may next be read (set once text has come).
+        let mut read_at: Option<Instant> = None;
         loop {
+            if let Some(at) = read_at.take() {
+                if Instant::now() < at {
+                    tokio::select! {
+                        biased;
+                        () = &mut gone => return Err(Failure::Final(LlmError::Cancelled)),
+                        () = tokio::time::sleep_until(at) => {}
+                    }
+                }
+            }
             let next = tokio::select! {
                 biased;
                 next = stream.next() => next,
@@ -549,30 +560,45 @@ impl OpenAiClient {
                     }));
                 }
             };
-            let (events, ended) = match next {
-                Some(Err(e)) => {
-                    let failure = self.transport_failure(&e, key);
-                    return Err(match failure {
-                        // Text already went to the caller; a retry would repeat it.
-                        Failure::Retry { error, .. } if !answer.text.is_empty() => {
-                            Failure::Final(error)
-                        }
-                        other => other,
-                    });
+            // With `read_every`, what has come meanwhile is taken now, chunk after chunk, before
+            // the next pause.
+            let mut next = Some(next);
+            let mut ended = false;
+            while let Some(item) = next.take() {
+                let events = match item {
+                    Some(Err(e)) => {
+                        let failure = self.transport_failure(&e, key);
+                        return Err(match failure {
+                            // Text already went to the caller; a retry would repeat it.
+                            Failure::Retry { error, .. } if !answer.text.is_empty() => {
+                                Failure::Final(error)
+                            }
+                            other => other,
+                        });
+                    }
+                    Some(Ok(bytes)) => parser.feed(&bytes),
+                    None => {
+                        ended = true;
+                        parser.finish().into_iter().collect()
+                    }
+                };
+                for event in events {
+                    if self
+                        .handle_event(event, &mut answer, key, deltas, start, deadline)
+                        .await?
+                    {
+                        return Ok(answer.finish(start));
+                    }
                 }
-                Some(Ok(bytes)) => (parser.feed(&bytes), false),
-                None => (parser.finish().into_iter().collect(), true),
-            };
-            for event in events {
-                if self
-                    .handle_event(event, &mut answer, key, deltas, start, deadline)
-                    .await?
-                {
-                    return Ok(answer.finish(start));
+                if !ended && read_every.is_some() && answer.time_to_first_token.is_some() {
+                    next = arrived(&mut stream).await;
                 }
             }
             // Silence counts from here: a caller slow to take the text is not the server's silence.
             last_chunk = Instant::now();
+            if let (Some(every), Some(_)) = (read_every, answer.time_to_first_token) {
+                read_at = Some(last_chunk + every);
+            }
             if ended {
                 let error = LlmError::Connection {
                     endpoint: self.label.clone(),
@@ -763,8 +789,9 @@ impl Engine for OpenAiClient {
         let deadline = start + self.endpoint.timeout;
         let key = key.as_ref();
         let deltas = deltas.as_ref();
+        let read_every = request.read_every;
         self.with_retries(deadline, || {
-            self.stream_attempt(&body, key, deltas, start, deadline)
+            self.stream_attempt(&body, key, deltas, (start, deadline), read_every)
         })
         .await
     }
@@ -794,6 +821,18 @@ impl Answer {
             latency: start.elapsed(),
         }
     }
+}
+
+/// The stream's next item if it has already arrived: the connection's task hands over one chunk
+/// at a time, so after a chunk the stream is polled again once that task has had its turn (one
+/// yield), and `None` means the stream is waiting for the network.
+async fn arrived<S: futures::Stream + Unpin>(stream: &mut S) -> Option<Option<S::Item>> {
+    use futures::FutureExt;
+    if let Some(item) = stream.next().now_or_never() {
+        return Some(item);
+    }
+    tokio::task::yield_now().await;
+    stream.next().now_or_never()
 }
 
 /// Resolves when the caller dropped the receiver of the deltas; never without a channel.

@@ -350,6 +350,70 @@ async fn deltas_arrive_in_order_and_make_up_the_text() {
     assert_eq!(deltas.concat(), answer.text);
 }
 
+/// With `read_every`, a stream of many small chunks is read in a few reads: its deltas reach the
+/// caller in at most one burst per period, every one of them, in order.
+#[tokio::test]
+async fn read_every_takes_a_fast_stream_in_few_reads_and_loses_nothing() {
+    let words: Vec<String> = (0..100).map(|i| format!(" w{i}")).collect();
+    let mut events: Vec<String> = words
+        .iter()
+        .map(|word| {
+            format!(
+                "data: {}\n\n",
+                json!({"object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": null}]})
+            )
+        })
+        .collect();
+    events.push(format!(
+        "data: {}\n\ndata: [DONE]\n\n",
+        json!({"object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    ));
+    let server = serve(move |_, _| sse(events.clone(), Duration::from_millis(3), Tail::End)).await;
+    let every = Duration::from_millis(50);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    // A burst: deltas with less than half a period between them.
+    let collect = tokio::spawn(async move {
+        let (mut deltas, mut bursts, mut last) = (Vec::new(), 0usize, None::<Instant>);
+        while let Some(delta) = rx.recv().await {
+            let now = Instant::now();
+            if last.is_none_or(|at| now - at > every / 2) {
+                bursts += 1;
+            }
+            last = Some(now);
+            deltas.push(delta);
+        }
+        (deltas, bursts)
+    });
+    let started = Instant::now();
+    let request = GenerationRequest {
+        read_every: Some(every),
+        ..question("Count.")
+    };
+    let answer = client(&endpoint(&server))
+        .generate(request, Some(tx))
+        .await
+        .unwrap();
+    let (deltas, bursts) = collect.await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(deltas, words, "every chunk's text, in order");
+    assert_eq!(answer.text, words.concat());
+    assert_eq!(answer.finish_reason, FinishReason::Stop);
+    let most = (elapsed.as_millis() / every.as_millis()) as usize + 2;
+    // Unpaced, chunks 3 ms apart make one long burst; paced, the stream's ~0.4 s come in several,
+    // at most one per period.
+    assert!(
+        (3..=most).contains(&bursts),
+        "{bursts} bursts of deltas in {elapsed:?}: at most one read per {every:?} after the first text"
+    );
+    // Each read takes all that has come, not one chunk per period (which would take 5 s here).
+    assert!(
+        elapsed < Duration::from_millis(2_500),
+        "the stream took {elapsed:?}: reads fell behind the server"
+    );
+}
+
 #[tokio::test]
 async fn the_request_carries_the_model_sampling_settings_and_system_prompt() {
     let server = serve(|_, _| replay("openai.sse")).await;
@@ -364,6 +428,7 @@ async fn the_request_carries_the_model_sampling_settings_and_system_prompt() {
         temperature: Some(0.9),
         top_p: Some(0.5),
         seed: Some(99),
+        read_every: None,
     };
     client.generate(own_system, None).await.unwrap();
     let bodies = server.seen.bodies.lock().unwrap().clone();

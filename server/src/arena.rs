@@ -726,8 +726,11 @@ impl Arena {
                 })?;
                 let spec = hub.spec(&name).cloned().expect("engine has a spec");
                 let (sender, mut deltas) = tokio::sync::mpsc::channel::<String>(64);
+                // The rater sees text in frames: reading the stream more often would cost wake-ups
+                // and reads for nothing.
                 let request = GenerationRequest {
                     messages,
+                    read_every: Some(crate::arena_events::TEXT_FRAME),
                     ..Default::default()
                 };
                 let forward = async {

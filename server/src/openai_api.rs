@@ -292,6 +292,8 @@ fn generation_request(request: &ChatCompletionRequest) -> Result<GenerationReque
         temperature: request.temperature,
         top_p: request.top_p,
         seed: request.seed,
+        // A client of the protocol gets every chunk as it comes.
+        read_every: None,
     })
 }
 

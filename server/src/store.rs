@@ -137,6 +137,7 @@ pub use generation::{GeneratedResponse, PromptToAnswer};
 use group_writer::{GroupWriter, WriteDone, WriteOp};
 pub use import_tx::WriteTx;
 pub use prompt_judgements::PromptJudgements;
+pub use sessions::ASSIGNMENT_IN_STATE_SQL;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {

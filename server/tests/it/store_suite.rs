@@ -1316,6 +1316,46 @@ async fn postgres_reads_the_next_prompts_in_index_order() {
     db.cleanup().await;
 }
 
+/// On SQLite the rater's open comparison is read with one compiled statement, rater after rater:
+/// a bare parameter compared with `state` made SQLite test it against the partial index
+/// `assignments_expiry` and recompile the statement at every new binding. Its plan still reads the
+/// `(rater_id, state, id)` index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reads_the_open_comparison_without_recompiling() {
+    let db = crate::support::TestDb::sqlite();
+    let backend = backend_with_study(db.url(), "stmt", 20, 10).await;
+    let path = db.url().trim_start_matches("sqlite://").to_string();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let sql = moat_server::store::ASSIGNMENT_IN_STATE_SQL;
+    let mut stmt = conn.prepare(sql).unwrap();
+    for rater in 1..=5_i64 {
+        let rater_at = stmt.parameter_index("$1").unwrap().unwrap();
+        let state_at = stmt.parameter_index("$2").unwrap().unwrap();
+        stmt.raw_bind_parameter(rater_at, rater).unwrap();
+        stmt.raw_bind_parameter(state_at, "issued").unwrap();
+        let mut rows = stmt.raw_query();
+        while rows.next().unwrap().is_some() {}
+    }
+    assert_eq!(
+        stmt.get_status(rusqlite::StatementStatus::RePrepare),
+        0,
+        "the statement was compiled again for new bindings"
+    );
+    let plan: Vec<String> = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .unwrap()
+        .query_map([1_i64, 0], |row| row.get::<_, String>(3))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("SEARCH a USING INDEX") && plan.contains("rater_id=? AND state=?"),
+        "{plan}"
+    );
+    backend.store.close().await;
+}
+
 /// `moat study create | status | list | show`: settings from flags, the same checks as the API.
 async fn studies_from_the_command_line(url: &str) {
     use moat_server::study_cli::{run, StudyCommand};
