@@ -526,10 +526,11 @@ impl OpenAiClient {
         // A caller that stopped listening ends the request at once, even while the server is silent.
         let gone = receiver_gone(deltas);
         tokio::pin!(gone);
-        // With `read_every`, when the stream may next be read (set once text has come).
-        let mut read_at: Option<Instant> = None;
+        // With `read_every`, once text has come the stream is read at most that often.
+        let paced = |answer: &Answer| read_every.filter(|_| answer.time_to_first_token.is_some());
         loop {
-            if let Some(at) = read_at.take() {
+            if let Some(every) = paced(&answer) {
+                let at = last_chunk + every;
                 if Instant::now() < at {
                     tokio::select! {
                         biased;
@@ -590,15 +591,12 @@ impl OpenAiClient {
                         return Ok(answer.finish(start));
                     }
                 }
-                if !ended && read_every.is_some() && answer.time_to_first_token.is_some() {
+                if !ended && paced(&answer).is_some() {
                     next = arrived(&mut stream).await;
                 }
             }
             // Silence counts from here: a caller slow to take the text is not the server's silence.
             last_chunk = Instant::now();
-            if let (Some(every), Some(_)) = (read_every, answer.time_to_first_token) {
-                read_at = Some(last_chunk + every);
-            }
             if ended {
                 let error = LlmError::Connection {
                     endpoint: self.label.clone(),

@@ -30,6 +30,12 @@ impl NewBattle {
     pub(super) fn hour_before(&self) -> i64 {
         self.created_ms - 3_600_000
     }
+
+    /// Since when another `streaming` battle of the rater must have been noted alive to count as
+    /// running ([`BATTLE_ALIVE_FOR_MS`]).
+    pub(super) fn alive_since(&self) -> i64 {
+        self.created_ms - BATTLE_ALIVE_FOR_MS
+    }
 }
 
 /// A battle's row as it starts, unless the rater has started `$9` battles in the hour since `$8`, or
@@ -82,7 +88,7 @@ pub(super) async fn insert_battle_in(
         .bind(battle.created_ms)
         .bind(battle.hour_before())
         .bind(i64::from(battle.per_hour))
-        .bind(battle.created_ms - BATTLE_ALIVE_FOR_MS)
+        .bind(battle.alive_since())
         .execute(&mut *tx)
         .await?;
     if inserted.rows_affected() == 0 {

@@ -250,7 +250,7 @@ fn insert_battle(tx: &rusqlite::Connection, battle: &NewBattle) -> StoreResult<(
             &battle.created_ms,
             &battle.hour_before(),
             &i64::from(battle.per_hour),
-            &(battle.created_ms - super::battle_rows::BATTLE_ALIVE_FOR_MS),
+            &battle.alive_since(),
         ],
     )?;
     if stmt.raw_execute()? == 0 {
