@@ -322,7 +322,9 @@ async fn server_function_input_errors_are_400(
         title = "Moat JSON API",
         description = "The researcher's API: studies, imports, exports, results and raters. \
             Every operation but this document's requires the admin token as `Authorization: Bearer TOKEN`. \
-            Errors are JSON `{\"error\": \"...\"}`; a 5xx never carries its cause."
+            Errors are JSON `{\"error\": \"...\"}`; a 5xx never carries its cause. \
+            Under `/v1`, the model registry served as an OpenAI-compatible server: an API key or the \
+            admin token, and the OpenAI protocol's own error shape."
     ),
     modifiers(&BearerScheme),
     security(("bearer" = [])),
@@ -375,7 +377,11 @@ pub fn api_routes() -> OpenApiRouter<Arc<AppService>> {
 /// The OpenAPI 3.1 description of the JSON API, built once.
 pub fn openapi() -> &'static utoipa::openapi::OpenApi {
     static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
-    DOCUMENT.get_or_init(|| api_routes().into_openapi())
+    DOCUMENT.get_or_init(|| {
+        api_routes()
+            .into_openapi()
+            .merge_from(<crate::openai_api::OpenAiDoc as OpenApi>::openapi())
+    })
 }
 
 /// `GET /api/v1/openapi.json`: public, since it describes the API and holds nothing secret.

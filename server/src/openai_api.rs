@@ -50,6 +50,35 @@ impl ServingState {
     }
 }
 
+/// The `/v1` operations in the OpenAPI document (`/api/v1/openapi.json`, merged there by
+/// `http::openapi`): the paths, their statuses and the key scheme. The bodies are the OpenAI
+/// chat-completions protocol's, which its own reference describes; they are given here as JSON.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list_models, chat_completions), modifiers(&ApiKeyScheme))]
+pub struct OpenAiDoc;
+
+struct ApiKeyScheme;
+
+impl utoipa::Modify for ApiKeyScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_default()
+            .add_security_scheme(
+                "api_key",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(
+                            "an API key (`moat key create NAME`) or the admin token",
+                        ))
+                        .build(),
+                ),
+            );
+    }
+}
+
 pub fn router(state: ServingState) -> Router {
     Router::new()
         .route("/v1/models", get(list_models))
@@ -238,6 +267,18 @@ fn unix_seconds() -> u64 {
         .unwrap_or(0)
 }
 
+/// `GET /v1/models`: the registry's models, as OpenAI's model list.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "models (OpenAI-compatible)",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The registry's models: `{\"object\": \"list\", \"data\": [{\"id\", \"object\": \"model\", \"created\", \"owned_by\"}]}`", body = serde_json::Value),
+        (status = 401, description = "No or wrong key: `{\"error\": {\"message\", \"type\", \"code\"}}`", body = serde_json::Value),
+        (status = 429, description = "Too many failed keys from this address", body = serde_json::Value),
+    )
+)]
 async fn list_models(_: ModelClient, State(state): State<ServingState>) -> Json<ModelList> {
     let created = unix_seconds();
     Json(ModelList {
@@ -297,6 +338,33 @@ fn generation_request(request: &ChatCompletionRequest) -> Result<GenerationReque
     })
 }
 
+/// `POST /v1/chat/completions`: an answer from a registry model, whole or streamed.
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "models (OpenAI-compatible)",
+    security(("api_key" = [])),
+    request_body(
+        content = serde_json::Value,
+        description = "OpenAI's chat-completions request: `model` (a name from `/v1/models`), `messages`, and optionally `stream`, `stream_options.include_usage`, `max_tokens` (or `max_completion_tokens`), `temperature`, `top_p`, `seed`",
+        example = json!({ "model": "your-model", "messages": [{ "role": "user", "content": "Say hello." }], "max_tokens": 16 })
+    ),
+    responses(
+        (status = 200, description = "The answer with its `usage`, or with `\"stream\": true` server-sent events: `chat.completion.chunk` objects (role, content, a `usage` chunk when asked for) and `data: [DONE]`", content(
+            (serde_json::Value = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        (status = 400, description = "The request is not a valid chat completion (the message says what)", body = serde_json::Value),
+        (status = 401, description = "No or wrong key", body = serde_json::Value),
+        (status = 403, description = "A browser's request from another site (the CSRF check)", body = serde_json::Value),
+        (status = 404, description = "No model of that name (`code`: `model_not_found`)", body = serde_json::Value),
+        (status = 429, description = "The model's queue is full, or too many failed keys from this address; `Retry-After` says when to try again", body = serde_json::Value),
+        (status = 500, description = "The local model failed (an incident id; the server log has the cause)", body = serde_json::Value),
+        (status = 502, description = "The model's upstream server failed (an incident id)", body = serde_json::Value),
+        (status = 503, description = "The model is not available (its key is missing, or it was cancelled)", body = serde_json::Value),
+        (status = 504, description = "The model did not answer in time", body = serde_json::Value),
+    )
+)]
 async fn chat_completions(
     _: ModelClient,
     State(state): State<ServingState>,
