@@ -162,6 +162,9 @@ pub async fn get_rater_view(slug: String) -> Result<RaterView, ServerFnError> {
     backend.rater_view(&slug, &token).await.map_err(ssr::fail)
 }
 
+/// Records the vote (acknowledged after it commits) and answers with what the rater sees next (the
+/// reveal, the next comparison, the arena's prompt form or the end), so the page needs no second
+/// request to move on.
 #[server(prefix = "/rpc", endpoint = "vote")]
 pub async fn vote(
     slug: String,
@@ -170,7 +173,7 @@ pub async fn vote(
     source_guess: Option<String>,
     source_confidence: Option<String>,
     rationale: Option<String>,
-) -> Result<(), ServerFnError> {
+) -> Result<RaterView, ServerFnError> {
     let backend = ssr::backend()?;
     let token = ssr::rater_token(&slug).await.ok_or_else(|| {
         ssr::fail(crate::backend::BackendError::Unauthorized(
@@ -184,7 +187,11 @@ pub async fn vote(
         source_confidence,
         rationale,
     };
-    backend.vote(&slug, &token, input).await.map_err(ssr::fail)
+    backend
+        .vote(&slug, &token, input)
+        .await
+        .map_err(ssr::fail)?;
+    backend.rater_view(&slug, &token).await.map_err(ssr::fail)
 }
 
 /// Arena studies: the rater's prompt, or with `follow_up` a follow-up question to the two models of

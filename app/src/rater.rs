@@ -61,6 +61,10 @@ pub fn ComparePage() -> impl IntoView {
     let next_action = ServerAction::<ContinueAfterReveal>::new();
     // Bumped by the arena when a battle starts or ends, so the page asks what to show next.
     let refresh = RwSignal::new(0u32);
+    // A vote answers with what comes next (the reveal, the next comparison, the end): after a new
+    // vote the page shows that answer instead of asking the server again. A failed vote, and every
+    // other change, asks.
+    let vote_shown = StoredValue::new(0usize);
     let current = Resource::new(
         move || {
             (
@@ -70,7 +74,19 @@ pub fn ComparePage() -> impl IntoView {
                 refresh.get(),
             )
         },
-        |(slug, _, _, _)| get_rater_view(slug),
+        move |(slug, voted, _, _)| {
+            let answered = (voted != vote_shown.get_value())
+                .then(|| vote_action.value().get_untracked())
+                .flatten()
+                .and_then(Result::ok);
+            vote_shown.set_value(voted);
+            async move {
+                match answered {
+                    Some(view) => Ok(view),
+                    None => get_rater_view(slug).await,
+                }
+            }
+        },
     );
     view! {
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>

@@ -113,6 +113,19 @@ impl RaterClient {
         self.vote_with(assignment, choice, &[]).await
     }
 
+    /// Votes and returns what the vote answers with: what the rater sees next, as the page does.
+    pub async fn vote_then_next(
+        &self,
+        assignment: &str,
+        choice: &str,
+    ) -> Result<RaterView, ClientError> {
+        let body = self.vote_raw(assignment, choice, &[]).await?;
+        serde_json::from_str(&body).map_err(|e| ClientError::Status {
+            status: 200,
+            body: format!("{e}: {body}"),
+        })
+    }
+
     /// A vote with more form fields (`rationale`, `source_guess`, `source_confidence`).
     pub async fn vote_with(
         &self,
@@ -120,6 +133,16 @@ impl RaterClient {
         choice: &str,
         fields: &[(&str, &str)],
     ) -> Result<(), ClientError> {
+        self.vote_raw(assignment, choice, fields).await.map(|_| ())
+    }
+
+    /// The raw JSON the `vote` server function answers with.
+    async fn vote_raw(
+        &self,
+        assignment: &str,
+        choice: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<String, ClientError> {
         let mut form = vec![
             ("slug", self.slug.as_str()),
             ("assignment", assignment),
@@ -133,7 +156,7 @@ impl RaterClient {
             .form(&form)
             .send()
             .await?;
-        self.check(response).await.map(|_| ())
+        self.check(response).await
     }
 
     /// GET a page with this rater's cookies (HTML as the browser receives it).
