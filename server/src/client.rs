@@ -137,7 +137,7 @@ impl RaterClient {
     }
 
     /// The raw JSON the `vote` server function answers with.
-    async fn vote_raw(
+    pub async fn vote_raw(
         &self,
         assignment: &str,
         choice: &str,

@@ -292,8 +292,81 @@ async fn blindness_before_the_vote() {
             html.contains(&assignment),
             "the page carries the same assignment"
         );
-        rater.vote(&assignment, "tie").await.unwrap();
+        // The vote's answer is what the page shows next: the next comparison, blind too.
+        let answer = rater.vote_raw(&assignment, "tie", &[]).await.unwrap();
+        for word in &forbidden {
+            assert!(
+                !answer.contains(word.as_str()),
+                "round {round}: {word} leaked in the vote's answer"
+            );
+        }
     }
+}
+
+/// A vote answers with what the rater sees next, and that is what the page then shows: the next
+/// comparison (issued once, not again by the next request), the reveal in a study that reveals, and
+/// the end after the last vote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vote_answers_with_what_comes_next() {
+    let db = TestDb::sqlite();
+    let server = spawn_server(db.url(), &no_site()).await;
+    server
+        .open_study("onward", 3, serde_json::json!({ "items_per_rater": 2 }))
+        .await;
+    let rater = RaterClient::join(&server.base, "onward", None)
+        .await
+        .unwrap();
+    let first = rater.next_comparison().await.unwrap().unwrap();
+    let RaterView::Compare(second) = rater
+        .vote_then_next(&first.assignment, "left")
+        .await
+        .unwrap()
+    else {
+        panic!("the vote answers with the next comparison")
+    };
+    assert_ne!(second.assignment, first.assignment);
+    assert_eq!(second.position, 2);
+    let shown = rater.next_comparison().await.unwrap().unwrap();
+    assert_eq!(
+        shown.assignment, second.assignment,
+        "the page shows the comparison the vote answered with"
+    );
+    let last = rater
+        .vote_then_next(&second.assignment, "tie")
+        .await
+        .unwrap();
+    assert!(matches!(last, RaterView::Done(_)), "{last:?}");
+    let study = server.backend.store.study("onward").await.unwrap();
+    let voted = server
+        .backend
+        .store
+        .voted_assignment_ids(study.id)
+        .await
+        .unwrap();
+    assert_eq!(voted, [first.assignment.clone(), second.assignment.clone()]);
+
+    // A study that reveals: the vote answers with the names of the pair just voted on.
+    server
+        .open_study(
+            "reveals",
+            3,
+            serde_json::json!({ "reveal_after_vote": true }),
+        )
+        .await;
+    let rater = RaterClient::join(&server.base, "reveals", None)
+        .await
+        .unwrap();
+    let first = rater.next_comparison().await.unwrap().unwrap();
+    let answer = rater
+        .vote_then_next(&first.assignment, "right")
+        .await
+        .unwrap();
+    let RaterView::Reveal(reveal) = answer else {
+        panic!("the vote answers with the reveal: {answer:?}")
+    };
+    assert_eq!(reveal.choice, "right");
+    assert!(MODELS.iter().any(|(name, _, _)| reveal.left_model == *name));
+    db.cleanup().await;
 }
 
 fn collect_numbers(value: &serde_json::Value, out: &mut Vec<f64>) {
