@@ -95,10 +95,7 @@ impl RaterClient {
 
     pub async fn next(&self) -> Result<RaterView, ClientError> {
         let body = self.next_raw().await?;
-        serde_json::from_str(&body).map_err(|e| ClientError::Status {
-            status: 200,
-            body: format!("{e}: {body}"),
-        })
+        json_answer(&body)
     }
 
     /// The next comparison, or `None` when the rater is done (or the study is not open).
@@ -120,10 +117,7 @@ impl RaterClient {
         choice: &str,
     ) -> Result<RaterView, ClientError> {
         let body = self.vote_raw(assignment, choice, &[]).await?;
-        serde_json::from_str(&body).map_err(|e| ClientError::Status {
-            status: 200,
-            body: format!("{e}: {body}"),
-        })
+        json_answer(&body)
     }
 
     /// A vote with more form fields (`rationale`, `source_guess`, `source_confidence`).
@@ -218,10 +212,7 @@ impl RaterClient {
             .send()
             .await?;
         let body = self.check(response).await?;
-        serde_json::from_str(&body).map_err(|e| ClientError::Status {
-            status: 200,
-            body: format!("{e}: {body}"),
-        })
+        json_answer(&body)
     }
 
     /// A battle's server-sent events, as the page's EventSource receives them (read to the end).
@@ -251,4 +242,12 @@ impl RaterClient {
             .send()
             .await?)
     }
+}
+
+/// A server function's JSON answer; one that does not parse is reported with its text.
+fn json_answer<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, ClientError> {
+    serde_json::from_str(body).map_err(|e| ClientError::Status {
+        status: 200,
+        body: format!("{e}: {body}"),
+    })
 }
