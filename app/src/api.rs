@@ -187,11 +187,7 @@ pub async fn vote(
         source_confidence,
         rationale,
     };
-    backend
-        .vote(&slug, &token, input)
-        .await
-        .map_err(ssr::fail)?;
-    backend.rater_view(&slug, &token).await.map_err(ssr::fail)
+    backend.vote(&slug, &token, input).await.map_err(ssr::fail)
 }
 
 /// Arena studies: the rater's prompt, or with `follow_up` a follow-up question to the two models of

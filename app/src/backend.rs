@@ -75,12 +75,14 @@ pub trait Backend: Send + Sync + 'static {
         client: Option<std::net::IpAddr>,
     ) -> Result<String, BackendError>;
     async fn rater_view(&self, slug: &str, rater_token: &str) -> Result<RaterView, BackendError>;
+    /// Records the vote (acknowledged once it commits) and answers with what the rater sees next:
+    /// the reveal, the next comparison, the arena's prompt form or the end.
     async fn vote(
         &self,
         slug: &str,
         rater_token: &str,
         vote: VoteInput,
-    ) -> Result<(), BackendError>;
+    ) -> Result<RaterView, BackendError>;
     /// Arena studies: starts a battle on the rater's prompt (or, with `sample`, on one of the study's
     /// sample prompts) and returns its id; with `follow_up`, asks the two models of the rater's
     /// unvoted battle the prompt as a follow-up question instead (a multi-turn battle). With `wait` (a

@@ -1,5 +1,6 @@
-//! The ceiling `moat bench votes` is compared with: the same durable writes a rater cycle makes (one
-//! assignment, then its vote, each acknowledged after its group commit) straight through the store,
+//! The ceiling `moat bench votes` is compared with: the same durable writes a rater cycle makes (its
+//! vote and its next assignment, in one transaction acknowledged after its group commit) straight
+//! through the store,
 //! with no HTTP, no session lookups and no assignment policy. Same SQLite settings (WAL,
 //! `synchronous=FULL`), same study file, same number of concurrent raters, in the bench's process.
 //! What the full path reaches divided by this is the share of the ceiling that the rater path keeps.
@@ -17,7 +18,7 @@ use crate::store::{JoinLimits, NewAssignment, Store, VoteOutcome, VoteToRecord};
 pub struct CeilingReport {
     pub raters: usize,
     pub seconds: f64,
-    /// Assignment + vote pairs committed and acknowledged.
+    /// Votes committed and acknowledged, each with the next assignment where one was left.
     pub cycles: usize,
     pub cycles_per_second: f64,
     pub errors: usize,
@@ -35,7 +36,8 @@ impl std::fmt::Display for CeilingReport {
 }
 
 /// Writes the study file into a fresh SQLite database in `dir`, joins `raters` raters, then lets each
-/// of them write assignment + vote for its unseen prompts for `seconds`, `raters` at a time.
+/// of them vote and take its next unseen prompt, one commit per cycle, for `seconds`, `raters` at
+/// a time.
 pub async fn raw_group_commit(
     dir: &std::path::Path,
     study_file: &str,
@@ -69,30 +71,40 @@ pub async fn raw_group_commit(
         let (store, stop, study_id) = (store.clone(), stop.clone(), study.id);
         tasks.push(tokio::spawn(async move {
             let (mut cycles, mut errors) = (0usize, 0usize);
-            for prompt in prompts {
+            // The first comparison alone, as a rater's first page issues it; then each cycle
+            // commits the vote on the open one together with the next one.
+            let mut open: Option<crate::domain::AssignmentId> = None;
+            for prompt in prompts.iter().map(Some).chain([None]) {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let [left, right, ..] = prompt.responses[..] else {
-                    continue;
-                };
-                let new = NewAssignment {
-                    rater_id,
-                    study_id,
-                    prompt_id: prompt.prompt_id,
-                    left_response: left,
-                    right_response: right,
-                    check: None,
-                    max_for_rater: u32::MAX,
-                    expires_ms: None,
-                    pair_shards: 1,
-                };
-                let Ok(Some(public_id)) = store.insert_assignment(&new).await else {
-                    errors += 1;
+                let new = prompt.and_then(|prompt| match prompt.responses[..] {
+                    [left, right, ..] => Some(NewAssignment {
+                        rater_id,
+                        study_id,
+                        prompt_id: prompt.prompt_id,
+                        left_response: left,
+                        right_response: right,
+                        check: None,
+                        max_for_rater: u32::MAX,
+                        expires_ms: None,
+                        pair_shards: 1,
+                    }),
+                    _ => None,
+                });
+                let Some(assignment) = open.take() else {
+                    match &new {
+                        Some(new) => match store.insert_assignment(new).await {
+                            Ok(Some(public_id)) => open = Some(public_id),
+                            _ => errors += 1,
+                        },
+                        None if prompt.is_some() => errors += 1,
+                        None => {}
+                    }
                     continue;
                 };
                 let vote = VoteToRecord {
-                    assignment: public_id,
+                    assignment,
                     rater_id,
                     choice: Choice::Left,
                     source_guess: None,
@@ -100,7 +112,17 @@ pub async fn raw_group_commit(
                     rationale: None,
                     reveal: false,
                 };
-                match store.record_vote(&vote).await {
+                let outcome =
+                    match &new {
+                        Some(new) => store.record_vote_then_assign(&vote, new).await.map(
+                            |(outcome, next)| {
+                                open = next;
+                                outcome
+                            },
+                        ),
+                        None => store.record_vote(&vote).await,
+                    };
+                match outcome {
                     Ok(VoteOutcome::Recorded { .. }) => cycles += 1,
                     _ => errors += 1,
                 }

@@ -234,7 +234,7 @@ impl Backend for AppService {
         slug: &str,
         rater_token: &str,
         vote: VoteInput,
-    ) -> Result<(), BackendError> {
+    ) -> Result<RaterView, BackendError> {
         AppService::vote(self, slug, rater_token, vote).await
     }
 

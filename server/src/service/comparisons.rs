@@ -127,76 +127,10 @@ impl AppService {
         if let Some(limited) = self.daily_limit(&study, &rater).await? {
             return Ok(limited);
         }
-        let expires_ms = match study.settings.assignment_minutes {
-            0 => None,
-            minutes => Some(crate::domain::now_ms() + i64::from(minutes) * 60_000),
-        };
-        let check_rate = study.settings.check_rate;
         // A concurrent request of the same rater may take the chosen prompt first; try again then.
         for _ in 0..3 {
-            let mut pair_shards = 1;
-            let check_due = check_rate > 0.0 && {
-                let checks = self.store.rater_checks(rater.id).await?;
-                crate::assign::check_is_due(
-                    check_rate,
-                    total,
-                    votes,
-                    checks.shown as u32,
-                    &mut rand::thread_rng(),
-                )
-            };
-            let mut pick = None;
-            if check_due {
-                pick = self.next_check(&study, rater.id).await?;
-            }
-            if pick.is_none() {
-                // The least-assigned prompts this rater has not seen; 16 of them cover every model
-                // pair of a typical study, and each candidate's responses cost a row read per request.
-                let candidates = self
-                    .store
-                    .candidate_prompts(study.id, rater.id, 16, study.settings.show_flagged)
-                    .await?;
-                let pair_counts = self.store.pair_counts(study.id).await?;
-                pair_shards = crate::store::pair_shards_for(pair_counts.len());
-                let policy = crate::active_loop::policy_of(&study);
-                let model = match policy {
-                    moat_trainer::active::ActivePolicy::Uniform => None,
-                    _ => self.active.rewards(study.id),
-                };
-                pick = match model {
-                    Some(model) => crate::assign::choose_active(
-                        &candidates,
-                        &pair_counts,
-                        &crate::assign::ActiveView {
-                            policy,
-                            rewards: &model.rewards,
-                            votes: &model.votes,
-                        },
-                        &mut rand::thread_rng(),
-                    ),
-                    None => {
-                        crate::assign::choose(&candidates, &pair_counts, &mut rand::thread_rng())
-                    }
-                }
-                .map(|pick| (pick, None));
-            }
-            if pick.is_none() && check_rate > 0.0 {
-                // Regular items ran out before the session's end: the remaining checks fill it.
-                pick = self.next_check(&study, rater.id).await?;
-            }
-            let Some(((prompt_id, left, right), check)) = pick else {
+            let Some(new) = self.choose_next(&study, rater.id, votes, total).await? else {
                 return self.completion(&study, &rater, votes).await;
-            };
-            let new = NewAssignment {
-                rater_id: rater.id,
-                study_id: study.id,
-                prompt_id,
-                left_response: left,
-                right_response: right,
-                check,
-                max_for_rater: total,
-                expires_ms,
-                pair_shards,
             };
             if self.store.insert_assignment(&new).await?.is_some() {
                 break;
@@ -213,12 +147,122 @@ impl AppService {
         }
     }
 
+    /// The comparison a rater who has cast `votes` of the session's `total` is given next: a quality
+    /// check when one is due, else the least-shown pair of the least-assigned prompts the rater has
+    /// not seen (or the active-sampling policy's pick), else a remaining check. `None` when nothing
+    /// is left to show.
+    async fn choose_next(
+        &self,
+        study: &StudyRow,
+        rater_id: i64,
+        votes: u32,
+        total: u32,
+    ) -> Result<Option<NewAssignment>, BackendError> {
+        let expires_ms = match study.settings.assignment_minutes {
+            0 => None,
+            minutes => Some(crate::domain::now_ms() + i64::from(minutes) * 60_000),
+        };
+        let check_rate = study.settings.check_rate;
+        let mut pair_shards = 1;
+        let check_due = check_rate > 0.0 && {
+            let checks = self.store.rater_checks(rater_id).await?;
+            crate::assign::check_is_due(
+                check_rate,
+                total,
+                votes,
+                checks.shown as u32,
+                &mut rand::thread_rng(),
+            )
+        };
+        let mut pick = None;
+        if check_due {
+            pick = self.next_check(study, rater_id).await?;
+        }
+        if pick.is_none() {
+            // The least-assigned prompts this rater has not seen; 16 of them cover every model
+            // pair of a typical study, and each candidate's responses cost a row read per request.
+            let candidates = self
+                .store
+                .candidate_prompts(study.id, rater_id, 16, study.settings.show_flagged)
+                .await?;
+            let pair_counts = self.store.pair_counts(study.id).await?;
+            pair_shards = crate::store::pair_shards_for(pair_counts.len());
+            let policy = crate::active_loop::policy_of(study);
+            let model = match policy {
+                moat_trainer::active::ActivePolicy::Uniform => None,
+                _ => self.active.rewards(study.id),
+            };
+            pick = match model {
+                Some(model) => crate::assign::choose_active(
+                    &candidates,
+                    &pair_counts,
+                    &crate::assign::ActiveView {
+                        policy,
+                        rewards: &model.rewards,
+                        votes: &model.votes,
+                    },
+                    &mut rand::thread_rng(),
+                ),
+                None => crate::assign::choose(&candidates, &pair_counts, &mut rand::thread_rng()),
+            }
+            .map(|pick| (pick, None));
+        }
+        if pick.is_none() && check_rate > 0.0 {
+            // Regular items ran out before the session's end: the remaining checks fill it.
+            pick = self.next_check(study, rater_id).await?;
+        }
+        Ok(pick.map(|((prompt_id, left, right), check)| NewAssignment {
+            rater_id,
+            study_id: study.id,
+            prompt_id,
+            left_response: left,
+            right_response: right,
+            check,
+            max_for_rater: total,
+            expires_ms,
+            pair_shards,
+        }))
+    }
+
+    /// The comparison to issue in the same commit as `rater`'s vote, chosen as [`Self::rater_view`]
+    /// would choose it once the vote is in — where that choice cannot depend on the vote itself.
+    /// `None` sends the vote the two-commit way (the vote, then the rater's view): in an arena, when
+    /// the vote is followed by its reveal, in a study with quality checks (a failed one may end the
+    /// session) or a daily limit, for an excluded rater, and at the session's last vote.
+    async fn next_with_vote(
+        &self,
+        study: &StudyRow,
+        rater: &crate::store::RaterRow,
+    ) -> Result<Option<(NewAssignment, u32, u32)>, BackendError> {
+        let settings = &study.settings;
+        if settings.is_arena()
+            || settings.reveal_after_vote
+            || settings.check_rate > 0.0
+            || settings.votes_per_day > 0
+            || rater.excluded
+        {
+            return Ok(None);
+        }
+        let (votes, total) = self.session_totals(study, rater).await?;
+        let votes = votes + 1;
+        if votes >= total {
+            return Ok(None);
+        }
+        Ok(self
+            .choose_next(study, rater.id, votes, total)
+            .await?
+            .map(|new| (new, votes, total)))
+    }
+
+    /// Records the vote (acknowledged once committed) and answers with what the rater sees next.
+    /// Where the next comparison cannot depend on the vote (see [`Self::next_with_vote`]) it is
+    /// chosen first and written in the vote's own transaction.
     pub(crate) async fn vote(
         &self,
         slug: &str,
         rater_token: &str,
         vote: VoteInput,
-    ) -> Result<(), BackendError> {
+    ) -> Result<RaterView, BackendError> {
         let study = self.open_study(slug).await?;
         let rater = self.session_rater(&study, rater_token).await?;
         if study.status != StudyStatus::Open {
@@ -285,20 +329,55 @@ impl AppService {
                 "rationale is longer than 5000 characters".into(),
             ));
         }
-        let outcome = self
-            .store
-            .record_vote(&VoteToRecord {
-                assignment,
-                rater_id: rater.id,
-                choice,
-                source_guess,
-                source_confidence,
-                rationale,
-                reveal: study.settings.reveal_after_vote,
-            })
-            .await?;
+        let to_record = VoteToRecord {
+            assignment,
+            rater_id: rater.id,
+            choice,
+            source_guess,
+            source_confidence,
+            rationale,
+            reveal: study.settings.reveal_after_vote,
+        };
+        let (outcome, next) = match self.next_with_vote(&study, &rater).await? {
+            Some((new, votes, total)) => {
+                let (outcome, assigned) =
+                    self.store.record_vote_then_assign(&to_record, &new).await?;
+                (outcome, assigned.map(|_| (votes, total)))
+            }
+            None => (self.store.record_vote(&to_record).await?, None),
+        };
+        self.after_vote(&study, &rater, &outcome).await?;
+        // A vote on a quality check (of a study whose checks were since turned off) may have ended
+        // the session: the rater's view decides.
+        if let (
+            Some((votes, total)),
+            VoteOutcome::Recorded {
+                check_passed: None, ..
+            },
+        ) = (next, outcome)
+        {
+            if let Some(shown) = self.store.assignment_in_state(rater.id, "issued").await? {
+                return Ok(RaterView::Compare(render_comparison(
+                    shown,
+                    votes + 1,
+                    total,
+                    &study,
+                )));
+            }
+        }
+        self.rater_view(slug, rater_token).await
+    }
+
+    /// What a recorded vote sets going: active sampling's count and, for a failed quality check
+    /// past the study's limit, the rater's exclusion.
+    async fn after_vote(
+        &self,
+        study: &StudyRow,
+        rater: &crate::store::RaterRow,
+        outcome: &VoteOutcome,
+    ) -> Result<(), BackendError> {
         if let VoteOutcome::Recorded { .. } = outcome {
-            self.active.note_vote(&self.store, &study);
+            self.active.note_vote(&self.store, study);
         }
         // A failed check past the study's limit excludes the rater. Only a failure does: a researcher
         // who includes the rater again is overruled by a new failure, not by other votes.

@@ -222,6 +222,24 @@ impl Store {
             _ => unreachable!("a vote answers with a vote"),
         }
     }
+
+    /// Records a vote and, if it is recorded (not a repeat of a vote already recorded, not
+    /// refused), the rater's next comparison, in one transaction: one commit for the rater's whole
+    /// cycle. `next` is chosen by the caller as it would be once the vote is in; it is written under
+    /// the same checks as [`Store::insert_assignment`] (one unvoted comparison at a time, at most
+    /// the session's number, a prompt once), run after the vote, and comes back `None` when they
+    /// refuse it. Returns only once both are committed.
+    pub async fn record_vote_then_assign(
+        &self,
+        vote: &VoteToRecord,
+        next: &NewAssignment,
+    ) -> StoreResult<(VoteOutcome, Option<AssignmentId>)> {
+        let op = WriteOp::VoteThenAssign(Box::new((vote.clone(), next.clone())));
+        match self.write(op).await? {
+            WriteDone::VotedThenAssigned(outcome, assigned) => Ok((outcome, assigned)),
+            _ => unreachable!("a vote with its next comparison answers with both"),
+        }
+    }
 }
 
 /// Candidate prompts from rows of (prompt id, times assigned, (response id, model id)) in prompt

@@ -10,6 +10,9 @@ use super::*;
 pub(super) enum WriteOp {
     Assign(NewAssignment),
     Vote(VoteToRecord),
+    /// A vote and, if it is recorded (not a repeat, not refused), the rater's next comparison, in the
+    /// same transaction: one commit per rater cycle instead of two.
+    VoteThenAssign(Box<(VoteToRecord, NewAssignment)>),
     /// An arena battle's row as it starts.
     Battle(battle_rows::NewBattle),
     /// A finished battle's rows (prompt, responses, assignment); all or nothing within the group.
@@ -21,6 +24,7 @@ pub(super) enum WriteOp {
 pub(super) enum WriteDone {
     Assigned(Option<AssignmentId>),
     Voted(VoteOutcome),
+    VotedThenAssigned(VoteOutcome, Option<AssignmentId>),
     BattleRecorded,
     BattleCompleted(AssignmentId),
     BattleVoided,
@@ -72,6 +76,15 @@ pub(super) async fn apply_in(conn: &mut AnyConnection, op: &WriteOp) -> StoreRes
             .await
             .map(WriteDone::Assigned),
         WriteOp::Vote(vote) => record_vote_in(conn, vote).await.map(WriteDone::Voted),
+        WriteOp::VoteThenAssign(pair) => {
+            let (vote, next) = &**pair;
+            let outcome = record_vote_in(conn, vote).await?;
+            let assigned = match outcome {
+                VoteOutcome::Recorded { .. } => insert_assignment_in(conn, next).await?,
+                VoteOutcome::AlreadyRecorded { .. } => None,
+            };
+            Ok(WriteDone::VotedThenAssigned(outcome, assigned))
+        }
         WriteOp::Battle(battle) => battle_rows::insert_battle_in(conn, battle)
             .await
             .map(|()| WriteDone::BattleRecorded),

@@ -86,6 +86,17 @@ fn commit_batch(
         let result = match op {
             WriteOp::Assign(new) => insert_assignment(&tx, new).map(WriteDone::Assigned),
             WriteOp::Vote(vote) => record_vote(&tx, vote).map(WriteDone::Voted),
+            WriteOp::VoteThenAssign(pair) => {
+                let (vote, next) = &**pair;
+                record_vote(&tx, vote).and_then(|outcome| {
+                    // The refusals of both are found by reads before they write anything.
+                    let assigned = match outcome {
+                        VoteOutcome::Recorded { .. } => insert_assignment(&tx, next)?,
+                        VoteOutcome::AlreadyRecorded { .. } => None,
+                    };
+                    Ok(WriteDone::VotedThenAssigned(outcome, assigned))
+                })
+            }
             WriteOp::Battle(battle) => {
                 insert_battle(&tx, battle).map(|()| WriteDone::BattleRecorded)
             }

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use moat_app::wire::RaterView;
 use moat_server::client::RaterClient;
 use tokio::process::Child;
 
@@ -43,20 +44,26 @@ async fn acknowledged_votes_survive_sigkill() {
         let base = base.clone();
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
-            let mut acknowledged = Vec::new();
+            // (votes acknowledged, comparisons a vote answered with)
+            let (mut acknowledged, mut issued) = (Vec::new(), Vec::new());
             let Ok(rater) = RaterClient::join(&base, "kill", None).await else {
-                return acknowledged;
+                return (acknowledged, issued);
+            };
+            let Ok(Some(mut comparison)) = rater.next_comparison().await else {
+                return (acknowledged, issued);
             };
             while !stop.load(Ordering::Relaxed) {
-                let Ok(Some(comparison)) = rater.next_comparison().await else {
-                    break;
-                };
-                match rater.vote(&comparison.assignment, "left").await {
-                    Ok(()) => acknowledged.push(comparison.assignment),
-                    Err(_) => break,
+                // The vote answers with the next comparison, written in the vote's transaction.
+                match rater.vote_then_next(&comparison.assignment, "left").await {
+                    Ok(RaterView::Compare(next)) => {
+                        acknowledged.push(comparison.assignment);
+                        issued.push(next.assignment.clone());
+                        comparison = next;
+                    }
+                    _ => break,
                 }
             }
-            acknowledged
+            (acknowledged, issued)
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -64,9 +71,11 @@ async fn acknowledged_votes_survive_sigkill() {
     server.start_kill().unwrap();
     server.wait().await.unwrap();
     stop.store(true, Ordering::Relaxed);
-    let mut acknowledged = Vec::new();
+    let (mut acknowledged, mut issued) = (Vec::new(), Vec::new());
     for task in tasks {
-        acknowledged.extend(task.await.unwrap());
+        let (votes, comparisons) = task.await.unwrap();
+        acknowledged.extend(votes);
+        issued.extend(comparisons);
     }
     assert!(
         acknowledged.len() >= 20,
@@ -110,6 +119,20 @@ async fn acknowledged_votes_survive_sigkill() {
         missing.is_empty(),
         "{} acknowledged votes lost: {missing:?}",
         missing.len()
+    );
+    // Every comparison a vote answered with was committed with that vote.
+    let db = rusqlite::Connection::open(dir.path().join("moat.db")).unwrap();
+    let mut rows = db.prepare("SELECT public_id FROM assignments").unwrap();
+    let written: std::collections::HashSet<String> = rows
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let lost: Vec<&String> = issued.iter().filter(|a| !written.contains(*a)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} comparisons answered with were lost: {lost:?}",
+        lost.len()
     );
     server.start_kill().unwrap();
 }

@@ -328,21 +328,30 @@ async fn unvoted_comparisons_expire(url: &str) {
     };
     assert_ne!(next.assignment, first.assignment);
     assert_eq!(next.position, 1, "the expired one was not a vote");
-    backend
+    // The vote answers with the third comparison, issued in the vote's transaction.
+    let RaterView::Compare(third) = backend
         .vote("expiry", &token, vote(&next.assignment, "right"))
         .await
-        .unwrap();
-    // A voted comparison never expires.
+        .unwrap()
+    else {
+        panic!("the vote answers with the next comparison")
+    };
+    assert_eq!(third.position, 2);
+    // A voted comparison never expires; the third, unvoted, does.
     assert_eq!(
         backend
             .store
             .expire_assignments(now + 60 * 60_000, None)
             .await
             .unwrap(),
-        0
+        1
+    );
+    assert_eq!(
+        backend.store.voted_assignment_ids(study.id).await.unwrap(),
+        [next.assignment.clone()]
     );
     let summaries = backend.store.rater_summaries(study.id, 10).await.unwrap();
-    assert_eq!(summaries[0].expired, 1);
+    assert_eq!(summaries[0].expired, 2);
     assert_eq!(summaries[0].votes, 1);
     backend.store.close().await;
 }

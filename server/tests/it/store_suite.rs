@@ -1216,6 +1216,194 @@ async fn a_prompt_is_assigned_to_a_rater_once(url: &str) {
 }
 on_both_backends!(a_prompt_is_assigned_to_a_rater_once);
 
+/// A vote and the rater's next comparison commit in one transaction, and the next comparison is
+/// written under the same rules as one issued on its own: only after a vote that is recorded (not a
+/// repeat, not refused), once when two requests race, never past the session's number.
+async fn a_vote_and_the_next_comparison_commit_together(url: &str) {
+    use moat_server::domain::AssignmentId;
+    use moat_server::store::{NewAssignment, StoreError, VoteOutcome, VoteToRecord};
+    let backend = backend_with_study(url, "together", 5, 3).await;
+    let store = &backend.store;
+    let token = backend.consent("together", None, None).await.unwrap();
+    let other_token = backend.consent("together", None, None).await.unwrap();
+    let study = store.study("together").await.unwrap();
+    let rater = store
+        .rater_by_token(study.id, &token)
+        .await
+        .unwrap()
+        .unwrap();
+    let other = store
+        .rater_by_token(study.id, &other_token)
+        .await
+        .unwrap()
+        .unwrap();
+    let RaterView::Compare(first) = backend.rater_view("together", &token).await.unwrap() else {
+        panic!("a comparison")
+    };
+    let (study_id, rater_id) = (study.id, rater.id);
+    let next_of = |max_for_rater: u32, skip: usize| {
+        let store = store.clone();
+        async move {
+            let candidates = store
+                .candidate_prompts(study_id, rater_id, 16, false)
+                .await
+                .unwrap();
+            let c = &candidates[skip];
+            NewAssignment {
+                rater_id,
+                study_id,
+                prompt_id: c.prompt_id,
+                left_response: c.responses[0],
+                right_response: c.responses[1],
+                check: None,
+                max_for_rater,
+                expires_ms: None,
+                pair_shards: 1,
+            }
+        }
+    };
+    let vote_on = |assignment: &str, rater_id: i64, choice: moat_exports::Choice| VoteToRecord {
+        assignment: AssignmentId::parse(assignment).unwrap(),
+        rater_id,
+        choice,
+        source_guess: None,
+        source_confidence: None,
+        rationale: None,
+        reveal: false,
+    };
+    let issued = |rater_id: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .assignment_in_state(rater_id, "issued")
+                .await
+                .unwrap()
+                .map(|shown| shown.public_id.as_str().to_string())
+        }
+    };
+    let pairs_shown = || async {
+        store
+            .pair_counts(study.id)
+            .await
+            .unwrap()
+            .values()
+            .sum::<i64>()
+    };
+    assert_eq!(pairs_shown().await, 1);
+
+    // Another rater's vote on this comparison is refused, and its next comparison is not written.
+    let stranger = NewAssignment {
+        rater_id: other.id,
+        ..next_of(3, 0).await
+    };
+    let refused = store
+        .record_vote_then_assign(
+            &vote_on(&first.assignment, other.id, moat_exports::Choice::Left),
+            &stranger,
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::NotFound(_))),
+        "{refused:?}"
+    );
+    assert_eq!(issued(other.id).await, None);
+
+    // Two requests of the rater race with the same vote and the same next comparison: one records
+    // the vote and issues the comparison, the other is told the vote is in and issues nothing.
+    let next = next_of(3, 0).await;
+    let first_vote = vote_on(&first.assignment, rater.id, moat_exports::Choice::Left);
+    let (a, b) = tokio::join!(
+        store.record_vote_then_assign(&first_vote, &next),
+        store.record_vote_then_assign(&first_vote, &next)
+    );
+    let mut answers = [a.unwrap(), b.unwrap()];
+    answers.sort_by_key(|(outcome, _)| matches!(outcome, VoteOutcome::AlreadyRecorded { .. }));
+    let [(won, second), (lost, none)] = answers;
+    assert!(
+        matches!(
+            won,
+            VoteOutcome::Recorded {
+                check_passed: None,
+                ..
+            }
+        ),
+        "{won:?}"
+    );
+    assert!(
+        matches!(lost, VoteOutcome::AlreadyRecorded { .. }),
+        "{lost:?}"
+    );
+    let second = second.expect("the recorded vote issues the next comparison");
+    assert_eq!(none, None);
+    assert_eq!(issued(rater.id).await.as_deref(), Some(second.as_str()));
+    assert_eq!(pairs_shown().await, 2, "one more comparison shown, not two");
+
+    // A repeat of that vote later, with another next comparison, changes nothing; a changed choice
+    // is a conflict and writes nothing either.
+    let again = store
+        .record_vote_then_assign(&first_vote, &next_of(3, 0).await)
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, (VoteOutcome::AlreadyRecorded { .. }, None)),
+        "{again:?}"
+    );
+    let changed = store
+        .record_vote_then_assign(
+            &vote_on(&first.assignment, rater.id, moat_exports::Choice::Right),
+            &next_of(3, 0).await,
+        )
+        .await;
+    assert!(
+        matches!(changed, Err(StoreError::Conflict(_))),
+        "{changed:?}"
+    );
+    assert_eq!(issued(rater.id).await.as_deref(), Some(second.as_str()));
+
+    // At the session's number (here two) the vote is recorded and no comparison is issued.
+    let (outcome, none) = store
+        .record_vote_then_assign(
+            &vote_on(second.as_str(), rater.id, moat_exports::Choice::Tie),
+            &next_of(2, 0).await,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, VoteOutcome::Recorded { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(none, None);
+    assert_eq!(issued(rater.id).await, None);
+    let voted = store.voted_assignment_ids(study.id).await.unwrap();
+    assert_eq!(voted.len(), 2, "{voted:?}");
+    assert_eq!(pairs_shown().await, 2);
+
+    // Through the service: the vote's answer is the comparison its transaction issued, the one the
+    // rater's page then shows, at the next position.
+    let RaterView::Compare(third) = backend.rater_view("together", &token).await.unwrap() else {
+        panic!("a third comparison (the session has three)")
+    };
+    let fresh = backend.consent("together", None, None).await.unwrap();
+    let RaterView::Compare(one) = backend.rater_view("together", &fresh).await.unwrap() else {
+        panic!()
+    };
+    let RaterView::Compare(two) = backend
+        .vote("together", &fresh, vote(&one.assignment, "left"))
+        .await
+        .unwrap()
+    else {
+        panic!("the vote answers with the next comparison")
+    };
+    assert_eq!(two.position, 2);
+    let RaterView::Compare(shown) = backend.rater_view("together", &fresh).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(shown.assignment, two.assignment);
+    assert_ne!(third.assignment, two.assignment);
+    store.close().await;
+}
+on_both_backends!(a_vote_and_the_next_comparison_commit_together);
+
 /// A database made before the pair counts were sharded, holding counts, upgrades when Moat starts on
 /// it: every count reads back the same (SQLite copies the table, PostgreSQL changes its key).
 async fn pair_counts_survive_the_upgrade_to_shards(url: &str) {
