@@ -348,7 +348,7 @@ async fn unvoted_comparisons_expire(url: &str) {
     );
     assert_eq!(
         backend.store.voted_assignment_ids(study.id).await.unwrap(),
-        [next.assignment.clone()]
+        std::slice::from_ref(&next.assignment)
     );
     let summaries = backend.store.rater_summaries(study.id, 10).await.unwrap();
     assert_eq!(summaries[0].expired, 2);
