@@ -71,14 +71,9 @@ pub async fn raw_group_commit(
         let (store, stop, study_id) = (store.clone(), stop.clone(), study.id);
         tasks.push(tokio::spawn(async move {
             let (mut cycles, mut errors) = (0usize, 0usize);
-            // The first comparison alone, as a rater's first page issues it; then each cycle
-            // commits the vote on the open one together with the next one.
-            let mut open: Option<crate::domain::AssignmentId> = None;
-            for prompt in prompts.iter().map(Some).chain([None]) {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let new = prompt.and_then(|prompt| match prompt.responses[..] {
+            let assignments: Vec<NewAssignment> = prompts
+                .iter()
+                .filter_map(|prompt| match prompt.responses[..] {
                     [left, right, ..] => Some(NewAssignment {
                         rater_id,
                         study_id,
@@ -91,15 +86,21 @@ pub async fn raw_group_commit(
                         pair_shards: 1,
                     }),
                     _ => None,
-                });
+                })
+                .collect();
+            // A comparison is issued alone when none is open (a rater's first page); then each
+            // cycle commits the vote on the open one together with the next one.
+            let mut open: Option<crate::domain::AssignmentId> = None;
+            for new in assignments.iter().map(Some).chain([None]) {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 let Some(assignment) = open.take() else {
-                    match &new {
-                        Some(new) => match store.insert_assignment(new).await {
+                    if let Some(new) = new {
+                        match store.insert_assignment(new).await {
                             Ok(Some(public_id)) => open = Some(public_id),
                             _ => errors += 1,
-                        },
-                        None if prompt.is_some() => errors += 1,
-                        None => {}
+                        }
                     }
                     continue;
                 };
@@ -113,7 +114,7 @@ pub async fn raw_group_commit(
                     reveal: false,
                 };
                 let outcome =
-                    match &new {
+                    match new {
                         Some(new) => store.record_vote_then_assign(&vote, new).await.map(
                             |(outcome, next)| {
                                 open = next;

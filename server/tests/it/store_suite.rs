@@ -1241,14 +1241,14 @@ async fn a_vote_and_the_next_comparison_commit_together(url: &str) {
         panic!("a comparison")
     };
     let (study_id, rater_id) = (study.id, rater.id);
-    let next_of = |max_for_rater: u32, skip: usize| {
+    let next_of = |max_for_rater: u32| {
         let store = store.clone();
         async move {
             let candidates = store
                 .candidate_prompts(study_id, rater_id, 16, false)
                 .await
                 .unwrap();
-            let c = &candidates[skip];
+            let c = &candidates[0];
             NewAssignment {
                 rater_id,
                 study_id,
@@ -1294,7 +1294,7 @@ async fn a_vote_and_the_next_comparison_commit_together(url: &str) {
     // Another rater's vote on this comparison is refused, and its next comparison is not written.
     let stranger = NewAssignment {
         rater_id: other.id,
-        ..next_of(3, 0).await
+        ..next_of(3).await
     };
     let refused = store
         .record_vote_then_assign(
@@ -1310,7 +1310,7 @@ async fn a_vote_and_the_next_comparison_commit_together(url: &str) {
 
     // Two requests of the rater race with the same vote and the same next comparison: one records
     // the vote and issues the comparison, the other is told the vote is in and issues nothing.
-    let next = next_of(3, 0).await;
+    let next = next_of(3).await;
     let first_vote = vote_on(&first.assignment, rater.id, moat_exports::Choice::Left);
     let (a, b) = tokio::join!(
         store.record_vote_then_assign(&first_vote, &next),
@@ -1341,7 +1341,7 @@ async fn a_vote_and_the_next_comparison_commit_together(url: &str) {
     // A repeat of that vote later, with another next comparison, changes nothing; a changed choice
     // is a conflict and writes nothing either.
     let again = store
-        .record_vote_then_assign(&first_vote, &next_of(3, 0).await)
+        .record_vote_then_assign(&first_vote, &next_of(3).await)
         .await
         .unwrap();
     assert!(
@@ -1351,7 +1351,7 @@ async fn a_vote_and_the_next_comparison_commit_together(url: &str) {
     let changed = store
         .record_vote_then_assign(
             &vote_on(&first.assignment, rater.id, moat_exports::Choice::Right),
-            &next_of(3, 0).await,
+            &next_of(3).await,
         )
         .await;
     assert!(
@@ -1364,7 +1364,7 @@ async fn a_vote_and_the_next_comparison_commit_together(url: &str) {
     let (outcome, none) = store
         .record_vote_then_assign(
             &vote_on(second.as_str(), rater.id, moat_exports::Choice::Tie),
-            &next_of(2, 0).await,
+            &next_of(2).await,
         )
         .await
         .unwrap();
