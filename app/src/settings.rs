@@ -230,6 +230,12 @@ study_settings! {
         /// Most votes one participant (every session with their participant id, or one anonymous
         /// session) may cast in 24 hours (0: no limit).
         votes_per_day: u32 = 0, "Votes per participant per day", Kind::Count { min: 0, max: NO_MAX };
+        /// Most requests one rater session may make in a minute: pages, votes, prompts, battle
+        /// streams (0: no limit). A person needs a few; a script flooding the study from one session
+        /// is answered 429 past it, before the server reads anything. Each server process counts
+        /// its own.
+        rater_requests_per_minute: u32 = 120, "Requests per rater session per minute",
+            Kind::Count { min: 0, max: NO_MAX };
     }
     Checks {
         /// The share of a rater's comparisons that are quality checks (attention or gold items of

@@ -51,6 +51,13 @@ async fn battle_events(
     };
     let token = moat_app::api::ssr::cookie_value(&headers, &moat_app::api::rater_cookie(&slug))
         .unwrap_or_default();
+    if let Err(refused) = backend.throttle_rater(&slug, &token).await {
+        return (
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(serde_json::json!({ "error": refused.to_string() })),
+        )
+            .into_response();
+    }
     let live = study.settings.stream != "together";
     // A running battle is checked against its rater's token in memory (no database read on the
     // way to the first words); a finished one against the database.

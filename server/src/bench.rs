@@ -342,6 +342,7 @@ async fn run_on(args: &VoteBenchArgs, postgres: Option<&str>) -> anyhow::Result<
         "show_flagged": true,
         "sessions_per_ip": 0,
         "consents_per_minute": 0,
+        "rater_requests_per_minute": 0,
         "active_sampling": args.active_sampling,
     });
     admin(http.post(format!("{base}/api/v1/studies")))

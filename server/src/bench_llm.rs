@@ -1012,7 +1012,8 @@ pub async fn run_arena(args: ArenaBenchArgs, binary: &Path) -> anyhow::Result<Ar
     let slug = "bench-arena";
     // Thousands of raters from this machine's address: the flood limits are off.
     let settings = serde_json::json!({ "kind": "arena", "items_per_rater": 1_000_000,
-        "battles_per_hour": 1_000_000, "sessions_per_ip": 0, "consents_per_minute": 0 });
+        "battles_per_hour": 1_000_000, "sessions_per_ip": 0, "consents_per_minute": 0,
+        "rater_requests_per_minute": 0 });
     http.post(format!("{}/api/v1/studies", server.base))
         .bearer_auth(&server.admin_token)
         .json(&serde_json::json!({ "slug": slug, "title": "Bench arena", "settings": settings }))

@@ -21,6 +21,7 @@ mod comparisons;
 mod results;
 mod sessions;
 mod studies;
+mod throttle;
 
 pub struct AppService {
     pub store: Store,
@@ -28,6 +29,8 @@ pub struct AppService {
     session_limits: std::sync::Mutex<SessionLimits>,
     cookie_policy: std::sync::Mutex<CookiePolicy>,
     cache: std::sync::Mutex<StudyCache>,
+    /// Each rater session's requests in the last minute (`rater_requests_per_minute`).
+    rater_throttle: throttle::RaterThrottle,
     /// The live arena, when the server has a model registry (`moat serve --models`).
     arena: std::sync::OnceLock<Arc<crate::arena::Arena>>,
     /// The secret that keys the digests of raters' addresses (made once per database).
@@ -135,6 +138,7 @@ impl AppService {
             session_limits: Default::default(),
             cookie_policy: Default::default(),
             cache: Default::default(),
+            rater_throttle: Default::default(),
             arena: Default::default(),
             client_salt: Default::default(),
             active: Default::default(),
@@ -213,6 +217,9 @@ impl Backend for AppService {
         slug: &str,
         rater_token: Option<&str>,
     ) -> Result<StudyEntry, BackendError> {
+        if let Some(token) = rater_token {
+            self.throttle_rater(slug, token).await?;
+        }
         AppService::study_entry(self, slug, rater_token).await
     }
 
@@ -226,6 +233,7 @@ impl Backend for AppService {
     }
 
     async fn rater_view(&self, slug: &str, rater_token: &str) -> Result<RaterView, BackendError> {
+        self.throttle_rater(slug, rater_token).await?;
         AppService::rater_view(self, slug, rater_token).await
     }
 
@@ -235,6 +243,7 @@ impl Backend for AppService {
         rater_token: &str,
         vote: VoteInput,
     ) -> Result<RaterView, BackendError> {
+        self.throttle_rater(slug, rater_token).await?;
         AppService::vote(self, slug, rater_token, vote).await
     }
 
@@ -247,6 +256,7 @@ impl Backend for AppService {
         follow_up: bool,
         wait: bool,
     ) -> Result<String, BackendError> {
+        self.throttle_rater(slug, rater_token).await?;
         AppService::arena_prompt(self, slug, rater_token, prompt, sample, follow_up, wait).await
     }
 
@@ -255,6 +265,7 @@ impl Backend for AppService {
         slug: &str,
         rater_token: &str,
     ) -> Result<(), BackendError> {
+        self.throttle_rater(slug, rater_token).await?;
         AppService::continue_after_reveal(self, slug, rater_token).await
     }
 

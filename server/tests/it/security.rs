@@ -646,3 +646,55 @@ async fn failed_logins_are_rate_limited_per_address() {
     assert!(rater.next_comparison().await.unwrap().is_some());
     db.cleanup().await;
 }
+
+/// One rater session flooding the study: past `rater_requests_per_minute` its pages, votes and
+/// battle streams are answered 429 with a message saying what happened, a refused vote records
+/// nothing, and another session of the same study is served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_session_is_throttled_and_others_are_not() {
+    let db = TestDb::sqlite();
+    let server = spawn_server(db.url(), &no_site()).await;
+    server
+        .open_study(
+            "busy",
+            6,
+            serde_json::json!({ "items_per_rater": 6, "rater_requests_per_minute": 10 }),
+        )
+        .await;
+    let flooder = RaterClient::join(&server.base, "busy", None).await.unwrap();
+    let comparison = flooder.next_comparison().await.unwrap().unwrap();
+    // Ten requests a minute, a full minute's worth at once: the first took one, nine remain (the
+    // bucket refills by one every six seconds, far slower than these requests come).
+    let mut served = 1;
+    let refused = loop {
+        match flooder.next_raw().await {
+            Ok(_) => served += 1,
+            Err(error) => break error,
+        }
+        assert!(served <= 11, "no request was refused");
+    };
+    assert_eq!(served, 10);
+    let moat_server::client::ClientError::Status { status, body } = refused else {
+        panic!("{refused}")
+    };
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("more than 10 requests in a minute"), "{body}");
+    // A vote past the limit is refused the same way and records nothing.
+    let vote = flooder
+        .vote_raw(&comparison.assignment, "left", &[])
+        .await
+        .unwrap_err();
+    assert!(vote.to_string().contains("HTTP 429"), "{vote}");
+    assert!(exported_votes(&server, "busy").await.is_empty());
+    // So is a battle's event stream (before it looks for the battle).
+    let events = flooder.battle_events("no-such-battle").await.unwrap_err();
+    assert!(events.to_string().contains("HTTP 429"), "{events}");
+    // Another session is not held up by the first one's flood, and its vote counts.
+    let other = RaterClient::join(&server.base, "busy", None).await.unwrap();
+    let shown = other.next_comparison().await.unwrap().unwrap();
+    other.vote(&shown.assignment, "right").await.unwrap();
+    assert_eq!(exported_votes(&server, "busy").await.len(), 1);
+    let missing = other.battle_events("no-such-battle").await.unwrap_err();
+    assert!(missing.to_string().contains("HTTP 404"), "{missing}");
+    db.cleanup().await;
+}

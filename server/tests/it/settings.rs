@@ -98,6 +98,7 @@ fn every_setting_changed() -> StudySettings {
         sessions_per_ip: 0,
         consents_per_minute: 5,
         votes_per_day: 40,
+        rater_requests_per_minute: 30,
         check_rate: 0.25,
         max_failed_checks: Some(2),
         end_excluded_sessions: true,
