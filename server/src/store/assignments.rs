@@ -24,12 +24,10 @@ impl Store {
         if let Some(read) = self.native_rows(
             SQL,
             &[&study_id, &rater_id, &limit, &flagged],
+            // By position (`prompt_id, id, model_id, times_assigned`): a read by name compares
+            // the name with every column's, for each of the ~50 rows of every new comparison.
             |row| -> StoreResult<(i64, i64, (i64, i64))> {
-                Ok((
-                    row.get("prompt_id")?,
-                    row.get("times_assigned")?,
-                    (row.get("id")?, row.get("model_id")?),
-                ))
+                Ok((row.get(0)?, row.get(3)?, (row.get(1)?, row.get(2)?)))
             },
         ) {
             return read.map(|rows| gather_candidates(rows.into_iter()));
@@ -269,12 +267,12 @@ macro_rules! insert_assignment_sql {
          model_low, model_high, kind, issued_ms, state, expires_ms) \
          SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'issued', $11 \
          WHERE NOT EXISTS (SELECT 1 FROM assignments WHERE rater_id = $2 AND state = 'issued') \
-         AND (SELECT COUNT(*) FROM assignments WHERE rater_id = $2) < $10 \
+         AND (SELECT assigned FROM raters WHERE id = $2) < $10 \
          ON CONFLICT DO NOTHING RETURNING id"
     };
 }
-/// One unvoted comparison at a time and at most `$10` in the session, checked where the row is
-/// written: parallel requests of one rater get the same answer as serial ones. The unique index
+/// One unvoted comparison at a time and at most `$10` in the session (the rater's `assigned`,
+/// which a trigger keeps), checked where the row is written: parallel requests of one rater get the same answer as serial ones. The unique index
 /// `assignments_once` (a rater sees a prompt once) turns a concurrent second assignment of the same
 /// prompt into no row, without an error that would end the transaction.
 pub(super) const INSERT_ASSIGNMENT: &str = insert_assignment_sql!();

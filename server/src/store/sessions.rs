@@ -121,11 +121,10 @@ impl Store {
         token: &str,
     ) -> StoreResult<Option<RaterRow>> {
         // The vote count comes along (one round trip fewer per page): an assignment leaves `issued` in
-        // the transaction that records its vote, and imported votes are written `done`, so counting
-        // the rater's non-issued assignments reads the (rater, state) index alone.
+        // the transaction that records its vote, and imported votes are written `done`; the rater's
+        // `answered`, kept by a trigger on assignments, counts the ones not `issued`.
         const SQL: &str = "SELECT r.id, r.study_id, r.status, r.external_id, r.completion_code, \
-             (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id AND a.state <> 'issued') AS votes \
-             FROM raters r WHERE r.token_hash = $1 AND r.study_id = $2";
+             r.answered AS votes FROM raters r WHERE r.token_hash = $1 AND r.study_id = $2";
         let hash = sha256_hex(token);
         if let Some(read) = self.native_row(SQL, &[&hash, &study_id], |row| {
             Ok(RaterRow {

@@ -1982,3 +1982,190 @@ async fn active_sampling_prefers_the_uncertain_pair(url: &str) {
 }
 
 on_both_backends!(active_sampling_prefers_the_uncertain_pair);
+
+/// Every rater's counts as the rows say: (id, comparisons, answered ones), by `COUNT(*)`.
+async fn counted_by_rows(url: &str) -> Vec<(i64, i64, i64)> {
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap();
+    let rows = sqlx::query(
+        "SELECT r.id, \
+         (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id) AS assigned, \
+         (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id AND a.state <> 'issued') AS answered \
+         FROM raters r ORDER BY r.id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    rows.iter()
+        .map(|row| {
+            (
+                sqlx::Row::get(row, 0),
+                sqlx::Row::get(row, 1),
+                sqlx::Row::get(row, 2),
+            )
+        })
+        .collect()
+}
+
+/// Every rater's counts as the rater path reads them: the columns the triggers keep.
+async fn counted_by_triggers(url: &str) -> Vec<(i64, i64, i64)> {
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap();
+    let rows = sqlx::query("SELECT id, assigned, answered FROM raters ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|row| {
+            (
+                sqlx::Row::get(row, 0),
+                sqlx::Row::get(row, 1),
+                sqlx::Row::get(row, 2),
+            )
+        })
+        .collect()
+}
+
+/// A rater's comparisons and answered ones are counted by triggers, not by reading all their
+/// assignments at each request: after votes, a reveal seen, comparisons that expired unvoted, a
+/// vote refused at the session's end and imported votes, the counts equal the rows', and the
+/// session ends at `items_per_rater` as before.
+async fn rater_counts_follow_every_path(url: &str) {
+    let settings = StudySettings {
+        items_per_rater: 3,
+        reveal_after_vote: true,
+        ..Default::default()
+    };
+    let backend = backend_with_open_study(url, "counted", 5, settings).await;
+    let token = backend.consent("counted", None, None).await.unwrap();
+    let other = backend.consent("counted", None, None).await.unwrap();
+    let mut voted = 0;
+    loop {
+        match backend.rater_view("counted", &token).await.unwrap() {
+            RaterView::Compare(shown) => {
+                backend
+                    .vote("counted", &token, vote(&shown.assignment, "left"))
+                    .await
+                    .unwrap();
+                voted += 1;
+            }
+            RaterView::Reveal(_) => backend
+                .continue_after_reveal("counted", &token)
+                .await
+                .unwrap(),
+            RaterView::Done(done) => {
+                assert_eq!(done.votes, 3);
+                break;
+            }
+            view => panic!("unexpected {view:?}"),
+        }
+        assert!(voted <= 3, "the session went past items_per_rater");
+    }
+    // The other rater's comparison expires unvoted (twice), and a third is voted on.
+    for _ in 0..2 {
+        let RaterView::Compare(_) = backend.rater_view("counted", &other).await.unwrap() else {
+            panic!("expected a comparison")
+        };
+        let far = moat_server::domain::now_ms() + 10 * 24 * 3_600_000;
+        assert_eq!(
+            backend.store.expire_assignments(far, None).await.unwrap(),
+            1
+        );
+    }
+    let RaterView::Compare(shown) = backend.rater_view("counted", &other).await.unwrap() else {
+        panic!("expected a comparison")
+    };
+    backend
+        .vote("counted", &other, vote(&shown.assignment, "right"))
+        .await
+        .unwrap();
+    // Two imported votes of an annotator, written `done` straight away.
+    let study = backend.store.study("counted").await.unwrap();
+    let candidates = backend
+        .store
+        .candidate_prompts(study.id, 0, 2, true)
+        .await
+        .unwrap();
+    let mut tx = backend.store.begin_write().await.unwrap();
+    let annotator = tx.imported_rater(study.id, "annotator-1").await.unwrap();
+    for prompt in &candidates {
+        tx.insert_imported_vote(
+            annotator,
+            prompt.prompt_id,
+            prompt.responses[0],
+            prompt.responses[1],
+            "imported",
+            moat_exports::Choice::Left,
+            0,
+            None,
+            None,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let by_rows = counted_by_rows(url).await;
+    assert_eq!(counted_by_triggers(url).await, by_rows);
+    let counts: Vec<(i64, i64)> = by_rows.iter().map(|&(_, a, b)| (a, b)).collect();
+    // The first rater: 3 voted; the other: 1 voted (the 2 expired are gone); the annotator: 2.
+    assert_eq!(counts, vec![(3, 3), (1, 1), (2, 2)]);
+    backend.store.close().await;
+}
+on_both_backends!(rater_counts_follow_every_path);
+
+/// A database with sessions under way, made before the counts were kept, upgrades with every
+/// rater's counts backfilled from the rows.
+async fn rater_counts_are_backfilled_on_upgrade(url: &str) {
+    sqlx::any::install_default_drivers();
+    let mut before = if url.starts_with("sqlite") {
+        sqlx::migrate!("../migrations/sqlite")
+    } else {
+        sqlx::migrate!("../migrations/postgres")
+    };
+    before.migrations = std::borrow::Cow::Owned(
+        before
+            .migrations
+            .iter()
+            .filter(|m| m.version < 20261201000001)
+            .cloned()
+            .collect(),
+    );
+    let create = if url.starts_with("sqlite") {
+        "?mode=rwc"
+    } else {
+        ""
+    };
+    let pool = sqlx::AnyPool::connect(&format!("{url}{create}"))
+        .await
+        .unwrap();
+    before.run(&pool).await.unwrap();
+    for sql in [
+        "INSERT INTO studies (id, slug, title, created_ms) VALUES (1, 'old', 'Old', 0)",
+        "INSERT INTO models (id, study_id, name, openness) VALUES (1, 1, 'a', 'open'), (2, 1, 'b', 'open')",
+        "INSERT INTO prompts (id, study_id, external_id, conversation) VALUES \
+         (1, 1, 'p1', '[]'), (2, 1, 'p2', '[]'), (3, 1, 'p3', '[]')",
+        "INSERT INTO responses (id, prompt_id, model_id, content) VALUES \
+         (1, 1, 1, 'x'), (2, 1, 2, 'y'), (3, 2, 1, 'x'), (4, 2, 2, 'y'), (5, 3, 1, 'x'), (6, 3, 2, 'y')",
+        "INSERT INTO raters (id, study_id, token_hash, pseudonym, created_ms) VALUES \
+         (1, 1, 'h1', 'r1', 0), (2, 1, 'h2', 'r2', 0), (3, 1, 'h3', 'r3', 0)",
+        "INSERT INTO assignments (public_id, rater_id, prompt_id, left_response_id, right_response_id, \
+         model_low, model_high, issued_ms, state) VALUES \
+         ('a1', 1, 1, 1, 2, 1, 2, 0, 'done'), ('a2', 1, 2, 3, 4, 1, 2, 0, 'voted'), \
+         ('a3', 1, 3, 5, 6, 1, 2, 0, 'issued'), ('a4', 2, 1, 2, 1, 1, 2, 0, 'issued')",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+    let store = Store::connect(url).await.expect("the upgrade runs");
+    store.close().await;
+    assert_eq!(
+        counted_by_triggers(url).await,
+        vec![(1, 3, 2), (2, 1, 0), (3, 0, 0)]
+    );
+    assert_eq!(counted_by_triggers(url).await, counted_by_rows(url).await);
+}
+on_both_backends!(rater_counts_are_backfilled_on_upgrade);
