@@ -80,6 +80,11 @@ pub struct VoteBenchReport {
     /// With `--active-sampling`: the study's reward model at the end of the run, as the study
     /// report gives it (`null`: none trained).
     pub reward_model: Option<serde_json::Value>,
+    /// CPU time (user + system) per acknowledged vote while the raters ran: of the server
+    /// processes together, and of this process (the simulated raters' HTTP clients). Less
+    /// noisy than votes/s on a shared machine: compare builds by it.
+    pub server_cpu_us_per_vote: f64,
+    pub bench_cpu_us_per_vote: f64,
     /// Bytes of the slow upload the server received during the run (0 without `--upload-mb`).
     pub upload_bytes_sent: u64,
     /// The same writes without HTTP and assignment logic, in the same run (`None` with `--no-ceiling`).
@@ -378,6 +383,14 @@ async fn run_on(args: &VoteBenchArgs, postgres: Option<&str>) -> anyhow::Result<
     } else {
         None
     };
+    let cpu = || -> (f64, f64) {
+        let servers: f64 = pids
+            .iter()
+            .map(|pid| crate::bench_llm::cpu_seconds(&pid.to_string()))
+            .sum();
+        (servers, crate::bench_llm::cpu_seconds("self"))
+    };
+    let cpu_before = cpu();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for rater_number in 0..args.raters {
@@ -452,6 +465,9 @@ async fn run_on(args: &VoteBenchArgs, postgres: Option<&str>) -> anyhow::Result<
         cycle_ms.extend(c);
         errors += e;
     }
+    let cpu_after = cpu();
+    let acknowledged = vote_ms.len().max(1) as f64;
+    let per_vote = |seconds: f64| seconds * 1e6 / acknowledged;
     let elapsed = started.elapsed().as_secs_f64();
     let upload_bytes_sent = match upload {
         Some(task) => task.await??,
@@ -524,6 +540,8 @@ async fn run_on(args: &VoteBenchArgs, postgres: Option<&str>) -> anyhow::Result<
         server_anon_quarter_mb: rss_quarter.1,
         server_anon_end_mb: rss_end.1,
         reward_model,
+        server_cpu_us_per_vote: per_vote(cpu_after.0 - cpu_before.0),
+        bench_cpu_us_per_vote: per_vote(cpu_after.1 - cpu_before.1),
         upload_bytes_sent,
         ceiling,
         share_of_ceiling,
@@ -557,6 +575,11 @@ impl std::fmt::Display for VoteBenchReport {
             self.server_anon_quarter_mb,
             self.server_rss_end_mb,
             self.server_anon_end_mb
+        )?;
+        writeln!(
+            f,
+            "CPU per acknowledged vote: server {:.0} µs, load generator {:.0} µs",
+            self.server_cpu_us_per_vote, self.bench_cpu_us_per_vote
         )?;
         write!(
             f,

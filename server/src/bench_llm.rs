@@ -419,7 +419,7 @@ fn status_kb(pid: u32, field: &str) -> Option<u64> {
 }
 
 /// User plus system CPU seconds of a process (`self` or a pid), from `/proc/PID/stat`.
-fn cpu_seconds(pid: &str) -> f64 {
+pub(crate) fn cpu_seconds(pid: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return f64::NAN;
     };
