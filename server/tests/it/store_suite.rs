@@ -2169,3 +2169,39 @@ async fn rater_counts_are_backfilled_on_upgrade(url: &str) {
     assert_eq!(counted_by_triggers(url).await, counted_by_rows(url).await);
 }
 on_both_backends!(rater_counts_are_backfilled_on_upgrade);
+
+/// On SQLite the candidate prompts' responses are read from an index that holds their model ids,
+/// never from the table whose rows carry the response text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reads_the_candidates_responses_from_an_index() {
+    let db = crate::support::TestDb::sqlite();
+    let backend = backend_with_study(db.url(), "covered", 30, 10).await;
+    let study = backend.store.study("covered").await.unwrap();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(db.url())
+        .await
+        .unwrap();
+    let sql = format!(
+        "EXPLAIN QUERY PLAN {}",
+        moat_server::store::NEXT_REGULAR_PROMPTS_SQL
+    );
+    let lines = sqlx::query(&sql)
+        .bind(study.id)
+        .bind(1_i64)
+        .bind(16_i64)
+        .bind(0_i64)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let plan = lines
+        .iter()
+        .map(|line| sqlx::Row::get::<String, _>(line, 3))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        plan.contains("SEARCH r USING COVERING INDEX responses_prompt_model"),
+        "{plan}"
+    );
+    drop(conn);
+    backend.store.close().await;
+    db.cleanup().await;
+}
