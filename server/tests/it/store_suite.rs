@@ -1404,9 +1404,9 @@ async fn a_vote_and_the_next_comparison_commit_together(url: &str) {
 }
 on_both_backends!(a_vote_and_the_next_comparison_commit_together);
 
-/// A database made before the pair counts were sharded, holding counts, upgrades when Moat starts on
-/// it: every count reads back the same (SQLite copies the table, PostgreSQL changes its key).
-async fn pair_counts_survive_the_upgrade_to_shards(url: &str) {
+/// A pool on the database at `url` with the migrations before `version` applied, as a database made
+/// by an earlier Moat.
+async fn database_before(url: &str, version: i64) -> sqlx::AnyPool {
     sqlx::any::install_default_drivers();
     let mut before = if url.starts_with("sqlite") {
         sqlx::migrate!("../migrations/sqlite")
@@ -1417,7 +1417,7 @@ async fn pair_counts_survive_the_upgrade_to_shards(url: &str) {
         before
             .migrations
             .iter()
-            .filter(|m| m.version < 20261130200001)
+            .filter(|m| m.version < version)
             .cloned()
             .collect(),
     );
@@ -1431,6 +1431,13 @@ async fn pair_counts_survive_the_upgrade_to_shards(url: &str) {
         .await
         .unwrap();
     before.run(&pool).await.unwrap();
+    pool
+}
+
+/// A database made before the pair counts were sharded, holding counts, upgrades when Moat starts on
+/// it: every count reads back the same (SQLite copies the table, PostgreSQL changes its key).
+async fn pair_counts_survive_the_upgrade_to_shards(url: &str) {
+    let pool = database_before(url, 20261130200001).await;
     sqlx::query("INSERT INTO studies (slug, title, created_ms) VALUES ('old', 'Old', 0)")
         .execute(&pool)
         .await
@@ -1983,20 +1990,12 @@ async fn active_sampling_prefers_the_uncertain_pair(url: &str) {
 
 on_both_backends!(active_sampling_prefers_the_uncertain_pair);
 
-/// Every rater's counts as the rows say: (id, comparisons, answered ones), by `COUNT(*)`.
-async fn counted_by_rows(url: &str) -> Vec<(i64, i64, i64)> {
+/// (rater id, comparisons, answered ones) of every rater, as `sql` reads them.
+async fn rater_counts(url: &str, sql: &str) -> Vec<(i64, i64, i64)> {
     let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(url)
         .await
         .unwrap();
-    let rows = sqlx::query(
-        "SELECT r.id, \
-         (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id) AS assigned, \
-         (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id AND a.state <> 'issued') AS answered \
-         FROM raters r ORDER BY r.id",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
+    let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
     rows.iter()
         .map(|row| {
             (
@@ -2008,24 +2007,21 @@ async fn counted_by_rows(url: &str) -> Vec<(i64, i64, i64)> {
         .collect()
 }
 
+/// Every rater's counts as the rows say, by `COUNT(*)`.
+async fn counted_by_rows(url: &str) -> Vec<(i64, i64, i64)> {
+    rater_counts(
+        url,
+        "SELECT r.id, \
+         (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id) AS assigned, \
+         (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id AND a.state <> 'issued') AS answered \
+         FROM raters r ORDER BY r.id",
+    )
+    .await
+}
+
 /// Every rater's counts as the rater path reads them: the columns the triggers keep.
 async fn counted_by_triggers(url: &str) -> Vec<(i64, i64, i64)> {
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(url)
-        .await
-        .unwrap();
-    let rows = sqlx::query("SELECT id, assigned, answered FROM raters ORDER BY id")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-    rows.iter()
-        .map(|row| {
-            (
-                sqlx::Row::get(row, 0),
-                sqlx::Row::get(row, 1),
-                sqlx::Row::get(row, 2),
-            )
-        })
-        .collect()
+    rater_counts(url, "SELECT id, assigned, answered FROM raters ORDER BY id").await
 }
 
 /// A rater's comparisons and answered ones are counted by triggers, not by reading all their
@@ -2120,29 +2116,7 @@ on_both_backends!(rater_counts_follow_every_path);
 /// A database with sessions under way, made before the counts were kept, upgrades with every
 /// rater's counts backfilled from the rows.
 async fn rater_counts_are_backfilled_on_upgrade(url: &str) {
-    sqlx::any::install_default_drivers();
-    let mut before = if url.starts_with("sqlite") {
-        sqlx::migrate!("../migrations/sqlite")
-    } else {
-        sqlx::migrate!("../migrations/postgres")
-    };
-    before.migrations = std::borrow::Cow::Owned(
-        before
-            .migrations
-            .iter()
-            .filter(|m| m.version < 20261201000001)
-            .cloned()
-            .collect(),
-    );
-    let create = if url.starts_with("sqlite") {
-        "?mode=rwc"
-    } else {
-        ""
-    };
-    let pool = sqlx::AnyPool::connect(&format!("{url}{create}"))
-        .await
-        .unwrap();
-    before.run(&pool).await.unwrap();
+    let pool = database_before(url, 20261201000001).await;
     for sql in [
         "INSERT INTO studies (id, slug, title, created_ms) VALUES (1, 'old', 'Old', 0)",
         "INSERT INTO models (id, study_id, name, openness) VALUES (1, 1, 'a', 'open'), (2, 1, 'b', 'open')",
