@@ -272,9 +272,10 @@ macro_rules! insert_assignment_sql {
     };
 }
 /// One unvoted comparison at a time and at most `$10` in the session (the rater's `assigned`,
-/// which a trigger keeps), checked where the row is written: parallel requests of one rater get the same answer as serial ones. The unique index
-/// `assignments_once` (a rater sees a prompt once) turns a concurrent second assignment of the same
-/// prompt into no row, without an error that would end the transaction.
+/// which a trigger keeps), checked where the row is written: parallel requests of one rater get the
+/// same answer as serial ones. The unique index `assignments_once` (a rater sees a prompt once)
+/// turns a concurrent second assignment of the same prompt into no row, without an error that would
+/// end the transaction.
 pub(super) const INSERT_ASSIGNMENT: &str = insert_assignment_sql!();
 /// PostgreSQL: [`INSERT_ASSIGNMENT`], the prompt's count (`COUNT_PROMPT_ASSIGNED`) and, for a
 /// regular comparison, the pair's (`COUNT_PAIR_SHOWN`, study `$12`, shard `$13`) as one statement:

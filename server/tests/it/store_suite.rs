@@ -1468,6 +1468,30 @@ async fn pair_counts_survive_the_upgrade_to_shards(url: &str) {
 }
 on_both_backends!(pair_counts_survive_the_upgrade_to_shards);
 
+/// The plan of the next-prompts read for rater 1 of the study, from `explain` (the database's
+/// EXPLAIN form), one line per row from the text in `column`.
+async fn next_prompts_plan(
+    conn: &mut sqlx::AnyConnection,
+    explain: &str,
+    column: usize,
+    study_id: i64,
+) -> String {
+    let sql = format!("{explain} {}", moat_server::store::NEXT_REGULAR_PROMPTS_SQL);
+    let lines = sqlx::query(&sql)
+        .bind(study_id)
+        .bind(1_i64)
+        .bind(16_i64)
+        .bind(0_i64)
+        .fetch_all(conn)
+        .await
+        .unwrap();
+    lines
+        .iter()
+        .map(|line| sqlx::Row::get::<String, _>(line, column))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// On PostgreSQL the next prompts are read off an index in (times assigned, id) order and the read
 /// stops after the first few, right after an import (no statistics yet) as later: `check_kind IS
 /// NULL` does not fix an index column there, so an index that leads with `check_kind` read and sorted
@@ -1485,22 +1509,7 @@ async fn postgres_reads_the_next_prompts_in_index_order() {
         if analyze {
             sqlx::query("ANALYZE").execute(&mut conn).await.unwrap();
         }
-        let sql = format!("EXPLAIN {}", moat_server::store::NEXT_REGULAR_PROMPTS_SQL);
-        let lines = sqlx::query(&sql)
-            .bind(study.id)
-            .bind(1_i64)
-            .bind(16_i64)
-            .bind(0_i64)
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-        plans.push(
-            lines
-                .iter()
-                .map(|line| sqlx::Row::get::<String, _>(line, 0))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        );
+        plans.push(next_prompts_plan(&mut conn, "EXPLAIN", 0, study.id).await);
     }
     for plan in plans {
         assert!(plan.contains("prompts_next_regular"), "{plan}");
@@ -2154,23 +2163,8 @@ async fn sqlite_reads_the_candidates_responses_from_an_index() {
     let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(db.url())
         .await
         .unwrap();
-    let sql = format!(
-        "EXPLAIN QUERY PLAN {}",
-        moat_server::store::NEXT_REGULAR_PROMPTS_SQL
-    );
-    let lines = sqlx::query(&sql)
-        .bind(study.id)
-        .bind(1_i64)
-        .bind(16_i64)
-        .bind(0_i64)
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-    let plan = lines
-        .iter()
-        .map(|line| sqlx::Row::get::<String, _>(line, 3))
-        .collect::<Vec<_>>()
-        .join("\n");
+    // EXPLAIN QUERY PLAN's fourth column is the step's text.
+    let plan = next_prompts_plan(&mut conn, "EXPLAIN QUERY PLAN", 3, study.id).await;
     assert!(
         plan.contains("SEARCH r USING COVERING INDEX responses_prompt_model"),
         "{plan}"
