@@ -5,9 +5,9 @@ use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::api::*;
-use crate::error_text;
 use crate::settings::{field_errors, names_a_setting, Group, Kind, Setting, SETTINGS};
 use crate::wire::*;
+use crate::{error_text, utc_time};
 
 #[component]
 pub fn AdminHome() -> impl IntoView {
@@ -55,6 +55,7 @@ pub fn AdminHome() -> impl IntoView {
             })}
         </Suspense>
         <AdminTokens login=login logout=logout/>
+        <AuditLog login=login logout=logout/>
         <Suspense fallback=|| ()>
             {move || Suspend::new(async move {
                 models.await.ok().flatten().map(|registry| view! {
@@ -101,6 +102,7 @@ fn AdminTokens(
 ) -> impl IntoView {
     let create = ServerAction::<CreateAdminToken>::new();
     let revoke = ServerAction::<RevokeAdminToken>::new();
+    let grant = ServerAction::<SetAdminTokenStudies>::new();
     let tokens = Resource::new(
         move || {
             (
@@ -108,6 +110,7 @@ fn AdminTokens(
                 logout.version().get(),
                 create.version().get(),
                 revoke.version().get(),
+                grant.version().get(),
             )
         },
         |_| admin_tokens(),
@@ -120,11 +123,29 @@ fn AdminTokens(
                         .into_iter()
                         .map(|token| {
                             let name = token.name.clone();
+                            let studies = token.studies.join(", ");
+                            // An owner's token sees every study; a revoked one is done.
+                            let grantable = !token.revoked && token.role != AdminRole::Owner;
+                            let grant_name = name.clone();
+                            // What no studies means for the role (a viewer without studies reads all).
+                            let none = if token.role == AdminRole::Viewer { "all studies" } else { "no studies" };
                             view! {
                                 <tr>
                                     <td>{token.name}</td>
                                     <td>{token.role.as_str()}</td>
-                                    <td>{if token.studies.is_empty() { "-".to_string() } else { token.studies.join(", ") }}</td>
+                                    <td>{if grantable {
+                                        view! {
+                                            <ActionForm action=grant attr:class="token-studies">
+                                                <input type="hidden" name="name" value=grant_name/>
+                                                <input name="studies" value=studies placeholder=none aria-label="Studies (slugs, comma-separated)"/>
+                                                <button type="submit" class="save-token-studies">"Save studies"</button>
+                                            </ActionForm>
+                                        }.into_any()
+                                    } else if studies.is_empty() {
+                                        "-".into_any()
+                                    } else {
+                                        studies.into_any()
+                                    }}</td>
                                     <td>{if token.revoked { "revoked" } else { "active" }}</td>
                                     <td>{(!token.revoked).then(|| view! {
                                         <ActionForm action=revoke>
@@ -156,12 +177,61 @@ fn AdminTokens(
                 })
             })}
         </Suspense>
+        {move || grant.value().get().and_then(|r| r.err()).map(|error| view! {
+            <p class="error" id="token-studies-error">{error_text(&error)}</p>
+        })}
         {move || create.value().get().map(|result| match result {
             Ok(token) => view! {
                 <p class="notice" id="new-token">"New token (shown once; copy it now): " <code>{token}</code></p>
             }.into_any(),
             Err(error) => view! { <p class="error">{error_text(&error)}</p> }.into_any(),
         })}
+    }
+}
+
+/// The owner's section: the newest entries of the audit log (logins and failed ones, study changes,
+/// imports, exports, tokens), newest first. Text is shown as text: an actor or a target is what
+/// someone typed.
+#[component]
+fn AuditLog(login: ServerAction<AdminLogin>, logout: ServerAction<AdminLogout>) -> impl IntoView {
+    let entries = Resource::new(
+        move || (login.version().get(), logout.version().get()),
+        |_| admin_audit(),
+    );
+    view! {
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                entries.await.ok().flatten().map(|entries| {
+                    let shown = entries.len();
+                    let rows = entries
+                        .into_iter()
+                        .map(|entry| {
+                            let seconds = entry.at_ms.div_euclid(1000).rem_euclid(60);
+                            view! {
+                                <tr>
+                                    <td class="when">{format!("{}:{seconds:02}", utc_time(entry.at_ms))}</td>
+                                    <td>{entry.actor}</td>
+                                    <td class="action">{entry.action}</td>
+                                    <td>{entry.target}</td>
+                                    <td>{entry.detail}</td>
+                                </tr>
+                            }
+                        })
+                        .collect_view();
+                    view! {
+                        <h2>"Audit log"</h2>
+                        <p class="hint">
+                            {format!("The newest {shown} entries (UTC), newest first. All of them: ")}
+                            <code>"moat audit"</code>" or "<code>"GET /api/v1/audit?limit=10000"</code>"."
+                        </p>
+                        <table class="audit-log">
+                            <thead><tr><th>"When"</th><th>"Who"</th><th>"Action"</th><th>"Target"</th><th>"Detail"</th></tr></thead>
+                            <tbody>{rows}</tbody>
+                        </table>
+                    }
+                })
+            })}
+        </Suspense>
     }
 }
 

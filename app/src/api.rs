@@ -283,6 +283,32 @@ pub async fn admin_tokens() -> Result<Option<Vec<AdminTokenView>>, ServerFnError
         .map_err(ssr::fail)
 }
 
+/// The newest entries of the audit log (who did what, when); `None` unless the browser is logged in
+/// as the owner.
+#[server(prefix = "/rpc", endpoint = "admin_audit")]
+pub async fn admin_audit() -> Result<Option<Vec<AuditEntry>>, ServerFnError> {
+    let backend = ssr::backend()?;
+    let Some(principal) = ssr::admin_principal(&backend).await else {
+        return Ok(None);
+    };
+    if backend
+        .authorize(&principal, Permission::ReadAudit)
+        .await
+        .is_err()
+    {
+        return Ok(None);
+    }
+    backend
+        .audit_log(&principal, AUDIT_PAGE_ROWS)
+        .await
+        .map(Some)
+        .map_err(ssr::fail)
+}
+
+/// How many of the newest audit entries the admin page shows (the JSON API and `moat audit` give
+/// up to 10,000).
+pub const AUDIT_PAGE_ROWS: i64 = 200;
+
 /// The owner's form: creates a per-person token and returns it (shown once on the page).
 /// `studies` is a comma- or space-separated list of study slugs.
 #[server(prefix = "/rpc", endpoint = "create_admin_token")]
@@ -292,16 +318,34 @@ pub async fn create_admin_token(
     studies: Option<String>,
 ) -> Result<String, ServerFnError> {
     let (backend, principal) = ssr::require_admin(Permission::ManageTokens).await?;
-    let studies: Vec<String> = studies
-        .unwrap_or_default()
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
+    let studies = slug_list(studies.as_deref());
     backend
         .create_admin_token(&principal, &name, &role, &studies)
         .await
         .map_err(ssr::fail)
+}
+
+/// The owner's form on a token's row: replaces the studies granted to it (comma- or
+/// space-separated slugs; empty: none).
+#[server(prefix = "/rpc", endpoint = "set_admin_token_studies")]
+pub async fn set_admin_token_studies(
+    name: String,
+    studies: Option<String>,
+) -> Result<(), ServerFnError> {
+    let (backend, principal) = ssr::require_admin(Permission::ManageTokens).await?;
+    backend
+        .set_admin_token_studies(&principal, &name, &slug_list(studies.as_deref()))
+        .await
+        .map_err(ssr::fail)
+}
+
+/// Study slugs typed into a form field, separated by commas or spaces.
+fn slug_list(text: Option<&str>) -> Vec<String> {
+    text.unwrap_or_default()
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[server(prefix = "/rpc", endpoint = "revoke_admin_token")]

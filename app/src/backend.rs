@@ -137,6 +137,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn list_studies_for(&self, who: &Principal) -> Result<Vec<StudySummary>, BackendError>;
     /// The per-person tokens (owner only); never the tokens themselves.
     async fn admin_tokens(&self, who: &Principal) -> Result<Vec<AdminTokenView>, BackendError>;
+    /// The newest `limit` entries of the audit log, newest first (owner only).
+    async fn audit_log(&self, who: &Principal, limit: i64)
+        -> Result<Vec<AuditEntry>, BackendError>;
     /// Creates a per-person token (owner only) and returns it: shown once, only its digest is kept.
     async fn create_admin_token(
         &self,
@@ -146,6 +149,13 @@ pub trait Backend: Send + Sync + 'static {
         studies: &[String],
     ) -> Result<String, BackendError>;
     /// Revokes a token by name (owner only); its sessions end.
+    /// Replaces the studies granted to the token `name` (owner only); every slug must exist.
+    async fn set_admin_token_studies(
+        &self,
+        who: &Principal,
+        name: &str,
+        studies: &[String],
+    ) -> Result<(), BackendError>;
     async fn revoke_admin_token(&self, who: &Principal, name: &str) -> Result<(), BackendError>;
     /// Creates a study for `who`: a researcher is granted the study it creates.
     async fn create_study_for(

@@ -4,8 +4,8 @@ use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::api::*;
-use crate::error_text;
 use crate::wire::*;
+use crate::{error_text, utc_time};
 
 #[component]
 pub fn StudyEntryPage() -> impl IntoView {
@@ -451,27 +451,6 @@ fn CompletionPanel(done: Completion) -> impl IntoView {
             })}
         </section>
     }
-}
-
-/// `ms` since the epoch as `YYYY-MM-DD HH:MM` in UTC (the same on the server and in the browser).
-fn utc_time(ms: i64) -> String {
-    let seconds = ms.div_euclid(1000);
-    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
-        rest / 3600,
-        rest % 3600 / 60
-    )
 }
 
 /// Arena studies: the rater's prompt form, or the battle it started streaming in side by side.

@@ -112,6 +112,9 @@ test('the admin cookie holds a session, not the token; logging out ends it on th
   const token = (await (await page.waitForSelector('#new-token code')).textContent()).trim();
   assert.match(token, /^moat_at_[0-9a-f]{48}$/);
   await page.waitForSelector('table.admin-tokens >> text=alice');
+  // The owner's audit section lists this login (as text: nothing in it is markup).
+  const audit = await page.textContent('table.audit-log tbody');
+  assert.match(audit, /\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s*owner\s*login\s*admin\s*owner/);
   const asAlice = await fetch(`${moat.base}/api/v1/whoami`, { headers: { authorization: `Bearer ${token}` } });
   assert.deepEqual(await asAlice.json(), { name: 'alice', role: 'viewer', token_id: 1 });
 

@@ -171,12 +171,29 @@ pub fn maybe_gunzip<R: BufRead + 'static>(mut input: R) -> std::io::Result<Box<d
     }
 }
 
+/// The longest record (a line of JSON Lines, an element of a JSON array) a reader accepts. A record is
+/// held in memory whole while it is parsed, so a file of one endless line would otherwise take all
+/// of it; the largest real records (an OpenAssistant tree, a long multi-turn battle) are a few
+/// hundred kilobytes.
+pub const MAX_RECORD_BYTES: usize = 64 << 20;
+
+fn too_long(line: u64, what: &str) -> ReadError {
+    ReadError::Record {
+        line,
+        problem: format!(
+            "the {what} is longer than {} MiB, the most a record may be; is the file JSON Lines (one record per line)?",
+            MAX_RECORD_BYTES >> 20
+        ),
+    }
+}
+
 /// Iterates over the JSON objects of a JSON Lines stream with their 1-based line numbers, skipping
-/// blank lines. A line that is not a JSON object is an error naming it.
+/// blank lines. A line that is not a JSON object, or longer than [`MAX_RECORD_BYTES`], is an error
+/// naming it.
 pub struct JsonLines<R> {
     input: R,
     line: u64,
-    buffer: String,
+    buffer: Vec<u8>,
 }
 
 impl<R: BufRead> JsonLines<R> {
@@ -184,7 +201,7 @@ impl<R: BufRead> JsonLines<R> {
         JsonLines {
             input,
             line: 0,
-            buffer: String::new(),
+            buffer: Vec::new(),
         }
     }
 }
@@ -197,16 +214,26 @@ impl<R: BufRead> Iterator for JsonLines<R> {
             self.buffer.clear();
             self.line += 1;
             let line = self.line;
-            match self.input.read_line(&mut self.buffer) {
+            // At most one byte past the limit is read: a line of a gigabyte is refused, not held.
+            let limit = MAX_RECORD_BYTES as u64 + 1;
+            match (&mut self.input)
+                .take(limit)
+                .read_until(b'\n', &mut self.buffer)
+            {
                 Ok(0) => return None,
                 Ok(_) => {}
                 Err(source) => return Some(Err(ReadError::Io { line, source })),
             }
-            let text = self.buffer.trim();
+            if self.buffer.len() > MAX_RECORD_BYTES {
+                return Some(Err(too_long(line, "line")));
+            }
+            // Bytes, not a `String`: text that is not UTF-8 is a JSON error naming the line and
+            // column, where `read_line` would fail with an I/O error that says neither.
+            let text = self.buffer.trim_ascii();
             if text.is_empty() {
                 continue;
             }
-            return Some(match serde_json::from_str::<Value>(text) {
+            return Some(match serde_json::from_slice::<Value>(text) {
                 Ok(Value::Object(object)) => Ok((line, object)),
                 Ok(_) => Err(ReadError::Record {
                     line,
@@ -221,8 +248,11 @@ impl<R: BufRead> Iterator for JsonLines<R> {
     }
 }
 
+/// A JSON object with the 1-based line (or array element) it comes from.
+pub type Row = (u64, Map<String, Value>);
+
 /// JSON objects with the 1-based line (or array element) each comes from.
-pub type ObjectRows = Box<dyn Iterator<Item = Result<(u64, Map<String, Value>), ReadError>>>;
+pub type ObjectRows = Box<dyn Iterator<Item = Result<Row, ReadError>>>;
 
 /// Reads a whole input that is either one JSON array of objects or JSON Lines, yielding objects with
 /// the line they start on (array elements are numbered by their 1-based index, reported as the line,
@@ -247,26 +277,200 @@ pub fn json_objects(mut input: Box<dyn BufRead>) -> Result<ObjectRows, ReadError
     if !starts_with_bracket {
         return Ok(Box::new(JsonLines::new(input)));
     }
-    let mut text = String::new();
-    input
-        .read_to_string(&mut text)
-        .map_err(|source| ReadError::Io { line: 1, source })?;
-    let values: Vec<Value> = serde_json::from_str(&text).map_err(|error| ReadError::Json {
-        line: error.line() as u64,
-        message: error.to_string(),
-    })?;
-    Ok(Box::new(values.into_iter().enumerate().map(
-        |(index, value)| {
-            let element = index as u64 + 1;
-            match value {
-                Value::Object(object) => Ok((element, object)),
-                _ => Err(ReadError::Record {
-                    line: element,
-                    problem: "array element is not a JSON object".into(),
-                }),
+    Ok(Box::new(JsonArray {
+        input,
+        element: 0,
+        buffer: Vec::new(),
+        started: false,
+        done: false,
+    }))
+}
+
+/// The objects of one JSON array, read one element at a time: memory holds one element (at most
+/// [`MAX_RECORD_BYTES`]), not the whole array, so a Chatbot Arena battles file of a gigabyte reads in
+/// little memory. Elements are numbered from 1 and reported as the line.
+struct JsonArray {
+    input: Box<dyn BufRead>,
+    /// Elements started so far.
+    element: u64,
+    buffer: Vec<u8>,
+    /// Whether the opening `[` (seen by `json_objects`, not consumed) has been read.
+    started: bool,
+    done: bool,
+}
+
+impl JsonArray {
+    /// The next byte that is not whitespace, consumed; `None` at the end of the input.
+    fn next_byte(&mut self) -> std::io::Result<Option<u8>> {
+        loop {
+            let available = self.input.fill_buf()?;
+            if available.is_empty() {
+                return Ok(None);
             }
-        },
-    )))
+            match available
+                .iter()
+                .position(|byte| !byte.is_ascii_whitespace())
+            {
+                Some(at) => {
+                    let byte = available[at];
+                    self.input.consume(at + 1);
+                    return Ok(Some(byte));
+                }
+                None => {
+                    let length = available.len();
+                    self.input.consume(length);
+                }
+            }
+        }
+    }
+
+    /// Reads the rest of an object whose `{` is already in `buffer`, up to its closing `}`.
+    fn read_object(&mut self) -> Result<(), ReadError> {
+        let line = self.element;
+        let (mut depth, mut in_string, mut escaped) = (1usize, false, false);
+        loop {
+            let available = self
+                .input
+                .fill_buf()
+                .map_err(|source| ReadError::Io { line, source })?;
+            if available.is_empty() {
+                return Err(ReadError::Json {
+                    line,
+                    message: "the file ends inside this array element".into(),
+                });
+            }
+            let mut end = None;
+            for (at, &byte) in available.iter().enumerate() {
+                if in_string {
+                    match byte {
+                        _ if escaped => escaped = false,
+                        b'\\' => escaped = true,
+                        b'"' => in_string = false,
+                        _ => {}
+                    }
+                    continue;
+                }
+                match byte {
+                    b'"' => in_string = true,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = Some(at + 1);
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let taken = end.unwrap_or(available.len());
+            if self.buffer.len() + taken > MAX_RECORD_BYTES {
+                return Err(too_long(line, "array element"));
+            }
+            self.buffer.extend_from_slice(&available[..taken]);
+            self.input.consume(taken);
+            if end.is_some() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn next_object(&mut self) -> Option<Result<Row, ReadError>> {
+        let line = self.element.max(1);
+        let io = |source| ReadError::Io { line, source };
+        let mut byte = match self.next_byte() {
+            Ok(byte) => byte,
+            Err(source) => return Some(Err(io(source))),
+        };
+        if self.element > 0 {
+            // After an element: a comma and the next, or the array's end.
+            match byte {
+                Some(b',') => {}
+                Some(b']') => {
+                    self.done = true;
+                    return match self.next_byte() {
+                        Ok(None) => None,
+                        Ok(Some(_)) => Some(Err(ReadError::Json {
+                            line,
+                            message: "text after the array's closing `]`".into(),
+                        })),
+                        Err(source) => Some(Err(io(source))),
+                    };
+                }
+                _ => {
+                    return Some(Err(ReadError::Json {
+                        line,
+                        message: "expected `,` or `]` after this array element".into(),
+                    }))
+                }
+            }
+            byte = match self.next_byte() {
+                Ok(byte) => byte,
+                Err(source) => return Some(Err(io(source))),
+            };
+        } else if byte == Some(b']') {
+            // `[]`: the opening bracket was consumed with the first byte.
+            self.done = true;
+            return None;
+        }
+        self.element += 1;
+        let line = self.element;
+        match byte {
+            Some(b'{') => {}
+            Some(_) => {
+                return Some(Err(ReadError::Record {
+                    line,
+                    problem: "array element is not a JSON object".into(),
+                }))
+            }
+            None => {
+                return Some(Err(ReadError::Json {
+                    line,
+                    message: "the file ends before the array's closing `]`".into(),
+                }))
+            }
+        }
+        self.buffer.clear();
+        self.buffer.push(b'{');
+        if let Err(error) = self.read_object() {
+            return Some(Err(error));
+        }
+        Some(match serde_json::from_slice::<Value>(&self.buffer) {
+            Ok(Value::Object(object)) => Ok((line, object)),
+            Ok(_) => Err(ReadError::Record {
+                line,
+                problem: "array element is not a JSON object".into(),
+            }),
+            Err(error) => Err(ReadError::Json {
+                line,
+                message: error.to_string(),
+            }),
+        })
+    }
+}
+
+impl Iterator for JsonArray {
+    type Item = Result<Row, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if !self.started {
+            self.started = true;
+            // The opening `[`, which `json_objects` saw but did not consume.
+            if let Err(source) = self.next_byte() {
+                self.done = true;
+                return Some(Err(ReadError::Io { line: 1, source }));
+            }
+        }
+        let next = self.next_object();
+        // The first error ends the read: what follows a malformed element cannot be trusted.
+        if matches!(next, Some(Err(_)) | None) {
+            self.done = true;
+        }
+        next
+    }
 }
 
 /// Typed access to the fields of one JSON object, with errors that name the line and the field.
@@ -436,5 +640,119 @@ pub fn normalize_role(role: &str) -> String {
             "assistant".to_string()
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(text: &str) -> Vec<Result<Row, ReadError>> {
+        let input: Box<dyn BufRead> = Box::new(std::io::Cursor::new(text.as_bytes().to_vec()));
+        json_objects(input).unwrap().collect()
+    }
+
+    #[test]
+    fn an_array_is_read_element_by_element_with_strings_that_hold_brackets() {
+        let text = r#" [ {"a": "}{ ][ \" \\", "n": [1, {"b": 2}]},
+            {"a": "second"} ,{"a":"third"}] "#;
+        let read = rows(text);
+        assert_eq!(read.len(), 3);
+        let read: Vec<_> = read.into_iter().map(Result::unwrap).collect();
+        assert_eq!(read[0].0, 1);
+        assert_eq!(read[0].1["a"], "}{ ][ \" \\");
+        assert_eq!(read[0].1["n"][1]["b"], 2);
+        assert_eq!((read[2].0, read[2].1["a"].as_str()), (3, Some("third")));
+        assert!(rows("[]").is_empty());
+        assert!(rows(" [ \n ] \n").is_empty());
+    }
+
+    #[test]
+    fn a_malformed_array_names_the_element() {
+        let cases = [
+            (r#"[{"a": 1}, 2]"#, 2, "not a JSON object"),
+            (r#"[{"a": 1} {"a": 2}]"#, 1, "expected `,` or `]`"),
+            (r#"[{"a": 1}, {"a": "#, 2, "ends inside this array element"),
+            (r#"[{"a": 1},"#, 2, "ends before the array's closing"),
+            (r#"[{"a": 1}] x"#, 1, "text after the array"),
+            (r#"[{"a": 1}, {"a" 2}]"#, 2, "not valid JSON"),
+        ];
+        for (text, line, message) in cases {
+            let read = rows(text);
+            let error = read
+                .into_iter()
+                .find_map(Result::err)
+                .unwrap_or_else(|| panic!("{text}: no error"));
+            assert_eq!(error.line(), Some(line), "{text}: {error}");
+            assert!(error.to_string().contains(message), "{text}: {error}");
+        }
+    }
+
+    /// An array is not read whole before its first element comes out: an input that fails after
+    /// its first megabytes still gives the elements before.
+    #[test]
+    fn an_array_streams() {
+        struct Endless {
+            sent: usize,
+        }
+        impl Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.sent > 4 << 20 {
+                    return Err(std::io::Error::other("the input broke off"));
+                }
+                let chunk: &[u8] = if self.sent == 0 {
+                    b"["
+                } else {
+                    br#"{"i": 1},"#
+                };
+                let n = chunk.len().min(buf.len());
+                buf[..n].copy_from_slice(&chunk[..n]);
+                self.sent += n;
+                Ok(n)
+            }
+        }
+        let input: Box<dyn BufRead> = Box::new(BufReader::new(Endless { sent: 0 }));
+        let first: Vec<_> = json_objects(input).unwrap().take(3).collect();
+        assert_eq!(first.len(), 3);
+        for (at, row) in first.into_iter().enumerate() {
+            let (line, object) = row.unwrap();
+            assert_eq!((line, &object["i"]), (at as u64 + 1, &Value::from(1)));
+        }
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_names_its_line() {
+        let mut bytes = b"{\"a\": 1}\n\n{\"a\": \"".to_vec();
+        bytes.extend_from_slice(&[0xff, 0xfe]);
+        bytes.extend_from_slice(b"\"}\n");
+        let input: Box<dyn BufRead> = Box::new(std::io::Cursor::new(bytes));
+        let read: Vec<_> = json_objects(input).unwrap().collect();
+        assert!(read[0].is_ok());
+        let error = read[1].as_ref().unwrap_err();
+        assert_eq!(error.line(), Some(3), "{error}");
+        assert!(error.to_string().contains("not valid JSON"), "{error}");
+    }
+
+    #[test]
+    fn a_record_past_the_limit_is_refused_naming_it() {
+        let long = "x".repeat(MAX_RECORD_BYTES);
+        let lines = format!("{{\"a\": 1}}\n{{\"a\": \"{long}\"}}\n");
+        let read = rows(&lines);
+        assert!(read[0].is_ok());
+        let error = read[1].as_ref().unwrap_err();
+        assert_eq!(error.line(), Some(2), "{error}");
+        assert!(error.to_string().contains("longer than 64 MiB"), "{error}");
+        let array = format!("[{{\"a\": 1}}, {{\"a\": \"{long}\"}}]");
+        let read = rows(&array);
+        assert!(read[0].is_ok());
+        let error = read[1].as_ref().unwrap_err();
+        assert_eq!(error.line(), Some(2), "{error}");
+        assert!(
+            error.to_string().contains("array element is longer"),
+            "{error}"
+        );
+        // Just under the limit is read.
+        let fits = "x".repeat(MAX_RECORD_BYTES - 20);
+        assert!(rows(&format!("{{\"a\": \"{fits}\"}}\n"))[0].is_ok());
     }
 }

@@ -240,6 +240,13 @@ pub enum AdminTokenCommand {
     List,
     /// Revoke a token by name (its sessions end at once).
     Revoke { name: String },
+    /// Replace the studies granted to a token (none: a researcher has none, a viewer reads all).
+    Studies {
+        name: String,
+        /// A study the token may work on or read; repeatable.
+        #[arg(long = "study")]
+        studies: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -698,6 +705,17 @@ async fn run_admin_token(store: &Store, command: AdminTokenCommand) -> anyhow::R
             store.revoke_admin_token(&name).await?;
             store.record_audit("cli", "token.revoke", &name, "").await?;
             Ok(format!("Admin token {name:?} revoked; its sessions ended"))
+        }
+        AdminTokenCommand::Studies { name, studies } => {
+            store.set_admin_token_studies(&name, &studies).await?;
+            store
+                .record_audit("cli", "token.studies", &name, &studies.join(","))
+                .await?;
+            Ok(if studies.is_empty() {
+                format!("Admin token {name:?} has no studies granted now")
+            } else {
+                format!("Admin token {name:?} now has: {}", studies.join(", "))
+            })
         }
     }
 }

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 
 use moat_exports::{Message, Openness};
 use serde_json::{Map, Value};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 
 use crate::domain::{sha256_hex, CheckKind, StudySlug};
 use crate::identity::IdentityDetector;
@@ -473,10 +473,28 @@ pub async fn import_jsonl<R: AsyncBufRead + Unpin>(
             }
         }
         bytes.clear();
-        if reader.read_until(b'\n', &mut bytes).await? == 0 {
+        // At most one byte past the limit: a line of a gigabyte is refused, not held in memory.
+        let limit = moat_exports::read::MAX_RECORD_BYTES as u64 + 1;
+        if (&mut reader)
+            .take(limit)
+            .read_until(b'\n', &mut bytes)
+            .await?
+            == 0
+        {
             break;
         }
         line_no += 1;
+        if bytes.len() > moat_exports::read::MAX_RECORD_BYTES {
+            return Err(input_error(
+                line_no,
+                "(line)",
+                format!(
+                    "longer than {} MiB, the most a line may be",
+                    moat_exports::read::MAX_RECORD_BYTES >> 20
+                ),
+            )
+            .into());
+        }
         // Lines are read as bytes so that text which is not UTF-8 is refused naming its line (a
         // `lines()` reader fails with an I/O error that says neither line nor field).
         let text = std::str::from_utf8(&bytes).map_err(|e| {

@@ -299,7 +299,7 @@ impl Application {
         .layer(axum::Extension(config.limits))
         // Around every route: the origin check and the security headers (SECURITY.md).
         .layer(axum::middleware::from_fn_with_state(
-            security::Guard::new(),
+            security::Guard::new(backend.clone()),
             security::harden,
         ));
         Ok(Application {

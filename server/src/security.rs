@@ -17,8 +17,10 @@
 //!   cookie, or the login form) and is answered 401 counts as a failure of its peer address; after
 //!   [`MAX_FAILURES`] failures within [`FAILURE_WINDOW`], every credentialed request from that
 //!   address gets 429 until the window has passed, the right token included (else the 429 would
-//!   tell a guesser which guess was right). Behind a reverse proxy every client shares the proxy's
-//!   address, so the limit is then global.
+//!   tell a guesser which guess was right). The address is the peer's, or behind a reverse proxy
+//!   trusted with `--trust-proxy` the one it appended to `X-Forwarded-For` (as for raters); behind
+//!   an untrusted proxy every client shares the proxy's address, so the limit is then global and a
+//!   guesser can lock the admin out until the window passes.
 //!
 //! The nonce is minted here and handed to Leptos through the request's extensions
 //! ([`provide_request_nonce`], called in the context of every rendered page), so the header and the
@@ -53,24 +55,48 @@ pub fn content_security_policy(nonce: &str) -> String {
 pub const MAX_FAILURES: usize = 10;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
-/// The middleware's state: failed logins per peer address.
+/// The middleware's state: failed logins per client address.
 pub struct Guard {
     max_failures: usize,
     window: Duration,
     failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    /// Names a request's client as the rater path does: the peer, or behind a reverse proxy
+    /// trusted with `--trust-proxy`, the address it forwarded. `None`: the peer.
+    service: Option<Arc<crate::service::AppService>>,
 }
 
 impl Guard {
-    pub fn new() -> Arc<Guard> {
-        Guard::with_limit(MAX_FAILURES, FAILURE_WINDOW)
+    pub fn new(service: Arc<crate::service::AppService>) -> Arc<Guard> {
+        Arc::new(Guard {
+            service: Some(service),
+            ..Guard::unshared(MAX_FAILURES, FAILURE_WINDOW)
+        })
     }
 
+    /// A guard of its own limits that counts failures by peer address.
     pub fn with_limit(max_failures: usize, window: Duration) -> Arc<Guard> {
-        Arc::new(Guard {
+        Arc::new(Guard::unshared(max_failures, window))
+    }
+
+    fn unshared(max_failures: usize, window: Duration) -> Guard {
+        Guard {
             max_failures,
             window,
             failures: Mutex::new(HashMap::new()),
-        })
+            service: None,
+        }
+    }
+
+    /// The address whose failures a request counts against.
+    fn client(&self, request: &Request) -> Option<IpAddr> {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        match &self.service {
+            Some(service) => service.client_address(request.headers(), peer),
+            None => peer,
+        }
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, VecDeque<Instant>>> {
@@ -135,10 +161,7 @@ fn refuse(status: StatusCode, reason: String) -> Response {
 /// often, mints the response's nonce, and adds the security headers (to refusals too).
 pub async fn harden(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
     let nonce: Arc<str> = crate::domain::random_hex(16).into();
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip());
+    let peer = guard.client(&request);
     let credentialed = presents_credentials(&request);
     let waiting = match peer {
         Some(ip) if credentialed => guard.retry_after(ip, Instant::now()),

@@ -317,6 +317,14 @@ impl Backend for AppService {
         AppService::admin_tokens(self, who).await
     }
 
+    async fn audit_log(
+        &self,
+        who: &Principal,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, BackendError> {
+        AppService::audit_log(self, who, limit).await
+    }
+
     async fn create_admin_token(
         &self,
         who: &Principal,
@@ -325,6 +333,15 @@ impl Backend for AppService {
         studies: &[String],
     ) -> Result<String, BackendError> {
         AppService::create_admin_token(self, who, name, role, studies).await
+    }
+
+    async fn set_admin_token_studies(
+        &self,
+        who: &Principal,
+        name: &str,
+        studies: &[String],
+    ) -> Result<(), BackendError> {
+        AppService::set_admin_token_studies(self, who, name, studies).await
     }
 
     async fn revoke_admin_token(&self, who: &Principal, name: &str) -> Result<(), BackendError> {

@@ -239,6 +239,15 @@ impl AppService {
         Ok(self.store.list_admin_tokens().await?)
     }
 
+    pub(crate) async fn audit_log(
+        &self,
+        who: &Principal,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, BackendError> {
+        self.authorize(who, Permission::ReadAudit).await?;
+        Ok(self.store.audit_log(limit.clamp(1, 10_000)).await?)
+    }
+
     pub(crate) async fn create_admin_token(
         &self,
         who: &Principal,
@@ -257,6 +266,20 @@ impl AppService {
         )
         .await;
         Ok(token)
+    }
+
+    /// Replaces the studies granted to the token `name` (owner only).
+    pub(crate) async fn set_admin_token_studies(
+        &self,
+        who: &Principal,
+        name: &str,
+        studies: &[String],
+    ) -> Result<(), BackendError> {
+        self.authorize(who, Permission::ManageTokens).await?;
+        self.store.set_admin_token_studies(name, studies).await?;
+        self.audit(&who.name, "token.studies", name, &studies.join(","))
+            .await;
+        Ok(())
     }
 
     pub(crate) async fn revoke_admin_token(

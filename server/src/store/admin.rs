@@ -5,7 +5,7 @@
 use moat_app::wire::{AdminRole, AdminTokenView, AuditEntry};
 use sqlx::Row;
 
-use super::{Store, StoreError, StoreResult};
+use super::{Store, StoreError, StoreResult, WriteTx};
 use crate::domain::{now_ms, random_hex, sha256_hex};
 
 /// Every per-person admin token starts with this, so a leaked one can be recognised (and found by
@@ -35,6 +35,34 @@ pub struct AdminSessionRow {
 
 fn role_of(text: &str) -> Result<AdminRole, StoreError> {
     AdminRole::parse(text).map_err(|e| StoreError::Invalid(format!("admin_tokens.role: {e}")))
+}
+
+/// The ids of the studies `slugs` name, or which one does not exist.
+async fn study_ids_to_grant(tx: &mut WriteTx<'_>, slugs: &[String]) -> StoreResult<Vec<i64>> {
+    let mut study_ids = Vec::new();
+    for slug in slugs {
+        let row = sqlx::query("SELECT id FROM studies WHERE slug = $1")
+            .bind(slug)
+            .fetch_optional(&mut *tx.tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no study with slug {slug:?} to grant")))?;
+        study_ids.push(row.try_get::<i64, _>("id")?);
+    }
+    Ok(study_ids)
+}
+
+/// Gives token `token_id` the studies `study_ids` (those it has already stay).
+async fn grant_studies(tx: &mut WriteTx<'_>, token_id: i64, study_ids: &[i64]) -> StoreResult<()> {
+    for &study_id in study_ids {
+        sqlx::query(
+            "INSERT INTO admin_token_studies (token_id, study_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(token_id)
+        .bind(study_id)
+        .execute(&mut *tx.tx)
+        .await?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -69,17 +97,7 @@ impl Store {
                 "an admin token named {name:?} already exists"
             )));
         }
-        let mut study_ids = Vec::new();
-        for slug in study_slugs {
-            let row = sqlx::query("SELECT id FROM studies WHERE slug = $1")
-                .bind(slug)
-                .fetch_optional(&mut *tx.tx)
-                .await?
-                .ok_or_else(|| {
-                    StoreError::NotFound(format!("no study with slug {slug:?} to grant"))
-                })?;
-            study_ids.push(row.try_get::<i64, _>("id")?);
-        }
+        let study_ids = study_ids_to_grant(&mut tx, study_slugs).await?;
         let id: i64 = sqlx::query(
             "INSERT INTO admin_tokens (name, role, token_sha256, created_ms) VALUES ($1, $2, $3, $4) RETURNING id",
         )
@@ -90,15 +108,7 @@ impl Store {
         .fetch_one(&mut *tx.tx)
         .await?
         .try_get("id")?;
-        for study_id in study_ids {
-            sqlx::query(
-                "INSERT INTO admin_token_studies (token_id, study_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind(id)
-            .bind(study_id)
-            .execute(&mut *tx.tx)
-            .await?;
-        }
+        grant_studies(&mut tx, id, &study_ids).await?;
         tx.commit().await?;
         Ok(token)
     }
@@ -167,6 +177,35 @@ impl Store {
         Ok(views)
     }
 
+    /// Replaces the studies granted to the live token named `name` with `study_slugs` (all of them
+    /// must exist; none are changed otherwise).
+    pub async fn set_admin_token_studies(
+        &self,
+        name: &str,
+        study_slugs: &[String],
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let found = sqlx::query("SELECT id, revoked_ms FROM admin_tokens WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx.tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no admin token named {name:?}")))?;
+        if found.try_get::<Option<i64>, _>("revoked_ms")?.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "the admin token {name:?} is revoked; create a new one"
+            )));
+        }
+        let id: i64 = found.try_get("id")?;
+        let study_ids = study_ids_to_grant(&mut tx, study_slugs).await?;
+        sqlx::query("DELETE FROM admin_token_studies WHERE token_id = $1")
+            .bind(id)
+            .execute(&mut *tx.tx)
+            .await?;
+        grant_studies(&mut tx, id, &study_ids).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Revokes the token named `name` and ends its sessions (a second revocation is a no-op).
     pub async fn revoke_admin_token(&self, name: &str) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
@@ -192,13 +231,7 @@ impl Store {
     /// Gives token `token_id` study `study_id` (a researcher's new study, or the owner's grant).
     pub async fn grant_study(&self, token_id: i64, study_id: i64) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO admin_token_studies (token_id, study_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(token_id)
-        .bind(study_id)
-        .execute(&mut *tx.tx)
-        .await?;
+        grant_studies(&mut tx, token_id, &[study_id]).await?;
         tx.commit().await?;
         Ok(())
     }

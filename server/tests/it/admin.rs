@@ -49,6 +49,20 @@ async fn audit_lines(server: &TestServer) -> Vec<String> {
     lines
 }
 
+/// The admin page's HTML as the browser holding `cookie` gets it.
+async fn admin_page(server: &TestServer, cookie: &str) -> String {
+    server
+        .http
+        .get(format!("{}/admin", server.base))
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn has_line(lines: &[String], start: &str) -> bool {
     lines.iter().any(|line| line.starts_with(start))
 }
@@ -111,16 +125,7 @@ async fn sessions_replace_the_token_in_the_cookie(url: &str) {
         401,
         "logged out by the button"
     );
-    let page = server
-        .http
-        .get(format!("{}/admin", server.base))
-        .header("Cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = admin_page(&server, &cookie).await;
     assert!(
         page.contains(r#"name="token""#),
         "the login form again: {page}"
@@ -372,6 +377,33 @@ async fn roles_hold_on_every_route(url: &str) {
         "only the owner reads the audit log"
     );
     let (rob_cookie, _) = server.login_with(&rob).await;
+    // The admin page's audit section: the owner's, nobody else's.
+    let audit_rpc = |cookie: String| {
+        server
+            .http
+            .post(url("/rpc/admin_audit"))
+            .header("Cookie", cookie)
+            .header("Origin", &base)
+            .header("Accept", "application/json")
+            .send()
+    };
+    let as_rob = audit_rpc(rob_cookie.clone()).await.unwrap();
+    assert_eq!(as_rob.status(), 200);
+    assert_eq!(
+        as_rob.text().await.unwrap(),
+        "null",
+        "a researcher's page has no audit log"
+    );
+    let (owner_cookie, _) = server.login_with(crate::support::ADMIN_TOKEN).await;
+    let as_owner: serde_json::Value = audit_rpc(owner_cookie).await.unwrap().json().await.unwrap();
+    let actions: Vec<&str> = as_owner
+        .as_array()
+        .unwrap_or_else(|| panic!("{as_owner}"))
+        .iter()
+        .map(|entry| entry["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions.first(), Some(&"login"), "newest first: {actions:?}");
+    assert!(actions.contains(&"study.status"), "{actions:?}");
     let save = server
         .http
         .post(url("/rpc/save_models"))
@@ -909,7 +941,67 @@ async fn admin_tokens_from_the_command_line(url: &str) {
         String::from_utf8_lossy(&refused.stderr)
     );
 
+    // The studies of a token replaced: by the command line (none), then by the JSON API.
+    let alice_studies = || async {
+        let listed: serde_json::Value = server
+            .http
+            .get(format!("{}/api/v1/studies", server.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        slugs(&listed)
+    };
+    let said = moat_cli(url, &["admin-token", "studies", "alice"]);
+    assert!(said.contains("no studies granted"), "{said}");
+    assert!(alice_studies().await.is_empty());
+    let put = |body: serde_json::Value| {
+        server
+            .admin(
+                server
+                    .http
+                    .put(format!("{}/api/v1/admin-tokens/alice/studies", server.base)),
+            )
+            .json(&body)
+            .send()
+    };
+    let missing = put(json!({ "studies": ["cli-study", "no-such-study"] }))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert!(
+        alice_studies().await.is_empty(),
+        "nothing granted on a bad slug"
+    );
+    let granted = put(json!({ "studies": ["cli-study"] })).await.unwrap();
+    assert_eq!(granted.status(), 200);
+    assert_eq!(alice_studies().await, ["cli-study"]);
+    let by_alice = server
+        .http
+        .put(format!("{}/api/v1/admin-tokens/alice/studies", server.base))
+        .bearer_auth(&token)
+        .json(&json!({ "studies": [] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        by_alice.status(),
+        403,
+        "a researcher cannot grant itself studies"
+    );
+
     moat_cli(url, &["admin-token", "revoke", "alice"]);
+    assert_eq!(
+        put(json!({ "studies": ["cli-study"] }))
+            .await
+            .unwrap()
+            .status(),
+        409,
+        "a revoked token gets no studies"
+    );
     let after = server
         .http
         .get(format!("{}/api/v1/whoami", server.base))
@@ -924,6 +1016,11 @@ async fn admin_tokens_from_the_command_line(url: &str) {
         "{audit}"
     );
     assert!(audit.contains("\tcli\ttoken.revoke\talice"), "{audit}");
+    assert!(audit.contains("\tcli\ttoken.studies\talice\t"), "{audit}");
+    assert!(
+        audit.contains("\towner\ttoken.studies\talice\tcli-study"),
+        "{audit}"
+    );
 }
 on_both_backends!(admin_tokens_from_the_command_line);
 
@@ -956,32 +1053,14 @@ async fn the_token_section_is_the_owners() {
     assert!(token.starts_with("moat_at_"), "{token}");
     let (petra, _) = server.login_with(&token).await;
 
-    let owner_page = server
-        .http
-        .get(format!("{}/admin", server.base))
-        .header("Cookie", &owner)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let owner_page = admin_page(&server, &owner).await;
     assert!(owner_page.contains("People (admin tokens)"), "{owner_page}");
     assert!(owner_page.contains("petra"), "{owner_page}");
     assert!(
         !owner_page.contains(&token),
         "the page never shows a stored token"
     );
-    let petra_page = server
-        .http
-        .get(format!("{}/admin", server.base))
-        .header("Cookie", &petra)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let petra_page = admin_page(&server, &petra).await;
     assert!(
         petra_page.contains(r#"id="whoami">Logged in as <!>petra<!> (<!>researcher<!>)"#),
         "{petra_page}"
@@ -1003,6 +1082,52 @@ async fn the_token_section_is_the_owners() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 403);
+    // Studies granted from the token's row: the owner's form only; a bad slug changes nothing.
+    server.open_study("granted", 2, json!({})).await;
+    let petra_studies = || async {
+        rpc(&petra, "admin_studies", &[])
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    assert!(!petra_studies().await.contains("granted"));
+    let refused = rpc(
+        &petra,
+        "set_admin_token_studies",
+        &[("name", "petra"), ("studies", "granted")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        refused.status(),
+        403,
+        "a researcher cannot grant itself studies"
+    );
+    let missing = rpc(
+        &owner,
+        "set_admin_token_studies",
+        &[("name", "petra"), ("studies", "granted, nope")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert!(!petra_studies().await.contains("granted"));
+    let saved = rpc(
+        &owner,
+        "set_admin_token_studies",
+        &[("name", "petra"), ("studies", "granted")],
+    )
+    .await
+    .unwrap();
+    assert!(saved.status().is_success(), "{}", saved.status());
+    assert!(petra_studies().await.contains("granted"));
+    let owner_page = admin_page(&server, &owner).await;
+    assert!(
+        owner_page.contains(r#"name="studies" value="granted""#),
+        "the row's form holds the token's studies: {owner_page}"
+    );
     let revoked = rpc(&owner, "revoke_admin_token", &[("name", "petra")])
         .await
         .unwrap();

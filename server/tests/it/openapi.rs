@@ -92,6 +92,7 @@ async fn openapi_document_lists_every_api_route() {
         ("GET", "/api/v1/admin-tokens"),
         ("POST", "/api/v1/admin-tokens"),
         ("DELETE", "/api/v1/admin-tokens/{name}"),
+        ("PUT", "/api/v1/admin-tokens/{name}/studies"),
         ("GET", "/api/v1/audit"),
         ("GET", "/api/v1/whoami"),
         ("POST", "/api/v1/logout"),

@@ -647,6 +647,82 @@ async fn failed_logins_are_rate_limited_per_address() {
     db.cleanup().await;
 }
 
+/// Behind a reverse proxy trusted with `--trust-proxy`, failed logins count against the address the
+/// proxy forwarded, not the proxy's own: a guesser locks out only itself, the researcher behind the
+/// same proxy still logs in, and a forged first entry of `X-Forwarded-For` does not escape the
+/// count. Untrusted, the header changes nothing: a guesser cannot rotate it to go on guessing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_count_against_the_forwarded_address_behind_a_trusted_proxy() {
+    let db = TestDb::sqlite();
+    let server = spawn_server(db.url(), &no_site()).await;
+    let login =
+        |forwarded: &'static str, token: &'static str| login_from(&server, forwarded, token);
+    let max = moat_server::security::MAX_FAILURES;
+    // Untrusted: every guess counts against the peer, whatever the header says.
+    for attempt in 0..max {
+        let forwarded = format!("198.51.100.{attempt}");
+        assert_eq!(
+            login_from(&server, &forwarded, "wrong").await,
+            401,
+            "guess {attempt}"
+        );
+    }
+    assert_eq!(login("198.51.100.200", "wrong").await, 429);
+    assert_eq!(
+        login("198.51.100.201", crate::support::ADMIN_TOKEN).await,
+        429
+    );
+
+    let db2 = TestDb::sqlite();
+    let server = spawn_server(db2.url(), &no_site()).await;
+    let login =
+        |forwarded: &'static str, token: &'static str| login_from(&server, forwarded, token);
+    server
+        .backend
+        .set_cookie_policy(moat_server::service::CookiePolicy {
+            always_secure: false,
+            trust_proxy: true,
+        });
+    for attempt in 0..max {
+        // The proxy appends the guesser's address; the first entry is whatever the guesser sent.
+        let forwarded = format!("203.0.113.{attempt}, 198.51.100.7");
+        assert_eq!(
+            login_from(&server, &forwarded, "wrong").await,
+            401,
+            "guess {attempt}"
+        );
+    }
+    assert_eq!(login("198.51.100.7", "wrong").await, 429);
+    assert_eq!(login("10.0.0.1, 198.51.100.7", "wrong").await, 429);
+    assert_eq!(
+        login("198.51.100.7", crate::support::ADMIN_TOKEN).await,
+        429,
+        "the guesser's address is refused even the right token"
+    );
+    assert!(
+        login("198.51.100.8", crate::support::ADMIN_TOKEN).await < 400,
+        "another client behind the same proxy logs in"
+    );
+    db.cleanup().await;
+    db2.cleanup().await;
+}
+
+/// The status of a login with `token` from a client a proxy names `forwarded`.
+async fn login_from(server: &crate::support::TestServer, forwarded: &str, token: &str) -> u16 {
+    server
+        .http
+        .post(format!("{}/rpc/admin_login", server.base))
+        .header("Origin", &server.base)
+        .header("Accept", "application/json")
+        .header("X-Forwarded-For", forwarded)
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// One rater session flooding the study: past `rater_requests_per_minute` its pages, votes and
 /// battle streams are answered 429 with a message saying what happened, a refused vote records
 /// nothing, and another session of the same study is served as before.

@@ -237,6 +237,15 @@ async fn bad_imports_write_nothing(url: &str) {
         (format!("{header}\n{good}\n{good}"), 3, "id"),
         (format!("{header}\n{good}\n{{\"id\":\"3\",\"prompt\":\"q\",\"responses\":{{\"a\":\"x\"}}}}"), 3, "responses"),
         (good.to_string(), 1, "responses.a"),
+        // A line past the limit is refused before it is held whole (and before its JSON is read).
+        (
+            format!(
+                "{header}\n{good}\n{{\"id\":\"2\",\"prompt\":\"{}\"}}\n",
+                "q".repeat(moat_exports::read::MAX_RECORD_BYTES)
+            ),
+            3,
+            "(line)",
+        ),
     ];
     for (text, line, field) in cases {
         let error = import_jsonl(&store, &slug, text.as_bytes(), &[])
@@ -2154,9 +2163,11 @@ async fn rater_counts_are_backfilled_on_upgrade(url: &str) {
 on_both_backends!(rater_counts_are_backfilled_on_upgrade);
 
 /// On SQLite the candidate prompts' responses are read from an index that holds their model ids,
-/// never from the table whose rows carry the response text.
+/// never from the table whose rows carry the response text, and "has the rater seen this prompt?"
+/// from an index alone. (The unique partial index `assignments_once` on the same columns would need
+/// a read of the table's row for each prompt the rater has seen, to check `kind`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_reads_the_candidates_responses_from_an_index() {
+async fn sqlite_reads_the_next_prompts_from_indexes() {
     let db = crate::support::TestDb::sqlite();
     let backend = backend_with_study(db.url(), "covered", 30, 10).await;
     let study = backend.store.study("covered").await.unwrap();
@@ -2167,6 +2178,10 @@ async fn sqlite_reads_the_candidates_responses_from_an_index() {
     let plan = next_prompts_plan(&mut conn, "EXPLAIN QUERY PLAN", 3, study.id).await;
     assert!(
         plan.contains("SEARCH r USING COVERING INDEX responses_prompt_model"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("USING COVERING INDEX assignments_rater (rater_id=? AND prompt_id=?)"),
         "{plan}"
     );
     drop(conn);
