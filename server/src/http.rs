@@ -992,15 +992,9 @@ async fn battles_leaderboard(
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     let spool = spool_upload(body.into_data_stream(), &limits).await?;
     let board = tokio::task::spawn_blocking(move || {
-        let text = std::fs::read_to_string(spool.path()).map_err(|e| {
-            ApiError(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("the battles file is not UTF-8 text: {e}"),
-            )
-        })?;
-        let battles = moat_stats::battles::parse_battles(&text)
+        // Read as it parses: the file's text is never held whole.
+        let battles = moat_stats::battles::read_battles_file(spool.path())
             .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-        drop(text);
         Ok::<_, ApiError>(moat_stats::leaderboard(&battles, &options))
     })
     .await

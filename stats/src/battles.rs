@@ -217,18 +217,58 @@ pub fn parse_battles(text: &str) -> Result<Vec<Battle>, BattlesError> {
     Ok(battles)
 }
 
-/// Reads battles from any reader (see [`parse_battles`]).
-pub fn read_battles(mut reader: impl Read) -> Result<Vec<Battle>, BattlesError> {
-    let mut text = String::new();
-    reader
-        .read_to_string(&mut text)
-        .map_err(|error| BattlesError {
-            line: 0,
-            column: 0,
-            field: None,
-            message: format!("could not read the battles: {error}"),
-        })?;
-    parse_battles(&text)
+/// Reads battles from any reader, as [`parse_battles`] reads text, without holding the text: JSON
+/// Lines a line at a time, a JSON array element by element (serde reads it from the stream), so a
+/// battles file of gigabytes costs the battles' memory, not the file's.
+pub fn read_battles(reader: impl Read) -> Result<Vec<Battle>, BattlesError> {
+    let mut reader = io::BufReader::new(reader);
+    let unreadable = |line: usize, error: io::Error| BattlesError {
+        line,
+        column: 0,
+        field: None,
+        message: format!("could not read the battles: {error}"),
+    };
+    // The first non-blank byte says which shape; a UTF-8 byte-order mark is skipped, and the blank
+    // lines before it are counted.
+    let mut number = 0;
+    let is_array = loop {
+        let buffer = reader.fill_buf().map_err(|e| unreadable(1, e))?;
+        let Some(&first) = buffer.first() else {
+            return Ok(Vec::new());
+        };
+        if buffer.starts_with("\u{feff}".as_bytes()) {
+            reader.consume(3);
+        } else if first.is_ascii_whitespace() {
+            number += usize::from(first == b'\n');
+            reader.consume(1);
+        } else {
+            break first == b'[';
+        }
+    };
+    if is_array {
+        let raw: Vec<RawBattle> = serde_json::from_reader(reader)
+            .map_err(|error| located(&error, error.line(), error.column()))?;
+        return Ok(raw.into_iter().map(Battle::from).collect());
+    }
+    let mut battles = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| unreadable(number + 1, e))?
+            == 0
+        {
+            return Ok(battles);
+        }
+        number += 1;
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        let raw: RawBattle = serde_json::from_slice(&line)
+            .map_err(|error| located(&error, number, error.column()))?;
+        battles.push(raw.into());
+    }
 }
 
 /// Reads a battles file (see [`parse_battles`]).
@@ -899,6 +939,44 @@ mod tests {
             ]
         );
         assert_eq!(battles[1].model_a, "y");
+    }
+
+    /// The streaming reader gives what the text parser gives: the same battles, the same error
+    /// lines and fields (blank lines before the first record counted, a byte-order mark skipped).
+    #[test]
+    fn reading_from_a_stream_matches_parsing_the_text() {
+        let texts = [
+            "{\"model_a\": \"x\", \"model_b\": \"y\", \"winner\": \"model_a\"}\n\n{\"model_a\": \"y\", \"model_b\": \"x\", \"winner\": \"tie\"}",
+            "\u{feff}\n\n  {\"model_a\": \"x\", \"model_b\": \"y\", \"winner\": \"model_b\"}\n",
+            " [{\"model_a\": \"x\", \"model_b\": \"y\", \"winner\": \"model_b\"},\n {\"model_a\": \"y\", \"model_b\": \"x\", \"winner\": \"tie (bothbad)\"}]",
+            "\n\n{\"model_a\": \"x\", \"model_b\": \"y\", \"winner\": \"draw\"}\n",
+            "[\n{\"model_a\": \"x\", \"winner\": \"tie\"}\n]",
+            "{\"model_a\": \"x\",",
+            "",
+            "  \n ",
+        ];
+        for text in texts {
+            let parsed = parse_battles(text);
+            let read = read_battles(text.as_bytes());
+            match (parsed, read) {
+                (Ok(parsed), Ok(read)) => {
+                    let key = |b: &Battle| (b.model_a.clone(), b.model_b.clone(), b.outcome);
+                    assert_eq!(
+                        parsed.iter().map(key).collect::<Vec<_>>(),
+                        read.iter().map(key).collect::<Vec<_>>(),
+                        "{text:?}"
+                    );
+                }
+                (Err(parsed), Err(read)) => {
+                    assert_eq!(
+                        (parsed.line, parsed.field, parsed.message),
+                        (read.line, read.field, read.message),
+                        "{text:?}"
+                    );
+                }
+                (parsed, read) => panic!("{text:?}: {parsed:?} against {read:?}"),
+            }
+        }
     }
 
     #[test]
