@@ -340,6 +340,7 @@ pub async fn set_admin_token_studies(
 }
 
 /// Study slugs typed into a form field, separated by commas or spaces.
+#[cfg(feature = "ssr")]
 fn slug_list(text: Option<&str>) -> Vec<String> {
     text.unwrap_or_default()
         .split(|c: char| c == ',' || c.is_whitespace())
