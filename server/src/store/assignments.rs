@@ -345,7 +345,7 @@ pub(super) async fn insert_assignment_in(
     conn: &mut AnyConnection,
     new: &NewAssignment,
 ) -> StoreResult<Option<AssignmentId>> {
-    let public_id = AssignmentId::random();
+    let public_id = AssignmentId::mint();
     let (low, high) = {
         let (a, b) = (new.left_response.1, new.right_response.1);
         (a.min(b), a.max(b))

@@ -274,7 +274,7 @@ impl WriteTx<'_> {
             "INSERT INTO assignments (public_id, rater_id, prompt_id, left_response_id, right_response_id, \
              model_low, model_high, kind, issued_ms, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'done') RETURNING id",
         )
-        .bind(AssignmentId::random().into_string())
+        .bind(AssignmentId::mint().into_string())
         .bind(rater_id)
         .bind(prompt_id)
         .bind(left.0)

@@ -133,7 +133,7 @@ fn insert_assignment(
     tx: &rusqlite::Connection,
     new: &NewAssignment,
 ) -> StoreResult<Option<AssignmentId>> {
-    let public_id = AssignmentId::random();
+    let public_id = AssignmentId::mint();
     let (a, b) = (new.left_response.1, new.right_response.1);
     let (low, high) = (a.min(b), a.max(b));
     let kind = new.check.map_or("regular", CheckKind::as_str);
