@@ -273,7 +273,7 @@ macro_rules! insert_assignment_sql {
 }
 /// One unvoted comparison at a time and at most `$10` in the session (the rater's `assigned`,
 /// which a trigger keeps), checked where the row is written: parallel requests of one rater get the
-/// same answer as serial ones. The unique index `assignments_once` (a rater sees a prompt once)
+/// same answer as serial ones. The unique index `assignments_rater_prompt` (a rater sees a prompt once)
 /// turns a concurrent second assignment of the same prompt into no row, without an error that would
 /// end the transaction.
 pub(super) const INSERT_ASSIGNMENT: &str = insert_assignment_sql!();

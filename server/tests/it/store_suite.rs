@@ -2164,8 +2164,8 @@ on_both_backends!(rater_counts_are_backfilled_on_upgrade);
 
 /// On SQLite the candidate prompts' responses are read from an index that holds their model ids,
 /// never from the table whose rows carry the response text, and "has the rater seen this prompt?"
-/// from an index alone. (The unique partial index `assignments_once` on the same columns would need
-/// a read of the table's row for each prompt the rater has seen, to check `kind`.)
+/// from the index alone: the unique one on (rater, prompt, …) that every comparison is written into
+/// anyway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_reads_the_next_prompts_from_indexes() {
     let db = crate::support::TestDb::sqlite();
@@ -2181,7 +2181,7 @@ async fn sqlite_reads_the_next_prompts_from_indexes() {
         "{plan}"
     );
     assert!(
-        plan.contains("USING COVERING INDEX assignments_rater (rater_id=? AND prompt_id=?)"),
+        plan.contains("USING COVERING INDEX assignments_rater_prompt (rater_id=? AND prompt_id=?)"),
         "{plan}"
     );
     drop(conn);
