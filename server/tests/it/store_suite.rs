@@ -2133,8 +2133,9 @@ on_both_backends!(rater_counts_follow_every_path);
 
 /// A database with sessions under way, made before the counts were kept, upgrades with every
 /// rater's counts backfilled from the rows.
-async fn rater_counts_are_backfilled_on_upgrade(url: &str) {
-    let pool = database_before(url, 20261201000001).await;
+/// A study, three prompts of two models, three raters and four assignments, as rows of the schema
+/// of the time (no rater counts yet).
+async fn old_rater_rows(pool: &sqlx::AnyPool) {
     for sql in [
         "INSERT INTO studies (id, slug, title, created_ms) VALUES (1, 'old', 'Old', 0)",
         "INSERT INTO models (id, study_id, name, openness) VALUES (1, 1, 'a', 'open'), (2, 1, 'b', 'open')",
@@ -2149,8 +2150,13 @@ async fn rater_counts_are_backfilled_on_upgrade(url: &str) {
          ('a1', 1, 1, 1, 2, 1, 2, 0, 'done'), ('a2', 1, 2, 3, 4, 1, 2, 0, 'voted'), \
          ('a3', 1, 3, 5, 6, 1, 2, 0, 'issued'), ('a4', 2, 1, 2, 1, 1, 2, 0, 'issued')",
     ] {
-        sqlx::query(sql).execute(&pool).await.unwrap();
+        sqlx::query(sql).execute(pool).await.unwrap();
     }
+}
+
+async fn rater_counts_are_backfilled_on_upgrade(url: &str) {
+    let pool = database_before(url, 20261201000001).await;
+    old_rater_rows(&pool).await;
     pool.close().await;
     let store = Store::connect(url).await.expect("the upgrade runs");
     store.close().await;
@@ -2161,6 +2167,51 @@ async fn rater_counts_are_backfilled_on_upgrade(url: &str) {
     assert_eq!(counted_by_triggers(url).await, counted_by_rows(url).await);
 }
 on_both_backends!(rater_counts_are_backfilled_on_upgrade);
+
+/// A database from before one index kept "a rater sees a prompt once" for live rows and let imported
+/// rows repeat a (rater, prompt) upgrades with its rows, and the rule holds as before: a live repeat
+/// is refused, an imported one is not.
+async fn a_prompt_once_per_rater_holds_across_the_upgrade(url: &str) {
+    let pool = database_before(url, 20261201000004).await;
+    old_rater_rows(&pool).await;
+    let imported = "INSERT INTO assignments (public_id, rater_id, prompt_id, left_response_id, \
+         right_response_id, model_low, model_high, kind, issued_ms, state) VALUES ";
+    sqlx::query(&format!(
+        "{imported} ('i1', 3, 1, 1, 2, 1, 2, 'imported', 0, 'done'), ('i2', 3, 1, 2, 1, 1, 2, 'imported', 0, 'done')"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let store = Store::connect(url).await.expect("the upgrade runs");
+    store.close().await;
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    let live_repeat = sqlx::query(&format!(
+        "{imported} ('l1', 1, 1, 1, 2, 1, 2, 'regular', 0, 'issued')"
+    ))
+    .execute(&pool)
+    .await;
+    assert!(
+        live_repeat.is_err_and(|e| e.to_string().to_lowercase().contains("unique")),
+        "a rater's second live comparison of a prompt is refused"
+    );
+    sqlx::query(&format!(
+        "{imported} ('i3', 3, 1, 1, 2, 1, 2, 'imported', 0, 'done')"
+    ))
+    .execute(&pool)
+    .await
+    .expect("imported rows may repeat a prompt");
+    let rows: i64 = sqlx::Row::get(
+        &sqlx::query("SELECT COUNT(*) AS n FROM assignments")
+            .fetch_one(&pool)
+            .await
+            .unwrap(),
+        "n",
+    );
+    assert_eq!(rows, 4 + 3);
+    pool.close().await;
+}
+on_both_backends!(a_prompt_once_per_rater_holds_across_the_upgrade);
 
 /// On SQLite the candidate prompts' responses are read from an index that holds their model ids,
 /// never from the table whose rows carry the response text, and "has the rater seen this prompt?"
