@@ -130,7 +130,7 @@ pub use api_keys::{ApiKeyRow, API_KEY_PREFIX};
 pub use arena::{BattleRow, BattleSummary, BattleToContinue, ContestantAnswer, VoidBattle};
 use assignments::{insert_assignment_in, record_vote_in};
 pub use assignments::{
-    pair_shards_for, ResponseToScore, MAX_PAIR_SHARDS, NEXT_REGULAR_PROMPTS_SQL,
+    pair_shards_for, ResponseToScore, INSERT_ASSIGNMENT, MAX_PAIR_SHARDS, NEXT_REGULAR_PROMPTS_SQL,
 };
 pub use export_reader::{sqlite_vote_records, RecordReadError, RowFiller, TextsFor};
 pub use generation::{GeneratedResponse, PromptToAnswer};

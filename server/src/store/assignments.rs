@@ -266,17 +266,19 @@ macro_rules! insert_assignment_sql {
         "INSERT INTO assignments (public_id, rater_id, prompt_id, left_response_id, right_response_id, \
          model_low, model_high, kind, issued_ms, state, expires_ms) \
          SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'issued', $11 \
-         WHERE NOT EXISTS (SELECT 1 FROM assignments WHERE rater_id = $2 AND state = 'issued') \
+         WHERE NOT EXISTS (SELECT 1 FROM assignments WHERE rater_id = $2 AND state = 'issued' AND state <> 'done') \
          AND (SELECT assigned FROM raters WHERE id = $2) < $10 \
          ON CONFLICT DO NOTHING RETURNING id"
     };
 }
-/// One unvoted comparison at a time and at most `$10` in the session (the rater's `assigned`,
-/// which a trigger keeps), checked where the row is written: parallel requests of one rater get the
+/// One unvoted comparison at a time (found through the partial index `assignments_open`, which the
+/// written-out `state <> 'done'` lets SQLite use) and at most `$10` in the session (the rater's
+/// `assigned`, which a trigger keeps), checked where the row is written: parallel requests of one rater get the
 /// same answer as serial ones. The unique index `assignments_rater_prompt` (a rater sees a prompt once)
 /// turns a concurrent second assignment of the same prompt into no row, without an error that would
 /// end the transaction.
-pub(super) const INSERT_ASSIGNMENT: &str = insert_assignment_sql!();
+/// Public for the test that checks its plan.
+pub const INSERT_ASSIGNMENT: &str = insert_assignment_sql!();
 /// PostgreSQL: [`INSERT_ASSIGNMENT`], the prompt's count (`COUNT_PROMPT_ASSIGNED`) and, for a
 /// regular comparison, the pair's (`COUNT_PAIR_SHOWN`, study `$12`, shard `$13`) as one statement:
 /// one round trip instead of three. The counts move only if the row was written. Run after the

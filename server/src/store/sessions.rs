@@ -3,16 +3,17 @@
 
 use super::*;
 
-/// A rater's oldest assignment in a state (`$1` rater, `$2` state). The state is compared as
-/// `CAST($2 AS TEXT)`, not `$2`: SQLite's planner would otherwise test a bare parameter against the
-/// partial index `assignments_expiry (… WHERE state = 'issued')` with its bound value, and then
-/// compile the statement anew each time the parameter is bound — on every rater request (5% of the
-/// server's time at a battle's start, `perf`). The cast keeps the `(rater_id, state, id)` index.
+/// A rater's oldest open assignment in a state (`$1` rater, `$2` 'issued' or 'voted'). The state is
+/// compared as `CAST($2 AS TEXT)`, not `$2`: SQLite's planner would otherwise test a bare parameter
+/// against the partial index `assignments_expiry (… WHERE state = 'issued')` with its bound value,
+/// and then compile the statement anew each time the parameter is bound — on every rater request
+/// (5% of the server's time at a battle's start, `perf`). `state <> 'done'`, written out, lets it
+/// read the partial index `assignments_open (rater_id, state, id)` of open rows.
 pub const ASSIGNMENT_IN_STATE_SQL: &str = "SELECT a.public_id, a.expires_ms, p.conversation, lr.content AS left_text, rr.content AS right_text, \
      lr.history AS left_history, rr.history AS right_history \
      FROM assignments a JOIN prompts p ON p.id = a.prompt_id \
      JOIN responses lr ON lr.id = a.left_response_id JOIN responses rr ON rr.id = a.right_response_id \
-     WHERE a.rater_id = $1 AND a.state = CAST($2 AS TEXT) ORDER BY a.id LIMIT 1";
+     WHERE a.rater_id = $1 AND a.state = CAST($2 AS TEXT) AND a.state <> 'done' ORDER BY a.id LIMIT 1";
 
 impl Store {
     /// Starts a rater session and returns its secret token, within the study's `limits` (refused
@@ -235,7 +236,7 @@ impl Store {
              FROM assignments a JOIN votes v ON v.assignment_id = a.id \
              JOIN responses lr ON lr.id = a.left_response_id JOIN models lm ON lm.id = lr.model_id \
              JOIN responses rr ON rr.id = a.right_response_id JOIN models rm ON rm.id = rr.model_id \
-             WHERE a.rater_id = $1 AND a.state = 'voted' ORDER BY a.id LIMIT 1";
+             WHERE a.rater_id = $1 AND a.state = 'voted' AND a.state <> 'done' ORDER BY a.id LIMIT 1";
         if let Some(read) = self.native_row(SQL, &[&rater_id], |row| {
             let choice: String = row.get("choice")?;
             Ok((
@@ -290,7 +291,8 @@ impl Store {
     pub async fn finish_reveals(&self, rater_id: i64) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "UPDATE assignments SET state = 'done' WHERE rater_id = $1 AND state = 'voted'",
+            // `state <> 'done'` lets SQLite find the rows through `assignments_open`.
+            "UPDATE assignments SET state = 'done' WHERE rater_id = $1 AND state = 'voted' AND state <> 'done'",
         )
         .bind(rater_id)
         .execute(&mut *tx.tx)

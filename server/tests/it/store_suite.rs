@@ -1532,7 +1532,7 @@ async fn postgres_reads_the_next_prompts_in_index_order() {
 /// On SQLite the rater's open comparison is read with one compiled statement, rater after rater:
 /// a bare parameter compared with `state` made SQLite test it against the partial index
 /// `assignments_expiry` and recompile the statement at every new binding. Its plan still reads the
-/// `(rater_id, state, id)` index.
+/// partial index of open rows, `assignments_open (rater_id, state, id)`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_reads_the_open_comparison_without_recompiling() {
     let db = crate::support::TestDb::sqlite();
@@ -1563,8 +1563,27 @@ async fn sqlite_reads_the_open_comparison_without_recompiling() {
         .collect();
     let plan = plan.join("\n");
     assert!(
-        plan.contains("SEARCH a USING INDEX") && plan.contains("rater_id=? AND state=?"),
+        plan.contains("SEARCH a USING INDEX assignments_open (rater_id=? AND state=?)"),
         "{plan}"
+    );
+    // A new comparison's "one open comparison at a time" check reads the same small index.
+    let insert_plan: Vec<String> = conn
+        .prepare(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            moat_server::store::INSERT_ASSIGNMENT
+        ))
+        .unwrap()
+        .query_map(
+            rusqlite::params!["x", 1, 1, 1, 2, 1, 2, "regular", 0, 10, None::<i64>],
+            |row| row.get::<_, String>(3),
+        )
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let insert_plan = insert_plan.join("\n");
+    assert!(
+        insert_plan.contains("USING COVERING INDEX assignments_open (rater_id=? AND state=?)"),
+        "{insert_plan}"
     );
     backend.store.close().await;
 }
