@@ -902,17 +902,21 @@ async fn admin_tokens_from_the_command_line(url: &str) {
         .unwrap();
     assert_eq!(who["name"], "alice");
     assert_eq!(who["role"], "researcher");
-    let listed = server
-        .http
-        .get(format!("{}/api/v1/studies", server.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
-    assert_eq!(slugs(&listed), ["cli-study"]);
+    // The studies alice may list.
+    let alice_studies = || async {
+        let listed: serde_json::Value = server
+            .http
+            .get(format!("{}/api/v1/studies", server.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        slugs(&listed)
+    };
+    assert_eq!(alice_studies().await, ["cli-study"]);
 
     let list = moat_cli(url, &["admin-token", "list"]);
     assert!(
@@ -942,19 +946,6 @@ async fn admin_tokens_from_the_command_line(url: &str) {
     );
 
     // The studies of a token replaced: by the command line (none), then by the JSON API.
-    let alice_studies = || async {
-        let listed: serde_json::Value = server
-            .http
-            .get(format!("{}/api/v1/studies", server.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        slugs(&listed)
-    };
     let said = moat_cli(url, &["admin-token", "studies", "alice"]);
     assert!(said.contains("no studies granted"), "{said}");
     assert!(alice_studies().await.is_empty());
