@@ -117,6 +117,18 @@ test('the admin cookie holds a session, not the token; logging out ends it on th
   assert.match(audit, /\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s*owner\s*login\s*admin\s*owner/);
   const asAlice = await fetch(`${moat.base}/api/v1/whoami`, { headers: { authorization: `Bearer ${token}` } });
   assert.deepEqual(await asAlice.json(), { name: 'alice', role: 'viewer', token_id: 1 });
+  // Her row's form replaces the studies she may read (a viewer with none reads all).
+  await api(moat.base, 'POST', '/api/v1/studies', { slug: 'granted', title: 'Granted' });
+  const aliceStudies = async () => (await (await fetch(`${moat.base}/api/v1/studies`, {
+    headers: { authorization: `Bearer ${token}` },
+  })).json()).map((study) => study.slug);
+  assert.ok((await aliceStudies()).length > 1, 'a viewer without studies reads all');
+  const row = page.locator('table.admin-tokens tr', { hasText: 'alice' });
+  await row.locator('input[name=studies]').fill('granted');
+  await row.locator('button.save-token-studies').click();
+  await page.waitForFunction(() => document.querySelector('table.admin-tokens input[name=studies]')?.value === 'granted');
+  for (let i = 0; i < 50 && (await aliceStudies()).length !== 1; i++) await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(await aliceStudies(), ['granted']);
 
   await page.click('#logout');
   await page.waitForSelector('input[name=token]');
