@@ -265,6 +265,10 @@ pub fn json_objects(mut input: Box<dyn BufRead>) -> Result<ObjectRows, ReadError
         match buffer.iter().position(|byte| !byte.is_ascii_whitespace()) {
             Some(index) => {
                 let bracket = buffer[index] == b'[';
+                if bracket {
+                    // The array reader starts after its opening bracket.
+                    input.consume(index + 1);
+                }
                 break bracket;
             }
             None if buffer.is_empty() => break false,
@@ -281,7 +285,6 @@ pub fn json_objects(mut input: Box<dyn BufRead>) -> Result<ObjectRows, ReadError
         input,
         element: 0,
         buffer: Vec::new(),
-        started: false,
         done: false,
     }))
 }
@@ -294,8 +297,7 @@ struct JsonArray {
     /// Elements started so far.
     element: u64,
     buffer: Vec<u8>,
-    /// Whether the opening `[` (seen by `json_objects`, not consumed) has been read.
-    started: bool,
+    /// Set by the array's end or the first error.
     done: bool,
 }
 
@@ -387,7 +389,6 @@ impl JsonArray {
             match byte {
                 Some(b',') => {}
                 Some(b']') => {
-                    self.done = true;
                     return match self.next_byte() {
                         Ok(None) => None,
                         Ok(Some(_)) => Some(Err(ReadError::Json {
@@ -409,9 +410,7 @@ impl JsonArray {
                 Err(source) => return Some(Err(io(source))),
             };
         } else if byte == Some(b']') {
-            // `[]`: the opening bracket was consumed with the first byte.
-            self.done = true;
-            return None;
+            return None; // `[]`
         }
         self.element += 1;
         let line = self.element;
@@ -455,14 +454,6 @@ impl Iterator for JsonArray {
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
             return None;
-        }
-        if !self.started {
-            self.started = true;
-            // The opening `[`, which `json_objects` saw but did not consume.
-            if let Err(source) = self.next_byte() {
-                self.done = true;
-                return Some(Err(ReadError::Io { line: 1, source }));
-            }
         }
         let next = self.next_object();
         // The first error ends the read: what follows a malformed element cannot be trusted.
