@@ -73,8 +73,10 @@ impl Guard {
         })
     }
 
-    /// A guard of its own limits that counts failures by peer address.
-    pub fn with_limit(max_failures: usize, window: Duration) -> Arc<Guard> {
+    /// A guard of its own limits that counts failures by peer address (for the tests of the
+    /// window).
+    #[cfg(test)]
+    fn with_limit(max_failures: usize, window: Duration) -> Arc<Guard> {
         Arc::new(Guard::unshared(max_failures, window))
     }
 

@@ -273,10 +273,11 @@ macro_rules! insert_assignment_sql {
 }
 /// One unvoted comparison at a time (found through the partial index `assignments_open`, which the
 /// written-out `state <> 'done'` lets SQLite use) and at most `$10` in the session (the rater's
-/// `assigned`, which a trigger keeps), checked where the row is written: parallel requests of one rater get the
-/// same answer as serial ones. The unique index `assignments_rater_prompt` (a rater sees a prompt once)
-/// turns a concurrent second assignment of the same prompt into no row, without an error that would
-/// end the transaction.
+/// `assigned`, which a trigger keeps), checked where the row is written: parallel requests of one
+/// rater get the same answer as serial ones. The unique index `assignments_rater_prompt` (a rater
+/// sees a prompt once) turns a concurrent second assignment of the same prompt into no row, without
+/// an error that would end the transaction.
+///
 /// Public for the test that checks its plan.
 pub const INSERT_ASSIGNMENT: &str = insert_assignment_sql!();
 /// PostgreSQL: [`INSERT_ASSIGNMENT`], the prompt's count (`COUNT_PROMPT_ASSIGNED`) and, for a
