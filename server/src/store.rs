@@ -108,6 +108,8 @@ macro_rules! study_summaries_sql {
 mod admin;
 mod api_keys;
 mod arena;
+mod assigner_memory;
+pub use assigner_memory::{AssignerSnapshot, AssignmentChoices, MAX_RATERS};
 mod assignments;
 mod battle_rows;
 pub use battle_rows::{hourly_limit_message, BATTLE_ALIVE_FOR_MS};

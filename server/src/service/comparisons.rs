@@ -180,12 +180,11 @@ impl AppService {
         }
         if pick.is_none() {
             // The least-assigned prompts this rater has not seen; 16 of them cover every model
-            // pair of a typical study, and each candidate's responses cost a row read per request.
-            let candidates = self
+            // pair of a typical study (from the assigner's memory on a SQLite file).
+            let (candidates, pair_counts) = self
                 .store
-                .candidate_prompts(study.id, rater_id, 16, study.settings.show_flagged)
+                .assignment_choices(study.id, rater_id, 16, study.settings.show_flagged)
                 .await?;
-            let pair_counts = self.store.pair_counts(study.id).await?;
             pair_shards = crate::store::pair_shards_for(pair_counts.len());
             let policy = crate::active_loop::policy_of(study);
             let model = match policy {

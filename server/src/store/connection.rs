@@ -101,14 +101,21 @@ impl Store {
                 ),
             })?;
         let write_lock = Arc::new(Mutex::new(()));
-        let group_writer = match (dialect, &file) {
-            (Dialect::Sqlite, Some(path)) => Some(
-                GroupWriter::start_native(path.clone(), write_lock.clone()).map_err(|error| {
-                    Problem::new(format!("cannot start the database writer thread: {error}"))
-                })?,
+        let native = match dialect {
+            Dialect::Sqlite => file
+                .clone()
+                .map(|path| Arc::new(native_reader::NativeFile::new(path))),
+            Dialect::Postgres => None,
+        };
+        let group_writer = match (dialect, &file, &native) {
+            (Dialect::Sqlite, Some(path), Some(native)) => Some(
+                GroupWriter::start_native(path.clone(), write_lock.clone(), native.clone())
+                    .map_err(|error| {
+                        Problem::new(format!("cannot start the database writer thread: {error}"))
+                    })?,
             ),
-            (Dialect::Sqlite, None) => Some(GroupWriter::start(pool.clone(), write_lock.clone())),
-            (Dialect::Postgres, _) => None,
+            (Dialect::Sqlite, _, _) => Some(GroupWriter::start(pool.clone(), write_lock.clone())),
+            (Dialect::Postgres, _, _) => None,
         };
         let sqlite_path = match dialect {
             Dialect::Sqlite => {
@@ -127,12 +134,7 @@ impl Store {
             write_lock,
             group_writer,
             sqlite_path,
-            native: match dialect {
-                Dialect::Sqlite => file
-                    .clone()
-                    .map(|path| Arc::new(native_reader::NativeFile::new(path))),
-                Dialect::Postgres => None,
-            },
+            native,
         };
         store.migrate().await.map_err(|error| {
             anyhow::Error::new(error).context(format!(

@@ -118,11 +118,12 @@ impl GroupWriter {
     pub(super) fn start_native(
         path: std::path::PathBuf,
         write_lock: Arc<Mutex<()>>,
+        file: Arc<super::native_reader::NativeFile>,
     ) -> std::io::Result<GroupWriter> {
         let (queue, receiver) = tokio::sync::mpsc::channel::<(WriteOp, Reply)>(4096);
         std::thread::Builder::new()
             .name("moat-sqlite-writer".into())
-            .spawn(move || super::native_writer::run(path, write_lock, receiver))?;
+            .spawn(move || super::native_writer::run(path, write_lock, receiver, file))?;
         Ok(GroupWriter { queue })
     }
 

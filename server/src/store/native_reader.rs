@@ -20,6 +20,8 @@ use super::*;
 pub(super) struct NativeFile {
     id: u64,
     path: std::path::PathBuf,
+    /// The assigner's copy of the file's studies, which the file's writer keeps up to date.
+    pub(super) assigner: super::assigner_memory::AssignerMemory,
 }
 
 impl NativeFile {
@@ -28,6 +30,7 @@ impl NativeFile {
         NativeFile {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             path,
+            assigner: Default::default(),
         }
     }
 }

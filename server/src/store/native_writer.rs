@@ -7,6 +7,7 @@
 
 use rusqlite::{ToSql, TransactionBehavior};
 
+use super::assigner_memory::Note;
 use super::assignments::{
     vote_cannot_change, vote_target_missing, COUNT_PAIR_SHOWN, COUNT_PROMPT_ASSIGNED,
     INSERT_ASSIGNMENT, INSERT_VOTE, MARK_VOTED, VOTE_TARGET,
@@ -42,9 +43,11 @@ pub(super) fn run(
     path: std::path::PathBuf,
     write_lock: Arc<Mutex<()>>,
     mut receiver: tokio::sync::mpsc::Receiver<(WriteOp, Reply)>,
+    file: Arc<super::native_reader::NativeFile>,
 ) {
     let mut conn: Option<rusqlite::Connection> = None;
     let mut batch: Vec<(WriteOp, Reply)> = Vec::with_capacity(GROUP_COMMIT_MAX);
+    let mut notes: Vec<Note> = Vec::with_capacity(GROUP_COMMIT_MAX);
     while let Some(first) = receiver.blocking_recv() {
         batch.push(first);
         while batch.len() < GROUP_COMMIT_MAX {
@@ -63,9 +66,12 @@ pub(super) fn run(
             };
             match opened {
                 Ok(mut open) => {
-                    let outcome = commit_batch(&mut open, &batch);
+                    notes.clear();
+                    let outcome = commit_batch(&mut open, &batch, &mut notes);
                     if outcome.is_ok() {
                         conn = Some(open);
+                        // Before anyone is answered: a rater's next choice counts this one.
+                        file.assigner.note_assigned(&notes);
                     }
                     outcome
                 }
@@ -76,22 +82,25 @@ pub(super) fn run(
     }
 }
 
+/// Commits `batch` as one transaction; `notes` gets the assignments it wrote, for the assigner's
+/// memory.
 fn commit_batch(
     conn: &mut rusqlite::Connection,
     batch: &[(WriteOp, Reply)],
+    notes: &mut Vec<Note>,
 ) -> Result<Vec<StoreResult<WriteDone>>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
     for (op, _) in batch {
         let result = match op {
-            WriteOp::Assign(new) => insert_assignment(&tx, new).map(WriteDone::Assigned),
+            WriteOp::Assign(new) => insert_assignment(&tx, new, notes).map(WriteDone::Assigned),
             WriteOp::Vote(vote) => record_vote(&tx, vote).map(WriteDone::Voted),
             WriteOp::VoteThenAssign(pair) => {
                 let (vote, next) = &**pair;
                 record_vote(&tx, vote).and_then(|outcome| {
                     // The refusals of both are found by reads before they write anything.
                     let assigned = match outcome {
-                        VoteOutcome::Recorded { .. } => insert_assignment(&tx, next)?,
+                        VoteOutcome::Recorded { .. } => insert_assignment(&tx, next, notes)?,
                         VoteOutcome::AlreadyRecorded { .. } => None,
                     };
                     Ok(WriteDone::VotedThenAssigned(outcome, assigned))
@@ -132,6 +141,7 @@ fn commit_batch(
 fn insert_assignment(
     tx: &rusqlite::Connection,
     new: &NewAssignment,
+    notes: &mut Vec<Note>,
 ) -> StoreResult<Option<AssignmentId>> {
     let public_id = AssignmentId::mint();
     let (a, b) = (new.left_response.1, new.right_response.1);
@@ -156,11 +166,21 @@ fn insert_assignment(
             ],
         )?;
         let mut rows = stmt.raw_query();
-        rows.next()?.is_some()
+        match rows.next()? {
+            Some(row) => Some(row.get::<_, i64>(0)?),
+            None => None,
+        }
     };
-    if !inserted {
+    let Some(row_id) = inserted else {
         return Ok(None);
-    }
+    };
+    notes.push(Note {
+        study_id: new.study_id,
+        rater_id: new.rater_id,
+        prompt_id: new.prompt_id,
+        pair: new.check.is_none().then_some((low, high)),
+        row_id,
+    });
     execute(tx, COUNT_PROMPT_ASSIGNED, &[&new.prompt_id])?;
     if new.check.is_none() {
         execute(tx, COUNT_PAIR_SHOWN, &[&new.study_id, &low, &high, &0, &1])?;
@@ -355,7 +375,12 @@ fn complete_battle(
         *slot = (response_id, model_id);
     }
     let assignment =
-        insert_assignment(tx, &battle_assignment(completion, prompt_id, responses))?
+        // An arena battle's comparison: the assigner of static studies does not count it.
+        insert_assignment(
+            tx,
+            &battle_assignment(completion, prompt_id, responses),
+            &mut Vec::new(),
+        )?
             .ok_or_else(|| StoreError::Conflict("the battle's prompt was assigned twice".into()))?;
     execute(
         tx,

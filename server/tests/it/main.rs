@@ -3,6 +3,7 @@
 mod admin;
 mod api;
 mod arena;
+mod assigner_memory;
 mod bench_llm;
 mod durability;
 mod identity;
