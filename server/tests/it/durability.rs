@@ -134,5 +134,32 @@ async fn acknowledged_votes_survive_sigkill() {
         "{} comparisons answered with were lost: {lost:?}",
         lost.len()
     );
+    // The counts the assigner's memory is rebuilt from agree with the rows after the kill: each
+    // prompt's and each pair's showing count is its number of comparisons.
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |row| row.get(0)).unwrap() };
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM prompts p WHERE p.times_assigned <> \
+             (SELECT COUNT(*) FROM assignments a WHERE a.prompt_id = p.id)"
+        ),
+        0,
+        "a prompt's count differs from its comparisons"
+    );
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM (SELECT model_low, model_high, SUM(shown) AS shown \
+             FROM pair_counts GROUP BY model_low, model_high) c WHERE c.shown <> \
+             (SELECT COUNT(*) FROM assignments a WHERE a.kind = 'regular' \
+              AND a.model_low = c.model_low AND a.model_high = c.model_high)"
+        ),
+        0,
+        "a pair's count differs from its comparisons"
+    );
+    let (memory, read) = store.assigner_snapshots(study.id).unwrap();
+    assert!(memory.is_none(), "nothing chosen yet in this process");
+    assert_eq!(
+        read.0.iter().map(|(times, _)| times).sum::<i64>(),
+        count("SELECT COUNT(*) FROM assignments")
+    );
     server.start_kill().unwrap();
 }
