@@ -112,6 +112,7 @@ mod assigner_memory;
 pub use assigner_memory::{AssignerSnapshot, AssignmentChoices, MAX_RATERS};
 mod assignments;
 mod battle_rows;
+mod comparison_texts;
 pub use battle_rows::{hourly_limit_message, BATTLE_ALIVE_FOR_MS};
 mod connection;
 mod export_reader;
@@ -183,6 +184,8 @@ pub struct Store {
     /// The SQLite file the rater path reads natively (`native_reader.rs`); `None` on PostgreSQL and
     /// for an in-memory database.
     native: Option<Arc<native_reader::NativeFile>>,
+    /// Texts of static studies' prompts and responses by id (`comparison_texts.rs`).
+    texts: Arc<comparison_texts::TextCache>,
 }
 
 /// A study as stored.

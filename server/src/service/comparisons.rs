@@ -341,7 +341,7 @@ impl AppService {
             Some((new, votes, total)) => {
                 let (outcome, assigned) =
                     self.store.record_vote_then_assign(&to_record, &new).await?;
-                (outcome, assigned.map(|_| (votes, total)))
+                (outcome, assigned.map(|id| (id, new, votes, total)))
             }
             None => (self.store.record_vote(&to_record).await?, None),
         };
@@ -349,20 +349,21 @@ impl AppService {
         // A vote on a quality check (of a study whose checks were since turned off) may have ended
         // the session: the rater's view decides.
         if let (
-            Some((votes, total)),
+            Some((public_id, new, votes, total)),
             VoteOutcome::Recorded {
                 check_passed: None, ..
             },
         ) = (next, outcome)
         {
-            if let Some(shown) = self.store.assignment_in_state(rater.id, "issued").await? {
-                return Ok(RaterView::Compare(render_comparison(
-                    shown,
-                    votes + 1,
-                    total,
-                    &study,
-                )));
-            }
+            // The comparison written with the vote is the rater's one open comparison (its insert
+            // checked that no other is): shown from its ids, its texts by id or from their cache.
+            let shown = self.store.shown_comparison(public_id, &new).await?;
+            return Ok(RaterView::Compare(render_comparison(
+                shown,
+                votes + 1,
+                total,
+                &study,
+            )));
         }
         self.rater_view(slug, rater_token).await
     }

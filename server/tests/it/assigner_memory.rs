@@ -68,10 +68,29 @@ async fn vote_rounds(backend: &moat_server::service::AppService, tokens: &[Strin
             else {
                 panic!("expected a comparison");
             };
-            backend
+            let answered = backend
                 .vote("memory", token, vote(&shown.assignment, "left"))
                 .await
                 .unwrap();
+            // The comparison the vote answers with (its texts by id, from their cache) is the one
+            // the rater's page then shows (read from the database).
+            if let RaterView::Compare(next) = answered {
+                let RaterView::Compare(page) = backend.rater_view("memory", token).await.unwrap()
+                else {
+                    panic!("the page shows another view than the vote's answer");
+                };
+                let texts = |c: &moat_app::wire::Comparison| {
+                    let turns: Vec<String> = c.turns.iter().map(|t| t.html.clone()).collect();
+                    (
+                        c.assignment.clone(),
+                        turns,
+                        c.left_html.clone(),
+                        c.right_html.clone(),
+                    )
+                };
+                assert_eq!(texts(&next), texts(&page));
+                assert_eq!((next.position, next.total), (page.position, page.total));
+            }
         }
     });
     futures::future::join_all(sessions).await;
