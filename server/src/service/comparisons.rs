@@ -132,10 +132,19 @@ impl AppService {
             let Some(new) = self.choose_next(&study, rater.id, votes, total).await? else {
                 return self.completion(&study, &rater, votes).await;
             };
-            if self.store.insert_assignment(&new).await?.is_some() {
-                break;
+            if let Some(public_id) = self.store.insert_assignment(&new).await? {
+                // Shown from its ids, as a vote's answer is (see `Store::shown_comparison`).
+                let shown = self.store.shown_comparison(public_id, &new).await?;
+                return Ok(RaterView::Compare(render_comparison(
+                    shown,
+                    votes + 1,
+                    total,
+                    &study,
+                )));
             }
         }
+        // Refused three times (the rater's concurrent requests took the prompts): the one they
+        // were given, if any.
         match self.store.assignment_in_state(rater.id, "issued").await? {
             Some(shown) => Ok(RaterView::Compare(render_comparison(
                 shown,
