@@ -18,6 +18,7 @@ pub mod domain;
 pub mod export;
 pub mod export_cli;
 pub mod generate;
+pub mod generations;
 pub mod http;
 pub mod identity;
 pub mod import;

@@ -11,7 +11,7 @@ use pulldown_cmark::{html, CowStr, Event, LinkType, Options, Parser, Tag, TagEnd
 /// shows the same prompts and responses again and again, and sanitizing (an HTML parse) is most of
 /// a page's CPU time. Keyed by the whole text, so a hit is always this text's own rendering.
 pub fn render(markdown: &str) -> String {
-    if markdown.len() > RenderCache::MAX_TEXT {
+    if markdown.len() > MAX_CACHED_TEXT {
         return render_uncached(markdown);
     }
     if let Some(html) = CACHE.lock().ok().and_then(|mut cache| cache.get(markdown)) {
@@ -19,53 +19,24 @@ pub fn render(markdown: &str) -> String {
     }
     let html = render_uncached(markdown);
     if let Ok(mut cache) = CACHE.lock() {
-        cache.put(markdown, &html);
+        let bytes = markdown.len() + html.len();
+        cache.insert(markdown.into(), html.as_str().into(), bytes);
     }
     html
 }
 
+/// Each of the cache's two generations holds this many bytes of texts and their renderings.
+const GENERATION_BYTES: usize = 16 << 20;
+/// Longer texts are rendered each time (they would crowd out many short ones).
+const MAX_CACHED_TEXT: usize = 64 << 10;
+
+type RenderCache = crate::generations::Generations<Box<str>, std::sync::Arc<str>>;
+
 static CACHE: std::sync::LazyLock<std::sync::Mutex<RenderCache>> =
-    std::sync::LazyLock::new(|| std::sync::Mutex::new(RenderCache::default()));
+    std::sync::LazyLock::new(|| std::sync::Mutex::new(RenderCache::new(GENERATION_BYTES)));
 
-/// Two generations of renderings: new ones go into `current`; when it holds
-/// [`RenderCache::GENERATION_BYTES`] it becomes `previous` (the old `previous` is dropped). A hit in
-/// `previous` moves back into `current`. Memory stays under two generations whatever is rendered.
-#[derive(Default)]
-struct RenderCache {
-    current: std::collections::HashMap<Box<str>, std::sync::Arc<str>>,
-    previous: std::collections::HashMap<Box<str>, std::sync::Arc<str>>,
-    current_bytes: usize,
-}
-
-impl RenderCache {
-    const GENERATION_BYTES: usize = 16 << 20;
-    /// Longer texts are rendered each time (they would crowd out many short ones).
-    const MAX_TEXT: usize = 64 << 10;
-
-    fn get(&mut self, markdown: &str) -> Option<std::sync::Arc<str>> {
-        if let Some(html) = self.current.get(markdown) {
-            return Some(html.clone());
-        }
-        let (text, html) = self.previous.remove_entry(markdown)?;
-        self.insert(text, html.clone());
-        Some(html)
-    }
-
-    fn put(&mut self, markdown: &str, html: &str) {
-        self.insert(markdown.into(), html.into());
-    }
-
-    fn insert(&mut self, text: Box<str>, html: std::sync::Arc<str>) {
-        self.current_bytes += text.len() + html.len();
-        self.current.insert(text, html);
-        if self.current_bytes >= Self::GENERATION_BYTES {
-            self.previous = std::mem::take(&mut self.current);
-            self.current_bytes = 0;
-        }
-    }
-}
-
-fn render_uncached(markdown: &str) -> String {
+/// Renders `markdown` without the cache (for the callers that keep renderings of their own).
+pub fn render_uncached(markdown: &str) -> String {
     let mut options = Options::empty();
     options.insert(Options::ENABLE_TABLES);
     options.insert(Options::ENABLE_STRIKETHROUGH);
@@ -128,10 +99,10 @@ fn images_as_links<'a>(events: impl Iterator<Item = Event<'a>>) -> impl Iterator
 
 #[cfg(test)]
 mod tests {
-    use super::{render, render_uncached, RenderCache};
+    use super::{render, render_uncached};
 
     #[test]
-    fn the_cache_gives_each_text_its_own_rendering_and_stays_bounded() {
+    fn the_cache_gives_each_text_its_own_rendering() {
         // The cached path renders what the uncached one does, on a first call and on a hit.
         for text in [
             "**bold** <script>x</script>",
@@ -142,27 +113,6 @@ mod tests {
             assert_eq!(render(text), render_uncached(text));
             assert_eq!(render(text), render_uncached(text), "hit for {text:?}");
         }
-        let mut cache = RenderCache::default();
-        let html = "x".repeat(1 << 10);
-        for i in 0..(3 * RenderCache::GENERATION_BYTES / html.len()) {
-            cache.put(&format!("text {i}"), &html);
-        }
-        let held: usize = [&cache.current, &cache.previous]
-            .iter()
-            .flat_map(|generation| generation.iter())
-            .map(|(text, html)| text.len() + html.len())
-            .sum();
-        assert!(
-            held <= 2 * RenderCache::GENERATION_BYTES + 2 * html.len(),
-            "{held}"
-        );
-        // A recent text is found; one written three generations ago is gone.
-        let last = 3 * RenderCache::GENERATION_BYTES / html.len() - 1;
-        assert_eq!(
-            cache.get(&format!("text {last}")).as_deref(),
-            Some(html.as_str())
-        );
-        assert!(cache.get("text 0").is_none());
     }
 
     #[test]

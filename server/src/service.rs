@@ -17,6 +17,7 @@ use crate::store::{
 };
 
 mod admin;
+mod comparison_html;
 mod comparisons;
 mod results;
 mod sessions;
@@ -37,6 +38,8 @@ pub struct AppService {
     client_salt: tokio::sync::OnceCell<String>,
     /// Active sampling: each study's reward model, retrained as votes arrive.
     pub active: Arc<crate::active_loop::ActiveLoop>,
+    /// Static studies' prompts and responses rendered, by id (`comparison_html.rs`).
+    html_by_id: comparison_html::HtmlById,
 }
 
 /// How long an admin session lives: it ends after `idle` without a request, and at the latest
@@ -142,6 +145,7 @@ impl AppService {
             arena: Default::default(),
             client_salt: Default::default(),
             active: Default::default(),
+            html_by_id: Default::default(),
         })
     }
 

@@ -184,8 +184,6 @@ pub struct Store {
     /// The SQLite file the rater path reads natively (`native_reader.rs`); `None` on PostgreSQL and
     /// for an in-memory database.
     native: Option<Arc<native_reader::NativeFile>>,
-    /// Texts of static studies' prompts and responses by id (`comparison_texts.rs`).
-    texts: Arc<comparison_texts::TextCache>,
 }
 
 /// A study as stored.

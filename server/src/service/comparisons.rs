@@ -9,26 +9,48 @@ pub(super) fn render_comparison(
     total: u32,
     study: &StudyRow,
 ) -> Comparison {
-    Comparison {
-        assignment: shown.public_id.into_string(),
-        turns: shown
-            .conversation
-            .iter()
-            .map(|m| Turn {
-                role: m.role.clone(),
-                html: markdown::render(&m.content),
-            })
-            .collect(),
+    let html = ComparisonHtml {
+        public_id: shown.public_id,
+        turns: render_turns(&shown.conversation),
         left_html: markdown::render(&shown.left_text),
         right_html: markdown::render(&shown.right_text),
+        earlier: earlier_turns(&shown.left_history, &shown.right_history),
+        history_turns: shown.left_history.len(),
+    };
+    comparison_of(html, position, total, study)
+}
+
+/// A comparison's texts, rendered.
+pub(super) struct ComparisonHtml {
+    pub public_id: crate::domain::AssignmentId,
+    pub turns: Vec<Turn>,
+    pub left_html: String,
+    pub right_html: String,
+    pub earlier: Vec<EarlierTurn>,
+    /// How many messages a side's history holds (a multi-turn battle's earlier turns).
+    pub history_turns: usize,
+}
+
+/// The comparison the rater is shown: `html` at `position` of the session's `total`.
+pub(super) fn comparison_of(
+    html: ComparisonHtml,
+    position: u32,
+    total: u32,
+    study: &StudyRow,
+) -> Comparison {
+    Comparison {
+        assignment: html.public_id.into_string(),
+        turns: html.turns,
+        left_html: html.left_html,
+        right_html: html.right_html,
         position,
         total: total.max(position),
         ask_source: study.settings.ask_source,
         ask_rationale: study.settings.ask_rationale,
-        earlier: earlier_turns(&shown.left_history, &shown.right_history),
+        earlier: html.earlier,
         follow_ups_left: if study.settings.is_arena() {
             // Each follow-up adds a question and an answer to a side's history.
-            let turns = 1 + shown.left_history.len() as u32 / 2;
+            let turns = 1 + html.history_turns as u32 / 2;
             study.settings.max_turns.saturating_sub(turns)
         } else {
             0
@@ -37,16 +59,34 @@ pub(super) fn render_comparison(
     }
 }
 
+pub(super) fn render_turns(conversation: &[Message]) -> Vec<Turn> {
+    conversation
+        .iter()
+        .map(|m| Turn {
+            role: m.role.clone(),
+            html: markdown::render(&m.content),
+        })
+        .collect()
+}
+
 /// A multi-turn battle's earlier turns from its sides' histories (`answer, question, answer,
 /// question, …`, each ending with the question its last answer replies to).
 pub(super) fn earlier_turns(left: &[Message], right: &[Message]) -> Vec<EarlierTurn> {
+    let rendered = |side: &[Message]| -> Vec<String> {
+        side.iter().map(|m| markdown::render(&m.content)).collect()
+    };
+    pair_earlier_turns(&rendered(left), &rendered(right))
+}
+
+/// [`earlier_turns`] from the sides' histories already rendered.
+pub(super) fn pair_earlier_turns(left: &[String], right: &[String]) -> Vec<EarlierTurn> {
     left.chunks(2)
         .zip(right.chunks(2))
         .filter_map(|(l, r)| match (l, r) {
             ([l_answer, question], [r_answer, _]) => Some(EarlierTurn {
-                left_html: markdown::render(&l_answer.content),
-                right_html: markdown::render(&r_answer.content),
-                question_html: markdown::render(&question.content),
+                left_html: l_answer.clone(),
+                right_html: r_answer.clone(),
+                question_html: question.clone(),
             }),
             _ => None,
         })
@@ -133,14 +173,11 @@ impl AppService {
                 return self.completion(&study, &rater, votes).await;
             };
             if let Some(public_id) = self.store.insert_assignment(&new).await? {
-                // Shown from its ids, as a vote's answer is (see `Store::shown_comparison`).
-                let shown = self.store.shown_comparison(public_id, &new).await?;
-                return Ok(RaterView::Compare(render_comparison(
-                    shown,
-                    votes + 1,
-                    total,
-                    &study,
-                )));
+                // Shown from its ids, as a vote's answer is (`comparison_html.rs`).
+                return Ok(RaterView::Compare(
+                    self.comparison_by_ids(public_id, &new, votes + 1, total, &study)
+                        .await?,
+                ));
             }
         }
         // Refused three times (the rater's concurrent requests took the prompts): the one they
@@ -365,14 +402,11 @@ impl AppService {
         ) = (next, outcome)
         {
             // The comparison written with the vote is the rater's one open comparison (its insert
-            // checked that no other is): shown from its ids, its texts by id or from their cache.
-            let shown = self.store.shown_comparison(public_id, &new).await?;
-            return Ok(RaterView::Compare(render_comparison(
-                shown,
-                votes + 1,
-                total,
-                &study,
-            )));
+            // checked that no other is): shown from its ids (`comparison_html.rs`).
+            return Ok(RaterView::Compare(
+                self.comparison_by_ids(public_id, &new, votes + 1, total, &study)
+                    .await?,
+            ));
         }
         self.rater_view(slug, rater_token).await
     }
@@ -553,13 +587,7 @@ impl AppService {
                     history.push(Message::new("user", question.as_str()));
                     history
                 };
-                context = left[..shared]
-                    .iter()
-                    .map(|m| Turn {
-                        role: m.role.clone(),
-                        html: markdown::render(&m.content),
-                    })
-                    .collect();
+                context = render_turns(&left[..shared]);
                 earlier = earlier_turns(&side(left), &side(right));
             }
         }

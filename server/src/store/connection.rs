@@ -135,7 +135,6 @@ impl Store {
             group_writer,
             sqlite_path,
             native,
-            texts: Default::default(),
         };
         store.migrate().await.map_err(|error| {
             anyhow::Error::new(error).context(format!(

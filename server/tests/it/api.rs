@@ -313,6 +313,23 @@ async fn a_vote_answers_with_what_comes_next() {
     server
         .open_study("onward", 3, serde_json::json!({ "items_per_rater": 2 }))
         .await;
+    // A second rater is shown the same prompts again: their texts come from the renderings kept
+    // by id, and must still be exactly what the page renders from the rows.
+    for _ in 0..2 {
+        let other = RaterClient::join(&server.base, "onward", None)
+            .await
+            .unwrap();
+        let first = other.next_comparison().await.unwrap().unwrap();
+        let RaterView::Compare(second) = other
+            .vote_then_next(&first.assignment, "left")
+            .await
+            .unwrap()
+        else {
+            panic!("the vote answers with the next comparison")
+        };
+        let shown = other.next_comparison().await.unwrap().unwrap();
+        assert_eq!(shown, second, "the vote's answer is the page's comparison");
+    }
     let rater = RaterClient::join(&server.base, "onward", None)
         .await
         .unwrap();
@@ -328,7 +345,7 @@ async fn a_vote_answers_with_what_comes_next() {
     assert_eq!(second.position, 2);
     let shown = rater.next_comparison().await.unwrap().unwrap();
     assert_eq!(
-        shown.assignment, second.assignment,
+        shown, second,
         "the page shows the comparison the vote answered with"
     );
     let last = rater
@@ -343,7 +360,9 @@ async fn a_vote_answers_with_what_comes_next() {
         .voted_assignment_ids(study.id)
         .await
         .unwrap();
-    assert_eq!(voted, [first.assignment.clone(), second.assignment.clone()]);
+    // Each of the other two raters voted once.
+    assert_eq!(voted.len(), 4, "{voted:?}");
+    assert!(voted.contains(&first.assignment) && voted.contains(&second.assignment));
 
     // A study that reveals: the vote answers with the names of the pair just voted on.
     server
