@@ -12,7 +12,7 @@
 
 use std::sync::Mutex as StdMutex;
 
-use super::comparisons::{comparison_of, pair_earlier_turns, ComparisonHtml};
+use super::comparisons::{comparison_of, pair_earlier_turns, render_turns_with, ComparisonHtml};
 use super::*;
 use crate::generations::Generations;
 
@@ -87,7 +87,7 @@ impl AppService {
             turns: turns.to_vec(),
             left_html: left.html.clone(),
             right_html: right.html.clone(),
-            earlier: pair_earlier_turns(&left.history, &right.history),
+            earlier: pair_earlier_turns(&left.history, &right.history, String::clone),
             history_turns: left.history.len(),
         };
         Ok(comparison_of(html, position, total, study))
@@ -98,13 +98,7 @@ impl AppService {
             return Ok(turns);
         }
         let conversation = self.store.prompt_text(prompt_id).await?;
-        let turns: Arc<[Turn]> = conversation
-            .iter()
-            .map(|m| Turn {
-                role: m.role.clone(),
-                html: markdown::render_uncached(&m.content),
-            })
-            .collect();
+        let turns: Arc<[Turn]> = render_turns_with(&conversation, markdown::render_uncached).into();
         self.html_by_id
             .put(prompt_key(prompt_id), Rendered::Prompt(turns.clone()));
         Ok(turns)

@@ -60,11 +60,16 @@ pub(super) fn comparison_of(
 }
 
 pub(super) fn render_turns(conversation: &[Message]) -> Vec<Turn> {
+    render_turns_with(conversation, markdown::render)
+}
+
+/// `conversation`'s turns, each message's HTML from `render`.
+pub(super) fn render_turns_with(conversation: &[Message], render: fn(&str) -> String) -> Vec<Turn> {
     conversation
         .iter()
         .map(|m| Turn {
             role: m.role.clone(),
-            html: markdown::render(&m.content),
+            html: render(&m.content),
         })
         .collect()
 }
@@ -72,21 +77,23 @@ pub(super) fn render_turns(conversation: &[Message]) -> Vec<Turn> {
 /// A multi-turn battle's earlier turns from its sides' histories (`answer, question, answer,
 /// question, …`, each ending with the question its last answer replies to).
 pub(super) fn earlier_turns(left: &[Message], right: &[Message]) -> Vec<EarlierTurn> {
-    let rendered = |side: &[Message]| -> Vec<String> {
-        side.iter().map(|m| markdown::render(&m.content)).collect()
-    };
-    pair_earlier_turns(&rendered(left), &rendered(right))
+    pair_earlier_turns(left, right, |m| markdown::render(&m.content))
 }
 
-/// [`earlier_turns`] from the sides' histories already rendered.
-pub(super) fn pair_earlier_turns(left: &[String], right: &[String]) -> Vec<EarlierTurn> {
+/// [`earlier_turns`] from histories of any kind of message (rows, or messages already rendered),
+/// `html` giving each one's HTML.
+pub(super) fn pair_earlier_turns<T>(
+    left: &[T],
+    right: &[T],
+    html: impl Fn(&T) -> String,
+) -> Vec<EarlierTurn> {
     left.chunks(2)
         .zip(right.chunks(2))
         .filter_map(|(l, r)| match (l, r) {
             ([l_answer, question], [r_answer, _]) => Some(EarlierTurn {
-                left_html: l_answer.clone(),
-                right_html: r_answer.clone(),
-                question_html: question.clone(),
+                left_html: html(l_answer),
+                right_html: html(r_answer),
+                question_html: html(question),
             }),
             _ => None,
         })
