@@ -312,6 +312,18 @@ pub(super) const VOTE_TARGET: &str =
      JOIN prompts p ON p.id = a.prompt_id \
      JOIN responses lr ON lr.id = a.left_response_id JOIN responses rr ON rr.id = a.right_response_id \
      WHERE a.public_id = $1 AND a.rater_id = $2";
+/// The SQLite writer's [`VOTE_TARGET`] in two: the assignment and its vote, by position (`id,
+/// issued_ms, kind, vote_id, choice, prompt_id, left_response_id, right_response_id`), and, for a
+/// quality check only, [`CHECK_TARGET`]. A regular comparison's vote reads no prompt or response row.
+pub(super) const VOTE_TARGET_NARROW: &str =
+    "SELECT a.id, a.issued_ms, a.kind, v.id, v.choice, a.prompt_id, a.left_response_id, a.right_response_id \
+     FROM assignments a LEFT JOIN votes v ON v.assignment_id = a.id \
+     WHERE a.public_id = $1 AND a.rater_id = $2";
+/// What a quality check expects (`check_model_id`) and the models shown left and right, by prompt
+/// `$1` and responses `$2` (left) and `$3` (right).
+pub(super) const CHECK_TARGET: &str =
+    "SELECT p.check_model_id, lr.model_id, rr.model_id FROM prompts p, responses lr, responses rr \
+     WHERE p.id = $1 AND lr.id = $2 AND rr.id = $3";
 /// The text of [`INSERT_VOTE`], for the statements that include it.
 macro_rules! insert_vote_sql {
     () => {

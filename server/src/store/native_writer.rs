@@ -9,8 +9,8 @@ use rusqlite::{ToSql, TransactionBehavior};
 
 use super::assigner_memory::Note;
 use super::assignments::{
-    vote_cannot_change, vote_target_missing, COUNT_PAIR_SHOWN, COUNT_PROMPT_ASSIGNED,
-    INSERT_ASSIGNMENT, INSERT_VOTE, MARK_VOTED, VOTE_TARGET,
+    vote_cannot_change, vote_target_missing, CHECK_TARGET, COUNT_PAIR_SHOWN, COUNT_PROMPT_ASSIGNED,
+    INSERT_ASSIGNMENT, INSERT_VOTE, MARK_VOTED, VOTE_TARGET_NARROW,
 };
 use super::battle_rows::{
     battle_assignment, battle_not_running, battle_prompt_id, BattleCompletion, BattleVoid,
@@ -195,34 +195,33 @@ fn execute(tx: &rusqlite::Connection, sql: &str, values: &[&dyn ToSql]) -> Store
     Ok(())
 }
 
-/// What [`VOTE_TARGET`] reads.
+/// What [`VOTE_TARGET_NARROW`] reads.
 struct Target {
     assignment_id: i64,
     issued_ms: i64,
     kind: String,
     vote: Option<(i64, String)>,
-    check_model: Option<i64>,
-    models: (i64, i64),
+    /// The prompt and the left and right responses, for a quality check's [`CHECK_TARGET`].
+    shown: (i64, i64, i64),
 }
 
 fn record_vote(tx: &rusqlite::Connection, vote: &VoteToRecord) -> StoreResult<VoteOutcome> {
     let target = {
-        let mut stmt = tx.prepare_cached(VOTE_TARGET)?;
+        let mut stmt = tx.prepare_cached(VOTE_TARGET_NARROW)?;
         bind(&mut stmt, &[&vote.assignment.as_str(), &vote.rater_id])?;
         let mut rows = stmt.raw_query();
         let Some(row) = rows.next()? else {
             return Err(vote_target_missing());
         };
         Target {
-            assignment_id: row.get("id")?,
-            issued_ms: row.get("issued_ms")?,
-            kind: row.get("kind")?,
-            vote: match row.get::<_, Option<i64>>("vote_id")? {
-                Some(id) => Some((id, row.get("choice")?)),
+            assignment_id: row.get(0)?,
+            issued_ms: row.get(1)?,
+            kind: row.get(2)?,
+            vote: match row.get::<_, Option<i64>>(3)? {
+                Some(id) => Some((id, row.get(4)?)),
                 None => None,
             },
-            check_model: row.get("check_model_id")?,
-            models: (row.get("left_model")?, row.get("right_model")?),
+            shown: (row.get(5)?, row.get(6)?, row.get(7)?),
         }
     };
     if let Some((vote_id, choice)) = target.vote {
@@ -253,14 +252,29 @@ fn record_vote(tx: &rusqlite::Connection, vote: &VoteToRecord) -> StoreResult<Vo
     };
     let state = if vote.reveal { "voted" } else { "done" };
     execute(tx, MARK_VOTED, &[&state, &target.assignment_id])?;
-    let check_passed = CheckKind::parse(&target.kind).map(|_| {
-        let chosen = match vote.choice {
-            Choice::Left => Some(target.models.0),
-            Choice::Right => Some(target.models.1),
-            Choice::Tie | Choice::BothBad => None,
-        };
-        chosen.is_some() && chosen == target.check_model
-    });
+    let check_passed = match CheckKind::parse(&target.kind) {
+        None => None,
+        Some(_) => {
+            let (prompt, left, right) = target.shown;
+            let (expected, left_model, right_model) = {
+                let mut stmt = tx.prepare_cached(CHECK_TARGET)?;
+                bind(&mut stmt, &[&prompt, &left, &right])?;
+                let mut rows = stmt.raw_query();
+                let row = rows.next()?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+                (
+                    row.get::<_, Option<i64>>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                )
+            };
+            let chosen = match vote.choice {
+                Choice::Left => Some(left_model),
+                Choice::Right => Some(right_model),
+                Choice::Tie | Choice::BothBad => None,
+            };
+            Some(chosen.is_some() && chosen == expected)
+        }
+    };
     Ok(VoteOutcome::Recorded {
         vote_id,
         check_passed,

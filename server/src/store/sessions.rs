@@ -127,14 +127,18 @@ impl Store {
         const SQL: &str = "SELECT r.id, r.study_id, r.status, r.external_id, r.completion_code, \
              r.answered AS votes FROM raters r WHERE r.token_hash = $1 AND r.study_id = $2";
         let hash = sha256_hex(token);
+        // By position (a read by name compares the name with every column's, at every request).
         if let Some(read) = self.native_row(SQL, &[&hash, &study_id], |row| {
             Ok(RaterRow {
-                id: row.get("id")?,
-                study_id: row.get("study_id")?,
-                votes: row.get("votes")?,
-                excluded: row.get::<_, String>("status")? == "excluded",
-                external_id: row.get("external_id")?,
-                completion_code: row.get("completion_code")?,
+                id: row.get(0)?,
+                study_id: row.get(1)?,
+                excluded: matches!(
+                    row.get_ref(2)?,
+                    rusqlite::types::ValueRef::Text(b"excluded")
+                ),
+                external_id: row.get(3)?,
+                completion_code: row.get(4)?,
+                votes: row.get(5)?,
             })
         }) {
             return read;
