@@ -260,17 +260,27 @@ fn gather_candidates(rows: impl Iterator<Item = (i64, i64, (i64, i64))>) -> Vec<
 // The rater path's writes, shared by the `Any` code below and the native SQLite writer
 // (`native_writer.rs`), so both run the same SQL.
 
-/// The text of [`INSERT_ASSIGNMENT`], for the statements that include it.
-macro_rules! insert_assignment_sql {
+/// The text of [`INSERT_ASSIGNMENT`] without its `RETURNING`.
+macro_rules! insert_assignment_row_sql {
     () => {
         "INSERT INTO assignments (public_id, rater_id, prompt_id, left_response_id, right_response_id, \
          model_low, model_high, kind, issued_ms, state, expires_ms) \
          SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'issued', $11 \
          WHERE NOT EXISTS (SELECT 1 FROM assignments WHERE rater_id = $2 AND state = 'issued' AND state <> 'done') \
          AND (SELECT assigned FROM raters WHERE id = $2) < $10 \
-         ON CONFLICT DO NOTHING RETURNING id"
+         ON CONFLICT DO NOTHING"
     };
 }
+/// The text of [`INSERT_ASSIGNMENT`], for the statements that include it.
+macro_rules! insert_assignment_sql {
+    () => {
+        concat!(insert_assignment_row_sql!(), " RETURNING id")
+    };
+}
+/// The SQLite writer's [`INSERT_ASSIGNMENT`]: the row's id is the connection's last insert rowid
+/// when one row changed. SQLite gathers a statement's `RETURNING` rows in a temporary b-tree, opened
+/// and closed at every statement: a few percent of the rater path's CPU.
+pub(super) const INSERT_ASSIGNMENT_ROW: &str = insert_assignment_row_sql!();
 /// One unvoted comparison at a time (found through the partial index `assignments_open`, which the
 /// written-out `state <> 'done'` lets SQLite use) and at most `$10` in the session (the rater's
 /// `assigned`, which a trigger keeps), checked where the row is written: parallel requests of one
@@ -325,12 +335,19 @@ pub(super) const CHECK_TARGET: &str =
     "SELECT p.check_model_id, lr.model_id, rr.model_id FROM prompts p, responses lr, responses rr \
      WHERE p.id = $1 AND lr.id = $2 AND rr.id = $3";
 /// The text of [`INSERT_VOTE`], for the statements that include it.
-macro_rules! insert_vote_sql {
+macro_rules! insert_vote_row_sql {
     () => {
         "INSERT INTO votes (assignment_id, choice, source_guess, source_confidence, rationale, time_on_page_ms, created_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id"
+         VALUES ($1, $2, $3, $4, $5, $6, $7)"
     };
 }
+macro_rules! insert_vote_sql {
+    () => {
+        concat!(insert_vote_row_sql!(), " RETURNING id")
+    };
+}
+/// The SQLite writer's [`INSERT_VOTE`], without `RETURNING` (see [`INSERT_ASSIGNMENT_ROW`]).
+pub(super) const INSERT_VOTE_ROW: &str = insert_vote_row_sql!();
 pub(super) const INSERT_VOTE: &str = insert_vote_sql!();
 /// PostgreSQL: [`INSERT_VOTE`] and the assignment's new state (`$8`, as `MARK_VOTED`) as one
 /// statement.

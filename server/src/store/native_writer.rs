@@ -10,7 +10,7 @@ use rusqlite::{ToSql, TransactionBehavior};
 use super::assigner_memory::Note;
 use super::assignments::{
     vote_cannot_change, vote_target_missing, CHECK_TARGET, COUNT_PAIR_SHOWN, COUNT_PROMPT_ASSIGNED,
-    INSERT_ASSIGNMENT, INSERT_VOTE, MARK_VOTED, VOTE_TARGET_NARROW,
+    INSERT_ASSIGNMENT_ROW, INSERT_VOTE_ROW, MARK_VOTED, VOTE_TARGET_NARROW,
 };
 use super::battle_rows::{
     battle_assignment, battle_not_running, battle_prompt_id, BattleCompletion, BattleVoid,
@@ -148,7 +148,7 @@ fn insert_assignment(
     let (low, high) = (a.min(b), a.max(b));
     let kind = new.check.map_or("regular", CheckKind::as_str);
     let inserted = {
-        let mut stmt = tx.prepare_cached(INSERT_ASSIGNMENT)?;
+        let mut stmt = tx.prepare_cached(INSERT_ASSIGNMENT_ROW)?;
         bind(
             &mut stmt,
             &[
@@ -165,10 +165,10 @@ fn insert_assignment(
                 &new.expires_ms,
             ],
         )?;
-        let mut rows = stmt.raw_query();
-        match rows.next()? {
-            Some(row) => Some(row.get::<_, i64>(0)?),
-            None => None,
+        // No row: a refusal (another open comparison, the session's limit, the prompt seen).
+        match stmt.raw_execute()? {
+            0 => None,
+            _ => Some(tx.last_insert_rowid()),
         }
     };
     let Some(row_id) = inserted else {
@@ -233,7 +233,7 @@ fn record_vote(tx: &rusqlite::Connection, vote: &VoteToRecord) -> StoreResult<Vo
     }
     let now = now_ms();
     let vote_id: i64 = {
-        let mut stmt = tx.prepare_cached(INSERT_VOTE)?;
+        let mut stmt = tx.prepare_cached(INSERT_VOTE_ROW)?;
         bind(
             &mut stmt,
             &[
@@ -246,9 +246,8 @@ fn record_vote(tx: &rusqlite::Connection, vote: &VoteToRecord) -> StoreResult<Vo
                 &now,
             ],
         )?;
-        let mut rows = stmt.raw_query();
-        let row = rows.next()?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-        row.get(0)?
+        stmt.raw_execute()?;
+        tx.last_insert_rowid()
     };
     let state = if vote.reveal { "voted" } else { "done" };
     execute(tx, MARK_VOTED, &[&state, &target.assignment_id])?;
